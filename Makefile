@@ -1,0 +1,25 @@
+# `make demo` and `make test` create .venv from nothing when needed, then run.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: demo test test-fast clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# constraints.txt pins every package (CPU torch included), so pip never pulls CUDA wheels.
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,torch]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	rm -rf runs/vit_digits
+	$(PY) -m papers_jax.main --config configs/vit/digits.py --workdir runs/vit_digits
+	@cat runs/vit_digits/summary.json
+
+test: $(STAMP)
+	$(PY) -m pytest -q -n 2 --durations=15
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,1 @@
+"""The training system shared by every paper: mesh, sharding, state, step, loop, checkpoints."""

@@ -1,0 +1,100 @@
+"""Run outputs: metrics.jsonl, TensorBoard events, a progress bar, and atomic JSON files.
+
+Only process 0 writes. On resume, metrics.jsonl is cut back to the restored step so that the
+file reads as one uninterrupted run.
+"""
+
+import json
+import os
+import sys
+import time
+
+import jax
+import numpy as np
+
+
+def write_json_atomic(path: str, obj) -> None:
+  """Writes JSON to `path` via a temporary file and rename, so a crash never leaves half a file."""
+  tmp = f"{path}.tmp{os.getpid()}"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=2, sort_keys=True, default=_to_python)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
+
+
+def _to_python(x):
+  if isinstance(x, (np.generic, np.ndarray, jax.Array)):
+    return np.asarray(x).tolist()
+  return str(x)
+
+
+class MetricWriter:
+  """Appends `{"step": s, ...}` lines to metrics.jsonl and scalars to TensorBoard."""
+
+  def __init__(self, workdir: str, *, enabled: bool = True, resume_step: int | None = None):
+    self.enabled = enabled
+    self.path = os.path.join(workdir, "metrics.jsonl")
+    self._tb = None
+    if not enabled:
+      return
+    if resume_step is not None and os.path.exists(self.path):
+      self._truncate(resume_step)
+    from tensorboardX import SummaryWriter  # imported lazily: it is slow and only process 0 needs it
+    self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), flush_secs=30)
+
+  def _truncate(self, step: int) -> None:
+    with open(self.path) as f:
+      lines = [l for l in f if l.strip() and json.loads(l).get("step", 0) <= step]
+    tmp = self.path + ".tmp"
+    with open(tmp, "w") as f:
+      f.writelines(lines)
+    os.replace(tmp, self.path)
+
+  def write(self, step: int, metrics: dict) -> None:
+    if not self.enabled:
+      return
+    row = {"step": int(step), **{k: float(v) for k, v in metrics.items()}}
+    with open(self.path, "a") as f:
+      f.write(json.dumps(row) + "\n")
+    for k, v in row.items():
+      if k != "step":
+        self._tb.add_scalar(k, v, step)
+
+  def write_image(self, step: int, tag: str, image: np.ndarray) -> None:
+    if self.enabled:
+      self._tb.add_image(tag, image, step, dataformats="HWC")
+
+  def close(self) -> None:
+    if self._tb is not None:
+      self._tb.close()
+
+
+class Progress:
+  """A progress bar with step, loss, examples/s and ETA (tqdm; plain lines when not a terminal)."""
+
+  def __init__(self, total: int, initial: int, *, enabled: bool = True, unit: str = "ex"):
+    self.enabled = enabled
+    self.unit = unit
+    self._bar = None
+    if enabled:
+      from tqdm import tqdm
+      self._bar = tqdm(total=total, initial=initial, dynamic_ncols=True, file=sys.stderr, unit="step",
+                       mininterval=1.0, disable=None if sys.stderr.isatty() else True)
+    self._last_print = 0.0
+
+  def update(self, step: int, n: int, metrics: dict) -> None:
+    if not self.enabled:
+      return
+    text = (f"loss={metrics.get('loss', float('nan')):.4f} "
+            f"{self.unit}/s={metrics.get('throughput', 0):.1f}")
+    if self._bar is not None and not self._bar.disable:
+      self._bar.set_postfix_str(text, refresh=False)
+      self._bar.update(n)
+    elif time.time() - self._last_print > 10:
+      self._last_print = time.time()
+      print(f"step {step}: {text}", file=sys.stderr, flush=True)
+
+  def close(self) -> None:
+    if self._bar is not None:
+      self._bar.close()

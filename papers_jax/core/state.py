@@ -1,0 +1,89 @@
+"""The train state: a pytree of plain arrays, created directly with its final sharding.
+
+`params` and `model_state` are pure nested dicts (nnx.State.to_pure_dict); plain dicts flatten in
+C++, so passing the state into the jitted step costs little per call, unlike nnx.State objects.
+`extra` holds a task's additional state (EMA teachers, queues, centres); it is empty for supervised
+training.
+"""
+
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from papers_jax.core import sharding
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  model_state: Any
+  opt_state: Any
+  rng: jax.Array
+  extra: Any = flax.struct.field(default_factory=dict)
+
+
+def split_model(model: nnx.Module):
+  """(graphdef, params pure dict, other state pure dict)."""
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  return graphdef, nnx.to_pure_dict(params), nnx.to_pure_dict(rest)
+
+
+def merge_model(graphdef, params, model_state) -> nnx.Module:
+  """Rebuilds the module from pure dicts (inside jit this is free: it only re-wraps arrays)."""
+  return nnx.merge(graphdef, params, model_state, copy=True)
+
+
+def abstract_model(build_model):
+  """(graphdef, abstract params State, abstract rest State) without allocating any array."""
+  model = nnx.eval_shape(lambda: build_model(nnx.Rngs(params=0)))
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  return graphdef, params, rest
+
+
+def create_train_state(build_model, make_tx, mesh, rules, seed: int, extra_init=None):
+  """Initialises params, model state and optimizer state sharded over `mesh`.
+
+  `build_model(rngs)` makes the nnx.Module; `make_tx(params)` returns the optax transformation.
+  Nothing full-size is materialised on one device: init runs under jit with out_shardings.
+  Returns (state, state_shardings, graphdef, tx).
+  """
+  graphdef, abs_params, abs_rest = abstract_model(build_model)
+  param_sh = sharding.state_shardings(abs_params, mesh, rules)
+  rest_sh = sharding.state_shardings(abs_rest, mesh, rules)
+  abs_params_pure = jax.tree.map(lambda v: jax.ShapeDtypeStruct(v.shape, v.dtype), nnx.to_pure_dict(abs_params))
+  tx = make_tx(abs_params_pure)
+
+  def init(key):
+    _, params, rest = split_model(build_model(nnx.Rngs(params=key)))
+    return params, rest
+
+  key = jax.random.PRNGKey(seed)
+  init_key, train_key = jax.random.split(key)
+  params, model_state = jax.jit(init, out_shardings=(param_sh, rest_sh))(init_key)
+  opt_sh = opt_state_shardings(tx, abs_params_pure, param_sh, mesh)
+  opt_state = jax.jit(tx.init, out_shardings=opt_sh)(params)
+  extra, extra_sh = {}, {}
+  if extra_init is not None:
+    extra, extra_sh = extra_init(params, mesh)
+  rep = sharding.replicated(mesh)
+  state = TrainState(step=jax.device_put(jnp.zeros((), jnp.int32), rep), params=params, model_state=model_state,
+                     opt_state=opt_state, rng=jax.device_put(train_key, rep), extra=extra)
+  shardings = TrainState(step=rep, params=param_sh, model_state=rest_sh, opt_state=opt_sh, rng=rep, extra=extra_sh)
+  return state, shardings, graphdef, tx
+
+
+def opt_state_shardings(tx, abs_params, param_shardings, mesh):
+  """Optimizer-state leaves shaped like a parameter take its sharding; the rest is replicated."""
+  abs_opt = jax.eval_shape(tx.init, abs_params)
+  rep = sharding.replicated(mesh)
+  return optax.tree_map_params(tx, lambda _, s: s, abs_opt, param_shardings, transform_non_params=lambda _: rep)
+
+
+def abstract_state(shardings: TrainState, state_shapes: TrainState) -> TrainState:
+  """ShapeDtypeStructs with shardings, the target for restoring onto any mesh."""
+  return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), state_shapes, shardings)

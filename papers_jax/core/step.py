@@ -1,0 +1,81 @@
+"""The jitted train and eval steps: pure functions of (state, batch).
+
+A task supplies `loss_fn(params, model_state, batch, rng) -> (loss, (metrics, new_model_state))`
+where `loss` is the mean over the batch. The train step optionally splits the batch into
+`grad_accum_steps` micro-batches with `lax.scan`, averages their gradients, applies the optimizer
+and skips the update (keeping params and optimizer state) when the loss or gradient is not finite.
+"""
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from papers_jax.core import sharding
+
+
+def _split_micro(batch, num_micro: int):
+  """(B, ...) → (num_micro, B/num_micro, ...); each micro-batch keeps the batch's sharding."""
+  def split(x):
+    x = x.reshape((x.shape[0] // num_micro, num_micro) + x.shape[1:]).swapaxes(0, 1)
+    return sharding.constrain(x, (None, "act_batch") + (None,) * (x.ndim - 2))
+  return jax.tree.map(split, batch)
+
+
+def make_train_step(loss_fn, tx, schedule, *, grad_accum_steps: int = 1, extra_update=None):
+  """Builds `train_step(state, batch) -> (state, metrics)`; metrics are float32 scalars."""
+
+  def grads_and_metrics(params, model_state, batch, rng):
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    if grad_accum_steps == 1:
+      (loss, (metrics, model_state)), grads = grad_fn(params, model_state, batch, rng)
+      return loss, metrics, model_state, grads
+
+    def micro_step(carry, micro):
+      grads_sum, loss_sum, metrics_sum, model_state, i = carry
+      (loss, (metrics, model_state)), grads = grad_fn(params, model_state, micro, jax.random.fold_in(rng, i))
+      grads_sum = jax.tree.map(jnp.add, grads_sum, grads)
+      metrics_sum = jax.tree.map(jnp.add, metrics_sum, metrics)
+      return (grads_sum, loss_sum + loss, metrics_sum, model_state, i + 1), None
+
+    micro_batches = _split_micro(batch, grad_accum_steps)
+    first = jax.tree.map(lambda x: x[0], micro_batches)
+    metrics_shape = jax.eval_shape(lambda: grad_fn(params, model_state, first, rng)[0][1][0])
+    zeros = lambda tree: jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), tree)
+    carry = (zeros(params), jnp.zeros((), jnp.float32), zeros(metrics_shape), model_state, jnp.zeros((), jnp.int32))
+    (grads, loss, metrics, model_state, _), _ = jax.lax.scan(micro_step, carry, micro_batches)
+    n = float(grad_accum_steps)
+    return loss / n, jax.tree.map(lambda m: m / n, metrics), model_state, jax.tree.map(lambda g: g / n, grads)
+
+  def train_step(state, batch):
+    rng = jax.random.fold_in(state.rng, state.step)
+    loss, metrics, model_state, grads = grads_and_metrics(state.params, state.model_state, batch, rng)
+    grad_norm = optax.tree.norm(grads)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+    new_state = state.replace(step=state.step + 1, params=keep(params, state.params),
+                              opt_state=keep(opt_state, state.opt_state),
+                              model_state=keep(model_state, state.model_state))
+    if extra_update is not None:
+      new_state = new_state.replace(extra=keep(extra_update(new_state, state), state.extra))
+    metrics = {**{k: v.astype(jnp.float32) for k, v in metrics.items()}, "loss": loss.astype(jnp.float32),
+               "grad_norm": grad_norm.astype(jnp.float32), "lr": jnp.asarray(schedule(state.step), jnp.float32),
+               "nonfinite": 1.0 - finite.astype(jnp.float32)}
+    return new_state, metrics
+
+  return train_step
+
+
+def jit_train_step(train_step, state_shardings, mesh, rules):
+  """jax.jit with explicit shardings; the state is donated."""
+  return jax.jit(train_step, in_shardings=(state_shardings, sharding.batch_sharding(mesh, rules)),
+                 out_shardings=(state_shardings, sharding.replicated(mesh)), donate_argnums=(0,))
+
+
+def jit_eval_step(eval_fn, state_shardings, mesh, rules):
+  """`eval_fn(params, model_state, batch) -> dict of per-batch sums` under jit."""
+  def step(state, batch):
+    return eval_fn(state.params, state.model_state, batch)
+  return jax.jit(step, in_shardings=(state_shardings, sharding.batch_sharding(mesh, rules)),
+                 out_shardings=sharding.replicated(mesh))

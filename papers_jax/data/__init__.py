@@ -1,0 +1,1 @@
+"""Data sources (random access, host side) and per-example numpy preprocessing."""

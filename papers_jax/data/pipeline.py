@@ -1,0 +1,116 @@
+"""Grain input pipelines with a host-count-independent, index-based order.
+
+Training reads global example positions p = step * global_batch + i. Position p is example
+`perm_e[p mod N]` of epoch e = p // N, where perm_e is a permutation seeded by (seed, e), and its
+augmentation is seeded by (seed, p). Host h of P loads the h-th contiguous 1/P of each global
+batch. The batch of a step therefore depends only on (seed, step), not on the number of hosts,
+and resuming at step s needs nothing but s: the data position is the step.
+
+Evaluation covers each example exactly once: the last global batch is padded and carries
+`mask` = 0 on the padding.
+"""
+
+import functools
+
+import grain
+import numpy as np
+
+from papers_jax.data import preprocess
+from papers_jax.errors import ConfigError
+
+
+@functools.lru_cache(maxsize=4)
+def _epoch_permutation(num_examples: int, seed: int, epoch: int) -> np.ndarray:
+  return np.random.default_rng([seed, epoch]).permutation(num_examples)
+
+
+def example_index(position: int, num_examples: int, seed: int) -> int:
+  epoch, offset = divmod(position, num_examples)
+  return int(_epoch_permutation(num_examples, seed, epoch)[offset])
+
+
+def host_slice(global_batch: int, process_index: int, process_count: int) -> slice:
+  if global_batch % process_count:
+    raise ConfigError(f"batch_size {global_batch} is not divisible by the {process_count} processes")
+  per_host = global_batch // process_count
+  return slice(process_index * per_host, (process_index + 1) * per_host)
+
+
+def _stack(examples: list[dict]) -> dict:
+  return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
+
+
+def train_batches(source, preprocess_fn, *, global_batch: int, seed: int, start_step: int, num_steps: int,
+                  process_index: int = 0, process_count: int = 1, num_threads: int = 2, prefetch: int = 4):
+  """Iterator over this host's slice of the training batches for steps [start_step, num_steps)."""
+  n = len(source)
+  rows = host_slice(global_batch, process_index, process_count)
+
+  def load(step: int) -> dict:
+    positions = range(step * global_batch + rows.start, step * global_batch + rows.stop)
+    examples = []
+    for p in positions:
+      example = dict(source[example_index(p, n, seed)])
+      examples.append(preprocess_fn(example, np.random.default_rng([seed, p, 1])))
+    return _stack(examples)
+
+  ds = grain.MapDataset.range(start_step, num_steps).map(load)
+  return iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch)))
+
+
+def num_eval_steps(num_examples: int, global_batch: int) -> int:
+  return -(-num_examples // global_batch)
+
+
+def eval_batches(source, preprocess_fn, *, global_batch: int, process_index: int = 0, process_count: int = 1,
+                 num_threads: int = 2):
+  """This host's slices of the evaluation batches; padded rows repeat example 0 with mask 0."""
+  n = len(source)
+  rows = host_slice(global_batch, process_index, process_count)
+
+  def load(step: int) -> dict:
+    examples = []
+    for p in range(step * global_batch + rows.start, step * global_batch + rows.stop):
+      example = preprocess_fn(dict(source[p if p < n else 0]), None)
+      example["mask"] = np.asarray(p < n, np.bool_)
+      examples.append(example)
+    return _stack(examples)
+
+  ds = grain.MapDataset.range(num_eval_steps(n, global_batch)).map(load)
+  return iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=2)))
+
+
+AUGMENTATIONS = ("none", "translate", "affine", "cifar", "inception")
+
+
+def image_preprocess(kind: str, image_size: int, *, train: bool, max_shift: int = 1, crop_pct: float = 0.875,
+                     affine_degrees: float = 10.0, affine_scale=(0.9, 1.1), affine_translate: float = 0.1):
+  """Per-example image transform: `fn(example, rng) -> example` with uint8 images out.
+
+  kind: "none" (resize only), "translate" (small integer shifts), "affine" (random rotation,
+  scale and sub-pixel shift, for tiny images such as digits),
+  "cifar" (pad-4 random crop + flip), "inception" (random-resized crop + flip; evaluation resizes
+  the shorter side and centre-crops).
+  """
+  if kind not in AUGMENTATIONS:
+    raise ConfigError(f"unknown data.augment {kind!r}; choose from {AUGMENTATIONS}")
+
+  def fn(example, rng):
+    image = example["image"]
+    if kind == "inception":
+      image = (preprocess.inception_crop(image, rng, image_size) if train
+               else preprocess.resize_shorter_then_center_crop(image, image_size, crop_pct))
+    else:
+      image = preprocess.resize(image, image_size)
+    if train and kind == "translate":
+      image = preprocess.random_translate(image, rng, max_shift)
+    if train and kind == "affine":
+      image = preprocess.random_affine(image, rng, degrees=affine_degrees, scale=affine_scale,
+                                       translate=affine_translate)
+    if train and kind == "cifar":
+      image = preprocess.random_crop_with_padding(image, rng, 4)
+    if train and kind in ("cifar", "inception"):
+      image = preprocess.random_flip(image, rng)
+    return {"image": image, "label": np.asarray(example["label"], np.int32)}
+
+  return fn

@@ -1,0 +1,233 @@
+"""Random-access image classification sources.
+
+Every source has `len(source)`, `source[i] -> {"image": uint8 (H, W, C), "label": int32 scalar}`
+and the attributes `num_classes` and `name`. Sources hold no open files that break on fork and
+are cheap to construct, so grain can pickle them into worker processes.
+"""
+
+import functools
+import os
+
+import numpy as np
+
+from papers_jax.errors import DataError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+SOURCE_FORMS = ('"digits"', '"tfds:<name>" (e.g. "tfds:cifar10")', '"folder"')
+
+
+def _example(image, label) -> dict:
+  image = np.asarray(image)
+  if image.ndim == 2:
+    image = image[:, :, None]
+  if image.dtype != np.uint8 or image.ndim != 3:
+    raise DataError(
+        f"Expected uint8 images of shape (H, W, C), got {image.dtype} {image.shape}. "
+        "Use an image dataset whose images are 8-bit.")
+  return {"image": image, "label": np.int32(label)}
+
+
+# --- scikit-learn digits ---
+
+DIGITS_TEST_SIZE = 360
+
+
+@functools.cache
+def _digits() -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+  """All 1797 images as uint8 (8, 8, 1), int32 labels, and the split indices into them."""
+  from sklearn import datasets, model_selection
+  digits = datasets.load_digits()
+  images = np.round(digits.images * (255 / 16)).astype(np.uint8)[..., None]
+  labels = digits.target.astype(np.int32)
+  train, test = model_selection.train_test_split(
+      np.arange(len(labels)), test_size=DIGITS_TEST_SIZE, stratify=labels, random_state=0)
+  return images, labels, {"train": np.sort(train), "test": np.sort(test)}
+
+
+class DigitsSource:
+  """scikit-learn's bundled 8x8 digits (1797 images, 10 classes), as uint8 (8, 8, 1) in 0..255.
+
+  Fixed stratified split (`random_state=0`): `train` has 1437 images and `test` 360. The splits
+  are disjoint and the `test` split is never used for training.
+  """
+
+  SPLITS = ("train", "test")
+
+  def __init__(self, split: str):
+    if split not in self.SPLITS:
+      raise DataError(f"Unknown digits split {split!r}; use one of {list(self.SPLITS)}.")
+    self.split = split
+    self.name = "digits"
+    self.num_classes = 10
+    images, labels, split_indices = _digits()
+    self.indices = split_indices[split]  # Into the full 1797-image set.
+    self._images = images[self.indices]
+    self._labels = labels[self.indices]
+
+  def __len__(self) -> int:
+    return len(self._labels)
+
+  def __getitem__(self, i) -> dict:
+    return {"image": self._images[i], "label": self._labels[i]}
+
+
+# --- TensorFlow Datasets (ArrayRecord) ---
+
+
+def _tfds_prepare_hint(name: str, data_dir: str | None, builder=None) -> str:
+  shown_dir = data_dir or os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets")
+  hint = (
+      f"Prepare it once with `tfds build {name} --data_dir={shown_dir} "
+      "--file_format=array_record` (building needs `pip install tensorflow`; reading does not).")
+  if getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None):
+    if name.startswith("imagenet2012"):
+      files = "the ImageNet tars (ILSVRC2012_img_train.tar, ILSVRC2012_img_val.tar)"
+    else:
+      files = "the files listed on its TFDS catalog page"
+    hint += f" tfds cannot download it: first place {files} in {shown_dir}/downloads/manual/."
+  return hint
+
+
+class TfdsSource:
+  """A split of a TFDS dataset prepared ahead of time in ArrayRecord format.
+
+  Reads with `builder.as_data_source` (what `tfds.data_source` does) and never downloads or
+  prepares anything, so TensorFlow is not needed at train time. `split` may use TFDS slicing,
+  e.g. "train[:90%]".
+  """
+
+  def __init__(self, name: str, split: str, data_dir: str | None = None,
+               image_key: str = "image", label_key: str = "label"):
+    import tensorflow_datasets as tfds  # Slow to import; only when used.
+
+    self.name = f"tfds:{name}"
+    self.split = split
+    self.image_key = image_key
+    self.label_key = label_key
+    try:
+      builder = tfds.builder(name, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError as e:
+      raise DataError(
+          f"TFDS dataset {name!r} is neither in the TFDS catalog nor prepared under "
+          f"{data_dir or 'the default data dir'}. Check the name against "
+          "https://www.tensorflow.org/datasets/catalog, or set data.data_dir to where you built it."
+      ) from e
+    # `tfds.data_source` would download and prepare a missing dataset (download=True by default);
+    # check first so that nothing is ever fetched from here.
+    if not builder.is_prepared():
+      raise DataError(
+          f"TFDS dataset {name!r} is not prepared in {builder.data_dir}. "
+          + _tfds_prepare_hint(name, data_dir, builder))
+
+    features = builder.info.features
+    for key in (image_key, label_key):
+      if key not in features:
+        raise DataError(
+            f"TFDS dataset {name!r} has no feature {key!r}; its features are "
+            f"{sorted(features.keys())}. Set data.image_key / data.label_key accordingly.")
+    num_classes = getattr(features[label_key], "num_classes", None)
+    if not num_classes:
+      raise DataError(
+          f"Feature {label_key!r} of TFDS dataset {name!r} is not a ClassLabel, so the number of "
+          "classes is unknown. Set data.label_key to a ClassLabel feature.")
+    self.num_classes = int(num_classes)
+
+    try:
+      self._source = builder.as_data_source(split=split)
+    except NotImplementedError as e:  # Prepared, but only as TFRecord (no random access).
+      raise DataError(
+          f"TFDS dataset {name!r} in {builder.data_dir} is prepared as TFRecord, which has no "
+          f"random access. Delete {builder.data_dir} and rebuild it. "
+          + _tfds_prepare_hint(name, data_dir, builder)) from e
+    except (FileNotFoundError, AssertionError) as e:
+      raise DataError(
+          f"TFDS dataset {name!r} in {builder.data_dir} is incomplete ({e}). "
+          + _tfds_prepare_hint(name, data_dir, builder)) from e
+    except ValueError as e:  # Unknown split or bad slicing syntax.
+      raise DataError(
+          f"Bad split {split!r} for TFDS dataset {name!r} ({e}). Available splits: "
+          f"{sorted(builder.info.splits.keys())}; slicing like 'train[:90%]' is allowed.") from e
+
+    # Shards are opened lazily on first read; catch deleted ones now rather than in a worker.
+    missing = [str(p) for p in builder.info.splits[split].filepaths if not p.exists()]
+    if missing:
+      raise DataError(
+          f"TFDS dataset {name!r} in {builder.data_dir} is missing {len(missing)} file(s), e.g. "
+          f"{missing[0]}. Delete {builder.data_dir} and rebuild it. "
+          + _tfds_prepare_hint(name, data_dir, builder))
+
+  def __len__(self) -> int:
+    return len(self._source)
+
+  def __getitem__(self, i) -> dict:
+    example = self._source[i]
+    return _example(example[self.image_key], example[self.label_key])
+
+
+# --- Image folder ---
+
+
+class ImageFolderSource:
+  """Images in `root/<split>/<class_name>/*.{jpg,jpeg,png,bmp,webp}`, decoded to RGB uint8.
+
+  Labels index the class directories sorted by name; files are sorted within a class.
+  """
+
+  def __init__(self, root: str, split: str):
+    layout = f"{root}/{split}/<class_name>/<image>.{{jpg,jpeg,png,bmp,webp}}"
+    split_dir = os.path.join(root, split)
+    if not os.path.isdir(split_dir):
+      raise DataError(
+          f"Image folder {split_dir} does not exist. Expected the layout {layout}, "
+          "one sub-directory per class.")
+    self.name = "folder"
+    self.split = split
+    self.classes = sorted(
+        d for d in os.listdir(split_dir) if os.path.isdir(os.path.join(split_dir, d)))
+    self.num_classes = len(self.classes)
+    self._paths, self._labels = [], []
+    for label, class_name in enumerate(self.classes):
+      class_dir = os.path.join(split_dir, class_name)
+      for file_name in sorted(os.listdir(class_dir)):
+        if file_name.lower().endswith(IMAGE_EXTENSIONS):
+          self._paths.append(os.path.join(class_dir, file_name))
+          self._labels.append(label)
+    if not self._paths:
+      raise DataError(
+          f"No images found in {split_dir}. Expected the layout {layout}, "
+          "one sub-directory per class.")
+
+  def __len__(self) -> int:
+    return len(self._paths)
+
+  def __getitem__(self, i) -> dict:
+    from PIL import Image
+    try:
+      with Image.open(self._paths[i]) as image:
+        image = np.asarray(image.convert("RGB"))
+    except OSError as e:
+      raise DataError(f"Cannot decode image {self._paths[i]} ({e}). Remove or replace it.") from e
+    return _example(image, self._labels[i])
+
+
+# --- Factory ---
+
+
+def get_source(data_config, split: str):
+  """Builds the source for `data_config.name` ("digits", "tfds:<name>" or "folder")."""
+  name = data_config.name
+  data_dir = getattr(data_config, "data_dir", None)
+  if name == "digits":
+    return DigitsSource(split)
+  if name.startswith("tfds:") and name[len("tfds:"):]:
+    return TfdsSource(
+        name[len("tfds:"):], split, data_dir=data_dir,
+        image_key=getattr(data_config, "image_key", "image"),
+        label_key=getattr(data_config, "label_key", "label"))
+  if name == "folder":
+    if not data_dir:
+      raise DataError(
+          'data.name="folder" needs data.data_dir set to the root of '
+          "<root>/<split>/<class_name>/<image files>.")
+    return ImageFolderSource(data_dir, split)
+  raise DataError(f"Unknown data.name {name!r}; use one of {', '.join(SOURCE_FORMS)}.")

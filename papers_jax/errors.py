@@ -1,0 +1,20 @@
+"""Errors raised for problems the user can fix (config, data, checkpoints).
+
+`papers_jax.main` prints these as one message without a traceback. Every message names the fix.
+"""
+
+
+class UserError(Exception):
+  """A problem with the user's config, data or files; the message says how to fix it."""
+
+
+class ConfigError(UserError, ValueError):
+  """The experiment config is invalid."""
+
+
+class DataError(UserError):
+  """A dataset is missing or unreadable."""
+
+
+class CheckpointError(UserError):
+  """A checkpoint is missing, incomplete or unreadable."""

@@ -1,0 +1,75 @@
+"""Entry point: python -m papers_jax.main --config=configs/vit/digits.py --workdir=runs/x [--config.k=v]
+
+Multi-host: under SLURM, on a TPU pod, or with --coordinator_address set, jax.distributed is
+initialised first; single-process runs need nothing.
+"""
+
+import logging
+import os
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/<family>/<name>.py[:args]).",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and summaries.")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0 for multi-process runs.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes (multi-process runs).")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (multi-process runs).")
+
+
+def _maybe_initialize_distributed():
+  import jax
+  if _COORDINATOR.value:
+    jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  elif "SLURM_NTASKS" in os.environ and int(os.environ["SLURM_NTASKS"]) > 1:
+    jax.distributed.initialize()
+  elif os.environ.get("TPU_WORKER_HOSTNAMES") or os.environ.get("CLOUD_TPU_TASK_ID"):
+    jax.distributed.initialize()
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  from papers_jax.errors import UserError
+  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+  if not _WORKDIR.value:
+    print("error: --workdir is required (a directory for checkpoints, metrics and summaries).", file=sys.stderr)
+    return 2
+  try:
+    _maybe_initialize_distributed()
+    from papers_jax.core import loop
+    summary = loop.train(_CONFIG.value, _WORKDIR.value)
+  except UserError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  print({k: v for k, v in summary.items() if k.startswith("eval/") or k in ("steps", "wall_time_s")})
+  return 0
+
+
+def _parse_flags(argv):
+  """absl's flag parsing, with config-override mistakes reported as one line that names the fix."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    message = str(e)
+    if "--config." in message:
+      message += "; give a value of the type the config file uses for that key."
+  except (AttributeError, KeyError) as e:  # ml_collections: the key does not exist in the locked config
+    key = str(e).strip("\"'")
+    message = (f"unknown config key {key!r} in a --config.<key> override; only keys defined by the config file "
+               "can be set (see config.json of any run, or the config file itself).")
+  except (TypeError, ValueError) as e:
+    message = f"bad --config override: {e}; give a value of the type the config file uses."
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(2)
+
+
+def run():
+  flags.mark_flags_as_required(["config"])
+  app.run(main, flags_parser=_parse_flags)
+
+
+if __name__ == "__main__":
+  run()

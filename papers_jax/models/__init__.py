@@ -1,0 +1,7 @@
+"""Model registry: `create(name, **overrides)` with timm / HF names, `list_models()`.
+
+Each family module registers its variants when imported; importing this package imports them all.
+"""
+
+from papers_jax.models.registry import create, list_models, model_config, register  # noqa: F401
+from papers_jax.models import vit  # noqa: F401  (registers its variants)

@@ -1,0 +1,38 @@
+"""Name → constructor registry shared by all model families."""
+
+import fnmatch
+from collections.abc import Callable
+
+from flax import nnx
+
+from papers_jax.errors import ConfigError
+
+_REGISTRY: dict[str, tuple[Callable[..., nnx.Module], dict]] = {}
+
+
+def register(name: str, constructor: Callable[..., nnx.Module], **defaults):
+  """Registers `name` as `constructor(**defaults, **overrides)`."""
+  if name in _REGISTRY:
+    raise ValueError(f"model {name!r} is registered twice")
+  _REGISTRY[name] = (constructor, defaults)
+
+
+def list_models(pattern: str = "*") -> list[str]:
+  return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+
+
+def model_config(name: str) -> dict:
+  """The registered keyword arguments of a model (its row of the paper's table)."""
+  if name not in _REGISTRY:
+    raise ConfigError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
+  return dict(_REGISTRY[name][1])
+
+
+def create(name: str, *, rngs: nnx.Rngs | int = 0, **overrides) -> nnx.Module:
+  """Builds a registered model; keyword overrides (num_classes, img_size, dtype, ...) win."""
+  if name not in _REGISTRY:
+    raise ConfigError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
+  constructor, defaults = _REGISTRY[name]
+  if isinstance(rngs, int):
+    rngs = nnx.Rngs(params=rngs)
+  return constructor(**{**defaults, **overrides}, rngs=rngs)

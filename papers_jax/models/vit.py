@@ -1,0 +1,155 @@
+"""Vision Transformer (Dosovitskiy et al., 2021, "An Image is Worth 16x16 Words").
+
+Parameter names follow timm's `VisionTransformer` (patch_embed.proj, cls_token, pos_embed,
+blocks.N.{norm1,attn,norm2,mlp}, norm, fc_norm, head) so converted weights map one to one.
+Pre-norm blocks, exact GELU, LayerNorm eps 1e-6, class token or global-average pooling.
+Initialisation follows the paper's reference code (big_vision): Xavier-uniform kernels,
+N(0, 1e-6) MLP biases, N(0, 0.02) position embeddings, zero class token and, for training
+from scratch, a zero-initialised head.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from papers_jax.core import sharding
+from papers_jax.errors import ConfigError
+from papers_jax.models.registry import register
+from papers_jax.nn import Attention, DropPath, Dropout, LayerNorm, Mlp, PatchEmbed, param, pool_tokens
+from papers_jax.nn.embed import sincos_pos_embed_2d
+from papers_jax.nn.linear import Dense
+
+# The paper's Table 1 (plus the Tiny/Small widths of DeiT and "How to train your ViT").
+WIDTHS = {
+    "tiny": dict(embed_dim=192, depth=12, num_heads=3),
+    "small": dict(embed_dim=384, depth=12, num_heads=6),
+    "base": dict(embed_dim=768, depth=12, num_heads=12),
+    "large": dict(embed_dim=1024, depth=24, num_heads=16),
+    "huge": dict(embed_dim=1280, depth=32, num_heads=16),
+    "giant": dict(embed_dim=1408, depth=40, num_heads=16, mlp_ratio=48 / 11),
+}
+
+# Registered (width, patch, resolution) triples: the names timm ships.
+VARIANTS = (
+    ("tiny", 16, 224), ("tiny", 16, 384),
+    ("small", 32, 224), ("small", 32, 384), ("small", 16, 224), ("small", 16, 384), ("small", 8, 224),
+    ("base", 32, 224), ("base", 32, 384), ("base", 16, 224), ("base", 16, 384), ("base", 8, 224),
+    ("large", 32, 224), ("large", 32, 384), ("large", 16, 224), ("large", 16, 384), ("large", 14, 224),
+    ("huge", 14, 224), ("giant", 14, 224),
+)
+
+
+class Block(nnx.Module):
+  """Pre-norm transformer block: x + DropPath(Attn(LN(x))), then x + DropPath(MLP(LN(x)))."""
+
+  def __init__(self, dim: int, num_heads: int, *, mlp_ratio: float = 4.0, qkv_bias: bool = True,
+               proj_drop: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0, norm_eps: float = 1e-6,
+               attention_impl: str | None = None, dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
+    kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.norm1 = LayerNorm(dim, eps=norm_eps, **kw)
+    self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=proj_drop,
+                          implementation=attention_impl, **kw)
+    self.drop_path1 = DropPath(drop_path)
+    self.norm2 = LayerNorm(dim, eps=norm_eps, **kw)
+    self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=proj_drop, **kw)
+    self.drop_path2 = DropPath(drop_path)
+
+  def __call__(self, x, *, deterministic=None, rngs=None):
+    kw = dict(deterministic=deterministic, rngs=rngs)
+    x = x + self.drop_path1(self.attn(self.norm1(x), **kw), **kw)
+    x = x + self.drop_path2(self.mlp(self.norm2(x), **kw), **kw)
+    return sharding.constrain(x, ("act_batch", "act_len", "act_emb"))
+
+
+class VisionTransformer(nnx.Module):
+  """ViT classifier. `model(images)` takes NHWC float images and returns logits."""
+
+  def __init__(self, *, img_size=224, patch_size=16, in_chans: int = 3, num_classes: int = 1000,
+               global_pool: str = "token", embed_dim: int = 768, depth: int = 12, num_heads: int = 12,
+               mlp_ratio: float = 4.0, qkv_bias: bool = True, class_token: bool = True, pos_embed: str = "learn",
+               fc_norm: bool | None = None, drop_rate: float = 0.0, proj_drop_rate: float = 0.0,
+               attn_drop_rate: float = 0.0, drop_path_rate: float = 0.0, head_zero_init: bool = True,
+               attention_impl: str | None = None, dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
+    if global_pool not in ("token", "avg", "max", ""):
+      raise ConfigError(f"global_pool must be 'token', 'avg', 'max' or '', got {global_pool!r}")
+    if global_pool == "token" and not class_token:
+      raise ConfigError("global_pool='token' needs class_token=True; use global_pool='avg' without a class token")
+    if pos_embed not in ("learn", "sincos", "none"):
+      raise ConfigError(f"pos_embed must be 'learn', 'sincos' or 'none', got {pos_embed!r}")
+    if embed_dim % num_heads:
+      raise ConfigError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
+    kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.num_classes = num_classes
+    self.global_pool = global_pool
+    self.embed_dim = embed_dim
+    self.num_prefix_tokens = 1 if class_token else 0
+    self.pos_embed_kind = pos_embed
+    self.dtype = dtype
+
+    self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim, **kw)
+    num_patches = self.patch_embed.num_patches
+    self.cls_token = (param(rngs, nnx.initializers.zeros, (1, 1, embed_dim), param_dtype, (None, None, "embed"))
+                      if class_token else None)
+    self.pos_embed = (param(rngs, nnx.initializers.normal(0.02), (1, self.num_prefix_tokens + num_patches, embed_dim),
+                            param_dtype, (None, None, "embed"))
+                      if pos_embed == "learn" else None)
+    self.pos_drop = Dropout(drop_rate)
+    rates = [float(r) for r in np.linspace(0.0, drop_path_rate, depth)]
+    self.blocks = nnx.List([
+        Block(embed_dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, proj_drop=proj_drop_rate,
+              attn_drop=attn_drop_rate, drop_path=rate, attention_impl=attention_impl, **kw)
+        for rate in rates])
+    # timm: with average pooling the final norm moves after the pooling (fc_norm).
+    use_fc_norm = global_pool in ("avg", "max") if fc_norm is None else fc_norm
+    self.norm = LayerNorm(embed_dim, **kw) if not use_fc_norm else None
+    self.fc_norm = LayerNorm(embed_dim, **kw) if use_fc_norm else None
+    self.head_drop = Dropout(drop_rate)
+    self.head = (Dense(embed_dim, num_classes, axes=("embed", "classes"),
+                       kernel_init=nnx.initializers.zeros if head_zero_init else None, **kw)
+                 if num_classes > 0 else None)
+
+  def _pos_embed(self, x):
+    b = x.shape[0]
+    if self.pos_embed_kind == "sincos":
+      grid = sincos_pos_embed_2d(self.patch_embed.grid_size, self.embed_dim)
+      x = x + jnp.asarray(grid, x.dtype)
+    if self.cls_token is not None:
+      cls = jnp.broadcast_to(self.cls_token[...].astype(x.dtype), (b, 1, self.embed_dim))
+      x = jnp.concatenate([cls, x], axis=1)
+    if self.pos_embed is not None:
+      x = x + self.pos_embed[...].astype(x.dtype)
+    return x
+
+  def forward_features(self, x, *, deterministic=None, rngs=None):
+    """Images (B, H, W, C) → normalised tokens (B, prefix + patches, embed)."""
+    x = self.patch_embed(x)
+    x = self._pos_embed(x)
+    x = self.pos_drop(x, deterministic=deterministic, rngs=rngs)
+    x = sharding.constrain(x, ("act_batch", "act_len", "act_emb"))
+    for block in self.blocks:
+      x = block(x, deterministic=deterministic, rngs=rngs)
+    if self.norm is not None:
+      x = self.norm(x)
+    return x
+
+  def forward_head(self, x, *, pre_logits: bool = False, deterministic=None, rngs=None):
+    x = pool_tokens(x, self.global_pool, self.num_prefix_tokens)
+    if self.fc_norm is not None:
+      x = self.fc_norm(x)
+    x = self.head_drop(x, deterministic=deterministic, rngs=rngs)
+    if pre_logits or self.head is None:
+      return x
+    return self.head(x).astype(jnp.float32)
+
+  def __call__(self, x, *, train: bool | None = None, rngs: nnx.Rngs | None = None):
+    """Logits (float32). `train` overrides the mode set by `model.train()` / `model.eval()`."""
+    deterministic = None if train is None else not train
+    x = self.forward_features(x, deterministic=deterministic, rngs=rngs)
+    return self.forward_head(x, deterministic=deterministic, rngs=rngs)
+
+
+
+for _width, _patch, _img in VARIANTS:
+  register(f"vit_{_width}_patch{_patch}_{_img}", VisionTransformer,
+           **WIDTHS[_width], patch_size=_patch, img_size=_img)

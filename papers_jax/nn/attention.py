@@ -1,0 +1,88 @@
+"""The one attention op of the codebase and the multi-head self-attention layer built on it.
+
+`dot_product_attention` goes through `jax.nn.dot_product_attention`, whose `implementation`
+selects XLA ("xla"), cuDNN flash attention ("cudnn", GPU, bf16/fp16) or lets JAX choose (None).
+Masks and additive biases (Swin, T5-style) pass straight through. Attention-probability dropout
+cannot be expressed there, so only that case uses the explicit softmax(QK^T)V path below.
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from papers_jax.core import sharding
+from papers_jax.nn.drop import Dropout
+from papers_jax.nn.linear import Dense
+
+IMPLEMENTATIONS = ("xla", "cudnn", None)
+
+
+def dot_product_attention(q, k, v, *, bias=None, mask=None, is_causal: bool = False, scale: float | None = None,
+                          implementation: str | None = None, dropout_rate: float = 0.0,
+                          dropout_rng: jax.Array | None = None):
+  """Attention over (batch, length, heads, head_dim) inputs; returns the same layout as q.
+
+  Logits and softmax are computed in float32 whatever the input dtype.
+  """
+  if implementation not in IMPLEMENTATIONS:
+    raise ValueError(f"attention implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")
+  if dropout_rate == 0.0:
+    return jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask, is_causal=is_causal, scale=scale,
+                                        implementation=implementation)
+  if implementation == "cudnn":
+    raise ValueError("attention dropout is not supported with implementation='cudnn'")
+  scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+  logits = jnp.einsum("btnh,bsnh->bnts", q, k, preferred_element_type=jnp.float32) * scale
+  if bias is not None:
+    logits = logits + bias.astype(jnp.float32)
+  if is_causal:
+    causal = jnp.tril(jnp.ones((q.shape[1], k.shape[1]), bool))
+    mask = causal if mask is None else jnp.logical_and(mask, causal)
+  if mask is not None:
+    logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+  probs = jax.nn.softmax(logits, axis=-1)
+  keep = 1.0 - dropout_rate
+  probs = jnp.where(jax.random.bernoulli(dropout_rng, keep, probs.shape), probs / keep, 0.0)
+  return jnp.einsum("bnts,bsnh->btnh", probs.astype(v.dtype), v)
+
+
+class Attention(nnx.Module):
+  """Multi-head self-attention with a fused QKV projection (timm's `Attention`).
+
+  Kernels are stored per head: qkv (embed, 3, heads, head_dim) and proj (heads, head_dim, embed),
+  so tensor parallelism shards heads without any reshape of the weights.
+  """
+
+  def __init__(self, dim: int, num_heads: int, *, qkv_bias: bool = True, attn_drop: float = 0.0,
+               proj_drop: float = 0.0, implementation: str | None = None, dtype=None,
+               param_dtype=jnp.float32, rngs: nnx.Rngs):
+    if dim % num_heads:
+      raise ValueError(f"embed dim {dim} is not divisible by num_heads {num_heads}")
+    self.num_heads = num_heads
+    self.head_dim = dim // num_heads
+    self.attn_drop = attn_drop
+    self.implementation = implementation
+    self.deterministic = False
+    self.qkv = Dense(dim, (3, num_heads, self.head_dim), axes=("embed", None, "heads", "kv"), use_bias=qkv_bias,
+                     kernel_init=nnx.initializers.variance_scaling(1.0, "fan_avg", "uniform", in_axis=0,
+                                                                   out_axis=(2, 3)),
+                     dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.proj = Dense((num_heads, self.head_dim), dim, axes=("heads", "kv", "embed"), dtype=dtype,
+                      param_dtype=param_dtype, rngs=rngs)
+    self.proj_drop = Dropout(proj_drop)
+
+  def __call__(self, x, *, bias=None, mask=None, deterministic: bool | None = None, rngs: nnx.Rngs | None = None):
+    deterministic = self.deterministic if deterministic is None else deterministic
+    qkv = self.qkv(x)  # (batch, length, 3, heads, head_dim)
+    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+    q = sharding.constrain(q, ("act_batch", "act_len", "act_heads", "act_kv"))
+    k = sharding.constrain(k, ("act_batch", "act_len", "act_heads", "act_kv"))
+    v = sharding.constrain(v, ("act_batch", "act_len", "act_heads", "act_kv"))
+    attn_drop = 0.0 if deterministic else self.attn_drop
+    dropout_rng = rngs["dropout"]() if attn_drop > 0 else None
+    y = dot_product_attention(q, k, v, bias=bias, mask=mask, implementation=self.implementation,
+                              dropout_rate=attn_drop, dropout_rng=dropout_rng)
+    y = self.proj(y)
+    return self.proj_drop(y, deterministic=deterministic, rngs=rngs)

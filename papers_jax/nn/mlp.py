@@ -1,0 +1,40 @@
+"""The transformer feed-forward block."""
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from papers_jax.core import sharding
+from papers_jax.nn.drop import Dropout
+from papers_jax.nn.linear import Dense
+
+ACTIVATIONS = {
+    "gelu": lambda x: jax.nn.gelu(x, approximate=False),  # timm / PyTorch nn.GELU default (erf)
+    "gelu_tanh": lambda x: jax.nn.gelu(x, approximate=True),
+    "relu": jax.nn.relu,
+    "silu": jax.nn.silu,
+}
+
+
+class Mlp(nnx.Module):
+  """fc1 → activation → dropout → fc2 → dropout (timm's `Mlp`)."""
+
+  def __init__(self, dim: int, hidden_dim: int, *, act: str = "gelu", drop: float = 0.0, bias: bool = True,
+               dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
+    if act not in ACTIVATIONS:
+      raise ValueError(f"unknown activation {act!r}; choose from {sorted(ACTIVATIONS)}")
+    self.act = act
+    # Small normal biases as in the ViT reference implementation (big_vision MlpBlock).
+    bias_init = nnx.initializers.normal(1e-6)
+    self.fc1 = Dense(dim, hidden_dim, axes=("embed", "mlp"), use_bias=bias, bias_init=bias_init, dtype=dtype,
+                     param_dtype=param_dtype, rngs=rngs)
+    self.drop1 = Dropout(drop)
+    self.fc2 = Dense(hidden_dim, dim, axes=("mlp", "embed"), use_bias=bias, bias_init=bias_init, dtype=dtype,
+                     param_dtype=param_dtype, rngs=rngs)
+    self.drop2 = Dropout(drop)
+
+  def __call__(self, x, *, deterministic: bool | None = None, rngs: nnx.Rngs | None = None):
+    h = ACTIVATIONS[self.act](self.fc1(x))
+    h = sharding.constrain(h, ("act_batch", "act_len", "act_mlp"))
+    h = self.drop1(h, deterministic=deterministic, rngs=rngs)
+    return self.drop2(self.fc2(h), deterministic=deterministic, rngs=rngs)

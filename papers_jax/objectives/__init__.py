@@ -1,0 +1,1 @@
+"""Pure loss functions, each checked against a numpy reference in tests/."""

@@ -1,0 +1,69 @@
+"""Supervised image classification (ViT and every other backbone).
+
+Images arrive as uint8 NHWC and are normalised on device. The train loss is softmax (or sigmoid)
+cross-entropy with optional label smoothing; evaluation returns per-batch sums over the real
+(unpadded) examples so that every example counts exactly once.
+"""
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from papers_jax import models
+from papers_jax.core.state import merge_model
+from papers_jax.objectives import classification as objective
+
+
+def normalize_images(images, mean, std, dtype=jnp.float32):
+  x = images.astype(jnp.float32) / 255.0
+  x = (x - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
+  return x.astype(dtype)
+
+
+class ClassificationTask:
+  """Model + loss + evaluation for `config.task = "classification"`."""
+
+  def __init__(self, config):
+    self.config = config
+    self.num_classes = config.model.num_classes
+    self.mean = tuple(config.data.mean)
+    self.std = tuple(config.data.std)
+    self.loss_kind = config.get("loss", "softmax")
+    self.label_smoothing = float(config.get("label_smoothing", 0.0))
+
+  def build_model(self, rngs: nnx.Rngs) -> nnx.Module:
+    kwargs = dict(self.config.model)
+    name = kwargs.pop("name")
+    if kwargs.get("dtype"):
+      kwargs["dtype"] = jnp.dtype(kwargs["dtype"])
+    return models.create(name, rngs=rngs, **kwargs)
+
+  def make_loss_fn(self, graphdef):
+    def loss_fn(params, model_state, batch, rng):
+      model = merge_model(graphdef, params, model_state)
+      images = normalize_images(batch["image"], self.mean, self.std)
+      logits = model(images, train=True, rngs=nnx.Rngs(dropout=rng))
+      targets = objective.smooth_labels(batch["label"], self.num_classes, self.label_smoothing)
+      if self.loss_kind == "sigmoid":
+        losses = objective.sigmoid_cross_entropy(logits, targets)
+      else:
+        losses = objective.softmax_cross_entropy(logits, targets)
+      accuracy = objective.correct_top_k(logits, batch["label"]).mean()
+      new_model_state = nnx.to_pure_dict(nnx.state(model, nnx.Not(nnx.Param)))
+      return losses.mean(), ({"accuracy": accuracy}, new_model_state)
+    return loss_fn
+
+  def make_eval_fn(self, graphdef):
+    def eval_fn(params, model_state, batch):
+      model = merge_model(graphdef, params, model_state)
+      images = normalize_images(batch["image"], self.mean, self.std)
+      logits = model(images, train=False)
+      mask = batch["mask"].astype(jnp.float32)
+      targets = objective.smooth_labels(batch["label"], self.num_classes)
+      losses = objective.softmax_cross_entropy(logits, targets)
+      sums = {"loss": (losses * mask).sum(), "accuracy": (objective.correct_top_k(logits, batch["label"]) * mask).sum()}
+      if self.num_classes >= 5:
+        sums["top5"] = (objective.correct_top_k(logits, batch["label"], 5) * mask).sum()
+      sums["count"] = mask.sum()
+      return sums
+    return eval_fn

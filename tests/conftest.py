@@ -1,0 +1,36 @@
+"""Test set-up: 8 simulated CPU devices and JAX's persistent compilation cache.
+
+XLA_FLAGS must be set before JAX is imported anywhere, which is why it happens here.
+"""
+
+import importlib.util
+import os
+import sys
+
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+jax.config.update("jax_compilation_cache_dir", os.path.join(ROOT, ".jax_cache"))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def load_config(path: str, arg: str | None = None):
+  """Loads configs/<path> the way `--config` does and returns its (locked) ConfigDict."""
+  full = os.path.join(ROOT, "configs", path)
+  spec = importlib.util.spec_from_file_location(f"config_{abs(hash(full))}", full)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+@pytest.fixture
+def config_loader():
+  return load_config
+
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

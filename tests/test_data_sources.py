@@ -1,0 +1,209 @@
+"""Tests for papers_jax.data.sources and papers_jax.data.preprocess (host side, no JAX)."""
+
+import io
+import os
+
+import ml_collections
+import numpy as np
+import pytest
+from PIL import Image
+
+from papers_jax.data import preprocess
+from papers_jax.data import sources
+from papers_jax.errors import DataError
+
+# --- Sources ---
+
+
+def test_digits_splits_are_fixed_disjoint_and_complete():
+  train, test = sources.DigitsSource("train"), sources.DigitsSource("test")
+  assert (len(train), len(test)) == (1437, 360)
+  assert not set(train.indices) & set(test.indices)
+  assert sorted(np.concatenate([train.indices, test.indices])) == list(range(1797))
+  # Stratified: every class is in the held-out split.
+  assert sorted({int(test[i]["label"]) for i in range(len(test))}) == list(range(10))
+
+  sources._digits.cache_clear()  # Recompute the split from scratch.
+  again = sources.DigitsSource("test")
+  np.testing.assert_array_equal(again.indices, test.indices)
+  np.testing.assert_array_equal(again[5]["image"], test[5]["image"])
+
+
+def test_digits_values():
+  source = sources.DigitsSource("train")
+  example = source[0]
+  assert example["image"].shape == (8, 8, 1) and example["image"].dtype == np.uint8
+  assert example["label"].dtype == np.int32 and example["label"].shape == ()
+  assert (source.name, source.num_classes) == ("digits", 10)
+  images = np.stack([source[i]["image"] for i in range(len(source))])
+  assert images.min() == 0 and images.max() == 255
+  # Raw values are 0..16, so every pixel is one of the 17 levels round(v * 255 / 16).
+  assert set(np.unique(images)) <= {round(v * 255 / 16) for v in range(17)}
+
+
+def test_digits_unknown_split():
+  with pytest.raises(DataError, match="train"):
+    sources.DigitsSource("validation")
+
+
+def _write_png(path, array):
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  Image.fromarray(array).save(path, format="PNG")
+
+
+def test_image_folder_source(tmp_path):
+  rgb = np.arange(4 * 5 * 3, dtype=np.uint8).reshape(4, 5, 3)
+  _write_png(tmp_path / "train" / "cat" / "b.png", rgb)
+  _write_png(tmp_path / "train" / "cat" / "a.PNG", rgb[::-1])  # Extensions are case-insensitive.
+  _write_png(tmp_path / "train" / "ant" / "x.png", rgb[:, :, 0])  # Grayscale becomes RGB.
+  (tmp_path / "train" / "ant" / "notes.txt").write_text("not an image")
+  config = ml_collections.ConfigDict({"name": "folder", "data_dir": str(tmp_path)})
+
+  source = sources.get_source(config, "train")
+  assert (len(source), source.num_classes, source.classes) == (3, 2, ["ant", "cat"])
+  labels = [int(source[i]["label"]) for i in range(3)]
+  assert labels == [0, 1, 1]  # ant < cat; files sorted within a class.
+  np.testing.assert_array_equal(source[0]["image"], np.repeat(rgb[:, :, :1], 3, axis=-1))
+  np.testing.assert_array_equal(source[1]["image"], rgb[::-1])
+  np.testing.assert_array_equal(source[2]["image"], rgb)
+  assert source[2]["image"].dtype == np.uint8 and source[2]["label"].dtype == np.int32
+
+
+def test_image_folder_errors(tmp_path):
+  with pytest.raises(DataError, match="<class_name>"):
+    sources.ImageFolderSource(str(tmp_path), "train")
+  (tmp_path / "train" / "cat").mkdir(parents=True)
+  with pytest.raises(DataError, match="No images"):
+    sources.ImageFolderSource(str(tmp_path), "train")
+  with pytest.raises(DataError, match="data_dir"):
+    sources.get_source(ml_collections.ConfigDict({"name": "folder", "data_dir": None}), "train")
+
+
+def test_get_source_unknown_name():
+  with pytest.raises(DataError, match="tfds:<name>"):
+    sources.get_source(ml_collections.ConfigDict({"name": "cifar10", "data_dir": None}), "train")
+
+
+def test_tfds_missing_dataset_says_how_to_build(tmp_path):
+  config = ml_collections.ConfigDict({"name": "tfds:cifar10", "data_dir": str(tmp_path)})
+  with pytest.raises(DataError) as error:
+    sources.get_source(config, "train")
+  assert f"tfds build cifar10 --data_dir={tmp_path} --file_format=array_record" in str(error.value)
+  assert not list(tmp_path.iterdir())  # Nothing was downloaded or prepared.
+
+
+def test_tfds_prepared_array_record(tmp_path):
+  # Builds a tiny ArrayRecord dataset the way `tfds build` would, then reads it back.
+  import tensorflow_datasets as tfds
+
+  class PapersJaxTinyImages(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    VERSION = tfds.core.Version("1.0.0")
+
+    def _info(self):
+      return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+          "image": tfds.features.Image(shape=(6, 5, 1)),
+          "label": tfds.features.ClassLabel(num_classes=3)}))
+
+    def _split_generators(self, dl_manager):
+      return {"train": self._generate_examples(10)}
+
+    def _generate_examples(self, n):
+      for i in range(n):
+        png = io.BytesIO()  # Pre-encoded, since encoding numpy images needs TensorFlow.
+        Image.fromarray(np.full((6, 5), 20 * i, np.uint8)).save(png, format="PNG")
+        yield i, {"image": png.getvalue(), "label": i % 3}
+
+  PapersJaxTinyImages(data_dir=str(tmp_path), file_format="array_record").download_and_prepare(
+      download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+
+  config = ml_collections.ConfigDict(
+      {"name": "tfds:papers_jax_tiny_images", "data_dir": str(tmp_path)})
+  source = sources.get_source(config, "train[:50%]")
+  assert (len(source), source.num_classes, source.name) == (5, 3, "tfds:papers_jax_tiny_images")
+  example = source[0]
+  assert example["image"].shape == (6, 5, 1) and example["image"].dtype == np.uint8
+  assert example["label"].dtype == np.int32
+  # Each image is constant 20 * i, and its label is i % 3.
+  assert int(example["label"]) == example["image"][0, 0, 0] // 20 % 3
+  with pytest.raises(DataError, match="Available splits"):
+    sources.get_source(config, "validation")
+
+
+# --- Preprocessing ---
+
+
+def _image(height, width, channels, seed=0):
+  return np.random.default_rng(seed).integers(0, 256, (height, width, channels), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_inception_crop(channels):
+  image = _image(40, 60, channels)
+  out = preprocess.inception_crop(image, np.random.default_rng(1), 16)
+  assert out.shape == (16, 16, channels) and out.dtype == np.uint8
+  np.testing.assert_array_equal(
+      out, preprocess.inception_crop(image, np.random.default_rng(1), 16))
+  # Full-area square crop of a square image is a plain resize.
+  square = _image(32, 32, channels)
+  full = preprocess.inception_crop(square, np.random.default_rng(2), 16, scale=(1, 1), ratio=(1, 1))
+  np.testing.assert_array_equal(full, preprocess.resize(square, 16))
+
+
+def test_inception_crop_falls_back_to_central_crop():
+  # Too flat for any crop with aspect ratio <= 4/3 and area >= 8%: central 10x13 crop instead.
+  image = _image(10, 200, 3)
+  out = preprocess.inception_crop(image, np.random.default_rng(0), 8)
+  np.testing.assert_array_equal(out, preprocess.resize(image[:, 93:106], 8))
+
+
+@pytest.mark.parametrize("shape", [(300, 400, 3), (250, 200, 1), (100, 100, 3)])
+def test_resize_shorter_then_center_crop(shape):
+  out = preprocess.resize_shorter_then_center_crop(_image(*shape), 224)
+  assert out.shape == (224, 224, shape[-1]) and out.dtype == np.uint8
+
+
+def test_center_crop_without_resize():
+  image = _image(256, 320, 3)  # Shorter side already 224 / 0.875 = 256.
+  out = preprocess.resize_shorter_then_center_crop(image, 224, crop_pct=0.875)
+  np.testing.assert_array_equal(out, image[16:240, 48:272])
+
+
+def test_resize():
+  image = _image(8, 8, 1)
+  assert preprocess.resize(image, 8) is image
+  out = preprocess.resize(image, 32)
+  assert out.shape == (32, 32, 1) and out.dtype == np.uint8
+
+
+def test_random_crop_with_padding_is_a_shifted_copy():
+  image = _image(12, 10, 3)
+  outs = [preprocess.random_crop_with_padding(image, np.random.default_rng(s), 4) for s in range(8)]
+  padded = np.pad(image, ((4, 4), (4, 4), (0, 0)))
+  for out in outs:
+    assert out.shape == image.shape and out.dtype == np.uint8
+    assert any(np.array_equal(out, padded[top:top + 12, left:left + 10])
+               for top in range(9) for left in range(9))
+  assert len({out.tobytes() for out in outs}) > 1
+  np.testing.assert_array_equal(
+      outs[3], preprocess.random_crop_with_padding(image, np.random.default_rng(3), 4))
+
+
+def test_random_flip():
+  image = _image(4, 6, 3)
+  outs = [preprocess.random_flip(image, np.random.default_rng(s)) for s in range(16)]
+  flipped = [np.array_equal(out, image[:, ::-1]) for out in outs]
+  assert all(f or np.array_equal(out, image) for f, out in zip(flipped, outs))
+  assert any(flipped) and not all(flipped)
+  np.testing.assert_array_equal(outs[5], preprocess.random_flip(image, np.random.default_rng(5)))
+
+
+def test_random_translate():
+  image = _image(8, 8, 1)
+  for seed in range(8):
+    out = preprocess.random_translate(image, np.random.default_rng(seed), 2)
+    dy, dx = np.random.default_rng(seed).integers(-2, 3, size=2)  # The draw the op makes.
+    expected = np.zeros_like(image)
+    expected[max(dy, 0):8 + min(dy, 0), max(dx, 0):8 + min(dx, 0)] = (
+        image[max(-dy, 0):8 + min(-dy, 0), max(-dx, 0):8 + min(-dx, 0)])
+    assert out.dtype == np.uint8
+    np.testing.assert_array_equal(out, expected)

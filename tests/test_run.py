@@ -1,0 +1,121 @@
+"""End to end through `python -m papers_jax.main`: outputs, kill/resume, and clear errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from conftest import ROOT
+
+SMOKE = ["--config", os.path.join(ROOT, "configs/vit/digits.py") + ":smoke"]
+RUN_ARGS = ["--config.num_steps=30", "--config.checkpoint_every=10", "--config.log_every=5",
+            "--config.async_checkpoint=false"]
+
+
+def run_main(workdir, *args, check=True, wait=True, devices=1):
+  env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "PYTHONUNBUFFERED": "1"}
+  env.pop("JAX_PLATFORMS", None)
+  cmd = [sys.executable, "-m", "papers_jax.main", *SMOKE, f"--workdir={workdir}", *args]
+  if not wait:
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  if check:
+    assert proc.returncode == 0, proc.stderr[-3000:]
+  return proc
+
+
+def final_params(workdir, step):
+  path = os.path.join(workdir, "checkpoints", str(step), "state")
+  return ocp.StandardCheckpointer().restore(path)["params"]
+
+
+def comparable(summary):
+  return {k: v for k, v in summary.items() if k not in ("wall_time_s", "examples_per_s", "resumed_from")}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("uninterrupted"))
+  run_main(workdir, *RUN_ARGS)
+  return workdir
+
+
+def test_run_writes_its_outputs_and_learns(uninterrupted):
+  files = set(os.listdir(uninterrupted))
+  assert {"config.json", "metrics.jsonl", "summary.json", "checkpoints", "tensorboard"} <= files
+  config = json.load(open(os.path.join(uninterrupted, "config.json")))
+  assert config["environment"]["jax"] and config["environment"]["mesh"] == {"data": 1, "fsdp": 1, "tensor": 1}
+  rows = [json.loads(l) for l in open(os.path.join(uninterrupted, "metrics.jsonl"))]
+  train = [r for r in rows if "loss" in r]
+  assert [r["step"] for r in train] == list(range(5, 31, 5))
+  assert train[-1]["loss"] < train[0]["loss"]  # the smoke run learns
+  summary = json.load(open(os.path.join(uninterrupted, "summary.json")))
+  assert summary["steps"] == 30 and summary["eval/count"] == 360
+  assert 0.0 <= summary["eval/accuracy"] <= 1.0 and summary["examples_per_s"] > 0
+  assert any(f.endswith("") for f in os.listdir(os.path.join(uninterrupted, "tensorboard")))
+
+
+def test_sigkill_then_resume_matches_uninterrupted(uninterrupted, tmp_path):
+  workdir = str(tmp_path / "killed")
+  proc = run_main(workdir, *RUN_ARGS, wait=False)
+  deadline = time.time() + 240
+  # Kill as soon as the step-10 checkpoint is committed (orbax renames it into place atomically).
+  while time.time() < deadline and proc.poll() is None:
+    if os.path.isdir(os.path.join(workdir, "checkpoints", "10")):
+      proc.send_signal(signal.SIGKILL)
+      break
+    time.sleep(0.05)
+  proc.wait()
+  assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+  assert not os.path.exists(os.path.join(workdir, "summary.json"))
+  resumed = run_main(workdir, *RUN_ARGS)
+  summary = json.load(open(os.path.join(workdir, "summary.json")))
+  assert summary["resumed_from"] in (10, 20), resumed.stderr[-2000:]
+  expected = json.load(open(os.path.join(uninterrupted, "summary.json")))
+  assert comparable(summary) == comparable(expected)
+  ours, ref = final_params(workdir, 30), final_params(uninterrupted, 30)
+  jax.tree.map(np.testing.assert_array_equal, ours, ref)
+  steps = [json.loads(l)["step"] for l in open(os.path.join(workdir, "metrics.jsonl")) if '"loss"' in l]
+  assert steps == list(range(5, 31, 5))  # no duplicated or missing rows after the resume
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--config.no_such_key=1"], "no_such_key"),
+    (["--config.batch_size=abc"], "batch_size"),
+    (["--config.batch_size=30"], "not divisible by the data-parallel size 8"),
+    (["--config.model.img_size=9", "--config.data.image_size=9"], "not divisible by the patch size"),
+    (["--config.data.name=tfds:cifar10", "--config.data.data_dir=/nonexistent/tfds"], "tfds build cifar10"),
+    (["--config.init_from=/nonexistent/ckpt"], "convert_weights.py"),
+])
+def test_bad_input_gives_one_clear_error_and_writes_nothing(tmp_path, args, message):
+  workdir = tmp_path / "run"
+  proc = run_main(str(workdir), *args, check=False, devices=8)
+  assert proc.returncode != 0
+  assert message in proc.stderr, proc.stderr[-3000:]
+  assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+  assert not workdir.exists() or not any(workdir.iterdir())
+
+
+def test_unreadable_checkpoint_in_workdir_names_the_fix(uninterrupted, tmp_path):
+  import shutil
+  workdir = tmp_path / "damaged"
+  shutil.copytree(uninterrupted, workdir)
+  os.remove(workdir / "summary.json")
+  state_dir = workdir / "checkpoints" / "30" / "state"
+  for root, _, files in os.walk(state_dir):
+    for f in files:
+      if not f.startswith("_"):
+        with open(os.path.join(root, f), "wb") as fh:
+          fh.write(b"garbage")
+  proc = run_main(str(workdir), *RUN_ARGS, check=False)
+  assert proc.returncode != 0
+  assert "delete" in proc.stderr and "checkpoints/30" in proc.stderr, proc.stderr[-3000:]
+  assert "Traceback" not in proc.stderr
+  assert not (workdir / "summary.json").exists()
