@@ -34,6 +34,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   from papers_jax.errors import UserError
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+  logging.getLogger("absl").setLevel(logging.WARNING)  # orbax logs every save at INFO through absl
   if not _WORKDIR.value:
     print("error: --workdir is required (a directory for checkpoints, metrics and summaries).", file=sys.stderr)
     return 2

@@ -76,7 +76,9 @@ class Progress:
   def __init__(self, total: int, initial: int, *, enabled: bool = True, unit: str = "ex"):
     self.enabled = enabled
     self.unit = unit
+    self.total = total
     self._bar = None
+    self._t0, self._step0 = time.time(), initial
     if enabled:
       from tqdm import tqdm
       self._bar = tqdm(total=total, initial=initial, dynamic_ncols=True, file=sys.stderr, unit="step",
@@ -91,9 +93,11 @@ class Progress:
     if self._bar is not None and not self._bar.disable:
       self._bar.set_postfix_str(text, refresh=False)
       self._bar.update(n)
-    elif time.time() - self._last_print > 10:
+    elif time.time() - self._last_print > 10 or step == self.total:
       self._last_print = time.time()
-      print(f"step {step}: {text}", file=sys.stderr, flush=True)
+      rate = (step - self._step0) / max(time.time() - self._t0, 1e-9)
+      eta = (self.total - step) / rate if rate > 0 else float("nan")
+      print(f"step {step}/{self.total}: {text} eta={eta:.0f}s", file=sys.stderr, flush=True)
 
   def close(self) -> None:
     if self._bar is not None:

@@ -2,8 +2,8 @@
 
 `params` and `model_state` are pure nested dicts (nnx.State.to_pure_dict); plain dicts flatten in
 C++, so passing the state into the jitted step costs little per call, unlike nnx.State objects.
-`extra` holds a task's additional state (EMA teachers, queues, centres); it is empty for supervised
-training.
+`extra` is the slot for a task's additional state (EMA teachers, queues, centres); it is empty for
+supervised training.
 """
 
 from typing import Any
@@ -45,7 +45,7 @@ def abstract_model(build_model):
   return graphdef, params, rest
 
 
-def create_train_state(build_model, make_tx, mesh, rules, seed: int, extra_init=None):
+def create_train_state(build_model, make_tx, mesh, rules, seed: int):
   """Initialises params, model state and optimizer state sharded over `mesh`.
 
   `build_model(rngs)` makes the nnx.Module; `make_tx(params)` returns the optax transformation.
@@ -67,13 +67,10 @@ def create_train_state(build_model, make_tx, mesh, rules, seed: int, extra_init=
   params, model_state = jax.jit(init, out_shardings=(param_sh, rest_sh))(init_key)
   opt_sh = opt_state_shardings(tx, abs_params_pure, param_sh, mesh)
   opt_state = jax.jit(tx.init, out_shardings=opt_sh)(params)
-  extra, extra_sh = {}, {}
-  if extra_init is not None:
-    extra, extra_sh = extra_init(params, mesh)
   rep = sharding.replicated(mesh)
   state = TrainState(step=jax.device_put(jnp.zeros((), jnp.int32), rep), params=params, model_state=model_state,
-                     opt_state=opt_state, rng=jax.device_put(train_key, rep), extra=extra)
-  shardings = TrainState(step=rep, params=param_sh, model_state=rest_sh, opt_state=opt_sh, rng=rep, extra=extra_sh)
+                     opt_state=opt_state, rng=jax.device_put(train_key, rep))
+  shardings = TrainState(step=rep, params=param_sh, model_state=rest_sh, opt_state=opt_sh, rng=rep)
   return state, shardings, graphdef, tx
 
 

@@ -21,7 +21,7 @@ def _split_micro(batch, num_micro: int):
   return jax.tree.map(split, batch)
 
 
-def make_train_step(loss_fn, tx, schedule, *, grad_accum_steps: int = 1, extra_update=None):
+def make_train_step(loss_fn, tx, schedule, *, grad_accum_steps: int = 1):
   """Builds `train_step(state, batch) -> (state, metrics)`; metrics are float32 scalars."""
 
   def grads_and_metrics(params, model_state, batch, rng):
@@ -57,8 +57,6 @@ def make_train_step(loss_fn, tx, schedule, *, grad_accum_steps: int = 1, extra_u
     new_state = state.replace(step=state.step + 1, params=keep(params, state.params),
                               opt_state=keep(opt_state, state.opt_state),
                               model_state=keep(model_state, state.model_state))
-    if extra_update is not None:
-      new_state = new_state.replace(extra=keep(extra_update(new_state, state), state.extra))
     metrics = {**{k: v.astype(jnp.float32) for k, v in metrics.items()}, "loss": loss.astype(jnp.float32),
                "grad_norm": grad_norm.astype(jnp.float32), "lr": jnp.asarray(schedule(state.step), jnp.float32),
                "nonfinite": 1.0 - finite.astype(jnp.float32)}

@@ -1,0 +1,108 @@
+"""Layers against numpy references."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from papers_jax import nn
+from papers_jax.errors import ConfigError
+
+
+def np_attention(q, k, v, bias=None, mask=None):
+  logits = np.einsum("btnh,bsnh->bnts", q, k) / np.sqrt(q.shape[-1])
+  if bias is not None:
+    logits = logits + bias
+  if mask is not None:
+    logits = np.where(mask, logits, -1e30)
+  p = np.exp(logits - logits.max(-1, keepdims=True))
+  p = p / p.sum(-1, keepdims=True)
+  return np.einsum("bnts,bsnh->btnh", p, v)
+
+
+@pytest.mark.parametrize("with_bias, with_mask", [(False, False), (True, False), (False, True)])
+def test_dot_product_attention_matches_numpy(with_bias, with_mask):
+  rng = np.random.default_rng(0)
+  q, k, v = (rng.normal(size=(2, 5, 3, 4)).astype(np.float32) for _ in range(3))
+  bias = rng.normal(size=(1, 3, 5, 5)).astype(np.float32) if with_bias else None
+  mask = (rng.uniform(size=(2, 1, 5, 5)) > 0.3) | np.eye(5, dtype=bool) if with_mask else None
+  with jax.default_matmul_precision("highest"):
+    got = nn.dot_product_attention(q, k, v, bias=bias, mask=mask, implementation="xla")
+  np.testing.assert_allclose(got, np_attention(q, k, v, bias, mask), rtol=1e-5, atol=1e-6)
+
+
+def test_explicit_dropout_path_matches_fused_path():
+  # Attention dropout > 0 takes the explicit softmax path; at a vanishing rate nothing is dropped,
+  # so it must agree with jax.nn.dot_product_attention.
+  rng = np.random.default_rng(1)
+  q, k, v = (jnp.asarray(rng.normal(size=(1, 4, 2, 8)), jnp.float32) for _ in range(3))
+  fused = nn.dot_product_attention(q, k, v)
+  explicit = nn.dot_product_attention(q, k, v, dropout_rate=1e-9, dropout_rng=jax.random.PRNGKey(0))
+  np.testing.assert_allclose(explicit, fused, rtol=1e-5, atol=1e-6)
+
+
+def test_sincos_matches_mae_reference():
+  def mae_1d(dim, pos):
+    omega = 1.0 / 10000 ** (np.arange(dim // 2, dtype=np.float64) / (dim / 2.0))
+    out = np.einsum("m,d->md", pos.reshape(-1), omega)
+    return np.concatenate([np.sin(out), np.cos(out)], axis=1)
+  gh, gw, dim = 3, 5, 16
+  grid = np.meshgrid(np.arange(gw, dtype=np.float64), np.arange(gh, dtype=np.float64))  # MAE: (w, h) order
+  expected = np.concatenate([mae_1d(dim // 2, grid[0]), mae_1d(dim // 2, grid[1])], axis=1)
+  np.testing.assert_allclose(nn.sincos_pos_embed_2d((gh, gw), dim)[0], expected, rtol=1e-6, atol=1e-6)
+
+
+def test_resample_pos_embed_keeps_prefix_and_identity():
+  pe = jnp.asarray(np.random.default_rng(2).normal(size=(1, 1 + 16, 8)), jnp.float32)
+  np.testing.assert_array_equal(nn.resample_pos_embed(pe, (4, 4)), pe)
+  out = nn.resample_pos_embed(pe, (6, 6))
+  assert out.shape == (1, 37, 8)
+  np.testing.assert_array_equal(out[:, :1], pe[:, :1])
+  # A constant grid stays constant under bicubic resampling.
+  const = jnp.concatenate([pe[:, :1], jnp.ones((1, 16, 8))], axis=1)
+  np.testing.assert_allclose(nn.resample_pos_embed(const, (7, 7))[:, 1:], 1.0, rtol=1e-5)
+
+
+def test_drop_path_drops_whole_examples_and_rescales():
+  layer = nn.DropPath(0.25)
+  x = jnp.ones((4000, 3, 2))
+  y = np.asarray(layer(x, rngs=nnx.Rngs(dropout=0)))
+  per_example = y.reshape(4000, -1)
+  assert set(np.unique(per_example).tolist()) <= {0.0, float(np.float32(1 / 0.75))}
+  assert np.all(per_example.min(1) == per_example.max(1))  # all-or-nothing per example
+  assert abs(per_example.mean() - 1.0) < 0.05
+  layer.eval()
+  np.testing.assert_array_equal(layer(x), x)
+  with pytest.raises(ValueError, match="needs `rngs`"):
+    nn.DropPath(0.1)(x)
+
+
+def test_layernorm_matches_numpy_and_keeps_dtype():
+  x = np.random.default_rng(3).normal(size=(2, 5, 8)).astype(np.float32) * 4 + 1
+  ln = nn.LayerNorm(8, rngs=nnx.Rngs(0))
+  expected = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-6)
+  np.testing.assert_allclose(ln(jnp.asarray(x)), expected, rtol=1e-5, atol=1e-5)
+  assert ln(jnp.asarray(x, jnp.bfloat16)).dtype == jnp.bfloat16
+
+
+def test_patch_embed_equals_strided_convolution():
+  rngs = nnx.Rngs(0)
+  pe = nn.PatchEmbed(8, 4, 3, 5, rngs=rngs)
+  x = jnp.asarray(np.random.default_rng(4).normal(size=(2, 8, 8, 3)), jnp.float32)
+  with jax.default_matmul_precision("highest"):
+    conv = jax.lax.conv_general_dilated(x, pe.proj["kernel"][...], (4, 4), "VALID",
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    got = pe(x)
+  np.testing.assert_allclose(got, conv.reshape(2, 4, 5) + pe.proj["bias"][...], rtol=1e-5, atol=1e-5)
+  with pytest.raises(ConfigError, match="not divisible by the patch size"):
+    nn.PatchEmbed(10, 4, 3, 5, rngs=rngs)
+
+
+def test_mlp_and_dense_shapes_carry_logical_axes():
+  mlp = nn.Mlp(8, 16, rngs=nnx.Rngs(0))
+  assert mlp.fc1.kernel.get_metadata()["axes"] == ("embed", "mlp")
+  assert mlp.fc2.kernel.get_metadata()["axes"] == ("mlp", "embed")
+  attn = nn.Attention(8, 2, rngs=nnx.Rngs(0))
+  assert attn.qkv.kernel.shape == (8, 3, 2, 4)
+  assert attn.proj.kernel.get_metadata()["axes"] == ("heads", "kv", "embed")
