@@ -19,7 +19,7 @@ demo: $(STAMP)
 	@cat runs/vit_digits/summary.json
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 --durations=15
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=15
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -9,7 +9,6 @@ restores onto another.
 
 import os
 
-import jax
 import orbax.checkpoint as ocp
 
 from papers_jax.errors import CheckpointError
@@ -51,23 +50,3 @@ class Checkpointer:
     self.manager.wait_until_finished()
     self.manager.close()
 
-
-def load_params(path: str, abstract_params):
-  """Loads a params-only checkpoint (written by tools/convert_weights.py or a finished run).
-
-  `path` is an orbax checkpoint directory holding a pytree with a `params` entry. Returns the
-  params restored onto the shardings of `abstract_params` (ShapeDtypeStructs).
-  """
-  path = os.path.abspath(path)
-  if not os.path.isdir(path):
-    raise CheckpointError(f"init_from checkpoint {path} does not exist; write one with tools/convert_weights.py "
-                          "or point config.init_from at a run's checkpoints/<step>/state directory.")
-  try:
-    metadata = ocp.StandardCheckpointer().metadata(path)
-    tree = metadata.item_metadata.tree if hasattr(metadata, "item_metadata") else metadata
-  except Exception as e:
-    raise CheckpointError(f"init_from checkpoint {path} is not a readable orbax checkpoint "
-                          f"({type(e).__name__}: {e}); re-create it with tools/convert_weights.py.") from e
-  if "params" not in tree:
-    raise CheckpointError(f"init_from checkpoint {path} has no 'params' entry (it has {sorted(tree)}).")
-  return tree, jax.tree.structure(abstract_params)

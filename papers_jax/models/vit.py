@@ -150,6 +150,11 @@ class VisionTransformer(nnx.Module):
 
 
 
+# timm builds these three without a head by default (their default weights are ImageNet-21k / DINO
+# features); the registered defaults follow timm so that a name means the same model in both.
+HEADLESS = ("vit_small_patch8_224", "vit_large_patch32_224", "vit_huge_patch14_224")
+
 for _width, _patch, _img in VARIANTS:
-  register(f"vit_{_width}_patch{_patch}_{_img}", VisionTransformer,
-           **WIDTHS[_width], patch_size=_patch, img_size=_img)
+  _name = f"vit_{_width}_patch{_patch}_{_img}"
+  register(_name, VisionTransformer, **WIDTHS[_width], patch_size=_patch, img_size=_img,
+           **({"num_classes": 0} if _name in HEADLESS else {}))

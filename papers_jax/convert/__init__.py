@@ -1,0 +1,317 @@
+"""Weight conversion: PyTorch state dicts → our models, and the params checkpoints of `init_from`.
+
+  sd = load_state_dict("vit_base_patch16_224.safetensors")
+  model = models.create("vit_base_patch16_224", img_size=384)
+  print(load_torch_weights(model, sd, "timm"))   # raises CheckpointError with a diff if keys disagree
+  save_params(nnx.to_pure_dict(nnx.state(model, nnx.Param)), "ckpt/vit_b16_384")
+
+Parameter paths are '/'-joined keys of the params pure dict ('blocks/0/attn/qkv/kernel').
+torch is imported only to read .pth files; .safetensors files and numpy state dicts need none.
+"""
+
+import dataclasses
+import math
+import os
+import re
+
+import jax
+import numpy as np
+from flax import nnx
+
+from papers_jax.convert import timm_vit  # noqa: F401  (registers its key map)
+from papers_jax.convert.keymap import KeyMap, Rule, get_key_map, match, register_key_map, sources  # noqa: F401
+from papers_jax.errors import CheckpointError
+from papers_jax.nn.embed import resample_pos_embed
+
+_TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
+
+
+# ----------------------------------------------------------------------------------- report
+
+
+def _shape(shape) -> str:
+  return str(tuple(int(d) for d in shape))
+
+
+@dataclasses.dataclass
+class ConversionReport:
+  """What a conversion did. Lists hold our '/'-joined paths, except `unexpected` (their keys).
+
+  `missing` and `mismatched` params kept their initial values.
+  """
+  source: str = ""
+  loaded: list[str] = dataclasses.field(default_factory=list)
+  missing: list[str] = dataclasses.field(default_factory=list)
+  unexpected: list[str] = dataclasses.field(default_factory=list)
+  mismatched: list[str] = dataclasses.field(default_factory=list)
+  resized: list[str] = dataclasses.field(default_factory=list)
+  ours: dict[str, tuple] = dataclasses.field(default_factory=dict)  # shapes, by our path
+  theirs: dict[str, tuple] = dataclasses.field(default_factory=dict)  # shapes, by their key or our path
+
+  def line(self, kind: str, key: str) -> str:
+    if kind == "missing":
+      return f"missing  {key} {_shape(self.ours[key])}"
+    if kind == "unexpected":
+      return f"unexpected  {key} {_shape(self.theirs[key])}"
+    if kind == "mismatched":
+      return f"shape  {key} ours {_shape(self.ours[key])} theirs {_shape(self.theirs[key])}"
+    return f"resized  {key} {_shape(self.theirs[key])} -> {_shape(self.ours[key])}"
+
+  def diff(self, keys: dict[str, list[str]] | None = None) -> str:
+    """One line per key; `keys` (kind → keys) selects which, by default all but `loaded`."""
+    if keys is None:
+      keys = dict(resized=self.resized, missing=self.missing, unexpected=self.unexpected,
+                  mismatched=self.mismatched)
+    return "\n".join(self.line(kind, k) for kind, ks in keys.items() for k in ks)
+
+  def __str__(self):
+    total = len(self.ours)
+    head = f"loaded {len(self.loaded)}/{total} params" + (f" from {self.source}" if self.source else "")
+    counts = [f"{len(v)} {k}" for k, v in (("resized", self.resized), ("missing", self.missing),
+                                          ("unexpected", self.unexpected), ("shape mismatches", self.mismatched))
+              if v]
+    diff = self.diff()
+    return head + (f" ({', '.join(counts)})" if counts else "") + (f"\n{diff}" if diff else "")
+
+
+def _matches(key: str, patterns) -> bool:
+  return any(re.search(p, key) for p in patterns)
+
+
+def _raise_if_any(report: ConversionReport, bad: dict[str, list[str]], what: str, fix: str):
+  """CheckpointError listing the `bad` keys (kind → keys), if there are any."""
+  if any(bad.values()):
+    raise CheckpointError(f"{what} does not match the model:\n{report.diff(bad)}\n{fix}")
+
+
+# ------------------------------------------------------------------------ pure-dict paths
+
+
+def _flatten(tree, prefix=()) -> dict[str, object]:
+  """Nested dict → {'a/0/b': leaf}; int keys print as numbers."""
+  flat = {}
+  for k, v in tree.items():
+    path = prefix + (str(k),)
+    if isinstance(v, dict):
+      flat.update(_flatten(v, path))
+    else:
+      flat["/".join(path)] = v
+  return flat
+
+
+def _map_with_path(fn, tree, prefix=()):
+  """Rebuilds `tree` (same keys, int keys kept) with leaves `fn(path, leaf)`."""
+  out = {}
+  for k, v in tree.items():
+    path = prefix + (str(k),)
+    out[k] = _map_with_path(fn, v, path) if isinstance(v, dict) else fn("/".join(path), v)
+  return out
+
+
+def _to_numpy(x) -> np.ndarray:
+  if hasattr(x, "detach"):  # a torch tensor; numpy has no bfloat16, so widen it first
+    x = x.detach().cpu()
+    if str(x.dtype) == "torch.bfloat16":
+      x = x.float()
+    return x.numpy()
+  return np.asarray(x)
+
+
+def _place(value: np.ndarray, current):
+  """`value` as an array like `current` (a jax.Array, ShapeDtypeStruct or numpy array): dtype and sharding."""
+  value = np.asarray(value, dtype=current.dtype)
+  if isinstance(current, (jax.Array, jax.ShapeDtypeStruct)):
+    sharding = getattr(current, "sharding", None)
+    return jax.device_put(value, sharding) if sharding is not None else jax.device_put(value)
+  return value
+
+
+# ------------------------------------------------------------------------- state dicts
+
+
+def load_state_dict(path: str) -> dict[str, object]:
+  """Reads a state dict from .safetensors (numpy arrays) or .pth/.pt/.bin (torch tensors).
+
+  .pth files are read with `weights_only=True`; a top-level "model" / "state_dict" entry is unwrapped.
+  """
+  if not os.path.isfile(path):
+    raise CheckpointError(f"checkpoint file {path} does not exist; pass the path of a .safetensors or .pth file.")
+  if path.endswith(".safetensors"):
+    import safetensors.numpy
+    try:
+      sd = safetensors.numpy.load_file(path)
+    except Exception as e:  # safetensors raises several types for a damaged header.
+      raise CheckpointError(f"cannot read {path} as safetensors ({type(e).__name__}: {e}); "
+                            "download it again or check that it is a .safetensors file.") from e
+  elif path.endswith(_TORCH_SUFFIXES):
+    try:
+      import torch
+    except ImportError as e:
+      raise CheckpointError(f"reading {path} needs torch: pip install -c constraints.txt -e '.[torch]', "
+                            "or use the .safetensors version of the checkpoint.") from e
+    try:
+      sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+      raise CheckpointError(f"cannot read {path} with torch.load(weights_only=True) ({type(e).__name__}: {e}); "
+                            "if it pickles more than tensors, re-save its state dict with "
+                            "torch.save(model.state_dict(), ...) or use the .safetensors version.") from e
+  else:
+    raise CheckpointError(f"unknown checkpoint format {path}; expected one of .safetensors, "
+                          f"{', '.join(_TORCH_SUFFIXES)}.")
+  for wrapper in ("model", "state_dict"):
+    if isinstance(sd, dict) and isinstance(sd.get(wrapper), dict):
+      sd = sd[wrapper]
+  if not isinstance(sd, dict) or not all(hasattr(v, "shape") for v in sd.values()):
+    raise CheckpointError(f"{path} does not hold a state dict of tensors (name → tensor); "
+                          "save one with torch.save(model.state_dict(), ...).")
+  return sd
+
+
+def checkpoint_num_classes(state_dict, source: str, model_class: str = "VisionTransformer") -> int:
+  """The number of classes of the checkpoint's classifier (0 when it has none)."""
+  key = get_key_map(source, model_class).classes_key
+  return int(state_dict[key].shape[0]) if key and key in state_dict else 0
+
+
+def load_torch_weights(model: nnx.Module, state_dict, source: str = "timm", *, strict: bool = True,
+                       allow_missing=(), allow_unexpected=(), resize_pos_embed: bool = True) -> ConversionReport:
+  """Copies a PyTorch state dict into `model` (in place) through the key map of (source, model class).
+
+  Strict: a missing, unexpected or shape-mismatched key raises CheckpointError listing them all,
+  and nothing is changed. `allow_missing` / `allow_unexpected` are regexes (re.search) over our
+  paths / their keys; allowed missing or mismatched params keep their init. Position embeddings
+  of another grid are resampled when `resize_pos_embed`. A model made with `nnx.eval_shape` (no
+  memory for an init that would be overwritten) works when the checkpoint provides every param.
+  """
+  key_map = get_key_map(source, type(model).__name__)
+  rules = key_map.rules(model)
+  state = nnx.state(model, nnx.Param)
+  ours = nnx.to_pure_dict(state)
+  flat = _flatten(ours)
+  report = ConversionReport(source=source, ours={k: tuple(v.shape) for k, v in flat.items()})
+  new = {}
+  for key, value in state_dict.items():
+    rule, dst = match(rules, key)
+    if rule is None or dst not in flat:
+      report.unexpected.append(key)
+      report.theirs[key] = tuple(value.shape)
+      continue
+    if dst in new or dst in report.mismatched:
+      raise ValueError(f"key map bug: two checkpoint keys map to {dst} (the second is {key})")
+    want = report.ours[dst]
+    x = _to_numpy(value)
+    if rule.hook is not None:
+      x = rule.hook(x, want)
+    if x.shape != want and rule.resample is not None and resize_pos_embed:
+      try:
+        resampled = rule.resample(x)
+      except ValueError:  # e.g. a non-square grid; reported as a shape mismatch below
+        resampled = x
+      if resampled.shape == want:
+        report.resized.append(dst)
+        report.theirs[dst] = x.shape
+        x = resampled
+    if x.shape != want:
+      report.mismatched.append(dst)
+      report.theirs[dst] = x.shape
+      continue
+    new[dst] = x
+    report.loaded.append(dst)
+  report.missing = [k for k in flat if k not in new and k not in report.mismatched]
+  if strict:
+    bad = dict(missing=[k for k in report.missing if not _matches(k, allow_missing)],
+               unexpected=[k for k in report.unexpected if not _matches(k, allow_unexpected)],
+               mismatched=[k for k in report.mismatched if not _matches(k, allow_missing)])
+    _raise_if_any(report, bad, f"the {source} state dict",
+                  "Create the model that matches the checkpoint (name, num_classes, global_pool, class_token), "
+                  "or pass allow_missing= / allow_unexpected= regexes for params to leave at init.")
+  abstract = [k for k, v in flat.items() if k not in new and isinstance(v, jax.ShapeDtypeStruct)]
+  if abstract:
+    raise CheckpointError(f"the model was created abstractly (nnx.eval_shape) but the {source} state dict does not "
+                          f"provide {', '.join(abstract)}; create the model with models.create(...) so that "
+                          "they keep their init.")
+  nnx.replace_by_pure_dict(state, _map_with_path(lambda p, v: _place(new[p], v) if p in new else v, ours))
+  nnx.update(model, state)
+  return report
+
+
+# ------------------------------------------------------------------- params checkpoints
+
+
+def save_params(params, out_dir: str, *, overwrite: bool = False):
+  """Writes `{"params": params}` (a pure dict) as an orbax checkpoint directory for `config.init_from`."""
+  import orbax.checkpoint as ocp
+  out_dir = os.path.abspath(out_dir)
+  if os.path.exists(out_dir) and not overwrite:
+    raise CheckpointError(f"{out_dir} already exists; remove it or choose another output directory.")
+  checkpointer = ocp.StandardCheckpointer()
+  checkpointer.save(out_dir, {"params": params}, force=overwrite)
+  checkpointer.wait_until_finished()
+  checkpointer.close()
+
+
+def _restore_params_numpy(path: str) -> dict:
+  import orbax.checkpoint as ocp
+  how = "create one with tools/convert_weights.py or point at a run's checkpoints/<step>/state directory"
+  if not os.path.isdir(path):
+    raise CheckpointError(f"params checkpoint {path} does not exist; {how}.")
+  try:
+    metadata = ocp.StandardCheckpointer().metadata(path)
+    tree = metadata.item_metadata.tree if hasattr(metadata, "item_metadata") else metadata
+  except Exception as e:  # orbax raises many types for a foreign or damaged directory.
+    raise CheckpointError(f"{path} is not a readable orbax checkpoint ({type(e).__name__}: {e}); {how}.") from e
+  if not isinstance(tree, dict) or "params" not in tree:
+    keys = sorted(tree) if isinstance(tree, dict) else type(tree).__name__
+    raise CheckpointError(f"checkpoint {path} has no 'params' entry (it has {keys}); {how}.")
+  item = {"params": tree["params"]}
+  # Restoring as numpy is independent of the mesh it was written on; only params are read.
+  restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item)
+  try:
+    restored = ocp.PyTreeCheckpointer().restore(
+        path, args=ocp.args.PyTreeRestore(item=item, restore_args=restore_args, partial_restore=True))
+  except Exception as e:
+    raise CheckpointError(f"cannot restore the params of {path} ({type(e).__name__}: {e}); {how}.") from e
+  return restored["params"]
+
+
+def _square_side(n: int) -> int | None:
+  side = math.isqrt(n)
+  return side if side * side == n else None
+
+
+def init_params_from_checkpoint(path: str, params, *, skip=("^head/",)):
+  """Returns `params` (a pure dict of jax.Arrays) with values read from a params checkpoint.
+
+  Same shape → loaded (onto the current sharding); `pos_embed` of another square grid →
+  resampled; a param matching a `skip` regex with another shape keeps its init. Anything else
+  missing, unexpected or mismatched raises CheckpointError. Returns (params, report string).
+  """
+  path = os.path.abspath(path)
+  theirs = _flatten(_restore_params_numpy(path))
+  flat = _flatten(params)
+  report = ConversionReport(source=path, ours={k: tuple(v.shape) for k, v in flat.items()},
+                            theirs={k: tuple(v.shape) for k, v in theirs.items()})
+  prefix = 1 if "cls_token" in flat else 0
+  new = {}
+  for key, current in flat.items():
+    if key not in theirs:
+      report.missing.append(key)
+      continue
+    value, want = theirs[key], tuple(current.shape)
+    if value.shape != want and key.split("/")[-1] == "pos_embed" and value.ndim == 3 and value.shape[2] == want[2]:
+      old_side, new_side = _square_side(value.shape[1] - prefix), _square_side(want[1] - prefix)
+      if old_side and new_side:
+        value = np.asarray(resample_pos_embed(value, (new_side, new_side), (old_side, old_side), prefix))
+        report.resized.append(key)
+    if value.shape != want:
+      report.mismatched.append(key)
+      continue
+    new[key] = _place(value, current)
+    report.loaded.append(key)
+  report.unexpected = [k for k in theirs if k not in flat]
+  bad = dict(missing=report.missing, unexpected=report.unexpected,
+             mismatched=[k for k in report.mismatched if not _matches(k, skip)])
+  _raise_if_any(report, bad, f"params checkpoint {path}",
+                "Create the model the checkpoint was written for (name, num_classes, global_pool, class_token), "
+                "or add regexes to config.init_skip for params whose shape changed (they keep their init).")
+  return _map_with_path(lambda p, v: new.get(p, v), params), str(report)

@@ -1,0 +1,99 @@
+"""Declarative key maps from foreign (PyTorch) state dicts to our parameter paths.
+
+A key map is a list of `Rule`s: a regex over the checkpoint's key, the '/'-joined path of our
+parameter (a `re` template, so `\\1` copies a captured block index) and an optional hook that
+turns their tensor into our layout. Each model family registers one key map per source, keyed
+by (source, model class name), e.g. ("timm", "VisionTransformer") or ("hf", "VisionTransformer").
+"""
+
+import dataclasses
+import math
+import re
+from collections.abc import Callable
+
+import numpy as np
+
+# hook(their array, our shape) -> array in our layout. Returning another shape reports a mismatch.
+Hook = Callable[[np.ndarray, tuple[int, ...]], np.ndarray]
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+  """`src` (regex, full match) → `dst` (template); `hook` converts the layout.
+
+  `resample(array) -> array` resizes a tensor whose shape depends on the input size (position
+  embeddings) to the model's shape; the loader applies it only when the shapes differ.
+  """
+  src: str
+  dst: str
+  hook: Hook | None = None
+  resample: Callable[[np.ndarray], np.ndarray] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class KeyMap:
+  """`rules(model)` builds the rules for one model (hooks may need its geometry).
+
+  `classes_key` names the checkpoint's classifier weight, whose first dim is the number of classes.
+  """
+  rules: Callable[[object], list[Rule]]
+  classes_key: str | None = None
+
+
+_KEY_MAPS: dict[tuple[str, str], KeyMap] = {}
+
+
+def register_key_map(source: str, model_class: str, key_map: KeyMap):
+  if (source, model_class) in _KEY_MAPS:
+    raise ValueError(f"key map ({source!r}, {model_class!r}) is registered twice")
+  _KEY_MAPS[(source, model_class)] = key_map
+
+
+def get_key_map(source: str, model_class: str) -> KeyMap:
+  if (source, model_class) not in _KEY_MAPS:
+    known = ", ".join(f"{s}/{m}" for s, m in sorted(_KEY_MAPS))
+    raise ValueError(f"no key map for source {source!r} and model {model_class!r}; known: {known}")
+  return _KEY_MAPS[(source, model_class)]
+
+
+def sources() -> list[str]:
+  return sorted({s for s, _ in _KEY_MAPS})
+
+
+def match(rules: list[Rule], key: str) -> tuple[Rule, str] | tuple[None, None]:
+  """The first rule whose `src` matches `key` and the path it maps to."""
+  for rule in rules:
+    m = re.fullmatch(rule.src, key)
+    if m:
+      return rule, m.expand(rule.dst)
+  return None, None
+
+
+# ------------------------------------------------------------------------------------ hooks
+
+
+def linear(num_in_axes: int = 1) -> Hook:
+  """torch Linear weight (out, in) → our kernel (*in_axes, *out_axes).
+
+  The flat in / out dims are split into our axes only when their sizes agree, e.g. a fused QKV
+  (3*D, D) → (D, 3, heads, head_dim) (timm's reshape order) or an output projection
+  (D, D) → (heads, head_dim, D).
+  """
+  def hook(w, shape):
+    w = w.T
+    ins, outs = shape[:num_in_axes], shape[num_in_axes:]
+    if w.shape == (math.prod(ins), math.prod(outs)):
+      w = w.reshape(shape)
+    return w
+  return hook
+
+
+def reshape(x, shape):
+  """A bias (or any vector) split into our axes, e.g. qkv bias (3*D,) → (3, heads, head_dim)."""
+  return x.reshape(shape) if x.size == math.prod(shape) and x.ndim == 1 else x
+
+
+def conv_kernel(w, shape):
+  """torch Conv2d weight (out, in, kh, kw) → ours (kh, kw, in, out)."""
+  del shape
+  return w.transpose(2, 3, 1, 0)
