@@ -119,3 +119,14 @@ def test_unreadable_checkpoint_in_workdir_names_the_fix(uninterrupted, tmp_path)
   assert "delete" in proc.stderr and "checkpoints/30" in proc.stderr, proc.stderr[-3000:]
   assert "Traceback" not in proc.stderr
   assert not (workdir / "summary.json").exists()
+
+
+def test_init_from_starts_from_the_given_params(uninterrupted, tmp_path):
+  from papers_jax.convert import save_params
+  trained = final_params(uninterrupted, 30)
+  save_params(trained, str(tmp_path / "init"))
+  workdir = tmp_path / "finetune"
+  # With a zero learning rate the run's final params must be exactly the ones it started from.
+  run_main(str(workdir), "--config.num_steps=3", "--config.log_every=1", "--config.checkpoint_every=3",
+           "--config.optimizer.lr=0.0", f"--config.init_from={tmp_path / 'init'}")
+  jax.tree.map(np.testing.assert_array_equal, final_params(str(workdir), 3), trained)
