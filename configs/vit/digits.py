@@ -13,23 +13,25 @@ from papers_jax.core.config import base_config, parse_arg
 def get_config(arg=None):
   args = parse_arg(arg, smoke=False)
   c = base_config()
-  c.model = dict(name="vit_tiny_patch16_224", img_size=8, patch_size=2, in_chans=1, num_classes=10,
+  c.model = dict(name="vit_tiny_patch16_224", img_size=16, patch_size=4, in_chans=1, num_classes=10,
                  embed_dim=64, depth=4, num_heads=4, mlp_ratio=2.0, drop_path_rate=0.1)
   c.data.name = "digits"
-  c.data.image_size = 8
-  c.data.augment = "translate"
-  c.data.max_shift = 1
+  c.data.image_size = 16           # bilinear 2x upsampling: same 16 tokens, smoother affine warps
+  c.data.augment = "affine"
+  c.data.affine_degrees = 10.0
+  c.data.affine_scale = (0.9, 1.1)
+  c.data.affine_translate = 0.1
   c.data.mean = (0.5,)
   c.data.std = (0.5,)
   c.batch_size = 128
-  c.num_steps = 2000
-  c.optimizer.lr = 2e-3
+  c.num_steps = 900
+  c.optimizer.lr = 3e-3
   c.optimizer.weight_decay = 0.05
-  c.schedule.warmup_steps = 100
+  c.schedule.warmup_steps = 60
   c.label_smoothing = 0.1
   c.log_every = 50
-  c.eval_every = 500
-  c.checkpoint_every = 500
+  c.eval_every = 150
+  c.checkpoint_every = 300
   if args.smoke:
     c.model.update(embed_dim=32, depth=2, num_heads=2)
     c.batch_size = 32
