@@ -44,7 +44,11 @@ def main(argv):
     summary = loop.train(_CONFIG.value, _WORKDIR.value)
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)
-    return 2
+    sys.stderr.flush()
+    sys.stdout.flush()
+    # Nothing is left to write: exit at once, so that background threads of a failed checkpoint
+    # read cannot print unrelated tracebacks under the message during interpreter teardown.
+    os._exit(2)
   print({k: v for k, v in summary.items() if k.startswith("eval/") or k in ("steps", "wall_time_s")})
   return 0
 

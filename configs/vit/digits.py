@@ -3,8 +3,15 @@
   python -m papers_jax.main --config configs/vit/digits.py --workdir runs/vit_digits
 
 8×8 grayscale digits, 1,437 for training and a fixed, stratified 360 held out for testing
-(never trained on). A small ViT (2×2 patches, 16 tokens + class token) trained from scratch
-with AdamW; CPU, a couple of minutes. `smoke` shrinks it to seconds for the test suite.
+(never trained on). The digits are upsampled (bilinear) to 16×16 and cut into 4×4 patches, so
+the small ViT (width 64, depth 4) still sees 16 tokens + class token; training uses random affine
+warps (±10°, scale 0.9–1.1, ±10% shift), AdamW at lr 4e-3 and 450 steps of batch 256
+(≈ 80 epochs, 115k examples).
+
+Measured on a 2-core CPU (AMD EPYC VM), nearly idle: ≈ 2.5 minutes for the whole command
+(~20-25 s of start-up and compilation, ~950-1150 examples/s), eval/accuracy 99.7% (seed 0),
+99.4% (seeds 1 and 2). Without the 16×16 upsampling (8×8, 2×2 patches) the same recipe gets ~97%.
+`smoke` shrinks it to seconds for the test suite.
 """
 
 from papers_jax.core.config import base_config, parse_arg
@@ -23,19 +30,20 @@ def get_config(arg=None):
   c.data.affine_translate = 0.1
   c.data.mean = (0.5,)
   c.data.std = (0.5,)
-  c.batch_size = 128
-  c.num_steps = 900
-  c.optimizer.lr = 3e-3
+  c.batch_size = 256
+  c.num_steps = 450
+  c.optimizer.lr = 4e-3
   c.optimizer.weight_decay = 0.05
-  c.schedule.warmup_steps = 60
+  c.schedule.warmup_steps = 30
   c.label_smoothing = 0.1
   c.log_every = 50
-  c.eval_every = 150
-  c.checkpoint_every = 300
+  c.eval_every = 75               # 360 test images: well under a second each time
+  c.checkpoint_every = 150
   if args.smoke:
     c.model.update(embed_dim=32, depth=2, num_heads=2)
     c.batch_size = 32
     c.num_steps = 20
+    c.optimizer.lr = 2e-3  # Adam turns the (theoretically zero) key-bias gradient's noise into updates ∝ lr
     c.schedule.warmup_steps = 2
     c.log_every = 5
     c.eval_every = 0

@@ -111,7 +111,11 @@ class Trainer:
     start_step = 0
     latest = checkpointer.latest_step()
     if latest is not None:
-      self.state, meta = checkpointer.restore(latest, abstract_state(self.shardings, self.state))
+      try:
+        self.state, meta = checkpointer.restore(latest, abstract_state(self.shardings, self.state))
+      except UserError:
+        checkpointer.close()
+        raise
       start_step = int(meta["step"])
       log.info("resumed from %s at step %d", checkpointer.directory, start_step)
     if self.is_main:
