@@ -1,0 +1,242 @@
+"""Measures a config's model the same way every time: compile time, step time, throughput, MFU.
+
+  python tools/benchmark.py --config configs/vit/imagenet.py:variant=B/16 --batch 256 [--dtype bfloat16]
+      [--mode train|infer] [--attention xla|cudnn] [--steps 20] [--warmup 3] [--json out.json]
+      [--reference torch]
+
+Inputs are synthetic and already on device, so the model is measured, not the input pipeline.
+The step is compiled ahead of time (its time reported separately), then run `--warmup` times and
+timed over `--steps` steps, each step synchronised, reporting the median and the spread.
+FLOPs per example are counted analytically (matmuls only) and by XLA's cost analysis; MFU is
+analytic FLOPs per second over the device's dense peak (on CPU: a measured float32 GEMM ceiling).
+`--reference torch` times the same architecture from timm on the same device (eager), when the
+model has a timm twin, and reports the JAX/PyTorch throughput ratio.
+"""
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from papers_jax import models, tasks  # noqa: E402
+from papers_jax.core import optim, sharding, step as step_lib  # noqa: E402
+from papers_jax.core.state import create_train_state  # noqa: E402
+
+# Dense peak FLOP/s per device (no sparsity), by precision.
+PEAKS = {
+    "H100": {"bfloat16": 989e12, "float32": 67e12},
+    "H200": {"bfloat16": 989e12, "float32": 67e12},
+    "A100": {"bfloat16": 312e12, "float32": 19.5e12},
+    "TPU v4": {"bfloat16": 275e12, "float32": 275e12 / 4},
+    "TPU v5 lite": {"bfloat16": 197e12, "float32": 197e12 / 4},
+    "TPU v5p": {"bfloat16": 459e12, "float32": 459e12 / 4},
+    "TPU v6 lite": {"bfloat16": 918e12, "float32": 918e12 / 4},
+}
+
+
+def load_config(spec: str):
+  path, _, arg = spec.partition(":")
+  module_spec = importlib.util.spec_from_file_location("benchmark_config", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(arg or None)
+
+
+def vit_forward_flops(model) -> float:
+  """Matmul FLOPs of one ViT forward pass per example (2 per multiply-add)."""
+  pe = model.patch_embed
+  n_patches, d = pe.num_patches, model.embed_dim
+  n = n_patches + model.num_prefix_tokens
+  ph, pw = pe.patch_size
+  c = pe.proj["kernel"].shape[2]
+  flops = 2 * n_patches * ph * pw * c * d
+  for block in model.blocks:
+    hidden = block.mlp.fc1.kernel.shape[1]
+    flops += 2 * n * d * 3 * d          # qkv
+    flops += 2 * 2 * n * n * d          # q·k and p·v
+    flops += 2 * n * d * d              # output projection
+    flops += 2 * 2 * n * d * hidden     # mlp
+  if model.head is not None:
+    flops += 2 * d * model.num_classes
+  return float(flops)
+
+
+def cpu_matmul_peak(size: int = 2048, repeats: int = 5) -> float:
+  """A measured float32 GEMM ceiling on this machine (the CPU 'peak' for MFU)."""
+  a = jnp.ones((size, size), jnp.float32)
+  f = jax.jit(lambda x: x @ x)
+  f(a).block_until_ready()
+  times = []
+  for _ in range(repeats):
+    t = time.perf_counter()
+    f(a).block_until_ready()
+    times.append(time.perf_counter() - t)
+  return 2 * size ** 3 / min(times)
+
+
+def device_peak(dtype: str):
+  kind = jax.devices()[0].device_kind
+  if jax.default_backend() == "cpu":
+    return cpu_matmul_peak(), "measured float32 GEMM (2048³)"
+  for name, peaks in PEAKS.items():
+    if name.lower() in kind.lower():
+      return peaks.get(dtype, peaks["float32"]), f"{name} dense {dtype} peak"
+  return None, f"unknown device {kind!r}"
+
+
+def time_steps(fn, args_fn, steps: int, warmup: int):
+  for _ in range(warmup):
+    jax.block_until_ready(fn(*args_fn()))
+  times = []
+  for _ in range(steps):
+    args = args_fn()
+    t = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    times.append(time.perf_counter() - t)
+  return times
+
+
+def torch_reference(name: str, overrides: dict, batch: int, mode: str, steps: int, warmup: int):
+  """timm's model of the same name and size, timed eagerly on CPU in float32."""
+  from papers_jax.convert.torch_compat import import_timm
+  import torch
+  timm = import_timm()
+  kwargs = {k: overrides[k] for k in ("num_classes", "img_size", "patch_size", "embed_dim", "depth", "num_heads",
+                                      "mlp_ratio", "in_chans", "global_pool", "class_token") if k in overrides}
+  model = timm.create_model(name, pretrained=False, **kwargs)
+  size = model.patch_embed.img_size
+  x = torch.randn(batch, model.patch_embed.proj.in_channels, *size)
+  y = torch.randint(0, max(model.num_classes, 1), (batch,))
+  opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+  if mode == "train":
+    model.train()
+    def step():
+      opt.zero_grad(set_to_none=True)
+      loss = torch.nn.functional.cross_entropy(model(x), y)
+      loss.backward()
+      opt.step()
+  else:
+    model.eval()
+    def step():
+      with torch.no_grad():
+        model(x)
+  for _ in range(warmup):
+    step()
+  times = []
+  for _ in range(steps):
+    t = time.perf_counter()
+    step()
+    times.append(time.perf_counter() - t)
+  return {"torch": torch.__version__, "timm": timm.__version__, "median_step_s": statistics.median(times),
+          "samples_per_s": batch / statistics.median(times), "threads": torch.get_num_threads()}
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--config", required=True)
+  parser.add_argument("--batch", type=int, default=None)
+  parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+  parser.add_argument("--attention", default=None, choices=("xla", "cudnn"))
+  parser.add_argument("--mode", default="train", choices=("train", "infer"))
+  parser.add_argument("--steps", type=int, default=20)
+  parser.add_argument("--warmup", type=int, default=3)
+  parser.add_argument("--reference", default=None, choices=("torch",))
+  parser.add_argument("--json", default=None)
+  args = parser.parse_args(argv)
+
+  config = load_config(args.config).unlock()
+  if args.batch:
+    config.batch_size = args.batch
+  config.grad_accum_steps = 1
+  config.model.dtype = args.dtype if args.dtype != "float32" else ""
+  if args.attention:
+    config.model.attention_impl = args.attention
+  config = config.lock()
+  task = tasks.get_task(config)
+  mesh = sharding.make_mesh(dict(config.mesh))
+  rules = sharding.DEFAULT_RULES
+  batch = config.batch_size
+  size, channels = config.model.get("img_size", config.data.image_size), config.model.get("in_chans", 3)
+
+  with sharding.use_mesh(mesh, rules):
+    holder = {}
+
+    def make_tx(params):
+      tx, holder["schedule"] = optim.make_optimizer(config.optimizer, config.schedule, params, 1000)
+      return tx
+
+    state, shardings, graphdef, tx = create_train_state(task.build_model, make_tx, mesh, rules, config.seed)
+    rng = np.random.default_rng(0)
+    host_batch = {"image": rng.integers(0, 256, (batch, size, size, channels), dtype=np.uint8),
+                  "label": rng.integers(0, config.model.num_classes, (batch,), dtype=np.int32),
+                  "mask": np.ones((batch,), np.bool_)}
+    device_batch = sharding.global_batch(host_batch, mesh, rules)
+
+    if args.mode == "train":
+      step_fn = step_lib.jit_train_step(
+          step_lib.make_train_step(task.make_loss_fn(graphdef), tx, holder["schedule"]), shardings, mesh, rules)
+    else:
+      step_fn = step_lib.jit_eval_step(task.make_eval_fn(graphdef), shardings, mesh, rules)
+    t = time.perf_counter()
+    lowered = step_fn.lower(state, device_batch)
+    compiled = lowered.compile()
+    compile_s = time.perf_counter() - t
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    xla_flops = float(cost.get("flops", float("nan"))) / batch
+    memory = compiled.memory_analysis()
+    peak_bytes = None
+    if memory is not None:
+      peak_bytes = int(getattr(memory, "temp_size_in_bytes", 0) + getattr(memory, "argument_size_in_bytes", 0)
+                       + getattr(memory, "output_size_in_bytes", 0) - getattr(memory, "alias_size_in_bytes", 0))
+
+    if args.mode == "train":
+      current = {"state": state}
+
+      def run(b):
+        current["state"], metrics = compiled(current["state"], b)
+        return metrics
+      times = time_steps(run, lambda: (device_batch,), args.steps, args.warmup)
+    else:
+      times = time_steps(compiled, lambda: (state, device_batch), args.steps, args.warmup)
+
+  overrides = {k: v for k, v in dict(config.model).items() if k not in ("name", "dtype")}
+  shape_model = nnx.eval_shape(lambda: models.create(config.model.name, **overrides))
+  analytic = vit_forward_flops(shape_model) * (3 if args.mode == "train" else 1)
+  median = statistics.median(times)
+  peak, peak_source = device_peak(args.dtype)
+  result = {
+      "config": args.config, "model": config.model.name, "mode": args.mode, "batch": batch, "dtype": args.dtype,
+      "devices": jax.device_count(), "device_kind": jax.devices()[0].device_kind, "backend": jax.default_backend(),
+      "compile_s": compile_s, "median_step_s": median, "min_step_s": min(times), "max_step_s": max(times),
+      "samples_per_s": batch / median, "analytic_flops_per_sample": analytic, "xla_flops_per_sample": xla_flops,
+      "xla_to_analytic": xla_flops / analytic, "peak_flops_per_s": peak, "peak_source": peak_source,
+      "mfu": analytic * batch / median / peak if peak else None, "peak_memory_bytes": peak_bytes,
+      "jax": jax.__version__, "python": platform.python_version(), "xla_flags": os.environ.get("XLA_FLAGS", ""),
+      "steps": args.steps, "warmup": args.warmup,
+  }
+  if args.reference == "torch":
+    ref = torch_reference(config.model.name, overrides, batch, args.mode, max(5, args.steps // 2), args.warmup)
+    result["torch_reference"] = ref
+    result["jax_to_torch"] = result["samples_per_s"] / ref["samples_per_s"]
+  for key, value in result.items():
+    print(f"{key:>26}: {value}")
+  if args.json:
+    with open(args.json, "w") as f:
+      json.dump(result, f, indent=2)
+  return result
+
+
+if __name__ == "__main__":
+  main()
