@@ -59,7 +59,7 @@ def test_run_writes_its_outputs_and_learns(uninterrupted):
   summary = json.load(open(os.path.join(uninterrupted, "summary.json")))
   assert summary["steps"] == 30 and summary["eval/count"] == 360
   assert 0.0 <= summary["eval/accuracy"] <= 1.0 and summary["examples_per_s"] > 0
-  assert any(f.endswith("") for f in os.listdir(os.path.join(uninterrupted, "tensorboard")))
+  assert any(f.startswith("events.out.tfevents") for f in os.listdir(os.path.join(uninterrupted, "tensorboard")))
 
 
 def test_sigkill_then_resume_matches_uninterrupted(uninterrupted, tmp_path):
