@@ -80,6 +80,8 @@ class Trainer:
     return tx
 
   def _preprocess(self, train: bool):
+    if hasattr(self.task, "preprocess"):  # a task with its own per-example pipeline
+      return self.task.preprocess(train)
     d = self.config.data
     return pipeline.image_preprocess(d.augment, d.image_size, train=train, max_shift=d.max_shift,
                                      crop_pct=d.crop_pct, affine_degrees=d.affine_degrees,
@@ -162,6 +164,8 @@ class Trainer:
             t_window, window_start = time.time(), step
           if (config.eval_every and step % config.eval_every == 0) or last:
             eval_metrics = self.evaluate()
+            if hasattr(self.task, "after_eval"):  # task-specific evaluators, images, health checks
+              eval_metrics |= self.task.after_eval(self, step, writer) or {}
             writer.write(step, eval_metrics)
           if step % config.checkpoint_every == 0 or last:
             checkpointer.save(step, self.state, {"step": step, "data_position": step * config.batch_size},
