@@ -18,3 +18,7 @@ class DataError(UserError):
 
 class CheckpointError(UserError):
   """A checkpoint is missing, incomplete or unreadable."""
+
+
+class TrainingError(UserError):
+  """Training cannot go on (a non-finite loss or gradient); the message names the step and the cause."""

@@ -1,7 +1,11 @@
 """Entry point: python -m papers_jax.main --config=configs/vit/digits.py --workdir=runs/x [--config.k=v]
 
-Multi-host: under SLURM, on a TPU pod, or with --coordinator_address set, jax.distributed is
-initialised first; single-process runs need nothing.
+Multi-host: under SLURM, on a TPU pod, or with the coordinator given by --coordinator_address (or
+JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID), jax.distributed is initialised
+first; single-process runs need nothing. See launch/README.md.
+
+Exit codes: 0 finished, or preempted with a checkpoint saved (the same command resumes);
+2 a problem the message names (config, data, checkpoint, non-finite loss).
 """
 
 import logging
@@ -19,14 +23,32 @@ _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processe
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (multi-process runs).")
 
 
+# XLA flags that make GPU results bit-reproducible from run to run (at some cost in speed).
+DETERMINISTIC_XLA_FLAGS = ("--xla_gpu_deterministic_ops=true", "--xla_gpu_exclude_nondeterministic_ops=true")
+
+
+def _set_deterministic_flags():
+  """Adds the deterministic flags to XLA_FLAGS; must run before JAX starts its backend."""
+  flags_now = os.environ.get("XLA_FLAGS", "").split()
+  os.environ["XLA_FLAGS"] = " ".join(flags_now + [f for f in DETERMINISTIC_XLA_FLAGS if f not in flags_now])
+
+
 def _maybe_initialize_distributed():
   import jax
-  if _COORDINATOR.value:
-    jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-  elif "SLURM_NTASKS" in os.environ and int(os.environ["SLURM_NTASKS"]) > 1:
-    jax.distributed.initialize()
+  coordinator = _COORDINATOR.value or os.environ.get("JAX_COORDINATOR_ADDRESS")
+  if coordinator:
+    num_processes = _NUM_PROCESSES.value or int(os.environ["JAX_NUM_PROCESSES"])
+    process_id = _PROCESS_ID.value if _PROCESS_ID.value is not None else int(os.environ["JAX_PROCESS_ID"])
+    jax.distributed.initialize(coordinator, num_processes, process_id)
+  elif int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+    # JAX reads the SLURM environment and gives each task the GPU of its local rank; with one task
+    # per node (SLURM_NTASKS_PER_NODE=1) each process takes all of its node's GPUs instead.
+    local_device_ids = None
+    if os.environ.get("SLURM_NTASKS_PER_NODE") == "1" and os.environ.get("SLURM_GPUS_ON_NODE"):
+      local_device_ids = list(range(int(os.environ["SLURM_GPUS_ON_NODE"])))
+    jax.distributed.initialize(local_device_ids=local_device_ids)
   elif os.environ.get("TPU_WORKER_HOSTNAMES") or os.environ.get("CLOUD_TPU_TASK_ID"):
-    jax.distributed.initialize()
+    jax.distributed.initialize()  # reads the TPU pod's metadata
 
 
 def main(argv):
@@ -39,6 +61,8 @@ def main(argv):
     print("error: --workdir is required (a directory for checkpoints, metrics and summaries).", file=sys.stderr)
     return 2
   try:
+    if _CONFIG.value.get("deterministic"):
+      _set_deterministic_flags()
     _maybe_initialize_distributed()
     from papers_jax.core import loop
     summary = loop.train(_CONFIG.value, _WORKDIR.value)
@@ -49,6 +73,9 @@ def main(argv):
     # Nothing is left to write: exit at once, so that background threads of a failed checkpoint
     # read cannot print unrelated tracebacks under the message during interpreter teardown.
     os._exit(2)
+  if summary.get("preempted_at") is not None:
+    print(f"preempted at step {summary['preempted_at']}: checkpoint saved; run the same command to resume.")
+    return 0
   print({k: v for k, v in summary.items() if k.startswith("eval/") or k in ("steps", "wall_time_s")})
   return 0
 

@@ -32,8 +32,8 @@ def run_steps(config, devices, num_steps=NUM_STEPS):
   """Per-step losses and final params of `num_steps` train steps on `devices`."""
   trainer = loop.Trainer(config, "/nonexistent-workdir-unused", devices=devices)
   batches = pipeline.train_batches(trainer.train_source, trainer._preprocess(train=True),
-                                   global_batch=config.batch_size, seed=config.seed, start_step=0,
-                                   num_steps=num_steps)
+                                   global_batch=config.batch_size, seed=config.seed,
+                                   starts=pipeline.batch_starts(0, num_steps, config.batch_size))
   losses, state = [], trainer.state
   with sharding.use_mesh(trainer.mesh, trainer.rules):
     for local in batches:
@@ -91,7 +91,7 @@ def test_nonfinite_step_is_skipped():
   config = smoke_config()
   trainer = loop.Trainer(config, "/nonexistent-workdir-unused", devices=jax.devices()[:1])
   batch = next(pipeline.train_batches(trainer.train_source, trainer._preprocess(train=True), global_batch=32,
-                                      seed=0, start_step=0, num_steps=1))
+                                      seed=0, starts=[0]))
   batch["image"] = batch["image"].astype(np.float32) * np.nan  # NaN inputs → NaN loss and gradients
   before = jax.device_get(trainer.state.params)
   with sharding.use_mesh(trainer.mesh, trainer.rules):

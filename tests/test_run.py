@@ -3,41 +3,13 @@
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
-from conftest import ROOT
-
-SMOKE = ["--config", os.path.join(ROOT, "configs/vit/digits.py") + ":smoke"]
-RUN_ARGS = ["--config.num_steps=30", "--config.checkpoint_every=10", "--config.log_every=5",
-            "--config.async_checkpoint=false"]
-
-
-def run_main(workdir, *args, check=True, wait=True, devices=1):
-  env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "PYTHONUNBUFFERED": "1"}
-  env.pop("JAX_PLATFORMS", None)
-  cmd = [sys.executable, "-m", "papers_jax.main", *SMOKE, f"--workdir={workdir}", *args]
-  if not wait:
-    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-  proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-  if check:
-    assert proc.returncode == 0, proc.stderr[-3000:]
-  return proc
-
-
-def final_params(workdir, step):
-  path = os.path.join(workdir, "checkpoints", str(step), "state")
-  return ocp.StandardCheckpointer().restore(path)["params"]
-
-
-def comparable(summary):
-  return {k: v for k, v in summary.items() if k not in ("wall_time_s", "examples_per_s", "resumed_from")}
+from mainrun import RUN_ARGS, comparable, final_params, run_main
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +23,10 @@ def test_run_writes_its_outputs_and_learns(uninterrupted):
   files = set(os.listdir(uninterrupted))
   assert {"config.json", "metrics.jsonl", "summary.json", "checkpoints", "tensorboard"} <= files
   config = json.load(open(os.path.join(uninterrupted, "config.json")))
-  assert config["environment"]["jax"] and config["environment"]["mesh"] == {"data": 1, "fsdp": 1, "tensor": 1}
+  env = config["environment"]
+  assert env["jax"] and env["mesh"] == {"data": 1, "fsdp": 1, "tensor": 1}
+  assert env["seed"] == 0 and env["num_processes"] == 1 and env["deterministic"] is False
+  assert "--xla_force_host_platform_device_count=1" in env["xla_flags"] and env["device_kind"]
   rows = [json.loads(l) for l in open(os.path.join(uninterrupted, "metrics.jsonl"))]
   train = [r for r in rows if "loss" in r]
   assert [r["step"] for r in train] == list(range(5, 31, 5))
@@ -101,24 +76,6 @@ def test_bad_input_gives_one_clear_error_and_writes_nothing(tmp_path, args, mess
   assert message in proc.stderr, proc.stderr[-3000:]
   assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
   assert not workdir.exists() or not any(workdir.iterdir())
-
-
-def test_unreadable_checkpoint_in_workdir_names_the_fix(uninterrupted, tmp_path):
-  import shutil
-  workdir = tmp_path / "damaged"
-  shutil.copytree(uninterrupted, workdir)
-  os.remove(workdir / "summary.json")
-  state_dir = workdir / "checkpoints" / "30" / "state"
-  for root, _, files in os.walk(state_dir):
-    for f in files:
-      if not f.startswith("_"):
-        with open(os.path.join(root, f), "wb") as fh:
-          fh.write(b"garbage")
-  proc = run_main(str(workdir), *RUN_ARGS, check=False)
-  assert proc.returncode != 0
-  assert "delete" in proc.stderr and "checkpoints/30" in proc.stderr, proc.stderr[-3000:]
-  assert "Traceback" not in proc.stderr
-  assert not (workdir / "summary.json").exists()
 
 
 def test_init_from_starts_from_the_given_params(uninterrupted, tmp_path):

@@ -1,21 +1,28 @@
 """Orbax checkpoints of the train state: async, keep-last-N plus keep-every-K, auto-resume.
 
 A checkpoint holds the whole TrainState (params, model state, optimizer state, step, RNG) and a
-JSON `meta` item with the data position and the config. Orbax commits a step atomically (it is
-written to a temporary directory and renamed), so a crash mid-save leaves no step that looks
-complete. Restoring takes an abstract state with shardings, so a checkpoint written on one mesh
-restores onto another.
+JSON `meta` item with the data position. Orbax commits a step atomically (it is written to a
+temporary directory and renamed), so a crash mid-save leaves no step that looks complete; a step
+that was damaged afterwards (truncated copy, bad disk) fails to restore, is moved aside to
+`<step>.damaged` and the previous step is used. A failed write raises CheckpointError and leaves
+the earlier steps as they were. Restoring takes an abstract state with shardings, so a checkpoint
+written on one mesh restores onto another.
 """
 
 import contextlib
+import logging
 import os
 import sys
 import tempfile
 import time
 
+import jax
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
 from papers_jax.errors import CheckpointError
+
+log = logging.getLogger(__name__)
 
 
 class Checkpointer:
@@ -31,9 +38,54 @@ class Checkpointer:
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
+  def all_steps(self) -> list[int]:
+    return sorted(self.manager.all_steps())
+
   def save(self, step: int, state, meta: dict, *, force: bool = False) -> bool:
-    return self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                           meta=ocp.args.JsonSave(meta)), force=force)
+    try:
+      with _quiet_failed_reads():
+        return self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                             meta=ocp.args.JsonSave(meta)), force=force)
+    except Exception as e:  # also a failure of the previous async save, surfaced here
+      raise self._write_error(step, e) from e
+
+  def _write_error(self, step: int | None, e: Exception) -> CheckpointError:
+    kept = [s for s in self.all_steps() if s != step]
+    which = "a checkpoint" if step is None else f"the checkpoint of step {step}"
+    return CheckpointError(
+        f"could not write {which} to {self.directory}: {type(e).__name__}: {_first_line(e)}\n"
+        f"The earlier checkpoints (steps {kept}) are untouched. Free disk space or fix the directory's "
+        "permissions, then run the same command to resume from the last of them.")
+
+  def restore_latest(self, abstract_state):
+    """(state, meta) of the newest step that restores, or None when there is none.
+
+    A step that fails to restore is moved aside to `<step>.damaged` (kept for inspection) and the
+    next older one is tried; only when every step fails is the error raised.
+    """
+    steps = self.all_steps()
+    for i, step in enumerate(reversed(steps)):
+      try:
+        return self.restore(step, abstract_state)
+      except CheckpointError as e:
+        if i == len(steps) - 1:
+          raise
+        log.warning("checkpoint step %d is damaged and is moved to %s.damaged; trying step %d.\n%s",
+                    step, os.path.join(self.directory, str(step)), steps[-i - 2], e)
+        self._set_aside(step)
+    return None
+
+  def _set_aside(self, step: int):
+    if jax.process_index() == 0:
+      path = os.path.join(self.directory, str(step))
+      target = path + ".damaged"
+      n = 1
+      while os.path.exists(target):
+        target, n = f"{path}.damaged{n}", n + 1
+      os.rename(path, target)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices(f"checkpoint_set_aside_{step}")
+    self.manager.reload()
 
   def restore(self, step: int, abstract_state):
     """Restores (state, meta) at `step` onto the shardings in `abstract_state`."""
@@ -42,21 +94,42 @@ class Checkpointer:
         restored = self.manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
     except Exception as e:  # orbax raises many types for a damaged or foreign checkpoint.
-      reason = str(e).splitlines()[0] if str(e) else ""
-      reason = reason if len(reason) <= 300 else reason[:300] + " ..."
       raise CheckpointError(
-          f"cannot restore the checkpoint at {self.directory}/{step}: {type(e).__name__}: {reason}\n"
+          f"cannot restore the checkpoint at {self.directory}/{step}: {type(e).__name__}: {_first_line(e)}\n"
           f"If it is damaged, delete {self.directory}/{step} to resume from the previous checkpoint, "
           "or start in a new --workdir.") from e
     return restored["state"], restored["meta"]
 
   def wait(self):
-    self.manager.wait_until_finished()
+    try:
+      with _quiet_failed_reads():
+        self.manager.wait_until_finished()
+    except Exception as e:
+      raise self._write_error(None, e) from e  # an async save failed in the background
 
   def close(self):
-    self.manager.wait_until_finished()
-    self.manager.close()
+    try:
+      self.wait()
+    finally:
+      self.manager.close()
 
+
+class _DropOrbaxOrphanedReads(logging.Filter):
+  """After a failed restore, orbax's abandoned metadata reads are garbage-collected at random times
+  and asyncio logs each as 'Task exception was never retrieved' with a traceback that says nothing
+  new (the CheckpointError already names the step and the fix)."""
+
+  def filter(self, record):
+    message = record.getMessage()
+    return not ("Task exception was never retrieved" in message and "orbax" in message)
+
+
+logging.getLogger("asyncio").addFilter(_DropOrbaxOrphanedReads())
+
+
+def _first_line(e: Exception, limit: int = 300) -> str:
+  reason = str(e).splitlines()[0] if str(e) else ""
+  return reason if len(reason) <= limit else reason[:limit] + " ..."
 
 
 
@@ -64,7 +137,8 @@ class Checkpointer:
 def _quiet_failed_reads(grace_s: float = 1.0):
   """Holds back what native threads print on stderr while a restore runs.
 
-  When one read of a damaged checkpoint fails, tensorstore's other pending reads call back into
+  When one read of a damaged checkpoint (or one write to a full disk) fails, tensorstore's other
+  pending operations call back into
   orbax's already closed event loop and each prints a 'RuntimeError: Event loop is closed'
   traceback that says nothing about the checkpoint. Those lines are dropped; anything else that
   was printed is passed on. On failure the capture stays a moment longer for late callbacks.

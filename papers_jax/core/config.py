@@ -30,6 +30,9 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(values)
 
 
+NONFINITE_POLICIES = ("stop", "rollback")
+
+
 def base_config() -> ml_collections.ConfigDict:
   """Trainer defaults shared by every experiment."""
   c = ml_collections.ConfigDict()
@@ -48,7 +51,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.async_checkpoint = True
   c.init_from = ""               # params checkpoint (tools/convert_weights.py) to start from
   c.init_skip = ("^head/",)      # regexes of params not taken from init_from when their shapes differ
-  c.max_nonfinite = 10           # stop after this many consecutive skipped (NaN/Inf) steps
+  # A step whose loss or gradient is NaN/Inf never changes the state. Then "stop" ends the run
+  # naming the step and the metric; "rollback" restores the last checkpoint and skips that batch,
+  # at most `max_rollbacks` times in a run.
+  c.nonfinite = "stop"
+  c.max_rollbacks = 3
+  c.deterministic = False        # XLA's deterministic GPU ops (slower); recorded in config.json
   c.loss = "softmax"
   c.label_smoothing = 0.0
   c.data_threads = 2
@@ -63,6 +71,9 @@ def base_config() -> ml_collections.ConfigDict:
       eval_split="test", image_size=8, augment="none", max_shift=1, crop_pct=0.875,
       affine_degrees=10.0, affine_scale=(0.9, 1.1), affine_translate=0.1,
       mean=(0.5,), std=(0.5,)))
+  # Fault injection, to test the recovery paths: SIGTERM to this process after step k (-1: every
+  # process, else only that process index) and NaN losses on the batches at these data positions.
+  c.debug = ml_collections.ConfigDict(dict(sigterm_at_step=0, sigterm_process=-1, nan_at_positions=()))
   return c
 
 
@@ -89,5 +100,7 @@ def validate(config, *, data_parallel: int, num_processes: int) -> None:
         f"multiple of {data_parallel * config.grad_accum_steps}, or change --config.mesh.")
   if b % num_processes:
     raise ConfigError(f"batch_size {b} is not divisible by the {num_processes} processes")
+  if config.nonfinite not in NONFINITE_POLICIES:
+    raise ConfigError(f"nonfinite={config.nonfinite!r}; choose one of {NONFINITE_POLICIES}")
   if config.num_steps <= 0 and config.num_epochs <= 0:
     raise ConfigError("set num_steps or num_epochs to a positive number")

@@ -10,6 +10,9 @@ import json
 import logging
 import os
 import platform
+import signal
+import socket
+import subprocess
 import sys
 import time
 
@@ -21,26 +24,44 @@ from papers_jax.core import checkpoint as ckpt_lib
 from papers_jax.core import config as config_lib
 from papers_jax.core import metrics as metrics_lib
 from papers_jax.core import optim, sharding, step as step_lib
+from papers_jax.core.preemption import PreemptionWatch
 from papers_jax.core.state import TrainState, abstract_state, create_train_state
 from papers_jax.data import pipeline
 from papers_jax.data.sources import get_source
-from papers_jax.errors import UserError
+from papers_jax.errors import TrainingError, UserError
 
 log = logging.getLogger(__name__)
 
 
-def environment(mesh) -> dict:
-  """Versions, devices, mesh and XLA flags, saved with every run."""
+def environment(mesh, config=None) -> dict:
+  """What reproducing a run needs: seed, versions, devices, mesh, processes, XLA flags, code revision."""
   import flax
+  import jaxlib
   import optax
   import orbax.checkpoint
   return {
-      "python": platform.python_version(), "jax": jax.__version__, "flax": flax.__version__,
-      "optax": optax.__version__, "orbax_checkpoint": orbax.checkpoint.__version__,
-      "backend": jax.default_backend(), "device_kind": jax.devices()[0].device_kind,
-      "num_devices": jax.device_count(), "num_processes": jax.process_count(),
+      "seed": None if config is None else config.seed,
+      "deterministic": None if config is None else config.deterministic,
+      "python": platform.python_version(), "jax": jax.__version__, "jaxlib": jaxlib.__version__,
+      "flax": flax.__version__, "optax": optax.__version__, "orbax_checkpoint": orbax.checkpoint.__version__,
+      "numpy": np.__version__, "backend": jax.default_backend(), "device_kind": jax.devices()[0].device_kind,
+      "num_devices": jax.device_count(), "num_local_devices": jax.local_device_count(),
+      "num_processes": jax.process_count(), "hostname": socket.gethostname(),
       "mesh": dict(mesh.shape), "xla_flags": os.environ.get("XLA_FLAGS", ""),
+      "jax_env": {k: v for k, v in os.environ.items() if k.startswith(("JAX_", "XLA_", "SLURM_JOB", "TPU_"))},
+      "argv": sys.argv, "git_revision": _git_revision(),
   }
+
+
+def _git_revision() -> str | None:
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  try:
+    out = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+    dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True, timeout=5).stdout.strip()
+  except (OSError, subprocess.SubprocessError):
+    return None
+  return (out.stdout.strip() + ("+dirty" if dirty else "")) if out.returncode == 0 else None
 
 
 class Trainer:
@@ -103,6 +124,24 @@ class Trainer:
     count = sums.pop("count")
     return {f"eval/{k}": v / count for k, v in sums.items()} | {"eval/count": count}
 
+  # ------------------------------------------------------------------ checkpoints
+  def _resume(self, checkpointer) -> int | None:
+    """Restores the newest readable checkpoint; returns its step, or None when there is none."""
+    restored = checkpointer.restore_latest(abstract_state(self.shardings, self.state))
+    if restored is None:
+      return None
+    self.state, meta = restored
+    step = int(meta["step"])
+    self.data_position = int(meta.get("data_position", step * self.config.batch_size))
+    self.skipped = sorted(set(self.skipped) | set(meta.get("skipped_positions", [])))
+    self.rollbacks = max(self.rollbacks, int(meta.get("rollbacks", 0)))
+    return step
+
+  def _save(self, checkpointer, step: int, *, force: bool = False):
+    checkpointer.save(step, self.state, {"step": step, "data_position": self.data_position,
+                                         "skipped_positions": self.skipped, "rollbacks": self.rollbacks},
+                      force=force)
+
   # ------------------------------------------------------------------ main loop
   def run(self) -> dict:
     config = self.config
@@ -110,84 +149,131 @@ class Trainer:
     checkpointer = ckpt_lib.Checkpointer(os.path.join(self.workdir, "checkpoints"),
                                          max_to_keep=config.keep_checkpoints, keep_every=config.keep_every,
                                          async_save=config.async_checkpoint)
-    start_step = 0
-    latest = checkpointer.latest_step()
-    if latest is not None:
-      try:
-        self.state, meta = checkpointer.restore(latest, abstract_state(self.shardings, self.state))
-      except UserError:
-        checkpointer.close()
-        raise
-      start_step = int(meta["step"])
+    self.data_position, self.skipped, self.rollbacks = 0, [], 0
+    self.train_time, self.timed_steps, self.eval_metrics = 0.0, 0, {}
+    try:
+      resumed_from = self._resume(checkpointer)
+      if resumed_from is None and config.nonfinite == "rollback":
+        self._save(checkpointer, 0, force=True)  # a rollback needs a good state to return to
+    except UserError:
+      checkpointer.close()
+      raise
+    start_step = resumed_from or 0
+    if resumed_from is not None:
       log.info("resumed from %s at step %d", checkpointer.directory, start_step)
     if self.is_main:
       metrics_lib.write_json_atomic(os.path.join(self.workdir, "config.json"),
-                                    {"config": config.to_dict(), "environment": environment(self.mesh),
-                                     "num_steps": self.num_steps, "resumed_from": start_step or None})
-    writer = metrics_lib.MetricWriter(self.workdir, enabled=self.is_main,
-                                      resume_step=start_step if latest is not None else None)
-    progress = metrics_lib.Progress(self.num_steps, start_step, enabled=self.is_main)
-    batches = pipeline.train_batches(
-        self.train_source, self._preprocess(train=True), global_batch=config.batch_size, seed=config.seed,
-        start_step=start_step, num_steps=self.num_steps, process_index=jax.process_index(),
-        process_count=jax.process_count(), num_threads=config.data_threads)
-
+                                    {"config": config.to_dict(), "environment": environment(self.mesh, config),
+                                     "num_steps": self.num_steps, "resumed_from": resumed_from})
+    writer = metrics_lib.MetricWriter(self.workdir, enabled=self.is_main, resume_step=resumed_from)
+    watch = PreemptionWatch()
     t_start = time.time()
-    t_window, window_start = time.time(), start_step
-    pending, eval_metrics, nonfinite_run, step = [], {}, 0, start_step
-    train_time, timed_steps = 0.0, 0
     try:
-      with sharding.use_mesh(self.mesh, self.rules):
-        for step in range(start_step + 1, self.num_steps + 1):
-          local = next(batches)
-          self.state, step_metrics = self.train_step(self.state, sharding.global_batch(local, self.mesh, self.rules))
-          pending.append(step_metrics)
-          last = step == self.num_steps
-          if step % config.log_every == 0 or last:
-            fetched = jax.device_get(pending)  # the only host sync of the loop
-            pending = []
-            for m in fetched:
-              nonfinite_run = nonfinite_run + 1 if m["nonfinite"] else 0
-              if nonfinite_run >= config.max_nonfinite:
-                raise FloatingPointError(
-                    f"{nonfinite_run} consecutive steps up to step {step} had a non-finite loss or gradient "
-                    f"(loss={m['loss']}, grad_norm={m['grad_norm']}); their updates were skipped. Lower the "
-                    "learning rate, enable optimizer.clip_grad_norm, or check the data.")
-            elapsed = time.time() - t_window
-            if window_start > start_step:  # the first window includes compilation
-              train_time += elapsed
-              timed_steps += step - window_start
-            row = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[-1]}
-            row["throughput"] = (step - window_start) * config.batch_size / max(elapsed, 1e-9)
-            writer.write(step, row)
-            progress.update(step, step - window_start, row)
-            t_window, window_start = time.time(), step
-          if (config.eval_every and step % config.eval_every == 0) or last:
-            eval_metrics = self.evaluate()
-            if hasattr(self.task, "after_eval"):  # task-specific evaluators, images, health checks
-              eval_metrics |= self.task.after_eval(self, step, writer) or {}
-            writer.write(step, eval_metrics)
-          if step % config.checkpoint_every == 0 or last:
-            checkpointer.save(step, self.state, {"step": step, "data_position": step * config.batch_size},
-                              force=last)
+      while True:
+        try:
+          preempted_at = self._train(start_step, checkpointer, writer, watch)
+          break
+        except _NonFinite as bad:
+          start_step = self._roll_back(bad, checkpointer, writer)
       checkpointer.wait()
     finally:
-      progress.close()
+      watch.close()
       checkpointer.close()
       writer.close()
 
     summary = {
         "steps": int(jax.device_get(self.state.step)), "num_steps": self.num_steps, "batch_size": config.batch_size,
-        "wall_time_s": time.time() - t_start, "resumed_from": start_step or None,
-        "examples_per_s": timed_steps * config.batch_size / train_time if train_time else None,
-        **eval_metrics,
+        "wall_time_s": time.time() - t_start, "resumed_from": resumed_from,
+        "examples_per_s": self.timed_steps * config.batch_size / self.train_time if self.train_time else None,
+        "rollbacks": self.rollbacks, **self.eval_metrics,
     }
+    if preempted_at is not None:  # not finished: no summary.json; the same command resumes
+      return summary | {"preempted_at": preempted_at}
     last_row = self._last_metrics()
     if last_row:
       summary["train/loss"] = last_row.get("loss")
     if self.is_main:
       metrics_lib.write_json_atomic(os.path.join(self.workdir, "summary.json"), summary)
     return summary
+
+  def _train(self, start_step: int, checkpointer, writer, watch) -> int | None:
+    """Trains from `start_step` to the end; returns the step of a preemption stop, else None."""
+    config = self.config
+    starts = pipeline.batch_starts(self.data_position, self.num_steps - start_step, config.batch_size, self.skipped)
+    batches = pipeline.train_batches(
+        self.train_source, self._preprocess(train=True), global_batch=config.batch_size, seed=config.seed,
+        starts=starts, process_index=jax.process_index(), process_count=jax.process_count(),
+        num_threads=config.data_threads, nan_at_positions=tuple(config.debug.nan_at_positions))
+    progress = metrics_lib.Progress(self.num_steps, start_step, enabled=self.is_main)
+    t_window, window_start = time.time(), start_step
+    pending = []  # (step, batch start, metrics) since the last log row; fetched lazily
+    try:
+      with sharding.use_mesh(self.mesh, self.rules):
+        for step, batch_start in zip(range(start_step + 1, self.num_steps + 1), starts):
+          local = next(batches)
+          self.state, step_metrics = self.train_step(self.state, sharding.global_batch(local, self.mesh, self.rules))
+          pending.append((step, batch_start, step_metrics))
+          self.data_position = batch_start + config.batch_size
+          if step == config.debug.sigterm_at_step and config.debug.sigterm_process in (-1, jax.process_index()):
+            os.kill(os.getpid(), signal.SIGTERM)
+          preempted = watch.reached(step)
+          last = step == self.num_steps
+          save = step % config.checkpoint_every == 0 or last or preempted
+          if step % config.log_every == 0 or last or save:
+            pending = self._check_finite(pending)  # the loop's only host sync; never save a bad step
+          if step % config.log_every == 0 or last:
+            elapsed = time.time() - t_window
+            if window_start > start_step:  # the first window includes compilation
+              self.train_time += elapsed
+              self.timed_steps += step - window_start
+            row = {k: float(np.mean([m[k] for _, _, m in pending])) for k in pending[-1][2]}
+            row["throughput"] = (step - window_start) * config.batch_size / max(elapsed, 1e-9)
+            writer.write(step, row)
+            progress.update(step, step - window_start, row)
+            pending, t_window, window_start = [], time.time(), step
+          if not preempted and ((config.eval_every and step % config.eval_every == 0) or last):
+            self.eval_metrics = self.evaluate()
+            if hasattr(self.task, "after_eval"):  # task-specific evaluators, images, health checks
+              self.eval_metrics |= self.task.after_eval(self, step, writer) or {}
+            writer.write(step, self.eval_metrics)
+          if save:
+            self._save(checkpointer, step, force=last or preempted)
+          if preempted and not last:
+            checkpointer.wait()
+            log.warning("preempted: saved the checkpoint of step %d in %s; run the same command to resume",
+                        step, checkpointer.directory)
+            return step
+    finally:
+      progress.close()
+    return None
+
+  # ------------------------------------------------------------------ non-finite steps
+  def _check_finite(self, pending):
+    fetched = [(step, start, jax.device_get(m)) for step, start, m in pending]
+    for step, start, m in fetched:
+      if m["nonfinite"]:
+        raise _NonFinite(step, start, float(m["loss"]), float(m["grad_norm"]))
+    return fetched
+
+  def _roll_back(self, bad, checkpointer, writer) -> int:
+    config = self.config
+    if config.nonfinite == "stop" or self.rollbacks >= config.max_rollbacks:
+      why = (f"after {self.rollbacks} rollbacks (max_rollbacks={config.max_rollbacks})"
+             if config.nonfinite == "rollback" else "(nonfinite=stop)")
+      raise TrainingError(
+          f"step {bad.step} had a non-finite {bad.metric} (loss={bad.loss}, grad_norm={bad.grad_norm}) on the batch "
+          f"at data position {bad.start}; its update was not applied and the run stops {why}. The checkpoints "
+          f"in {checkpointer.directory} hold only steps before it. Lower the learning rate, enable "
+          "optimizer.clip_grad_norm, check the data, or set nonfinite=rollback to skip such batches.")
+    checkpointer.wait()
+    self.skipped = sorted(set(self.skipped) | {bad.start})
+    self.rollbacks += 1
+    start_step = self._resume(checkpointer)
+    writer.truncate(start_step)
+    log.warning("step %d had a non-finite %s: rolled back to step %d, skipping the batch at data position %d "
+                "(rollback %d of at most %d)", bad.step, bad.metric, start_step, bad.start, self.rollbacks,
+                config.max_rollbacks)
+    return start_step
 
   def _last_metrics(self) -> dict:
     path = os.path.join(self.workdir, "metrics.jsonl")
@@ -196,6 +282,13 @@ class Trainer:
     rows = [json.loads(l) for l in open(path) if l.strip()]
     rows = [r for r in rows if "loss" in r]
     return rows[-1] if rows else {}
+
+
+class _NonFinite(Exception):
+  def __init__(self, step: int, start: int, loss: float, grad_norm: float):
+    super().__init__(step)
+    self.step, self.start, self.loss, self.grad_norm = step, start, loss, grad_norm
+    self.metric = "loss" if not np.isfinite(loss) else "gradient"
 
 
 def train(config, workdir: str, *, devices=None) -> dict:

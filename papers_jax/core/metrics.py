@@ -38,12 +38,15 @@ class MetricWriter:
     self._tb = None
     if not enabled:
       return
-    if resume_step is not None and os.path.exists(self.path):
-      self._truncate(resume_step)
+    if resume_step is not None:
+      self.truncate(resume_step)
     from tensorboardX import SummaryWriter  # imported lazily: it is slow and only process 0 needs it
     self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), flush_secs=30)
 
-  def _truncate(self, step: int) -> None:
+  def truncate(self, step: int) -> None:
+    """Drops the rows after `step` (a resumed or rolled-back run writes them again)."""
+    if not self.enabled or not os.path.exists(self.path):
+      return
     with open(self.path) as f:
       lines = [l for l in f if l.strip() and json.loads(l).get("step", 0) <= step]
     tmp = self.path + ".tmp"

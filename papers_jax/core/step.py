@@ -48,7 +48,13 @@ def make_train_step(loss_fn, tx, schedule, *, grad_accum_steps: int = 1):
 
   def train_step(state, batch):
     rng = jax.random.fold_in(state.rng, state.step)
+    batch = dict(batch)
+    injected_nan = batch.pop("nan", None)  # fault injection (config.debug.nan_at_positions)
     loss, metrics, model_state, grads = grads_and_metrics(state.params, state.model_state, batch, rng)
+    if injected_nan is not None:
+      bad = injected_nan.any()
+      loss = jnp.where(bad, jnp.nan, loss)
+      grads = jax.tree.map(lambda g: jnp.where(bad, jnp.nan, g), grads)
     grad_norm = optax.tree.norm(grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)

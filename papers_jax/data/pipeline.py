@@ -4,7 +4,8 @@ Training reads global example positions p = step * global_batch + i. Position p 
 `perm_e[p mod N]` of epoch e = p // N, where perm_e is a permutation seeded by (seed, e), and its
 augmentation is seeded by (seed, p). Host h of P loads the h-th contiguous 1/P of each global
 batch. The batch of a step therefore depends only on (seed, step), not on the number of hosts,
-and resuming at step s needs nothing but s: the data position is the step.
+and resuming needs only the data position saved with the checkpoint (the start of the next batch,
+plus the batches skipped after a non-finite loss).
 
 Evaluation covers each example exactly once: the last global batch is padded and carries
 `mask` = 0 on the padding.
@@ -40,21 +41,39 @@ def _stack(examples: list[dict]) -> dict:
   return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
 
 
-def train_batches(source, preprocess_fn, *, global_batch: int, seed: int, start_step: int, num_steps: int,
-                  process_index: int = 0, process_count: int = 1, num_threads: int = 2, prefetch: int = 4):
-  """Iterator over this host's slice of the training batches for steps [start_step, num_steps)."""
+def batch_starts(start_position: int, num_batches: int, global_batch: int, skip=()) -> list[int]:
+  """Start positions of the next `num_batches` global batches, passing over the skipped ones."""
+  skip, starts, p = set(skip), [], start_position
+  while len(starts) < num_batches:
+    if p not in skip:
+      starts.append(p)
+    p += global_batch
+  return starts
+
+
+def train_batches(source, preprocess_fn, *, global_batch: int, seed: int, starts, process_index: int = 0,
+                  process_count: int = 1, num_threads: int = 2, prefetch: int = 4, nan_at_positions=()):
+  """Iterator over this host's slices of the global batches that begin at the positions `starts`.
+
+  `nan_at_positions` (fault injection for tests) adds a boolean `nan` row flag that makes the
+  train step's loss non-finite for a batch holding any of those positions.
+  """
   n = len(source)
   rows = host_slice(global_batch, process_index, process_count)
+  poisoned = set(nan_at_positions)
 
-  def load(step: int) -> dict:
-    positions = range(step * global_batch + rows.start, step * global_batch + rows.stop)
+  def load(start: int) -> dict:
+    positions = range(start + rows.start, start + rows.stop)
     examples = []
     for p in positions:
       example = dict(source[example_index(p, n, seed)])
       examples.append(preprocess_fn(example, np.random.default_rng([seed, p, 1])))
-    return _stack(examples)
+    batch = _stack(examples)
+    if poisoned:
+      batch["nan"] = np.asarray([p in poisoned for p in positions])
+    return batch
 
-  ds = grain.MapDataset.range(start_step, num_steps).map(load)
+  ds = grain.MapDataset.source(list(starts)).map(load)
   return iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch)))
 
 
