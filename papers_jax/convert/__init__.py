@@ -19,6 +19,7 @@ import numpy as np
 from flax import nnx
 
 from papers_jax.convert import timm_vit  # noqa: F401  (registers its key map)
+from papers_jax.convert import timm_resnet  # noqa: F401  (registers its key map)
 from papers_jax.convert.keymap import KeyMap, Rule, get_key_map, match, register_key_map, sources  # noqa: F401
 from papers_jax.errors import CheckpointError
 from papers_jax.nn.embed import resample_pos_embed
@@ -113,7 +114,9 @@ def _to_numpy(x) -> np.ndarray:
     x = x.detach().cpu()
     if str(x.dtype) == "torch.bfloat16":
       x = x.float()
-    return x.numpy()
+    # A copy: jax may alias a numpy buffer on CPU, and torch updates some tensors in place
+    # (BatchNorm running statistics), which would silently change the converted arrays.
+    return np.array(x.numpy(), copy=True)
   return np.asarray(x)
 
 
@@ -185,13 +188,18 @@ def load_torch_weights(model: nnx.Module, state_dict, source: str = "timm", *, s
   """
   key_map = get_key_map(source, type(model).__name__)
   rules = key_map.rules(model)
-  state = nnx.state(model, nnx.Param)
+  if key_map.prepare is not None:
+    state_dict = key_map.prepare(dict(state_dict))
+  state = nnx.state(model, (nnx.Param, nnx.BatchStat))  # BatchNorm running statistics are loaded too
   ours = nnx.to_pure_dict(state)
   flat = _flatten(ours)
   report = ConversionReport(source=source, ours={k: tuple(v.shape) for k, v in flat.items()})
   new = {}
   for key, value in state_dict.items():
     rule, dst = match(rules, key)
+    if rule is not None and not rule.dst:  # a table our model computes: checked, not loaded
+      rule.hook(_to_numpy(value), None)
+      continue
     if rule is None or dst not in flat:
       report.unexpected.append(key)
       report.theirs[key] = tuple(value.shape)

@@ -23,6 +23,8 @@ class Rule:
 
   `resample(array) -> array` resizes a tensor whose shape depends on the input size (position
   embeddings) to the model's shape; the loader applies it only when the shapes differ.
+  An empty `dst` marks a tensor that our model computes instead of storing (fixed sin-cos tables):
+  it is not loaded, and `hook(their array, None)` must raise CheckpointError if it disagrees.
   """
   src: str
   dst: str
@@ -35,9 +37,12 @@ class KeyMap:
   """`rules(model)` builds the rules for one model (hooks may need its geometry).
 
   `classes_key` names the checkpoint's classifier weight, whose first dim is the number of classes.
+  `prepare(state_dict) -> state_dict`, if given, rewrites their keys first (e.g. fuses HF's separate
+  q/k/v projections into one qkv tensor, which the rules then map like timm's).
   """
   rules: Callable[[object], list[Rule]]
   classes_key: str | None = None
+  prepare: Callable[[dict], dict] | None = None
 
 
 _KEY_MAPS: dict[tuple[str, str], KeyMap] = {}

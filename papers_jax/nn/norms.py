@@ -28,3 +28,48 @@ class LayerNorm(nnx.Module):
     if self.bias is not None:
       y = y + self.bias[...].astype(jnp.float32)
     return y.astype(dtype)
+
+
+class BatchNorm(nnx.Module):
+  """BatchNorm over every axis but the last, with PyTorch's conventions (momentum 0.1 for the
+  running statistics, unbiased running variance, eps 1e-5), statistics in float32.
+
+  By default the statistics of a training step span the whole global batch: under `jax.jit`
+  with a batch-sharded input the mean is a cross-device reduction (SyncBN, as SimCLR and BYOL
+  train). `group_size=g` instead normalises each group of g consecutive examples on its own
+  statistics, which with g = the per-device batch reproduces per-GPU BatchNorm (as MoCo v1/v2
+  train, with shuffle-BN). The running statistics are the mean over groups.
+  """
+
+  def __init__(self, num_features: int, *, momentum: float = 0.1, eps: float = 1e-5, use_scale: bool = True,
+               use_bias: bool = True, group_size: int | None = None, dtype=None, param_dtype=jnp.float32,
+               rngs: nnx.Rngs):
+    self.momentum, self.eps, self.group_size, self.dtype = momentum, eps, group_size, dtype
+    self.scale = param(rngs, nnx.initializers.ones, (num_features,), param_dtype, ("norm",)) if use_scale else None
+    self.bias = param(rngs, nnx.initializers.zeros, (num_features,), param_dtype, ("norm",)) if use_bias else None
+    self.mean = nnx.BatchStat(jnp.zeros((num_features,), jnp.float32))
+    self.var = nnx.BatchStat(jnp.ones((num_features,), jnp.float32))
+
+  def __call__(self, x, *, train: bool = False):
+    dtype = self.dtype or x.dtype
+    x32 = x.astype(jnp.float32)
+    if train:
+      n = x.shape[0]
+      g = self.group_size or n
+      if n % g:
+        raise ValueError(f"BatchNorm group_size {g} does not divide the batch {n}")
+      grouped = x32.reshape((n // g, -1, x.shape[-1]))  # (groups, examples × spatial, C)
+      mean = grouped.mean(axis=1, keepdims=True)
+      var = jnp.square(grouped - mean).mean(axis=1, keepdims=True)
+      y = ((grouped - mean) * jax.lax.rsqrt(var + self.eps)).reshape(x.shape)
+      count = grouped.shape[1]
+      unbiased = var[:, 0] * count / max(count - 1, 1)
+      self.mean[...] = (1 - self.momentum) * self.mean[...] + self.momentum * mean[:, 0].mean(axis=0)
+      self.var[...] = (1 - self.momentum) * self.var[...] + self.momentum * unbiased.mean(axis=0)
+    else:
+      y = (x32 - self.mean[...]) * jax.lax.rsqrt(self.var[...] + self.eps)
+    if self.scale is not None:
+      y = y * self.scale[...].astype(jnp.float32)
+    if self.bias is not None:
+      y = y + self.bias[...].astype(jnp.float32)
+    return y.astype(dtype)
