@@ -1,0 +1,219 @@
+"""On-device augmentations for self-supervised views, in JAX, with per-example randomness.
+
+Images are float32 in [0, 1], NHWC. Each function takes a batch and one PRNG key, splits the key
+per example and maps over the batch, so the host only ships uint8 images and the accelerator makes
+the views. Parameters follow torchvision's definitions (RandomResizedCrop, ColorJitter with its
+four ops in random order, RandomGrayscale, GaussianBlur, RandomSolarize), which the papers' recipes
+are written in. `make_views(images, key, recipe)` builds every crop of a method's recipe.
+"""
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+
+GRAY = jnp.asarray([0.299, 0.587, 0.114], jnp.float32)  # ITU-R 601-2 luma, as torchvision
+
+
+def _per_example(fn, images, key, *args):
+  keys = jax.random.split(key, images.shape[0])
+  return jax.vmap(fn, in_axes=(0, 0) + (None,) * len(args))(images, keys, *args)
+
+
+# ----------------------------------------------------------------------------- geometry
+def _crop_box(key, height: int, width: int, scale, ratio, attempts: int = 10):
+  """torchvision's RandomResizedCrop box: 10 draws of (area, log-aspect); the first that fits,
+  else the whole image clipped to the ratio range, centred. Returns (top, left, h, w) floats."""
+  k_area, k_ratio, k_top, k_left = jax.random.split(key, 4)
+  area = height * width * jax.random.uniform(k_area, (attempts,), minval=scale[0], maxval=scale[1])
+  log_ratio = jax.random.uniform(k_ratio, (attempts,), minval=math.log(ratio[0]), maxval=math.log(ratio[1]))
+  aspect = jnp.exp(log_ratio)
+  w = jnp.round(jnp.sqrt(area * aspect))
+  h = jnp.round(jnp.sqrt(area / aspect))
+  fits = (w > 0) & (h > 0) & (w <= width) & (h <= height)
+  first = jnp.argmax(fits)
+  in_ratio = width / height
+  fallback_w = jnp.where(in_ratio < ratio[0], width, jnp.where(in_ratio > ratio[1], jnp.round(height * ratio[1]), width))
+  fallback_h = jnp.where(in_ratio < ratio[0], jnp.round(width / ratio[0]), height)
+  ok = fits.any()
+  h = jnp.where(ok, h[first], fallback_h)
+  w = jnp.where(ok, w[first], fallback_w)
+  top = jnp.where(ok, jnp.floor(jax.random.uniform(k_top) * (height - h + 1)), jnp.round((height - h) / 2))
+  left = jnp.where(ok, jnp.floor(jax.random.uniform(k_left) * (width - w + 1)), jnp.round((width - w) / 2))
+  return top, left, h, w
+
+
+def _resize_box(image, top, left, h, w, size: int):
+  """Bilinear resize of the box [top, top+h) × [left, left+w) to size × size (antialiased)."""
+  scale = jnp.stack([size / h, size / w])
+  translation = -jnp.stack([top, left]) * scale
+  return jax.image.scale_and_translate(image, (size, size, image.shape[-1]), (0, 1), scale, translation,
+                                       method="linear", antialias=True)
+
+
+def random_resized_crop(images, key, size: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
+  def one(image, k):
+    top, left, h, w = _crop_box(k, image.shape[0], image.shape[1], scale, ratio)
+    return _resize_box(image, top, left, h, w, size)
+  return _per_example(one, images, key)
+
+
+def random_flip(images, key, p: float = 0.5):
+  def one(image, k):
+    return jnp.where(jax.random.bernoulli(k, p), image[:, ::-1], image)
+  return _per_example(one, images, key)
+
+
+# ----------------------------------------------------------------------------- colour
+def grayscale(image):
+  return jnp.broadcast_to(jnp.sum(image * GRAY, axis=-1, keepdims=True), image.shape)
+
+
+def _blend(a, b, factor):
+  return jnp.clip(factor * a + (1 - factor) * b, 0.0, 1.0)
+
+
+def _rgb_to_hsv(rgb):
+  r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+  maxc, minc = rgb.max(-1), rgb.min(-1)
+  v, delta = maxc, maxc - minc
+  s = jnp.where(maxc > 0, delta / jnp.where(maxc > 0, maxc, 1.0), 0.0)
+  safe = jnp.where(delta > 0, delta, 1.0)
+  rc, gc, bc = (maxc - r) / safe, (maxc - g) / safe, (maxc - b) / safe
+  h = jnp.where(maxc == r, bc - gc, jnp.where(maxc == g, 2.0 + rc - bc, 4.0 + gc - rc))
+  h = jnp.where(delta > 0, (h / 6.0) % 1.0, 0.0)
+  return jnp.stack([h, s, v], -1)
+
+
+def _hsv_to_rgb(hsv):
+  h, s, v = hsv[..., 0], hsv[..., 1], hsv[..., 2]
+  i = jnp.floor(h * 6.0)
+  f = h * 6.0 - i
+  p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
+  i = i.astype(jnp.int32) % 6
+  choices = [jnp.stack(c, -1) for c in ((v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q))]
+  return jnp.select([(i == n)[..., None] for n in range(6)], choices)
+
+
+def adjust_brightness(image, factor):
+  return _blend(image, jnp.zeros_like(image), factor)
+
+
+def adjust_contrast(image, factor):
+  return _blend(image, jnp.mean(grayscale(image)), factor)
+
+
+def adjust_saturation(image, factor):
+  return _blend(image, grayscale(image), factor)
+
+
+def adjust_hue(image, shift):
+  hsv = _rgb_to_hsv(image)
+  return _hsv_to_rgb(hsv.at[..., 0].set((hsv[..., 0] + shift) % 1.0))
+
+
+def color_jitter(images, key, *, brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1, p: float = 0.8):
+  """torchvision's ColorJitter (factors U[1−s, 1+s], hue shift U[−h, h], the four ops in a random
+  order), applied to each example with probability p."""
+  def one(image, k):
+    k_apply, k_order, k_b, k_c, k_s, k_h = jax.random.split(k, 6)
+    factors = [jax.random.uniform(k_b, minval=1 - brightness, maxval=1 + brightness),
+               jax.random.uniform(k_c, minval=1 - contrast, maxval=1 + contrast),
+               jax.random.uniform(k_s, minval=1 - saturation, maxval=1 + saturation),
+               jax.random.uniform(k_h, minval=-hue, maxval=hue)]
+    ops = [lambda x: adjust_brightness(x, factors[0]), lambda x: adjust_contrast(x, factors[1]),
+           lambda x: adjust_saturation(x, factors[2]), lambda x: adjust_hue(x, factors[3])]
+    jittered = image
+    for op_index in jax.random.permutation(k_order, 4):
+      jittered = jax.lax.switch(op_index, ops, jittered)
+    return jnp.where(jax.random.bernoulli(k_apply, p), jittered, image)
+  return _per_example(one, images, key)
+
+
+def random_grayscale(images, key, p: float = 0.2):
+  def one(image, k):
+    return jnp.where(jax.random.bernoulli(k, p), grayscale(image), image)
+  return _per_example(one, images, key)
+
+
+def gaussian_blur(images, key, *, p: float = 0.5, sigma=(0.1, 2.0), kernel_size: int | None = None):
+  """Separable Gaussian blur with σ ~ U[σ₀, σ₁] per example; the kernel is about 10% of the image
+  side (23 taps at 224, as SimCLR), reflect-padded."""
+  size = kernel_size or (int(0.1 * images.shape[1]) // 2 * 2 + 1)
+  radius = size // 2
+
+  def one(image, k):
+    k_apply, k_sigma = jax.random.split(k)
+    s = jax.random.uniform(k_sigma, minval=sigma[0], maxval=sigma[1])
+    taps = jnp.exp(-0.5 * (jnp.arange(-radius, radius + 1, dtype=jnp.float32) / s) ** 2)
+    taps = taps / taps.sum()
+    padded = jnp.pad(image, ((radius, radius), (radius, radius), (0, 0)), mode="reflect")
+    rows = sum(taps[i] * padded[i:i + image.shape[0]] for i in range(size))
+    blurred = sum(taps[i] * rows[:, i:i + image.shape[1]] for i in range(size))
+    return jnp.where(jax.random.bernoulli(k_apply, p), blurred, image)
+  return _per_example(one, images, key)
+
+
+def random_solarize(images, key, p: float = 0.2, threshold: float = 0.5):
+  def one(image, k):
+    return jnp.where(jax.random.bernoulli(k, p), jnp.where(image < threshold, image, 1.0 - image), image)
+  return _per_example(one, images, key)
+
+
+# ----------------------------------------------------------------------------- recipes
+@dataclasses.dataclass(frozen=True)
+class ViewRecipe:
+  """One kind of crop and its photometric pipeline (probabilities 0 switch an op off)."""
+  size: int
+  scale: tuple = (0.08, 1.0)
+  flip: float = 0.5
+  jitter: tuple = (0.4, 0.4, 0.4, 0.1)  # brightness, contrast, saturation, hue
+  jitter_p: float = 0.8
+  grayscale_p: float = 0.2
+  blur_p: float = 0.0
+  solarize_p: float = 0.0
+
+
+def make_view(images, key, recipe: ViewRecipe):
+  keys = jax.random.split(key, 7)
+  x = random_resized_crop(images, keys[0], recipe.size, recipe.scale)
+  if recipe.flip:
+    x = random_flip(x, keys[1], recipe.flip)
+  if recipe.jitter_p:
+    b, c, s, h = recipe.jitter
+    x = color_jitter(x, keys[2], brightness=b, contrast=c, saturation=s, hue=h, p=recipe.jitter_p)
+  if recipe.grayscale_p:
+    x = random_grayscale(x, keys[3], recipe.grayscale_p)
+  if recipe.blur_p:
+    x = gaussian_blur(x, keys[4], p=recipe.blur_p)
+  if recipe.solarize_p:
+    x = random_solarize(x, keys[5], recipe.solarize_p)
+  return x
+
+
+def make_views(images, key, recipes) -> list:
+  """One view per recipe (e.g. BYOL's two asymmetric views, or 2 global + N local crops)."""
+  return [make_view(images, k, r) for k, r in zip(jax.random.split(key, len(recipes)), recipes)]
+
+
+# The papers' pipelines at 224 (SimCLR: blur 0.5 both views; BYOL: asymmetric blur 1.0/0.1 and
+# solarisation 0/0.2, saturation 0.2; MoCo v2 = SimCLR's; DINO/SwAV: multi-crop).
+def simclr(size=224):
+  return [ViewRecipe(size, blur_p=0.5, jitter=(0.8, 0.8, 0.8, 0.2))] * 2
+
+
+def moco_v2(size=224):
+  return [ViewRecipe(size, scale=(0.2, 1.0), blur_p=0.5)] * 2
+
+
+def byol(size=224):
+  return [ViewRecipe(size, jitter=(0.4, 0.4, 0.2, 0.1), blur_p=1.0),
+          ViewRecipe(size, jitter=(0.4, 0.4, 0.2, 0.1), blur_p=0.1, solarize_p=0.2)]
+
+
+def multi_crop(global_size=224, local_size=96, num_local=8, global_scale=(0.4, 1.0), local_scale=(0.05, 0.4)):
+  """DINO's defaults (SwAV: global_scale (0.14, 1), local_scale (0.05, 0.14))."""
+  return ([ViewRecipe(global_size, global_scale, jitter=(0.4, 0.4, 0.2, 0.1), blur_p=1.0),
+           ViewRecipe(global_size, global_scale, jitter=(0.4, 0.4, 0.2, 0.1), blur_p=0.1, solarize_p=0.2)]
+          + [ViewRecipe(local_size, local_scale, jitter=(0.4, 0.4, 0.2, 0.1), blur_p=0.5)] * num_local)

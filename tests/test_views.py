@@ -1,0 +1,88 @@
+"""On-device SSL augmentations: definitions, per-example randomness, and the recipes' shapes."""
+
+import colorsys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from papers_jax.data import views
+
+RNG = np.random.default_rng(0)
+IMAGES = jnp.asarray(RNG.uniform(size=(8, 32, 32, 3)).astype(np.float32))
+KEY = jax.random.key(0)
+
+
+def test_crop_of_the_whole_image_is_a_resize():
+  out = views.random_resized_crop(IMAGES, KEY, 16, scale=(1.0, 1.0), ratio=(1.0, 1.0))
+  expected = jax.image.resize(IMAGES, (8, 16, 16, 3), "linear", antialias=True)
+  np.testing.assert_allclose(np.asarray(out), np.asarray(expected), atol=1e-5)
+
+
+def test_crops_are_drawn_per_example_within_the_scale_range():
+  # An image whose pixel value encodes its coordinates shows which box each crop took.
+  yy, xx = np.meshgrid(np.arange(64), np.arange(64), indexing="ij")
+  coords = jnp.asarray(np.stack([yy, xx, np.zeros_like(yy)], -1)[None].repeat(16, 0).astype(np.float32))
+  out = np.asarray(views.random_resized_crop(coords, KEY, 8, scale=(0.1, 0.5)))
+  heights = out[:, -1, :, 0].mean(1) - out[:, 0, :, 0].mean(1)
+  widths = out[:, :, -1, 1].mean(1) - out[:, :, 0, 1].mean(1)
+  area = (heights * 8 / 7) * (widths * 8 / 7) / 64 ** 2  # box side ≈ span of the sample centres × 8/7
+  assert len(np.unique(np.round(out[:, 0, 0, :2]), axis=0)) > 8  # different boxes per example
+  assert (area > 0.05).all() and (area < 0.65).all()
+
+
+def test_flip_mirrors_exactly_the_chosen_examples():
+  out = np.asarray(views.random_flip(IMAGES, KEY, p=0.5))
+  flipped = [np.array_equal(o, np.asarray(i)[:, ::-1]) for o, i in zip(out, IMAGES)]
+  kept = [np.array_equal(o, np.asarray(i)) for o, i in zip(out, IMAGES)]
+  assert all(f or k for f, k in zip(flipped, kept)) and any(flipped) and any(kept)
+
+
+def test_colour_ops_follow_torchvision_definitions():
+  image = IMAGES[0]
+  gray = np.asarray(views.grayscale(image))
+  np.testing.assert_allclose(gray[..., 0], np.asarray(image) @ np.array([0.299, 0.587, 0.114]), rtol=1e-5)
+  assert np.array_equal(gray[..., 0], gray[..., 2])
+  np.testing.assert_allclose(np.asarray(views.adjust_brightness(image, 0.5)), np.asarray(image) * 0.5, rtol=1e-6)
+  mean = gray.mean()
+  np.testing.assert_allclose(np.asarray(views.adjust_contrast(image, 1.5)),
+                             np.clip(1.5 * np.asarray(image) - 0.5 * mean, 0, 1), atol=1e-5)
+  shifted = np.asarray(views.adjust_hue(image, 0.25))
+  for y, x in [(0, 0), (5, 7), (31, 31)]:
+    h, s, v = colorsys.rgb_to_hsv(*np.asarray(image[y, x]))
+    np.testing.assert_allclose(shifted[y, x], colorsys.hsv_to_rgb((h + 0.25) % 1.0, s, v), atol=1e-5)
+
+
+def test_jitter_of_zero_strength_is_the_identity_and_solarize_inverts_bright_pixels():
+  out = views.color_jitter(IMAGES, KEY, brightness=0, contrast=0, saturation=0, hue=0, p=1.0)
+  np.testing.assert_allclose(np.asarray(out), np.asarray(IMAGES), atol=1e-5)
+  sol = np.asarray(views.random_solarize(IMAGES, KEY, p=1.0))
+  np.testing.assert_allclose(sol, np.where(np.asarray(IMAGES) < 0.5, IMAGES, 1 - np.asarray(IMAGES)))
+
+
+def test_blur_keeps_the_mean_of_a_constant_image_and_smooths_noise():
+  flat = jnp.full((2, 32, 32, 3), 0.3)
+  np.testing.assert_allclose(np.asarray(views.gaussian_blur(flat, KEY, p=1.0)), 0.3, atol=1e-6)
+  blurred = np.asarray(views.gaussian_blur(IMAGES, KEY, p=1.0, sigma=(1.5, 2.0)))
+  assert blurred.std() < 0.5 * np.asarray(IMAGES).std()
+
+
+def test_recipes_make_the_papers_crops_on_a_sharded_batch():
+  mesh = jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Auto,), devices=jax.devices()[:8])
+  images = jax.device_put(jnp.asarray(RNG.uniform(size=(8, 48, 48, 3)).astype(np.float32)),
+                          NamedSharding(mesh, P("data")))
+  make = jax.jit(lambda x, k: views.make_views(x, k, views.multi_crop(32, 16, num_local=1)))
+  crops = make(images, KEY)
+  assert [c.shape for c in crops] == [(8, 32, 32, 3)] * 2 + [(8, 16, 16, 3)]
+  assert all(0.0 <= float(c.min()) and float(c.max()) <= 1.0 for c in crops)
+  assert len(crops[0].sharding.device_set) == 8
+  assert not np.allclose(np.asarray(crops[0]), np.asarray(crops[1]))  # two different views of each image
+  np.testing.assert_array_equal(np.asarray(make(images, KEY)[0]), np.asarray(crops[0]))  # same key, same views
+
+
+@pytest.mark.parametrize("recipe", ["simclr", "moco_v2", "byol"])
+def test_two_view_recipes(recipe):
+  recipes = getattr(views, recipe)(24)
+  assert len(recipes) == 2 and all(r.size == 24 for r in recipes)
