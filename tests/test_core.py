@@ -115,3 +115,41 @@ def test_logical_rules_replicate_undividable_dims():
   assert tuple(spec) == ("fsdp", None)
   spec = sharding.logical_to_spec(("embed", "mlp"), shape=(30, 64), mesh=mesh)
   assert tuple(spec) == (None, None)  # 30 is not divisible by fsdp=4; tensor=1 is dropped
+
+
+def test_post_update_keeps_an_ema_of_the_new_params_inside_the_step():
+  import jax.numpy as jnp
+  import optax
+  from flax import nnx
+  from papers_jax.core import step as step_lib
+  from papers_jax.core.state import create_train_state
+  from papers_jax.nn.linear import param
+  from papers_jax.objectives.memory import ema_update
+
+  class Ema(nnx.Variable):
+    pass
+
+  class Tiny(nnx.Module):
+    def __init__(self, rngs):
+      self.w = param(rngs, nnx.initializers.normal(1.0), (4,), jnp.float32, ("embed",))
+      self.w_ema = Ema(jnp.zeros((4,)))
+
+  mesh = sharding.make_mesh({"data": 1}, jax.devices()[:1])
+  with sharding.use_mesh(mesh, sharding.DEFAULT_RULES):
+    state, shardings, _, tx = create_train_state(Tiny, lambda p: optax.sgd(0.1), mesh, sharding.DEFAULT_RULES, 0)
+
+  def loss_fn(params, model_state, batch, rng):
+    return jnp.sum((params["w"] - batch["x"].mean(0)) ** 2), ({}, model_state)
+
+  def post_update(params, model_state, step):
+    return {**model_state, "w_ema": ema_update(model_state["w_ema"], params["w"], 0.9)}
+
+  train_step = step_lib.jit_train_step(step_lib.make_train_step(loss_fn, tx, lambda s: 0.1, post_update=post_update),
+                                       shardings, mesh, sharding.DEFAULT_RULES)
+  trajectory, batch = [], {"x": np.arange(8, dtype=np.float32).reshape(2, 4)}
+  with sharding.use_mesh(mesh, sharding.DEFAULT_RULES):
+    for _ in range(5):
+      state, _ = train_step(state, sharding.global_batch(batch, mesh))
+      trajectory.append(np.asarray(state.params["w"]))
+  expected = sum(0.1 * 0.9 ** (4 - k) * trajectory[k] for k in range(5))  # from zeros: (1 − m) Σ m^(n−1−k) θ_k
+  np.testing.assert_allclose(np.asarray(state.model_state["w_ema"]), expected, rtol=1e-5)

@@ -91,7 +91,8 @@ class Trainer:
       log.info("init_from %s:\n%s", config.init_from, report)
     self.train_step = step_lib.jit_train_step(
         step_lib.make_train_step(self.task.make_loss_fn(self.graphdef), self.tx, self.schedule,
-                                 grad_accum_steps=config.grad_accum_steps),
+                                 grad_accum_steps=config.grad_accum_steps,
+                                 post_update=getattr(self.task, "post_update", None)),
         self.shardings, self.mesh, self.rules)
     self.eval_step = step_lib.jit_eval_step(self.task.make_eval_fn(self.graphdef), self.shardings, self.mesh,
                                             self.rules)

@@ -1,7 +1,7 @@
 """The jitted train and eval steps: pure functions of (state, batch).
 
 A task supplies `loss_fn(params, model_state, batch, rng) -> (loss, (metrics, new_model_state))`
-where `loss` is the mean over the batch. The train step optionally splits the batch into
+where `loss` is the mean over the batch, and optionally `post_update` (EMA teachers). The train step optionally splits the batch into
 `grad_accum_steps` micro-batches with `lax.scan`, averages their gradients, applies the optimizer
 and skips the update (keeping params and optimizer state) when the loss or gradient is not finite.
 """
@@ -21,8 +21,13 @@ def _split_micro(batch, num_micro: int):
   return jax.tree.map(split, batch)
 
 
-def make_train_step(loss_fn, tx, schedule, *, grad_accum_steps: int = 1):
-  """Builds `train_step(state, batch) -> (state, metrics)`; metrics are float32 scalars."""
+def make_train_step(loss_fn, tx, schedule, *, grad_accum_steps: int = 1, post_update=None):
+  """Builds `train_step(state, batch) -> (state, metrics)`; metrics are float32 scalars.
+
+  `post_update(params, model_state, step) -> model_state`, if given, runs after the optimizer on
+  the new params: momentum (EMA) encoders and teachers that live in the model state follow the
+  online weights there, inside the same jitted step.
+  """
 
   def grads_and_metrics(params, model_state, batch, rng):
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
@@ -58,6 +63,8 @@ def make_train_step(loss_fn, tx, schedule, *, grad_accum_steps: int = 1):
     grad_norm = optax.tree.norm(grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    if post_update is not None:
+      model_state = post_update(params, model_state, state.step)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
     new_state = state.replace(step=state.step + 1, params=keep(params, state.params),
