@@ -153,3 +153,22 @@ def test_post_update_keeps_an_ema_of_the_new_params_inside_the_step():
       trajectory.append(np.asarray(state.params["w"]))
   expected = sum(0.1 * 0.9 ** (4 - k) * trajectory[k] for k in range(5))  # from zeros: (1 − m) Σ m^(n−1−k) θ_k
   np.testing.assert_allclose(np.asarray(state.model_state["w_ema"]), expected, rtol=1e-5)
+
+
+def test_frozen_params_stay_put_through_the_trainer():
+  # optimizer.freeze masks the update with optax.multi_transform, whose state holds MaskedNodes
+  # where the frozen params are; the state's shardings must be built around them.
+  config = smoke_config().unlock()
+  config.optimizer.freeze = (r"^blocks/0/", r"^patch_embed/")
+  trainer = loop.Trainer(config.lock(), "/nonexistent-workdir-unused", devices=jax.devices()[:2])
+  before = jax.device_get(trainer.state.params)
+  batch = next(pipeline.train_batches(trainer.train_source, trainer._preprocess(train=True), global_batch=32,
+                                      seed=0, starts=[0]))
+  state = trainer.state
+  with sharding.use_mesh(trainer.mesh, trainer.rules):
+    for _ in range(2):
+      state, _ = trainer.train_step(state, sharding.global_batch(batch, trainer.mesh))
+  after = jax.device_get(state.params)
+  jax.tree.map(np.testing.assert_array_equal, after["blocks"][0], before["blocks"][0])
+  jax.tree.map(np.testing.assert_array_equal, after["patch_embed"], before["patch_embed"])
+  assert not np.array_equal(after["blocks"][1]["mlp"]["fc1"]["kernel"], before["blocks"][1]["mlp"]["fc1"]["kernel"])

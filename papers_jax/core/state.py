@@ -78,7 +78,9 @@ def opt_state_shardings(tx, abs_params, param_shardings, mesh):
   """Optimizer-state leaves shaped like a parameter take its sharding; the rest is replicated."""
   abs_opt = jax.eval_shape(tx.init, abs_params)
   rep = sharding.replicated(mesh)
-  return optax.tree_map_params(tx, lambda _, s: s, abs_opt, param_shardings, transform_non_params=lambda _: rep)
+  masked = lambda x: isinstance(x, optax.MaskedNode)  # params a masked transform (freeze) leaves out
+  return optax.tree_map_params(tx, lambda p, s: p if masked(p) else s, abs_opt, param_shardings,
+                               transform_non_params=lambda _: rep, is_leaf=masked)
 
 
 def abstract_state(shardings: TrainState, state_shapes: TrainState) -> TrainState:
