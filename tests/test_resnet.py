@@ -19,13 +19,10 @@ if importlib.util.find_spec("timm") is None:
   pytest.skip("timm is not installed", allow_module_level=True)
 from papers_jax.convert.torch_compat import import_timm  # noqa: E402
 
+from timm_parity import FixedKeyRngs  # noqa: E402
+
 timm = import_timm()
 NAMES = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
-
-
-class FixedKeyRngs:
-  def params(self):
-    return jax.random.key(0)
 
 
 def count(tree):

@@ -1,7 +1,6 @@
 """ViT against timm: parameter counts, logits parity, weight conversion and the converter CLI."""
 
 import importlib.util
-import math
 import os
 
 import numpy as np
@@ -21,30 +20,13 @@ from papers_jax import convert, models  # noqa: E402
 from papers_jax.convert.torch_compat import import_timm  # noqa: E402
 from papers_jax.errors import CheckpointError  # noqa: E402
 
+from timm_parity import FixedKeyRngs, abstract, num_params  # noqa: E402,F401
+
 timm = import_timm()
 pytestmark = pytest.mark.torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOL = 1e-4
-
-
-class FixedKeyRngs:
-  """Stands in for nnx.Rngs in shape-only builds.
-
-  Each nnx.Rngs draw under tracing updates a counter Variable whose sharding lookup scans the
-  whole trace, so `nnx.eval_shape` is quadratic in model size (~60 s for all ViTs, 12 s with this).
-  """
-
-  def params(self):
-    return jax.random.key(0)
-
-
-def abstract(name, **overrides):
-  return nnx.eval_shape(lambda: models.create(name, rngs=FixedKeyRngs(), **overrides))
-
-
-def num_params(model) -> int:
-  return sum(math.prod(v.shape) for v in jax.tree.leaves(nnx.state(model, nnx.Param)))
 
 
 def random_timm(name, seed=0, **kwargs):

@@ -7,8 +7,9 @@
 Inputs are synthetic and already on device, so the model is measured, not the input pipeline.
 The step is compiled ahead of time (its time reported separately), then run `--warmup` times and
 timed over `--steps` steps, each step synchronised, reporting the median and the spread.
-FLOPs per example are counted analytically (matmuls only) and by XLA's cost analysis; MFU is
-analytic FLOPs per second over the device's dense peak (on CPU: a measured float32 GEMM ceiling).
+FLOPs per example are counted analytically (matmuls only; counters for ViT, Swin and MLP-Mixer)
+and by XLA's cost analysis; MFU is analytic FLOPs per second over the device's dense peak (on
+CPU: a measured float32 GEMM ceiling).
 `--reference torch` times the same architecture from timm on the same device (eager), when the
 model has a timm twin, and reports the JAX/PyTorch throughput ratio.
 """
@@ -72,6 +73,55 @@ def vit_forward_flops(model) -> float:
   return float(flops)
 
 
+def swin_forward_flops(model) -> float:
+  """Matmul FLOPs of one Swin forward pass per example (2 per multiply-add; the paper's "FLOPs"
+  count multiply-adds). Attention runs on the window-padded grid; linear in H·W for a fixed window."""
+  pe = model.patch_embed
+  ph, pw = pe.patch_size
+  c, d0 = pe.proj["kernel"].shape[2:]
+  flops = 2 * pe.num_patches * ph * pw * c * d0
+  for stage in model.layers:
+    if stage.downsample is not None:
+      d_in, d_out = stage.downsample.reduction.kernel.shape
+      flops += 2 * stage.resolution[0] * stage.resolution[1] * d_in * d_out
+    for block in stage.blocks:
+      d = block.norm1.scale.shape[0]
+      hidden = block.mlp.fc1.kernel.shape[1]
+      padded = block.padded[0] * block.padded[1]
+      n = block.window[0] * block.window[1]
+      flops += 2 * padded * d * 3 * d                                   # qkv
+      flops += 2 * 2 * padded * n * d                                  # q·k and p·v in each window
+      flops += 2 * padded * d * d                                       # output projection
+      flops += 2 * 2 * block.resolution[0] * block.resolution[1] * d * hidden  # mlp
+  if model.head is not None:
+    flops += 2 * model.num_features * model.num_classes
+  return float(flops)
+
+
+def mixer_forward_flops(model) -> float:
+  """Matmul FLOPs of one MLP-Mixer forward pass per example (2 per multiply-add)."""
+  pe = model.stem
+  n, d = pe.num_patches, model.embed_dim
+  ph, pw = pe.patch_size
+  flops = 2 * n * ph * pw * pe.proj["kernel"].shape[2] * d
+  for block in model.blocks:
+    flops += 2 * 2 * d * n * block.mlp_tokens.fc1.kernel.shape[1]     # token mixing, per channel
+    flops += 2 * 2 * n * d * block.mlp_channels.fc1.kernel.shape[1]   # channel mixing, per token
+  if model.head is not None:
+    flops += 2 * d * model.num_classes
+  return float(flops)
+
+
+# Analytic counters by model class.
+FLOP_COUNTERS = {"VisionTransformer": vit_forward_flops, "SwinTransformer": swin_forward_flops,
+                 "MlpMixer": mixer_forward_flops}
+
+
+def forward_flops(model) -> float:
+  counter = FLOP_COUNTERS.get(type(model).__name__)
+  return counter(model) if counter else float("nan")
+
+
 def cpu_matmul_peak(size: int = 2048, repeats: int = 5) -> float:
   """A measured float32 GEMM ceiling on this machine (the CPU 'peak' for MFU)."""
   a = jnp.ones((size, size), jnp.float32)
@@ -113,10 +163,18 @@ def torch_reference(name: str, overrides: dict, batch: int, mode: str, steps: in
   import torch
   timm = import_timm()
   kwargs = {k: overrides[k] for k in ("num_classes", "img_size", "patch_size", "embed_dim", "depth", "num_heads",
-                                      "mlp_ratio", "in_chans", "global_pool", "class_token") if k in overrides}
-  model = timm.create_model(name, pretrained=False, **kwargs)
-  size = model.patch_embed.img_size
-  x = torch.randn(batch, model.patch_embed.proj.in_channels, *size)
+                                      "mlp_ratio", "in_chans", "global_pool", "class_token", "depths", "window_size",
+                                      "num_blocks") if k in overrides}
+  try:
+    model = timm.create_model(name, pretrained=False, **kwargs)
+  except TypeError:  # entry points that fix their widths (timm's MLP-Mixers): build the class directly
+    with torch.device("meta"):
+      cls = type(timm.create_model(name, pretrained=False))
+    model = cls(**{k: v for k, v in {**models.model_config(name), **kwargs}.items()
+                   if k in ("img_size", "patch_size", "embed_dim", "num_blocks", "depth", "depths", "num_heads",
+                            "window_size", "mlp_ratio", "num_classes", "in_chans", "global_pool")})
+  embed = model.stem if hasattr(model, "stem") else model.patch_embed  # MlpMixer calls it stem
+  x = torch.randn(batch, embed.proj.in_channels, *embed.img_size)
   y = torch.randint(0, max(model.num_classes, 1), (batch,))
   opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
   if mode == "train":
@@ -168,17 +226,20 @@ def main(argv=None):
   rules = sharding.DEFAULT_RULES
   batch = config.batch_size
   size, channels = config.model.get("img_size", config.data.image_size), config.model.get("in_chans", 3)
+  height, width = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
 
   with sharding.use_mesh(mesh, rules):
     holder = {}
 
     def make_tx(params):
-      tx, holder["schedule"] = optim.make_optimizer(config.optimizer, config.schedule, params, 1000)
+      # Enough steps for any warm-up (ImageNet recipes warm up for 10k+ steps); only the update's cost matters.
+      steps = 1000 + int(config.schedule.get("warmup_steps", 0))
+      tx, holder["schedule"] = optim.make_optimizer(config.optimizer, config.schedule, params, steps)
       return tx
 
     state, shardings, graphdef, tx = create_train_state(task.build_model, make_tx, mesh, rules, config.seed)
     rng = np.random.default_rng(0)
-    host_batch = {"image": rng.integers(0, 256, (batch, size, size, channels), dtype=np.uint8),
+    host_batch = {"image": rng.integers(0, 256, (batch, height, width, channels), dtype=np.uint8),
                   "label": rng.integers(0, config.model.num_classes, (batch,), dtype=np.int32),
                   "mask": np.ones((batch,), np.bool_)}
     device_batch = sharding.global_batch(host_batch, mesh, rules)
@@ -213,7 +274,7 @@ def main(argv=None):
 
   overrides = {k: v for k, v in dict(config.model).items() if k not in ("name", "dtype")}
   shape_model = nnx.eval_shape(lambda: models.create(config.model.name, **overrides))
-  analytic = vit_forward_flops(shape_model) * (3 if args.mode == "train" else 1)
+  analytic = forward_flops(shape_model) * (3 if args.mode == "train" else 1)
   median = statistics.median(times)
   peak, peak_source = device_peak(args.dtype)
   result = {

@@ -2,6 +2,8 @@
 
   python tools/convert_weights.py --source timm --model vit_base_patch16_224 \
       --checkpoint vit_base_patch16_224.safetensors --out ckpt/vit_b16 [--img-size 384] [--num-classes 10]
+  python tools/convert_weights.py --source timm --model swin_base_patch4_window7_224 \
+      --checkpoint swin_base_patch4_window7_224.safetensors --out ckpt/swin_b_384 --img-size 384 --window-size 12
 
 `--random-timm` (instead of `--checkpoint`) converts a randomly initialised timm model, for tests
 without downloads. With another `--num-classes` than the checkpoint's, the head keeps its init.
@@ -25,6 +27,8 @@ def parse_args(argv=None):
                       help="convert a randomly initialised timm model of the same name instead of a file")
   parser.add_argument("--out", required=True, help="output directory (an orbax checkpoint; must not exist)")
   parser.add_argument("--img-size", type=int, help="image size of our model (position embeddings are resampled)")
+  parser.add_argument("--window-size", type=int,
+                      help="Swin window of our model (relative-position bias tables are resampled)")
   parser.add_argument("--num-classes", type=int, help="classes of our model (default: the checkpoint's)")
   parser.add_argument("--seed", type=int, default=0, help="seed of any freshly initialised params")
   args = parser.parse_args(argv)
@@ -56,7 +60,10 @@ def convert(args) -> str:
   overrides = {}
   if args.img_size:
     overrides["img_size"] = args.img_size
-  ckpt_classes = convert.checkpoint_num_classes(state_dict, args.source)
+  if args.window_size:
+    overrides["window_size"] = args.window_size
+  model_class = models.registry.model_class(args.model).__name__
+  ckpt_classes = convert.checkpoint_num_classes(state_dict, args.source, model_class)
   num_classes = ckpt_classes if args.num_classes is None else args.num_classes
   new_head = num_classes != ckpt_classes
   build = lambda: models.create(args.model, num_classes=num_classes, rngs=args.seed, **overrides)  # noqa: E731

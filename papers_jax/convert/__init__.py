@@ -18,7 +18,8 @@ import jax
 import numpy as np
 from flax import nnx
 
-from papers_jax.convert import timm_vit  # noqa: F401  (registers its key map)
+from papers_jax.convert import hf_mae, timm_vit  # noqa: F401  (register their key maps)
+from papers_jax.convert import timm_mixer, timm_swin  # noqa: F401  (register their key maps)
 from papers_jax.convert import timm_resnet  # noqa: F401  (registers its key map)
 from papers_jax.convert.keymap import KeyMap, Rule, get_key_map, match, register_key_map, sources  # noqa: F401
 from papers_jax.errors import CheckpointError
@@ -291,8 +292,10 @@ def init_params_from_checkpoint(path: str, params, *, skip=("^head/",)):
   """Returns `params` (a pure dict of jax.Arrays) with values read from a params checkpoint.
 
   Same shape → loaded (onto the current sharding); `pos_embed` of another square grid →
-  resampled; a param matching a `skip` regex with another shape keeps its init. Anything else
-  missing, unexpected or mismatched raises CheckpointError. Returns (params, report string).
+  resampled; a param matching a `skip` regex keeps its init when the checkpoint has it with
+  another shape or lacks it, and checkpoint entries matching `skip` that the model lacks are
+  ignored (e.g. an MAE decoder when fine-tuning its encoder as a ViT). Anything else missing,
+  unexpected or mismatched raises CheckpointError. Returns (params, report string).
   """
   path = os.path.abspath(path)
   theirs = _flatten(_restore_params_numpy(path))
@@ -317,7 +320,8 @@ def init_params_from_checkpoint(path: str, params, *, skip=("^head/",)):
     new[key] = _place(value, current)
     report.loaded.append(key)
   report.unexpected = [k for k in theirs if k not in flat]
-  bad = dict(missing=report.missing, unexpected=report.unexpected,
+  bad = dict(missing=[k for k in report.missing if not _matches(k, skip)],
+             unexpected=[k for k in report.unexpected if not _matches(k, skip)],
              mismatched=[k for k in report.mismatched if not _matches(k, skip)])
   _raise_if_any(report, bad, f"params checkpoint {path}",
                 "Create the model the checkpoint was written for (name, num_classes, global_pool, class_token), "

@@ -28,6 +28,13 @@ def model_config(name: str) -> dict:
   return dict(_REGISTRY[name][1])
 
 
+def model_class(name: str) -> type:
+  """The class a registered name builds (e.g. to pick a converter's key map without building it)."""
+  if name not in _REGISTRY:
+    raise ConfigError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
+  return _REGISTRY[name][0]
+
+
 def create(name: str, *, rngs: nnx.Rngs | int = 0, **overrides) -> nnx.Module:
   """Builds a registered model; keyword overrides (num_classes, img_size, dtype, ...) win."""
   if name not in _REGISTRY:

@@ -6,6 +6,14 @@ Pre-norm blocks, exact GELU, LayerNorm eps 1e-6, class token or global-average p
 Initialisation follows the paper's reference code (big_vision): Xavier-uniform kernels,
 N(0, 1e-6) MLP biases, N(0, 0.02) position embeddings, zero class token and, for training
 from scratch, a zero-initialised head.
+
+Options for starting from a self-supervised encoder (MAE, models/mae.py): `pos_embed_init="sincos"`
+starts the learned position embedding at the fixed 2-D sin-cos table the encoder was pre-trained
+with; `head_init_std` draws the head from N(0, std²); `head_norm="batchnorm"` puts a BatchNorm
+without affine parameters before the head (MAE's linear probe); `frozen_blocks=k` stops the
+gradient after the first k blocks (and so the embeddings; with k = depth after the final norm too),
+for linear probing and partial fine-tuning of the last depth - k blocks: the frozen params get zero
+gradients and the frozen part costs no backward pass.
 """
 
 import jax
@@ -70,7 +78,9 @@ class VisionTransformer(nnx.Module):
                mlp_ratio: float = 4.0, qkv_bias: bool = True, class_token: bool = True, pos_embed: str = "learn",
                fc_norm: bool | None = None, drop_rate: float = 0.0, proj_drop_rate: float = 0.0,
                attn_drop_rate: float = 0.0, drop_path_rate: float = 0.0, head_zero_init: bool = True,
-               attention_impl: str | None = None, dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
+               pos_embed_init: str = "normal", head_init_std: float | None = None, head_norm: str = "",
+               frozen_blocks: int = 0, attention_impl: str | None = None, dtype=None, param_dtype=jnp.float32,
+               rngs: nnx.Rngs):
     if global_pool not in ("token", "avg", "max", ""):
       raise ConfigError(f"global_pool must be 'token', 'avg', 'max' or '', got {global_pool!r}")
     if global_pool == "token" and not class_token:
@@ -79,19 +89,31 @@ class VisionTransformer(nnx.Module):
       raise ConfigError(f"pos_embed must be 'learn', 'sincos' or 'none', got {pos_embed!r}")
     if embed_dim % num_heads:
       raise ConfigError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
+    if pos_embed_init not in ("normal", "sincos"):
+      raise ConfigError(f"pos_embed_init must be 'normal' or 'sincos', got {pos_embed_init!r}")
+    if head_norm not in ("", "batchnorm"):
+      raise ConfigError(f"head_norm must be '' or 'batchnorm', got {head_norm!r}")
+    if not 0 <= frozen_blocks <= depth:
+      raise ConfigError(f"frozen_blocks must be in [0, depth={depth}], got {frozen_blocks}")
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.num_classes = num_classes
     self.global_pool = global_pool
     self.embed_dim = embed_dim
     self.num_prefix_tokens = 1 if class_token else 0
     self.pos_embed_kind = pos_embed
+    self.frozen_blocks = frozen_blocks
     self.dtype = dtype
 
     self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim, **kw)
     num_patches = self.patch_embed.num_patches
     self.cls_token = (param(rngs, nnx.initializers.zeros, (1, 1, embed_dim), param_dtype, (None, None, "embed"))
                       if class_token else None)
-    self.pos_embed = (param(rngs, nnx.initializers.normal(0.02), (1, self.num_prefix_tokens + num_patches, embed_dim),
+    pos_init = nnx.initializers.normal(0.02)
+    if pos_embed_init == "sincos":  # the fixed table of MAE pre-training, zero for the prefix tokens
+      table = sincos_pos_embed_2d(self.patch_embed.grid_size, embed_dim)
+      table = np.concatenate([np.zeros((1, self.num_prefix_tokens, embed_dim), np.float32), table], axis=1)
+      pos_init = lambda key, shape, dtype: jnp.asarray(table, dtype)  # noqa: E731
+    self.pos_embed = (param(rngs, pos_init, (1, self.num_prefix_tokens + num_patches, embed_dim),
                             param_dtype, (None, None, "embed"))
                       if pos_embed == "learn" else None)
     self.pos_drop = Dropout(drop_rate)
@@ -105,8 +127,14 @@ class VisionTransformer(nnx.Module):
     self.norm = LayerNorm(embed_dim, **kw) if not use_fc_norm else None
     self.fc_norm = LayerNorm(embed_dim, **kw) if use_fc_norm else None
     self.head_drop = Dropout(drop_rate)
-    self.head = (Dense(embed_dim, num_classes, axes=("embed", "classes"),
-                       kernel_init=nnx.initializers.zeros if head_zero_init else None, **kw)
+    # MAE's linear probe: BatchNorm1d(affine=False, eps=1e-6) before the head, float32 statistics.
+    self.head_norm = (nnx.BatchNorm(embed_dim, use_bias=False, use_scale=False, epsilon=1e-6, momentum=0.9,
+                                    dtype=jnp.float32, rngs=rngs)
+                      if head_norm == "batchnorm" else None)
+    head_init = nnx.initializers.zeros if head_zero_init else None
+    if head_init_std is not None:
+      head_init = nnx.initializers.normal(head_init_std)
+    self.head = (Dense(embed_dim, num_classes, axes=("embed", "classes"), kernel_init=head_init, **kw)
                  if num_classes > 0 else None)
 
   def _pos_embed(self, x):
@@ -127,16 +155,22 @@ class VisionTransformer(nnx.Module):
     x = self._pos_embed(x)
     x = self.pos_drop(x, deterministic=deterministic, rngs=rngs)
     x = sharding.constrain(x, ("act_batch", "act_len", "act_emb"))
-    for block in self.blocks:
+    for i, block in enumerate(self.blocks):
       x = block(x, deterministic=deterministic, rngs=rngs)
+      if i + 1 == self.frozen_blocks < len(self.blocks):  # nothing up to here trains: no backward pass
+        x = jax.lax.stop_gradient(x)
     if self.norm is not None:
       x = self.norm(x)
+    if self.frozen_blocks == len(self.blocks) > 0:  # the whole encoder, its final norm included
+      x = jax.lax.stop_gradient(x)
     return x
 
   def forward_head(self, x, *, pre_logits: bool = False, deterministic=None, rngs=None):
     x = pool_tokens(x, self.global_pool, self.num_prefix_tokens)
     if self.fc_norm is not None:
       x = self.fc_norm(x)
+    if self.head_norm is not None and not pre_logits:
+      x = self.head_norm(x.astype(jnp.float32), use_running_average=deterministic)
     x = self.head_drop(x, deterministic=deterministic, rngs=rngs)
     if pre_logits or self.head is None:
       return x

@@ -52,11 +52,12 @@ class Attention(nnx.Module):
   """Multi-head self-attention with a fused QKV projection (timm's `Attention`).
 
   Kernels are stored per head: qkv (embed, 3, heads, head_dim) and proj (heads, head_dim, embed),
-  so tensor parallelism shards heads without any reshape of the weights.
+  so tensor parallelism shards heads without any reshape of the weights. `kernel_init` (default:
+  Xavier-uniform) initialises both kernels.
   """
 
   def __init__(self, dim: int, num_heads: int, *, qkv_bias: bool = True, attn_drop: float = 0.0,
-               proj_drop: float = 0.0, implementation: str | None = None, dtype=None,
+               proj_drop: float = 0.0, implementation: str | None = None, kernel_init=None, dtype=None,
                param_dtype=jnp.float32, rngs: nnx.Rngs):
     if dim % num_heads:
       raise ValueError(f"embed dim {dim} is not divisible by num_heads {num_heads}")
@@ -66,11 +67,11 @@ class Attention(nnx.Module):
     self.implementation = implementation
     self.deterministic = False
     self.qkv = Dense(dim, (3, num_heads, self.head_dim), axes=("embed", None, "heads", "kv"), use_bias=qkv_bias,
-                     kernel_init=nnx.initializers.variance_scaling(1.0, "fan_avg", "uniform", in_axis=0,
-                                                                   out_axis=(2, 3)),
+                     kernel_init=kernel_init or nnx.initializers.variance_scaling(1.0, "fan_avg", "uniform", in_axis=0,
+                                                                                  out_axis=(2, 3)),
                      dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-    self.proj = Dense((num_heads, self.head_dim), dim, axes=("heads", "kv", "embed"), dtype=dtype,
-                      param_dtype=param_dtype, rngs=rngs)
+    self.proj = Dense((num_heads, self.head_dim), dim, axes=("heads", "kv", "embed"), kernel_init=kernel_init,
+                      dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.proj_drop = Dropout(proj_drop)
 
   def __call__(self, x, *, bias=None, mask=None, deterministic: bool | None = None, rngs: nnx.Rngs | None = None):

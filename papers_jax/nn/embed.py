@@ -22,8 +22,8 @@ class PatchEmbed(nnx.Module):
   checkpoints read naturally.
   """
 
-  def __init__(self, img_size, patch_size, in_chans: int, embed_dim: int, *, bias: bool = True, dtype=None,
-               param_dtype=jnp.float32, rngs: nnx.Rngs):
+  def __init__(self, img_size, patch_size, in_chans: int, embed_dim: int, *, bias: bool = True, kernel_init=None,
+               dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
     self.img_size = _pair(img_size)
     self.patch_size = _pair(patch_size)
     for size, patch in zip(self.img_size, self.patch_size):
@@ -35,8 +35,9 @@ class PatchEmbed(nnx.Module):
     self.dtype = dtype
     ph, pw = self.patch_size
     fan_in = ph * pw * in_chans
-    kernel_init = nnx.initializers.variance_scaling(1.0, "fan_in", "truncated_normal", in_axis=(0, 1, 2),
-                                                     out_axis=3) if fan_in else None
+    if kernel_init is None and fan_in:  # LeCun normal over the (p, p, in_chans) fan-in, as a conv
+      kernel_init = nnx.initializers.variance_scaling(1.0, "fan_in", "truncated_normal", in_axis=(0, 1, 2),
+                                                       out_axis=3)
     self.proj = nnx.Dict(kernel=param(rngs, kernel_init, (ph, pw, in_chans, embed_dim), param_dtype,
                                       (None, None, None, "embed")))
     if bias:

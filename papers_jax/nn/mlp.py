@@ -17,20 +17,26 @@ ACTIVATIONS = {
 
 
 class Mlp(nnx.Module):
-  """fc1 → activation → dropout → fc2 → dropout (timm's `Mlp`)."""
+  """fc1 → activation → dropout → fc2 → dropout (timm's `Mlp`).
+
+  `embed_axis` names the logical axis of the input/output features (None for MLP-Mixer's token
+  mixing, whose features are token positions); `kernel_init` / `bias_init` default to
+  Xavier-uniform / N(0, 1e-6).
+  """
 
   def __init__(self, dim: int, hidden_dim: int, *, act: str = "gelu", drop: float = 0.0, bias: bool = True,
-               dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
+               embed_axis: str | None = "embed", kernel_init=None, bias_init=None, dtype=None,
+               param_dtype=jnp.float32, rngs: nnx.Rngs):
     if act not in ACTIVATIONS:
       raise ValueError(f"unknown activation {act!r}; choose from {sorted(ACTIVATIONS)}")
     self.act = act
     # Small normal biases as in the ViT reference implementation (big_vision MlpBlock).
-    bias_init = nnx.initializers.normal(1e-6)
-    self.fc1 = Dense(dim, hidden_dim, axes=("embed", "mlp"), use_bias=bias, bias_init=bias_init, dtype=dtype,
-                     param_dtype=param_dtype, rngs=rngs)
+    bias_init = bias_init or nnx.initializers.normal(1e-6)
+    kw = dict(use_bias=bias, kernel_init=kernel_init, bias_init=bias_init, dtype=dtype, param_dtype=param_dtype,
+              rngs=rngs)
+    self.fc1 = Dense(dim, hidden_dim, axes=(embed_axis, "mlp"), **kw)
     self.drop1 = Dropout(drop)
-    self.fc2 = Dense(hidden_dim, dim, axes=("mlp", "embed"), use_bias=bias, bias_init=bias_init, dtype=dtype,
-                     param_dtype=param_dtype, rngs=rngs)
+    self.fc2 = Dense(hidden_dim, dim, axes=("mlp", embed_axis), **kw)
     self.drop2 = Dropout(drop)
 
   def __call__(self, x, *, deterministic: bool | None = None, rngs: nnx.Rngs | None = None):

@@ -2,11 +2,17 @@
 
 from papers_jax.errors import ConfigError
 
-TASKS = ("classification",)
+TASKS = ("classification", "mae", "ssl")
 
 
 def get_task(config):
   if config.task == "classification":
     from papers_jax.tasks.classification import ClassificationTask
     return ClassificationTask(config)
+  if config.task == "mae":
+    from papers_jax.tasks.mae import MAETask
+    return MAETask(config)
+  if config.task == "ssl":
+    from papers_jax.tasks.ssl import SSLTask
+    return SSLTask(config)
   raise ConfigError(f"unknown task {config.task!r}; choose from {TASKS}")

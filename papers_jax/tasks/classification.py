@@ -3,6 +3,10 @@
 Images arrive as uint8 NHWC and are normalised on device. The train loss is softmax (or sigmoid)
 cross-entropy with optional label smoothing; evaluation returns per-batch sums over the real
 (unpadded) examples so that every example counts exactly once.
+
+Optional `config.mixup` (mixup_alpha, cutmix_alpha, switch_prob, prob) mixes each training batch
+with timm's batch-mode Mixup/CutMix (objectives/classification.py), as in DeiT / MAE fine-tuning;
+the train accuracy is then measured against the unmixed labels.
 """
 
 import jax
@@ -30,6 +34,7 @@ class ClassificationTask:
     self.std = tuple(config.data.std)
     self.loss_kind = config.get("loss", "softmax")
     self.label_smoothing = float(config.get("label_smoothing", 0.0))
+    self.mixup = dict(config.get("mixup") or {})
 
   def build_model(self, rngs: nnx.Rngs) -> nnx.Module:
     kwargs = dict(self.config.model)
@@ -42,8 +47,11 @@ class ClassificationTask:
     def loss_fn(params, model_state, batch, rng):
       model = merge_model(graphdef, params, model_state)
       images = normalize_images(batch["image"], self.mean, self.std)
-      logits = model(images, train=True, rngs=nnx.Rngs(dropout=rng))
       targets = objective.smooth_labels(batch["label"], self.num_classes, self.label_smoothing)
+      if self.mixup:
+        rng, mix_rng = jax.random.split(rng)
+        images, targets = objective.mixup_cutmix(mix_rng, images, targets, **self.mixup)
+      logits = model(images, train=True, rngs=nnx.Rngs(dropout=rng))
       if self.loss_kind == "sigmoid":
         losses = objective.sigmoid_cross_entropy(logits, targets)
       else:
