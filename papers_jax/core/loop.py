@@ -79,6 +79,7 @@ class Trainer:
     self.train_source = get_source(config.data, config.data.train_split)
     self.eval_source = get_source(config.data, config.data.eval_split) if config.data.eval_split else None
     self.num_steps = config_lib.total_steps(config, len(self.train_source))
+    self.task.num_steps = self.num_steps  # for tasks whose schedules depend on it (EMA momentum)
     self.is_main = jax.process_index() == 0
     with sharding.use_mesh(self.mesh, self.rules):
       self.state, self.shardings, self.graphdef, self.tx = create_train_state(

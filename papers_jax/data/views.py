@@ -67,6 +67,8 @@ def random_flip(images, key, p: float = 0.5):
 
 # ----------------------------------------------------------------------------- colour
 def grayscale(image):
+  if image.shape[-1] == 1:  # already one channel: grayscale, saturation and hue leave it unchanged
+    return image
   return jnp.broadcast_to(jnp.sum(image * GRAY, axis=-1, keepdims=True), image.shape)
 
 
@@ -109,6 +111,8 @@ def adjust_saturation(image, factor):
 
 
 def adjust_hue(image, shift):
+  if image.shape[-1] == 1:
+    return image
   hsv = _rgb_to_hsv(image)
   return _hsv_to_rgb(hsv.at[..., 0].set((hsv[..., 0] + shift) % 1.0))
 
@@ -124,9 +128,9 @@ def color_jitter(images, key, *, brightness=0.4, contrast=0.4, saturation=0.4, h
                jax.random.uniform(k_h, minval=-hue, maxval=hue)]
     ops = [lambda x: adjust_brightness(x, factors[0]), lambda x: adjust_contrast(x, factors[1]),
            lambda x: adjust_saturation(x, factors[2]), lambda x: adjust_hue(x, factors[3])]
-    jittered = image
-    for op_index in jax.random.permutation(k_order, 4):
-      jittered = jax.lax.switch(op_index, ops, jittered)
+    order = jax.random.permutation(k_order, 4)
+    # A loop, not four unrolled switches: the four ops are compiled once.
+    jittered = jax.lax.fori_loop(0, 4, lambda i, x: jax.lax.switch(order[i], ops, x), image)
     return jnp.where(jax.random.bernoulli(k_apply, p), jittered, image)
   return _per_example(one, images, key)
 
@@ -193,8 +197,23 @@ def make_view(images, key, recipe: ViewRecipe):
 
 
 def make_views(images, key, recipes) -> list:
-  """One view per recipe (e.g. BYOL's two asymmetric views, or 2 global + N local crops)."""
-  return [make_view(images, k, r) for k, r in zip(jax.random.split(key, len(recipes)), recipes)]
+  """One view per recipe (e.g. BYOL's two asymmetric views, or 2 global + N local crops).
+
+  Runs of identical recipes are made by one vmapped pipeline, so they compile once.
+  """
+  keys = jax.random.split(key, len(recipes))
+  out, i = [], 0
+  while i < len(recipes):
+    j = i
+    while j < len(recipes) and recipes[j] == recipes[i]:
+      j += 1
+    if j - i == 1:
+      out.append(make_view(images, keys[i], recipes[i]))
+    else:
+      stacked = jax.vmap(lambda k, r=recipes[i]: make_view(images, k, r))(keys[i:j])
+      out.extend(stacked[n] for n in range(j - i))
+    i = j
+  return out
 
 
 # The papers' pipelines at 224 (SimCLR: blur 0.5 both views; BYOL: asymmetric blur 1.0/0.1 and
@@ -217,3 +236,8 @@ def multi_crop(global_size=224, local_size=96, num_local=8, global_scale=(0.4, 1
   return ([ViewRecipe(global_size, global_scale, jitter=(0.4, 0.4, 0.2, 0.1), blur_p=1.0),
            ViewRecipe(global_size, global_scale, jitter=(0.4, 0.4, 0.2, 0.1), blur_p=0.1, solarize_p=0.2)]
           + [ViewRecipe(local_size, local_scale, jitter=(0.4, 0.4, 0.2, 0.1), blur_p=0.5)] * num_local)
+
+
+def moco_v1(size=224):
+  """MoCo v1: crops of 20–100%, grayscale 0.2, colour jitter (0.4, 0.4, 0.4, 0.4) always, no blur."""
+  return [ViewRecipe(size, scale=(0.2, 1.0), jitter=(0.4, 0.4, 0.4, 0.4), jitter_p=1.0)] * 2

@@ -1,0 +1,19 @@
+"""MoCo v1 (He et al. 2020): InfoNCE against a queue of 65,536 keys from a momentum encoder.
+
+  python -m papers_jax.main --config configs/ssl/moco_v1.py:digits --workdir runs/moco_v1_digits
+
+Paper recipe: ResNet-50 with a linear 128-d projection, batch 256, SGD (momentum 0.9) lr 0.03,
+weight decay 1e-4, 200 epochs with the lr ×0.1 at epochs 120 and 160 (60.6% linear top-1), τ = 0.07,
+m = 0.999 (the ablation: 0.99 is worse, 0.9999 a little worse), per-GPU BatchNorm with shuffle-BN.
+"""
+
+from papers_jax.tasks.ssl import recipe
+
+
+def get_config(arg=None):
+  return recipe("moco_v1", arg, **{
+      "batch_size": 256, "num_epochs": 200.0, "ssl.views": "moco_v1", "ssl.temperature": 0.07,
+      "ssl.projector_layers": 1, "ssl.projector_bn": False, "ssl.projector_dim": 128,
+      "ssl.queue_size": 65536, "ssl.momentum": 0.999,
+      "optimizer.name": "sgd", "optimizer.lr": 0.03, "optimizer.momentum": 0.9, "optimizer.weight_decay": 1e-4,
+      "optimizer.clip_grad_norm": 0.0, "schedule.name": "step", "schedule.boundaries": (0.6, 0.8)})

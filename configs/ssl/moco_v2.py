@@ -1,0 +1,19 @@
+"""MoCo v2 (Chen, Fan, Girshick, He 2020): MoCo v1 with an MLP projector, blur and a cosine schedule.
+
+  python -m papers_jax.main --config configs/ssl/moco_v2.py:digits --workdir runs/moco_v2_digits
+
+Paper recipe: ResNet-50, batch 256, SGD (momentum 0.9) lr 0.03, weight decay 1e-4, cosine, 200 epochs
+(67.5% linear top-1; 71.1% at 800), τ = 0.2, queue K = 65,536 of 128-d keys, momentum m = 0.999,
+per-GPU BatchNorm with shuffle-BN on 8 GPUs (`ssl.bn_group_size` = 32).
+"""
+
+from papers_jax.tasks.ssl import recipe
+
+
+def get_config(arg=None):
+  return recipe("moco_v2", arg, **{
+      "batch_size": 256, "num_epochs": 200.0, "ssl.views": "moco_v2", "ssl.temperature": 0.2,
+      "ssl.projector_layers": 2, "ssl.projector_hidden": 2048, "ssl.projector_dim": 128, "ssl.projector_bn": False,
+      "ssl.queue_size": 65536, "ssl.momentum": 0.999,
+      "optimizer.name": "sgd", "optimizer.lr": 0.03, "optimizer.momentum": 0.9, "optimizer.weight_decay": 1e-4,
+      "optimizer.clip_grad_norm": 0.0})

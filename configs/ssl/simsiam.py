@@ -1,0 +1,19 @@
+"""SimSiam (Chen & He 2021): one encoder, a predictor on one side and stop-gradient on the other.
+
+  python -m papers_jax.main --config configs/ssl/simsiam.py:digits --workdir runs/simsiam_digits
+
+Paper recipe: ResNet-50, batch 512, SGD lr 0.05 × batch/256 (0.1), weight decay 1e-4, cosine, 100
+epochs (68.1% linear top-1); 3-layer projector 2048-d with BatchNorm on the output, predictor
+2048 → 512 → 2048; the predictor's lr is not decayed (not modelled here).
+"""
+
+from papers_jax.tasks.ssl import recipe
+
+
+def get_config(arg=None):
+  return recipe("simsiam", arg, **{
+      "batch_size": 512, "num_epochs": 100.0, "ssl.views": "moco_v2",
+      "ssl.projector_layers": 3, "ssl.projector_hidden": 2048, "ssl.projector_dim": 2048,
+      "ssl.projector_last_bn": True, "ssl.predictor_hidden": 512,
+      "optimizer.name": "sgd", "optimizer.lr": 0.1, "optimizer.momentum": 0.9, "optimizer.weight_decay": 1e-4,
+      "optimizer.clip_grad_norm": 0.0})
