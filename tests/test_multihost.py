@@ -13,7 +13,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, TEST_XLA_FLAGS
 from mainrun import SMOKE, main_env, run_main, train_rows
 
 NUM_STEPS = 40
@@ -46,20 +46,20 @@ def test_two_processes_equal_one_and_resume_on_another_mesh(tmp_path):
   expected = {r["step"]: r["loss"] for r in train_rows(reference)}
   assert sorted(expected) == list(range(1, NUM_STEPS + 1))
 
-  # Process 1 receives SIGTERM after step 3; both must agree on a step, checkpoint it and exit 0.
+  # Process 1 receives SIGTERM after step 5; both must agree on a step, checkpoint it and exit 0.
   workdir = str(tmp_path / "two_processes")
   env = {**main_env(), "PYTHON": os.environ.get("PYTHON", __import__("sys").executable),
          "LOG_DIR": str(tmp_path)}
-  env.pop("XLA_FLAGS")
+  env["XLA_FLAGS"] = TEST_XLA_FLAGS  # the launcher adds the device count
   proc = subprocess.run(
       ["bash", os.path.join(ROOT, "launch/local_multiprocess.sh"), "2", "4", *SMOKE, f"--workdir={workdir}", *ARGS,
-       "--config.debug.sigterm_at_step=3", "--config.debug.sigterm_process=1"],
+       "--config.debug.sigterm_at_step=5", "--config.debug.sigterm_process=1"],
       cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
   other = open(tmp_path / "process_1.log").read()
   assert proc.returncode == 0, proc.stderr[-3000:] + other[-3000:]
   assert "preempted at step" in proc.stdout and "preempted at step" in other
   stopped = int(proc.stdout.split("preempted at step ")[1].split(":")[0])
-  assert 3 <= stopped < NUM_STEPS and os.listdir(os.path.join(workdir, "checkpoints")) == [str(stopped)]
+  assert 5 <= stopped < NUM_STEPS and os.listdir(os.path.join(workdir, "checkpoints")) == [str(stopped)]
   environment = json.load(open(os.path.join(workdir, "config.json")))["environment"]
   assert environment["num_processes"] == 2 and environment["num_devices"] == 8
   two = {r["step"]: r["loss"] for r in train_rows(workdir)}
