@@ -127,6 +127,20 @@ class _DropOrbaxOrphanedReads(logging.Filter):
 logging.getLogger("asyncio").addFilter(_DropOrbaxOrphanedReads())
 
 
+class _ShortenOrbaxThreadErrors(logging.Filter):
+  """An async save that fails (a full disk) is logged by orbax's background threads with tracebacks,
+  at times of their choosing. The same exception reaches the trainer through the save's future and is
+  reported there as a CheckpointError, so orbax's lines are kept but their tracebacks dropped."""
+
+  def filter(self, record):
+    if record.exc_info and f"{os.sep}orbax{os.sep}" in record.pathname:
+      record.exc_info, record.exc_text = None, None
+    return True
+
+
+logging.getLogger("absl").addFilter(_ShortenOrbaxThreadErrors())
+
+
 def _first_line(e: Exception, limit: int = 300) -> str:
   reason = str(e).splitlines()[0] if str(e) else ""
   return reason if len(reason) <= limit else reason[:limit] + " ..."
