@@ -160,6 +160,27 @@ def test_model_masks_each_example_independently():
   assert len({tuple(m) for m in np.asarray(mask)}) > 1  # same image, different masks
 
 
+def test_encoder_with_mask_tokens_sees_every_token_but_no_removed_pixel():
+  """The paper's "encoder w/ [M]" ablation (Table 1c): 1 + N encoder tokens, the removed patches'
+  pixels replaced by one learned token, the same loss shapes as the default model."""
+  model = models.create("mae_vit_base_patch16", **SMALL, encoder_mask_token=True, rngs=nnx.Rngs(0))
+  order = jnp.asarray(np.stack([np.random.RandomState(s).permutation(16) for s in range(2)]))
+  images = jnp.asarray(np.random.RandomState(0).randn(2, 32, 32, 3), jnp.float32)
+  latent, mask, _ = model.forward_encoder(images, ids_shuffle=order)
+  assert latent.shape == (2, 17, 64)
+  # Change every removed patch's pixels: nothing the model outputs may move.
+  removed = np.repeat(np.repeat(np.asarray(mask).reshape(2, 4, 4), 8, 1), 8, 2)[..., None] > 0
+  changed = jnp.where(removed, images + 3.0, images)
+  pred, _ = model(images, ids_shuffle=order)
+  pred_changed, _ = model(changed, ids_shuffle=order)
+  np.testing.assert_array_equal(np.asarray(pred), np.asarray(pred_changed))
+  # A visible patch's pixels do move the output.
+  pred_visible, _ = model(jnp.where(removed, images, images + 3.0), ids_shuffle=order)
+  assert np.abs(np.asarray(pred_visible) - np.asarray(pred)).max() > 1e-3
+  default = models.create("mae_vit_base_patch16", **SMALL, rngs=nnx.Rngs(0))
+  assert num_params(model) - num_params(default) == 64 - 32  # the encoder's token replaces the decoder's
+
+
 # --------------------------------------------------------------------- the encoder as a ViT
 
 

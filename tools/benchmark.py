@@ -2,12 +2,12 @@
 
   python tools/benchmark.py --config configs/vit/imagenet.py:variant=B/16 --batch 256 [--dtype bfloat16]
       [--mode train|infer] [--attention xla|cudnn] [--steps 20] [--warmup 3] [--json out.json]
-      [--reference torch]
+      [--reference torch] [--set model.key=value ...]
 
 Inputs are synthetic and already on device, so the model is measured, not the input pipeline.
 The step is compiled ahead of time (its time reported separately), then run `--warmup` times and
 timed over `--steps` steps, each step synchronised, reporting the median and the spread.
-FLOPs per example are counted analytically (matmuls only; counters for ViT, Swin and MLP-Mixer)
+FLOPs per example are counted analytically (matmuls only; counters for ViT, Swin, MLP-Mixer and MAE)
 and by XLA's cost analysis; MFU is analytic FLOPs per second over the device's dense peak (on
 CPU: a measured float32 GEMM ceiling).
 `--reference torch` times the same architecture from timm on the same device (eager), when the
@@ -15,6 +15,7 @@ model has a timm twin, and reports the JAX/PyTorch throughput ratio.
 """
 
 import argparse
+import ast
 import importlib.util
 import json
 import os
@@ -54,32 +55,65 @@ def load_config(spec: str):
   return module.get_config(arg or None)
 
 
+def apply_override(config, item: str):
+  """`a.b.c=value`: the value read as a Python literal (true/false accepted), else kept as a string."""
+  key, sep, text = item.partition("=")
+  if not sep:
+    raise SystemExit(f"error: --set wants KEY=VALUE, got {item!r}")
+  try:
+    value = ast.literal_eval({"true": "True", "false": "False"}.get(text.lower(), text))
+  except (ValueError, SyntaxError):
+    value = text
+  *parents, leaf = key.split(".")
+  node = config
+  for name in parents:
+    node = node[name]
+  node[leaf] = value
+
+
+def _block_flops(n: int, d: int, hidden: int) -> int:
+  """One pre-norm transformer block on n tokens of width d (2 per multiply-add)."""
+  return (2 * n * d * 3 * d          # qkv
+          + 2 * 2 * n * n * d        # q·k and p·v
+          + 2 * n * d * d            # output projection
+          + 2 * 2 * n * d * hidden)  # mlp
+
+
+def _patch_embed_flops(pe) -> int:
+  ph, pw = pe.patch_size
+  c, d = pe.proj["kernel"].shape[2:]
+  return 2 * pe.num_patches * ph * pw * c * d
+
+
 def vit_forward_flops(model) -> float:
   """Matmul FLOPs of one ViT forward pass per example (2 per multiply-add)."""
-  pe = model.patch_embed
-  n_patches, d = pe.num_patches, model.embed_dim
-  n = n_patches + model.num_prefix_tokens
-  ph, pw = pe.patch_size
-  c = pe.proj["kernel"].shape[2]
-  flops = 2 * n_patches * ph * pw * c * d
-  for block in model.blocks:
-    hidden = block.mlp.fc1.kernel.shape[1]
-    flops += 2 * n * d * 3 * d          # qkv
-    flops += 2 * 2 * n * n * d          # q·k and p·v
-    flops += 2 * n * d * d              # output projection
-    flops += 2 * 2 * n * d * hidden     # mlp
+  n, d = model.patch_embed.num_patches + model.num_prefix_tokens, model.embed_dim
+  flops = _patch_embed_flops(model.patch_embed)
+  flops += sum(_block_flops(n, d, block.mlp.fc1.kernel.shape[1]) for block in model.blocks)
   if model.head is not None:
     flops += 2 * d * model.num_classes
+  return float(flops)
+
+
+def mae_forward_flops(model) -> float:
+  """Matmul FLOPs of one MAE forward pass per example: every patch embedded, the encoder on the class
+  token + the kept patches (all N with `encoder_mask_token`), the decoder on 1 + N tokens."""
+  from papers_jax.models.mae import num_kept
+  n = model.num_patches
+  n_enc = 1 + (n if model.encoder_mask_token else num_kept(n, model.mask_ratio))
+  d, dd = model.embed_dim, model.decoder_embed_dim
+  flops = _patch_embed_flops(model.patch_embed)
+  flops += sum(_block_flops(n_enc, d, block.mlp.fc1.kernel.shape[1]) for block in model.blocks)
+  flops += 2 * n_enc * d * dd  # decoder_embed
+  flops += sum(_block_flops(1 + n, dd, block.mlp.fc1.kernel.shape[1]) for block in model.decoder_blocks)
+  flops += 2 * (1 + n) * dd * model.decoder_pred.kernel.shape[1]
   return float(flops)
 
 
 def swin_forward_flops(model) -> float:
   """Matmul FLOPs of one Swin forward pass per example (2 per multiply-add; the paper's "FLOPs"
   count multiply-adds). Attention runs on the window-padded grid; linear in H·W for a fixed window."""
-  pe = model.patch_embed
-  ph, pw = pe.patch_size
-  c, d0 = pe.proj["kernel"].shape[2:]
-  flops = 2 * pe.num_patches * ph * pw * c * d0
+  flops = _patch_embed_flops(model.patch_embed)
   for stage in model.layers:
     if stage.downsample is not None:
       d_in, d_out = stage.downsample.reduction.kernel.shape
@@ -100,10 +134,8 @@ def swin_forward_flops(model) -> float:
 
 def mixer_forward_flops(model) -> float:
   """Matmul FLOPs of one MLP-Mixer forward pass per example (2 per multiply-add)."""
-  pe = model.stem
-  n, d = pe.num_patches, model.embed_dim
-  ph, pw = pe.patch_size
-  flops = 2 * n * ph * pw * pe.proj["kernel"].shape[2] * d
+  n, d = model.stem.num_patches, model.embed_dim
+  flops = _patch_embed_flops(model.stem)
   for block in model.blocks:
     flops += 2 * 2 * d * n * block.mlp_tokens.fc1.kernel.shape[1]     # token mixing, per channel
     flops += 2 * 2 * n * d * block.mlp_channels.fc1.kernel.shape[1]   # channel mixing, per token
@@ -114,7 +146,7 @@ def mixer_forward_flops(model) -> float:
 
 # Analytic counters by model class.
 FLOP_COUNTERS = {"VisionTransformer": vit_forward_flops, "SwinTransformer": swin_forward_flops,
-                 "MlpMixer": mixer_forward_flops}
+                 "MlpMixer": mixer_forward_flops, "MaskedAutoencoderViT": mae_forward_flops}
 
 
 def forward_flops(model) -> float:
@@ -210,10 +242,14 @@ def main(argv=None):
   parser.add_argument("--steps", type=int, default=20)
   parser.add_argument("--warmup", type=int, default=3)
   parser.add_argument("--reference", default=None, choices=("torch",))
+  parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                      help="config override, e.g. --set model.encoder_mask_token=true (repeatable)")
   parser.add_argument("--json", default=None)
   args = parser.parse_args(argv)
 
   config = load_config(args.config).unlock()
+  for item in args.set:
+    apply_override(config, item)
   if args.batch:
     config.batch_size = args.batch
   config.grad_accum_steps = 1
@@ -240,7 +276,7 @@ def main(argv=None):
     state, shardings, graphdef, tx = create_train_state(task.build_model, make_tx, mesh, rules, config.seed)
     rng = np.random.default_rng(0)
     host_batch = {"image": rng.integers(0, 256, (batch, height, width, channels), dtype=np.uint8),
-                  "label": rng.integers(0, config.model.num_classes, (batch,), dtype=np.int32),
+                  "label": rng.integers(0, config.model.get("num_classes", 2), (batch,), dtype=np.int32),
                   "mask": np.ones((batch,), np.bool_)}
     device_batch = sharding.global_batch(host_batch, mesh, rules)
 
@@ -285,7 +321,7 @@ def main(argv=None):
       "xla_to_analytic": xla_flops / analytic, "peak_flops_per_s": peak, "peak_source": peak_source,
       "mfu": analytic * batch / median / peak if peak else None, "peak_memory_bytes": peak_bytes,
       "jax": jax.__version__, "python": platform.python_version(), "xla_flags": os.environ.get("XLA_FLAGS", ""),
-      "steps": args.steps, "warmup": args.warmup,
+      "steps": args.steps, "warmup": args.warmup, "overrides": args.set,
   }
   if args.reference == "torch":
     ref = torch_reference(config.model.name, overrides, batch, args.mode, max(5, args.steps // 2), args.warmup)

@@ -86,7 +86,7 @@ class MaskedAutoencoderViT(nnx.Module):
   def __init__(self, *, img_size=224, patch_size=16, in_chans: int = 3, embed_dim: int = 1024, depth: int = 24,
                num_heads: int = 16, decoder_embed_dim: int = 512, decoder_depth: int = 8,
                decoder_num_heads: int = 16, mlp_ratio: float = 4.0, qkv_bias: bool = True, mask_ratio: float = 0.75,
-               drop_path_rate: float = 0.0, attention_impl: str | None = None, dtype=None,
+               encoder_mask_token: bool = False, drop_path_rate: float = 0.0, attention_impl: str | None = None, dtype=None,
                param_dtype=jnp.float32, rngs: nnx.Rngs):
     for name, dim, heads in (("", embed_dim, num_heads), ("decoder_", decoder_embed_dim, decoder_num_heads)):
       if dim % heads:
@@ -98,6 +98,7 @@ class MaskedAutoencoderViT(nnx.Module):
     self.in_chans = in_chans
     self.mask_ratio = mask_ratio
     self.dtype = dtype
+    self.encoder_mask_token = encoder_mask_token
 
     # ------------------------------------------------------------------ encoder (ViT names)
     self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim, kernel_init=xavier, **kw)
@@ -109,11 +110,15 @@ class MaskedAutoencoderViT(nnx.Module):
         Block(embed_dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop_path=rate,
               attention_impl=attention_impl, **kw) for rate in rates])
     self.norm = LayerNorm(embed_dim, **kw)
+    if encoder_mask_token:  # the paper's "encoder w/ [M]" ablation (Table 1c): every token goes through the encoder
+      self.encoder_mask = param(rngs, nnx.initializers.normal(0.02), (1, 1, embed_dim), param_dtype,
+                                (None, None, "embed"))
 
     # ------------------------------------------------------------------ decoder
     self.decoder_embed = Dense(embed_dim, decoder_embed_dim, axes=("embed", "embed"), **kw)
-    self.mask_token = param(rngs, nnx.initializers.normal(0.02), (1, 1, decoder_embed_dim), param_dtype,
-                            (None, None, "embed"))
+    if not encoder_mask_token:
+      self.mask_token = param(rngs, nnx.initializers.normal(0.02), (1, 1, decoder_embed_dim), param_dtype,
+                              (None, None, "embed"))
     self.decoder_blocks = nnx.List([
         Block(decoder_embed_dim, decoder_num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
               attention_impl=attention_impl, **kw) for _ in range(decoder_depth)])
@@ -152,21 +157,30 @@ class MaskedAutoencoderViT(nnx.Module):
 
   def forward_encoder(self, images, *, rng=None, noise=None, ids_shuffle=None, mask_ratio: float | None = None,
                       deterministic=None, rngs=None):
-    """Encodes the visible patches: (latent (B, 1 + kept, D), mask (B, N), ids_restore (B, N))."""
+    """Encodes the visible patches: (latent (B, 1 + kept, D), mask (B, N), ids_restore (B, N)).
+
+    With `encoder_mask_token` the removed patches are replaced by a learned token (plus their
+    position embedding) and all 1 + N tokens are encoded, in the image order.
+    """
     ratio = self.mask_ratio if mask_ratio is None else mask_ratio
     x = self._embed(images)
-    x, mask, ids_restore = random_masking(x, num_kept(self.num_patches, ratio), rng=rng, noise=noise,
-                                          ids_shuffle=ids_shuffle)
-    return self._encode(x, deterministic=deterministic, rngs=rngs), mask, ids_restore
+    kept, mask, ids_restore = random_masking(x, num_kept(self.num_patches, ratio), rng=rng, noise=noise,
+                                             ids_shuffle=ids_shuffle)
+    if self.encoder_mask_token:
+      token = self.encoder_mask[...].astype(x.dtype) + jnp.asarray(self.pos_embed()[:, 1:], x.dtype)
+      kept = jnp.where(mask[..., None] > 0, token, x)
+    return self._encode(kept, deterministic=deterministic, rngs=rngs), mask, ids_restore
 
   def forward_decoder(self, latent, ids_restore, *, deterministic=None, rngs=None):
     """Latent tokens + mask tokens → predicted pixels of every patch, (B, N, p*p*C) in float32."""
     x = self.decoder_embed(latent)
-    b, n = ids_restore.shape
-    mask_tokens = jnp.broadcast_to(self.mask_token[...].astype(x.dtype), (b, n + 1 - x.shape[1], x.shape[2]))
-    patches = jnp.concatenate([x[:, 1:], mask_tokens], axis=1)
-    patches = jnp.take_along_axis(patches, ids_restore[..., None], axis=1)  # back to the image order
-    x = jnp.concatenate([x[:, :1], patches], axis=1) + jnp.asarray(self.decoder_pos_embed(), x.dtype)
+    if not self.encoder_mask_token:  # the latent holds the kept patches only, in the shuffled order
+      b, n = ids_restore.shape
+      mask_tokens = jnp.broadcast_to(self.mask_token[...].astype(x.dtype), (b, n + 1 - x.shape[1], x.shape[2]))
+      patches = jnp.concatenate([x[:, 1:], mask_tokens], axis=1)
+      patches = jnp.take_along_axis(patches, ids_restore[..., None], axis=1)  # back to the image order
+      x = jnp.concatenate([x[:, :1], patches], axis=1)
+    x = x + jnp.asarray(self.decoder_pos_embed(), x.dtype)
     x = sharding.constrain(x, ("act_batch", "act_len", "act_emb"))
     for block in self.decoder_blocks:
       x = block(x, deterministic=deterministic, rngs=rngs)
