@@ -78,6 +78,42 @@ def test_harness_runs_a_config_with_overrides(benchmark, tmp_path):
   assert result["peak_memory_bytes"] > 0
 
 
+@pytest.mark.parametrize("mode", ["infer", "input"])
+def test_harness_runs_each_mode(benchmark, mode):
+  result = benchmark.main(["--config", os.path.join(ROOT, "configs/vit/digits.py:smoke=True"), "--mode", mode,
+                           "--steps", "3", "--warmup", "1"])
+  assert result["mode"] == mode
+  if mode == "input":
+    assert result["data"] == "digits" and result["examples_per_s"] > 0 and result["batches"] == 3
+  else:
+    assert 1.0 <= result["xla_to_analytic"] < 1.5 and result["samples_per_s"] > 0
+
+
+@pytest.mark.parametrize("name", ["vit_base_patch16_224", "mae_vit_base_patch16"])
+def test_remat_and_scan_leave_loss_and_gradients_unchanged(name):
+  small = dict(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=4)
+  small |= dict(num_classes=10) if name.startswith("vit") else dict(decoder_embed_dim=32, decoder_depth=1,
+                                                                     decoder_num_heads=4)
+  images = jax.random.normal(jax.random.key(1), (4, 32, 32, 3))
+
+  def loss_and_grads(remat, scan=False):
+    model = models.create(name, **small, remat=remat, scan=scan, rngs=nnx.Rngs(0))
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+    def loss(p):
+      out = nnx.merge(graphdef, p, rest)(images, **({"rng": jax.random.key(2)} if name.startswith("mae") else {}))
+      return jnp.mean(jnp.square(out[0] if isinstance(out, tuple) else out))
+    return jax.jit(jax.value_and_grad(loss))(params)
+
+  reference = loss_and_grads("")
+  for policy, scan in (("full", False), ("dots", False), ("dots_no_batch", False), ("", True), ("dots", True)):
+    value, grads = loss_and_grads(policy, scan)
+    np.testing.assert_allclose(value, reference[0], rtol=1e-6)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), grads, reference[1])
+  with pytest.raises(Exception, match="remat must be"):
+    models.create(name, **small, remat="everything", rngs=nnx.Rngs(0))
+
+
 def test_override_parsing(benchmark):
   config = benchmark.load_config(os.path.join(ROOT, "configs/mae/pretrain.py:smoke=True")).unlock()
   benchmark.apply_override(config, "model.encoder_mask_token=true")

@@ -380,10 +380,26 @@ def test_param_counts_match_hf(name):
 
 
 @needs_torch
-def test_base_matches_hf():
+def test_base_matches_hf(tmp_path):
   ref = random_hf(hf_config("mae_vit_base_patch16"), seed=2)
-  ours, report = load_ours(numpy_sd(ref))
+  sd = numpy_sd(ref)
+  ours, report = load_ours(sd)
   assert len(report.loaded) == len(report.ours) and not report.unexpected
+  # The command-line converter writes the same params from a .safetensors file.
+  import orbax.checkpoint as ocp
+  from conftest import ROOT
+  from safetensors.numpy import save_file
+  save_file(sd, str(tmp_path / "model.safetensors"))
+  spec = importlib.util.spec_from_file_location("convert_weights", ROOT + "/tools/convert_weights.py")
+  cli = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(cli)
+  assert cli.main(["--source", "hf", "--model", "mae_vit_base_patch16", "--checkpoint",
+                   str(tmp_path / "model.safetensors"), "--out", str(tmp_path / "ckpt")]) == 0
+  written = convert._flatten(ocp.StandardCheckpointer().restore(str(tmp_path / "ckpt"))["params"])
+  expected = convert._flatten(nnx.to_pure_dict(nnx.state(ours, nnx.Param)))
+  assert sorted(written) == sorted(expected)
+  for key, value in expected.items():
+    np.testing.assert_array_equal(np.asarray(written[key]), np.asarray(value), err_msg=key)
   rng = np.random.RandomState(2)
   x, noise = rng.randn(2, 224, 224, 3).astype(np.float32), rng.rand(2, 196).astype(np.float32)
   pred_diff, loss_diff = compare(ref, ours, x, noise, True, 16)

@@ -1,17 +1,20 @@
 """Measures a config's model the same way every time: compile time, step time, throughput, MFU.
 
   python tools/benchmark.py --config configs/vit/imagenet.py:variant=B/16 --batch 256 [--dtype bfloat16]
-      [--mode train|infer] [--attention xla|cudnn] [--steps 20] [--warmup 3] [--json out.json]
-      [--reference torch] [--set model.key=value ...]
+      [--mode train|infer|input] [--attention xla|cudnn] [--remat full|dots|dots_no_batch] [--scan]
+      [--steps 20] [--warmup 3] [--json out.json]
+      [--reference torch+compile] [--set model.key=value ...]
 
-Inputs are synthetic and already on device, so the model is measured, not the input pipeline.
+Inputs are synthetic and already on device, so the model is measured, not the input pipeline;
+`--mode input` measures the input pipeline alone (the config's data, preprocessing and threads).
 The step is compiled ahead of time (its time reported separately), then run `--warmup` times and
 timed over `--steps` steps, each step synchronised, reporting the median and the spread.
 FLOPs per example are counted analytically (matmuls only; counters for ViT, Swin, MLP-Mixer and MAE)
 and by XLA's cost analysis; MFU is analytic FLOPs per second over the device's dense peak (on
 CPU: a measured float32 GEMM ceiling).
-`--reference torch` times the same architecture from timm on the same device (eager), when the
-model has a timm twin, and reports the JAX/PyTorch throughput ratio.
+`--reference torch|torch_compile|torch+compile` times the same architecture from timm on the same
+device (eager and/or `torch.compile`), when the model has a timm twin, and reports the JAX/PyTorch
+throughput ratio.
 """
 
 import argparse
@@ -189,8 +192,10 @@ def time_steps(fn, args_fn, steps: int, warmup: int):
   return times
 
 
-def torch_reference(name: str, overrides: dict, batch: int, mode: str, steps: int, warmup: int):
-  """timm's model of the same name and size, timed eagerly on CPU in float32."""
+def torch_reference(name: str, overrides: dict, batch: int, mode: str, steps: int, warmup: int,
+                    compiled: bool = False):
+  """timm's model of the same name and size, timed on CPU in float32, eager or with `torch.compile`
+  (whose compile happens in the warm-up steps and is timed separately)."""
   from papers_jax.convert.torch_compat import import_timm
   import torch
   timm = import_timm()
@@ -221,14 +226,19 @@ def torch_reference(name: str, overrides: dict, batch: int, mode: str, steps: in
     def step():
       with torch.no_grad():
         model(x)
-  for _ in range(warmup):
+  if compiled:
+    model.forward = torch.compile(model.forward)
+  t = time.perf_counter()
+  for _ in range(max(warmup, 1 if compiled else 0)):
     step()
+  warmup_s = time.perf_counter() - t
   times = []
   for _ in range(steps):
     t = time.perf_counter()
     step()
     times.append(time.perf_counter() - t)
-  return {"torch": torch.__version__, "timm": timm.__version__, "median_step_s": statistics.median(times),
+  return {"torch": torch.__version__, "timm": timm.__version__, "compiled": compiled, "warmup_s": warmup_s,
+          "median_step_s": statistics.median(times), "min_step_s": min(times), "max_step_s": max(times),
           "samples_per_s": batch / statistics.median(times), "threads": torch.get_num_threads()}
 
 
@@ -238,10 +248,16 @@ def main(argv=None):
   parser.add_argument("--batch", type=int, default=None)
   parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
   parser.add_argument("--attention", default=None, choices=("xla", "cudnn"))
-  parser.add_argument("--mode", default="train", choices=("train", "infer"))
+  parser.add_argument("--remat", default=None, help="per-block rematerialisation policy (ViT, MAE): full, dots, "
+                      "dots_no_batch; sets config.model.remat")
+  parser.add_argument("--scan", action="store_true", help="scan over the transformer blocks (ViT, MAE): "
+                      "one block compiled instead of depth; sets config.model.scan")
+  parser.add_argument("--mode", default="train", choices=("train", "infer", "input"),
+                      help="input: the host input pipeline's examples/s on the config's real data, no model")
   parser.add_argument("--steps", type=int, default=20)
   parser.add_argument("--warmup", type=int, default=3)
-  parser.add_argument("--reference", default=None, choices=("torch",))
+  parser.add_argument("--reference", default=None, choices=("torch", "torch_compile", "torch+compile"),
+                      help="time timm's twin in the same run: eager, torch.compile, or both")
   parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                       help="config override, e.g. --set model.encoder_mask_token=true (repeatable)")
   parser.add_argument("--json", default=None)
@@ -256,8 +272,14 @@ def main(argv=None):
   config.model.dtype = args.dtype if args.dtype != "float32" else ""
   if args.attention:
     config.model.attention_impl = args.attention
+  if args.remat:
+    config.model.remat = args.remat
+  if args.scan:
+    config.model.scan = True
   config = config.lock()
   task = tasks.get_task(config)
+  if args.mode == "input":
+    return finish(args, {"config": args.config, **input_throughput(config, task, args.steps, args.warmup)})
   mesh = sharding.make_mesh(dict(config.mesh))
   rules = sharding.DEFAULT_RULES
   batch = config.batch_size
@@ -291,7 +313,8 @@ def main(argv=None):
     compile_s = time.perf_counter() - t
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    xla_flops = float(cost.get("flops", float("nan"))) / batch
+    # The cost of one SPMD partition (one device's program): × devices for the whole batch's.
+    xla_flops = float(cost.get("flops", float("nan"))) * mesh.devices.size / batch
     memory = compiled.memory_analysis()
     peak_bytes = None
     if memory is not None:
@@ -321,18 +344,50 @@ def main(argv=None):
       "xla_to_analytic": xla_flops / analytic, "peak_flops_per_s": peak, "peak_source": peak_source,
       "mfu": analytic * batch / median / peak if peak else None, "peak_memory_bytes": peak_bytes,
       "jax": jax.__version__, "python": platform.python_version(), "xla_flags": os.environ.get("XLA_FLAGS", ""),
-      "steps": args.steps, "warmup": args.warmup, "overrides": args.set,
+      "steps": args.steps, "warmup": args.warmup, "overrides": args.set, "remat": args.remat or "",
+      "scan": args.scan,
   }
-  if args.reference == "torch":
-    ref = torch_reference(config.model.name, overrides, batch, args.mode, max(5, args.steps // 2), args.warmup)
-    result["torch_reference"] = ref
-    result["jax_to_torch"] = result["samples_per_s"] / ref["samples_per_s"]
+  if args.reference:
+    for compiled in (False, True) if args.reference == "torch+compile" else (args.reference == "torch_compile",):
+      key = "torch_compile" if compiled else "torch"
+      ref = torch_reference(config.model.name, overrides, batch, args.mode, args.steps, args.warmup, compiled)
+      result[f"{key}_reference"] = ref
+      result[f"jax_to_{key}"] = result["samples_per_s"] / ref["samples_per_s"]
+  return finish(args, result)
+
+
+def finish(args, result: dict) -> dict:
   for key, value in result.items():
     print(f"{key:>26}: {value}")
   if args.json:
     with open(args.json, "w") as f:
       json.dump(result, f, indent=2)
   return result
+
+
+def input_throughput(config, task, batches: int, warmup: int) -> dict:
+  """Examples/s of the run's host input pipeline (the trainer's source, preprocessing, threads and
+  batching) over `batches` global batches after `warmup`; each batch's wait is timed."""
+  from papers_jax.core.loop import preprocess_fn
+  from papers_jax.data import pipeline
+  from papers_jax.data.sources import get_source
+  source = get_source(config.data, config.data.train_split)
+  starts = pipeline.batch_starts(0, warmup + batches, config.batch_size)
+  it = pipeline.train_batches(source, preprocess_fn(config, task, True), global_batch=config.batch_size,
+                              seed=config.seed, starts=starts, num_threads=config.data_threads)
+  for _ in range(warmup):
+    next(it)
+  times = []
+  t_all = time.perf_counter()
+  for _ in range(batches):
+    t = time.perf_counter()
+    next(it)
+    times.append(time.perf_counter() - t)
+  total = time.perf_counter() - t_all
+  return {"mode": "input", "data": config.data.name, "batch": config.batch_size, "data_threads": config.data_threads,
+          "batches": batches, "examples_per_s": batches * config.batch_size / total,
+          "median_batch_wait_s": statistics.median(times), "max_batch_wait_s": max(times),
+          "cpu_count": os.cpu_count(), "python": platform.python_version()}
 
 
 if __name__ == "__main__":

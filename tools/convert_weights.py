@@ -4,12 +4,15 @@
       --checkpoint vit_base_patch16_224.safetensors --out ckpt/vit_b16 [--img-size 384] [--num-classes 10]
   python tools/convert_weights.py --source timm --model swin_base_patch4_window7_224 \
       --checkpoint swin_base_patch4_window7_224.safetensors --out ckpt/swin_b_384 --img-size 384 --window-size 12
+  python tools/convert_weights.py --source hf --model mae_vit_base_patch16 \
+      --checkpoint vit-mae-base/model.safetensors --out ckpt/mae_b16
 
 `--random-timm` (instead of `--checkpoint`) converts a randomly initialised timm model, for tests
 without downloads. With another `--num-classes` than the checkpoint's, the head keeps its init.
 """
 
 import argparse
+import inspect
 import os
 import sys
 
@@ -62,11 +65,16 @@ def convert(args) -> str:
     overrides["img_size"] = args.img_size
   if args.window_size:
     overrides["window_size"] = args.window_size
-  model_class = models.registry.model_class(args.model).__name__
-  ckpt_classes = convert.checkpoint_num_classes(state_dict, args.source, model_class)
+  cls = models.registry.model_class(args.model)
+  has_head = "num_classes" in inspect.signature(cls.__init__).parameters  # MAE's pre-training model has none
+  if not has_head and args.num_classes is not None:
+    raise UserError(f"{args.model} has no classifier head; drop --num-classes")
+  ckpt_classes = convert.checkpoint_num_classes(state_dict, args.source, cls.__name__) if has_head else 0
   num_classes = ckpt_classes if args.num_classes is None else args.num_classes
   new_head = num_classes != ckpt_classes
-  build = lambda: models.create(args.model, num_classes=num_classes, rngs=args.seed, **overrides)  # noqa: E731
+  if has_head:
+    overrides["num_classes"] = num_classes
+  build = lambda: models.create(args.model, rngs=args.seed, **overrides)  # noqa: E731
   # Without a new head every param comes from the checkpoint: skip the (large) random init.
   model = build() if new_head else nnx.eval_shape(build)
   report = convert.load_torch_weights(model, state_dict, args.source,

@@ -64,6 +64,16 @@ def _git_revision() -> str | None:
   return (out.stdout.strip() + ("+dirty" if dirty else "")) if out.returncode == 0 else None
 
 
+def preprocess_fn(config, task, train: bool):
+  """The per-example host preprocessing of a run: the task's own, else the standard image pipeline."""
+  if hasattr(task, "preprocess"):
+    return task.preprocess(train)
+  d = config.data
+  return pipeline.image_preprocess(d.augment, d.image_size, train=train, max_shift=d.max_shift,
+                                   crop_pct=d.crop_pct, affine_degrees=d.affine_degrees,
+                                   affine_scale=tuple(d.affine_scale), affine_translate=d.affine_translate)
+
+
 class Trainer:
   """Holds what one run needs; `run()` trains to the end and returns the summary dict."""
 
@@ -103,12 +113,7 @@ class Trainer:
     return tx
 
   def _preprocess(self, train: bool):
-    if hasattr(self.task, "preprocess"):  # a task with its own per-example pipeline
-      return self.task.preprocess(train)
-    d = self.config.data
-    return pipeline.image_preprocess(d.augment, d.image_size, train=train, max_shift=d.max_shift,
-                                     crop_pct=d.crop_pct, affine_degrees=d.affine_degrees,
-                                     affine_scale=tuple(d.affine_scale), affine_translate=d.affine_translate)
+    return preprocess_fn(self.config, self.task, train)
 
   # ------------------------------------------------------------------ evaluation
   def evaluate(self) -> dict:

@@ -34,7 +34,7 @@ from flax import nnx
 from papers_jax.core import sharding
 from papers_jax.errors import ConfigError
 from papers_jax.models.registry import register
-from papers_jax.models.vit import WIDTHS, Block
+from papers_jax.models.vit import WIDTHS, Block, apply_blocks, check_remat
 from papers_jax.nn import LayerNorm, PatchEmbed, param
 from papers_jax.nn.embed import sincos_pos_embed_2d
 from papers_jax.nn.linear import Dense
@@ -86,7 +86,8 @@ class MaskedAutoencoderViT(nnx.Module):
   def __init__(self, *, img_size=224, patch_size=16, in_chans: int = 3, embed_dim: int = 1024, depth: int = 24,
                num_heads: int = 16, decoder_embed_dim: int = 512, decoder_depth: int = 8,
                decoder_num_heads: int = 16, mlp_ratio: float = 4.0, qkv_bias: bool = True, mask_ratio: float = 0.75,
-               encoder_mask_token: bool = False, drop_path_rate: float = 0.0, attention_impl: str | None = None, dtype=None,
+               encoder_mask_token: bool = False, drop_path_rate: float = 0.0, attention_impl: str | None = None,
+               remat: str = "", scan: bool = False, dtype=None,
                param_dtype=jnp.float32, rngs: nnx.Rngs):
     for name, dim, heads in (("", embed_dim, num_heads), ("decoder_", decoder_embed_dim, decoder_num_heads)):
       if dim % heads:
@@ -99,6 +100,8 @@ class MaskedAutoencoderViT(nnx.Module):
     self.mask_ratio = mask_ratio
     self.dtype = dtype
     self.encoder_mask_token = encoder_mask_token
+    check_remat(remat)
+    self.remat, self.scan = remat, scan
 
     # ------------------------------------------------------------------ encoder (ViT names)
     self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim, kernel_init=xavier, **kw)
@@ -151,8 +154,7 @@ class MaskedAutoencoderViT(nnx.Module):
 
   def _encode(self, x, *, deterministic=None, rngs=None):
     x = sharding.constrain(self._prepend_cls(x), ("act_batch", "act_len", "act_emb"))
-    for block in self.blocks:
-      x = block(x, deterministic=deterministic, rngs=rngs)
+    x = apply_blocks(self.blocks, x, remat=self.remat, scan=self.scan, deterministic=deterministic, rngs=rngs)
     return self.norm(x)
 
   def forward_encoder(self, images, *, rng=None, noise=None, ids_shuffle=None, mask_ratio: float | None = None,
@@ -182,8 +184,8 @@ class MaskedAutoencoderViT(nnx.Module):
       x = jnp.concatenate([x[:, :1], patches], axis=1)
     x = x + jnp.asarray(self.decoder_pos_embed(), x.dtype)
     x = sharding.constrain(x, ("act_batch", "act_len", "act_emb"))
-    for block in self.decoder_blocks:
-      x = block(x, deterministic=deterministic, rngs=rngs)
+    x = apply_blocks(self.decoder_blocks, x, remat=self.remat, scan=self.scan, deterministic=deterministic,
+                     rngs=rngs)
     x = self.decoder_norm(x)
     return self.decoder_pred(x)[:, 1:].astype(jnp.float32)
 

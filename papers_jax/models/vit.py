@@ -70,6 +70,52 @@ class Block(nnx.Module):
     return sharding.constrain(x, ("act_batch", "act_len", "act_emb"))
 
 
+# Activation rematerialisation per block (`remat=`): what the backward pass may keep from the forward.
+REMAT_POLICIES = {
+    "full": None,                                                          # keep nothing, recompute the block
+    "dots": jax.checkpoint_policies.dots_saveable,                         # keep every matmul output
+    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,  # keep the weight matmuls'
+}
+
+
+def check_remat(remat: str):
+  if remat and remat not in REMAT_POLICIES:
+    raise ConfigError(f"remat must be '' or one of {sorted(REMAT_POLICIES)}, got {remat!r}")
+
+
+def apply_block(block, x, *, remat: str = "", deterministic=None, rngs=None):
+  """`block(x)`, under `nnx.remat` with the named policy when `remat` is set."""
+  if not remat:
+    return block(x, deterministic=deterministic, rngs=rngs)
+  fn = nnx.remat(lambda b, y, r: b(y, deterministic=deterministic, rngs=r), policy=REMAT_POLICIES[remat])
+  return fn(block, x, rngs)
+
+
+def apply_blocks(blocks, x, *, remat: str = "", scan: bool = False, deterministic=None, rngs=None):
+  """The blocks in order. With `scan` their params are stacked at call time and one `lax.scan` runs
+  them, so XLA compiles one block instead of `depth` (the params keep their per-block layout, so
+  checkpoints and converters do not change). Needs blocks of one structure (no drop-path ramp);
+  dropout inside the blocks then draws from one key per block."""
+  if not scan:
+    for block in blocks:
+      x = apply_block(block, x, remat=remat, deterministic=deterministic, rngs=rngs)
+    return x
+  graphdef, *_ = nnx.split(blocks[0])
+  if any(nnx.split(block)[0] != graphdef for block in blocks[1:]):
+    raise ConfigError("scan over blocks needs blocks of one structure; set drop_path_rate=0 or turn scan off")
+  stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *[nnx.state(block) for block in blocks])
+  keys = jax.random.split(rngs.dropout(), len(blocks)) if rngs is not None else None
+
+  def body(y, layer):
+    state, key = layer
+    block = nnx.merge(graphdef, state)
+    return apply_block(block, y, remat=remat, deterministic=deterministic,
+                       rngs=None if key is None else nnx.Rngs(dropout=key)), None
+
+  x, _ = jax.lax.scan(body, x, (stacked, keys))
+  return x
+
+
 class VisionTransformer(nnx.Module):
   """ViT classifier. `model(images)` takes NHWC float images and returns logits."""
 
@@ -79,8 +125,8 @@ class VisionTransformer(nnx.Module):
                fc_norm: bool | None = None, drop_rate: float = 0.0, proj_drop_rate: float = 0.0,
                attn_drop_rate: float = 0.0, drop_path_rate: float = 0.0, head_zero_init: bool = True,
                pos_embed_init: str = "normal", head_init_std: float | None = None, head_norm: str = "",
-               frozen_blocks: int = 0, attention_impl: str | None = None, dtype=None, param_dtype=jnp.float32,
-               rngs: nnx.Rngs):
+               frozen_blocks: int = 0, attention_impl: str | None = None, remat: str = "", scan: bool = False,
+               dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
     if global_pool not in ("token", "avg", "max", ""):
       raise ConfigError(f"global_pool must be 'token', 'avg', 'max' or '', got {global_pool!r}")
     if global_pool == "token" and not class_token:
@@ -95,6 +141,10 @@ class VisionTransformer(nnx.Module):
       raise ConfigError(f"head_norm must be '' or 'batchnorm', got {head_norm!r}")
     if not 0 <= frozen_blocks <= depth:
       raise ConfigError(f"frozen_blocks must be in [0, depth={depth}], got {frozen_blocks}")
+    check_remat(remat)
+    if scan and 0 < frozen_blocks < depth:
+      raise ConfigError("scan over blocks cannot freeze some of them; set frozen_blocks=0 or scan=False")
+    self.remat, self.scan = remat, scan
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.num_classes = num_classes
     self.global_pool = global_pool
@@ -155,8 +205,10 @@ class VisionTransformer(nnx.Module):
     x = self._pos_embed(x)
     x = self.pos_drop(x, deterministic=deterministic, rngs=rngs)
     x = sharding.constrain(x, ("act_batch", "act_len", "act_emb"))
-    for i, block in enumerate(self.blocks):
-      x = block(x, deterministic=deterministic, rngs=rngs)
+    if self.scan:
+      x = apply_blocks(self.blocks, x, remat=self.remat, scan=True, deterministic=deterministic, rngs=rngs)
+    for i, block in enumerate(self.blocks if not self.scan else ()):
+      x = apply_block(block, x, remat=self.remat, deterministic=deterministic, rngs=rngs)
       if i + 1 == self.frozen_blocks < len(self.blocks):  # nothing up to here trains: no backward pass
         x = jax.lax.stop_gradient(x)
     if self.norm is not None:
