@@ -106,7 +106,10 @@ def test_remat_and_scan_leave_loss_and_gradients_unchanged(name):
     return jax.jit(jax.value_and_grad(loss))(params)
 
   reference = loss_and_grads("")
-  for policy, scan in (("full", False), ("dots", False), ("dots_no_batch", False), ("", True), ("dots", True)):
+  variants = (("full", False), ("dots", False), ("dots_no_batch", False), ("", True), ("dots", True))
+  if name.startswith("mae"):  # the same code path as the ViT's; two variants keep the suite short
+    variants = (("full", False), ("dots", True))
+  for policy, scan in variants:
     value, grads = loss_and_grads(policy, scan)
     np.testing.assert_allclose(value, reference[0], rtol=1e-6)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), grads, reference[1])
