@@ -69,3 +69,205 @@ def test_simsiam_has_no_momentum_encoder_and_simclr_no_predictor():
     model = nnx.eval_shape(lambda t=task: t.build_model(nnx.Rngs(0)))
     assert (model.target_backbone is not None) == has_target, method
     assert (model.predictor is not None) == has_predictor, method
+
+
+# ------------------------------------------------------------------ SwAV, DINO, InstDisc, CMC
+def step_inputs(trainer, batch, step=0):
+  """What the jitted step sees at `step`: the merged model of the current state, the float
+  images and the step's rng (the train step folds the step into the state's key)."""
+  from papers_jax.core.state import merge_model
+  # Writable host copies: a train-mode BatchNorm outside jit writes its running statistics.
+  state = jax.tree.map(lambda x: np.array(x) if isinstance(x, np.ndarray) else x, jax.device_get(trainer.state))
+  model = merge_model(trainer.graphdef, state.params, state.model_state)
+  images = jax.numpy.asarray(batch["image"], jax.numpy.float32) / 255.0
+  return model, images, jax.random.fold_in(state.rng, step)
+
+
+def first_batch(trainer, start=0):
+  return next(pipeline.train_batches(trainer.train_source, trainer._preprocess(train=True),
+                                     global_batch=trainer.config.batch_size, seed=0, starts=[start]))
+
+
+def run_step(trainer, batch):
+  with sharding.use_mesh(trainer.mesh, trainer.rules):
+    trainer.state, metrics = trainer.train_step(trainer.state, sharding.global_batch(batch, trainer.mesh))
+  return jax.device_get(metrics)
+
+
+def test_train_batches_carry_each_rows_dataset_index():
+  from papers_jax.data.sources import DigitsSource
+  source = DigitsSource("train")
+  preprocess = pipeline.image_preprocess("none", 8, train=True)
+  batch = next(pipeline.train_batches(source, preprocess, global_batch=64, seed=3, starts=[1400]))  # spans 2 epochs
+  expected = [pipeline.example_index(p, len(source), 3) for p in range(1400, 1464)]
+  assert batch["index"].dtype == np.int32
+  np.testing.assert_array_equal(batch["index"], expected)
+  np.testing.assert_array_equal(batch["image"], np.stack([source[i]["image"] for i in expected]))
+
+
+def test_instdisc_bank_rows_at_the_batch_are_momentum_mixed_and_renormalised_others_untouched():
+  from papers_jax.data import views
+  from papers_jax.objectives import contrastive
+  trainer = trainer_for("instdisc")
+  c, task = trainer.config.ssl, trainer.task
+  batch = first_batch(trainer)
+  model, images, rng = step_inputs(trainer, batch)
+  old_bank = np.asarray(model.bank[...])
+  assert old_bank.shape == (len(trainer.train_source), c.projector_dim) and task.num_data == len(trainer.train_source)
+  assert float(model.nce_normalizer[...][0]) == 0.0  # not yet estimated
+  # The features the step computes: same views, same (dropout-free) network.
+  k_views, _, k_neg = jax.random.split(rng, 3)
+  (view,) = views.make_views(images, k_views, task.recipes)
+  z = np.asarray(contrastive.l2_normalize(model.embed(task._normalize(view), train=True)), np.float64)
+  negatives = np.asarray(jax.random.randint(k_neg, (len(z), c.nce_negatives), 0, task.num_data))
+  idx = batch["index"]
+
+  metrics = run_step(trainer, batch)
+  bank = np.asarray(jax.device_get(trainer.state.model_state["bank"]))
+  mixed = c.bank_momentum * old_bank[idx] + (1 - c.bank_momentum) * z
+  np.testing.assert_allclose(bank[idx], mixed / np.linalg.norm(mixed, axis=1, keepdims=True), rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(np.linalg.norm(bank[idx], axis=1), 1.0, rtol=1e-5)
+  others = np.setdiff1d(np.arange(len(bank)), idx)
+  np.testing.assert_array_equal(bank[others], old_bank[others])
+  # Z: estimated once from this batch's positive and negative logits, then kept.
+  logits = np.concatenate([np.sum(z * old_bank[idx], 1)[:, None], np.einsum("nc,nmc->nm", z, old_bank[negatives])], 1)
+  z_expected = np.exp(logits / c.temperature).mean() * task.num_data
+  normalizer = float(jax.device_get(trainer.state.model_state["nce_normalizer"])[0])
+  assert normalizer == pytest.approx(z_expected, rel=1e-4)
+  assert np.isfinite(metrics["loss"]) and metrics["nce_normalizer"] == pytest.approx(normalizer)
+  run_step(trainer, first_batch(trainer, start=32))
+  assert float(jax.device_get(trainer.state.model_state["nce_normalizer"])[0]) == normalizer
+
+
+def test_cmc_updates_both_banks_at_the_batch_and_fixes_both_normalizers():
+  trainer = trainer_for("cmc")
+  state = jax.device_get(trainer.state)
+  old = {k: np.asarray(state.model_state[k]) for k in ("bank", "bank2")}
+  assert "backbone2" in state.params and "projector2" in state.params
+  batch = first_batch(trainer)
+  metrics = run_step(trainer, batch)
+  new_state = jax.device_get(trainer.state.model_state)
+  for k in ("bank", "bank2"):
+    changed = np.flatnonzero(~(new_state[k] == old[k]).all(axis=1))
+    assert set(changed) == set(batch["index"]), k
+    np.testing.assert_allclose(np.linalg.norm(new_state[k][changed], axis=1), 1.0, rtol=1e-5)
+  normalizers = np.asarray(new_state["nce_normalizer"])
+  assert normalizers.shape == (2,) and (normalizers > 0).all() and normalizers[0] != normalizers[1]
+  assert np.isfinite(metrics["loss"])
+  run_step(trainer, first_batch(trainer, start=32))
+  np.testing.assert_array_equal(jax.device_get(trainer.state.model_state["nce_normalizer"]), normalizers)
+
+
+def test_cmc_lab_views_and_half_width_encoders_of_the_paper_recipe():
+  config = load_config("ssl/cmc.py").unlock()
+  config.ssl.bank_size = 1000  # the ImageNet recipe, without reading ImageNet for its size
+  task = tasks.get_task(config.lock())
+  model = nnx.eval_shape(lambda: task.build_model(nnx.Rngs(0)))
+  assert model.backbone.conv1.kernel.shape[2:] == (1, 32) and model.backbone2.conv1.kernel.shape[2:] == (2, 32)
+  rgb = jax.random.uniform(jax.random.key(0), (4, 16, 16, 3))
+  l, ab = task._cmc_views(rgb)
+  from papers_jax.data import views
+  lab = np.asarray(views.rgb_to_lab(rgb))
+  np.testing.assert_allclose(np.asarray(l)[..., 0], (lab[..., 0] - 50) / 50, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(np.asarray(ab), (lab[..., 1:] - np.asarray(views.LAB_MEAN[1:])) / np.asarray(views.LAB_STD[1:]),
+                             rtol=1e-5, atol=1e-5)
+
+
+def test_dino_teacher_is_the_ema_centre_the_momentum_mean_and_last_layer_weight_normalised_and_frozen():
+  from papers_jax.tasks.ssl import encode_crops
+  from papers_jax.data import views
+  trainer = trainer_for("dino", **{"ssl.momentum": 0.9, "ssl.momentum_schedule": "constant",
+                                   "ssl.freeze_last_layer_steps": 1, "schedule.warmup_steps": 0})
+  c, task = trainer.config.ssl, trainer.task
+  assert float(task.teacher_temperature(0)) == pytest.approx(0.04)
+  assert float(task.teacher_temperature(c.warmup_teacher_temperature_steps / 2)) == pytest.approx(0.055)
+  assert float(task.teacher_temperature(10 ** 6)) == pytest.approx(0.07)
+  old = jax.device_get(trainer.state)
+  assert "scale" not in old.params["projector"]["last_layer"]  # norm_last_layer: the gain is fixed to 1
+  batch = first_batch(trainer)
+  model, images, rng = step_inputs(trainer, batch)
+  k_views, _ = jax.random.split(rng)
+  crops = [task._normalize(v) for v in views.make_views(images, k_views, task.recipes)]
+  teacher = np.asarray(encode_crops(model.target_backbone, lambda f: model.target_projector(f, train=True), crops[:2]))
+  # The last layer is weight-normalised at use: its effective columns are unit vectors.
+  w = np.asarray(model.projector.last_layer.weight())
+  v = old.params["projector"]["last_layer"]["kernel"]
+  np.testing.assert_allclose(np.linalg.norm(w, axis=0), 1.0, rtol=1e-5)
+  np.testing.assert_allclose(w, v / np.linalg.norm(v, axis=0), rtol=1e-5, atol=1e-7)
+  assert not np.allclose(np.linalg.norm(v, axis=0), 1.0)
+
+  metrics = run_step(trainer, batch)
+  new = jax.device_get(trainer.state)
+  get = lambda tree: tree["backbone"]["blocks"][0]["mlp"]["fc1"]["kernel"]  # noqa: E731
+  assert not np.allclose(get(new.params), get(old.params))
+  np.testing.assert_allclose(new.model_state["target_backbone"]["blocks"][0]["mlp"]["fc1"]["kernel"],
+                             0.9 * get(old.params) + 0.1 * get(new.params), rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(new.model_state["target_projector"]["linears"][0]["kernel"],
+                             0.9 * old.params["projector"]["linears"][0]["kernel"]
+                             + 0.1 * new.params["projector"]["linears"][0]["kernel"], rtol=1e-5, atol=1e-7)
+  # Centre: 0.9 · 0 + 0.1 · the teacher's mean over both global crops of the global batch.
+  np.testing.assert_allclose(new.model_state["center"], 0.1 * teacher.reshape(-1, teacher.shape[-1]).mean(0),
+                             rtol=1e-4, atol=1e-6)
+  assert int(new.model_state["iteration"]) == 1
+  assert 0 < metrics["teacher_entropy"] < np.log(c.num_prototypes) and np.isfinite(metrics["loss"])
+  assert metrics["teacher_student_kl"] == pytest.approx(metrics["loss"] - metrics["teacher_entropy"], rel=1e-5)
+  # Frozen during step 1: AdamW's decoupled decay only rescales v, so the effective layer is unchanged.
+  unit = lambda p: p["projector"]["last_layer"]["kernel"] / np.linalg.norm(p["projector"]["last_layer"]["kernel"], axis=0)  # noqa: E731
+  np.testing.assert_allclose(unit(new.params), unit(old.params), rtol=1e-5, atol=1e-6)
+  run_step(trainer, first_batch(trainer, start=32))
+  assert not np.allclose(unit(jax.device_get(trainer.state.params)), unit(old.params), rtol=1e-5, atol=1e-6)
+
+  config = load_config("ssl/dino.py", "smoke").unlock()
+  config.ssl.norm_last_layer = False
+  free = tasks.get_task(config.lock())
+  head = nnx.eval_shape(lambda: free.build_model(nnx.Rngs(0))).projector.last_layer
+  assert head.scale is not None and head.scale.shape == (c.num_prototypes,)
+
+
+def test_swav_prototypes_unit_norm_frozen_first_and_queue_used_once_full():
+  trainer = trainer_for("swav", **{"ssl.queue_size": 64, "ssl.queue_start_steps": 0,
+                                   "ssl.freeze_last_layer_steps": 1, "schedule.warmup_steps": 0})
+  unit = lambda p: p["prototypes"]["kernel"] / np.linalg.norm(p["prototypes"]["kernel"], axis=0)  # noqa: E731
+  old = jax.device_get(trainer.state)
+  np.testing.assert_allclose(np.linalg.norm(old.params["prototypes"]["kernel"], axis=0), 1.0, rtol=1e-5)
+  assert not np.asarray(old.model_state["swav_queue"]).any()
+  in_use = []
+  for step in range(3):
+    in_use.append(float(run_step(trainer, first_batch(trainer, start=32 * step))["queue_in_use"]))
+    state = jax.device_get(trainer.state)
+    if step == 0:  # frozen: AdamW's decoupled decay of a zero-gradient param only rescales the raw prototypes
+      np.testing.assert_allclose(unit(state.params), unit(old.params), rtol=1e-5, atol=1e-6)
+      queue = np.asarray(state.model_state["swav_queue"])
+      np.testing.assert_allclose(np.linalg.norm(queue[:, :32], axis=-1), 1.0, rtol=1e-5)  # the 2 global crops' z
+      assert not queue[:, 32:].any()
+  assert in_use == [0.0, 0.0, 1.0]  # full after two batches of 32
+  assert not np.allclose(unit(state.params), unit(old.params), rtol=1e-5, atol=1e-6)
+  model = nnx.eval_shape(lambda: trainer.task.build_model(nnx.Rngs(0)))
+  assert model.prototypes.scale is None  # the prototypes have no gain: unit vectors at use
+
+
+def test_vit_sees_local_crops_through_resampled_position_embeddings_and_gradients_reach_it():
+  from papers_jax import models
+  from papers_jax.nn.embed import resample_pos_embed
+  from papers_jax.tasks.ssl import _backbone_at
+  kw = dict(patch_size=4, in_chans=1, embed_dim=32, depth=2, num_heads=2, num_classes=0, global_pool="avg")
+  vit = models.create("vit_tiny_patch16_224", img_size=16, rngs=nnx.Rngs(0), **kw)
+  small = models.create("vit_tiny_patch16_224", img_size=8, rngs=nnx.Rngs(1), **kw)
+  graphdef, small_state = nnx.split(small)
+  params = nnx.to_pure_dict(nnx.state(vit))
+  params["pos_embed"] = resample_pos_embed(params["pos_embed"], (2, 2), (4, 4), 1)
+  nnx.replace_by_pure_dict(small_state, params)
+  reference = nnx.merge(graphdef, small_state)
+  x = jax.random.normal(jax.random.key(0), (3, 8, 8, 1))
+  np.testing.assert_allclose(np.asarray(_backbone_at(vit, 8)(x, train=False)), np.asarray(reference(x, train=False)),
+                             rtol=1e-5, atol=1e-5)
+  assert vit.patch_embed.img_size == (16, 16)  # the original is untouched
+  grads = nnx.grad(lambda m: _backbone_at(m, 8)(x, train=False).sum())(vit)
+  assert np.abs(np.asarray(grads["pos_embed"][...])).sum() > 0
+
+
+@pytest.mark.parametrize("method", ["swav", "dino"])  # instdisc / cmc: their state tests run the smoke configs
+def test_multi_crop_smoke_configs_give_a_finite_loss(method):
+  trainer = trainer_for(method)
+  metrics = run_step(trainer, first_batch(trainer))
+  assert np.isfinite(metrics["loss"]) and metrics["nonfinite"] == 0.0

@@ -86,3 +86,26 @@ def test_recipes_make_the_papers_crops_on_a_sharded_batch():
 def test_two_view_recipes(recipe):
   recipes = getattr(views, recipe)(24)
   assert len(recipes) == 2 and all(r.size == 24 for r in recipes)
+
+
+def np_rgb_to_lab(rgb):
+  """CIE 1976 L*a*b* of sRGB (IEC 61966-2-1) under D65, from the standards' exact constants."""
+  rgb = np.asarray(rgb, np.float64)
+  linear = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+  m = np.array([[0.4124564, 0.3575761, 0.1804375], [0.2126729, 0.7151522, 0.0721750],
+                [0.0193339, 0.1191920, 0.9503041]])
+  xyz = linear @ m.T / np.array([0.95047, 1.0, 1.08883])
+  eps, kappa = 216 / 24389, 24389 / 27
+  f = np.where(xyz > eps, np.cbrt(xyz), (kappa * xyz + 16) / 116)
+  return np.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], -1)
+
+
+def test_rgb_to_lab_follows_the_cie_formulas():
+  pixels = np.concatenate([RNG.uniform(size=(500, 3)), RNG.uniform(0, 0.03, size=(100, 3)),  # dark: linear branch
+                           np.eye(3), np.zeros((1, 3)), np.ones((1, 3))]).astype(np.float32)
+  out = np.asarray(views.rgb_to_lab(jnp.asarray(pixels)))
+  np.testing.assert_allclose(out, np_rgb_to_lab(pixels), atol=2e-2)  # 4-digit vs exact matrix constants
+  np.testing.assert_allclose(out[-1], [100.0, 0.0, 0.0], atol=1e-2)  # white
+  np.testing.assert_allclose(out[-2], [0.0, 0.0, 0.0], atol=1e-4)  # black
+  np.testing.assert_allclose(out[-5], [53.24, 80.09, 67.20], atol=0.05)  # sRGB red
+  assert out.shape == pixels.shape

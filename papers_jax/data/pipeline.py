@@ -55,6 +55,8 @@ def train_batches(source, preprocess_fn, *, global_batch: int, seed: int, starts
                   process_count: int = 1, num_threads: int = 2, prefetch: int = 4, nan_at_positions=()):
   """Iterator over this host's slices of the global batches that begin at the positions `starts`.
 
+  Each batch carries `index` (int32): every row's example index in `source`, which memory-bank
+  methods (InstDisc, CMC) use as the instance label; other tasks ignore the key.
   `nan_at_positions` (fault injection for tests) adds a boolean `nan` row flag that makes the
   train step's loss non-finite for a batch holding any of those positions.
   """
@@ -64,11 +66,10 @@ def train_batches(source, preprocess_fn, *, global_batch: int, seed: int, starts
 
   def load(start: int) -> dict:
     positions = range(start + rows.start, start + rows.stop)
-    examples = []
-    for p in positions:
-      example = dict(source[example_index(p, n, seed)])
-      examples.append(preprocess_fn(example, np.random.default_rng([seed, p, 1])))
+    indices = [example_index(p, n, seed) for p in positions]
+    examples = [preprocess_fn(dict(source[i]), np.random.default_rng([seed, p, 1])) for i, p in zip(indices, positions)]
     batch = _stack(examples)
+    batch["index"] = np.asarray(indices, np.int32)
     if poisoned:
       batch["nan"] = np.asarray([p in poisoned for p in positions])
     return batch

@@ -98,6 +98,27 @@ def _hsv_to_rgb(hsv):
   return jnp.select([(i == n)[..., None] for n in range(6)], choices)
 
 
+# sRGB (D65) → CIE XYZ → CIE L*a*b*, with the constants of scikit-image's `rgb2lab`, which CMC's
+# reference pipeline calls on every crop.
+XYZ_FROM_RGB = jnp.asarray([[0.412453, 0.357580, 0.180423],
+                            [0.212671, 0.715160, 0.072169],
+                            [0.019334, 0.119193, 0.950227]], jnp.float32)
+D65_WHITE = jnp.asarray([0.95047, 1.0, 1.08883], jnp.float32)
+# CMC's normalisation of (L, a, b): the centre and half-range of each channel over the sRGB gamut.
+LAB_MEAN = ((0 + 100) / 2, (-86.183 + 98.233) / 2, (-107.857 + 94.478) / 2)
+LAB_STD = ((100 - 0) / 2, (86.183 + 98.233) / 2, (107.857 + 94.478) / 2)
+
+
+def rgb_to_lab(rgb):
+  """sRGB in [0, 1] (..., 3) → CIE L*a*b* (..., 3): L in [0, 100], a and b roughly in [−110, 100]."""
+  rgb = rgb.astype(jnp.float32)
+  linear = jnp.where(rgb > 0.04045, ((rgb + 0.055) / 1.055) ** 2.4, rgb / 12.92)  # undo the sRGB gamma
+  xyz = (linear @ XYZ_FROM_RGB.T) / D65_WHITE
+  f = jnp.where(xyz > 0.008856, jnp.cbrt(xyz), 7.787 * xyz + 16.0 / 116.0)
+  fx, fy, fz = f[..., 0], f[..., 1], f[..., 2]
+  return jnp.stack([116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)], axis=-1)
+
+
 def adjust_brightness(image, factor):
   return _blend(image, jnp.zeros_like(image), factor)
 
@@ -236,6 +257,22 @@ def multi_crop(global_size=224, local_size=96, num_local=8, global_scale=(0.4, 1
   return ([ViewRecipe(global_size, global_scale, jitter=(0.4, 0.4, 0.2, 0.1), blur_p=1.0),
            ViewRecipe(global_size, global_scale, jitter=(0.4, 0.4, 0.2, 0.1), blur_p=0.1, solarize_p=0.2)]
           + [ViewRecipe(local_size, local_scale, jitter=(0.4, 0.4, 0.2, 0.1), blur_p=0.5)] * num_local)
+
+
+def swav_multi_crop(global_size=224, local_size=96, num_local=6, global_scale=(0.14, 1.0), local_scale=(0.05, 0.14)):
+  """SwAV: 2 global + N local crops, each with SimCLR's colour distortion (strength 1) and blur 0.5."""
+  return ([ViewRecipe(global_size, global_scale, jitter=(0.8, 0.8, 0.8, 0.2), blur_p=0.5)] * 2
+          + [ViewRecipe(local_size, local_scale, jitter=(0.8, 0.8, 0.8, 0.2), blur_p=0.5)] * num_local)
+
+
+def instdisc(size=224):
+  """InstDisc (lemniscate): one view per image, crops of 20–100%, grayscale 0.2, jitter 0.4 always."""
+  return [ViewRecipe(size, scale=(0.2, 1.0), jitter=(0.4, 0.4, 0.4, 0.4), jitter_p=1.0)]
+
+
+def cmc(size=224):
+  """CMC on ImageNet: one crop (8–100%) and a flip; its L and ab channels (`rgb_to_lab`) are the views."""
+  return [ViewRecipe(size, scale=(0.08, 1.0), jitter_p=0.0, grayscale_p=0.0)]
 
 
 def moco_v1(size=224):
