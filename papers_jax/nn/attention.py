@@ -4,8 +4,13 @@
 selects XLA ("xla"), cuDNN flash attention ("cudnn", GPU, bf16/fp16) or lets JAX choose (None).
 Masks and additive biases (Swin, T5-style) pass straight through. Attention-probability dropout
 cannot be expressed there, so only that case uses the explicit softmax(QK^T)V path below.
+
+`KVCache` holds the keys and values of the positions decoded so far for autoregressive decoding
+(GPT sampling, the Transformer's greedy and beam search): fixed-size arrays written with
+`lax.dynamic_update_slice`, so the decode step compiles once.
 """
 
+import dataclasses
 import math
 
 import jax
@@ -48,6 +53,37 @@ def dot_product_attention(q, k, v, *, bias=None, mask=None, is_causal: bool = Fa
   return jnp.einsum("bnts,bsnh->btnh", probs.astype(v.dtype), v)
 
 
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class KVCache:
+  """Keys and values (batch, max_len, heads, head_dim) of the first `index` positions of a sequence.
+
+  `update(k, v)` writes t new positions at [index, index + t) and returns the mask (t, max_len) that
+  lets each new position see itself and every earlier one, so a prompt can be fed in one call and
+  the following tokens one at a time; unfilled slots are never attended to.
+  """
+  k: jax.Array
+  v: jax.Array
+  index: jax.Array  # () int32
+
+  @classmethod
+  def init(cls, batch: int, max_len: int, num_heads: int, head_dim: int, dtype=jnp.float32) -> "KVCache":
+    shape = (batch, max_len, num_heads, head_dim)
+    return cls(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype), jnp.zeros((), jnp.int32))
+
+  @property
+  def max_len(self) -> int:
+    return self.k.shape[1]
+
+  def update(self, k, v) -> tuple["KVCache", jax.Array]:
+    t = k.shape[1]
+    start = (0, self.index, 0, 0)
+    cache = KVCache(jax.lax.dynamic_update_slice(self.k, k.astype(self.k.dtype), start),
+                    jax.lax.dynamic_update_slice(self.v, v.astype(self.v.dtype), start), self.index + t)
+    query_pos = self.index + jnp.arange(t)
+    return cache, jnp.arange(self.max_len)[None, :] <= query_pos[:, None]
+
+
 class Attention(nnx.Module):
   """Multi-head self-attention with a fused QKV projection (timm's `Attention`).
 
@@ -74,16 +110,28 @@ class Attention(nnx.Module):
                       dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.proj_drop = Dropout(proj_drop)
 
-  def __call__(self, x, *, bias=None, mask=None, deterministic: bool | None = None, rngs: nnx.Rngs | None = None):
+  def __call__(self, x, *, bias=None, mask=None, is_causal: bool = False, cache: KVCache | None = None,
+               deterministic: bool | None = None, rngs: nnx.Rngs | None = None):
+    """x (batch, length, dim) → (batch, length, dim); `mask` broadcasts to (batch, heads, length, keys).
+
+    With `cache`, x holds the next positions of sequences whose earlier keys and values are in the
+    cache; they are appended, attention runs causally over the filled part, and (y, new cache) is
+    returned (`is_causal` is then implied).
+    """
     deterministic = self.deterministic if deterministic is None else deterministic
     qkv = self.qkv(x)  # (batch, length, 3, heads, head_dim)
     q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
     q = sharding.constrain(q, ("act_batch", "act_len", "act_heads", "act_kv"))
     k = sharding.constrain(k, ("act_batch", "act_len", "act_heads", "act_kv"))
     v = sharding.constrain(v, ("act_batch", "act_len", "act_heads", "act_kv"))
+    if cache is not None:
+      cache, causal = cache.update(k, v)
+      k, v = cache.k, cache.v
+      mask = causal if mask is None else jnp.logical_and(mask, causal)
+      is_causal = False
     attn_drop = 0.0 if deterministic else self.attn_drop
     dropout_rng = rngs["dropout"]() if attn_drop > 0 else None
-    y = dot_product_attention(q, k, v, bias=bias, mask=mask, implementation=self.implementation,
+    y = dot_product_attention(q, k, v, bias=bias, mask=mask, is_causal=is_causal, implementation=self.implementation,
                               dropout_rate=attn_drop, dropout_rng=dropout_rng)
-    y = self.proj(y)
-    return self.proj_drop(y, deterministic=deterministic, rngs=rngs)
+    y = self.proj_drop(self.proj(y), deterministic=deterministic, rngs=rngs)
+    return y if cache is None else (y, cache)
