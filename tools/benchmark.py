@@ -5,7 +5,8 @@
       [--steps 20] [--warmup 3] [--json out.json]
       [--reference torch+compile] [--set model.key=value ...]
 
-Inputs are synthetic and already on device, so the model is measured, not the input pipeline;
+Inputs are synthetic and already on device (a task may say how with `synthetic_batch(batch, rng)`, and
+count its FLOPs with `forward_flops(model)`), so the model is measured, not the input pipeline;
 `--mode input` measures the input pipeline alone (the config's data, preprocessing and threads).
 The step is compiled ahead of time (its time reported separately), then run `--warmup` times and
 timed over `--steps` steps, each step synchronised, reporting the median and the spread.
@@ -152,7 +153,11 @@ FLOP_COUNTERS = {"VisionTransformer": vit_forward_flops, "SwinTransformer": swin
                  "MlpMixer": mixer_forward_flops, "MaskedAutoencoderViT": mae_forward_flops}
 
 
-def forward_flops(model) -> float:
+def forward_flops(model, task=None) -> float:
+  """Per-example forward FLOPs: the task's counter when it has one (it knows the sequence lengths),
+  else the model family's."""
+  if task is not None and hasattr(task, "forward_flops"):
+    return float(task.forward_flops(model))
   counter = FLOP_COUNTERS.get(type(model).__name__)
   return counter(model) if counter else float("nan")
 
@@ -297,9 +302,12 @@ def main(argv=None):
 
     state, shardings, graphdef, tx = create_train_state(task.build_model, make_tx, mesh, rules, config.seed)
     rng = np.random.default_rng(0)
-    host_batch = {"image": rng.integers(0, 256, (batch, height, width, channels), dtype=np.uint8),
-                  "label": rng.integers(0, config.model.get("num_classes", 2), (batch,), dtype=np.int32),
-                  "mask": np.ones((batch,), np.bool_)}
+    if hasattr(task, "synthetic_batch"):  # text and image-text tasks: token ids of the config's lengths
+      host_batch = task.synthetic_batch(batch, rng)
+    else:
+      host_batch = {"image": rng.integers(0, 256, (batch, height, width, channels), dtype=np.uint8),
+                    "label": rng.integers(0, config.model.get("num_classes", 2), (batch,), dtype=np.int32)}
+    host_batch["mask"] = np.ones((batch,), np.bool_)
     device_batch = sharding.global_batch(host_batch, mesh, rules)
 
     if args.mode == "train":
@@ -333,7 +341,7 @@ def main(argv=None):
 
   overrides = {k: v for k, v in dict(config.model).items() if k not in ("name", "dtype")}
   shape_model = nnx.eval_shape(lambda: models.create(config.model.name, **overrides))
-  analytic = forward_flops(shape_model) * (3 if args.mode == "train" else 1)
+  analytic = forward_flops(shape_model, task) * (3 if args.mode == "train" else 1)
   median = statistics.median(times)
   peak, peak_source = device_peak(args.dtype)
   result = {
@@ -371,7 +379,8 @@ def input_throughput(config, task, batches: int, warmup: int) -> dict:
   from papers_jax.core.loop import preprocess_fn
   from papers_jax.data import pipeline
   from papers_jax.data.sources import get_source
-  source = get_source(config.data, config.data.train_split)
+  split = config.data.train_split
+  source = task.source(split) if hasattr(task, "source") else get_source(config.data, split)
   starts = pipeline.batch_starts(0, warmup + batches, config.batch_size)
   it = pipeline.train_batches(source, preprocess_fn(config, task, True), global_batch=config.batch_size,
                               seed=config.seed, starts=starts, num_threads=config.data_threads)

@@ -86,8 +86,8 @@ class Trainer:
     config_lib.validate(config, data_parallel=sharding.data_parallel_size(self.mesh, self.rules),
                         num_processes=jax.process_count())
     self.task = tasks.get_task(config)
-    self.train_source = get_source(config.data, config.data.train_split)
-    self.eval_source = get_source(config.data, config.data.eval_split) if config.data.eval_split else None
+    self.train_source = self._source(config.data.train_split)
+    self.eval_source = self._source(config.data.eval_split) if config.data.eval_split else None
     self.num_steps = config_lib.total_steps(config, len(self.train_source))
     self.task.num_steps = self.num_steps  # for tasks whose schedules depend on it (EMA momentum)
     self.is_main = jax.process_index() == 0
@@ -107,6 +107,12 @@ class Trainer:
         self.shardings, self.mesh, self.rules)
     self.eval_step = step_lib.jit_eval_step(self.task.make_eval_fn(self.graphdef), self.shardings, self.mesh,
                                             self.rules)
+
+  def _source(self, split: str):
+    """The task's own source (text tasks build theirs with a tokenizer), else the image sources."""
+    if hasattr(self.task, "source"):
+      return self.task.source(split)
+    return get_source(self.config.data, split)
 
   def _make_tx(self, params):
     tx, self.schedule = optim.make_optimizer(self.config.optimizer, self.config.schedule, params, self.num_steps)
@@ -172,6 +178,8 @@ class Trainer:
       metrics_lib.write_json_atomic(os.path.join(self.workdir, "config.json"),
                                     {"config": config.to_dict(), "environment": environment(self.mesh, config),
                                      "num_steps": self.num_steps, "resumed_from": resumed_from})
+      if hasattr(self.task, "save_assets"):  # what reading the run's outputs needs, e.g. its tokenizer
+        self.task.save_assets(self.workdir)
     writer = metrics_lib.MetricWriter(self.workdir, enabled=self.is_main, resume_step=resumed_from)
     watch = PreemptionWatch()
     t_start = time.time()
