@@ -135,7 +135,8 @@ class Trainer:
         sums = out if sums is None else jax.tree.map(np.add, sums, out)
     sums = jax.tree.map(lambda x: float(np.asarray(x)), sums)
     count = sums.pop("count")
-    return {f"eval/{k}": v / count for k, v in sums.items()} | {"eval/count": count}
+    counts = sums.pop("counts", {})  # metrics averaged over something else (BERT's NSP: over examples)
+    return {f"eval/{k}": v / counts.get(k, count) for k, v in sums.items()} | {"eval/count": count}
 
   # ------------------------------------------------------------------ checkpoints
   def _resume(self, checkpointer) -> int | None:

@@ -135,3 +135,54 @@ class Attention(nnx.Module):
                               dropout_rate=attn_drop, dropout_rng=dropout_rng)
     y = self.proj_drop(self.proj(y), deterministic=deterministic, rngs=rngs)
     return y if cache is None else (y, cache)
+
+
+class CrossAttention(nnx.Module):
+  """Multi-head attention from queries x to a memory (the Transformer's encoder-decoder attention).
+
+  Kernels: q (embed, heads, head_dim), fused kv (kv_dim, 2, heads, head_dim) over the memory,
+  proj (heads, head_dim, embed). During decoding the memory does not change, so its projected keys
+  and values are computed once with `project_memory` and passed back as `kv=` at every step.
+  """
+
+  def __init__(self, dim: int, num_heads: int, *, kv_dim: int | None = None, use_bias: bool = True,
+               attn_drop: float = 0.0, proj_drop: float = 0.0, implementation: str | None = None, kernel_init=None,
+               dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
+    if dim % num_heads:
+      raise ValueError(f"embed dim {dim} is not divisible by num_heads {num_heads}")
+    kv_dim = dim if kv_dim is None else kv_dim
+    self.num_heads = num_heads
+    self.head_dim = dim // num_heads
+    self.attn_drop = attn_drop
+    self.implementation = implementation
+    self.deterministic = False
+    kw = dict(use_bias=use_bias, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.q = Dense(dim, (num_heads, self.head_dim), axes=("embed", "heads", "kv"), kernel_init=kernel_init, **kw)
+    # Xavier over each of k and v on its own (fan-out heads × head_dim), not over the fused pair.
+    self.kv = Dense(kv_dim, (2, num_heads, self.head_dim), axes=("embed", None, "heads", "kv"),
+                    kernel_init=kernel_init or nnx.initializers.variance_scaling(1.0, "fan_avg", "uniform", in_axis=0,
+                                                                                 out_axis=(2, 3)), **kw)
+    self.proj = Dense((num_heads, self.head_dim), dim, axes=("heads", "kv", "embed"), kernel_init=kernel_init, **kw)
+    self.proj_drop = Dropout(proj_drop)
+
+  def project_memory(self, memory) -> tuple[jax.Array, jax.Array]:
+    """memory (batch, keys, kv_dim) → keys and values, each (batch, keys, heads, head_dim)."""
+    kv = self.kv(memory)
+    k = sharding.constrain(kv[:, :, 0], ("act_batch", "act_len", "act_heads", "act_kv"))
+    v = sharding.constrain(kv[:, :, 1], ("act_batch", "act_len", "act_heads", "act_kv"))
+    return k, v
+
+  def __call__(self, x, memory=None, *, kv: tuple[jax.Array, jax.Array] | None = None, bias=None, mask=None,
+               deterministic: bool | None = None, rngs: nnx.Rngs | None = None):
+    """x (batch, length, dim) attends to `memory` (batch, keys, kv_dim), or to its projections `kv`
+    from `project_memory`; `mask` broadcasts to (batch, heads, length, keys). Returns (batch, length, dim)."""
+    if (memory is None) == (kv is None):
+      raise ValueError("CrossAttention needs exactly one of memory= and kv=")
+    deterministic = self.deterministic if deterministic is None else deterministic
+    k, v = self.project_memory(memory) if kv is None else kv
+    q = sharding.constrain(self.q(x), ("act_batch", "act_len", "act_heads", "act_kv"))
+    attn_drop = 0.0 if deterministic else self.attn_drop
+    dropout_rng = rngs["dropout"]() if attn_drop > 0 else None
+    y = dot_product_attention(q, k.astype(q.dtype), v.astype(q.dtype), bias=bias, mask=mask,
+                              implementation=self.implementation, dropout_rate=attn_drop, dropout_rng=dropout_rng)
+    return self.proj_drop(self.proj(y), deterministic=deterministic, rngs=rngs)

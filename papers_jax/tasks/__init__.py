@@ -2,7 +2,7 @@
 
 from papers_jax.errors import ConfigError
 
-TASKS = ("classification", "mae", "ssl")
+TASKS = ("classification", "mae", "ssl", "lm")
 
 
 def get_task(config):
@@ -15,4 +15,7 @@ def get_task(config):
   if config.task == "ssl":
     from papers_jax.tasks.ssl import SSLTask
     return SSLTask(config)
+  if config.task == "lm":
+    from papers_jax.tasks.lm import LMTask
+    return LMTask(config)
   raise ConfigError(f"unknown task {config.task!r}; choose from {TASKS}")
