@@ -126,3 +126,21 @@ def test_override_parsing(benchmark):
   assert config.data.name == "tfds:other"
   with pytest.raises(SystemExit, match="KEY=VALUE"):
     benchmark.apply_override(config, "model.mask_ratio")
+
+
+# The text tasks count their own FLOPs (they know the sequence lengths); wide enough that matmuls dominate.
+LM_CASES = {
+    "gpt": ("gpt/python_docs.py:smoke", ["model.embed_dim=384", "model.num_heads=6"]),
+    "bert": ("bert/python_docs.py:smoke", ["model.hidden_size=384", "model.num_heads=6",
+                                           "model.intermediate_size=1536"]),
+    "transformer": ("transformer/numbers.py:smoke", ["model.d_model=384", "model.num_heads=6", "model.d_ff=1536"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(LM_CASES))
+def test_text_tasks_count_flops_like_xla(benchmark, case):
+  config, overrides = LM_CASES[case]
+  sets = [x for item in overrides + ["model.vocab_size=512"] for x in ("--set", item)]
+  result = benchmark.main(["--config", os.path.join(ROOT, "configs", config), "--mode", "infer", "--batch", "8",
+                           "--steps", "1", "--warmup", "0", *sets])
+  assert 1.0 <= result["xla_to_analytic"] < 1.1, result["xla_to_analytic"]

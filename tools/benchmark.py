@@ -10,7 +10,7 @@ count its FLOPs with `forward_flops(model)`), so the model is measured, not the 
 `--mode input` measures the input pipeline alone (the config's data, preprocessing and threads).
 The step is compiled ahead of time (its time reported separately), then run `--warmup` times and
 timed over `--steps` steps, each step synchronised, reporting the median and the spread.
-FLOPs per example are counted analytically (matmuls only; counters for ViT, Swin, MLP-Mixer and MAE)
+FLOPs per example are counted analytically (matmuls only; counters for ViT, Swin, MLP-Mixer, MAE and CLIP)
 and by XLA's cost analysis; MFU is analytic FLOPs per second over the device's dense peak (on
 CPU: a measured float32 GEMM ceiling).
 `--reference torch|torch_compile|torch+compile` times the same architecture from timm on the same
@@ -148,9 +148,51 @@ def mixer_forward_flops(model) -> float:
   return float(flops)
 
 
+def _conv_flops(conv, height: int, width: int) -> int:
+  """A convolution producing a height × width map (2 per multiply-add)."""
+  kh, kw, cin, cout = conv.kernel.shape
+  return 2 * height * width * kh * kw * cin * cout
+
+
+def clip_resnet_forward_flops(visual) -> float:
+  """CLIP's modified ResNet per image: convolutions (a strided block runs its 3×3 at the input
+  resolution and its last 1×1 and shortcut after the 2×2 average pool) and attention pooling
+  (one query, keys and values over the mean token + H·W tokens)."""
+  h = visual.attnpool.grid * 32 // 2
+  flops = sum(_conv_flops(conv, h, h) for conv in (visual.conv1, visual.conv2, visual.conv3))
+  h //= 2
+  for stage in (visual.layer1, visual.layer2, visual.layer3, visual.layer4):
+    for block in stage:
+      flops += _conv_flops(block.conv1, h, h) + _conv_flops(block.conv2, h, h)
+      h //= block.stride
+      flops += _conv_flops(block.conv3, h, h)
+      if block.downsample_conv is not None:
+        flops += _conv_flops(block.downsample_conv, h, h)
+  pool = visual.attnpool
+  n, c, out = h * h + 1, pool.pos_embed.shape[1], pool.c_proj.kernel.shape[-1]
+  flops += 2 * c * c + 2 * 2 * n * c * c + 2 * 2 * n * c + 2 * c * out  # q (1 token), k and v, q·k and p·v, c_proj
+  return float(flops)
+
+
+def clip_forward_flops(model) -> float:
+  """Matmul FLOPs of one CLIP forward pass per image-text pair: the image tower, the text tower on
+  its full context (captions are padded to it), both projections. The N×N similarity matrix
+  (2·N·embed_dim per pair) depends on the batch and is left out."""
+  if model.vision == "vit":
+    flops = vit_forward_flops(model.visual) + 2 * model.visual.embed_dim * model.embed_dim
+  else:
+    flops = clip_resnet_forward_flops(model.visual)
+  text = model.text
+  n, d = text.context_length, text.token_embed.shape[1]
+  flops += sum(_block_flops(n, d, block.mlp.fc1.kernel.shape[1]) for block in text.blocks)
+  flops += 2 * d * model.embed_dim
+  return float(flops)
+
+
 # Analytic counters by model class.
 FLOP_COUNTERS = {"VisionTransformer": vit_forward_flops, "SwinTransformer": swin_forward_flops,
-                 "MlpMixer": mixer_forward_flops, "MaskedAutoencoderViT": mae_forward_flops}
+                 "MlpMixer": mixer_forward_flops, "MaskedAutoencoderViT": mae_forward_flops,
+                 "CLIP": clip_forward_flops}
 
 
 def forward_flops(model, task=None) -> float:

@@ -7,9 +7,9 @@ WordPiece vocabulary of 4,096 trained on them, sentence pairs [CLS] A [SEP] B [S
 built as BERT's create_pretraining_data does (B the true continuation half of the time), 5 passes with
 different pairs and masks (dupe_factor); 15% of the tokens (at most 20) chosen for prediction, 80% of those
 replaced by [MASK], 10% by a random token. The 8 held-out topics give the evaluation pairs. Model: BERT's
-architecture (post-LN, GELU, LayerNorm eps 1e-12, tied MLM decoder) at hidden 256, 4 layers, 4 heads,
-FFN 1024. Adam with decoupled weight decay 0.01 (BERT's), lr 5e-4, 60 warm-up steps then linear decay,
-batch 64. Evaluation: masked-token accuracy and NSP accuracy on the held-out pairs.
+architecture (post-LN, GELU, LayerNorm eps 1e-12, tied MLM decoder) at hidden 128, 4 layers, 4 heads,
+FFN 512. Adam with decoupled weight decay 0.01 (BERT's), lr 1e-3, 20 warm-up steps then linear decay,
+batch 32, 200 steps. Evaluation: masked-token accuracy and NSP accuracy on the held-out pairs.
 The README's language-model table gives the measured numbers of this command.
 """
 
@@ -22,18 +22,18 @@ def get_config(arg=None):
   c = base_config()
   c.task = "lm"
   c.lm = lm.default_config(objective="bert", vocab_size=4096, max_seq_len=128, max_predictions=20, dupe_factor=5)
-  c.model = dict(name="bert-base-uncased", vocab_size=0, hidden_size=256, num_layers=4, num_heads=4,
-                 intermediate_size=1024, max_position_embeddings=128)
+  c.model = dict(name="bert-base-uncased", vocab_size=0, hidden_size=128, num_layers=4, num_heads=4,
+                 intermediate_size=512, max_position_embeddings=128)
   c.data.name = "python_docs"
   c.data.train_split, c.data.eval_split = "train", "validation"
-  c.batch_size = 64
-  c.num_steps = 600
-  c.optimizer.update(name="adamw", lr=5e-4, b1=0.9, b2=0.999, eps=1e-6, weight_decay=0.01, clip_grad_norm=1.0,
+  c.batch_size = 32
+  c.num_steps = 200
+  c.optimizer.update(name="adamw", lr=1e-3, b1=0.9, b2=0.999, eps=1e-6, weight_decay=0.01, clip_grad_norm=1.0,
                      wd_exclude=(r"(^|/)bias$", r"(^|/)scale$"))
-  c.schedule.update(name="linear", warmup_steps=60)
+  c.schedule.update(name="linear", warmup_steps=20)
   c.log_every = 50
-  c.eval_every = 200
-  c.checkpoint_every = 300
+  c.eval_every = 100
+  c.checkpoint_every = 100
   if args.smoke:
     lm.smoke(c)
   return c.lock()

@@ -27,7 +27,7 @@ def get_config(arg=None):
   args = parse_arg(arg, smoke=False)
   bert = _bert_config_module()
   c = bert.get_config().unlock()
-  c.model = dict(name="fnet-base", vocab_size=0, hidden_size=256, num_layers=4, intermediate_size=1024,
+  c.model = dict(name="fnet-base", vocab_size=0, hidden_size=128, num_layers=4, intermediate_size=512,
                  max_position_embeddings=128)
   if args.smoke:
     lm.smoke(c)

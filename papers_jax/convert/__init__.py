@@ -23,6 +23,7 @@ from papers_jax.convert import timm_mixer, timm_swin  # noqa: F401  (register th
 from papers_jax.convert import timm_resnet  # noqa: F401  (registers its key map)
 from papers_jax.convert import hf_gpt2  # noqa: F401  (registers its key map)
 from papers_jax.convert import hf_bert  # noqa: F401  (registers the BERT and FNet key maps)
+from papers_jax.convert import hf_clip, openai_clip  # noqa: F401  (register their key maps)
 from papers_jax.convert.keymap import KeyMap, Rule, get_key_map, match, register_key_map, sources  # noqa: F401
 from papers_jax.errors import CheckpointError
 from papers_jax.nn.embed import resample_pos_embed

@@ -14,6 +14,10 @@ without affine parameters before the head (MAE's linear probe); `frozen_blocks=k
 gradient after the first k blocks (and so the embeddings; with k = depth after the final norm too),
 for linear probing and partial fine-tuning of the last depth - k blocks: the frozen params get zero
 gradients and the frozen part costs no backward pass.
+
+Options for CLIP's image tower (models/clip.py), timm's names: `pre_norm` adds a LayerNorm after the
+position embeddings (`norm_pre`, CLIP's ln_pre), `patch_bias=False` drops the patch-embedding bias,
+`act` picks the MLP activation (CLIP's "quick_gelu") and `norm_eps` every LayerNorm's eps (1e-5).
 """
 
 import jax
@@ -53,19 +57,21 @@ class Block(nnx.Module):
 
   def __init__(self, dim: int, num_heads: int, *, mlp_ratio: float = 4.0, qkv_bias: bool = True,
                proj_drop: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0, norm_eps: float = 1e-6,
-               attention_impl: str | None = None, dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
+               act: str = "gelu", attention_impl: str | None = None, dtype=None, param_dtype=jnp.float32,
+               rngs: nnx.Rngs):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.norm1 = LayerNorm(dim, eps=norm_eps, **kw)
     self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=proj_drop,
                           implementation=attention_impl, **kw)
     self.drop_path1 = DropPath(drop_path)
     self.norm2 = LayerNorm(dim, eps=norm_eps, **kw)
-    self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=proj_drop, **kw)
+    self.mlp = Mlp(dim, int(dim * mlp_ratio), act=act, drop=proj_drop, **kw)
     self.drop_path2 = DropPath(drop_path)
 
-  def __call__(self, x, *, deterministic=None, rngs=None):
+  def __call__(self, x, *, mask=None, deterministic=None, rngs=None):
+    """`mask` (broadcasting to (batch, heads, length, length)) says which keys each query may see."""
     kw = dict(deterministic=deterministic, rngs=rngs)
-    x = x + self.drop_path1(self.attn(self.norm1(x), **kw), **kw)
+    x = x + self.drop_path1(self.attn(self.norm1(x), mask=mask, **kw), **kw)
     x = x + self.drop_path2(self.mlp(self.norm2(x), **kw), **kw)
     return sharding.constrain(x, ("act_batch", "act_len", "act_emb"))
 
@@ -83,22 +89,24 @@ def check_remat(remat: str):
     raise ConfigError(f"remat must be '' or one of {sorted(REMAT_POLICIES)}, got {remat!r}")
 
 
-def apply_block(block, x, *, remat: str = "", deterministic=None, rngs=None):
-  """`block(x)`, under `nnx.remat` with the named policy when `remat` is set."""
+def apply_block(block, x, *, mask=None, remat: str = "", deterministic=None, rngs=None):
+  """`block(x)`, under `nnx.remat` with the named policy when `remat` is set; `mask` is the attention
+  mask (a causal text encoder's), passed only when given."""
+  kw = {} if mask is None else {"mask": mask}
   if not remat:
-    return block(x, deterministic=deterministic, rngs=rngs)
-  fn = nnx.remat(lambda b, y, r: b(y, deterministic=deterministic, rngs=r), policy=REMAT_POLICIES[remat])
+    return block(x, deterministic=deterministic, rngs=rngs, **kw)
+  fn = nnx.remat(lambda b, y, r: b(y, deterministic=deterministic, rngs=r, **kw), policy=REMAT_POLICIES[remat])
   return fn(block, x, rngs)
 
 
-def apply_blocks(blocks, x, *, remat: str = "", scan: bool = False, deterministic=None, rngs=None):
+def apply_blocks(blocks, x, *, mask=None, remat: str = "", scan: bool = False, deterministic=None, rngs=None):
   """The blocks in order. With `scan` their params are stacked at call time and one `lax.scan` runs
   them, so XLA compiles one block instead of `depth` (the params keep their per-block layout, so
   checkpoints and converters do not change). Needs blocks of one structure (no drop-path ramp);
   dropout inside the blocks then draws from one key per block."""
   if not scan:
     for block in blocks:
-      x = apply_block(block, x, remat=remat, deterministic=deterministic, rngs=rngs)
+      x = apply_block(block, x, mask=mask, remat=remat, deterministic=deterministic, rngs=rngs)
     return x
   graphdef, *_ = nnx.split(blocks[0])
   if any(nnx.split(block)[0] != graphdef for block in blocks[1:]):
@@ -109,7 +117,7 @@ def apply_blocks(blocks, x, *, remat: str = "", scan: bool = False, deterministi
   def body(y, layer):
     state, key = layer
     block = nnx.merge(graphdef, state)
-    return apply_block(block, y, remat=remat, deterministic=deterministic,
+    return apply_block(block, y, mask=mask, remat=remat, deterministic=deterministic,
                        rngs=None if key is None else nnx.Rngs(dropout=key)), None
 
   x, _ = jax.lax.scan(body, x, (stacked, keys))
@@ -125,7 +133,8 @@ class VisionTransformer(nnx.Module):
                fc_norm: bool | None = None, drop_rate: float = 0.0, proj_drop_rate: float = 0.0,
                attn_drop_rate: float = 0.0, drop_path_rate: float = 0.0, head_zero_init: bool = True,
                pos_embed_init: str = "normal", head_init_std: float | None = None, head_norm: str = "",
-               frozen_blocks: int = 0, attention_impl: str | None = None, remat: str = "", scan: bool = False,
+               frozen_blocks: int = 0, pre_norm: bool = False, patch_bias: bool = True, act: str = "gelu",
+               norm_eps: float = 1e-6, attention_impl: str | None = None, remat: str = "", scan: bool = False,
                dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
     if global_pool not in ("token", "avg", "max", ""):
       raise ConfigError(f"global_pool must be 'token', 'avg', 'max' or '', got {global_pool!r}")
@@ -154,7 +163,7 @@ class VisionTransformer(nnx.Module):
     self.frozen_blocks = frozen_blocks
     self.dtype = dtype
 
-    self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim, **kw)
+    self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim, bias=patch_bias, **kw)
     num_patches = self.patch_embed.num_patches
     self.cls_token = (param(rngs, nnx.initializers.zeros, (1, 1, embed_dim), param_dtype, (None, None, "embed"))
                       if class_token else None)
@@ -167,15 +176,17 @@ class VisionTransformer(nnx.Module):
                             param_dtype, (None, None, "embed"))
                       if pos_embed == "learn" else None)
     self.pos_drop = Dropout(drop_rate)
+    self.norm_pre = LayerNorm(embed_dim, eps=norm_eps, **kw) if pre_norm else None
     rates = [float(r) for r in np.linspace(0.0, drop_path_rate, depth)]
     self.blocks = nnx.List([
         Block(embed_dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, proj_drop=proj_drop_rate,
-              attn_drop=attn_drop_rate, drop_path=rate, attention_impl=attention_impl, **kw)
+              attn_drop=attn_drop_rate, drop_path=rate, norm_eps=norm_eps, act=act, attention_impl=attention_impl,
+              **kw)
         for rate in rates])
     # timm: with average pooling the final norm moves after the pooling (fc_norm).
     use_fc_norm = global_pool in ("avg", "max") if fc_norm is None else fc_norm
-    self.norm = LayerNorm(embed_dim, **kw) if not use_fc_norm else None
-    self.fc_norm = LayerNorm(embed_dim, **kw) if use_fc_norm else None
+    self.norm = LayerNorm(embed_dim, eps=norm_eps, **kw) if not use_fc_norm else None
+    self.fc_norm = LayerNorm(embed_dim, eps=norm_eps, **kw) if use_fc_norm else None
     self.head_drop = Dropout(drop_rate)
     # MAE's linear probe: BatchNorm1d(affine=False, eps=1e-6) before the head, float32 statistics.
     self.head_norm = (nnx.BatchNorm(embed_dim, use_bias=False, use_scale=False, epsilon=1e-6, momentum=0.9,
@@ -204,6 +215,8 @@ class VisionTransformer(nnx.Module):
     x = self.patch_embed(x)
     x = self._pos_embed(x)
     x = self.pos_drop(x, deterministic=deterministic, rngs=rngs)
+    if self.norm_pre is not None:
+      x = self.norm_pre(x)
     x = sharding.constrain(x, ("act_batch", "act_len", "act_emb"))
     if self.scan:
       x = apply_blocks(self.blocks, x, remat=self.remat, scan=True, deterministic=deterministic, rngs=rngs)

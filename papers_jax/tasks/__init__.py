@@ -2,7 +2,7 @@
 
 from papers_jax.errors import ConfigError
 
-TASKS = ("classification", "mae", "ssl", "lm")
+TASKS = ("classification", "mae", "ssl", "clip", "lm")
 
 
 def get_task(config):
@@ -15,6 +15,9 @@ def get_task(config):
   if config.task == "ssl":
     from papers_jax.tasks.ssl import SSLTask
     return SSLTask(config)
+  if config.task == "clip":
+    from papers_jax.tasks.clip import CLIPTask
+    return CLIPTask(config)
   if config.task == "lm":
     from papers_jax.tasks.lm import LMTask
     return LMTask(config)

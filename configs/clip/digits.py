@@ -1,0 +1,64 @@
+"""CLIP on scikit-learn's bundled digits with generated captions: a demo of a few CPU minutes.
+
+  python -m papers_jax.main --config configs/clip/digits.py --workdir runs/clip_digits
+
+Each training image is paired with a caption drawn from eight templates and two names per class
+("a handwritten seven.", "the digit 7.", "an image of the number seven.", ...; data/captions.py).
+The tokenizer is a word-level vocabulary trained on those captions at start-up (43 tokens, saved as
+<workdir>/tokenizer.json); captions are 16 tokens. Image tower: a ViT of width 64, depth 4 on the
+16×16-upsampled digits (4×4 patches), random affine warps; text tower: a causal Transformer of
+width 64, depth 2; joint space 64-d; the temperature is learned from 1/0.07. AdamW (β2 0.98,
+ε 1e-6, weight decay 0.2 as the paper's ViT recipe), lr 2e-3, cosine, batch 256.
+
+Evaluation on the 360 held-out test digits (never trained on), with four templates never used
+in training ("a photo of a {}.", "a blurry image of the digit {}.", "a scan of the number {}.",
+"the {}, written by hand."), made only of words the training captions contain:
+eval/zero_shot_top1 (prompt-ensembled over the held-out templates), eval/i2t_r1 and
+eval/t2i_r1 (recall@1; one held-out caption per image; a caption matches the images of its class), and
+eval/zero_shot_top1_train_templates for comparison. `smoke` shrinks it to seconds for the tests.
+
+Measured (seed 0; a 2-core CPU VM shared with other jobs, ~250 examples/s, 10.5 minutes for the whole
+command; expect a few minutes on an idle machine): zero-shot top-1 on the held-out templates 95.6% after
+150 steps, 98.6% after 300, 99.4% at the end (99.4% with the training templates too), image→text
+recall@1 99.4%, text→image recall@1 100%; two runs gave identical numbers.
+"""
+
+from papers_jax.core.config import base_config, parse_arg
+from papers_jax.data import captions
+from papers_jax.tasks.clip import default_config as clip_defaults
+
+
+def get_config(arg=None):
+  args = parse_arg(arg, smoke=False)
+  c = base_config()
+  c.task = "clip"
+  c.model = dict(name="clip_vit_base_patch32", embed_dim=64, img_size=16, patch_size=4, in_chans=1, vision_width=64,
+                 vision_layers=4, vision_heads=4, vision_mlp_ratio=2.0, text_width=64, text_layers=2, text_heads=4,
+                 text_mlp_ratio=2.0, context_length=16)
+  c.clip = clip_defaults(train_templates=captions.DIGIT_TRAIN_TEMPLATES,
+                         eval_templates=captions.DIGIT_HELD_OUT_TEMPLATES, retrieval_ks=(1, 5))
+  c.data.name = "digits"
+  c.data.image_size = 16
+  c.data.augment = "affine"
+  c.data.mean = (0.5,)
+  c.data.std = (0.5,)
+  c.batch_size = 256
+  c.num_steps = 600
+  c.optimizer.update(name="adamw", lr=2e-3, b1=0.9, b2=0.98, eps=1e-6, weight_decay=0.2, clip_grad_norm=0.0)
+  c.optimizer.wd_exclude = tuple(c.optimizer.wd_exclude) + ("logit_scale",)
+  c.schedule.update(name="cosine", warmup_steps=30)
+  c.log_every = 50
+  c.eval_every = 150
+  c.checkpoint_every = 300
+  if args.smoke:
+    c.model.update(embed_dim=32, vision_width=32, vision_layers=1, vision_heads=2, text_width=32, text_layers=1,
+                   text_heads=2)
+    c.batch_size = 64
+    c.num_steps = 20
+    c.optimizer.lr = 3e-3
+    c.schedule.warmup_steps = 2
+    c.clip.feature_batch = 64
+    c.log_every = 5
+    c.eval_every = 0
+    c.checkpoint_every = 20
+  return c.lock()
