@@ -6,8 +6,8 @@ For each method, trains `configs/ssl/<method>.py:digits` with the normal trainer
 weighted k-NN top-1 (k = 20, cosine, T = 0.07) and a linear probe of the online backbone's frozen
 features on the 360 held-out digits, once at random init (the task's `after_eval` before any step)
 and once after pre-training. Results accumulate in <workdir>/results.json, so a `--methods` subset
-updates its rows; docs/ssl_digits.md is rewritten from all of them. Every number in the table is
-measured by the command in its row.
+updates its rows (`--methods ""` only rewrites the docs); docs/ssl_digits.md is rewritten from all of
+them. Every number in the table is measured by the command in its row.
 """
 
 import argparse
@@ -22,12 +22,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 
-def load_config(method: str, arg: str):
+def config_module(method: str):
   path = os.path.join(ROOT, "configs", "ssl", f"{method}.py")
   spec = importlib.util.spec_from_file_location(f"ssl_{method}_config", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  return module.get_config(arg)
+  return module
+
+
+def load_config(method: str, arg: str):
+  return config_module(method).get_config(arg)
 
 
 def run_method(method: str, workdir: str) -> dict:
@@ -38,13 +42,14 @@ def run_method(method: str, workdir: str) -> dict:
   config.ssl.linear_probe = True
   trainer = loop.Trainer(config.lock(), workdir)
   at_init = trainer.task.after_eval(trainer, 0, None)  # the online backbone at its random init
+  load = os.getloadavg()[0]  # other jobs on the machine inflate the run time
   t0 = time.time()
   summary = trainer.run()
   wall = time.time() - t0
   k = f"eval/knn_top1_k{config.ssl.knn_k[0]}"
   return dict(method=method, steps=summary["steps"], batch=config.batch_size, knn_init=at_init[k],
               knn_after=summary[k], linear_init=at_init["eval/linear_top1"], linear_after=summary["eval/linear_top1"],
-              loss=summary.get("train/loss"), wall_s=wall, date=time.strftime("%Y-%m-%d"),
+              loss=summary.get("train/loss"), wall_s=wall, load_avg=load, date=time.strftime("%Y-%m-%d"),
               command=f"python tools/ssl_demo.py --methods {method}")
 
 
@@ -54,6 +59,14 @@ def write_docs(results: dict, docs: str) -> str:
   pct = lambda x: f"{100 * x:.1f}%"  # noqa: E731
   device = f"{jax.devices()[0].device_kind} ({os.cpu_count()} cores)"
   rows = [results[m] for m in METHODS if m in results]
+
+  def row(r):
+    load = f"{r['load_avg']:.1f}" if "load_avg" in r else "—"
+    cells = [r["method"], f"{r['steps']} × {r['batch']}", pct(r["knn_init"]), pct(r["knn_after"]),
+             pct(r["linear_init"]), pct(r["linear_after"]), f"{r['loss']:.4f}", f"{r['wall_s']:.0f} s", load, r["date"],
+             f"`{r['command']}`"]
+    return "| " + " | ".join(cells) + " |"
+
   text = [
       "# Self-supervised methods on scikit-learn digits (embedded demos)", "",
       f"Measured by `tools/ssl_demo.py` on {device}: each method pre-trains `configs/ssl/<method>.py:digits`",
@@ -62,13 +75,21 @@ def write_docs(results: dict, docs: str) -> str:
       "1437 training digits → the 360 held-out digits; linear probe: softmax regression on the same",
       "standardised features (papers_jax/evaluators). \"init\" is the same backbone at its random init,",
       "before the first step. Run time: the whole `trainer.run()` (compilation, training and the",
-      "k-NN evaluations every 100 steps), wall clock, one run, one seed.", "",
+      "k-NN evaluations every 100 steps), wall clock, one run, one seed; load: the machine's 1-minute load",
+      "average when the run started (2 cores; the previous method's run still counts in it). A method whose",
+      "k-NN falls below its init did not learn in this setting; its config file says what was tried.", "",
       "| method | steps × batch | k-NN top-1 at init | k-NN top-1 after | linear probe at init | linear probe after "
-      "| final train loss | run time | date | command |",
-      "|---|---|---|---|---|---|---|---|---|---|",
-      *[f"| {r['method']} | {r['steps']} × {r['batch']} | {pct(r['knn_init'])} | {pct(r['knn_after'])} | "
-        f"{pct(r['linear_init'])} | {pct(r['linear_after'])} | {r['loss']:.4f} | {r['wall_s']:.0f} s | {r['date']} | "
-        f"`{r['command']}` |" for r in rows], "",
+      "| final train loss | run time | load | date | command |",
+      "|---|---|---|---|---|---|---|---|---|---|---|",
+      *[row(r) for r in rows], "",
+      "Every demo shares the digits recipe of `papers_jax.tasks.ssl.recipe` (AdamW lr 1e-3, weight decay",
+      "0.05, 300 steps of 256, projections ≤ 64-d, crops of 40–100%). On top of it, each config's `DEMO`",
+      "sets (the config file says why, with the settings tried before):", "",
+      *[f"- {m}: " + (", ".join(f"`{k}={v}`" for k, v in getattr(config_module(m), "DEMO", {}).items()) or "nothing")
+        for m in METHODS if m in results], "",
+      "Gaussian blur, where a recipe has it, does nothing at these sizes (its kernel is 10% of the side:",
+      "one tap at 16 px), and grayscale / saturation / hue leave one-channel digits unchanged, so the",
+      "views differ by crop, flip, brightness, contrast and (BYOL, DINO) solarisation.", "",
   ]
   os.makedirs(docs, exist_ok=True)
   with open(os.path.join(docs, "ssl_digits.md"), "w") as f:

@@ -2,8 +2,9 @@
 
   python -m papers_jax.main --config configs/ssl/moco_v2.py:digits --workdir runs/moco_v2_digits
 
-Paper recipe: ResNet-50, batch 256, SGD (momentum 0.9) lr 0.03, weight decay 1e-4, cosine, 200 epochs
-(67.5% linear top-1; 71.1% at 800), τ = 0.2, queue K = 65,536 of 128-d keys, momentum m = 0.999,
+Paper recipe: ResNet-50, batch 256, SGD (momentum 0.9) lr 0.03, weight decay 1e-4, cosine, 200 epochs:
+67.5% ImageNet linear top-1 (the reference README: 67.5 ± 0.1 over 5 runs, released model 67.7; 71.1%
+at 800 epochs), τ = 0.2, queue K = 65,536 of 128-d keys, momentum m = 0.999,
 per-GPU BatchNorm with shuffle-BN on 8 GPUs (`ssl.bn_group_size` = 32).
 """
 

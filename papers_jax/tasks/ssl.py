@@ -99,9 +99,11 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
   `nce_negatives` uniform bank draws per example, `bank_momentum`, `bank_size` (rows; 0: the train
   split's size, read from the source, which must then exist); CMC: `lab_views` (the L and ab
   channels of one crop, else two crops of the same image, one per encoder).
+  `color_jitter` (brightness, contrast, saturation, hue), when set, replaces the jitter strengths of
+  every view (small images: the SimCLR code's `color_jitter_strength` for CIFAR is 0.5, not 1).
   """
   return ml_collections.ConfigDict(dict(
-      method="simclr", views="simclr", view_size=224, crop_scale=(),
+      method="simclr", views="simclr", view_size=224, crop_scale=(), color_jitter=(),
       num_local_views=0, local_view_size=96, global_crop_scale=(0.4, 1.0), local_crop_scale=(0.05, 0.4),
       projector_layers=2, projector_hidden=2048, projector_dim=128, projector_bn=True, projector_last_bn=False,
       predictor_hidden=0, temperature=0.1, queue_size=65536, momentum=0.999, momentum_schedule="constant",
@@ -351,6 +353,10 @@ class SSLTask:
       self.recipes = getattr(views, c.views)(c.view_size)
       if c.crop_scale:  # small images: milder crops than the ImageNet recipe's
         self.recipes = [dataclasses.replace(r, scale=tuple(c.crop_scale)) for r in self.recipes]
+    if c.color_jitter:  # small images: milder colour distortion than the ImageNet recipe's
+      if len(c.color_jitter) != 4:
+        raise ConfigError(f"ssl.color_jitter={tuple(c.color_jitter)}; give (brightness, contrast, saturation, hue)")
+      self.recipes = [dataclasses.replace(r, jitter=tuple(c.color_jitter)) for r in self.recipes]
     expected = {"swav": None, "dino": None, "instdisc": 1, "cmc": 1 if c.lab_views else 2}.get(c.method, 2)
     if c.method in MULTI_CROP and c.views not in MULTI_CROP_VIEWS:
       raise ConfigError(f"ssl.method={c.method!r} needs multi-crop views; set ssl.views to one of {MULTI_CROP_VIEWS}")
@@ -631,9 +637,11 @@ def recipe(method: str, arg=None, demo=None, **paper):
   the 16×16-upsampled digits, views with milder crops (scale 0.4–1: an 8% crop of an 8×8 digit shows
   nothing), k-NN monitor on the 360 held-out digits. (XLA's CPU convolutions made a ResNet-18 of
   width 16 take 4.5 s per step here, against a fraction of a second for the ViT.) Every demo trains
-  with AdamW (lr 1e-3, weight decay 0.05), as ViT recipes do (MoCo v3, DINO): with the papers'
-  LARS/SGD this tiny ViT did not learn (SimCLR, LARS lr 4.8, 150 steps: k-NN 53% against 58% at
-  init; AdamW: 71%). `demo` adds each method's own changes; results: docs/ssl_digits.md.
+  with AdamW (lr 1e-3, weight decay 0.05, gradient norm clipped at 1, cosine after 20 warm-up steps),
+  as ViT recipes do (MoCo v3, DINO): with the papers' LARS/SGD this tiny ViT did not learn (SimCLR,
+  LARS lr 4.8, 150 steps: k-NN 53% against 58% at init; AdamW: 71%). The recipe's `optimizer.freeze`
+  carries over (MoCo v3's frozen patch projection). `demo` adds each method's own changes (DINO: the
+  paper's clipping at 3; SwAV, BYOL: softer views); results: docs/ssl_digits.md.
   """
   from papers_jax.core.config import base_config, parse_arg
   args = parse_arg(arg, digits=False, smoke=False)
