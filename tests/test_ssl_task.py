@@ -9,6 +9,7 @@ from flax import nnx
 from conftest import load_config
 from papers_jax import tasks
 from papers_jax.core import loop, sharding
+from papers_jax.core.config import set_path
 from papers_jax.data import pipeline
 from papers_jax.errors import ConfigError
 from papers_jax.objectives import memory
@@ -17,11 +18,7 @@ from papers_jax.objectives import memory
 def trainer_for(method, **overrides):
   config = load_config(f"ssl/{method}.py", "smoke").unlock()
   for key, value in overrides.items():
-    *parents, leaf = key.split(".")
-    target = config
-    for p in parents:
-      target = target[p]
-    target[leaf] = value
+    set_path(config, key, value)
   return loop.Trainer(config.lock(), "/nonexistent-workdir-unused", devices=jax.devices()[:2])
 
 

@@ -36,7 +36,7 @@ from flax import nnx
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from papers_jax import models, tasks  # noqa: E402
-from papers_jax.core import optim, sharding, step as step_lib  # noqa: E402
+from papers_jax.core import config as config_lib, optim, sharding, step as step_lib  # noqa: E402
 from papers_jax.core.state import create_train_state  # noqa: E402
 
 # Dense peak FLOP/s per device (no sparsity), by precision.
@@ -68,11 +68,7 @@ def apply_override(config, item: str):
     value = ast.literal_eval({"true": "True", "false": "False"}.get(text.lower(), text))
   except (ValueError, SyntaxError):
     value = text
-  *parents, leaf = key.split(".")
-  node = config
-  for name in parents:
-    node = node[name]
-  node[leaf] = value
+  config_lib.set_path(config, key, value)
 
 
 def _block_flops(n: int, d: int, hidden: int) -> int:

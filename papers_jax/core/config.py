@@ -30,6 +30,15 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(values)
 
 
+def set_path(config: ml_collections.ConfigDict, key: str, value) -> None:
+  """`set_path(c, "optimizer.lr", 1e-3)` sets c.optimizer.lr; a missing field raises as `--config.key` does."""
+  *parents, leaf = key.split(".")
+  node = config
+  for name in parents:
+    node = node[name]
+  node[leaf] = value
+
+
 NONFINITE_POLICIES = ("stop", "rollback")
 
 

@@ -643,7 +643,7 @@ def recipe(method: str, arg=None, demo=None, **paper):
   carries over (MoCo v3's frozen patch projection). `demo` adds each method's own changes (DINO: the
   paper's clipping at 3; SwAV, BYOL: softer views); results: docs/ssl_digits.md.
   """
-  from papers_jax.core.config import base_config, parse_arg
+  from papers_jax.core.config import base_config, parse_arg, set_path
   args = parse_arg(arg, digits=False, smoke=False)
   c = base_config()
   c.task = "ssl"
@@ -658,11 +658,7 @@ def recipe(method: str, arg=None, demo=None, **paper):
 
   def apply(overrides):
     for key, value in overrides.items():
-      target = c
-      *parents, leaf = key.split(".")
-      for p in parents:
-        target = target[p]
-      target[leaf] = value
+      set_path(c, key, value)
 
   apply(paper)
   if args.digits or args.smoke:
