@@ -79,14 +79,18 @@ def test_harness_runs_a_config_with_overrides(benchmark, tmp_path):
 
 
 @pytest.mark.parametrize("mode", ["infer", "input"])
-def test_harness_runs_each_mode(benchmark, mode):
+def test_harness_runs_each_mode(benchmark, mode, tmp_path):
+  profile = ["--profile", str(tmp_path)] if mode == "infer" else []
   result = benchmark.main(["--config", os.path.join(ROOT, "configs/vit/digits.py:smoke=True"), "--mode", mode,
-                           "--steps", "3", "--warmup", "1"])
+                           "--steps", "3", "--warmup", "1", *profile])
   assert result["mode"] == mode
   if mode == "input":
     assert result["data"] == "digits" and result["examples_per_s"] > 0 and result["batches"] == 3
   else:
     assert 1.0 <= result["xla_to_analytic"] < 1.5 and result["samples_per_s"] > 0
+    # The profile found the compiled program's instructions in the trace, the matmuls among them.
+    kinds = result["profile"]["seconds_per_step_by_kind"]
+    assert result["profile"]["instructions_timed"] > 10 and kinds.get("matmul", 0) > 0, result["profile"]
 
 
 @pytest.mark.parametrize("name", ["vit_base_patch16_224", "mae_vit_base_patch16"])

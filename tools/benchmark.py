@@ -24,6 +24,7 @@ import importlib.util
 import json
 import os
 import platform
+import re
 import statistics
 import sys
 import time
@@ -223,6 +224,69 @@ def device_peak(dtype: str):
   return None, f"unknown device {kind!r}"
 
 
+def _hlo_kinds(hlo_text: str) -> dict:
+  """Instruction name → what it computes, from the compiled module's text: "matmul" (a dot or
+  convolution, alone or inside a fusion), "reduction", "copy/transpose", or the opcode / fusion kind."""
+  bodies, name, body = {}, None, []
+  for line in hlo_text.splitlines():
+    head = re.match(r"\s*(?:ENTRY\s+)?%?([\w.\-]+)\s.*\{\s*$", line)
+    if head and "=" not in line.split("{")[0]:
+      name, body = head.group(1), []
+    elif line.strip() == "}" and name:
+      bodies[name] = "\n".join(body)
+      name = None
+    elif name:
+      body.append(line)
+  kinds = {}
+  for line in hlo_text.splitlines():
+    m = re.match(r"\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*\S+.*?\s([a-z\-]+)\(", line)
+    if not m:
+      continue
+    inst, opcode = m.groups()
+    text = line
+    called = re.search(r"calls=%?([\w.\-]+)", line)
+    if called:
+      text += bodies.get(called.group(1), "")
+    if re.search(r"\b(dot|convolution)\(", text) or "__onednn$matmul" in text or "xnn" in text:
+      kinds[inst] = "matmul"
+    elif re.search(r"\breduce(-window)?\(", text):
+      kinds[inst] = "reduction"
+    elif opcode in ("copy", "transpose") or re.search(r"\b(copy|transpose)\(", text) and opcode == "fusion":
+      kinds[inst] = "copy/transpose"
+    else:
+      kinds[inst] = opcode
+  return kinds
+
+
+def profile_steps(run, args_fn, steps: int, log_dir: str, hlo_text: str) -> dict:
+  """Runs `steps` steps under jax.profiler and sums the device time of each HLO instruction from the
+  Perfetto trace, grouped by what it computes (see _hlo_kinds). Returns seconds per step per group and
+  the 15 costliest instructions."""
+  import glob
+  import gzip
+  jax.block_until_ready(run(*args_fn()))
+  with jax.profiler.trace(log_dir, create_perfetto_trace=True):
+    for _ in range(steps):
+      jax.block_until_ready(run(*args_fn()))
+  paths = sorted(glob.glob(os.path.join(log_dir, "**", "perfetto_trace.json.gz"), recursive=True), key=os.path.getmtime)
+  if not paths:
+    raise SystemExit(f"error: jax.profiler wrote no perfetto_trace.json.gz under {log_dir}")
+  events = json.load(gzip.open(paths[-1]))
+  events = events["traceEvents"] if isinstance(events, dict) else events
+  kinds = _hlo_kinds(hlo_text)
+  per_inst = {}
+  for e in events:
+    if e.get("ph") == "X" and e.get("name") in kinds:
+      per_inst[e["name"]] = per_inst.get(e["name"], 0.0) + e.get("dur", 0) / 1e6 / steps
+  groups = {}
+  for inst, seconds in per_inst.items():
+    groups[kinds[inst]] = groups.get(kinds[inst], 0.0) + seconds
+  top = sorted(per_inst.items(), key=lambda kv: -kv[1])[:15]
+  return {"trace": paths[-1], "instructions_timed": len(per_inst),
+          "seconds_per_step_by_kind": dict(sorted(groups.items(), key=lambda kv: -kv[1])),
+          "top_instructions": [(inst, kinds[inst], seconds) for inst, seconds in top]}
+
+
 def time_steps(fn, args_fn, steps: int, warmup: int):
   for _ in range(warmup):
     jax.block_until_ready(fn(*args_fn()))
@@ -304,6 +368,8 @@ def main(argv=None):
   parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                       help="config override, e.g. --set model.encoder_mask_token=true (repeatable)")
   parser.add_argument("--json", default=None)
+  parser.add_argument("--profile", default=None, metavar="DIR",
+                      help="after timing, profile 2 steps into DIR and sum the time of each HLO instruction by kind")
   args = parser.parse_args(argv)
 
   config = load_config(args.config).unlock()
@@ -374,8 +440,11 @@ def main(argv=None):
         current["state"], metrics = compiled(current["state"], b)
         return metrics
       times = time_steps(run, lambda: (device_batch,), args.steps, args.warmup)
+      profile_args = (run, lambda: (device_batch,))
     else:
       times = time_steps(compiled, lambda: (state, device_batch), args.steps, args.warmup)
+      profile_args = (compiled, lambda: (state, device_batch))
+    profile = profile_steps(*profile_args, 2, args.profile, compiled.as_text()) if args.profile else None
 
   overrides = {k: v for k, v in dict(config.model).items() if k not in ("name", "dtype")}
   shape_model = nnx.eval_shape(lambda: models.create(config.model.name, **overrides))
@@ -393,6 +462,8 @@ def main(argv=None):
       "steps": args.steps, "warmup": args.warmup, "overrides": args.set, "remat": args.remat or "",
       "scan": args.scan,
   }
+  if profile:
+    result["profile"] = profile
   if args.reference:
     for compiled in (False, True) if args.reference == "torch+compile" else (args.reference == "torch_compile",):
       key = "torch_compile" if compiled else "torch"
