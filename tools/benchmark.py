@@ -225,8 +225,9 @@ def device_peak(dtype: str):
 
 
 def _hlo_kinds(hlo_text: str) -> dict:
-  """Instruction name → what it computes, from the compiled module's text: "matmul" (a dot or
-  convolution, alone or inside a fusion), "reduction", "copy/transpose", or the opcode / fusion kind."""
+  """Instruction name → (what it computes, its result type), from the compiled module's text. What it
+  computes: "matmul" (a dot or convolution, alone or inside a fusion), "reduction", "copy/transpose",
+  or the opcode."""
   bodies, name, body = {}, None, []
   for line in hlo_text.splitlines():
     head = re.match(r"\s*(?:ENTRY\s+)?%?([\w.\-]+)\s.*\{\s*$", line)
@@ -239,22 +240,23 @@ def _hlo_kinds(hlo_text: str) -> dict:
       body.append(line)
   kinds = {}
   for line in hlo_text.splitlines():
-    m = re.match(r"\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*\S+.*?\s([a-z\-]+)\(", line)
+    m = re.match(r"\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(\S+).*?\s([a-z\-]+)\(", line)
     if not m:
       continue
-    inst, opcode = m.groups()
+    inst, result_type, opcode = m.groups()
     text = line
     called = re.search(r"calls=%?([\w.\-]+)", line)
     if called:
       text += bodies.get(called.group(1), "")
     if re.search(r"\b(dot|convolution)\(", text) or "__onednn$matmul" in text or "xnn" in text:
-      kinds[inst] = "matmul"
+      kind = "matmul"
     elif re.search(r"\breduce(-window)?\(", text):
-      kinds[inst] = "reduction"
+      kind = "reduction"
     elif opcode in ("copy", "transpose") or re.search(r"\b(copy|transpose)\(", text) and opcode == "fusion":
-      kinds[inst] = "copy/transpose"
+      kind = "copy/transpose"
     else:
-      kinds[inst] = opcode
+      kind = opcode
+    kinds[inst] = (kind, re.sub(r"\{[^}]*\}", "", result_type))
   return kinds
 
 
@@ -280,11 +282,11 @@ def profile_steps(run, args_fn, steps: int, log_dir: str, hlo_text: str) -> dict
       per_inst[e["name"]] = per_inst.get(e["name"], 0.0) + e.get("dur", 0) / 1e6 / steps
   groups = {}
   for inst, seconds in per_inst.items():
-    groups[kinds[inst]] = groups.get(kinds[inst], 0.0) + seconds
+    groups[kinds[inst][0]] = groups.get(kinds[inst][0], 0.0) + seconds
   top = sorted(per_inst.items(), key=lambda kv: -kv[1])[:15]
   return {"trace": paths[-1], "instructions_timed": len(per_inst),
           "seconds_per_step_by_kind": dict(sorted(groups.items(), key=lambda kv: -kv[1])),
-          "top_instructions": [(inst, kinds[inst], seconds) for inst, seconds in top]}
+          "top_instructions": [(inst, *kinds[inst], seconds) for inst, seconds in top]}
 
 
 def time_steps(fn, args_fn, steps: int, warmup: int):

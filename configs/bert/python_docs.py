@@ -8,8 +8,9 @@ built as BERT's create_pretraining_data does (B the true continuation half of th
 different pairs and masks (dupe_factor); 15% of the tokens (at most 20) chosen for prediction, 80% of those
 replaced by [MASK], 10% by a random token. The 8 held-out topics give the evaluation pairs. Model: BERT's
 architecture (post-LN, GELU, LayerNorm eps 1e-12, tied MLM decoder) at hidden 128, 4 layers, 4 heads,
-FFN 512. Adam with decoupled weight decay 0.01 (BERT's), lr 1e-3, 20 warm-up steps then linear decay,
-batch 32, 200 steps. Evaluation: masked-token accuracy and NSP accuracy on the held-out pairs.
+FFN 512. Adam with decoupled weight decay 0.01 (BERT's), lr 1e-3, 100 warm-up steps then linear decay,
+batch 32, 2,000 steps (about 12 passes over the 5,384 training pairs; 200 steps did not get past word
+frequencies). Evaluation: masked-token accuracy and NSP accuracy on the held-out pairs.
 The README's language-model table gives the measured numbers of this command.
 """
 
@@ -27,13 +28,13 @@ def get_config(arg=None):
   c.data.name = "python_docs"
   c.data.train_split, c.data.eval_split = "train", "validation"
   c.batch_size = 32
-  c.num_steps = 200
+  c.num_steps = 2000
   c.optimizer.update(name="adamw", lr=1e-3, b1=0.9, b2=0.999, eps=1e-6, weight_decay=0.01, clip_grad_norm=1.0,
                      wd_exclude=(r"(^|/)bias$", r"(^|/)scale$"))
-  c.schedule.update(name="linear", warmup_steps=20)
+  c.schedule.update(name="linear", warmup_steps=100)
   c.log_every = 50
-  c.eval_every = 100
-  c.checkpoint_every = 100
+  c.eval_every = 500
+  c.checkpoint_every = 500
   if args.smoke:
     lm.smoke(c)
   return c.lock()
