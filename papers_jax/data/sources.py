@@ -88,73 +88,69 @@ def _tfds_prepare_hint(name: str, data_dir: str | None, builder=None) -> str:
   return hint
 
 
-class TfdsSource:
-  """A split of a TFDS dataset prepared ahead of time in ArrayRecord format.
+def open_tfds(name: str, split: str, data_dir: str | None, features, *, extra_hint: str = "",
+              features_hint: str = ""):
+  """(builder, `builder.as_data_source(split)`) of a dataset prepared as ArrayRecord, after checking
+  that it exists, is prepared, has `features` and has every shard of the split on disk; each failure
+  is a DataError that says how to fix it.
 
-  Reads with `builder.as_data_source` (what `tfds.data_source` does) and never downloads or
-  prepares anything, so TensorFlow is not needed at train time. `split` may use TFDS slicing,
-  e.g. "train[:90%]".
+  Never downloads or prepares anything (`tfds.data_source` would, by default), so TensorFlow is not
+  needed at train time. `split` may use TFDS slicing, e.g. "train[:90%]".
   """
+  import tensorflow_datasets as tfds  # Slow to import; only when used.
+
+  try:
+    builder = tfds.builder(name, data_dir=data_dir)
+  except tfds.core.registered.DatasetNotFoundError as e:
+    # Without TensorFlow installed, TFDS registers few text builders, so a catalog name that is not
+    # prepared on disk lands here as well.
+    raise DataError(
+        f"TFDS dataset {name!r} is neither in the TFDS catalog nor prepared under "
+        f"{data_dir or 'the default data dir'}. {_tfds_prepare_hint(name, data_dir)}{extra_hint} Check the name "
+        "against https://www.tensorflow.org/datasets/catalog, or set data.data_dir to where you built it.") from e
+  hint = _tfds_prepare_hint(name, data_dir, builder) + extra_hint
+  if not builder.is_prepared():
+    raise DataError(f"TFDS dataset {name!r} is not prepared in {builder.data_dir}. {hint}")
+  missing = [f for f in features if f not in builder.info.features]
+  if missing:
+    raise DataError(f"TFDS dataset {name!r} has no feature(s) {missing}; its features are "
+                    f"{sorted(builder.info.features.keys())}.{features_hint}")
+  try:
+    source = builder.as_data_source(split=split)
+  except NotImplementedError as e:  # Prepared, but only as TFRecord (no random access).
+    raise DataError(f"TFDS dataset {name!r} in {builder.data_dir} is prepared as TFRecord, which has no random "
+                    f"access. Delete {builder.data_dir} and rebuild it. {hint}") from e
+  except (FileNotFoundError, AssertionError) as e:
+    raise DataError(f"TFDS dataset {name!r} in {builder.data_dir} is incomplete ({e}). {hint}") from e
+  except ValueError as e:  # Unknown split or bad slicing syntax.
+    raise DataError(f"Bad split {split!r} for TFDS dataset {name!r} ({e}). Available splits: "
+                    f"{sorted(builder.info.splits.keys())}; slicing like 'train[:90%]' is allowed.") from e
+  # Shards are opened lazily on first read; catch deleted ones now rather than in a worker.
+  lost = [str(p) for p in builder.info.splits[split].filepaths if not p.exists()]
+  if lost:
+    raise DataError(f"TFDS dataset {name!r} in {builder.data_dir} is missing {len(lost)} file(s), e.g. {lost[0]}. "
+                    f"Delete {builder.data_dir} and rebuild it. {hint}")
+  return builder, source
+
+
+class TfdsSource:
+  """A split of an image-classification TFDS dataset prepared ahead of time in ArrayRecord format
+  (see `open_tfds`)."""
 
   def __init__(self, name: str, split: str, data_dir: str | None = None,
                image_key: str = "image", label_key: str = "label"):
-    import tensorflow_datasets as tfds  # Slow to import; only when used.
-
     self.name = f"tfds:{name}"
     self.split = split
     self.image_key = image_key
     self.label_key = label_key
-    try:
-      builder = tfds.builder(name, data_dir=data_dir)
-    except tfds.core.registered.DatasetNotFoundError as e:
-      raise DataError(
-          f"TFDS dataset {name!r} is neither in the TFDS catalog nor prepared under "
-          f"{data_dir or 'the default data dir'}. Check the name against "
-          "https://www.tensorflow.org/datasets/catalog, or set data.data_dir to where you built it."
-      ) from e
-    # `tfds.data_source` would download and prepare a missing dataset (download=True by default);
-    # check first so that nothing is ever fetched from here.
-    if not builder.is_prepared():
-      raise DataError(
-          f"TFDS dataset {name!r} is not prepared in {builder.data_dir}. "
-          + _tfds_prepare_hint(name, data_dir, builder))
-
-    features = builder.info.features
-    for key in (image_key, label_key):
-      if key not in features:
-        raise DataError(
-            f"TFDS dataset {name!r} has no feature {key!r}; its features are "
-            f"{sorted(features.keys())}. Set data.image_key / data.label_key accordingly.")
-    num_classes = getattr(features[label_key], "num_classes", None)
+    builder, self._source = open_tfds(name, split, data_dir, (image_key, label_key),
+                                      features_hint=" Set data.image_key / data.label_key accordingly.")
+    num_classes = getattr(builder.info.features[label_key], "num_classes", None)
     if not num_classes:
       raise DataError(
           f"Feature {label_key!r} of TFDS dataset {name!r} is not a ClassLabel, so the number of "
           "classes is unknown. Set data.label_key to a ClassLabel feature.")
     self.num_classes = int(num_classes)
-
-    try:
-      self._source = builder.as_data_source(split=split)
-    except NotImplementedError as e:  # Prepared, but only as TFRecord (no random access).
-      raise DataError(
-          f"TFDS dataset {name!r} in {builder.data_dir} is prepared as TFRecord, which has no "
-          f"random access. Delete {builder.data_dir} and rebuild it. "
-          + _tfds_prepare_hint(name, data_dir, builder)) from e
-    except (FileNotFoundError, AssertionError) as e:
-      raise DataError(
-          f"TFDS dataset {name!r} in {builder.data_dir} is incomplete ({e}). "
-          + _tfds_prepare_hint(name, data_dir, builder)) from e
-    except ValueError as e:  # Unknown split or bad slicing syntax.
-      raise DataError(
-          f"Bad split {split!r} for TFDS dataset {name!r} ({e}). Available splits: "
-          f"{sorted(builder.info.splits.keys())}; slicing like 'train[:90%]' is allowed.") from e
-
-    # Shards are opened lazily on first read; catch deleted ones now rather than in a worker.
-    missing = [str(p) for p in builder.info.splits[split].filepaths if not p.exists()]
-    if missing:
-      raise DataError(
-          f"TFDS dataset {name!r} in {builder.data_dir} is missing {len(missing)} file(s), e.g. "
-          f"{missing[0]}. Delete {builder.data_dir} and rebuild it. "
-          + _tfds_prepare_hint(name, data_dir, builder))
 
   def __len__(self) -> int:
     return len(self._source)

@@ -77,7 +77,7 @@ from collections.abc import Iterable, Iterator, Sequence
 import numpy as np
 
 from papers_jax.data import mlm
-from papers_jax.data.sources import _tfds_prepare_hint
+from papers_jax.data.sources import open_tfds
 from papers_jax.errors import ConfigError, DataError
 
 
@@ -121,45 +121,11 @@ def _text(value) -> str:
 
 
 def _open_tfds(name: str, split: str, data_dir: str | None, features: Sequence[str]):
-  """`builder.as_data_source(split)` of a prepared dataset; a DataError that says how to prepare it otherwise.
-
-  Never downloads or prepares (`tfds.data_source` would, by default), so TensorFlow is not needed here.
-  """
-  import tensorflow_datasets as tfds  # Slow to import; only when used.
-
-  hint = _tfds_prepare_hint(name, data_dir)
+  extra = ""
   if name.split("/")[0] in ("wikipedia", "c4"):
-    hint += (" This dataset is built with Apache Beam (`pip install apache-beam`; see "
+    extra = (" This dataset is built with Apache Beam (`pip install apache-beam`; see "
              "https://www.tensorflow.org/datasets/beam_datasets), and c4 needs Common Crawl files too.")
-  try:
-    builder = tfds.builder(name, data_dir=data_dir)
-  except tfds.core.registered.DatasetNotFoundError as e:
-    # Without TensorFlow installed, TFDS registers few text builders, so a catalog name that is not
-    # prepared on disk lands here as well.
-    raise DataError(f"TFDS dataset {name!r} is not prepared under {data_dir or 'the default data dir'}. {hint} "
-                    "Check the name against https://www.tensorflow.org/datasets/catalog, or set data.data_dir "
-                    "to where you built it.") from e
-  if not builder.is_prepared():
-    raise DataError(f"TFDS dataset {name!r} is not prepared in {builder.data_dir}. {hint}")
-  missing = [f for f in features if f not in builder.info.features]
-  if missing:
-    raise DataError(f"TFDS dataset {name!r} has no feature(s) {missing}; its features are "
-                    f"{sorted(builder.info.features.keys())}.")
-  try:
-    source = builder.as_data_source(split=split)
-  except NotImplementedError as e:
-    raise DataError(f"TFDS dataset {name!r} in {builder.data_dir} is prepared as TFRecord, which has no random "
-                    f"access. Delete {builder.data_dir} and rebuild it. {hint}") from e
-  except (FileNotFoundError, AssertionError) as e:
-    raise DataError(f"TFDS dataset {name!r} in {builder.data_dir} is incomplete ({e}). {hint}") from e
-  except ValueError as e:
-    raise DataError(f"Bad split {split!r} for TFDS dataset {name!r} ({e}). Available splits: "
-                    f"{sorted(builder.info.splits.keys())}; slicing like 'train[:1%]' is allowed.") from e
-  lost = [str(p) for p in builder.info.splits[split].filepaths if not p.exists()]
-  if lost:
-    raise DataError(f"TFDS dataset {name!r} in {builder.data_dir} is missing {len(lost)} file(s), e.g. {lost[0]}. "
-                    f"Delete {builder.data_dir} and rebuild it. {hint}")
-  return source
+  return open_tfds(name, split, data_dir, features, extra_hint=extra)[1]
 
 
 class TfdsText:
