@@ -29,13 +29,6 @@ import orbax.checkpoint as ocp  # noqa: E402
 ocp.type_handlers.register_type_handler(jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False),
                                         override=True)
 
-# Orbax's replica-parallel save slices every replicated array across the 8 simulated devices, and
-# each new shape compiles its own slice (~4 s per model in this suite); one process writes every
-# byte either way, so the tests save whole arrays. Runs keep Orbax's default.
-import orbax.checkpoint as ocp  # noqa: E402
-ocp.type_handlers.register_type_handler(jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False),
-                                        override=True)
-
 
 def load_config(path: str, arg: str | None = None):
   """Loads configs/<path> the way `--config` does and returns its (locked) ConfigDict."""
