@@ -106,3 +106,39 @@ def test_mlp_and_dense_shapes_carry_logical_axes():
   attn = nn.Attention(8, 2, rngs=nnx.Rngs(0))
   assert attn.qkv.kernel.shape == (8, 3, 2, 4)
   assert attn.proj.kernel.get_metadata()["axes"] == ("heads", "kv", "embed")
+
+
+def test_gradient_barrier_is_the_identity_in_value_and_gradient():
+  x = jnp.asarray(np.random.default_rng(2).normal(size=(2, 3, 5)), jnp.float32)
+  np.testing.assert_array_equal(jax.jit(nn.gradient_barrier)(x), x)
+  grad = jax.jit(jax.grad(lambda x: jnp.sum(jnp.sin(nn.gradient_barrier(x * 3.0)))))(x)
+  np.testing.assert_array_equal(grad, jax.jit(jax.grad(lambda x: jnp.sum(jnp.sin(x * 3.0))))(x))
+
+
+def _largest_fusion_in_train_grad(depth: int) -> int:
+  """Operands of the widest fusion XLA builds for a ViT's parameter gradient at this depth."""
+  import re
+
+  from papers_jax.models.vit import VisionTransformer
+  model = VisionTransformer(img_size=16, patch_size=8, num_classes=4, embed_dim=16, depth=depth, num_heads=2,
+                            rngs=nnx.Rngs(0))
+  graphdef, params = nnx.split(model)
+  images = jnp.ones((2, 16, 16, 3))
+
+  def loss(params):
+    return jnp.sum(nnx.merge(graphdef, params)(images) ** 2)
+
+  hlo = jax.jit(jax.grad(loss)).lower(params).compile().as_text()
+  return max(line.split("fusion(", 1)[1].split("), kind=")[0].count("%")
+             for line in hlo.splitlines() if re.search(r"= \S+ fusion\(", line))
+
+
+def test_gradient_barrier_keeps_residual_gradients_from_being_recomputed_per_block(monkeypatch):
+  # Without it, XLA's CPU fusion copies the residual stream's gradient (a sum over all later blocks)
+  # into each consumer, so the widest fusion grows with depth; with it, it does not (nn/barrier.py).
+  with_barrier = [_largest_fusion_in_train_grad(depth) for depth in (2, 8)]
+  from papers_jax.models import vit
+  monkeypatch.setattr(vit, "gradient_barrier", lambda x: x)
+  without = [_largest_fusion_in_train_grad(depth) for depth in (2, 8)]
+  assert without[1] > 2 * without[0], without  # the duplication this guards against
+  assert with_barrier[1] <= with_barrier[0] + 2, with_barrier

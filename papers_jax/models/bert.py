@@ -35,7 +35,7 @@ from papers_jax.core import sharding
 from papers_jax.errors import ConfigError
 from papers_jax.models.registry import register
 from papers_jax.models.vit import REMAT_POLICIES, check_remat
-from papers_jax.nn import Attention, Dropout, LayerNorm, Mlp, param
+from papers_jax.nn import Attention, Dropout, LayerNorm, Mlp, gradient_barrier, param
 from papers_jax.nn.linear import Dense
 from papers_jax.nn.mlp import ACTIVATIONS
 
@@ -149,7 +149,7 @@ class BertLayer(nnx.Module):
     kw = dict(deterministic=deterministic, rngs=rngs)
     x = self.attn_norm(x + self.attn(x, mask=mask, **kw))
     x = self.mlp_norm(x + self.mlp_drop(self.mlp(x, **kw), **kw))
-    return sharding.constrain(x, ("act_batch", "act_len", "act_emb"))
+    return gradient_barrier(sharding.constrain(x, ("act_batch", "act_len", "act_emb")))
 
 
 class BertModel(nnx.Module):

@@ -27,7 +27,7 @@ from papers_jax.errors import ConfigError
 from papers_jax.models.bert import MaskedLMHead, apply_layers, embedding_table, gather_positions, sum_embeddings
 from papers_jax.models.registry import register
 from papers_jax.models.vit import check_remat
-from papers_jax.nn import Dropout, LayerNorm, Mlp
+from papers_jax.nn import Dropout, LayerNorm, Mlp, gradient_barrier
 from papers_jax.nn.linear import Dense
 from papers_jax.nn.mlp import ACTIVATIONS
 
@@ -80,7 +80,7 @@ class FNetLayer(nnx.Module):
     kw = dict(deterministic=deterministic, rngs=rngs)
     x = self.mix_norm(x + fourier_mix(x))
     x = self.mlp_norm(x + self.mlp_drop(self.mlp(x, **kw), **kw))
-    return sharding.constrain(x, ("act_batch", "act_len", "act_emb"))
+    return gradient_barrier(sharding.constrain(x, ("act_batch", "act_len", "act_emb")))
 
 
 class FNetModel(nnx.Module):

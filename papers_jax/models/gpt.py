@@ -34,7 +34,7 @@ from papers_jax.core import sharding
 from papers_jax.errors import ConfigError, UserError
 from papers_jax.models.registry import register
 from papers_jax.models.vit import REMAT_POLICIES, check_remat
-from papers_jax.nn import Attention, Dropout, KVCache, LayerNorm, Mlp, param
+from papers_jax.nn import Attention, Dropout, KVCache, LayerNorm, Mlp, gradient_barrier, param
 
 # The paper's Table 2 (layers, d_model; 64-dim heads). The table lists 117M / 345M / 762M / 1542M
 # parameters; the released models, and these, have 124M / 355M / 774M / 1558M.
@@ -75,7 +75,7 @@ class Block(nnx.Module):
       h, cache = self.attn(self.norm1(x), mask=mask, cache=cache, **kw)
     x = x + h
     x = x + self.mlp_drop(self.mlp(self.norm2(x), **kw), **kw)
-    x = sharding.constrain(x, ("act_batch", "act_len", "act_emb"))
+    x = gradient_barrier(sharding.constrain(x, ("act_batch", "act_len", "act_emb")))
     return x if cache is None else (x, cache)
 
 

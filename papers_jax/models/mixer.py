@@ -16,7 +16,7 @@ from flax import nnx
 from papers_jax.core import sharding
 from papers_jax.errors import ConfigError
 from papers_jax.models.registry import register
-from papers_jax.nn import DropPath, Dropout, LayerNorm, Mlp, PatchEmbed
+from papers_jax.nn import DropPath, Dropout, LayerNorm, Mlp, PatchEmbed, gradient_barrier
 from papers_jax.nn.linear import Dense
 
 # The paper's Table 1: hidden size C, blocks, token-mixing D_S = C/2 and channel-mixing D_C = 4C.
@@ -48,7 +48,7 @@ class MixerBlock(nnx.Module):
     y = self.mlp_tokens(jnp.swapaxes(self.norm1(x), 1, 2), **kw)
     x = x + self.drop_path(jnp.swapaxes(y, 1, 2), **kw)
     x = x + self.drop_path(self.mlp_channels(self.norm2(x), **kw), **kw)
-    return sharding.constrain(x, ("act_batch", "act_len", "act_emb"))
+    return gradient_barrier(sharding.constrain(x, ("act_batch", "act_len", "act_emb")))
 
 
 class MlpMixer(nnx.Module):

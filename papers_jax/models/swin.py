@@ -39,7 +39,7 @@ from flax import nnx
 from papers_jax.core import sharding
 from papers_jax.errors import ConfigError
 from papers_jax.models.registry import register
-from papers_jax.nn import Attention, DropPath, Dropout, LayerNorm, Mlp, PatchEmbed, param
+from papers_jax.nn import Attention, DropPath, Dropout, LayerNorm, Mlp, PatchEmbed, gradient_barrier, param
 from papers_jax.nn.linear import Dense
 
 # The paper's Table 7 architectures (C, layer numbers, heads); window M and resolution per name.
@@ -281,7 +281,7 @@ class SwinBlock(nnx.Module):
     x = x + self.drop_path1(self.window_attention(self.norm1(x), **kw), **kw)
     x = x.reshape(b, h * w, c)
     x = x + self.drop_path2(self.mlp(self.norm2(x), **kw), **kw)
-    return sharding.constrain(x.reshape(b, h, w, c), ("act_batch", None, None, "act_emb"))
+    return gradient_barrier(sharding.constrain(x.reshape(b, h, w, c), ("act_batch", None, None, "act_emb")))
 
 
 class PatchMerging(nnx.Module):

@@ -40,7 +40,7 @@ from papers_jax import beam_search, decoding
 from papers_jax.core import sharding
 from papers_jax.errors import ConfigError
 from papers_jax.models.registry import register
-from papers_jax.nn import Attention, Dropout, KVCache, LayerNorm, Mlp, param
+from papers_jax.nn import Attention, Dropout, KVCache, LayerNorm, Mlp, gradient_barrier, param
 from papers_jax.nn.attention import CrossAttention
 
 # The paper's Table 3 (base, big), with the shared EN-DE BPE vocabulary of 37000 tokens. The big model's
@@ -97,7 +97,7 @@ class EncoderLayer(nnx.Module):
     kw = dict(deterministic=deterministic, rngs=rngs)
     x = self.norm1(x + self.drop1(self.self_attn(x, mask=mask, **kw), **kw))
     x = self.norm2(x + self.drop2(self.mlp(x, **kw), **kw))
-    return sharding.constrain(x, ("act_batch", "act_len", "act_emb"))
+    return gradient_barrier(sharding.constrain(x, ("act_batch", "act_len", "act_emb")))
 
 
 class DecoderLayer(nnx.Module):
@@ -129,7 +129,7 @@ class DecoderLayer(nnx.Module):
     y = self.cross_attn(x, memory, kv=memory_kv, mask=cross_mask, **kw)
     x = self.norm2(x + self.drop2(y, **kw))
     x = self.norm3(x + self.drop3(self.mlp(x, **kw), **kw))
-    x = sharding.constrain(x, ("act_batch", "act_len", "act_emb"))
+    x = gradient_barrier(sharding.constrain(x, ("act_batch", "act_len", "act_emb")))
     return x if cache is None else (x, cache)
 
 

@@ -28,7 +28,8 @@ from flax import nnx
 from papers_jax.core import sharding
 from papers_jax.errors import ConfigError
 from papers_jax.models.registry import register
-from papers_jax.nn import Attention, DropPath, Dropout, LayerNorm, Mlp, PatchEmbed, param, pool_tokens
+from papers_jax.nn import (Attention, DropPath, Dropout, LayerNorm, Mlp, PatchEmbed, gradient_barrier, param,
+                           pool_tokens)
 from papers_jax.nn.embed import sincos_pos_embed_2d
 from papers_jax.nn.linear import Dense
 
@@ -73,7 +74,7 @@ class Block(nnx.Module):
     kw = dict(deterministic=deterministic, rngs=rngs)
     x = x + self.drop_path1(self.attn(self.norm1(x), mask=mask, **kw), **kw)
     x = x + self.drop_path2(self.mlp(self.norm2(x), **kw), **kw)
-    return sharding.constrain(x, ("act_batch", "act_len", "act_emb"))
+    return gradient_barrier(sharding.constrain(x, ("act_batch", "act_len", "act_emb")))
 
 
 # Activation rematerialisation per block (`remat=`): what the backward pass may keep from the forward.
