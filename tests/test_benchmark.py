@@ -76,6 +76,8 @@ def test_harness_runs_a_config_with_overrides(benchmark, tmp_path):
   assert result["compile_s"] > 0 and 0 < result["min_step_s"] <= result["median_step_s"] <= result["max_step_s"]
   assert np.isfinite(result["analytic_flops_per_sample"]) and 0 < result["mfu"] < 1
   assert result["peak_memory_bytes"] > 0
+  usage = result["host_usage_per_step"]
+  assert usage["user_cpu_s"] > 0 and usage["system_cpu_s"] >= 0 and usage["minor_page_faults"] >= 0
 
 
 @pytest.mark.parametrize("mode", ["infer", "input"])
