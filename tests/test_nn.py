@@ -1,5 +1,7 @@
 """Layers against numpy references."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -117,8 +119,6 @@ def test_gradient_barrier_is_the_identity_in_value_and_gradient():
 
 def _largest_fusion_in_train_grad(depth: int) -> int:
   """Operands of the widest fusion XLA builds for a ViT's parameter gradient at this depth."""
-  import re
-
   from papers_jax.models.vit import VisionTransformer
   model = VisionTransformer(img_size=16, patch_size=8, num_classes=4, embed_dim=16, depth=depth, num_heads=2,
                             rngs=nnx.Rngs(0))
