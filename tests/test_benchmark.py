@@ -95,6 +95,26 @@ def test_harness_runs_each_mode(benchmark, mode, tmp_path):
     assert result["profile"]["instructions_timed"] > 10 and kinds.get("matmul", 0) > 0, result["profile"]
 
 
+def test_input_mode_decodes_a_generated_jpeg_folder(benchmark, tmp_path):
+  spec = importlib.util.spec_from_file_location("make_image_folder", os.path.join(ROOT, "tools", "make_image_folder.py"))
+  maker = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(maker)
+  summary = maker.main(["--out", str(tmp_path), "--images", "6", "--classes", "2"])
+  assert 30 < summary["mean_file_kb"] < 300
+
+  from papers_jax.data.sources import ImageFolderSource
+  source = ImageFolderSource(str(tmp_path), "train")
+  assert len(source) == 6 and source.num_classes == 2
+  for i in range(len(source)):
+    image = source[i]["image"]
+    assert image.dtype == np.uint8 and (image.shape[1], image.shape[0]) in maker.SIZES and image.shape[2] == 3
+
+  result = benchmark.main(["--config", os.path.join(ROOT, "configs/vit/imagenet.py:smoke=True"), "--mode", "input",
+                           "--set", "data.name=folder", "--set", f"data.data_dir={tmp_path}",
+                           "--set", "data.train_split=train", "--steps", "2", "--warmup", "1"])
+  assert result["data"] == "folder" and result["examples_per_s"] > 0 and result["batches"] == 2
+
+
 @pytest.mark.parametrize("name", ["vit_base_patch16_224", "mae_vit_base_patch16"])
 def test_remat_and_scan_leave_loss_and_gradients_unchanged(name):
   small = dict(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=4)
