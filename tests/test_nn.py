@@ -1,5 +1,6 @@
 """Layers against numpy references."""
 
+import math
 import re
 
 import jax
@@ -99,6 +100,19 @@ def test_patch_embed_equals_strided_convolution():
   np.testing.assert_allclose(got, conv.reshape(2, 4, 5) + pe.proj["bias"][...], rtol=1e-5, atol=1e-5)
   with pytest.raises(ConfigError, match="not divisible by the patch size"):
     nn.PatchEmbed(10, 4, 3, 5, rngs=rngs)
+
+
+def test_gelu_is_the_exact_erf_form_in_value_and_gradient():
+  from papers_jax.nn.mlp import ACTIVATIONS
+  x = np.linspace(-9.0, 9.0, 20001, dtype=np.float32)
+  erf = np.vectorize(math.erf)
+  z = x.astype(np.float64)
+  want = 0.5 * z * (1.0 + erf(z / math.sqrt(2.0)))
+  want_grad = 0.5 * (1.0 + erf(z / math.sqrt(2.0))) + z * np.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
+  gelu = ACTIVATIONS["gelu"]
+  np.testing.assert_allclose(np.asarray(jax.jit(gelu)(x)), want, rtol=0, atol=2e-6)
+  np.testing.assert_allclose(np.asarray(jax.jit(jax.vmap(jax.grad(gelu)))(x)), want_grad, rtol=0, atol=2e-6)
+  assert gelu(jnp.ones(3, jnp.bfloat16)).dtype == jnp.bfloat16
 
 
 def test_mlp_and_dense_shapes_carry_logical_axes():

@@ -1,5 +1,7 @@
 """The transformer feed-forward block."""
 
+import math
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -8,8 +10,19 @@ from papers_jax.core import sharding
 from papers_jax.nn.drop import Dropout
 from papers_jax.nn.linear import Dense
 
+
+
+def gelu(x):
+  """Exact GELU, x·Φ(x) = x/2·(1 + erf(x/√2)): PyTorch's nn.GELU default, in PyTorch's form.
+
+  `jax.nn.gelu(approximate=False)` writes Φ with erfc, which XLA's CPU backend evaluates with an
+  exponential and a two-branch select in separate fusions; erf is a single rational polynomial.
+  """
+  return 0.5 * x * (1.0 + jax.lax.erf(x * (1.0 / math.sqrt(2.0))))
+
+
 ACTIVATIONS = {
-    "gelu": lambda x: jax.nn.gelu(x, approximate=False),  # timm / PyTorch nn.GELU default (erf)
+    "gelu": gelu,  # timm / PyTorch nn.GELU default (erf)
     "gelu_tanh": lambda x: jax.nn.gelu(x, approximate=True),
     "relu": jax.nn.relu,
     "silu": jax.nn.silu,
