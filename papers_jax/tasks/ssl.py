@@ -72,6 +72,7 @@ from papers_jax.evaluators import linear_probe as linear_probe_lib
 from papers_jax.nn.drop import Dropout
 from papers_jax.nn.embed import resample_pos_embed
 from papers_jax.nn.linear import Dense, param
+from papers_jax.nn.mlp import gelu
 from papers_jax.nn.norms import BatchNorm
 from papers_jax.objectives import contrastive, memory, self_distill
 
@@ -224,7 +225,7 @@ class DINOHead(nnx.Module):
       x = linear(x)
       if i < len(self.linears) - 1:
         x = self.norms[i](x, train=train) if len(self.norms) else x
-        x = jax.nn.gelu(x, approximate=False)  # torch's nn.GELU
+        x = gelu(x)  # torch's nn.GELU
     return self.last_layer(contrastive.l2_normalize(x), frozen=freeze_last_layer)
 
 
