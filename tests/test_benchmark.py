@@ -113,6 +113,7 @@ def test_input_mode_decodes_a_generated_jpeg_folder(benchmark, tmp_path):
                            "--set", "data.name=folder", "--set", f"data.data_dir={tmp_path}",
                            "--set", "data.train_split=train", "--steps", "2", "--warmup", "1"])
   assert result["data"] == "folder" and result["examples_per_s"] > 0 and result["batches"] == 2
+  assert result["serial_read_ms_per_example"] > 0 and result["serial_preprocess_ms_per_example"] > 0
 
 
 @pytest.mark.parametrize("name", ["vit_base_patch16_224", "mae_vit_base_patch16"])

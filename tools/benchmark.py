@@ -502,7 +502,8 @@ def input_throughput(config, task, batches: int, warmup: int) -> dict:
   split = config.data.train_split
   source = task.source(split) if hasattr(task, "source") else get_source(config.data, split)
   starts = pipeline.batch_starts(0, warmup + batches, config.batch_size)
-  it = pipeline.train_batches(source, preprocess_fn(config, task, True), global_batch=config.batch_size,
+  preprocess = preprocess_fn(config, task, True)
+  it = pipeline.train_batches(source, preprocess, global_batch=config.batch_size,
                               seed=config.seed, starts=starts, num_threads=config.data_threads)
   for _ in range(warmup):
     next(it)
@@ -516,8 +517,7 @@ def input_throughput(config, task, batches: int, warmup: int) -> dict:
   del it
   # Where one example's time goes, timed serially in this thread: reading it (and, for image files,
   # decoding it) against the per-example preprocessing (crops, resizes, tokenisation).
-  preprocess, rng = preprocess_fn(config, task, True), np.random.default_rng(0)
-  read_s, prep_s = [], []
+  rng, read_s, prep_s = np.random.default_rng(0), [], []
   for i in range(min(64, len(source))):
     t = time.perf_counter()
     example = dict(source[i])

@@ -10,7 +10,8 @@ scikit-learn install, nothing is downloaded), cut and resized to ImageNet's comm
 side 500, aspect 4:3, 3:2 or 1:1, either orientation) and saved at JPEG quality 95 with 4:2:0
 chroma subsampling. Each file is a different random crop, flip and brightness of a photo. Gaussian
 grain (sigma 8 by default) restores the detail that resizing the small source photos smooths away,
-so the files come out near ImageNet's mean of about 110 KB; the tool prints the mean it wrote.
+so the files come out near the roughly 110 KB commonly reported for ImageNet's; the tool prints
+the mean it wrote.
 The layout is `folder`'s: <out>/<split>/<class_name>/<image>.jpg.
 """
 

@@ -11,7 +11,6 @@ from papers_jax.nn.drop import Dropout
 from papers_jax.nn.linear import Dense
 
 
-
 def gelu(x):
   """Exact GELU, x·Φ(x) = x/2·(1 + erf(x/√2)): PyTorch's nn.GELU default, in PyTorch's form.
 
