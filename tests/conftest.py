@@ -14,6 +14,8 @@ os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), "--xla_forc
                                     TEST_XLA_FLAGS]).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+import papers_jax  # noqa: E402,F401  (its XLA CPU workaround must reach XLA_FLAGS before the backend starts)
+
 import jax  # noqa: E402
 import pytest  # noqa: E402
 

@@ -1,9 +1,9 @@
 """The one attention op of the codebase and the multi-head self-attention layer built on it.
 
-`dot_product_attention` goes through `jax.nn.dot_product_attention`, whose `implementation`
-selects XLA ("xla"), cuDNN flash attention ("cudnn", GPU, bf16/fp16) or lets JAX choose (None).
-Masks and additive biases (Swin, T5-style) pass straight through. Attention-probability dropout
-cannot be expressed there, so only that case uses the explicit softmax(QK^T)V path below.
+`dot_product_attention` has two implementations: "cudnn" is cuDNN flash attention through
+`jax.nn.dot_product_attention` (GPU, bf16/fp16, no probability dropout); "xla" and None (the
+default) are the softmax(QK^T)V below, with its own JVP, on any backend. Masks,
+additive biases (Swin, T5-style) and attention-probability dropout take the same path.
 
 `KVCache` holds the keys and values of the positions decoded so far for autoregressive decoding
 (GPT sampling, the Transformer's greedy and beam search): fixed-size arrays written with
@@ -11,6 +11,7 @@ cannot be expressed there, so only that case uses the explicit softmax(QK^T)V pa
 """
 
 import dataclasses
+import functools
 import math
 
 import jax
@@ -29,28 +30,80 @@ def dot_product_attention(q, k, v, *, bias=None, mask=None, is_causal: bool = Fa
                           dropout_rng: jax.Array | None = None):
   """Attention over (batch, length, heads, head_dim) inputs; returns the same layout as q.
 
-  Logits and softmax are computed in float32 whatever the input dtype.
+  `bias` (added to the logits) and `mask` (True = attend) broadcast to (batch, heads, length, keys).
+  Logits and softmax are computed in float32 whatever the input dtype. `dropout_rate` drops
+  attention probabilities (scaled by 1 / keep) with a mask drawn from `dropout_rng`.
   """
   if implementation not in IMPLEMENTATIONS:
     raise ValueError(f"attention implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")
-  if dropout_rate == 0.0:
-    return jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask, is_causal=is_causal, scale=scale,
-                                        implementation=implementation)
+  if q.ndim != 4 or k.ndim != 4 or k.shape != v.shape or k.shape[0] != q.shape[0] or k.shape[2:] != q.shape[2:]:
+    raise ValueError("attention takes q (batch, length, heads, head_dim) and k, v (batch, keys, heads, head_dim) "
+                     f"with equal batch, heads and head_dim; got {q.shape}, {k.shape}, {v.shape}")
+  scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
   if implementation == "cudnn":
-    raise ValueError("attention dropout is not supported with implementation='cudnn'")
-  scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
-  logits = jnp.einsum("btnh,bsnh->bnts", q, k, preferred_element_type=jnp.float32) * scale
-  if bias is not None:
-    logits = logits + bias.astype(jnp.float32)
+    if dropout_rate > 0:
+      raise ValueError("attention dropout is not supported with implementation='cudnn'")
+    return jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask, is_causal=is_causal, scale=scale,
+                                        implementation="cudnn")
   if is_causal:
     causal = jnp.tril(jnp.ones((q.shape[1], k.shape[1]), bool))
     mask = causal if mask is None else jnp.logical_and(mask, causal)
+  keep = None
+  if dropout_rate > 0:
+    if dropout_rng is None:
+      raise ValueError("attention dropout needs dropout_rng")
+    keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, (q.shape[0], q.shape[2], q.shape[1], k.shape[1]))
+  return _attention(q, k, v, bias, mask, keep, scale, float(dropout_rate))
+
+
+# The XLA path has a hand-written JVP, which JAX transposes for the backward pass. Heads move next
+# to batch first, so every matmul, forward and backward, is a plain batched (length × head_dim)
+# GEMM. Autodiff of the einsum form leaves XLA CPU transposed batched dots and a dot fused with the
+# softmax, which run ViT-B attention's forward and backward about 1.6x slower (docs/benchmarks.md).
+# A JVP rather than a VJP keeps forward-mode (jax.jacfwd) working; the linearised residuals are
+# what autodiff keeps: the head-major q, k, v and the float32 probabilities.
+def _heads_first(x):
+  return x.transpose(0, 2, 1, 3)
+
+
+def _dropped(p, keep, rate):
+  return p if keep is None else jnp.where(keep, p / (1.0 - rate), 0.0)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(6, 7))
+def _attention(q, k, v, bias, mask, keep, scale, rate):
+  return _attention_with_probabilities(q, k, v, bias, mask, keep, scale, rate)[0]
+
+
+def _attention_with_probabilities(q, k, v, bias, mask, keep, scale, rate):
+  qt, kt, vt = _heads_first(q), _heads_first(k), _heads_first(v)
+  logits = jnp.einsum("bnth,bnsh->bnts", qt, kt, preferred_element_type=jnp.float32) * scale
+  if bias is not None:
+    logits = logits + bias.astype(jnp.float32)
   if mask is not None:
     logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
-  probs = jax.nn.softmax(logits, axis=-1)
-  keep = 1.0 - dropout_rate
-  probs = jnp.where(jax.random.bernoulli(dropout_rng, keep, probs.shape), probs / keep, 0.0)
-  return jnp.einsum("bnts,bsnh->btnh", probs.astype(v.dtype), v)
+  p = jax.nn.softmax(logits, axis=-1)
+  y = jnp.einsum("bnts,bnsh->bnth", _dropped(p, keep, rate).astype(v.dtype), vt)
+  return _heads_first(y), (qt, kt, vt, p)
+
+
+@_attention.defjvp
+def _attention_jvp(scale, rate, primals, tangents):
+  q, k, v, bias, mask, keep = primals
+  dq, dk, dv, dbias = tangents[:4]
+  y, (qt, kt, vt, p) = _attention_with_probabilities(q, k, v, bias, mask, keep, scale, rate)
+  dlogits = (jnp.einsum("bnth,bnsh->bnts", _heads_first(dq), kt, preferred_element_type=jnp.float32)
+             + jnp.einsum("bnth,bnsh->bnts", qt, _heads_first(dk), preferred_element_type=jnp.float32)) * scale
+  if bias is not None:
+    dlogits = dlogits + dbias.astype(jnp.float32)
+  if mask is not None:  # masked logits are constants: a fully masked row has uniform p and no tangent
+    dlogits = jnp.where(mask, dlogits, 0.0)
+  # dlogits * p: under jax.jacfwd p is broadcast along a leading axis, the operand order that
+  # jaxlib 0.10.2's CPU reduce fusion gets wrong (papers_jax/__init__.py).
+  dp = p * (dlogits - jnp.sum(dlogits * p, axis=-1, keepdims=True))
+  dy = (jnp.einsum("bnts,bnsh->bnth", _dropped(dp, keep, rate).astype(v.dtype), vt)
+        + jnp.einsum("bnts,bnsh->bnth", _dropped(p, keep, rate).astype(v.dtype), _heads_first(dv)))
+  return y, _heads_first(dy)
 
 
 @jax.tree_util.register_dataclass
