@@ -58,8 +58,8 @@ def dot_product_attention(q, k, v, *, bias=None, mask=None, is_causal: bool = Fa
 
 # The XLA path has a hand-written JVP, which JAX transposes for the backward pass. Heads move next
 # to batch first, so every matmul, forward and backward, is a plain batched (length × head_dim)
-# GEMM. Autodiff of the einsum form leaves XLA CPU transposed batched dots and a dot fused with the
-# softmax, which run ViT-B attention's forward and backward about 1.6x slower (docs/benchmarks.md).
+# GEMM. Autodiff of jax.nn.dot_product_attention's einsum form compiles to a slower train step on
+# XLA CPU (docs/benchmarks.md, "Attention with its own JVP").
 # A JVP rather than a VJP keeps forward-mode (jax.jacfwd) working; the linearised residuals are
 # what autodiff keeps: the head-major q, k, v and the float32 probabilities.
 def _heads_first(x):
