@@ -3,7 +3,6 @@
 XLA_FLAGS must be set before JAX is imported anywhere, which is why it happens here.
 """
 
-import importlib.util
 import os
 import sys
 
@@ -34,11 +33,8 @@ ocp.type_handlers.register_type_handler(jax.Array, ocp.type_handlers.ArrayHandle
 
 def load_config(path: str, arg: str | None = None):
   """Loads configs/<path> the way `--config` does and returns its (locked) ConfigDict."""
-  full = os.path.join(ROOT, "configs", path)
-  spec = importlib.util.spec_from_file_location(f"config_{abs(hash(full))}", full)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+  from papers_jax.core import config as config_lib
+  return config_lib.load(os.path.join(ROOT, "configs", path) + (f":{arg}" if arg else ""))
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import pytest
 from flax import nnx
 
 from papers_jax import models
+from papers_jax.core import config as config_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -145,7 +146,7 @@ def test_remat_and_scan_leave_loss_and_gradients_unchanged(name):
 
 
 def test_override_parsing(benchmark):
-  config = benchmark.load_config(os.path.join(ROOT, "configs/mae/pretrain.py:smoke=True")).unlock()
+  config = config_lib.load(os.path.join(ROOT, "configs/mae/pretrain.py:smoke=True")).unlock()
   benchmark.apply_override(config, "model.encoder_mask_token=true")
   benchmark.apply_override(config, "model.mask_ratio=0.9")
   benchmark.apply_override(config, "data.name=tfds:other")

@@ -15,7 +15,8 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT, load_config
-from papers_jax.core import loop
+from papers_jax.core import config as config_lib, loop
+from papers_jax.errors import ConfigError
 
 CONFIGS = sorted(os.path.relpath(p, os.path.join(ROOT, "configs"))
                  for p in glob.glob(os.path.join(ROOT, "configs", "**", "*.py"), recursive=True))
@@ -34,6 +35,16 @@ def make_image_folder(root, num_classes: int, size: int, channels: int = 3, per_
 
 def test_every_config_is_listed():
   assert {"vit/digits.py", "vit/cifar10.py", "vit/imagenet.py"} <= set(CONFIGS)
+
+
+def test_load_takes_path_and_argument_and_names_a_bad_file(tmp_path):
+  config = config_lib.load(os.path.join(ROOT, "configs", "vit", "imagenet.py") + ":variant=S/16")
+  assert (config.model.name, config.data.image_size) == ("vit_small_patch16_224", 224)
+  with pytest.raises(ConfigError, match="does not exist"):
+    config_lib.load(str(tmp_path / "missing.py"))
+  (tmp_path / "empty.py").write_text("x = 1\n")
+  with pytest.raises(ConfigError, match="no get_config"):
+    config_lib.load(str(tmp_path / "empty.py"))
 
 
 @pytest.mark.parametrize("name", CONFIGS)

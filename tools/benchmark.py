@@ -20,7 +20,6 @@ throughput ratio.
 
 import argparse
 import ast
-import importlib.util
 import json
 import os
 import platform
@@ -51,14 +50,6 @@ PEAKS = {
     "TPU v5p": {"bfloat16": 459e12, "float32": 459e12 / 4},
     "TPU v6 lite": {"bfloat16": 918e12, "float32": 918e12 / 4},
 }
-
-
-def load_config(spec: str):
-  path, _, arg = spec.partition(":")
-  module_spec = importlib.util.spec_from_file_location("benchmark_config", path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(arg or None)
 
 
 def apply_override(config, item: str):
@@ -383,7 +374,7 @@ def main(argv=None):
                       help="after timing, profile 2 steps into DIR and sum the time of each HLO instruction by kind")
   args = parser.parse_args(argv)
 
-  config = load_config(args.config).unlock()
+  config = config_lib.load(args.config).unlock()
   for item in args.set:
     apply_override(config, item)
   if args.batch:

@@ -27,11 +27,8 @@ sys.path.insert(0, ROOT)
 
 
 def load_config(arg: str):
-  import importlib.util
-  spec = importlib.util.spec_from_file_location("mae_digits_config", os.path.join(ROOT, "configs", "mae", "digits.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+  from papers_jax.core import config as config_lib
+  return config_lib.load(os.path.join(ROOT, "configs", "mae", "digits.py") + f":{arg}")
 
 
 def encoder_features(trainer):

@@ -10,7 +10,6 @@ beats both on the same positions.
 """
 
 import argparse
-import importlib.util
 import os
 import sys
 
@@ -27,13 +26,11 @@ def masked_labels(source) -> np.ndarray:
 
 def main(argv=None):
   from papers_jax import tasks
+  from papers_jax.core import config as config_lib
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--config", default=os.path.join(ROOT, "configs/bert/python_docs.py"))
   args = parser.parse_args(argv)
-  spec = importlib.util.spec_from_file_location("mlm_config", args.config)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
+  config = config_lib.load(args.config)
   if config.get("task") != "lm" or config.lm.objective != "bert":
     parser.error(f"{args.config} is not a masked-LM config (task 'lm', lm.objective 'bert')")
   task = tasks.get_task(config)

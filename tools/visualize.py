@@ -12,23 +12,13 @@ information the model never saw (the picture's caption says so). `--checkpoint` 
 """
 
 import argparse
-import importlib.util
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from papers_jax.core import config as config_lib  # noqa: E402
 from papers_jax.errors import UserError  # noqa: E402
-
-
-def load_config(spec: str):
-  path, _, arg = spec.partition(":")
-  if not os.path.isfile(path):
-    raise UserError(f"config file {path} does not exist")
-  module_spec = importlib.util.spec_from_file_location("visualize_config", path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(arg or None)
 
 
 def mae(args) -> str:
@@ -42,7 +32,7 @@ def mae(args) -> str:
   from papers_jax.tasks.classification import normalize_images
   from papers_jax.tasks.mae import MAETask
 
-  config = load_config(args.config)
+  config = config_lib.load(args.config)
   if config.task != "mae":
     raise UserError(f"{args.config} is a {config.task!r} config; `visualize.py mae` needs an MAE pre-training config")
   task = MAETask(config)

@@ -4,9 +4,25 @@ Experiment files in configs/<family>/<name>.py call `base_config()`, fill in the
 return `config.lock()`-ed dicts, so a misspelt `--config.key` fails instead of being ignored.
 """
 
+import importlib.util
+import os
+
 import ml_collections
 
 from papers_jax.errors import ConfigError
+
+
+def load(spec: str) -> ml_collections.ConfigDict:
+  """'configs/vit/imagenet.py:variant=B/16' → that file's `get_config("variant=B/16")`, as `--config` loads it."""
+  path, _, arg = spec.partition(":")
+  if not os.path.isfile(path):
+    raise ConfigError(f"config file {path} does not exist")
+  module_spec = importlib.util.spec_from_file_location(f"config_{abs(hash(os.path.abspath(path)))}", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  if not hasattr(module, "get_config"):
+    raise ConfigError(f"config file {path} has no get_config()")
+  return module.get_config(arg or None)
 
 
 def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
