@@ -78,7 +78,9 @@ def test_harness_runs_a_config_with_overrides(benchmark, tmp_path):
   assert np.isfinite(result["analytic_flops_per_sample"]) and 0 < result["mfu"] < 1
   assert result["peak_memory_bytes"] > 0
   usage = result["host_usage_per_step"]
-  assert set(usage) == {"user_cpu_s", "system_cpu_s", "minor_page_faults"} and usage["user_cpu_s"] > 0
+  assert set(usage) == {"user_cpu_s", "system_cpu_s", "minor_page_faults", "max_resident_bytes"}
+  assert usage["user_cpu_s"] > 0 and usage["max_resident_bytes"] > result["peak_memory_bytes"] / 2
+  assert len(result["step_times_s"]) == 2 and result["malloc_keeps_freed_memory"]
 
 
 @pytest.mark.parametrize("mode", ["infer", "input"])

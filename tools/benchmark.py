@@ -37,7 +37,7 @@ from flax import nnx
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from papers_jax import models, tasks  # noqa: E402
-from papers_jax.core import config as config_lib, optim, sharding, step as step_lib  # noqa: E402
+from papers_jax.core import config as config_lib, malloc, optim, sharding, step as step_lib  # noqa: E402
 from papers_jax.core.state import create_train_state  # noqa: E402
 
 # Dense peak FLOP/s per device (no sparsity), by precision.
@@ -282,9 +282,9 @@ def profile_steps(run, args_fn, steps: int, log_dir: str, hlo_text: str) -> dict
 
 
 def time_steps(fn, args_fn, steps: int, warmup: int):
-  """Wall time of each of `steps` synchronised steps after `warmup`, and this process's CPU time
-  and minor page faults per timed step (on CPU, XLA maps a fresh temporary buffer per execution,
-  and its page faults show up as system time)."""
+  """Wall time of each of `steps` synchronised steps after `warmup`, this process's CPU time and
+  minor page faults per timed step (on CPU, page faults show up as system time; see core/malloc.py),
+  and its peak resident memory so far."""
   for _ in range(warmup):
     jax.block_until_ready(fn(*args_fn()))
   times = []
@@ -297,7 +297,8 @@ def time_steps(fn, args_fn, steps: int, warmup: int):
   after = resource.getrusage(resource.RUSAGE_SELF)
   usage = {"user_cpu_s": (after.ru_utime - before.ru_utime) / steps,
            "system_cpu_s": (after.ru_stime - before.ru_stime) / steps,
-           "minor_page_faults": (after.ru_minflt - before.ru_minflt) / steps}
+           "minor_page_faults": (after.ru_minflt - before.ru_minflt) / steps,
+           "max_resident_bytes": after.ru_maxrss * 1024}  # Linux reports KiB
   return times, usage
 
 
@@ -373,6 +374,7 @@ def main(argv=None):
   parser.add_argument("--profile", default=None, metavar="DIR",
                       help="after timing, profile 2 steps into DIR and sum the time of each HLO instruction by kind")
   args = parser.parse_args(argv)
+  malloc.keep_freed_memory()  # as a training run does; before JAX starts its backend
 
   config = config_lib.load(args.config).unlock()
   for item in args.set:
@@ -457,10 +459,12 @@ def main(argv=None):
       "config": args.config, "model": config.model.name, "mode": args.mode, "batch": batch, "dtype": args.dtype,
       "devices": jax.device_count(), "device_kind": jax.devices()[0].device_kind, "backend": jax.default_backend(),
       "compile_s": compile_s, "median_step_s": median, "min_step_s": min(times), "max_step_s": max(times),
+      "step_times_s": [round(t, 4) for t in times],
       "samples_per_s": batch / median, "analytic_flops_per_sample": analytic, "xla_flops_per_sample": xla_flops,
       "xla_to_analytic": xla_flops / analytic, "peak_flops_per_s": peak, "peak_source": peak_source,
       "mfu": analytic * batch / median / peak if peak else None, "peak_memory_bytes": peak_bytes,
       "jax": jax.__version__, "python": platform.python_version(), "xla_flags": os.environ.get("XLA_FLAGS", ""),
+      "malloc_keeps_freed_memory": malloc.applied,
       "steps": args.steps, "warmup": args.warmup, "overrides": args.set, "remat": args.remat or "",
       "scan": args.scan, "host_usage_per_step": usage,
   }
