@@ -63,9 +63,8 @@ def main(argv):
   try:
     if _CONFIG.value.get("deterministic"):
       _set_deterministic_flags()
-    from papers_jax.core import loop, malloc
-    malloc.keep_freed_memory()  # before JAX starts its backend
     _maybe_initialize_distributed()
+    from papers_jax.core import loop
     summary = loop.train(_CONFIG.value, _WORKDIR.value)
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)

@@ -16,10 +16,6 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import papers_jax  # noqa: E402,F401  (its XLA CPU workaround must reach XLA_FLAGS before the backend starts)
 
-from papers_jax.core import malloc  # noqa: E402
-
-malloc.keep_freed_memory()  # as runs do; before JAX starts its backend
-
 import jax  # noqa: E402
 import pytest  # noqa: E402
 

@@ -80,7 +80,7 @@ def test_harness_runs_a_config_with_overrides(benchmark, tmp_path):
   usage = result["host_usage_per_step"]
   assert set(usage) == {"user_cpu_s", "system_cpu_s", "minor_page_faults", "max_resident_bytes"}
   assert usage["user_cpu_s"] > 0 and usage["max_resident_bytes"] > result["peak_memory_bytes"] / 2
-  assert len(result["step_times_s"]) == 2 and result["malloc_keeps_freed_memory"]
+  assert len(result["step_times_s"]) == 2
 
 
 @pytest.mark.parametrize("mode", ["infer", "input"])
@@ -175,3 +175,14 @@ def test_text_tasks_count_flops_like_xla(benchmark, case):
   result = benchmark.main(["--config", os.path.join(ROOT, "configs", config), "--mode", "infer", "--batch", "8",
                            "--steps", "1", "--warmup", "0", *sets])
   assert 1.0 <= result["xla_to_analytic"] < 1.1, result["xla_to_analytic"]
+
+
+@pytest.mark.torch
+def test_reference_times_timm_and_its_gemm_in_the_same_run(benchmark):
+  pytest.importorskip("torch")
+  result = benchmark.main(["--config", os.path.join(ROOT, "configs/vit/digits.py:smoke"), "--batch", "8",
+                           "--steps", "2", "--warmup", "1", "--reference", "torch"])
+  ref = result["torch_reference"]
+  assert not ref["compiled"] and 0 < ref["min_step_s"] <= ref["median_step_s"] <= ref["max_step_s"]
+  assert ref["gemm_peak_flops_per_s"] > 1e9
+  assert result["jax_to_torch"] == pytest.approx(ref["median_step_s"] / result["median_step_s"])

@@ -37,7 +37,7 @@ from flax import nnx
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from papers_jax import models, tasks  # noqa: E402
-from papers_jax.core import config as config_lib, malloc, optim, sharding, step as step_lib  # noqa: E402
+from papers_jax.core import config as config_lib, optim, sharding, step as step_lib  # noqa: E402
 from papers_jax.core.state import create_train_state  # noqa: E402
 
 # Dense peak FLOP/s per device (no sparsity), by precision.
@@ -193,17 +193,22 @@ def forward_flops(model, task=None) -> float:
   return counter(model) if counter else float("nan")
 
 
-def cpu_matmul_peak(size: int = 2048, repeats: int = 5) -> float:
-  """A measured float32 GEMM ceiling on this machine (the CPU 'peak' for MFU)."""
-  a = jnp.ones((size, size), jnp.float32)
-  f = jax.jit(lambda x: x @ x)
-  f(a).block_until_ready()
+def gemm_rate(matmul, size: int, repeats: int = 5) -> float:
+  """FLOP/s of the fastest of `repeats` calls of `matmul()`, a synchronised size³ product, after one untimed call."""
+  matmul()
   times = []
   for _ in range(repeats):
     t = time.perf_counter()
-    f(a).block_until_ready()
+    matmul()
     times.append(time.perf_counter() - t)
   return 2 * size ** 3 / min(times)
+
+
+def cpu_matmul_peak(size: int = 2048) -> float:
+  """A measured float32 GEMM ceiling on this machine (the CPU 'peak' for MFU)."""
+  a = jnp.ones((size, size), jnp.float32)
+  f = jax.jit(lambda x: x @ x)
+  return gemm_rate(lambda: f(a).block_until_ready(), size)
 
 
 def device_peak(dtype: str):
@@ -283,8 +288,8 @@ def profile_steps(run, args_fn, steps: int, log_dir: str, hlo_text: str) -> dict
 
 def time_steps(fn, args_fn, steps: int, warmup: int):
   """Wall time of each of `steps` synchronised steps after `warmup`, this process's CPU time and
-  minor page faults per timed step (on CPU, page faults show up as system time; see core/malloc.py),
-  and its peak resident memory so far."""
+  minor page faults per timed step (on CPU, XLA maps a fresh temporary buffer per execution, and
+  its page faults show up as system time), and its peak resident memory so far."""
   for _ in range(warmup):
     jax.block_until_ready(fn(*args_fn()))
   times = []
@@ -347,9 +352,11 @@ def torch_reference(name: str, overrides: dict, batch: int, mode: str, steps: in
     t = time.perf_counter()
     step()
     times.append(time.perf_counter() - t)
+  a = torch.randn(2048, 2048)
   return {"torch": torch.__version__, "timm": timm.__version__, "compiled": compiled, "warmup_s": warmup_s,
           "median_step_s": statistics.median(times), "min_step_s": min(times), "max_step_s": max(times),
-          "samples_per_s": batch / statistics.median(times), "threads": torch.get_num_threads()}
+          "samples_per_s": batch / statistics.median(times), "threads": torch.get_num_threads(),
+          "gemm_peak_flops_per_s": gemm_rate(lambda: a @ a, 2048)}  # PyTorch's own float32 2048³ GEMM
 
 
 def main(argv=None):
@@ -374,7 +381,6 @@ def main(argv=None):
   parser.add_argument("--profile", default=None, metavar="DIR",
                       help="after timing, profile 2 steps into DIR and sum the time of each HLO instruction by kind")
   args = parser.parse_args(argv)
-  malloc.keep_freed_memory()  # as a training run does; before JAX starts its backend
 
   config = config_lib.load(args.config).unlock()
   for item in args.set:
@@ -464,7 +470,6 @@ def main(argv=None):
       "xla_to_analytic": xla_flops / analytic, "peak_flops_per_s": peak, "peak_source": peak_source,
       "mfu": analytic * batch / median / peak if peak else None, "peak_memory_bytes": peak_bytes,
       "jax": jax.__version__, "python": platform.python_version(), "xla_flags": os.environ.get("XLA_FLAGS", ""),
-      "malloc_keeps_freed_memory": malloc.applied,
       "steps": args.steps, "warmup": args.warmup, "overrides": args.set, "remat": args.remat or "",
       "scan": args.scan, "host_usage_per_step": usage,
   }
