@@ -26,7 +26,7 @@ def test_run_writes_its_outputs_and_learns(uninterrupted):
   env = config["environment"]
   assert env["jax"] and env["mesh"] == {"data": 1, "fsdp": 1, "tensor": 1}
   assert env["seed"] == 0 and env["num_processes"] == 1 and env["deterministic"] is False
-  assert "--xla_force_host_platform_device_count=1" in env["xla_flags"] and env["device_kind"]
+  assert "--xla_force_host_platform_device_count=1" in env["xla_flags"] and env["device_kind"] and env["host_cpu"]
   rows = [json.loads(l) for l in open(os.path.join(uninterrupted, "metrics.jsonl"))]
   train = [r for r in rows if "loss" in r]
   assert [r["step"] for r in train] == list(range(5, 31, 5))

@@ -46,11 +46,25 @@ def environment(mesh, config=None) -> dict:
       "flax": flax.__version__, "optax": optax.__version__, "orbax_checkpoint": orbax.checkpoint.__version__,
       "numpy": np.__version__, "backend": jax.default_backend(), "device_kind": jax.devices()[0].device_kind,
       "num_devices": jax.device_count(), "num_local_devices": jax.local_device_count(),
-      "num_processes": jax.process_count(), "hostname": socket.gethostname(),
+      "num_processes": jax.process_count(), "hostname": socket.gethostname(), "host_cpu": host_cpu(),
       "mesh": dict(mesh.shape), "xla_flags": os.environ.get("XLA_FLAGS", ""),
       "jax_env": {k: v for k, v in os.environ.items() if k.startswith(("JAX_", "XLA_", "SLURM_JOB", "TPU_"))},
       "argv": sys.argv, "git_revision": _git_revision(),
   }
+
+
+def host_cpu() -> str:
+  """The host CPU's model name (CPU timings differ several-fold between VMs of the same size)."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      fields = [line.split(":", 1) for line in f if ":" in line]
+  except OSError:
+    return platform.processor()
+  first = lambda key: next((v.strip() for k, v in fields if k.strip() == key), "?")  # noqa: E731
+  count = sum(k.strip() == "processor" for k, _ in fields)
+  if first("model name") == "?":
+    return platform.processor()
+  return f"{first('model name')} (family {first('cpu family')}, model {first('model')}) ×{count}"
 
 
 def _git_revision() -> str | None:
