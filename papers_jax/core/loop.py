@@ -55,16 +55,18 @@ def environment(mesh, config=None) -> dict:
 
 def host_cpu() -> str:
   """The host CPU's model name (CPU timings differ several-fold between VMs of the same size)."""
+  info, count = {}, 0
   try:
     with open("/proc/cpuinfo") as f:
-      fields = [line.split(":", 1) for line in f if ":" in line]
+      for line in f:
+        key, _, value = line.partition(":")
+        info.setdefault(key.strip(), value.strip())  # the first processor's fields
+        count += key.strip() == "processor"
   except OSError:
+    pass
+  if "model name" not in info:
     return platform.processor()
-  first = lambda key: next((v.strip() for k, v in fields if k.strip() == key), "?")  # noqa: E731
-  count = sum(k.strip() == "processor" for k, _ in fields)
-  if first("model name") == "?":
-    return platform.processor()
-  return f"{first('model name')} (family {first('cpu family')}, model {first('model')}) ×{count}"
+  return f"{info['model name']} (family {info.get('cpu family', '?')}, model {info.get('model', '?')}) ×{count}"
 
 
 def _git_revision() -> str | None:
