@@ -15,6 +15,8 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
+from papers_jax.core import host
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/<family>/<name>.py[:args]).",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and summaries.")
@@ -99,6 +101,7 @@ def _parse_flags(argv):
 
 
 def run():
+  host.reexec_with_huge_pages()
   flags.mark_flags_as_required(["config"])
   app.run(main, flags_parser=_parse_flags)
 

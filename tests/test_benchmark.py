@@ -81,6 +81,7 @@ def test_harness_runs_a_config_with_overrides(benchmark, tmp_path):
   assert set(usage) == {"user_cpu_s", "system_cpu_s", "minor_page_faults", "max_resident_bytes"}
   assert usage["user_cpu_s"] > 0 and usage["max_resident_bytes"] > result["peak_memory_bytes"] / 2
   assert len(result["step_times_s"]) == 2 and result["host_cpu"]
+  assert "glibc_tunables" in result and "transparent_hugepage" in result
 
 
 @pytest.mark.parametrize("mode", ["infer", "input"])

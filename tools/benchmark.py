@@ -29,15 +29,20 @@ import statistics
 import sys
 import time
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-from flax import nnx
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from papers_jax.core import host  # noqa: E402  (standard library only)
+
+if __name__ == "__main__":
+  host.reexec_with_huge_pages()  # before JAX starts: the train step's buffers on huge pages, as in training
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from flax import nnx  # noqa: E402
+
 from papers_jax import models, tasks  # noqa: E402
-from papers_jax.core import config as config_lib, loop, optim, sharding, step as step_lib  # noqa: E402
+from papers_jax.core import config as config_lib, optim, sharding, step as step_lib  # noqa: E402
 from papers_jax.core.state import create_train_state  # noqa: E402
 
 # Dense peak FLOP/s per device (no sparsity), by precision.
@@ -470,7 +475,7 @@ def main(argv=None):
       "xla_to_analytic": xla_flops / analytic, "peak_flops_per_s": peak, "peak_source": peak_source,
       "mfu": analytic * batch / median / peak if peak else None, "peak_memory_bytes": peak_bytes,
       "jax": jax.__version__, "python": platform.python_version(), "xla_flags": os.environ.get("XLA_FLAGS", ""),
-      "host_cpu": loop.host_cpu(),
+      "host_cpu": host.host_cpu(), **host.memory_settings(),
       "steps": args.steps, "warmup": args.warmup, "overrides": args.set, "remat": args.remat or "",
       "scan": args.scan, "host_usage_per_step": usage,
   }

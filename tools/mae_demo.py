@@ -192,4 +192,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+  from papers_jax.core import host
+  host.reexec_with_huge_pages()
   sys.exit(main())

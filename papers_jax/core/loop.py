@@ -23,7 +23,7 @@ from papers_jax import tasks
 from papers_jax.core import checkpoint as ckpt_lib
 from papers_jax.core import config as config_lib
 from papers_jax.core import metrics as metrics_lib
-from papers_jax.core import optim, sharding, step as step_lib
+from papers_jax.core import host, optim, sharding, step as step_lib
 from papers_jax.core.preemption import PreemptionWatch
 from papers_jax.core.state import TrainState, abstract_state, create_train_state
 from papers_jax.data import pipeline
@@ -46,27 +46,12 @@ def environment(mesh, config=None) -> dict:
       "flax": flax.__version__, "optax": optax.__version__, "orbax_checkpoint": orbax.checkpoint.__version__,
       "numpy": np.__version__, "backend": jax.default_backend(), "device_kind": jax.devices()[0].device_kind,
       "num_devices": jax.device_count(), "num_local_devices": jax.local_device_count(),
-      "num_processes": jax.process_count(), "hostname": socket.gethostname(), "host_cpu": host_cpu(),
+      "num_processes": jax.process_count(), "hostname": socket.gethostname(), "host_cpu": host.host_cpu(),
+      **host.memory_settings(),
       "mesh": dict(mesh.shape), "xla_flags": os.environ.get("XLA_FLAGS", ""),
       "jax_env": {k: v for k, v in os.environ.items() if k.startswith(("JAX_", "XLA_", "SLURM_JOB", "TPU_"))},
       "argv": sys.argv, "git_revision": _git_revision(),
   }
-
-
-def host_cpu() -> str:
-  """The host CPU's model name (CPU timings differ several-fold between VMs of the same size)."""
-  info, count = {}, 0
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        key, _, value = line.partition(":")
-        info.setdefault(key.strip(), value.strip())  # the first processor's fields
-        count += key.strip() == "processor"
-  except OSError:
-    pass
-  if "model name" not in info:
-    return platform.processor()
-  return f"{info['model name']} (family {info.get('cpu family', '?')}, model {info.get('model', '?')}) ×{count}"
 
 
 def _git_revision() -> str | None:
