@@ -1,12 +1,12 @@
 """The host machine: which CPU it is, and backing large host buffers with transparent huge pages.
 
-XLA's CPU runtime allocates every execution's temporary buffer afresh (1.5 GB for a Swin-T train
+XLA's CPU runtime allocates every execution's temporary buffer afresh (1.2 GB for a Swin-T train
 step at batch 8), and glibc's malloc maps a buffer that large with its own mmap and unmaps it on
 free. On kernels whose transparent huge pages are in `madvise` mode (the common default), each
 step then faults its buffer in 4 KiB at a time: 320,000 page faults per Swin-T step, 460,000 per
 ViT-B/16 step. glibc ≥ 2.35 has a tunable, `glibc.malloc.hugetlb=1`, with which malloc asks for
 transparent huge pages on the memory it maps, so the same buffer faults in 2 MiB at a time.
-Measured on a 2-core CPU (docs/benchmarks.md): 1,100–3,100 faults per step, and train steps 13–20%
+Measured on a 2-core CPU (docs/benchmarks.md): 1,100–3,500 faults per step, and train steps 10–17%
 faster at the same resident memory. glibc reads tunables only when a process starts, so the entry
 points (`python -m papers_jax.main`, `tools/benchmark.py`) restart themselves once with it set,
 before JAX is imported. `PAPERS_JAX_HUGE_PAGES=0` turns this off.
