@@ -179,11 +179,13 @@ def test_text_tasks_count_flops_like_xla(benchmark, case):
 
 
 @pytest.mark.torch
-def test_reference_times_timm_and_its_gemm_in_the_same_run(benchmark):
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_reference_times_timm_and_its_gemm_in_the_same_run(benchmark, dtype):
   pytest.importorskip("torch")
   result = benchmark.main(["--config", os.path.join(ROOT, "configs/vit/digits.py:smoke"), "--batch", "8",
-                           "--steps", "2", "--warmup", "1", "--reference", "torch"])
+                           "--steps", "2", "--warmup", "1", "--reference", "torch", "--dtype", dtype])
   ref = result["torch_reference"]
+  assert ref["device"] == "cpu" and ref["dtype"] == dtype  # JAX's device and precision
   assert not ref["compiled"] and 0 < ref["min_step_s"] <= ref["median_step_s"] <= ref["max_step_s"]
   assert ref["gemm_peak_flops_per_s"] > 1e9
   assert result["jax_to_torch"] == pytest.approx(ref["median_step_s"] / result["median_step_s"])

@@ -14,7 +14,8 @@ FLOPs per example are counted analytically (matmuls only; counters for ViT, Swin
 and by XLA's cost analysis; MFU is analytic FLOPs per second over the device's dense peak (on
 CPU: a measured float32 GEMM ceiling).
 `--reference torch|torch_compile|torch+compile` times the same architecture from timm on the same
-device (eager and/or `torch.compile`), when the model has a timm twin, and reports the JAX/PyTorch
+device (eager and/or `torch.compile`; CUDA when JAX runs on a GPU, which needs a CUDA build of torch;
+bf16 autocast with `--dtype bfloat16`), when the model has a timm twin, and reports the JAX/PyTorch
 throughput ratio.
 """
 
@@ -313,12 +314,25 @@ def time_steps(fn, args_fn, steps: int, warmup: int):
 
 
 def torch_reference(name: str, overrides: dict, batch: int, mode: str, steps: int, warmup: int,
-                    compiled: bool = False):
-  """timm's model of the same name and size, timed on CPU in float32, eager or with `torch.compile`
-  (whose compile happens in the warm-up steps and is timed separately)."""
+                    compiled: bool = False, dtype: str = "float32"):
+  """timm's model of the same name and size on JAX's device kind (CUDA when JAX runs on a GPU), eager
+  or with `torch.compile` (whose compile happens in the warm-up steps and is timed separately).
+
+  Equal terms: `--dtype bfloat16` runs it under bf16 autocast (float32 params, as ours); float32
+  matmuls on a GPU may use TF32, as JAX's default precision does there; AdamW is torch's fused one
+  on CUDA. Every step is synchronised, as the JAX steps are."""
   from papers_jax.convert.torch_compat import import_timm
   import torch
   timm = import_timm()
+  device = "cpu"
+  if jax.default_backend() == "gpu":
+    if not torch.cuda.is_available():
+      raise SystemExit("error: JAX runs on a GPU but this torch cannot reach CUDA; --reference needs a CUDA build of "
+                       "torch to time PyTorch on the same device")
+    device = "cuda"
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+  elif jax.default_backend() != "cpu":
+    raise SystemExit(f"error: --reference runs PyTorch on CPU or CUDA, not on JAX's {jax.default_backend()!r} backend")
   kwargs = {k: overrides[k] for k in ("num_classes", "img_size", "patch_size", "embed_dim", "depth", "num_heads",
                                       "mlp_ratio", "in_chans", "global_pool", "class_token", "depths", "window_size",
                                       "num_blocks") if k in overrides}
@@ -330,22 +344,28 @@ def torch_reference(name: str, overrides: dict, batch: int, mode: str, steps: in
     model = cls(**{k: v for k, v in {**models.model_config(name), **kwargs}.items()
                    if k in ("img_size", "patch_size", "embed_dim", "num_blocks", "depth", "depths", "num_heads",
                             "window_size", "mlp_ratio", "num_classes", "in_chans", "global_pool")})
+  model = model.to(device)
   embed = model.stem if hasattr(model, "stem") else model.patch_embed  # MlpMixer calls it stem
-  x = torch.randn(batch, embed.proj.in_channels, *embed.img_size)
-  y = torch.randint(0, max(model.num_classes, 1), (batch,))
-  opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+  x = torch.randn(batch, embed.proj.in_channels, *embed.img_size, device=device)
+  y = torch.randint(0, max(model.num_classes, 1), (batch,), device=device)
+  opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device == "cuda")
+  autocast = lambda: torch.autocast(device, dtype=torch.bfloat16, enabled=dtype == "bfloat16")  # noqa: E731
+  sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
   if mode == "train":
     model.train()
     def step():
       opt.zero_grad(set_to_none=True)
-      loss = torch.nn.functional.cross_entropy(model(x), y)
+      with autocast():
+        loss = torch.nn.functional.cross_entropy(model(x), y)
       loss.backward()
       opt.step()
+      sync()
   else:
     model.eval()
     def step():
-      with torch.no_grad():
+      with torch.no_grad(), autocast():
         model(x)
+      sync()
   if compiled:
     model.forward = torch.compile(model.forward)
   t = time.perf_counter()
@@ -357,11 +377,14 @@ def torch_reference(name: str, overrides: dict, batch: int, mode: str, steps: in
     t = time.perf_counter()
     step()
     times.append(time.perf_counter() - t)
-  a = torch.randn(2048, 2048)
-  return {"torch": torch.__version__, "timm": timm.__version__, "compiled": compiled, "warmup_s": warmup_s,
+  size = 8192 if device == "cuda" else 2048
+  a = torch.randn(size, size, device=device, dtype=torch.bfloat16 if dtype == "bfloat16" else torch.float32)
+  return {"torch": torch.__version__, "timm": timm.__version__, "compiled": compiled, "device": device,
+          "dtype": dtype, "warmup_s": warmup_s,
           "median_step_s": statistics.median(times), "min_step_s": min(times), "max_step_s": max(times),
           "samples_per_s": batch / statistics.median(times), "threads": torch.get_num_threads(),
-          "gemm_peak_flops_per_s": gemm_rate(lambda: a @ a, 2048)}  # PyTorch's own float32 2048³ GEMM
+          # PyTorch's own GEMM in the run's precision (2048³ on CPU, 8192³ on CUDA)
+          "gemm_peak_flops_per_s": gemm_rate(lambda: (a @ a, sync()), size)}
 
 
 def main(argv=None):
@@ -386,6 +409,11 @@ def main(argv=None):
   parser.add_argument("--profile", default=None, metavar="DIR",
                       help="after timing, profile 2 steps into DIR and sum the time of each HLO instruction by kind")
   args = parser.parse_args(argv)
+  memory_settings = ("XLA_PYTHON_CLIENT_PREALLOCATE", "XLA_PYTHON_CLIENT_MEM_FRACTION")
+  if args.reference and not any(k in os.environ for k in memory_settings):
+    # On a GPU, JAX would reserve 75% of the memory up front and leave PyTorch, in the same process,
+    # too little: it allocates as it goes instead (read when JAX's backend starts, just below).
+    os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
 
   config = config_lib.load(args.config).unlock()
   for item in args.set:
@@ -484,7 +512,8 @@ def main(argv=None):
   if args.reference:
     for compiled in (False, True) if args.reference == "torch+compile" else (args.reference == "torch_compile",):
       key = "torch_compile" if compiled else "torch"
-      ref = torch_reference(config.model.name, overrides, batch, args.mode, args.steps, args.warmup, compiled)
+      ref = torch_reference(config.model.name, overrides, batch, args.mode, args.steps, args.warmup, compiled,
+                            args.dtype)
       result[f"{key}_reference"] = ref
       result[f"jax_to_{key}"] = result["samples_per_s"] / ref["samples_per_s"]
   return finish(args, result)
