@@ -8,8 +8,8 @@ ViT-B/16 step. glibc ≥ 2.35 has a tunable, `glibc.malloc.hugetlb=1`, with whic
 transparent huge pages on the memory it maps, so the same buffer faults in 2 MiB at a time.
 Measured on a 2-core CPU (docs/benchmarks.md): 1,100–3,500 faults per step, and train steps 10–17%
 faster at the same resident memory. glibc reads tunables only when a process starts, so the entry
-points (`python -m papers_jax.main`, `tools/benchmark.py`) restart themselves once with it set,
-before JAX is imported. `PAPERS_JAX_HUGE_PAGES=0` turns this off.
+points (`python -m papers_jax.main`, `tools/benchmark.py`, the demo tools) restart themselves once
+with it set, before JAX is imported. `PAPERS_JAX_HUGE_PAGES=0` turns this off.
 
 Only the standard library is imported here: `reexec_with_huge_pages` runs before JAX.
 """
