@@ -82,6 +82,15 @@ def test_harness_runs_a_config_with_overrides(benchmark, tmp_path):
   assert usage["user_cpu_s"] > 0 and usage["max_resident_bytes"] > result["peak_memory_bytes"] / 2
   assert len(result["step_times_s"]) == 2 and result["host_cpu"]
   assert "glibc_tunables" in result and "transparent_hugepage" in result
+  assert "xla_flops_note" not in result  # the RNG's while loops run no matmul: XLA's count stays whole
+
+
+def test_harness_flags_xla_counts_of_a_scanned_program(benchmark):
+  result = benchmark.main(["--config", os.path.join(ROOT, "configs/vit/digits.py:smoke=True"), "--mode", "infer",
+                           "--scan", "--set", "model.drop_path_rate=0", "--steps", "1", "--warmup", "1"])
+  # The smoke ViT has 2 blocks and XLA counts the loop's body once: well under the analytic count.
+  assert result["scan"] and "while loop" in result["xla_flops_note"], result.get("xla_flops_note")
+  assert result["xla_to_analytic"] < 0.9
 
 
 @pytest.mark.parametrize("mode", ["infer", "input"])
@@ -89,7 +98,7 @@ def test_harness_runs_each_mode(benchmark, mode, tmp_path):
   profile = ["--profile", str(tmp_path)] if mode == "infer" else []
   result = benchmark.main(["--config", os.path.join(ROOT, "configs/vit/digits.py:smoke=True"), "--mode", mode,
                            "--steps", "3", "--warmup", "1", *profile])
-  assert result["mode"] == mode
+  assert result["mode"] == mode and "xla_flops_note" not in result
   if mode == "input":
     assert result["data"] == "digits" and result["examples_per_s"] > 0 and result["batches"] == 3
   else:

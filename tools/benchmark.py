@@ -11,8 +11,9 @@ count its FLOPs with `forward_flops(model)`), so the model is measured, not the 
 The step is compiled ahead of time (its time reported separately), then run `--warmup` times and
 timed over `--steps` steps, each step synchronised, reporting the median and the spread.
 FLOPs per example are counted analytically (matmuls only; counters for ViT, Swin, MLP-Mixer, MAE and CLIP)
-and by XLA's cost analysis; MFU is analytic FLOPs per second over the device's dense peak (on
-CPU: a measured float32 GEMM ceiling).
+and by XLA's cost analysis (which counts a loop's body once: `xla_flops_note` says when `--scan` makes
+it too low); MFU is analytic FLOPs per second over the device's dense peak (on CPU: a measured
+float32 GEMM ceiling).
 `--reference torch|torch_compile|torch+compile` times the same architecture from timm on the same
 device (eager and/or `torch.compile`; CUDA when JAX runs on a GPU, which needs a CUDA build of torch;
 bf16 autocast with `--dtype bfloat16`), when the model has a timm twin, and reports the JAX/PyTorch
@@ -227,20 +228,42 @@ def device_peak(dtype: str):
   return None, f"unknown device {kind!r}"
 
 
-def _hlo_kinds(hlo_text: str) -> dict:
-  """Instruction name → (what it computes, its result type), from the compiled module's text. What it
-  computes: "matmul" (a dot or convolution, alone or inside a fusion), "reduction", "copy/transpose",
-  or the opcode."""
+def _hlo_computations(hlo_text: str) -> dict:
+  """Computation name → its instructions' text, from a compiled module's text."""
   bodies, name, body = {}, None, []
   for line in hlo_text.splitlines():
     head = re.match(r"\s*(?:ENTRY\s+)?%?([\w.\-]+)\s.*\{\s*$", line)
-    if head and "=" not in line.split("{")[0]:
+    if head and "=" not in re.sub(r"/\*.*?\*/", "", line).split("{")[0]:  # long tuples carry /*index=5*/
       name, body = head.group(1), []
     elif line.strip() == "}" and name:
       bodies[name] = "\n".join(body)
       name = None
     elif name:
       body.append(line)
+  return bodies
+
+
+def _is_matmul(text: str) -> bool:
+  return bool(re.search(r"\b(dot|convolution)\(", text)) or "__onednn$matmul" in text or "xnn" in text
+
+
+def matmul_loops(hlo_text: str) -> int:
+  """How many while loops of the compiled module run a matmul in their body (a scan over blocks; the
+  RNG's small loops do not). XLA's cost analysis counts such a body once, not once per iteration."""
+  bodies = _hlo_computations(hlo_text)
+
+  def runs_matmul(name, seen):
+    text = bodies.get(name, "")
+    return _is_matmul(text) or any(runs_matmul(c, seen | {c})
+                                   for c in re.findall(r"(?:calls|body|to_apply)=%?([\w.\-]+)", text) if c not in seen)
+  return sum(runs_matmul(body, {body}) for body in re.findall(r"\swhile\(.*?body=%?([\w.\-]+)", hlo_text))
+
+
+def _hlo_kinds(hlo_text: str) -> dict:
+  """Instruction name → (what it computes, its result type), from the compiled module's text. What it
+  computes: "matmul" (a dot or convolution, alone or inside a fusion), "reduction", "copy/transpose",
+  or the opcode."""
+  bodies = _hlo_computations(hlo_text)
   kinds = {}
   for line in hlo_text.splitlines():
     m = re.match(r"\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(\S+).*?\s([a-z\-]+)\(", line)
@@ -251,7 +274,7 @@ def _hlo_kinds(hlo_text: str) -> dict:
     called = re.search(r"calls=%?([\w.\-]+)", line)
     if called:
       text += bodies.get(called.group(1), "")
-    if re.search(r"\b(dot|convolution)\(", text) or "__onednn$matmul" in text or "xnn" in text:
+    if _is_matmul(text):
       kind = "matmul"
     elif re.search(r"\breduce(-window)?\(", text):
       kind = "reduction"
@@ -470,6 +493,8 @@ def main(argv=None):
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     # The cost of one SPMD partition (one device's program): × devices for the whole batch's.
     xla_flops = float(cost.get("flops", float("nan"))) * mesh.devices.size / batch
+    hlo_text = compiled.as_text()
+    loops = matmul_loops(hlo_text)
     memory = compiled.memory_analysis()
     peak_bytes = None
     if memory is not None:
@@ -487,7 +512,7 @@ def main(argv=None):
     else:
       times, usage = time_steps(compiled, lambda: (state, device_batch), args.steps, args.warmup)
       profile_args = (compiled, lambda: (state, device_batch))
-    profile = profile_steps(*profile_args, 2, args.profile, compiled.as_text()) if args.profile else None
+    profile = profile_steps(*profile_args, 2, args.profile, hlo_text) if args.profile else None
 
   overrides = {k: v for k, v in dict(config.model).items() if k not in ("name", "dtype")}
   shape_model = nnx.eval_shape(lambda: models.create(config.model.name, **overrides))
@@ -507,6 +532,9 @@ def main(argv=None):
       "steps": args.steps, "warmup": args.warmup, "overrides": args.set, "remat": args.remat or "",
       "scan": args.scan, "host_usage_per_step": usage,
   }
+  if loops:
+    result["xla_flops_note"] = (f"the compiled program runs matmuls in {loops} while loop(s) (--scan runs the blocks in "
+                                "one): XLA's cost analysis counts a loop's body once, so its FLOP count is too low")
   if profile:
     result["profile"] = profile
   if args.reference:
