@@ -198,3 +198,24 @@ def test_reference_times_timm_and_its_gemm_in_the_same_run(benchmark, dtype):
   assert not ref["compiled"] and 0 < ref["min_step_s"] <= ref["median_step_s"] <= ref["max_step_s"]
   assert ref["gemm_peak_flops_per_s"] > 1e9
   assert result["jax_to_torch"] == pytest.approx(ref["median_step_s"] / result["median_step_s"])
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("config", ["gpt/python_docs.py:smoke", "bert/python_docs.py:smoke"])
+def test_language_models_are_timed_against_transformers_of_the_same_size(benchmark, config):
+  pytest.importorskip("transformers")
+  import torch
+  from papers_jax import tasks
+  cfg = config_lib.load(os.path.join(ROOT, "configs", config)).unlock()
+  cfg.model.vocab_size = 512
+  task = tasks.get_task(cfg.lock())
+  ours = nnx.eval_shape(lambda: task.build_model(nnx.Rngs(0)))
+  twin, loss, infer, library = benchmark._transformers_twin(ours, task, 2, "cpu", torch)
+  assert library["library"] == "transformers"
+  # Same sizes: every parameter counted once (the LM heads are tied to the token embedding in both).
+  ours_count = sum(x.size for x in jax.tree.leaves(nnx.state(ours, nnx.Param)))
+  assert sum(p.numel() for p in twin.parameters()) == ours_count
+  assert torch.isfinite(loss()) and infer().shape[-1] == 512
+  result = benchmark.main(["--config", os.path.join(ROOT, "configs", config), "--batch", "8", "--steps", "1",
+                           "--warmup", "1", "--set", "model.vocab_size=512", "--reference", "torch"])
+  assert result["torch_reference"]["model"] == type(twin).__name__ and result["jax_to_torch"] > 0

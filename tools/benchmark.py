@@ -14,10 +14,10 @@ FLOPs per example are counted analytically (matmuls only; counters for ViT, Swin
 and by XLA's cost analysis (which counts a loop's body once: `xla_flops_note` says when `--scan` makes
 it too low); MFU is analytic FLOPs per second over the device's dense peak (on CPU: a measured
 float32 GEMM ceiling).
-`--reference torch|torch_compile|torch+compile` times the same architecture from timm on the same
-device (eager and/or `torch.compile`; CUDA when JAX runs on a GPU, which needs a CUDA build of torch;
-bf16 autocast with `--dtype bfloat16`), when the model has a timm twin, and reports the JAX/PyTorch
-throughput ratio.
+`--reference torch|torch_compile|torch+compile` times PyTorch's implementation of the same model on
+the same device (eager and/or `torch.compile`; CUDA when JAX runs on a GPU, which needs a CUDA build of
+torch; bf16 autocast with `--dtype bfloat16`): HF transformers' GPT-2 and BERT pre-training, timm's
+image models. It reports the JAX/PyTorch throughput ratio.
 """
 
 import argparse
@@ -336,26 +336,10 @@ def time_steps(fn, args_fn, steps: int, warmup: int):
   return times, usage
 
 
-def torch_reference(name: str, overrides: dict, batch: int, mode: str, steps: int, warmup: int,
-                    compiled: bool = False, dtype: str = "float32"):
-  """timm's model of the same name and size on JAX's device kind (CUDA when JAX runs on a GPU), eager
-  or with `torch.compile` (whose compile happens in the warm-up steps and is timed separately).
-
-  Equal terms: `--dtype bfloat16` runs it under bf16 autocast (float32 params, as ours); float32
-  matmuls on a GPU may use TF32, as JAX's default precision does there; AdamW is torch's fused one
-  on CUDA. Every step is synchronised, as the JAX steps are."""
+def _timm_twin(name: str, overrides: dict, batch: int, device: str, torch):
+  """timm's model of the same name and size, and a synthetic image batch for it."""
   from papers_jax.convert.torch_compat import import_timm
-  import torch
   timm = import_timm()
-  device = "cpu"
-  if jax.default_backend() == "gpu":
-    if not torch.cuda.is_available():
-      raise SystemExit("error: JAX runs on a GPU but this torch cannot reach CUDA; --reference needs a CUDA build of "
-                       "torch to time PyTorch on the same device")
-    device = "cuda"
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-  elif jax.default_backend() != "cpu":
-    raise SystemExit(f"error: --reference runs PyTorch on CPU or CUDA, not on JAX's {jax.default_backend()!r} backend")
   kwargs = {k: overrides[k] for k in ("num_classes", "img_size", "patch_size", "embed_dim", "depth", "num_heads",
                                       "mlp_ratio", "in_chans", "global_pool", "class_token", "depths", "window_size",
                                       "num_blocks") if k in overrides}
@@ -371,26 +355,96 @@ def torch_reference(name: str, overrides: dict, batch: int, mode: str, steps: in
   embed = model.stem if hasattr(model, "stem") else model.patch_embed  # MlpMixer calls it stem
   x = torch.randn(batch, embed.proj.in_channels, *embed.img_size, device=device)
   y = torch.randint(0, max(model.num_classes, 1), (batch,), device=device)
-  opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device == "cuda")
+  return (model, lambda: torch.nn.functional.cross_entropy(model(x), y), lambda: model(x),
+          {"library": "timm", "version": timm.__version__})
+
+
+def _transformers_twin(model, task, batch: int, device: str, torch):
+  """HF transformers' GPT-2 or BERT of the run's sizes and dropout rates (from `model`, ours, built for
+  shapes only), and a synthetic batch of the task's lengths; None for other models. Each library runs
+  its own implementation: HF's BERT computes MLM logits at every position, ours at the masked ones."""
+  kind = type(model).__name__
+  if kind not in ("GPT", "BertForPreTraining"):
+    return None
+  import transformers
+  from papers_jax.convert.torch_compat import import_timm
+  import_timm()  # the torchvision shim that transformers' imports need on a CPU build of torch
+  ids = lambda n, shape: torch.randint(5, n, shape, device=device)  # noqa: E731
+  if kind == "GPT":
+    block = model.blocks[0]
+    cfg = transformers.GPT2Config(
+        vocab_size=model.vocab_size, n_positions=model.context_length, n_embd=model.embed_dim,
+        n_layer=len(model.blocks), n_head=model.num_heads, n_inner=block.mlp.fc1.kernel.shape[1],
+        embd_pdrop=model.embed_drop.rate, resid_pdrop=block.mlp_drop.rate, attn_pdrop=block.attn.attn_drop,
+        layer_norm_epsilon=model.norm.eps)
+    twin = transformers.GPT2LMHeadModel(cfg).to(device)
+    tokens = ids(model.vocab_size, (batch, task.lm.seq_len))
+    loss, infer = (lambda: twin(input_ids=tokens, labels=tokens).loss), (lambda: twin(input_ids=tokens).logits)
+  else:
+    bert, layer = model.bert, model.bert.layers[0]
+    emb = bert.embeddings
+    cfg = transformers.BertConfig(
+        vocab_size=bert.vocab_size, hidden_size=bert.hidden_size, num_hidden_layers=len(bert.layers),
+        num_attention_heads=layer.attn.num_heads, intermediate_size=layer.mlp.fc1.kernel.shape[1],
+        hidden_act=bert.hidden_act, hidden_dropout_prob=bert.dropout_rate,
+        attention_probs_dropout_prob=layer.attn.attn_drop, max_position_embeddings=emb.max_positions,
+        type_vocab_size=emb.token_type_embeddings.shape[0], layer_norm_eps=bert.layer_norm_eps)
+    twin = transformers.BertForPreTraining(cfg).to(device)
+    t, p = task.lm.max_seq_len, task.lm.max_predictions
+    inputs = {"input_ids": ids(bert.vocab_size, (batch, t)),
+              "token_type_ids": (torch.arange(t, device=device) >= t // 2).long().expand(batch, t),
+              "attention_mask": torch.ones(batch, t, dtype=torch.long, device=device)}
+    labels = torch.full((batch, t), -100, device=device)  # -100: not a prediction
+    positions = torch.argsort(torch.rand(batch, t - 1, device=device), dim=1)[:, :p] + 1
+    labels.scatter_(1, positions, ids(bert.vocab_size, (batch, p)))
+    nsp = torch.randint(0, 2, (batch,), device=device)
+    loss = lambda: twin(**inputs, labels=labels, next_sentence_label=nsp).loss  # noqa: E731
+    infer = lambda: twin(**inputs).prediction_logits  # noqa: E731
+  return twin, loss, infer, {"library": "transformers", "version": transformers.__version__}
+
+
+def torch_reference(name: str, overrides: dict, batch: int, mode: str, steps: int, warmup: int,
+                    compiled: bool = False, dtype: str = "float32", model=None, task=None):
+  """PyTorch's implementation of the run's model on JAX's device kind (CUDA when JAX runs on a GPU),
+  eager or with `torch.compile` (whose compile happens in the warm-up steps and is timed separately):
+  HF transformers' for GPT-2 and BERT pre-training (`model`, ours built for shapes only, and `task`
+  give their sizes and lengths), else timm's model of the same name.
+
+  Equal terms: `--dtype bfloat16` runs it under bf16 autocast (float32 params, as ours); float32
+  matmuls on a GPU may use TF32, as JAX's default precision does there; AdamW is torch's fused one
+  on CUDA. Every step is synchronised, as the JAX steps are."""
+  import torch
+  device = "cpu"
+  if jax.default_backend() == "gpu":
+    if not torch.cuda.is_available():
+      raise SystemExit("error: JAX runs on a GPU but this torch cannot reach CUDA; --reference needs a CUDA build of "
+                       "torch to time PyTorch on the same device")
+    device = "cuda"
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+  elif jax.default_backend() != "cpu":
+    raise SystemExit(f"error: --reference runs PyTorch on CPU or CUDA, not on JAX's {jax.default_backend()!r} backend")
+  twin = _transformers_twin(model, task, batch, device, torch) if model is not None else None
+  module, loss_fn, infer_fn, library = twin or _timm_twin(name, overrides, batch, device, torch)
+  opt = torch.optim.AdamW(module.parameters(), lr=1e-4, fused=device == "cuda")
   autocast = lambda: torch.autocast(device, dtype=torch.bfloat16, enabled=dtype == "bfloat16")  # noqa: E731
   sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
   if mode == "train":
-    model.train()
+    module.train()
     def step():
       opt.zero_grad(set_to_none=True)
       with autocast():
-        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss = loss_fn()
       loss.backward()
       opt.step()
       sync()
   else:
-    model.eval()
+    module.eval()
     def step():
       with torch.no_grad(), autocast():
-        model(x)
+        infer_fn()
       sync()
   if compiled:
-    model.forward = torch.compile(model.forward)
+    module.forward = torch.compile(module.forward)
   t = time.perf_counter()
   for _ in range(max(warmup, 1 if compiled else 0)):
     step()
@@ -402,8 +456,8 @@ def torch_reference(name: str, overrides: dict, batch: int, mode: str, steps: in
     times.append(time.perf_counter() - t)
   size = 8192 if device == "cuda" else 2048
   a = torch.randn(size, size, device=device, dtype=torch.bfloat16 if dtype == "bfloat16" else torch.float32)
-  return {"torch": torch.__version__, "timm": timm.__version__, "compiled": compiled, "device": device,
-          "dtype": dtype, "warmup_s": warmup_s,
+  return {"torch": torch.__version__, **library, "model": type(module).__name__, "compiled": compiled,
+          "device": device, "dtype": dtype, "warmup_s": warmup_s,
           "median_step_s": statistics.median(times), "min_step_s": min(times), "max_step_s": max(times),
           "samples_per_s": batch / statistics.median(times), "threads": torch.get_num_threads(),
           # PyTorch's own GEMM in the run's precision (2048³ on CPU, 8192³ on CUDA)
@@ -541,7 +595,7 @@ def main(argv=None):
     for compiled in (False, True) if args.reference == "torch+compile" else (args.reference == "torch_compile",):
       key = "torch_compile" if compiled else "torch"
       ref = torch_reference(config.model.name, overrides, batch, args.mode, args.steps, args.warmup, compiled,
-                            args.dtype)
+                            args.dtype, shape_model, task)
       result[f"{key}_reference"] = ref
       result[f"jax_to_{key}"] = result["samples_per_s"] / ref["samples_per_s"]
   return finish(args, result)
