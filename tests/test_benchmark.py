@@ -185,6 +185,9 @@ def test_text_tasks_count_flops_like_xla(benchmark, case):
   result = benchmark.main(["--config", os.path.join(ROOT, "configs", config), "--mode", "infer", "--batch", "8",
                            "--steps", "1", "--warmup", "0", *sets])
   assert 1.0 <= result["xla_to_analytic"] < 1.1, result["xla_to_analytic"]
+  cfg = config_lib.load(os.path.join(ROOT, "configs", config)).lm
+  length = cfg.max_seq_len if case == "bert" else cfg.max_source_len + cfg.max_target_len
+  assert result["tokens_per_s"] == pytest.approx(result["samples_per_s"] * length)
 
 
 @pytest.mark.torch

@@ -9,7 +9,8 @@ Inputs are synthetic and already on device (a task may say how with `synthetic_b
 count its FLOPs with `forward_flops(model)`), so the model is measured, not the input pipeline;
 `--mode input` measures the input pipeline alone (the config's data, preprocessing and threads).
 The step is compiled ahead of time (its time reported separately), then run `--warmup` times and
-timed over `--steps` steps, each step synchronised, reporting the median and the spread.
+timed over `--steps` steps, each step synchronised, reporting the median and the spread, and
+examples/s (and tokens/s for the language models).
 FLOPs per example are counted analytically (matmuls only; counters for ViT, Swin, MLP-Mixer, MAE and CLIP)
 and by XLA's cost analysis (which counts a loop's body once: `xla_flops_note` says when `--scan` makes
 it too low); MFU is analytic FLOPs per second over the device's dense peak (on CPU: a measured
@@ -586,6 +587,8 @@ def main(argv=None):
       "steps": args.steps, "warmup": args.warmup, "overrides": args.set, "remat": args.remat or "",
       "scan": args.scan, "host_usage_per_step": usage,
   }
+  if hasattr(task, "tokens_per_example"):  # language models: tokens/s too
+    result["tokens_per_s"] = result["samples_per_s"] * task.tokens_per_example()
   if loops:
     result["xla_flops_note"] = (f"the compiled program runs matmuls in {loops} while loop(s) (--scan runs the blocks in "
                                 "one): XLA's cost analysis counts a loop's body once, so its FLOP count is too low")

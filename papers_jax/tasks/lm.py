@@ -196,6 +196,16 @@ class LMTask:
       kwargs.update(pad_id=text_data._pad_id(tok), bos_id=tok.bos_id, eos_id=tok.eos_id)
     return models.create(name, rngs=rngs, **kwargs)
 
+  def tokens_per_example(self) -> int:
+    """Token positions one example feeds the model (source + target for translation), for
+    tools/benchmark.py's tokens/s."""
+    lm = self.lm
+    if self.objective == "causal":
+      return lm.seq_len
+    if self.objective == "bert":
+      return lm.max_seq_len
+    return lm.max_source_len + lm.max_target_len
+
   def forward_flops(self, model) -> float:
     """Matmul FLOPs of one example's forward pass (2 per multiply-add), for tools/benchmark.py."""
     lm = self.lm
