@@ -367,9 +367,9 @@ def _transformers_twin(model, task, batch: int, device: str, torch):
   kind = type(model).__name__
   if kind not in ("GPT", "BertForPreTraining"):
     return None
-  import transformers
   from papers_jax.convert.torch_compat import import_timm
   import_timm()  # the torchvision shim that transformers' imports need on a CPU build of torch
+  import transformers
   ids = lambda n, shape: torch.randint(5, n, shape, device=device)  # noqa: E731
   if kind == "GPT":
     block = model.blocks[0]
