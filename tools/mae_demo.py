@@ -1,17 +1,20 @@
 """The embedded MAE demo on scikit-learn's digits (CPU, minutes), and the mask-ratio sweep.
 
   python tools/mae_demo.py [--workdir runs/mae_digits] [--docs docs]
-  python tools/mae_demo.py sweep [--ratios 0.25,0.5,0.6,0.75,0.9] [--steps 800]
+  python tools/mae_demo.py sweep [--ratios 0.25,0.5,0.6,0.75,0.9] [--steps 800] [--docs docs]
+
+The tables and pictures go to the workdir unless `--docs DIR` is given (`--docs docs` publishes
+them to the repository's docs/), so that a partial or trial run never overwrites published results.
 
 demo: (1) pre-trains the MAE of configs/mae/digits.py; (2) probes its frozen encoder (class token)
 with a weighted k-NN and a linear probe on extracted features, next to the same encoder at its
 random init; (3) fine-tunes it (classification task with init_from); (4) trains the same ViT from
 scratch for as long as pre-training + fine-tuning took together (wall clock, measured in this run).
-Writes docs/mae_digits.md (the table and the command) and the last reconstruction PNG.
+Writes mae_digits.md (the table and the command) and the last reconstruction PNG.
 
 sweep: pre-trains one MAE per mask ratio for the same number of steps and reports the
-reconstruction loss and the k-NN / linear-probe accuracy of each; writes docs/mae_mask_ratio.md
-and docs/mae_mask_ratio.png. All numbers are measured by the command that writes them.
+reconstruction loss and the k-NN / linear-probe accuracy of each; writes mae_mask_ratio.md
+and mae_mask_ratio.png. All numbers are measured by the command that writes them.
 """
 
 import argparse
@@ -181,10 +184,12 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("command", nargs="?", default="demo", choices=("demo", "sweep"))
   parser.add_argument("--workdir", default="runs/mae_digits")
-  parser.add_argument("--docs", default=os.path.join(ROOT, "docs"))
+  parser.add_argument("--docs", default=None,
+                      help="where the tables and pictures go (default: the workdir; `docs` publishes them)")
   parser.add_argument("--ratios", default="0.25,0.5,0.6,0.75,0.9")
   parser.add_argument("--steps", type=int, default=800)
   args = parser.parse_args(argv)
+  args.docs = args.docs or args.workdir
   import logging
   logging.basicConfig(level=logging.WARNING)
   (sweep if args.command == "sweep" else demo)(args)

@@ -6,8 +6,10 @@ For each method, trains `configs/ssl/<method>.py:digits` with the normal trainer
 weighted k-NN top-1 (k = 20, cosine, T = 0.07) and a linear probe of the online backbone's frozen
 features on the 360 held-out digits, once at random init (the task's `after_eval` before any step)
 and once after pre-training. Results accumulate in <workdir>/results.json, so a `--methods` subset
-updates its rows (`--methods ""` only rewrites the docs); docs/ssl_digits.md is rewritten from all of
-them. Every number in the table is measured by the command in its row.
+updates its rows (`--methods ""` only rewrites the table); ssl_digits.md is rewritten from all of
+them, in the workdir unless `--docs DIR` is given (`--docs docs` publishes it to the repository's
+docs/), so that a partial run never overwrites the published table. Every number in the table is
+measured by the command in its row.
 """
 
 import argparse
@@ -102,7 +104,8 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ",".join(METHODS))
   parser.add_argument("--workdir", default="runs/ssl_digits")
-  parser.add_argument("--docs", default=os.path.join(ROOT, "docs"))
+  parser.add_argument("--docs", default=None,
+                      help="where ssl_digits.md goes (default: the workdir; `docs` publishes it)")
   args = parser.parse_args(argv)
   methods = [m.strip() for m in args.methods.split(",") if m.strip()]
   unknown = sorted(set(methods) - set(METHODS))
@@ -119,7 +122,7 @@ def main(argv=None):
     print(json.dumps(results[method]), flush=True)
     with open(results_path, "w") as f:
       json.dump(results, f, indent=2)
-  print(write_docs(results, args.docs))
+  print(write_docs(results, args.docs or workdir))
   return 0
 
 

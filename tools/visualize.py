@@ -21,6 +21,14 @@ from papers_jax.core import config as config_lib  # noqa: E402
 from papers_jax.errors import UserError  # noqa: E402
 
 
+def checkpoint_label(path: str) -> str:
+  """'runs/x/checkpoints/800/state' → 'step 800'; any other path → its last component."""
+  parts = os.path.normpath(path).split(os.sep)
+  if len(parts) >= 2 and parts[-1] == "state" and parts[-2].isdigit():
+    return f"step {parts[-2]}"
+  return parts[-1]
+
+
 def mae(args) -> str:
   import jax
   import numpy as np
@@ -53,7 +61,7 @@ def mae(args) -> str:
   picture, caption = vis.render(images, np.asarray(pred), np.asarray(mask), patch_size=model.patch_size,
                                 mean=task.mean, std=task.std, norm_pix_loss=bool(config.mae.norm_pix_loss),
                                 mode=args.mode,
-                                title=f"{os.path.basename(args.checkpoint.rstrip('/'))}, mask ratio {ratio}: ")
+                                title=f"{checkpoint_label(args.checkpoint)}, mask ratio {ratio}: ")
   vis.save_png(picture, args.out)
   return f"wrote {os.path.abspath(args.out)} ({split} split)\n{caption}"
 
