@@ -511,7 +511,7 @@ def main(argv=None):
   if args.mode == "input":
     return finish(args, {"config": args.config, **input_throughput(config, task, args.steps, args.warmup)})
   mesh = sharding.make_mesh(dict(config.mesh))
-  rules = sharding.DEFAULT_RULES
+  rules = sharding.rules_from_config(config.sharding_rules)
   batch = config.batch_size
   size, channels = config.model.get("img_size", config.data.image_size), config.model.get("in_chans", 3)
   height, width = tuple(size) if isinstance(size, (tuple, list)) else (size, size)

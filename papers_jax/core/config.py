@@ -9,6 +9,7 @@ import os
 
 import ml_collections
 
+from papers_jax.core import sharding
 from papers_jax.errors import ConfigError
 
 
@@ -68,6 +69,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.num_epochs = 0.0
   c.grad_accum_steps = 1
   c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
+  # Logical axis name -> mesh axes ("" replicates, "data,fsdp" shards over both), as MaxText's
+  # logical_axis_rules; e.g. --config.sharding_rules.mlp=fsdp. Start-up logs every parameter of at
+  # least `replicated_report_min_size` elements that stays replicated because the mesh does not divide it.
+  c.sharding_rules = ml_collections.ConfigDict(sharding.rules_to_config())
+  c.replicated_report_min_size = 2 ** 20
   c.log_every = 50
   c.eval_every = 0               # 0: only at the end
   c.checkpoint_every = 500

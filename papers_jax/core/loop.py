@@ -25,7 +25,7 @@ from papers_jax.core import config as config_lib
 from papers_jax.core import metrics as metrics_lib
 from papers_jax.core import host, optim, sharding, step as step_lib
 from papers_jax.core.preemption import PreemptionWatch
-from papers_jax.core.state import TrainState, abstract_state, create_train_state
+from papers_jax.core.state import TrainState, abstract_model, abstract_state, create_train_state
 from papers_jax.data import pipeline
 from papers_jax.data.sources import get_source
 from papers_jax.errors import TrainingError, UserError
@@ -83,7 +83,7 @@ class Trainer:
     self.config = config
     self.workdir = os.path.abspath(workdir)
     self.mesh = sharding.make_mesh(dict(config.mesh), devices)
-    self.rules = sharding.DEFAULT_RULES
+    self.rules = sharding.rules_from_config(config.sharding_rules)
     config_lib.validate(config, data_parallel=sharding.data_parallel_size(self.mesh, self.rules),
                         num_processes=jax.process_count())
     self.task = tasks.get_task(config)
@@ -95,6 +95,10 @@ class Trainer:
     with sharding.use_mesh(self.mesh, self.rules):
       self.state, self.shardings, self.graphdef, self.tx = create_train_state(
           self.task.build_model, self._make_tx, self.mesh, self.rules, config.seed)
+    self.replicated = sharding.replicated_report(abstract_model(self.task.build_model)[1], self.mesh, self.rules,
+                                                 min_size=config.replicated_report_min_size)
+    if self.replicated and self.is_main:
+      log.warning("%s", sharding.format_replicated_report(self.replicated))
     if config.init_from:
       from papers_jax.convert import init_params_from_checkpoint
       params, report = init_params_from_checkpoint(config.init_from, self.state.params,

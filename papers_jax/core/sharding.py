@@ -42,6 +42,33 @@ DEFAULT_RULES = (
 _context = threading.local()
 
 
+def rules_to_config(rules=DEFAULT_RULES) -> dict:
+  """The rules as config strings: logical name -> "" (replicated), "fsdp" or "data,fsdp"."""
+  text = lambda axes: "" if axes is None else axes if isinstance(axes, str) else ",".join(axes)  # noqa: E731
+  return {name: text(axes) for name, axes in rules}
+
+
+def rules_from_config(table) -> tuple:
+  """`config.sharding_rules` (logical name -> mesh axes as text, see `rules_to_config`) as a rules table.
+
+  Every logical name must have a rule, so the table a run used is complete in its config.json;
+  `--config.sharding_rules.embed=tensor` changes one of them.
+  """
+  table = dict(table)
+  missing = [name for name, _ in DEFAULT_RULES if name not in table]
+  if missing:
+    raise ConfigError(f"sharding_rules has no rule for {missing}; give each one (\"\" replicates)")
+  rules = []
+  for name, text in table.items():
+    axes = tuple(a.strip() for a in str(text or "").split(",") if a.strip())
+    unknown = [a for a in axes if a not in MESH_AXES]
+    if unknown or len(set(axes)) != len(axes):
+      raise ConfigError(f"sharding_rules.{name}={text!r}: give mesh axes from {MESH_AXES}, comma-separated, "
+                        "each at most once, or \"\" to replicate")
+    rules.append((name, None if not axes else axes[0] if len(axes) == 1 else axes))
+  return tuple(rules)
+
+
 def make_mesh(shape: dict, devices: Sequence[jax.Device] | None = None) -> Mesh:
   """A ("data", "fsdp", "tensor") mesh from sizes such as {data: -1, fsdp: 1, tensor: 1}; -1 fills."""
   devices = list(jax.devices() if devices is None else devices)
@@ -135,6 +162,32 @@ def state_shardings(state: nnx.State, mesh: Mesh, rules=DEFAULT_RULES):
       return NamedSharding(mesh, PartitionSpec())
     return NamedSharding(mesh, logical_to_spec(axes, rules, shape, mesh))
   return nnx.to_pure_dict(jax.tree.map(one, state, is_leaf=lambda v: isinstance(v, nnx.Variable)))
+
+
+def replicated_report(abstract_params: nnx.State, mesh: Mesh, rules=DEFAULT_RULES, *, min_size: int) -> list[dict]:
+  """Parameters of at least `min_size` elements that the rules would shard over a mesh axis of size
+  > 1 but that stay replicated along some dimension, because the mesh axes do not divide it."""
+  rows = []
+  def visit(path, variable):
+    axes, shape = variable_axes(variable), variable.get_value().shape
+    if axes is None or math.prod(shape) < min_size:
+      return
+    wanted = logical_to_spec(axes, rules, mesh=mesh)
+    got = logical_to_spec(axes, rules, shape, mesh)
+    for dim, (w, g) in enumerate(zip(wanted, got)):
+      if w is not None and g != w:
+        rows.append({"param": "/".join(str(getattr(k, "key", k)) for k in path), "shape": tuple(shape),
+                     "dim": dim, "logical": axes[dim], "mesh_axes": w, "mesh_size": _mesh_axis_size(mesh, w)})
+  jax.tree_util.tree_map_with_path(visit, abstract_params, is_leaf=lambda v: isinstance(v, nnx.Variable))
+  return rows
+
+
+def format_replicated_report(rows: list[dict]) -> str:
+  lines = [f"{len(rows)} large parameter dimension(s) stay replicated because the mesh does not divide them:"]
+  lines += [f"  {r['param']} {r['shape']}: dim {r['dim']} ({r['logical']}, size {r['shape'][r['dim']]}) "
+            f"is not divisible by mesh axes {r['mesh_axes']} (size {r['mesh_size']})" for r in rows]
+  lines.append("  Choose a mesh whose axes divide these sizes, or change config.sharding_rules.")
+  return "\n".join(lines)
 
 
 def tree_shardings_like(tree, mesh: Mesh, leaf_sharding=None):
