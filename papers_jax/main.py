@@ -15,7 +15,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from papers_jax.core import host
+from papers_jax.core import platform_setup
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/<family>/<name>.py[:args]).",
                                           lock_config=True)
@@ -101,7 +101,7 @@ def _parse_flags(argv):
 
 
 def run():
-  host.reexec_with_huge_pages()
+  platform_setup.setup_entry_point()
   flags.mark_flags_as_required(["config"])
   app.run(main, flags_parser=_parse_flags)
 

@@ -1,5 +1,7 @@
-"""papers_jax.core.host: the restart that puts malloc's large mappings on transparent huge pages."""
+"""papers_jax.core.platform_setup and host: what importing papers_jax changes (one documented flag, on one
+jaxlib), and the opt-in restart that puts malloc's large mappings on transparent huge pages."""
 
+import json
 import os
 import subprocess
 import sys
@@ -14,17 +16,19 @@ HUGE = "glibc.malloc.hugetlb=1"
 
 def test_restart_environment_only_where_it_helps():
   env = {"PATH": "/bin"}
-  assert host.huge_pages_environment(env, "madvise", (2, 36)) == {"PATH": "/bin", "GLIBC_TUNABLES": HUGE}
+  assert host.huge_pages_environment(env, "madvise", (2, 36)) is None  # opt-in: nothing without the variable
+  env = {"PATH": "/bin", "PAPERS_JAX_HUGE_PAGES": "1"}
+  assert host.huge_pages_environment(env, "madvise", (2, 36)) == {**env, "GLIBC_TUNABLES": HUGE}
   # Other tunables are kept, this one appended.
-  got = host.huge_pages_environment({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}, "madvise", (2, 35))
+  got = host.huge_pages_environment({**env, "GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}, "madvise", (2, 35))
   assert got["GLIBC_TUNABLES"] == f"glibc.malloc.arena_max=2:{HUGE}"
   assert host.huge_pages_environment(env, "always", (2, 36)) is None  # the kernel already uses huge pages
   assert host.huge_pages_environment(env, "never", (2, 36)) is None
   assert host.huge_pages_environment(env, None, (2, 36)) is None  # no THP support to ask for
   assert host.huge_pages_environment(env, "madvise", (2, 34)) is None  # glibc without the tunable
   assert host.huge_pages_environment(env, "madvise", None) is None  # not glibc
-  assert host.huge_pages_environment({"GLIBC_TUNABLES": HUGE}, "madvise", (2, 36)) is None  # already restarted
-  assert host.huge_pages_environment({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}, "madvise", (2, 36)) is None
+  assert host.huge_pages_environment({**env, "GLIBC_TUNABLES": HUGE}, "madvise", (2, 36)) is None  # restarted
+  assert host.huge_pages_environment({**env, "GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}, "madvise", (2, 36)) is None
   assert host.huge_pages_environment({"PAPERS_JAX_HUGE_PAGES": "0"}, "madvise", (2, 36)) is None
 
 
@@ -61,12 +65,45 @@ def _probe(**env):
   return int(out[0]), out[2] if len(out) > 2 else ""
 
 
-@pytest.mark.skipif(host.huge_pages_environment({}, host.transparent_hugepage_mode(), host.glibc_version()) is None,
+@pytest.mark.skipif(host.huge_pages_environment({"PAPERS_JAX_HUGE_PAGES": "1"}, host.transparent_hugepage_mode(),
+                                                host.glibc_version()) is None,
                     reason="this host's kernel or C library gives nothing to restart for")
 def test_restart_backs_a_large_allocation_with_huge_pages():
-  faults_off, tunables_off = _probe(PAPERS_JAX_HUGE_PAGES="0")
-  faults_on, tunables_on = _probe()
+  faults_off, tunables_off = _probe()  # off unless asked for
+  faults_on, tunables_on = _probe(PAPERS_JAX_HUGE_PAGES="1")
   assert tunables_off == "" and tunables_on == HUGE
   small_pages = (256 << 20) // 4096
   assert faults_off >= small_pages  # one fault per 4 KiB page without the tunable
   assert faults_on < small_pages // 8, (faults_on, faults_off)  # 2 MiB pages: ~128 faults when all are huge
+
+
+IMPORT_PROBE = """
+import json, os, sys
+sys.path.insert(0, sys.argv[1])
+import papers_jax
+from papers_jax.core import platform_setup
+print(json.dumps({"xla_flags": os.environ.get("XLA_FLAGS"), "applied": platform_setup.XLA_CPU_WORKAROUND_APPLIED,
+                  "tunables": os.environ.get("GLIBC_TUNABLES")}))
+"""
+
+
+def _import_probe(env):
+  out = subprocess.run([sys.executable, "-c", IMPORT_PROBE, ROOT], env=env, capture_output=True, text=True,
+                       timeout=60, check=True).stdout
+  return json.loads(out)
+
+
+@pytest.mark.parametrize("user_flags", ["--xla_dump_to=/tmp/dump", None])
+def test_import_leaves_xla_flags_alone_but_for_the_documented_workaround(user_flags):
+  import importlib.metadata
+
+  from papers_jax.core import platform_setup
+  base = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "GLIBC_TUNABLES", "PAPERS_JAX_HUGE_PAGES")}
+  got = _import_probe(base | ({"XLA_FLAGS": user_flags} if user_flags else {}))
+  expected = platform_setup.XLA_CPU_WORKAROUNDS.get(importlib.metadata.version("jaxlib"))
+  assert got["xla_flags"] == (" ".join(f for f in (user_flags, expected) if f) or None)
+  assert got["applied"] == expected
+  assert got["tunables"] is None  # no restart, no glibc tunables: huge pages are opt-in
+  # A program that already chooses the fusion kinds keeps its own choice.
+  got = _import_probe(base | {"XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type=all"})
+  assert got["xla_flags"] == "--xla_cpu_experimental_ynn_fusion_type=all" and got["applied"] is None

@@ -34,10 +34,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from papers_jax.core import host  # noqa: E402  (standard library only)
+from papers_jax.core import host, platform_setup  # noqa: E402  (standard library only)
 
 if __name__ == "__main__":
-  host.reexec_with_huge_pages()  # before JAX starts: the train step's buffers on huge pages, as in training
+  platform_setup.setup_entry_point()  # before JAX starts: the train step's buffers on huge pages, as in training
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402

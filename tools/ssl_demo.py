@@ -127,6 +127,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-  from papers_jax.core import host
-  host.reexec_with_huge_pages()
+  from papers_jax.core import platform_setup
+  platform_setup.setup_entry_point()
   sys.exit(main())

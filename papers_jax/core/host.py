@@ -7,9 +7,10 @@ step then faults its buffer in 4 KiB at a time: 320,000 page faults per Swin-T s
 ViT-B/16 step. glibc ≥ 2.35 has a tunable, `glibc.malloc.hugetlb=1`, with which malloc asks for
 transparent huge pages on the memory it maps, so the same buffer faults in 2 MiB at a time.
 Measured on a 2-core CPU (docs/benchmarks.md): 1,100–3,500 faults per step, and train steps 10–17%
-faster at the same resident memory. glibc reads tunables only when a process starts, so the entry
-points (`python -m papers_jax.main`, `tools/benchmark.py`, the demo tools) restart themselves once
-with it set, before JAX is imported. `PAPERS_JAX_HUGE_PAGES=0` turns this off.
+faster at the same resident memory; on an Intel Xeon VM it gave nothing measurable, so it is opt-in.
+glibc reads tunables only when a process starts, so with `PAPERS_JAX_HUGE_PAGES=1` the entry points
+(`python -m papers_jax.main`, `tools/benchmark.py`, the demo tools, through
+`platform_setup.setup_entry_point`) restart themselves once with it set, before JAX is imported.
 
 Only the standard library is imported here: `reexec_with_huge_pages` runs before JAX.
 """
@@ -62,12 +63,12 @@ def glibc_version() -> tuple[int, int] | None:
 def huge_pages_environment(environ, thp_mode: str | None, glibc: tuple[int, int] | None) -> dict | None:
   """The environment to restart with so malloc asks for huge pages, or None when that would not help.
 
-  Nothing to do where the kernel already backs every large mapping with huge pages ("always"), or
-  never does ("never"), where glibc is absent or older than 2.35 (no such tunable), where the
-  tunable is already set (this is the restarted process), or where `PAPERS_JAX_HUGE_PAGES=0`.
+  Only with `PAPERS_JAX_HUGE_PAGES=1`; even then nothing to do where the kernel already backs every
+  large mapping with huge pages ("always"), or never does ("never"), where glibc is absent or older
+  than 2.35 (no such tunable), or where the tunable is already set (this is the restarted process).
   """
   tunables = environ.get("GLIBC_TUNABLES", "")
-  if (environ.get("PAPERS_JAX_HUGE_PAGES", "1") == "0" or thp_mode != "madvise" or glibc is None
+  if (environ.get("PAPERS_JAX_HUGE_PAGES", "0") != "1" or thp_mode != "madvise" or glibc is None
       or glibc < (2, 35) or "glibc.malloc.hugetlb=" in tunables):
     return None
   return {**environ, "GLIBC_TUNABLES": ":".join(t for t in (tunables, HUGE_PAGES_TUNABLE) if t)}

@@ -23,7 +23,7 @@ from papers_jax import tasks
 from papers_jax.core import checkpoint as ckpt_lib
 from papers_jax.core import config as config_lib
 from papers_jax.core import metrics as metrics_lib
-from papers_jax.core import host, optim, sharding, step as step_lib
+from papers_jax.core import host, optim, platform_setup, sharding, step as step_lib
 from papers_jax.core.preemption import PreemptionWatch
 from papers_jax.core.state import TrainState, abstract_model, abstract_state, create_train_state
 from papers_jax.data import pipeline
@@ -47,7 +47,7 @@ def environment(mesh, config=None) -> dict:
       "numpy": np.__version__, "backend": jax.default_backend(), "device_kind": jax.devices()[0].device_kind,
       "num_devices": jax.device_count(), "num_local_devices": jax.local_device_count(),
       "num_processes": jax.process_count(), "hostname": socket.gethostname(), "host_cpu": host.host_cpu(),
-      **host.memory_settings(),
+      **platform_setup.describe(),
       "mesh": dict(mesh.shape), "xla_flags": os.environ.get("XLA_FLAGS", ""),
       "jax_env": {k: v for k, v in os.environ.items() if k.startswith(("JAX_", "XLA_", "SLURM_JOB", "TPU_"))},
       "argv": sys.argv, "git_revision": _git_revision(),
