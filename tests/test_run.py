@@ -29,7 +29,7 @@ def test_run_writes_its_outputs_and_learns(uninterrupted):
   assert env["jax"] and env["mesh"] == {"data": 1, "fsdp": 1, "tensor": 1}
   assert env["seed"] == 0 and env["num_processes"] == 1 and env["deterministic"] is False
   assert "--xla_force_host_platform_device_count=1" in env["xla_flags"] and env["device_kind"] and env["host_cpu"]
-  # The entry point restarted itself with malloc's huge-page tunable wherever that helps.
+  # The entry point restarted itself with malloc's huge-page tunable only when asked to (PAPERS_JAX_HUGE_PAGES=1).
   restarts = host.huge_pages_environment(os.environ, host.transparent_hugepage_mode(), host.glibc_version())
   inherited = host.HUGE_PAGES_TUNABLE in os.environ.get("GLIBC_TUNABLES", "")
   assert (host.HUGE_PAGES_TUNABLE in env["glibc_tunables"]) == (restarts is not None or inherited)

@@ -65,6 +65,11 @@ def sources() -> list[str]:
   return sorted({s for s, _ in _KEY_MAPS})
 
 
+def sources_for(model_class: str) -> list[str]:
+  """The sources with a key map for `model_class` (e.g. ["hf", "openai"] for "CLIP")."""
+  return sorted(s for s, c in _KEY_MAPS if c == model_class)
+
+
 def match(rules: list[Rule], key: str) -> tuple[Rule, str] | tuple[None, None]:
   """The first rule whose `src` matches `key` and the path it maps to."""
   for rule in rules:

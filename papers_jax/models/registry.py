@@ -35,11 +35,20 @@ def model_class(name: str) -> type:
   return _REGISTRY[name][0]
 
 
-def create(name: str, *, rngs: nnx.Rngs | int = 0, **overrides) -> nnx.Module:
-  """Builds a registered model; keyword overrides (num_classes, img_size, dtype, ...) win."""
+def create(name: str, *, rngs: nnx.Rngs | int = 0, pretrained=None, pretrained_source: str | None = None,
+           **overrides) -> nnx.Module:
+  """Builds a registered model; keyword overrides (num_classes, img_size, dtype, ...) win.
+
+  `pretrained`: a timm / HF / OpenAI checkpoint file, a papers_jax params checkpoint directory, or
+  True for the published checkpoint in the cache (models/pretrained.py); nothing is downloaded.
+  `pretrained_source` names the file's layout when the model class has several converters.
+  """
   if name not in _REGISTRY:
     raise ConfigError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
   constructor, defaults = _REGISTRY[name]
   if isinstance(rngs, int):
     rngs = nnx.Rngs(params=rngs)
+  if pretrained is not None and pretrained is not False:
+    from papers_jax.models import pretrained as weights
+    return weights.build(name, constructor, {**defaults, **overrides}, rngs, pretrained, pretrained_source)
   return constructor(**{**defaults, **overrides}, rngs=rngs)
