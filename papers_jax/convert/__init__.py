@@ -24,7 +24,8 @@ from papers_jax.convert import timm_resnet  # noqa: F401  (registers its key map
 from papers_jax.convert import hf_gpt2  # noqa: F401  (registers its key map)
 from papers_jax.convert import hf_bert  # noqa: F401  (registers the BERT and FNet key maps)
 from papers_jax.convert import hf_clip, openai_clip  # noqa: F401  (register their key maps)
-from papers_jax.convert.keymap import KeyMap, Rule, get_key_map, match, register_key_map, sources  # noqa: F401
+from papers_jax.convert.keymap import (KeyMap, Rule, get_key_map, match, register_key_map, source_key,  # noqa: F401
+                                      sources)
 from papers_jax.errors import CheckpointError
 from papers_jax.nn.embed import resample_pos_embed
 
@@ -245,6 +246,47 @@ def load_torch_weights(model: nnx.Module, state_dict, source: str = "timm", *, s
   nnx.replace_by_pure_dict(state, _map_with_path(lambda p, v: _place(new[p], v) if p in new else v, ours))
   nnx.update(model, state)
   return report
+
+
+def export_state_dict(model: nnx.Module, source: str = "timm") -> dict[str, np.ndarray]:
+  """The model's params and BatchNorm statistics in `source`'s layout: its key map read backwards.
+
+  `load_torch_weights(model, export_state_dict(model, s), s)` restores the model exactly, and the
+  reference implementation loads the result with `load_state_dict(strict=True)` (tested for the
+  timm families). Key maps that rewrite the checkpoint's keys before mapping them (`prepare`, as
+  HF's separate q/k/v) are not invertible this way and raise CheckpointError.
+  """
+  cls = type(model).__name__
+  key_map = get_key_map(source, cls)
+  if key_map.prepare is not None:
+    raise CheckpointError(f"exporting a {cls} to the {source} layout is not supported: its converter rewrites "
+                          "the checkpoint's keys before mapping them, which has no inverse here yet.")
+  rules = key_map.rules(model)
+  out, unmapped = {}, []
+  for path, value in _flatten(nnx.to_pure_dict(nnx.state(model, (nnx.Param, nnx.BatchStat)))).items():
+    found = next(((rule, key) for rule in rules if (key := source_key(rule, path)) is not None), None)
+    if found is None:
+      unmapped.append(path)
+      continue
+    rule, key = found
+    x = np.asarray(value)
+    if rule.hook is not None:
+      if not hasattr(rule.hook, "inverse"):
+        raise CheckpointError(f"cannot export {path}: the {source} key map converts it with "
+                              f"{getattr(rule.hook, '__name__', rule.hook)}, which has no inverse.")
+      x = rule.hook.inverse(x)
+    out[key] = np.ascontiguousarray(x)
+  if unmapped:
+    raise CheckpointError(f"the {source} key map for {cls} has no rule for {', '.join(unmapped)}")
+  return out
+
+
+def save_state_dict(state_dict: dict[str, np.ndarray], path: str):
+  """Writes a name → array state dict as .safetensors (readable by timm / HF without papers_jax)."""
+  import safetensors.numpy
+  if not path.endswith(".safetensors"):
+    raise CheckpointError(f"{path}: exported state dicts are written as .safetensors")
+  safetensors.numpy.save_file(state_dict, path)
 
 
 # ------------------------------------------------------------------- params checkpoints

@@ -82,6 +82,12 @@ def match(rules: list[Rule], key: str) -> tuple[Rule, str] | tuple[None, None]:
 # ------------------------------------------------------------------------------------ hooks
 
 
+def with_inverse(hook: Hook, inverse: Callable[[np.ndarray], np.ndarray]) -> Hook:
+  """Marks `hook` as invertible: `inverse(our array) -> their array` (used by export)."""
+  hook.inverse = inverse
+  return hook
+
+
 def linear(num_in_axes: int = 1) -> Hook:
   """torch Linear weight (out, in) → our kernel (*in_axes, *out_axes).
 
@@ -95,7 +101,10 @@ def linear(num_in_axes: int = 1) -> Hook:
     if w.shape == (math.prod(ins), math.prod(outs)):
       w = w.reshape(shape)
     return w
-  return hook
+
+  def inverse(x):
+    return x.reshape(math.prod(x.shape[:num_in_axes]), math.prod(x.shape[num_in_axes:])).T
+  return with_inverse(hook, inverse)
 
 
 def reshape(x, shape):
@@ -107,3 +116,34 @@ def conv_kernel(w, shape):
   """torch Conv2d weight (out, in, kh, kw) → ours (kh, kw, in, out)."""
   del shape
   return w.transpose(2, 3, 1, 0)
+
+
+with_inverse(reshape, lambda x: x.reshape(-1))
+with_inverse(conv_kernel, lambda x: x.transpose(3, 2, 0, 1))
+
+
+def source_key(rule: Rule, path: str) -> str | None:
+  """Their key for our `path` under `rule` (the rule read backwards), or None if it does not map there.
+
+  `rule.src` must be a plain key with escaped dots and capture groups that `rule.dst` refers to
+  (as every key map here is written); each group's text is recovered from our path.
+  """
+  if not rule.dst:
+    return None
+  pattern, seen = "", set()
+  for part in re.split(r"(\\\d)", rule.dst):
+    if re.fullmatch(r"\\\d", part):
+      n = int(part[1])
+      pattern += f"(?P=g{n})" if n in seen else f"(?P<g{n}>[^/]+?)"
+      seen.add(n)
+    else:
+      pattern += re.escape(part)
+  m = re.fullmatch(pattern, path)
+  if m is None:
+    return None
+  captured, groups = m.groupdict(), iter(range(1, 100))
+  if any(f"g{n}" not in captured for n in range(1, re.compile(rule.src).groups + 1)):
+    return None  # a group that our path does not record
+  key = re.sub(r"\((?!\?)(?:[^()]|\([^()]*\))*\)", lambda _: captured[f"g{next(groups)}"], rule.src)
+  key = key.replace("\\.", ".")
+  return key if re.fullmatch(rule.src, key) and match([rule], key)[1] == path else None
