@@ -94,3 +94,12 @@ def test_stablehlo_export_reloads_with_the_same_logits(vit_file):
   x = images(224, batch=3)
   got = np.asarray(export.load_stablehlo(blob)(x))
   np.testing.assert_allclose(got, np.asarray(model(x, train=False)), rtol=1e-5, atol=1e-5)
+
+
+def test_the_zoo_page_lists_every_registered_name():
+  from conftest import ROOT
+  page = open(os.path.join(ROOT, "docs", "models.md")).read()
+  missing = [n for n in models.list_models() if f"| `{n}` |" not in page]
+  assert not missing, f"run `python tools/model_zoo.py`: docs/models.md lacks {missing}"
+  for name, (source, _, _) in pretrained.CHECKPOINTS.items():
+    assert source in convert.sources() and name in models.list_models()

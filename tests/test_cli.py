@@ -1,0 +1,91 @@
+"""The `papers-jax` command on a checkpoint of the digits demo's config: eval, predict, export, list-models."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import ROOT
+from papers_jax import cli, export
+from papers_jax.core import loop
+from papers_jax.data.sources import DigitsSource
+
+CONFIG = os.path.join(ROOT, "configs", "vit", "digits.py") + ":smoke"
+STEPS = ["--set", "num_steps=80", "--set", "optimizer.lr=0.005"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("cli_run"))
+  config = cli._load_config(CONFIG, ["num_steps=80", "optimizer.lr=0.005", "checkpoint_every=40"])
+  summary = loop.train(config, workdir)
+  return workdir, summary
+
+
+def _json_out(capsys, argv):
+  assert cli.main(argv) == 0
+  return json.loads(capsys.readouterr().out)
+
+
+def test_eval_reproduces_the_runs_final_evaluation(run, capsys, tmp_path):
+  workdir, summary = run
+  assert summary["eval/accuracy"] > 0.2  # twice chance (0.1): the checkpoint has learned something
+  out = _json_out(capsys, ["eval", "--config", CONFIG, "--checkpoint", workdir, *STEPS, "--out", str(tmp_path)])
+  assert out["step"] == 80 and out["checkpoint"].endswith("step 80")
+  assert out["eval/accuracy"] == pytest.approx(summary["eval/accuracy"], abs=1e-6)
+  assert out["eval/count"] == 360
+  assert json.load(open(tmp_path / "eval.json"))["eval/accuracy"] == out["eval/accuracy"]
+  # An earlier step of the same run, and a checkpoints/<step> directory, restore that step.
+  earlier = _json_out(capsys, ["eval", "--config", CONFIG, "--checkpoint", os.path.join(workdir, "checkpoints", "40"),
+                               *STEPS])
+  assert earlier["step"] == 40
+
+
+def test_predict_labels_image_files_as_the_model_does(run, capsys, tmp_path):
+  workdir, _ = run
+  source = DigitsSource("test")
+  paths = []
+  for i in range(12):
+    path = str(tmp_path / f"digit{i}.png")
+    Image.fromarray(source[i]["image"][:, :, 0]).save(path)
+    paths.append(path)
+  out = _json_out(capsys, ["predict", "--config", CONFIG, "--checkpoint", workdir, *STEPS, *paths, "--top-k", "3"])
+  assert [o["input"] for o in out] == paths
+  # The same images straight from the source, through the evaluation's model and preprocessing.
+  trainer, _ = cli._restored_trainer(cli._parser().parse_args(["eval", "--config", CONFIG, "--checkpoint", workdir,
+                                                               *STEPS]))
+  from papers_jax.tasks.classification import normalize_images
+  fn = loop.preprocess_fn(trainer.config, trainer.task, train=False)
+  images = np.stack([fn(dict(source[i]), None)["image"] for i in range(12)])
+  logits = np.asarray(cli._model(trainer)(normalize_images(images, trainer.task.mean, trainer.task.std), train=False))
+  assert [o["top"][0]["index"] for o in out] == list(np.argmax(logits, -1))
+  for o in out:
+    probs = [t["probability"] for t in o["top"]]
+    assert len(probs) == 3 and probs == sorted(probs, reverse=True) and sum(probs) <= 1 + 1e-6
+
+
+def test_export_stablehlo_reloads_with_the_same_logits(run, capsys, tmp_path):
+  workdir, _ = run
+  out = str(tmp_path / "vit.stablehlo")
+  assert cli.main(["export", "--config", CONFIG, "--checkpoint", workdir, *STEPS, "--format", "stablehlo",
+                   "--out", out]) == 0
+  trainer, _ = cli._restored_trainer(cli._parser().parse_args(["eval", "--config", CONFIG, "--checkpoint", workdir,
+                                                               *STEPS]))
+  x = np.random.RandomState(0).randn(5, 16, 16, 1).astype(np.float32)
+  got = np.asarray(export.load_stablehlo(open(out, "rb").read())(x))
+  np.testing.assert_allclose(got, np.asarray(cli._model(trainer)(x, train=False)), rtol=1e-5, atol=1e-5)
+
+
+def test_list_models_help_and_clear_errors(capsys, tmp_path):
+  assert cli.main(["list-models", "swin_*"]) == 0
+  names = capsys.readouterr().out.split()
+  assert "swin_tiny_patch4_window7_224" in names and all(n.startswith("swin_") for n in names)
+  assert cli.main(["eval", "--config", CONFIG, "--checkpoint", str(tmp_path / "missing")]) == 2
+  assert "does not exist" in capsys.readouterr().err
+  proc = subprocess.run([sys.executable, "-m", "papers_jax.cli", "--help"], cwd=ROOT, capture_output=True, text=True,
+                        timeout=120)
+  assert proc.returncode == 0 and "papers-jax eval" in proc.stdout and "list-models" in proc.stdout
