@@ -47,6 +47,7 @@ from flax import nnx  # noqa: E402
 from papers_jax import models, tasks  # noqa: E402
 from papers_jax.core import config as config_lib, optim, sharding, step as step_lib  # noqa: E402
 from papers_jax.core.state import create_train_state  # noqa: E402
+from papers_jax.nn.remat import REMAT_POLICIES  # noqa: E402
 
 # Dense peak FLOP/s per device (no sparsity), by precision.
 PEAKS = {
@@ -471,8 +472,9 @@ def main(argv=None):
   parser.add_argument("--batch", type=int, default=None)
   parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
   parser.add_argument("--attention", default=None, choices=("xla", "cudnn"))
-  parser.add_argument("--remat", default=None, help="per-block rematerialisation policy (ViT, MAE): full, dots, "
-                      "dots_no_batch; sets config.model.remat")
+  parser.add_argument("--remat", default=None, choices=sorted(REMAT_POLICIES),
+                      help="per-block rematerialisation policy (nn/remat.py; ViT, MAE, CLIP, BERT, GPT); "
+                      "sets config.model.remat")
   parser.add_argument("--scan", action="store_true", help="scan over the transformer blocks (ViT, MAE): "
                       "one block compiled instead of depth; sets config.model.scan")
   parser.add_argument("--mode", default="train", choices=("train", "infer", "input"),

@@ -28,6 +28,7 @@ from flax import nnx
 from papers_jax.core import sharding
 from papers_jax.errors import ConfigError
 from papers_jax.models.registry import register
+from papers_jax.nn.remat import BLOCK_OUT, REMAT_POLICIES, check_remat, checkpoint_name  # noqa: F401
 from papers_jax.nn import (Attention, DropPath, Dropout, LayerNorm, Mlp, PatchEmbed, gradient_barrier, param,
                            pool_tokens)
 from papers_jax.nn.embed import sincos_pos_embed_2d
@@ -77,27 +78,14 @@ class Block(nnx.Module):
     return gradient_barrier(sharding.constrain(x, ("act_batch", "act_len", "act_emb")))
 
 
-# Activation rematerialisation per block (`remat=`): what the backward pass may keep from the forward.
-REMAT_POLICIES = {
-    "full": None,                                                          # keep nothing, recompute the block
-    "dots": jax.checkpoint_policies.dots_saveable,                         # keep every matmul output
-    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,  # keep the weight matmuls'
-}
-
-
-def check_remat(remat: str):
-  if remat and remat not in REMAT_POLICIES:
-    raise ConfigError(f"remat must be '' or one of {sorted(REMAT_POLICIES)}, got {remat!r}")
-
-
 def apply_block(block, x, *, mask=None, remat: str = "", deterministic=None, rngs=None):
   """`block(x)`, under `nnx.remat` with the named policy when `remat` is set; `mask` is the attention
   mask (a causal text encoder's), passed only when given."""
   kw = {} if mask is None else {"mask": mask}
   if not remat:
-    return block(x, deterministic=deterministic, rngs=rngs, **kw)
+    return checkpoint_name(block(x, deterministic=deterministic, rngs=rngs, **kw), BLOCK_OUT)
   fn = nnx.remat(lambda b, y, r: b(y, deterministic=deterministic, rngs=r, **kw), policy=REMAT_POLICIES[remat])
-  return fn(block, x, rngs)
+  return checkpoint_name(fn(block, x, rngs), BLOCK_OUT)
 
 
 def apply_blocks(blocks, x, *, mask=None, remat: str = "", scan: bool = False, deterministic=None, rngs=None):

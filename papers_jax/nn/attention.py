@@ -21,6 +21,7 @@ from flax import nnx
 from papers_jax.core import sharding
 from papers_jax.nn.drop import Dropout
 from papers_jax.nn.linear import Dense
+from papers_jax.nn.remat import ATTN_OUT, QKV, checkpoint_name
 
 IMPLEMENTATIONS = ("xla", "cudnn", None)
 
@@ -172,7 +173,7 @@ class Attention(nnx.Module):
     returned (`is_causal` is then implied).
     """
     deterministic = self.deterministic if deterministic is None else deterministic
-    qkv = self.qkv(x)  # (batch, length, 3, heads, head_dim)
+    qkv = checkpoint_name(self.qkv(x), QKV)  # (batch, length, 3, heads, head_dim)
     q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
     q = sharding.constrain(q, ("act_batch", "act_len", "act_heads", "act_kv"))
     k = sharding.constrain(k, ("act_batch", "act_len", "act_heads", "act_kv"))
@@ -186,7 +187,7 @@ class Attention(nnx.Module):
     dropout_rng = rngs["dropout"]() if attn_drop > 0 else None
     y = dot_product_attention(q, k, v, bias=bias, mask=mask, is_causal=is_causal, implementation=self.implementation,
                               dropout_rate=attn_drop, dropout_rng=dropout_rng)
-    y = self.proj_drop(self.proj(y), deterministic=deterministic, rngs=rngs)
+    y = self.proj_drop(self.proj(checkpoint_name(y, ATTN_OUT)), deterministic=deterministic, rngs=rngs)
     return y if cache is None else (y, cache)
 
 

@@ -9,6 +9,7 @@ from flax import nnx
 from papers_jax.core import sharding
 from papers_jax.nn.drop import Dropout
 from papers_jax.nn.linear import Dense
+from papers_jax.nn.remat import MLP_HIDDEN, checkpoint_name
 
 
 def gelu(x):
@@ -53,7 +54,7 @@ class Mlp(nnx.Module):
     self.drop2 = Dropout(drop)
 
   def __call__(self, x, *, deterministic: bool | None = None, rngs: nnx.Rngs | None = None):
-    h = ACTIVATIONS[self.act](self.fc1(x))
+    h = checkpoint_name(ACTIVATIONS[self.act](self.fc1(x)), MLP_HIDDEN)
     h = sharding.constrain(h, ("act_batch", "act_len", "act_mlp"))
     h = self.drop1(h, deterministic=deterministic, rngs=rngs)
     return self.drop2(self.fc2(h), deterministic=deterministic, rngs=rngs)
