@@ -1,0 +1,90 @@
+"""tools/sweep.py: size names, grids, the SLURM array, and a sweep killed midway that completes
+without rerunning finished points."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT
+from papers_jax import sweep as sweep_lib
+from papers_jax.errors import ConfigError
+
+# Three points; width 17 is not divisible by the smoke config's 2 heads, so that point fails.
+SWEEP_FILE = """
+from papers_jax.sweep import Sweep, product
+def get_sweep():
+  return Sweep(config="configs/vit/digits.py:smoke", points=product(**{"model.embed_dim": [16, 17], "num_steps": [4]})
+               + [{"model.embed_dim": 24, "num_steps": 4}],
+               fixed={"checkpoint_every": 2, "log_every": 2})
+"""
+GOOD = ["model.embed_dim=16,num_steps=4", "model.embed_dim=24,num_steps=4"]
+BAD = "model.embed_dim=17,num_steps=4"
+
+
+def test_sizes_and_grids():
+  assert sweep_lib.vit_size("S/16") == {"model.embed_dim": 384, "model.depth": 12, "model.num_heads": 6,
+                                        "model.mlp_ratio": 4.0, "model.patch_size": 16}
+  assert sweep_lib.vit_size("mu/4")["model.embed_dim"] == 32
+  with pytest.raises(ConfigError, match="width one of"):
+    sweep_lib.vit_size("XL/16")
+  assert sweep_lib.product(a=[1, 2], b=[3]) == [{"a": 1, "b": 3}, {"a": 2, "b": 3}]
+  assert sweep_lib.zip_(a=[1, 2], b=[3, 4]) == [{"a": 1, "b": 3}, {"a": 2, "b": 4}]
+  with pytest.raises(ConfigError):
+    sweep_lib.zip_(a=[1, 2], b=[3])
+  s = sweep_lib.Sweep(config="x.py", points=[{"size": "B/16"}], fixed={"num_steps": 10})
+  assert s.overrides(s.points[0])["model.depth"] == 12 and s.overrides(s.points[0])["num_steps"] == 10
+
+
+def _sweep(tmp_path, *args, **kw):
+  path = tmp_path / "tiny_sweep.py"
+  path.write_text(SWEEP_FILE)
+  return subprocess.Popen([sys.executable, os.path.join(ROOT, "tools", "sweep.py"), "run", str(path), *args],
+                          cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          start_new_session=True, **kw)
+
+
+def test_slurm_script_has_one_array_task_per_point(tmp_path):
+  proc = _sweep(tmp_path, "--workdir", str(tmp_path / "w"), "--launcher", "slurm")
+  assert proc.wait(timeout=120) == 0, proc.stdout.read()
+  script = tmp_path / "w" / "sweep.sbatch"
+  assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+  text = script.read_text()
+  assert "#SBATCH --array=0-2" in text
+  # The points array has exactly one entry per point, each a papers_jax.main command of its own workdir.
+  out = subprocess.run(["bash", "-c", f"SLURM_ARRAY_TASK_ID=0; eval \"$(sed -n '/^points=(/,/^)/p' {script})\"; "
+                        "printf '%s\\n' \"${points[@]}\""], capture_output=True, text=True, check=True).stdout
+  entries = out.strip().split("\n")
+  assert len(entries) == 3 and all("-m papers_jax.main" in e for e in entries)
+  assert len({e.split("--workdir=")[1].split()[0] for e in entries}) == 3
+
+
+def test_a_killed_sweep_resumes_without_rerunning_finished_points_and_reports_a_failing_one(tmp_path):
+  workdir = tmp_path / "w"
+  proc = _sweep(tmp_path, "--workdir", str(workdir))
+  first = workdir / GOOD[0] / "summary.json"
+  deadline = time.time() + 600
+  while not first.exists() and time.time() < deadline and proc.poll() is None:
+    time.sleep(0.5)
+  assert first.exists(), proc.stdout.read() if proc.poll() is not None else "no point finished in time"
+  os.killpg(proc.pid, signal.SIGKILL)  # the sweep and the point it is running
+  proc.wait()
+  finished_at = first.stat().st_mtime
+  proc = _sweep(tmp_path, "--workdir", str(workdir))
+  out, _ = proc.communicate(timeout=900)
+  assert proc.returncode == 1, out  # one point failed
+  assert "1 already finished" in out
+  assert first.stat().st_mtime == finished_at  # not run again
+  assert all((workdir / n / "summary.json").exists() for n in GOOD)
+  assert f"point {BAD} failed" in out
+  failures = [json.loads(l) for l in open(workdir / "failures.jsonl")]
+  assert [f["point"] for f in failures] == [BAD] and "divisible" in failures[0]["error"], failures
+  collect = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "sweep.py"), "collect", str(workdir)],
+                           cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert collect.returncode == 0, collect.stderr
+  rows = [json.loads(l) for l in open(workdir / "results.jsonl")]
+  assert sorted(r["point"] for r in rows) == sorted(GOOD) and all(r["steps"] == 4 for r in rows)

@@ -1,0 +1,129 @@
+"""Scaling-law fits and plots from a sweep's results (papers_jax/scaling.py).
+
+  python tools/scaling.py fit runs/sweep/results.jsonl --out docs/scaling_vit_digits [--loss eval/loss]
+
+Reads `results.jsonl` (tools/sweep.py collect) or any JSON-lines / CSV table with the same columns:
+parameters N (`--params`), training examples or tokens D (`--data`), training FLOPs C (`--compute`,
+default 6·N·D when absent) and the loss. Fits L(C) = E + A·C^(−α) and L(N, D) = E + A/N^α + B/D^β,
+with bootstrap intervals on every parameter, and the compute-optimal frontier N*(C), D*(C). Writes
+`fit.json` and three PNGs to `--out`: loss against compute per model size with both fits and the
+frontier, IsoFLOP curves (loss against N at fixed compute), and the L(N, D) fit's residuals.
+"""
+
+import argparse
+import csv
+import json
+import os
+import sys
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from papers_jax import scaling  # noqa: E402
+
+
+def read_table(path: str) -> list[dict]:
+  if path.endswith(".csv"):
+    with open(path) as f:
+      return [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(f)]
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def _number(text):
+  try:
+    return float(text)
+  except (TypeError, ValueError):
+    return text
+
+
+def columns(rows, params: str, data: str, compute: str, loss: str):
+  missing = [k for k in (params, data, loss) if any(k not in r for r in rows)]
+  if missing:
+    raise SystemExit(f"error: rows lack the columns {missing}; name them with --params/--data/--loss")
+  N = np.array([r[params] for r in rows], np.float64)
+  D = np.array([r[data] for r in rows], np.float64)
+  C = np.array([r.get(compute, 6 * n * d) for r, n, d in zip(rows, N, D)], np.float64)
+  L = np.array([r[loss] for r in rows], np.float64)
+  return N, D, C, L
+
+
+def plots(out: str, N, D, C, L, power, chin):
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  grid = np.logspace(np.log10(C.min()) - 0.3, np.log10(C.max()) + 0.3, 100)
+  fig, ax = plt.subplots(figsize=(6, 4.5))
+  for n in np.unique(N):
+    sel = N == n
+    order = np.argsort(C[sel])
+    ax.plot(C[sel][order], L[sel][order], "o-", label=f"N = {n:.3g}")
+  ax.plot(grid, power(grid), "k--", label=f"L(C) = {power.E:.3g} + {power.A:.3g}·C^-{power.alpha:.3f}")
+  n_opt, d_opt = scaling.frontier(chin, grid)
+  ax.plot(grid, chin(n_opt, d_opt), "r-", label="compute-optimal L(N*, D*)")
+  ax.set(xscale="log", yscale="log", xlabel="training FLOPs C", ylabel="loss")
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(os.path.join(out, "loss_vs_compute.png"), dpi=120)
+  plt.close(fig)
+
+  fig, ax = plt.subplots(figsize=(6, 4.5))
+  n_grid = np.logspace(np.log10(N.min()) - 0.5, np.log10(N.max()) + 0.5, 100)
+  for c in np.logspace(np.log10(C.min()), np.log10(C.max()), 5):
+    ax.plot(n_grid, chin(n_grid, c / (6 * n_grid)), label=f"C = {c:.2g}")
+  ax.set(xscale="log", xlabel="parameters N", ylabel="predicted loss", title="IsoFLOP curves of the L(N, D) fit")
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(os.path.join(out, "isoflop.png"), dpi=120)
+  plt.close(fig)
+
+  fig, ax = plt.subplots(figsize=(6, 4.5))
+  ax.scatter(C, np.log(L) - np.log(chin(N, D)), c=np.log10(N))
+  ax.axhline(0, color="k", lw=0.5)
+  ax.set(xscale="log", xlabel="training FLOPs C", ylabel="log L − log L̂(N, D)", title="residuals (colour: log10 N)")
+  fig.tight_layout()
+  fig.savefig(os.path.join(out, "residuals.png"), dpi=120)
+  plt.close(fig)
+
+
+def fit(args) -> dict:
+  rows = read_table(args.table)
+  N, D, C, L = columns(rows, args.params, args.data, args.compute, args.loss)
+  power = scaling.power_law(C, L)
+  chin = scaling.chinchilla(N, D, L)
+  result = {
+      "points": len(rows),
+      "power_law": power.params(),
+      "power_law_intervals": scaling.bootstrap(scaling.power_law, (C, L), start=power, samples=args.bootstrap),
+      "chinchilla": chin.params(),
+      "chinchilla_intervals": scaling.bootstrap(scaling.chinchilla, (N, D, L), start=chin, samples=args.bootstrap),
+      "frontier_exponents": {"N*": chin.beta / (chin.alpha + chin.beta), "D*": chin.alpha / (chin.alpha + chin.beta)},
+  }
+  os.makedirs(args.out, exist_ok=True)
+  with open(os.path.join(args.out, "fit.json"), "w") as f:
+    json.dump(result, f, indent=2)
+  plots(args.out, N, D, C, L, power, chin)
+  return result
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                                   epilog="\n".join(__doc__.split("\n")[1:]))
+  sub = parser.add_subparsers(dest="command", required=True)
+  p = sub.add_parser("fit")
+  p.add_argument("table")
+  p.add_argument("--out", required=True)
+  p.add_argument("--params", default="params")
+  p.add_argument("--data", default="examples_seen")
+  p.add_argument("--compute", default="train_flops")
+  p.add_argument("--loss", default="train/loss")
+  p.add_argument("--bootstrap", type=int, default=200)
+  args = parser.parse_args(argv)
+  print(json.dumps(fit(args), indent=2))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
