@@ -285,3 +285,116 @@ def test_vit_sees_local_crops_through_resampled_position_embeddings_and_gradient
   assert vit.patch_embed.img_size == (16, 16)  # the original is untouched
   grads = nnx.grad(lambda m: _backbone_at(m, 8)(x, train=False).sum())(vit)
   assert np.abs(np.asarray(grads["pos_embed"][...])).sum() > 0
+
+
+# ------------------------------------------------------------------ momentum encoders and shuffle-BN
+def flat(tree, prefix=""):
+  """{'a/b/c': leaf} of a nested dict."""
+  out = {}
+  for k, v in tree.items():
+    out.update(flat(v, f"{prefix}{k}/") if isinstance(v, dict) else {f"{prefix}{k}": np.asarray(v)})
+  return out
+
+
+def batch_stats(module):
+  return flat(nnx.to_pure_dict(nnx.state(module, nnx.BatchStat)))
+
+
+def assert_target_is_the_ema(old, new, momentum):
+  """Every weight of the target: m·θ_target + (1 − m)·θ_online (new online weights)."""
+  for name in ("backbone", "projector"):
+    online, old_target, new_target = flat(new.params[name]), flat(old.model_state[f"target_{name}"]), \
+        flat(new.model_state[f"target_{name}"])
+    assert online and set(online) <= set(new_target)
+    for path, value in online.items():
+      np.testing.assert_allclose(new_target[path], momentum * old_target[path] + (1 - momentum) * value,
+                                 rtol=1e-5, atol=1e-6, err_msg=f"{name}/{path}")
+
+
+@pytest.fixture
+def incremental_update_calls(monkeypatch):
+  """Counts calls of optax.incremental_update (made while the train step is traced)."""
+  import optax
+  calls, original = [], optax.incremental_update
+  monkeypatch.setattr(optax, "incremental_update", lambda *a, **k: calls.append(1) or original(*a, **k))
+  return calls
+
+
+def test_moco_shuffle_bn_on_8_devices_and_one_online_pass(incremental_update_calls):
+  """MoCo v2 with a small ResNet and per-device BatchNorm (4 images per group on 8 devices): the
+  key encoder's groups hold other images than the query encoder's, the loss equals a reference that
+  shuffles and unshuffles explicitly, the online encoder runs once (on the query view), the key
+  encoder's BatchNorm statistics come from its own pass on the shuffled batch, and its weights are
+  the EMA of the online weights, through optax."""
+  from papers_jax.data import views
+  from papers_jax.objectives import contrastive
+  from papers_jax.tasks.ssl import shuffle_key
+  config = load_config("ssl/moco_v2.py", "smoke").unlock()
+  config.model = {"name": "resnet18", "layers": (1, 1, 1, 1), "width": 8, "stem": "cifar", "in_chans": 1}
+  config.ssl.bn_group_size, config.ssl.momentum, config.schedule.warmup_steps = 4, 0.9, 0
+  trainer = loop.Trainer(config.lock(), "/nonexistent-workdir-unused", devices=jax.devices())
+  assert trainer.mesh.devices.size == 8 and config.batch_size == 32  # 4 images per device = per group
+  task, c = trainer.task, trainer.config.ssl
+  batch = first_batch(trainer)
+  old = jax.device_get(trainer.state)
+  model, images, rng = step_inputs(trainer, batch)
+  k_views, _ = jax.random.split(rng)
+  v1, v2 = [task._normalize(v) for v in views.make_views(images, k_views, task.recipes)]
+  perm = np.asarray(jax.random.permutation(shuffle_key(rng), 32))
+  query_groups = [set(range(i, i + 4)) for i in range(0, 32, 4)]
+  key_groups = [set(perm[i:i + 4]) for i in range(0, 32, 4)]
+  assert not any(g in query_groups for g in key_groups)  # no key group is a query group
+  queue = model.queue[...]
+  q = model.embed(v1, train=True)
+  online_stats = batch_stats(model.backbone)  # after one pass, on the query view
+  keys_shuffled = np.asarray(model.embed_target(v2[perm]))  # the key encoder on the permuted batch
+  target_stats = batch_stats(model.target_backbone)
+  keys = np.empty_like(keys_shuffled)
+  keys[perm] = keys_shuffled  # back in the batch's order
+  expected = float(contrastive.info_nce(q, keys, queue, c.temperature).mean())
+  unshuffled = float(contrastive.info_nce(q, step_inputs(trainer, batch)[0].embed_target(v2), queue,
+                                          c.temperature).mean())
+  assert abs(expected - unshuffled) > 1e-4  # the grouping changes the loss
+
+  metrics = run_step(trainer, batch)
+  assert metrics["loss"] == pytest.approx(expected, rel=1e-5)
+  new = jax.device_get(trainer.state)
+  for path, value in online_stats.items():
+    np.testing.assert_allclose(flat(new.model_state["backbone"])[path], value, rtol=1e-4, atol=1e-6, err_msg=path)
+  for path, value in target_stats.items():
+    np.testing.assert_allclose(flat(new.model_state["target_backbone"])[path], value, rtol=1e-4, atol=1e-6,
+                               err_msg=path)
+  assert_target_is_the_ema(old, new, 0.9)
+  assert incremental_update_calls  # the momentum update goes through optax
+  np.testing.assert_allclose(new.model_state["queue"][:32], contrastive.l2_normalize(keys), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["byol", "dino"])
+def test_teacher_weights_are_the_ema_through_optax_and_its_batchnorm_statistics_its_own(
+    method, incremental_update_calls):
+  """BYOL and DINO (MoCo: the test above): after one step every target weight is
+  m·θ_target + (1 − m)·θ_online. Its BatchNorm statistics are not averaged: as in the official code
+  (BYOL: `target_state` from the target's own `is_training=True` forward; MoCo, DINO: the momentum
+  update zips `parameters()` only), they come from the target's own passes (BYOL's projector: one per view)."""
+  from papers_jax.data import views
+  trainer = trainer_for(method, **{"ssl.momentum": 0.9, "ssl.momentum_schedule": "constant",
+                                   "schedule.warmup_steps": 0})
+  task = trainer.task
+  batch = first_batch(trainer)
+  old = jax.device_get(trainer.state)
+  model, images, rng = step_inputs(trainer, batch)
+  expected_stats = {}
+  if method == "byol":
+    k_views, _ = jax.random.split(rng)
+    v1, v2 = [task._normalize(v) for v in views.make_views(images, k_views, task.recipes)]
+    model.embed_target(v1), model.embed_target(v2)
+    expected_stats = batch_stats(model.target_projector)
+    assert expected_stats  # the projector's hidden BatchNorm
+  run_step(trainer, batch)
+  new = jax.device_get(trainer.state)
+  assert_target_is_the_ema(old, new, 0.9)
+  assert incremental_update_calls
+  for path, value in expected_stats.items():
+    got = flat(new.model_state["target_projector"])[path]
+    np.testing.assert_allclose(got, value, rtol=1e-4, atol=1e-6, err_msg=path)
+    assert not np.allclose(got, flat(old.model_state["target_projector"])[path])

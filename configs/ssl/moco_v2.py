@@ -15,6 +15,6 @@ def get_config(arg=None):
   return recipe("moco_v2", arg, **{
       "batch_size": 256, "num_epochs": 200.0, "ssl.views": "moco_v2", "ssl.temperature": 0.2,
       "ssl.projector_layers": 2, "ssl.projector_hidden": 2048, "ssl.projector_dim": 128, "ssl.projector_bn": False,
-      "ssl.queue_size": 65536, "ssl.momentum": 0.999,
+      "ssl.queue_size": 65536, "ssl.momentum": 0.999, "ssl.bn_group_size": 32,
       "optimizer.name": "sgd", "optimizer.lr": 0.03, "optimizer.momentum": 0.9, "optimizer.weight_decay": 1e-4,
       "optimizer.clip_grad_norm": 0.0})

@@ -17,11 +17,18 @@ view pipeline and one k-NN monitor, so the methods compare on equal terms.
 
 Views are made on device (data/views.py) from uint8 images. The momentum encoder's weights are
 `EMA` variables in the model state, initialised equal to the online weights and updated after
-each optimizer step (`post_update`); MoCo's and SwAV's queues, DINO's centre, the memory banks,
-the NCE normalisers and the step counter are model state too, so all of it is sharded,
-checkpointed and restored like any other state. The target's BatchNorm runs on batch statistics
-(train mode), as in the papers; its running statistics are not used. Targets are built without
+each optimizer step (`post_update`, with `optax.incremental_update`: θ_t ← m·θ_t + (1 − m)·θ);
+MoCo's and SwAV's queues, DINO's centre, the memory banks, the NCE normalisers and the step
+counter are model state too, so all of it is sharded, checkpointed and restored like any other
+state. Only weights are averaged: the target's BatchNorm runs on batch statistics (train mode)
+and its running statistics come from its own forward passes, as in the official MoCo, BYOL and
+DINO code (their momentum updates zip `parameters()` / `params` only). Targets are built without
 dropout / stochastic depth (DINO's teacher has no drop-path).
+
+MoCo v1/v2 compute queries of view 1 and keys of view 2 only (no online pass on view 2), and use
+shuffle-BN: the key encoder sees the global batch permuted (`shuffled_keys`), so with per-GPU
+BatchNorm (`ssl.bn_group_size`, 32 in the paper) a key's group holds other images than its
+query's; the keys are unshuffled before the loss.
 
 Multi-crop (SwAV, DINO): crops of one size go through the backbone in one call (BatchNorm
 statistics per resolution, as the references), the head runs once on all crops. A ViT built for
@@ -60,6 +67,8 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+import optax
+
 from papers_jax import models
 from papers_jax.core import sharding
 from papers_jax.core.state import merge_model
@@ -69,6 +78,7 @@ from papers_jax.errors import ConfigError
 from papers_jax.evaluators import features as features_lib
 from papers_jax.evaluators import knn as knn_lib
 from papers_jax.evaluators import linear_probe as linear_probe_lib
+from papers_jax.models import resnet
 from papers_jax.nn.drop import Dropout
 from papers_jax.nn.embed import resample_pos_embed
 from papers_jax.nn.linear import Dense, param
@@ -336,6 +346,21 @@ def encode_crops(backbone, head, crops, *, train: bool = True, rngs=None):
   return head(feats.reshape(b * v, -1)).reshape(b, v, -1).swapaxes(0, 1)
 
 
+def shuffle_key(rng):
+  """The key of MoCo's shuffle-BN permutation, derived from the step's rng."""
+  return jax.random.fold_in(rng, 1)
+
+
+def shuffled_keys(model: SSLModel, images, key):
+  """MoCo v1/v2's keys with shuffle-BN: the key encoder sees the global batch in a random order,
+  so each BatchNorm group (`ssl.bn_group_size`: one GPU's 32 images in the paper) holds other
+  groups' images than the query encoder's, then the keys are put back in the batch's order. Without
+  it, a query and its key share their group's statistics, a cue the model can use to find the
+  positive (the paper's Sec. 3.3)."""
+  shuffled, perm = resnet.shuffle_batch(images, key)
+  return resnet.unshuffle_batch(model.embed_target(shuffled), perm)
+
+
 class SSLTask:
 
   def __init__(self, config):
@@ -417,14 +442,16 @@ class SSLTask:
     k_views, k_drop = jax.random.split(rng)
     v1, v2 = [self._normalize(v) for v in views.make_views(images, k_views, self.recipes)]
     drop = nnx.Rngs(dropout=k_drop)
-    z1, z2 = model.embed(v1, train=True, rngs=drop), model.embed(v2, train=True, rngs=drop)
-    if c.method == "simclr":
-      loss = contrastive.nt_xent(z1, z2, c.temperature).mean()
-    elif c.method in QUEUE:
-      k2 = model.embed_target(v2)
+    z1 = model.embed(v1, train=True, rngs=drop)
+    if c.method in QUEUE:  # one direction: queries of view 1, keys of view 2 (no online pass on view 2)
+      k2 = shuffled_keys(model, v2, shuffle_key(rng))
       loss = contrastive.info_nce(z1, k2, model.queue[...], c.temperature).mean()
       model.queue[...], model.queue_pointer[...] = memory.enqueue(
           model.queue[...], model.queue_pointer[...], contrastive.l2_normalize(k2))
+      return loss, {"embedding_std": jnp.std(contrastive.l2_normalize(z1), axis=0).mean()}
+    z2 = model.embed(v2, train=True, rngs=drop)
+    if c.method == "simclr":
+      loss = contrastive.nt_xent(z1, z2, c.temperature).mean()
     elif c.method == "moco_v3":
       q1, q2 = model.predictor(z1, train=True), model.predictor(z2, train=True)
       loss = contrastive.moco_v3_loss(q1, q2, model.embed_target(v1), model.embed_target(v2), c.temperature).mean()
@@ -563,10 +590,12 @@ class SSLTask:
 
     def update(params, model_state, step):
       model_state = dict(model_state)
-      if ema:
+      if ema:  # parameters only: the target's BatchNorm statistics come from its own forward passes
         m = self.momentum(step)
-        model_state["target_backbone"] = _ema_into(model_state["target_backbone"], params["backbone"], m)
-        model_state["target_projector"] = _ema_into(model_state["target_projector"], params["projector"], m)
+        for name in ("backbone", "projector"):
+          target = model_state[f"target_{name}"]
+          averaged = optax.incremental_update(params[name], _entries_like(target, params[name]), 1.0 - m)
+          model_state[f"target_{name}"] = _replace_entries(target, averaged)
       if counter:  # the next step's index (a step skipped as non-finite keeps the old state, counter included)
         model_state["iteration"] = (step + 1).astype(jnp.int32)
       return model_state
@@ -620,12 +649,16 @@ class SSLTask:
     return out
 
 
-def _ema_into(target: dict, online: dict, momentum):
-  """EMA of the online params into the target's matching entries; the target's other state
-  (BatchNorm statistics) is kept."""
-  if not isinstance(target, dict):
-    return momentum * target + (1.0 - momentum) * online
-  return {k: _ema_into(v, online[k], momentum) if k in online else v for k, v in target.items()}
+def _entries_like(target: dict, online: dict) -> dict:
+  """The target's entries at the online params' paths (its EMA weights, without its BatchNorm
+  statistics), in the online tree's structure."""
+  return {k: _entries_like(target[k], v) if isinstance(v, dict) else target[k] for k, v in online.items()}
+
+
+def _replace_entries(target: dict, new: dict) -> dict:
+  """`target` with the entries that `new` has replaced by new's; the others (statistics) kept."""
+  return {k: (_replace_entries(v, new[k]) if isinstance(v, dict) else new[k]) if k in new else v
+          for k, v in target.items()}
 
 
 # ------------------------------------------------------------------------ recipes
@@ -674,6 +707,7 @@ def recipe(method: str, arg=None, demo=None, **paper):
     c.ssl.crop_scale = (0.4, 1.0)
     if method in QUEUE:
       c.ssl.queue_size = 4096
+    c.ssl.bn_group_size = 0  # the ViT has no BatchNorm (MoCo's keys are still shuffled)
     c.ssl.projector_hidden = min(c.ssl.projector_hidden, 256)
     c.ssl.projector_dim = min(c.ssl.projector_dim, 64)
     c.ssl.predictor_hidden = min(c.ssl.predictor_hidden, 256)
