@@ -398,3 +398,77 @@ def test_teacher_weights_are_the_ema_through_optax_and_its_batchnorm_statistics_
     got = flat(new.model_state["target_projector"])[path]
     np.testing.assert_allclose(got, value, rtol=1e-4, atol=1e-6, err_msg=path)
     assert not np.allclose(got, flat(old.model_state["target_projector"])[path])
+
+
+def moco_v3_sincos_table(h, w, dim, temperature=10_000.0):
+  """The reference's `build_2d_sincos_position_embedding` (moco-v3/vits.py), in numpy."""
+  grid_w, grid_h = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32), indexing="ij")
+  omega = 1.0 / temperature ** (np.arange(dim // 4, dtype=np.float32) / (dim // 4))
+  out_w, out_h = grid_w.reshape(-1)[:, None] * omega, grid_h.reshape(-1)[:, None] * omega
+  return np.concatenate([np.sin(out_w), np.cos(out_w), np.sin(out_h), np.cos(out_h)], axis=1)
+
+
+def test_moco_v3_vit_has_fixed_sincos_position_embeddings_and_a_patch_projection_that_never_changes():
+  """The paper's ViT: the 2-D sin-cos table is added to the patch tokens (nothing to the class token)
+  and is no parameter; the random patch projection is frozen through the optimizer, so a step leaves
+  it unchanged while the rest trains."""
+  for arg in (None, "digits"):
+    config = load_config("ssl/moco_v3.py", arg)
+    model = nnx.eval_shape(lambda c=config: tasks.get_task(c).build_model(nnx.Rngs(0)))
+    assert model.backbone.pos_embed is None and model.backbone.pos_embed_kind == "sincos", arg
+  trainer = trainer_for("moco_v3", **{"schedule.warmup_steps": 0})
+  old = jax.device_get(trainer.state)
+  assert "pos_embed" not in old.params["backbone"]
+  model, _, _ = step_inputs(trainer, first_batch(trainer))
+  vit = model.backbone
+  (gh, gw), dim = vit.patch_embed.grid_size, vit.embed_dim
+  tokens = np.asarray(vit._pos_embed(jax.numpy.zeros((1, gh * gw, dim))))[0]
+  np.testing.assert_array_equal(tokens[0], np.asarray(old.params["backbone"]["cls_token"])[0, 0])
+  reference = moco_v3_sincos_table(gh, gw, dim)  # row first; ours (MAE's) column first: swapped halves
+  np.testing.assert_allclose(tokens[1:], np.concatenate([reference[:, dim // 2:], reference[:, :dim // 2]], 1),
+                             atol=1e-6)
+  run_step(trainer, first_batch(trainer))
+  new = jax.device_get(trainer.state)
+  for leaf in ("kernel", "bias"):
+    np.testing.assert_array_equal(new.params["backbone"]["patch_embed"]["proj"][leaf],
+                                  old.params["backbone"]["patch_embed"]["proj"][leaf])
+  assert not np.allclose(new.params["backbone"]["blocks"][0]["attn"]["qkv"]["kernel"],
+                         old.params["backbone"]["blocks"][0]["attn"]["qkv"]["kernel"])
+
+
+def test_moco_linear_protocol_loads_the_encoder_and_trains_only_the_classifier_in_eval_mode(tmp_path):
+  """configs/ssl/moco_linear.py on a small ResNet: the encoder's params and BatchNorm statistics
+  come from an SSL run's `backbone/`; after a step the classifier changed, every encoder param and
+  statistic did not (frozen through the optimizer, BatchNorm in eval mode)."""
+  import orbax.checkpoint as ocp
+  resnet = {"name": "resnet18", "layers": (1, 1, 1, 1), "width": 8, "stem": "cifar", "in_chans": 1}
+  ssl_trainer = trainer_for("moco_v2", **{"model": resnet, "ssl.bn_group_size": 4})
+  ssl_state = jax.device_get(ssl_trainer.state)
+  rng = np.random.default_rng(0)
+  perturbed = jax.tree.map(lambda x: np.asarray(x) + rng.uniform(0.1, 0.5, np.shape(x)).astype(np.asarray(x).dtype)
+                           if np.issubdtype(np.asarray(x).dtype, np.floating) else np.asarray(x),
+                           ssl_state.model_state)
+  ckpt = str(tmp_path / "ssl" / "state")
+  ocp.StandardCheckpointer().save(ckpt, {"params": ssl_state.params, "model_state": perturbed})
+  ocp.StandardCheckpointer().wait_until_finished()
+
+  config = load_config("ssl/moco_linear.py", "smoke").unlock()
+  config.model = dict(resnet, num_classes=10)
+  config.init_from = ckpt
+  trainer = loop.Trainer(config.lock(), "/nonexistent-workdir-unused", devices=jax.devices()[:2])
+  old = jax.device_get(trainer.state)
+  encoder, stats = flat(ssl_state.params["backbone"]), flat(perturbed["backbone"])
+  params, model_state = flat(old.params), flat(old.model_state)
+  assert set(params) - set(encoder) == {"fc/kernel", "fc/bias"}
+  for path, value in encoder.items():
+    np.testing.assert_array_equal(params[path], value, err_msg=path)
+  assert stats and all(np.array_equal(model_state[path], value) for path, value in stats.items())
+
+  run_step(trainer, first_batch(trainer))
+  new = jax.device_get(trainer.state)
+  new_params, new_model_state = flat(new.params), flat(new.model_state)
+  for path in encoder:
+    np.testing.assert_array_equal(new_params[path], params[path], err_msg=path)
+  for path in stats:
+    np.testing.assert_array_equal(new_model_state[path], model_state[path], err_msg=path)
+  assert not np.allclose(new_params["fc/kernel"], params["fc/kernel"])
