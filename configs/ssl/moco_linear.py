@@ -31,7 +31,7 @@ Departures from the paper:
 from papers_jax.core.config import base_config, parse_arg
 
 IMAGENET_TRAIN = 1_281_167
-# The encoder of tasks/ssl.py's digits recipes.
+# The encoder of the digits recipes (tasks/ssl/recipe.py).
 DIGITS_VIT = dict(name="vit_tiny_patch16_224", img_size=16, patch_size=4, in_chans=1, embed_dim=64, depth=4,
                   num_heads=4, mlp_ratio=2.0, global_pool="avg")
 

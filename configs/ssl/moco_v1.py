@@ -8,7 +8,7 @@ reference README's released model; 60.8 ± 0.2 over its 5 runs), τ = 0.07,
 m = 0.999 (the ablation: 0.99 is worse, 0.9999 a little worse), per-GPU BatchNorm with shuffle-BN.
 What follows the paper and its code: queries of one view and keys of the other (one direction, as
 the reference), the keys from the key encoder on the globally permuted batch with BatchNorm over
-groups of 32 images (8 GPUs × 32; `ssl.bn_group_size`), then unshuffled (tasks/ssl.py,
+groups of 32 images (8 GPUs × 32; `ssl.bn_group_size`), then unshuffled (tasks/ssl/moco.py,
 `shuffled_keys`); the key encoder is the EMA of the query encoder's weights only, its BatchNorm
 statistics its own; SGD weight decay on every parameter (the reference passes `model.parameters()`),
 no gradient clipping. Linear evaluation: configs/ssl/moco_linear.py.

@@ -13,7 +13,7 @@ weight decay and the trust ratio on every parameter), no gradient clipping.
 
 Departures from the paper:
 - The prototypes are normalised at use, not renormalised in place after each update (see
-  papers_jax/tasks/ssl.py).
+  papers_jax/tasks/ssl/__init__.py).
 - Warm-up starts at lr 0, not 0.3; LARC's `clip=False` scaling is optax's LARS trust ratio.
 - The views are made on device (data/views.py), not compared pixel for pixel with the reference's.
 """
