@@ -199,10 +199,11 @@ def test_dino_teacher_is_the_ema_centre_the_momentum_mean_and_last_layer_weight_
   trainer = trainer_for("dino", **{"ssl.momentum": 0.9, "ssl.momentum_schedule": "constant",
                                    "ssl.freeze_last_layer_steps": 1, "schedule.warmup_steps": 0})
   c, task = trainer.config.ssl, trainer.task
-  paper = tasks.get_task(load_config("ssl/dino.py"))  # teacher τ: 0.04 → 0.07 over 30 epochs
-  assert float(paper.teacher_temperature(0)) == pytest.approx(0.04)
-  assert float(paper.teacher_temperature(paper.c.warmup_teacher_temperature_steps / 2)) == pytest.approx(0.055)
-  assert float(paper.teacher_temperature(10 ** 7)) == pytest.approx(0.07)
+  from papers_jax.tasks.ssl.dino import teacher_temperature
+  paper = load_config("ssl/dino.py").ssl  # teacher τ: 0.04 → 0.07 over 30 epochs
+  assert float(teacher_temperature(paper, 0)) == pytest.approx(0.04)
+  assert float(teacher_temperature(paper, paper.warmup_teacher_temperature_steps / 2)) == pytest.approx(0.055)
+  assert float(teacher_temperature(paper, 10 ** 7)) == pytest.approx(0.07)
   old = jax.device_get(trainer.state)
   assert "scale" not in old.params["projector"]["last_layer"]  # norm_last_layer: the gain is fixed to 1
   batch = first_batch(trainer)
@@ -270,7 +271,7 @@ def test_swav_prototypes_unit_norm_frozen_first_and_queue_used_once_full():
 def test_vit_sees_local_crops_through_resampled_position_embeddings_and_gradients_reach_it():
   from papers_jax import models
   from papers_jax.nn.embed import resample_pos_embed
-  from papers_jax.tasks.ssl import _backbone_at
+  from papers_jax.tasks.ssl.common import _backbone_at
   kw = dict(patch_size=4, in_chans=1, embed_dim=32, depth=2, num_heads=2, num_classes=0, global_pool="avg")
   vit = models.create("vit_tiny_patch16_224", img_size=16, rngs=nnx.Rngs(0), **kw)
   small = models.create("vit_tiny_patch16_224", img_size=8, rngs=nnx.Rngs(1), **kw)
@@ -285,3 +286,190 @@ def test_vit_sees_local_crops_through_resampled_position_embeddings_and_gradient
   assert vit.patch_embed.img_size == (16, 16)  # the original is untouched
   grads = nnx.grad(lambda m: _backbone_at(m, 8)(x, train=False).sum())(vit)
   assert np.abs(np.asarray(grads["pos_embed"][...])).sum() > 0
+
+
+# ------------------------------------------------------------------ momentum encoders and shuffle-BN
+def flat(tree, prefix=""):
+  """{'a/b/c': leaf} of a nested dict."""
+  out = {}
+  for k, v in tree.items():
+    out.update(flat(v, f"{prefix}{k}/") if isinstance(v, dict) else {f"{prefix}{k}": np.asarray(v)})
+  return out
+
+
+def batch_stats(module):
+  return flat(nnx.to_pure_dict(nnx.state(module, nnx.BatchStat)))
+
+
+def assert_target_is_the_ema(old, new, momentum):
+  """Every weight of the target: m·θ_target + (1 − m)·θ_online (new online weights)."""
+  for name in ("backbone", "projector"):
+    online, old_target, new_target = flat(new.params[name]), flat(old.model_state[f"target_{name}"]), \
+        flat(new.model_state[f"target_{name}"])
+    assert online and set(online) <= set(new_target)
+    for path, value in online.items():
+      np.testing.assert_allclose(new_target[path], momentum * old_target[path] + (1 - momentum) * value,
+                                 rtol=1e-5, atol=1e-6, err_msg=f"{name}/{path}")
+
+
+@pytest.fixture
+def incremental_update_calls(monkeypatch):
+  """Counts calls of optax.incremental_update (made while the train step is traced)."""
+  import optax
+  calls, original = [], optax.incremental_update
+  monkeypatch.setattr(optax, "incremental_update", lambda *a, **k: calls.append(1) or original(*a, **k))
+  return calls
+
+
+def test_moco_shuffle_bn_on_8_devices_and_one_online_pass(incremental_update_calls):
+  """MoCo v2 with a small ResNet and per-device BatchNorm (4 images per group on 8 devices): the
+  key encoder's groups hold other images than the query encoder's, the loss equals a reference that
+  shuffles and unshuffles explicitly, the online encoder runs once (on the query view), the key
+  encoder's BatchNorm statistics come from its own pass on the shuffled batch, and its weights are
+  the EMA of the online weights, through optax."""
+  from papers_jax.data import views
+  from papers_jax.objectives import contrastive
+  from papers_jax.tasks.ssl import shuffle_key
+  config = load_config("ssl/moco_v2.py", "smoke").unlock()
+  config.model = {"name": "resnet18", "layers": (1, 1, 1, 1), "width": 8, "stem": "cifar", "in_chans": 1}
+  config.ssl.bn_group_size, config.ssl.momentum, config.schedule.warmup_steps = 4, 0.9, 0
+  trainer = loop.Trainer(config.lock(), "/nonexistent-workdir-unused", devices=jax.devices())
+  assert trainer.mesh.devices.size == 8 and config.batch_size == 32  # 4 images per device = per group
+  task, c = trainer.task, trainer.config.ssl
+  batch = first_batch(trainer)
+  old = jax.device_get(trainer.state)
+  model, images, rng = step_inputs(trainer, batch)
+  k_views, _ = jax.random.split(rng)
+  v1, v2 = [task._normalize(v) for v in views.make_views(images, k_views, task.recipes)]
+  perm = np.asarray(jax.random.permutation(shuffle_key(rng), 32))
+  query_groups = [set(range(i, i + 4)) for i in range(0, 32, 4)]
+  key_groups = [set(perm[i:i + 4]) for i in range(0, 32, 4)]
+  assert not any(g in query_groups for g in key_groups)  # no key group is a query group
+  queue = model.queue[...]
+  q = model.embed(v1, train=True)
+  online_stats = batch_stats(model.backbone)  # after one pass, on the query view
+  keys_shuffled = np.asarray(model.embed_target(v2[perm]))  # the key encoder on the permuted batch
+  target_stats = batch_stats(model.target_backbone)
+  keys = np.empty_like(keys_shuffled)
+  keys[perm] = keys_shuffled  # back in the batch's order
+  expected = float(contrastive.info_nce(q, keys, queue, c.temperature).mean())
+  unshuffled = float(contrastive.info_nce(q, step_inputs(trainer, batch)[0].embed_target(v2), queue,
+                                          c.temperature).mean())
+  assert abs(expected - unshuffled) > 1e-4  # the grouping changes the loss
+
+  metrics = run_step(trainer, batch)
+  assert metrics["loss"] == pytest.approx(expected, rel=1e-5)
+  new = jax.device_get(trainer.state)
+  for path, value in online_stats.items():
+    np.testing.assert_allclose(flat(new.model_state["backbone"])[path], value, rtol=1e-4, atol=1e-6, err_msg=path)
+  for path, value in target_stats.items():
+    np.testing.assert_allclose(flat(new.model_state["target_backbone"])[path], value, rtol=1e-4, atol=1e-6,
+                               err_msg=path)
+  assert_target_is_the_ema(old, new, 0.9)
+  assert incremental_update_calls  # the momentum update goes through optax
+  np.testing.assert_allclose(new.model_state["queue"][:32], contrastive.l2_normalize(keys), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["byol", "dino"])
+def test_teacher_weights_are_the_ema_through_optax_and_its_batchnorm_statistics_its_own(
+    method, incremental_update_calls):
+  """BYOL and DINO (MoCo: the test above): after one step every target weight is
+  m·θ_target + (1 − m)·θ_online. Its BatchNorm statistics are not averaged: as in the official code
+  (BYOL: `target_state` from the target's own `is_training=True` forward; MoCo, DINO: the momentum
+  update zips `parameters()` only), they come from the target's own passes (BYOL's projector: one per view)."""
+  from papers_jax.data import views
+  trainer = trainer_for(method, **{"ssl.momentum": 0.9, "ssl.momentum_schedule": "constant",
+                                   "schedule.warmup_steps": 0})
+  task = trainer.task
+  batch = first_batch(trainer)
+  old = jax.device_get(trainer.state)
+  model, images, rng = step_inputs(trainer, batch)
+  expected_stats = {}
+  if method == "byol":
+    k_views, _ = jax.random.split(rng)
+    v1, v2 = [task._normalize(v) for v in views.make_views(images, k_views, task.recipes)]
+    model.embed_target(v1), model.embed_target(v2)
+    expected_stats = batch_stats(model.target_projector)
+    assert expected_stats  # the projector's hidden BatchNorm
+  run_step(trainer, batch)
+  new = jax.device_get(trainer.state)
+  assert_target_is_the_ema(old, new, 0.9)
+  assert incremental_update_calls
+  for path, value in expected_stats.items():
+    got = flat(new.model_state["target_projector"])[path]
+    np.testing.assert_allclose(got, value, rtol=1e-4, atol=1e-6, err_msg=path)
+    assert not np.allclose(got, flat(old.model_state["target_projector"])[path])
+
+
+def moco_v3_sincos_table(h, w, dim, temperature=10_000.0):
+  """The reference's `build_2d_sincos_position_embedding` (moco-v3/vits.py), in numpy."""
+  grid_w, grid_h = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32), indexing="ij")
+  omega = 1.0 / temperature ** (np.arange(dim // 4, dtype=np.float32) / (dim // 4))
+  out_w, out_h = grid_w.reshape(-1)[:, None] * omega, grid_h.reshape(-1)[:, None] * omega
+  return np.concatenate([np.sin(out_w), np.cos(out_w), np.sin(out_h), np.cos(out_h)], axis=1)
+
+
+def test_moco_v3_vit_has_fixed_sincos_position_embeddings_and_a_patch_projection_that_never_changes():
+  """The paper's ViT: the 2-D sin-cos table is added to the patch tokens (nothing to the class token)
+  and is no parameter; the random patch projection is frozen through the optimizer, so a step leaves
+  it unchanged while the rest trains."""
+  for arg in (None, "digits"):
+    config = load_config("ssl/moco_v3.py", arg)
+    model = nnx.eval_shape(lambda c=config: tasks.get_task(c).build_model(nnx.Rngs(0)))
+    assert model.backbone.pos_embed is None and model.backbone.pos_embed_kind == "sincos", arg
+  trainer = trainer_for("moco_v3", **{"schedule.warmup_steps": 0})
+  old = jax.device_get(trainer.state)
+  assert "pos_embed" not in old.params["backbone"]
+  model, _, _ = step_inputs(trainer, first_batch(trainer))
+  vit = model.backbone
+  (gh, gw), dim = vit.patch_embed.grid_size, vit.embed_dim
+  tokens = np.asarray(vit._pos_embed(jax.numpy.zeros((1, gh * gw, dim))))[0]
+  np.testing.assert_array_equal(tokens[0], np.asarray(old.params["backbone"]["cls_token"])[0, 0])
+  reference = moco_v3_sincos_table(gh, gw, dim)  # row first; ours (MAE's) column first: swapped halves
+  np.testing.assert_allclose(tokens[1:], np.concatenate([reference[:, dim // 2:], reference[:, :dim // 2]], 1),
+                             atol=1e-6)
+  run_step(trainer, first_batch(trainer))
+  new = jax.device_get(trainer.state)
+  for leaf in ("kernel", "bias"):
+    np.testing.assert_array_equal(new.params["backbone"]["patch_embed"]["proj"][leaf],
+                                  old.params["backbone"]["patch_embed"]["proj"][leaf])
+  assert not np.allclose(new.params["backbone"]["blocks"][0]["attn"]["qkv"]["kernel"],
+                         old.params["backbone"]["blocks"][0]["attn"]["qkv"]["kernel"])
+
+
+def test_moco_linear_protocol_loads_the_encoder_and_trains_only_the_classifier_in_eval_mode(tmp_path):
+  """configs/ssl/moco_linear.py on a small ResNet: the encoder's params and BatchNorm statistics
+  come from an SSL run's `backbone/`; after a step the classifier changed, every encoder param and
+  statistic did not (frozen through the optimizer, BatchNorm in eval mode)."""
+  import orbax.checkpoint as ocp
+  resnet = {"name": "resnet18", "layers": (1, 1, 1, 1), "width": 8, "stem": "cifar", "in_chans": 1}
+  ssl_trainer = trainer_for("moco_v2", **{"model": resnet, "ssl.bn_group_size": 4})
+  ssl_state = jax.device_get(ssl_trainer.state)
+  rng = np.random.default_rng(0)
+  perturbed = jax.tree.map(lambda x: np.asarray(x) + rng.uniform(0.1, 0.5, np.shape(x)).astype(np.asarray(x).dtype)
+                           if np.issubdtype(np.asarray(x).dtype, np.floating) else np.asarray(x),
+                           ssl_state.model_state)
+  ckpt = str(tmp_path / "ssl" / "state")
+  ocp.StandardCheckpointer().save(ckpt, {"params": ssl_state.params, "model_state": perturbed})
+  ocp.StandardCheckpointer().wait_until_finished()
+
+  config = load_config("ssl/moco_linear.py", "smoke").unlock()
+  config.model = dict(resnet, num_classes=10)
+  config.init_from = ckpt
+  trainer = loop.Trainer(config.lock(), "/nonexistent-workdir-unused", devices=jax.devices()[:2])
+  old = jax.device_get(trainer.state)
+  encoder, stats = flat(ssl_state.params["backbone"]), flat(perturbed["backbone"])
+  params, model_state = flat(old.params), flat(old.model_state)
+  assert set(params) - set(encoder) == {"fc/kernel", "fc/bias"}
+  for path, value in encoder.items():
+    np.testing.assert_array_equal(params[path], value, err_msg=path)
+  assert stats and all(np.array_equal(model_state[path], value) for path, value in stats.items())
+
+  run_step(trainer, first_batch(trainer))
+  new = jax.device_get(trainer.state)
+  new_params, new_model_state = flat(new.params), flat(new.model_state)
+  for path in encoder:
+    np.testing.assert_array_equal(new_params[path], params[path], err_msg=path)
+  for path in stats:
+    np.testing.assert_array_equal(new_model_state[path], model_state[path], err_msg=path)
+  assert not np.allclose(new_params["fc/kernel"], params["fc/kernel"])

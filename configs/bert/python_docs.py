@@ -12,6 +12,12 @@ FFN 512. Adam with decoupled weight decay 0.01 (BERT's), lr 1e-3, 100 warm-up st
 batch 32, 2,000 steps (about 12 passes over the 5,384 training pairs; 200 steps did not get past word
 frequencies). Evaluation: masked-token accuracy and NSP accuracy on the held-out pairs.
 The README's language-model table gives the measured numbers of this command.
+
+Departures from the paper (an offline demo, not one of its experiments):
+- Python's documentation text, a 4,096-word vocabulary and hidden 128 / 4 layers instead of
+  BooksCorpus + Wikipedia and BERT-Base / Large; one phase at 128 tokens.
+- lr 1e-3, 100 warm-up steps, batch 32; optax's AdamW (bias-corrected, weight decay 0.01 not on
+  biases or LayerNorm gains, clipping at 1.0 as BERT's code) instead of BertAdam.
 """
 
 from papers_jax.core.config import base_config, parse_arg

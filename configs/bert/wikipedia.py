@@ -15,6 +15,12 @@ BertPretrainingSource builds its sentence pairs in memory, so the whole of Wikip
 with the memory for it or a slice per run (a streaming pair writer does not exist yet).
 The paper's result is on fine-tuning (GLUE 79.6 / 82.1 for base / large); pretraining reports masked-token
 and NSP accuracy. `smoke` runs the same code on the bundled Python documentation text in seconds.
+
+Departures from the paper:
+- English Wikipedia only: BooksCorpus is not distributable.
+- optax's AdamW (bias-corrected moments, decoupled weight decay 0.01 not on biases or LayerNorm
+  gains, global-norm clipping at 1.0 as BERT's code); BERT's BertAdam has no bias correction.
+- Phase 2 holds the lr constant with no warm-up instead of continuing phase 1's linear decay to 0.
 """
 
 from papers_jax.core.config import base_config, parse_arg

@@ -33,6 +33,12 @@ Zero-shot ImageNet as the paper evaluates it: `--config.clip.zero_shot_data=tfds
 prompt-engineering notebook), ensembled.
 `smoke` keeps the recipe (optimizer, schedule, loss, towers' kinds) on the bundled digits captions
 with tiny towers, for the test suite.
+
+Departures from the paper:
+- Data: WIT was never released; LAION-400M (an image-text folder) or COCO captions stand in.
+- Weight decay is kept off the position and class embeddings as well as biases, gains and the
+  temperature (the paper: "all weights that are not gains or biases").
+- Random square crop and resize are this codebase's, not compared pixel for pixel with OpenAI's.
 """
 
 from papers_jax.core.config import base_config, parse_arg
@@ -71,7 +77,7 @@ def get_config(arg=None):
   c.num_epochs = float(args.epochs)
   c.optimizer.update(name="adamw", lr=LR[args.variant], b1=0.9, b2=0.999 if resnet else 0.98,
                      eps=1e-8 if resnet else 1e-6, weight_decay=0.2, clip_grad_norm=0.0)
-  c.optimizer.wd_exclude = tuple(c.optimizer.wd_exclude) + ("logit_scale",)
+  c.optimizer.wd_exclude = (r"(^|/)bias$", r"(^|/)scale$", r"pos_embed", r"cls_token", "logit_scale")
   c.schedule.update(name="cosine", warmup_steps=2000, end_lr_ratio=0.0)
   c.mesh.update(data=-1, fsdp=1, tensor=1)
   c.data_threads = 16

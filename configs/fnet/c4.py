@@ -13,6 +13,12 @@ values are not verified here). `tools/benchmark.py --config configs/fnet/c4.py` 
 that no tokenizer is trained). BertPretrainingSource builds its sentence pairs in memory, so a run on C4 needs
 a slice that fits (e.g. `--config.data.train_split='train[:100000]'`); a streaming pair writer does not exist
 yet. `smoke` runs the same code on the bundled Python documentation text in seconds.
+
+Departures from the paper:
+- A WordPiece vocabulary trained here instead of the paper's SentencePiece model; batch, steps and
+  lr follow BERT's recipe, not checked against the paper's.
+- optax's AdamW (bias-corrected, weight decay 0.01 not on biases or LayerNorm gains, clipping at
+  1.0 as BERT's code).
 """
 
 from papers_jax.core.config import base_config, parse_arg

@@ -6,6 +6,9 @@ Exactly configs/bert/python_docs.py (data, vocabulary, sizes, optimizer, steps) 
 sublayer replaced by the real part of a 2-D Fourier transform (Lee-Thorp et al. 2022), so the two rows
 of the README's language-model table compare the token mixers alone. FNet's embeddings add a dense
 projection and its FFN uses GELU's tanh approximation, as in the paper's code.
+
+Departures from the paper: those of configs/bert/python_docs.py (an offline demo at
+hidden 128, 4 layers, with its optimizer, schedule and clipping), which this config inherits.
 """
 
 import importlib.util

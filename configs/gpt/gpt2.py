@@ -13,6 +13,11 @@ row (GPT-2's concatenate-and-chop). Evaluation: loss, perplexity and bits per by
 Variants: gpt2 (124M), gpt2-medium (355M), gpt2-large (774M), gpt2-xl (1.5B); the larger ones want
 `--config.mesh.fsdp=-1` or tensor parallelism (`--config.mesh.tensor=4`). `smoke` runs the same code on
 the bundled Python documentation text in seconds.
+
+Departures from the paper:
+- C4 instead of WebText (never released).
+- The paper does not give its optimisation; GPT-3's small-model recipe stands in (above), with
+  weight decay 0.1 not on biases, LayerNorm gains or embeddings.
 """
 
 from papers_jax.core.config import base_config, parse_arg

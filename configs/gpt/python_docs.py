@@ -10,6 +10,12 @@ layers, 4 heads. AdamW (0.9, 0.95), lr 1e-3, weight decay 0.1, 50 warm-up steps 
 Evaluation: held-out loss per token, next-token accuracy, perplexity and bits per byte.
 The README's language-model table gives the measured numbers of this command.
 `smoke` shrinks it to seconds for the test suite.
+
+Departures from the paper (an offline demo, not one of its experiments):
+- Python's documentation text, a 4,096-token BPE, width 128, 4 layers, context 128 instead of
+  WebText and GPT-2's sizes.
+- AdamW (0.9, 0.95), lr 1e-3, weight decay 0.1 not on biases, LayerNorm gains or embeddings,
+  clipping at 1.0, cosine: GPT-3's recipe scaled down (GPT-2's paper gives none).
 """
 
 from papers_jax.core.config import base_config, parse_arg

@@ -17,6 +17,11 @@ Paper (1600-epoch pre-training): 83.6 / 85.9 / 86.9% top-1; not reproduced here.
 drop its optimizer state, but the trainer cannot shard the masked optimizer state yet.) The paper
 tunes the number of epochs for each k; set it with --config.num_epochs.
 Data: tfds imagenet2012 (see configs/mae/pretrain.py). `smoke` shrinks everything to seconds.
+Weight decay is not applied to biases, norm gains, pos_embed or cls_token (the reference's
+`no_weight_decay` list and 1-D parameters); no gradient clipping.
+
+Departures from the paper:
+- No RandAugment (9, 0.5) and no random erasing 0.25.
 """
 
 from papers_jax.core.config import base_config, parse_arg
@@ -50,7 +55,7 @@ def get_config(arg=None):
   c.batch_size = args.batch
   c.num_epochs = float(epochs)
   lr = blr * args.batch / 256
-  c.optimizer.update(name="adamw", lr=lr, b1=0.9, b2=0.999, weight_decay=0.05, clip_grad_norm=0.0,
+  c.optimizer.update(name="adamw", lr=lr, b1=0.9, b2=0.999, weight_decay=0.05, clip_grad_norm=0.0, wd_exclude=(r"(^|/)bias$", r"(^|/)scale$", r"pos_embed", r"cls_token"),
                      layer_decay=layer_decay)
   c.schedule.update(name="cosine", warmup_steps=5 * IMAGENET_TRAIN // args.batch, end_lr_ratio=1e-6 / lr)
   c.label_smoothing = 0.1

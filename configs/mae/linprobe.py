@@ -11,6 +11,10 @@ no weight decay), lr = 0.1 × batch / 256 (6.4 at batch 16384), 10 warm-up epoch
 90 epochs, RandomResizedCrop + flip, no mixup or label smoothing.
 Paper (1600-epoch pre-training): 68.0 / 75.8 / 76.6% top-1 (B / L / H); not reproduced here.
 Data: tfds imagenet2012 (see configs/mae/pretrain.py). `smoke` shrinks everything to seconds.
+
+Departures from the paper:
+- The crop is this codebase's Inception crop (bilinear), not compared pixel for pixel with the
+  reference's RandomResizedCrop (bicubic).
 """
 
 from papers_jax.core.config import base_config, parse_arg
@@ -39,6 +43,8 @@ def get_config(arg=None):
   c.data.std = (0.229, 0.224, 0.225)
   c.batch_size = args.batch
   c.num_epochs = float(args.epochs)
+  # No weight decay at all; the exclusions also keep biases out of LARS's trust ratio (the reference's LARS: ndim > 1).
+  c.optimizer.wd_exclude = (r"(^|/)bias$", r"(^|/)scale$", r"pos_embed", r"cls_token")
   c.optimizer.update(name="lars", lr=0.1 * args.batch / 256, momentum=0.9, trust_coefficient=0.001,
                      weight_decay=0.0, clip_grad_norm=0.0)
   c.schedule.update(name="cosine", warmup_steps=10 * IMAGENET_TRAIN // args.batch, end_lr_ratio=0.0)

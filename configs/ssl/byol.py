@@ -6,7 +6,14 @@ Paper recipe: ResNet-50, batch 4096, LARS, lr 0.2 × batch/256 (3.2), weight dec
 epochs then cosine over 1000 epochs: 74.3% ImageNet linear top-1 in the paper (not verified here; the
 reference README gives 74.0–74.5% for its code and ~74.4% for the released ResNet-50). Projector and
 predictor 4096 → 256 with BatchNorm; target momentum 0.996 → 1 on a cosine; asymmetric views (blur
-1.0/0.1, solarise 0/0.2).
+1.0/0.1, solarise 0/0.2). LARS (momentum 0.9, trust coefficient 1e-3) with biases and BatchNorm
+parameters excluded from both weight decay and the trust ratio (the paper's Appendix C), no gradient
+clipping. The target is the EMA of the online weights only; its BatchNorm statistics come from its
+own forward passes (the reference's `target_state`).
+
+Departures from the paper:
+- The views are made on device (data/views.py), not compared pixel for pixel with the reference's.
+- Warm-up starts at lr 0 and is counted in steps (3130 ≈ 10 epochs at batch 4096).
 """
 
 from papers_jax.tasks.ssl import recipe
@@ -27,5 +34,6 @@ def get_config(arg=None):
       "batch_size": 4096, "num_epochs": 1000.0, "ssl.views": "byol",
       "ssl.projector_layers": 2, "ssl.projector_hidden": 4096, "ssl.projector_dim": 256,
       "ssl.predictor_hidden": 4096, "ssl.momentum": 0.996, "ssl.momentum_schedule": "cosine",
-      "optimizer.name": "lars", "optimizer.lr": 3.2, "optimizer.weight_decay": 1.5e-6,
-      "schedule.warmup_steps": 3130})
+      "optimizer.name": "lars", "optimizer.lr": 3.2, "optimizer.momentum": 0.9, "optimizer.weight_decay": 1.5e-6,
+      "optimizer.trust_coefficient": 1e-3, "optimizer.wd_exclude": (r"(^|/)bias$", r"(^|/)scale$"), "optimizer.clip_grad_norm": 0.0,
+      "schedule.name": "cosine", "schedule.warmup_steps": 3130, "schedule.end_lr_ratio": 0.0})

@@ -11,8 +11,15 @@ Head: 3-layer MLP (2048 hidden, GELU) → 256 bottleneck → L2 → weight-norma
 with the gain fixed to 1 (`norm_last_layer`), frozen during the first epoch; student τ = 0.1; teacher
 τ warmed up linearly from 0.04 to 0.07 over 30 epochs (the paper's text; the code's default is 0.04
 throughout); centre momentum 0.9; teacher momentum 0.996 → 1 on a cosine.
-Deviation: the paper raises the weight decay from 0.04 to 0.4 on a cosine; optax's weight decay
-here takes a constant, so it stays at 0.04.
+AdamW (β 0.9, 0.999) with weight decay on every parameter but biases and norm gains (the
+reference's `get_params_groups`: 1-D parameters; the class token and position embedding are decayed),
+gradient clipping at 3.0 (the reference clips each parameter's gradient norm; here the global norm).
+
+Departures from the paper:
+- The paper raises the weight decay from 0.04 to 0.4 on a cosine; optax's weight decay here takes a
+  constant, so it stays at 0.04.
+- Gradient clipping at global norm 3.0, not per-parameter norm 3.0 (`clip_gradients` in the reference).
+- The views are made on device (data/views.py), not compared pixel for pixel with the reference's.
 """
 
 from papers_jax.tasks.ssl import recipe
@@ -42,6 +49,7 @@ def get_config(arg=None):
       "ssl.temperature": 0.1, "ssl.warmup_teacher_temperature": 0.04, "ssl.teacher_temperature": 0.07,
       "ssl.warmup_teacher_temperature_steps": 30 * STEPS_PER_EPOCH, "ssl.center_momentum": 0.9,
       "ssl.momentum": 0.996, "ssl.momentum_schedule": "cosine",
-      "optimizer.name": "adamw", "optimizer.lr": 0.002, "optimizer.weight_decay": 0.04,
-      "optimizer.clip_grad_norm": 3.0, "schedule.warmup_steps": 10 * STEPS_PER_EPOCH,
+      "optimizer.name": "adamw", "optimizer.lr": 0.002, "optimizer.b1": 0.9, "optimizer.b2": 0.999,
+      "optimizer.eps": 1e-8, "optimizer.weight_decay": 0.04, "optimizer.wd_exclude": (r"(^|/)bias$", r"(^|/)scale$"),
+      "optimizer.clip_grad_norm": 3.0, "schedule.name": "cosine", "schedule.warmup_steps": 10 * STEPS_PER_EPOCH,
       "schedule.end_lr_ratio": 1e-6 / 0.002})

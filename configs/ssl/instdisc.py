@@ -8,6 +8,10 @@ ImageNet linear top-1 as the MoCo paper's comparison cites it (not verified here
 README gives 46.8% top-1 for its released ResNet-50, measured with its k-NN test). Memory bank of one
 unit vector per training image (lemniscate's uniform init), rows updated with momentum 0.5; NCE with
 m = 4096 uniform noise draws, τ = 0.07, the normaliser Z estimated on the first batch and then fixed.
+SGD weight decay on every parameter (lemniscate passes all of them), no gradient clipping.
+
+Departures from the paper:
+- The views are made on device (data/views.py), not compared pixel for pixel with the reference's.
 """
 
 from papers_jax.tasks.ssl import recipe
@@ -25,4 +29,6 @@ def get_config(arg=None):
       "ssl.projector_layers": 1, "ssl.projector_bn": False, "ssl.projector_dim": 128,
       "ssl.nce_negatives": 4096, "ssl.bank_momentum": 0.5,
       "optimizer.name": "sgd", "optimizer.lr": 0.03, "optimizer.momentum": 0.9, "optimizer.weight_decay": 5e-4,
-      "optimizer.clip_grad_norm": 0.0, "schedule.name": "step", "schedule.boundaries": (0.6, 0.8)})
+      "optimizer.nesterov": False, "optimizer.wd_exclude": (), "optimizer.clip_grad_norm": 0.0,
+      "schedule.name": "step", "schedule.warmup_steps": 0, "schedule.boundaries": (0.6, 0.8),
+      "schedule.decay_factor": 0.1})

@@ -8,8 +8,14 @@ linear top-1 (the reference README's 800-epoch model; 72.7% at 200 epochs with b
 projector 2048 → 128, 3000 prototypes (unit norm), τ = 0.1, Sinkhorn ε = 0.05 with 3 iterations over
 the global batch, prototypes frozen for the first epoch (313 iterations). The queue (`ssl.queue_size`
 = 3840 from epoch 15, `ssl.queue_start_steps`) is for small batches such as 256; the batch-4096
-recipe runs without it. Deviations: the prototypes are normalised at use, not renormalised in place
-after each update (see papers_jax/tasks/ssl.py); warm-up starts at lr 0, not 0.3.
+recipe runs without it. LARS (the reference's LARC over SGD: momentum 0.9, trust coefficient 1e-3,
+weight decay and the trust ratio on every parameter), no gradient clipping.
+
+Departures from the paper:
+- The prototypes are normalised at use, not renormalised in place after each update (see
+  papers_jax/tasks/ssl/__init__.py).
+- Warm-up starts at lr 0, not 0.3; LARC's `clip=False` scaling is optax's LARS trust ratio.
+- The views are made on device (data/views.py), not compared pixel for pixel with the reference's.
 """
 
 from papers_jax.tasks.ssl import recipe
@@ -48,5 +54,6 @@ def get_config(arg=None):
       "ssl.projector_layers": 2, "ssl.projector_hidden": 2048, "ssl.projector_dim": 128,
       "ssl.num_prototypes": 3000, "ssl.temperature": 0.1, "ssl.sinkhorn_epsilon": 0.05, "ssl.sinkhorn_iterations": 3,
       "ssl.queue_size": 0, "ssl.queue_start_steps": 15 * 313, "ssl.freeze_last_layer_steps": 313,
-      "optimizer.name": "lars", "optimizer.lr": 4.8, "optimizer.weight_decay": 1e-6,
-      "schedule.warmup_steps": 3130, "schedule.end_lr_ratio": 0.001})
+      "optimizer.name": "lars", "optimizer.lr": 4.8, "optimizer.momentum": 0.9, "optimizer.weight_decay": 1e-6,
+      "optimizer.trust_coefficient": 1e-3, "optimizer.wd_exclude": (), "optimizer.clip_grad_norm": 0.0,
+      "schedule.name": "cosine", "schedule.warmup_steps": 3130, "schedule.end_lr_ratio": 0.001})

@@ -15,6 +15,10 @@ Hardware and time: the paper trains on 8 GPUs. Training costs 3 × forward FLOPs
 if the input pipeline keeps up) T takes about 11 hours; measure with tools/benchmark.py first.
 Data: `tfds build imagenet2012 --file_format=array_record` with the ImageNet tars in
 <data_dir>/downloads/manual/. `smoke` shrinks everything to seconds.
+
+Departures from the paper:
+- No RandAugment (9, 0.5) and no random erasing 0.25 (above).
+- The Inception crop is this codebase's, not compared pixel for pixel with the reference's.
 """
 
 from papers_jax.core.config import base_config, parse_arg

@@ -9,6 +9,12 @@ dropout 0.1, 300 epochs (B) / 90 (L), 224×224 Inception crops with flips. The p
 not reproduced here yet (a TPU v3-256 or 64+ GPUs, about a day for B/16).
 Data: `tfds build imagenet2012 --file_format=array_record` with the ImageNet tars in
 <data_dir>/downloads/manual/. `smoke` shrinks everything to seconds.
+
+Departures from the paper:
+- Weight decay is not applied to biases, norm gains, pos_embed or cls_token (big_vision's default
+  decays kernels only; the paper does not list its exclusions).
+- The Inception crop is this codebase's (data/), not compared pixel for pixel with the paper's
+  TensorFlow pipeline.
 """
 
 from papers_jax.core.config import base_config, parse_arg
@@ -37,8 +43,9 @@ def get_config(arg=None):
   c.data.std = (0.5, 0.5, 0.5)
   c.batch_size = 4096
   c.num_epochs = float(epochs)
-  c.optimizer.update(name="adamw", lr=lr, b1=0.9, b2=0.999, weight_decay=0.3, clip_grad_norm=1.0)
-  c.schedule.update(name="cosine", warmup_steps=10_000)
+  c.optimizer.update(name="adamw", lr=lr, b1=0.9, b2=0.999, weight_decay=0.3, clip_grad_norm=1.0,
+                     wd_exclude=(r"(^|/)bias$", r"(^|/)scale$", r"pos_embed", r"cls_token"))
+  c.schedule.update(name="cosine", warmup_steps=10_000, end_lr_ratio=0.0)
   c.mesh.update(data=-1, fsdp=1, tensor=1)
   c.data_threads = 16
   c.log_every = 100

@@ -304,7 +304,9 @@ def save_params(params, out_dir: str, *, overwrite: bool = False):
   checkpointer.close()
 
 
-def _restore_params_numpy(path: str) -> dict:
+def _restore_params_numpy(path: str, entry: str = "params", required: bool = True) -> dict | None:
+  """The checkpoint's `entry` ("params", or "model_state": BatchNorm statistics, ...) as numpy;
+  None when it lacks an entry that is not `required`."""
   import orbax.checkpoint as ocp
   how = "create one with tools/convert_weights.py or point at a run's checkpoints/<step>/state directory"
   if not os.path.isdir(path):
@@ -314,18 +316,32 @@ def _restore_params_numpy(path: str) -> dict:
     tree = metadata.item_metadata.tree if hasattr(metadata, "item_metadata") else metadata
   except Exception as e:  # orbax raises many types for a foreign or damaged directory.
     raise CheckpointError(f"{path} is not a readable orbax checkpoint ({type(e).__name__}: {e}); {how}.") from e
-  if not isinstance(tree, dict) or "params" not in tree:
+  if not isinstance(tree, dict) or entry not in tree:
+    if not required:
+      return None
     keys = sorted(tree) if isinstance(tree, dict) else type(tree).__name__
-    raise CheckpointError(f"checkpoint {path} has no 'params' entry (it has {keys}); {how}.")
-  item = {"params": tree["params"]}
+    raise CheckpointError(f"checkpoint {path} has no {entry!r} entry (it has {keys}); {how}.")
+  item = {entry: tree[entry]}
   # Restoring as numpy is independent of the mesh it was written on; only params are read.
   restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item)
   try:
     restored = ocp.PyTreeCheckpointer().restore(
         path, args=ocp.args.PyTreeRestore(item=item, restore_args=restore_args, partial_restore=True))
   except Exception as e:
-    raise CheckpointError(f"cannot restore the params of {path} ({type(e).__name__}: {e}); {how}.") from e
-  return restored["params"]
+    raise CheckpointError(f"cannot restore the {entry} of {path} ({type(e).__name__}: {e}); {how}.") from e
+  return restored[entry]
+
+
+def _under_prefix(flat: dict, prefix: str, path: str, entry: str) -> dict:
+  """The entries of `flat` under `prefix` ('backbone/': an SSL run's encoder), prefix removed."""
+  if not prefix:
+    return flat
+  inner = {k[len(prefix):]: v for k, v in flat.items() if k.startswith(prefix)}
+  if not inner and entry == "params":
+    tops = sorted({k.split("/")[0] + "/" for k in flat})
+    raise CheckpointError(f"params checkpoint {path} has no params under {prefix!r} (its top level: {tops}); "
+                          "set config.init_prefix to one of those, or to '' for the whole checkpoint.")
+  return inner
 
 
 def _square_side(n: int) -> int | None:
@@ -333,17 +349,19 @@ def _square_side(n: int) -> int | None:
   return side if side * side == n else None
 
 
-def init_params_from_checkpoint(path: str, params, *, skip=("^head/",)):
+def init_params_from_checkpoint(path: str, params, *, skip=("^head/",), prefix: str = ""):
   """Returns `params` (a pure dict of jax.Arrays) with values read from a params checkpoint.
 
   Same shape → loaded (onto the current sharding); `pos_embed` of another square grid →
   resampled; a param matching a `skip` regex keeps its init when the checkpoint has it with
   another shape or lacks it, and checkpoint entries matching `skip` that the model lacks are
   ignored (e.g. an MAE decoder when fine-tuning its encoder as a ViT). Anything else missing,
-  unexpected or mismatched raises CheckpointError. Returns (params, report string).
+  unexpected or mismatched raises CheckpointError. `prefix` reads only the checkpoint's params under
+  it ('backbone/': the encoder of an SSL run, whose state also holds heads and a momentum encoder).
+  Returns (params, report string).
   """
   path = os.path.abspath(path)
-  theirs = _flatten(_restore_params_numpy(path))
+  theirs = _under_prefix(_flatten(_restore_params_numpy(path)), prefix, path, "params")
   flat = _flatten(params)
   report = ConversionReport(source=path, ours={k: tuple(v.shape) for k, v in flat.items()},
                             theirs={k: tuple(v.shape) for k, v in theirs.items()})
@@ -372,3 +390,21 @@ def init_params_from_checkpoint(path: str, params, *, skip=("^head/",)):
                 "Create the model the checkpoint was written for (name, num_classes, global_pool, class_token), "
                 "or add regexes to config.init_skip for params whose shape changed (they keep their init).")
   return _map_with_path(lambda p, v: new.get(p, v), params), str(report)
+
+
+def init_model_state_from_checkpoint(path: str, model_state, *, prefix: str = ""):
+  """`model_state` (a pure dict: BatchNorm running statistics, ...) with the entries that the
+  checkpoint's model state has at the same path (under `prefix`) and shape. Returns
+  (model_state, loaded paths); a checkpoint without model state loads nothing."""
+  path = os.path.abspath(path)
+  restored = _restore_params_numpy(path, "model_state", required=False)
+  theirs = _under_prefix(_flatten(restored), prefix, path, "model_state") if restored else {}
+  loaded = []
+
+  def load(key, current):
+    value = theirs.get(key)
+    if value is None or tuple(np.shape(value)) != tuple(current.shape):
+      return current
+    loaded.append(key)
+    return _place(value, current)
+  return _map_with_path(load, model_state), loaded

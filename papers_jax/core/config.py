@@ -60,7 +60,9 @@ NONFINITE_POLICIES = ("stop", "rollback")
 
 
 def base_config() -> ml_collections.ConfigDict:
-  """Trainer defaults shared by every experiment."""
+  """Trainer defaults shared by every experiment. No paper's recipe lives here: gradient clipping
+  is off, and every experiment config sets its optimizer's clipping, weight-decay exclusions and
+  schedule itself (tests/test_config_explicit.py checks it)."""
   c = ml_collections.ConfigDict()
   c.task = "classification"
   c.seed = 0
@@ -93,7 +95,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data_threads = 2
   c.optimizer = ml_collections.ConfigDict(dict(
       name="adamw", lr=1e-3, b1=0.9, b2=0.999, eps=1e-8, momentum=0.9, nesterov=False, weight_decay=1e-4,
-      trust_coefficient=0.001, clip_grad_norm=1.0, layer_decay=1.0,
+      trust_coefficient=0.001, clip_grad_norm=0.0, layer_decay=1.0,
       wd_exclude=(r"(^|/)bias$", r"(^|/)scale$", r"pos_embed", r"cls_token"), freeze=()))
   c.schedule = ml_collections.ConfigDict(dict(
       name="cosine", warmup_steps=0, end_lr_ratio=0.0, boundaries=(0.5, 0.75), decay_factor=0.1))

@@ -100,11 +100,17 @@ class Trainer:
     if self.replicated and self.is_main:
       log.warning("%s", sharding.format_replicated_report(self.replicated))
     if config.init_from:
-      from papers_jax.convert import init_params_from_checkpoint
+      from papers_jax.convert import init_model_state_from_checkpoint, init_params_from_checkpoint
+      prefix = config.get("init_prefix", "")
       params, report = init_params_from_checkpoint(config.init_from, self.state.params,
-                                                   skip=tuple(config.init_skip))
+                                                   skip=tuple(config.init_skip), prefix=prefix)
       self.state = self.state.replace(params=params)
       log.info("init_from %s:\n%s", config.init_from, report)
+      if config.get("init_model_state", False):  # e.g. a frozen encoder's BatchNorm running statistics
+        model_state, loaded = init_model_state_from_checkpoint(config.init_from, self.state.model_state,
+                                                               prefix=prefix)
+        self.state = self.state.replace(model_state=model_state)
+        log.info("init_from %s: %d model-state entries loaded", config.init_from, len(loaded))
     self.train_step = step_lib.jit_train_step(
         step_lib.make_train_step(self.task.make_loss_fn(self.graphdef), self.tx, self.schedule,
                                  grad_accum_steps=config.grad_accum_steps,

@@ -7,6 +7,10 @@ cross-entropy with optional label smoothing; evaluation returns per-batch sums o
 Optional `config.mixup` (mixup_alpha, cutmix_alpha, switch_prob, prob) mixes each training batch
 with timm's batch-mode Mixup/CutMix (objectives/classification.py), as in DeiT / MAE fine-tuning;
 the train accuracy is then measured against the unmixed labels.
+
+`config.train_in_eval_mode` runs the model as in evaluation while it trains (BatchNorm on its
+running statistics, no dropout): the linear protocol on a frozen encoder (configs/ssl/moco_linear.py),
+whose freezing is the optimizer's (`optimizer.freeze`).
 """
 
 import jax
@@ -35,6 +39,7 @@ class ClassificationTask:
     self.loss_kind = config.get("loss", "softmax")
     self.label_smoothing = float(config.get("label_smoothing", 0.0))
     self.mixup = dict(config.get("mixup") or {})
+    self.train_in_eval_mode = bool(config.get("train_in_eval_mode", False))
 
   def build_model(self, rngs: nnx.Rngs) -> nnx.Module:
     kwargs = dict(self.config.model)
@@ -51,7 +56,9 @@ class ClassificationTask:
       if self.mixup:
         rng, mix_rng = jax.random.split(rng)
         images, targets = objective.mixup_cutmix(mix_rng, images, targets, **self.mixup)
-      logits = model(images, train=True, rngs=nnx.Rngs(dropout=rng))
+      # `train_in_eval_mode`: the linear protocol on frozen features (MoCo's `model.eval()`):
+      # BatchNorm on its running statistics, no dropout, while the optimizer trains the classifier.
+      logits = model(images, train=not self.train_in_eval_mode, rngs=nnx.Rngs(dropout=rng))
       if self.loss_kind == "sigmoid":
         losses = objective.sigmoid_cross_entropy(logits, targets)
       else:

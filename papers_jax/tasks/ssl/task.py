@@ -1,0 +1,184 @@
+"""`SSLTask`: the trainer's interface for every SSL method (model, loss, momentum update, k-NN
+monitor); each method's loss lives in its own module."""
+
+import dataclasses
+import logging
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from papers_jax import models
+from papers_jax.core import sharding
+from papers_jax.core.state import merge_model
+from papers_jax.data import pipeline, views
+from papers_jax.data.sources import get_source
+from papers_jax.errors import ConfigError
+from papers_jax.evaluators import features as features_lib
+from papers_jax.evaluators import knn as knn_lib
+from papers_jax.evaluators import linear_probe as linear_probe_lib
+from papers_jax.objectives import memory
+from papers_jax.tasks.ssl import byol, cmc, dino, instdisc, moco, simclr, simsiam, swav
+from papers_jax.tasks.ssl.common import (MEMORY_BANK, METHODS, MOMENTUM_ENCODER, MULTI_CROP, MULTI_CROP_VIEWS,
+                                         QUEUE, SSLModel, entries_like, replace_entries)
+
+log = logging.getLogger(__name__)
+
+LOSSES = {"simclr": simclr.loss, "moco_v1": moco.queue_loss, "moco_v2": moco.queue_loss, "moco_v3": moco.v3_loss,
+          "byol": byol.loss, "simsiam": simsiam.loss, "swav": swav.loss, "dino": dino.loss,
+          "instdisc": instdisc.loss, "cmc": cmc.loss}
+
+
+class SSLTask:
+
+  def __init__(self, config):
+    self.config = config
+    c = self.c = config.ssl
+    if c.method not in METHODS:
+      raise ConfigError(f"ssl.method={c.method!r}; choose one of {METHODS}")
+    if c.method in QUEUE and c.queue_size % config.batch_size and config.batch_size < c.queue_size:
+      log.info("queue_size %d is not a multiple of the batch %d: the queue wraps with a scatter update",
+               c.queue_size, config.batch_size)
+    self.mean, self.std = tuple(config.data.mean), tuple(config.data.std)
+    if c.views in MULTI_CROP_VIEWS:
+      self.recipes = getattr(views, c.views)(c.view_size, c.local_view_size, c.num_local_views,
+                                             tuple(c.global_crop_scale), tuple(c.local_crop_scale))
+    else:
+      self.recipes = getattr(views, c.views)(c.view_size)
+      if c.crop_scale:  # small images: milder crops than the ImageNet recipe's
+        self.recipes = [dataclasses.replace(r, scale=tuple(c.crop_scale)) for r in self.recipes]
+    if c.color_jitter:  # small images: milder colour distortion than the ImageNet recipe's
+      if len(c.color_jitter) != 4:
+        raise ConfigError(f"ssl.color_jitter={tuple(c.color_jitter)}; give (brightness, contrast, saturation, hue)")
+      self.recipes = [dataclasses.replace(r, jitter=tuple(c.color_jitter)) for r in self.recipes]
+    expected = {"swav": None, "dino": None, "instdisc": 1, "cmc": 1 if c.lab_views else 2}.get(c.method, 2)
+    if c.method in MULTI_CROP and c.views not in MULTI_CROP_VIEWS:
+      raise ConfigError(f"ssl.method={c.method!r} needs multi-crop views; set ssl.views to one of {MULTI_CROP_VIEWS}")
+    if expected is not None and len(self.recipes) != expected:
+      raise ConfigError(f"ssl.method={c.method!r} takes {expected} view(s) per image; ssl.views={c.views!r} "
+                        f"makes {len(self.recipes)}")
+    if c.method == "cmc" and c.lab_views and len(self.mean) != 3:
+      raise ConfigError("ssl.lab_views needs RGB data (3 channels)")
+    # Memory banks hold one row per training example, addressed by batch["index"].
+    self.num_data = 0
+    if c.method in MEMORY_BANK:
+      self.num_data = c.bank_size or len(get_source(config.data, config.data.train_split))
+    self.num_steps = 0  # set by the trainer; the cosine momentum schedule needs it
+
+  # ---------------------------------------------------------------- model
+  def build_model(self, rngs: nnx.Rngs) -> nnx.Module:
+    kwargs = dict(self.config.model)
+    name = kwargs.pop("name")
+    kwargs["num_classes"] = 0
+    if self.c.bn_group_size:
+      kwargs["bn_group_size"] = self.c.bn_group_size
+    backbone2 = None
+    if self.c.method == "cmc":  # one encoder per view; with Lab views L has 1 channel, ab 2
+      in1, in2 = (1, 2) if self.c.lab_views else (None, None)
+      backbone = models.create(name, rngs=rngs, **kwargs | ({"in_chans": in1} if in1 else {}))
+      backbone2 = models.create(name, rngs=rngs, **kwargs | ({"in_chans": in2} if in2 else {}))
+    else:
+      backbone = models.create(name, rngs=rngs, **kwargs)
+    return SSLModel(backbone, self.c, num_data=self.num_data, backbone2=backbone2, rngs=rngs)
+
+  def _normalize(self, x):
+    return (x - jnp.asarray(self.mean, jnp.float32)) / jnp.asarray(self.std, jnp.float32)
+
+  def _lab_split(self, x):
+    """CMC: RGB in [0, 1] → normalised Lab → (L, ab)."""
+    lab = (views.rgb_to_lab(x) - jnp.asarray(views.LAB_MEAN)) / jnp.asarray(views.LAB_STD)
+    return lab[..., :1], lab[..., 1:]
+
+  def _cmc_views(self, images, key=None):
+    """CMC's two views, normalised: the L and ab channels of one crop (`lab_views`), or two crops
+    (key=None: evaluation, the whole image for both encoders)."""
+    if key is None:
+      return self._lab_split(images) if self.c.lab_views else (self._normalize(images),) * 2
+    crops = views.make_views(images, key, self.recipes)
+    return self._lab_split(crops[0]) if self.c.lab_views else tuple(self._normalize(v) for v in crops)
+
+  # ---------------------------------------------------------------- loss
+  def make_loss_fn(self, graphdef):
+    loss_of = LOSSES[self.c.method]
+
+    def loss_fn(params, model_state, batch, rng):
+      model = merge_model(graphdef, params, model_state)
+      images = batch["image"].astype(jnp.float32) / 255.0
+      loss, metrics = loss_of(self, model, images, batch, rng)  # updates the model's state in place
+      new_model_state = nnx.to_pure_dict(nnx.state(model, nnx.Not(nnx.Param)))
+      return loss, (metrics, new_model_state)
+
+    return loss_fn
+
+  def momentum(self, step):
+    if self.c.momentum_schedule == "cosine":
+      return memory.cosine_momentum(step, self.num_steps, self.c.momentum)
+    return jnp.asarray(self.c.momentum, jnp.float32)
+
+  @property
+  def post_update(self):
+    ema, counter = self.c.method in MOMENTUM_ENCODER, self.c.method in MULTI_CROP
+    if not (ema or counter):
+      return None
+
+    def update(params, model_state, step):
+      model_state = dict(model_state)
+      if ema:  # parameters only: the target's BatchNorm statistics come from its own forward passes
+        m = self.momentum(step)
+        for name in ("backbone", "projector"):
+          target = model_state[f"target_{name}"]
+          averaged = optax.incremental_update(params[name], entries_like(target, params[name]), 1.0 - m)
+          model_state[f"target_{name}"] = replace_entries(target, averaged)
+      if counter:  # the next step's index (a step skipped as non-finite keeps the old state, counter included)
+        model_state["iteration"] = (step + 1).astype(jnp.int32)
+      return model_state
+    return update
+
+  # ---------------------------------------------------------------- evaluation
+  def make_eval_fn(self, graphdef):
+    def eval_fn(params, model_state, batch):  # the monitor is in after_eval; this keeps the loop's contract
+      return {"count": batch["mask"].astype(jnp.float32).sum()}
+    return eval_fn
+
+  def feature_fn(self, trainer):
+    """uint8 images → online backbone features (eval mode), jitted once per trainer; CMC: both
+    encoders' features, concatenated."""
+    if getattr(self, "_features_for", None) is not trainer:
+      graphdef = trainer.graphdef
+
+      def apply(params, model_state, images):
+        model = merge_model(graphdef, params, model_state)
+        x = images.astype(jnp.float32) / 255.0
+        if self.c.method == "cmc":
+          x1, x2 = self._cmc_views(x)
+          return jnp.concatenate([model.backbone(x1, train=False), model.backbone2(x2, train=False)], axis=-1)
+        return model.backbone(self._normalize(x), train=False)
+
+      self._features_jit, self._features_for = jax.jit(apply), trainer
+    state = trainer.state
+    return lambda images: self._features_jit(state.params, state.model_state, images)
+
+  def after_eval(self, trainer, step, writer) -> dict:
+    c = self.c
+    d = self.config.data
+    preprocess = pipeline.image_preprocess("none", d.image_size, train=False)
+    apply = self.feature_fn(trainer)
+    with sharding.use_mesh(trainer.mesh, trainer.rules):
+      train_x, train_y = features_lib.extract(apply, trainer.train_source, preprocess, batch_size=c.feature_batch,
+                                              max_examples=c.knn_max_train or None)
+      test_x, test_y = features_lib.extract(apply, trainer.eval_source, preprocess, batch_size=c.feature_batch)
+    out = {f"eval/{k}": v for k, v in knn_lib.knn_accuracy(
+        train_x, train_y, test_x, test_y, ks=tuple(c.knn_k), temperature=c.knn_temperature).items()}
+    if c.linear_probe:  # softmax regression on the same frozen features (evaluators/linear_probe.py)
+      probe = linear_probe_lib.fit_and_evaluate(train_x, train_y, test_x, test_y)
+      out["eval/linear_top1"] = probe["linear_probe_top1"]
+    normalized = test_x / np.maximum(np.linalg.norm(test_x, axis=1, keepdims=True), 1e-12)
+    std = out["eval/feature_std"] = float(normalized.std(axis=0).mean())
+    # Random-init features are far from isotropic, so compare with the first evaluation's spread.
+    self.first_feature_std = getattr(self, "first_feature_std", None) or std
+    if std < 0.1 * self.first_feature_std:
+      log.warning("step %d: the backbone's normalised features have per-dimension std %.2e, under a tenth of "
+                  "the first evaluation's %.2e: the representation is collapsing", step, std, self.first_feature_std)
+    return out
