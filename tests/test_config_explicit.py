@@ -16,7 +16,8 @@ from papers_jax.core import config as config_lib
 from papers_jax.errors import ConfigError
 
 CONFIGS = sorted(os.path.relpath(p, os.path.join(ROOT, "configs"))
-                 for p in glob.glob(os.path.join(ROOT, "configs", "**", "*.py"), recursive=True))
+                 for p in glob.glob(os.path.join(ROOT, "configs", "**", "*.py"), recursive=True)
+                 if not os.path.relpath(p, os.path.join(ROOT, "configs")).startswith("sweeps" + os.sep))  # sweep files
 INHERITED = "<inherited from base_config>"
 
 

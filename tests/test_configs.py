@@ -19,7 +19,8 @@ from papers_jax.core import config as config_lib, loop
 from papers_jax.errors import ConfigError
 
 CONFIGS = sorted(os.path.relpath(p, os.path.join(ROOT, "configs"))
-                 for p in glob.glob(os.path.join(ROOT, "configs", "**", "*.py"), recursive=True))
+                 for p in glob.glob(os.path.join(ROOT, "configs", "**", "*.py"), recursive=True)
+                 if not os.path.relpath(p, os.path.join(ROOT, "configs")).startswith("sweeps" + os.sep))  # sweep files
 
 
 def make_image_folder(root, num_classes: int, size: int, channels: int = 3, per_class: int = 2):
