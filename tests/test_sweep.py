@@ -88,3 +88,20 @@ def test_a_killed_sweep_resumes_without_rerunning_finished_points_and_reports_a_
   assert collect.returncode == 0, collect.stderr
   rows = [json.loads(l) for l in open(workdir / "results.jsonl")]
   assert sorted(r["point"] for r in rows) == sorted(GOOD) and all(r["steps"] == 4 for r in rows)
+
+
+def test_every_shipped_sweep_builds_a_valid_config_for_each_point():
+  import glob
+  import importlib.util
+
+  from papers_jax.core import config as config_lib
+  spec = importlib.util.spec_from_file_location("sweep_tool", os.path.join(ROOT, "tools", "sweep.py"))
+  tool = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(tool)
+  files = sorted(glob.glob(os.path.join(ROOT, "configs", "sweeps", "*.py")))
+  assert files
+  for path in files:
+    sweep = tool.load_sweep(path)
+    for point in sweep.points:
+      config = tool._config(sweep, point)
+      config_lib.validate(config, data_parallel=1, num_processes=1)
