@@ -7,21 +7,22 @@
 
 Task: a question "How many red apples?" and an English sentence of data/translation.py that holds two or
 three written-out numbers ("Three teachers say that we sell nine thousand one hundred and nineteen red
-apples."); the answer is the span of the number that counts what the question names. [CLS] question
-[SEP] sentence [SEP], at most 64 tokens; 3,530 training questions, 176 validation (data/text_tasks.py).
-Model: configs/bert/python_docs.py's (hidden 128, 4 layers, 4 heads, FFN 512, its WordPiece 4,096
-vocabulary) with a start and an end score per token (one linear layer, HF's qa_outputs). init_from
-loads the encoder of a pre-training checkpoint and skips its pooler and MLM / NSP heads; without
-init_from the same model starts from random weights. Evaluation: eval/exact_match and eval/f1 of the
-best span in the sentence (start ≤ end, at most 30 tokens), as SQuAD scores (F1 here over word pieces).
-The README gives the measured numbers and the trivial baseline (always the first number).
+apples."); the answer is the span of the number that counts what the question names. [CLS] question [SEP]
+sentence [SEP], at most 64 tokens; 3,530 training questions, 176 validation (data/text_tasks.py). Model:
+configs/bert/python_docs.py's (hidden 128, 4 layers, 4 heads, FFN 512, its WordPiece 4,096 vocabulary) with
+a start and an end score per token (one linear layer, HF's qa_outputs). init_from loads the encoder of a
+pre-training checkpoint and skips its pooler and MLM / NSP heads; without init_from the same model starts
+from random weights. Evaluation: eval/exact_match and eval/f1 of the best span in the sentence (start ≤ end,
+at most 30 tokens), as SQuAD scores (F1 here over word pieces). The paper's numbers are on SQuAD v1.1
+(BERT_BASE dev exact match 80.8, F1 88.5), not comparable. The README gives this demo's measured numbers and
+the trivial baseline (always the first number).
 
 The paper's SQuAD recipe: Adam without bias correction (bert_adam), weight decay 0.01, lr 5e-5, batch 32,
-3 epochs (2 in the reference code's README example, as here), linear warm-up over the first 10% then linear decay
-to 0, dropout 0.1, gradient clipping at 1.0. Departures from the paper:
+3 epochs (the reference code's README example runs 2, as here), linear warm-up over the first 10% then
+linear decay to 0, dropout 0.1, gradient clipping at 1.0. Departures from the paper:
   - lr 1e-4 (2 epochs, 220 steps; `:epochs=N` changes it): a 128-wide model briefly pre-trained;
   - sentences instead of paragraphs, no doc-stride windows (every example fits 64 tokens);
-  - a model 1/36 of BERT_BASE's size pre-trained on 412k characters of other text;
+  - a model of 1.33M parameters (BERT_BASE: 110M) pre-trained on 412k characters of other text;
   - one run per setting.
 """
 

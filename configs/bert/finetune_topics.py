@@ -8,21 +8,22 @@
 Task: which of 8 topics of Python's documentation (`pydoc_data.topics`: compound, specialnames, types,
 string-methods, debugger, typesseq, formatstrings, typesmapping) a sentence comes from; single sentences
 [CLS] A [SEP] of at most 64 tokens; 1,773 training and 437 validation sentences (every fifth sentence of
-each topic; sentences that occur twice are left out). data/text_tasks.py builds sentence pairs
-[CLS] A [SEP] B [SEP] the same way for GLUE's pair tasks. Six of the topics are in the pre-training text
-(unlabelled, as GLUE's sentences may be in Wikipedia); debugger and formatstrings are held out of it.
-Model: configs/bert/python_docs.py's (hidden 128, 4 layers, 4 heads, FFN 512, its WordPiece 4,096
-vocabulary) with the classifier on the pooled [CLS] output (dropout 0.1 → linear). init_from loads
-the encoder and pooler of a pre-training checkpoint and skips its MLM and NSP heads; without
-init_from the same model starts from random weights. Evaluation: eval/accuracy on the validation
-sentences. The README gives the measured numbers and the trivial (majority-class) baseline.
+each topic; sentences that occur twice are left out). data/text_tasks.py builds sentence pairs [CLS] A [SEP]
+B [SEP] the same way for GLUE's pair tasks. Six of the topics are in the pre-training text (unlabelled, as
+GLUE's sentences may be in Wikipedia); debugger and formatstrings are held out of it. Model:
+configs/bert/python_docs.py's (hidden 128, 4 layers, 4 heads, FFN 512, its WordPiece 4,096 vocabulary) with
+the classifier on the pooled [CLS] output (dropout 0.1 → linear). init_from loads the encoder and pooler of
+a pre-training checkpoint and skips its MLM and NSP heads; without init_from the same model starts from
+random weights. Evaluation: eval/accuracy on the validation sentences. The paper's numbers are on GLUE
+(BERT_BASE's average 79.6), not comparable. The README gives this demo's measured numbers and the trivial
+(majority-class) baseline.
 
 The paper's fine-tuning recipe: Adam without bias correction (bert_adam), weight decay 0.01, lr among
 {2, 3, 5}e-5, batch 32, 3 epochs, linear warm-up over the first 10% then linear decay to 0, dropout 0.1,
 gradient clipping at 1.0 (the reference code's). Departures from the paper:
   - lr 1e-4 and 5 epochs (277 steps; `:epochs=N` changes it): a 128-wide model briefly pre-trained, for
     which 3 epochs at 5e-5 are few steps (smaller BERTs are tuned with larger learning rates);
-  - a model 1/36 of BERT_BASE's size pre-trained on 412k characters, not BERT_BASE on Wikipedia + books;
+  - a model of 1.35M parameters (BERT_BASE: 110M) pre-trained on 412k characters, not on Wikipedia + books;
   - one run per setting (the paper picks the best lr on the dev set, and restarts unstable runs).
 """
 

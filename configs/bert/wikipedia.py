@@ -2,7 +2,7 @@
 
   python -m papers_jax.main --config configs/bert/wikipedia.py:variant=base,phase=1 --workdir runs/bert_base
   python -m papers_jax.main --config configs/bert/wikipedia.py:variant=base,phase=2 --workdir runs/bert_base_512 \
-      --config.init_from=runs/bert_base/params --config.init_skip='()'
+      --config.init_from=runs/bert_base/checkpoints/900000/state --config.init_skip='()'
 
 The paper trains on BooksCorpus (not distributable) and English Wikipedia; here Wikipedia alone
 (`wikipedia/20230601.en` prepared with TFDS as ArrayRecord; the error message gives the command). Its recipe:

@@ -3,12 +3,12 @@
 Examples are built the way BERT's fine-tuning code builds them, as fixed-shape numpy dicts (no key is
 called "mask": data/pipeline.py adds its own):
 
-  ClassificationSource(examples, tokenizer, max_seq_len)    GLUE-style; examples (text_a, text_b or None, label)
+  ClassificationSource(examples, tokenizer, max_seq_len)   GLUE-style: examples (text_a, text_b or None, label)
     input_ids       int32 (T,)  [CLS] A [SEP] (B [SEP]) [PAD]...
     token_type_ids  int32 (T,)  0 for [CLS] A [SEP], 1 for B [SEP], 0 on padding
     attention_mask  bool  (T,)
     label           int32 ()
-  SpanSource(examples, tokenizer, max_seq_len)              SQuAD-style; examples (question, context, (char_start, char_end))
+  SpanSource(examples, tokenizer, max_seq_len)   SQuAD-style: examples (question, context, (char_start, char_end))
     input_ids, token_type_ids, attention_mask   [CLS] question [SEP] context [SEP], question 0, context 1
     start_position, end_position   int32 ()     first and last token of the answer (inclusive)
     context_mask    bool  (T,)  the context's tokens: where a predicted span may lie
