@@ -8,8 +8,8 @@
 Task: a question "How many red apples?" and an English sentence of data/translation.py that holds two or
 three written-out numbers ("Three teachers say that we sell nine thousand one hundred and nineteen red
 apples."); the answer is the span of the number that counts what the question names. [CLS] question [SEP]
-sentence [SEP], at most 64 tokens; 3,530 training questions, 176 validation (data/text_tasks.py). Model:
-configs/bert/python_docs.py's (hidden 128, 4 layers, 4 heads, FFN 512, its WordPiece 4,096 vocabulary) with
+sentence [SEP], at most 64 tokens; 3,530 training questions (3 too long are dropped), 176 validation
+(data/text_tasks.py). Model: configs/bert/python_docs.py's (hidden 128, 4 layers, 4 heads, FFN 512, its WordPiece 4,096 vocabulary) with
 a start and an end score per token (one linear layer, HF's qa_outputs). init_from loads the encoder of a
 pre-training checkpoint and skips its pooler and MLM / NSP heads; without init_from the same model starts
 from random weights. Evaluation: eval/exact_match and eval/f1 of the best span in the sentence (start ≤ end,

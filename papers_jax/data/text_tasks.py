@@ -15,7 +15,8 @@ called "mask": data/pipeline.py adds its own):
 
 A pair longer than max_seq_len loses tokens from the end of the longer side first (BERT's
 truncate_seq_pair, deterministic here). A span example whose answer does not fit is dropped (SQuAD's code
-slides a window over long contexts instead; the demos' contexts always fit).
+slides a window over long contexts instead; at 64 tokens this drops 3 of number_questions' 3,530
+training questions and none of its validation questions).
 
 Bundled tasks:
   python_docs_topics(split)    which of 8 documentation topics (`pydoc_data.topics`) a sentence comes from
