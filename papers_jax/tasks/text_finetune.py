@@ -86,8 +86,7 @@ class TextFinetuneTask:
   def tokenizer(self):
     if self.ft.tokenizer:
       return tokenizers.load(self.ft.tokenizer)
-    docs = tuple(text_data.python_docs("train")) if self.ft.tokenizer_data == "python_docs" else None
-    if docs is None:
+    if self.ft.tokenizer_data != "python_docs":
       raise ConfigError(f"finetune.tokenizer_data {self.ft.tokenizer_data!r}: only 'python_docs' is known; "
                         "or give finetune.tokenizer the pre-training run's tokenizer.json")
     return _trained_tokenizer("wordpiece", int(self.ft.vocab_size), "python_docs", "train", None)
