@@ -309,3 +309,44 @@ def test_converter_reads_the_old_hub_layout_and_refuses_an_untied_decoder():
   report = convert.load_torch_weights(clf, sd, "hf", allow_missing=("^classifier/",), allow_unexpected=(r"^cls\.",))
   assert sorted(report.missing) == ["classifier/bias", "classifier/kernel"]
   assert len(report.loaded) == len(report.ours) - 2 and all(k.startswith("cls.") for k in report.unexpected)
+
+
+@needs_torch
+@pytest.mark.parametrize("objective", ["classification", "span"])
+def test_fine_tuning_loss_equals_hf(objective):
+  """tasks/text_finetune.py's training loss (dropout 0) against HF BertForSequenceClassification /
+  BertForQuestionAnswering's `loss` on the same batch (sentence pairs, padding) and weights."""
+  import ml_collections
+  from papers_jax.tasks import text_finetune
+  classify = objective == "classification"
+  extra = {"num_labels": 3} if classify else {}
+  hf_name = "BertForSequenceClassification" if classify else "BertForQuestionAnswering"
+  no_dropout = dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+  ref = random_hf(getattr(transformers, hf_name), hf_tiny("bert-base-uncased", **no_dropout, **extra), seed=7).train()
+  ours, report = load_ours(text_finetune.HEADS[objective], numpy_sd(ref), **TINY, num_heads=HEADS, dropout_rate=0.0,
+                           attention_dropout_rate=0.0, **extra)
+  assert not (report.missing or report.unexpected or report.mismatched), str(report)
+  ids, types, mask = inputs(seed=8)
+  rng = np.random.RandomState(9)
+  batch = {"input_ids": ids.astype(np.int32), "token_type_ids": types.astype(np.int32), "attention_mask": mask == 1}
+  if classify:
+    batch["label"] = rng.randint(0, 3, 3).astype(np.int32)
+    targets = {"labels": torch.from_numpy(batch["label"].astype(np.int64))}
+  else:
+    start = rng.randint(0, 8, 3)
+    batch |= {"start_position": start.astype(np.int32), "end_position": (start + rng.randint(0, 4, 3)).astype(np.int32),
+              "context_mask": mask == 1}
+    targets = {"start_positions": torch.from_numpy(start), "end_positions": torch.from_numpy(
+        batch["end_position"].astype(np.int64))}
+  with torch.no_grad():
+    want = ref(input_ids=torch.from_numpy(ids), token_type_ids=torch.from_numpy(types),
+               attention_mask=torch.from_numpy(mask), **targets).loss.item()
+  data = "python_docs_topics" if classify else "number_questions"
+  task = text_finetune.TextFinetuneTask(ml_collections.ConfigDict(
+      {"finetune": text_finetune.default_config(objective=objective), "data": {"name": data}}))
+  graphdef, params, rest = nnx.split(ours, nnx.Param, ...)
+  with jax.default_matmul_precision("highest"):
+    loss, _ = jax.jit(task.make_loss_fn(graphdef))(nnx.to_pure_dict(params), nnx.to_pure_dict(rest), batch,
+                                                   jax.random.key(0))
+  print(f"{objective}: ours {float(loss):.6f} HF {want:.6f}")
+  assert abs(float(loss) - want) < 1e-5 and want > 0.5

@@ -90,3 +90,31 @@ def test_mlm_masking_is_15_percent_and_80_10_10_within_sampling_error():
   # equal the original (p = 1/1000) and count as kept; that shifts the split by < 0.01%.
   for observed, p in [(replaced_mask, 0.8), (replaced_random, 0.1), (kept, 0.1)]:
     assert abs(observed / chosen - p) < 4 * np.sqrt(p * (1 - p) / chosen) + 1e-3
+
+
+def test_fine_tuning_losses_equal_numpy():
+  logits = RNG.standard_normal((4, 3)).astype(np.float32)
+  labels = np.array([0, 2, 1, 2])
+  np.testing.assert_allclose(np.asarray(lm.sequence_classification_loss(logits, labels)),
+                             -np_log_softmax(logits)[np.arange(4), labels], rtol=1e-5)
+  start, end = RNG.standard_normal((2, 3, 9)).astype(np.float32)
+  s, e = np.array([1, 4, 8]), np.array([2, 4, 8])
+  ref = 0.5 * (-np_log_softmax(start)[np.arange(3), s] - np_log_softmax(end)[np.arange(3), e])
+  np.testing.assert_allclose(np.asarray(lm.span_extraction_loss(start, end, s, e)), ref, rtol=1e-5)
+
+
+def test_best_span_is_the_best_allowed_pair_and_f1_counts_overlap():
+  start, end = RNG.standard_normal((2, 6, 10)).astype(np.float32)
+  allowed = np.zeros((6, 10), bool)
+  allowed[:, 3:9] = True
+  allowed[5, 3:4] = False
+  got_s, got_e = map(np.asarray, lm.best_span(start, end, allowed, max_answer_len=4))
+  for b in range(6):  # brute force over every pair
+    pairs = [(i, j) for i in range(10) for j in range(10)
+             if allowed[b, i] and allowed[b, j] and i <= j < i + 4]
+    want = max(pairs, key=lambda p: start[b, p[0]] + end[b, p[1]])
+    assert (got_s[b], got_e[b]) == want
+  f1 = np.asarray(lm.span_f1(np.array([2, 2, 0, 5]), np.array([4, 3, 1, 5]), np.array([3, 2, 4, 5]),
+                             np.array([6, 3, 6, 5])))
+  # overlap 2 of predicted 3 and true 4 tokens: 2·(2/3)(1/2)/(2/3 + 1/2); exact; disjoint; exact single token
+  np.testing.assert_allclose(f1, [2 * (2 / 3) * 0.5 / (2 / 3 + 0.5), 1.0, 0.0, 1.0], rtol=1e-6)

@@ -98,3 +98,53 @@ def test_bad_names_are_config_errors():
     optim.make_optimizer(configs(name="adagradx")[0], base_config().schedule, PARAMS, 10)
   with pytest.raises(ConfigError, match="warmup_steps"):
     optim.make_schedule(ml_collections.ConfigDict(dict(name="cosine", warmup_steps=20)), 1.0, 10)
+
+
+def test_bert_adam_matches_a_numpy_reference_without_bias_correction():
+  """Two steps of BERT's AdamWeightDecayOptimizer written out in numpy: no 1 - b^t correction, decay
+  decoupled and skipped on biases, lr from the schedule at each step."""
+  opt, sched = configs(name="bert_adam", lr=0.1, b1=0.9, b2=0.999, eps=1e-6, weight_decay=0.01, clip_grad_norm=0.0)
+  sched.update(name="linear", warmup_steps=0)
+  params = {"head": {"kernel": jnp.asarray([[0.5, -1.0], [2.0, 0.25]]), "bias": jnp.asarray([0.3, -0.2])}}
+  grads = [{"head": {"kernel": jnp.asarray([[0.1, -0.3], [0.02, 0.4]]), "bias": jnp.asarray([1.0, -0.5])}},
+           {"head": {"kernel": jnp.asarray([[-0.2, 0.1], [0.3, 0.0]]), "bias": jnp.asarray([0.5, 0.5])}}]
+  tx, schedule = optim.make_optimizer(opt, sched, params, 4)
+  state, got = tx.init(params), params
+  for g in grads:
+    updates, state = tx.update(g, state, got)
+    got = optax.apply_updates(got, updates)
+
+  for name, decay in (("kernel", 0.01), ("bias", 0.0)):
+    p = np.asarray(params["head"][name], np.float64)
+    m = v = np.zeros_like(p)
+    for step, g in enumerate(grads):
+      g = np.asarray(g["head"][name], np.float64)
+      m, v = 0.9 * m + 0.1 * g, 0.999 * v + 0.001 * g * g
+      lr = 0.1 * (1 - step / 4)  # linear decay to 0 over the 4 steps
+      p = p - lr * (m / (np.sqrt(v) + 1e-6) + decay * p)
+    np.testing.assert_allclose(got["head"][name], p, rtol=1e-5, err_msg=name)
+  # Bias correction would make the first step lr · sign(g); without it the step is (1 - b1) / sqrt(1 - b2) ≈ 3.16 lr.
+  first, _ = tx.update(grads[0], tx.init(params), params)
+  np.testing.assert_allclose(-first["head"]["bias"], 0.1 * 0.1 / np.sqrt(0.001) * np.sign([1.0, -0.5]), rtol=1e-4)
+  np.testing.assert_allclose(schedule(1), 0.075, rtol=1e-6)
+
+
+def test_bert_phase_two_continues_phase_one_schedule():
+  """configs/bert/wikipedia.py: one schedule over the 1,000,000 steps (10,000 warm-up, linear decay to 0);
+  phase 2's step s has the whole schedule's lr at step 900,000 + s."""
+  from papers_jax.core.config import load
+  whole = lambda t: 1e-4 * np.minimum(t / 10_000, (1_000_000 - t) / 990_000)  # noqa: E731
+  schedules = {}
+  for phase in (1, 2):
+    c = load(f"configs/bert/wikipedia.py:phase={phase}")
+    assert c.optimizer.name == "bert_adam"
+    params = {"bias": jnp.zeros(2)}
+    schedules[phase] = optim.make_optimizer(c.optimizer, c.schedule, params, c.num_steps)[1]
+    assert c.num_steps == (900_000 if phase == 1 else 100_000)
+  steps1 = np.array([0, 5_000, 10_000, 400_000, 899_999])
+  np.testing.assert_allclose([schedules[1](s) for s in steps1], whole(steps1), rtol=1e-5, atol=1e-12)
+  steps2 = np.array([0, 1, 50_000, 99_999, 100_000])
+  np.testing.assert_allclose([schedules[2](s) for s in steps2], whole(900_000 + steps2), rtol=1e-5, atol=1e-12)
+  assert float(schedules[2](0)) > 9e-6 and float(schedules[2](100_000)) == 0.0
+  with pytest.raises(ConfigError, match="step_offset"):
+    optim.make_schedule(ml_collections.ConfigDict(dict(name="linear", total_steps=100, step_offset=90)), 1.0, 20)

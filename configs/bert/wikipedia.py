@@ -2,13 +2,16 @@
 
   python -m papers_jax.main --config configs/bert/wikipedia.py:variant=base,phase=1 --workdir runs/bert_base
   python -m papers_jax.main --config configs/bert/wikipedia.py:variant=base,phase=2 --workdir runs/bert_base_512 \
-      --config.init_from=runs/bert_base/params --config.init_skip='()'
+      --config.init_from=runs/bert_base/checkpoints/900000/state --config.init_skip='()'
 
 The paper trains on BooksCorpus (not distributable) and English Wikipedia; here Wikipedia alone
 (`wikipedia/20230601.en` prepared with TFDS as ArrayRecord; the error message gives the command). Its recipe:
 batch 256 sequences, 1,000,000 steps, the first 90% at 128 tokens (20 predictions) and the last 10% at 512
 (80 predictions) to learn the long position embeddings; Adam lr 1e-4, β (0.9, 0.999), weight decay 0.01,
-10,000 warm-up steps then linear decay, dropout 0.1, GELU; masked LM (15%: 80% [MASK], 10% random, 10%
+10,000 warm-up steps then linear decay, dropout 0.1, GELU (here: `bert_adam`, the reference code's Adam
+without bias correction, ε 1e-6, global-norm clipping at 1.0 as that code; one linear schedule over the
+1,000,000 steps, which phase 2 continues from step 900,000: its Adam moments start again from zero, as
+init_from loads parameters only); masked LM (15%: 80% [MASK], 10% random, 10%
 unchanged) plus next-sentence prediction. A lower-cased WordPiece vocabulary of 30,522 is trained on the
 training split at the first run (pass lm.tokenizer=<bert-base-uncased tokenizer.json> to use BERT's own).
 BertPretrainingSource builds its sentence pairs in memory, so the whole of Wikipedia needs a machine
@@ -26,8 +29,11 @@ Departures from the paper:
 from papers_jax.core.config import base_config, parse_arg
 from papers_jax.tasks import lm
 
-PHASES = {1: dict(max_seq_len=128, max_predictions=20, steps=900_000, warmup=10_000),
-          2: dict(max_seq_len=512, max_predictions=80, steps=100_000, warmup=0)}
+# One schedule over the whole run: 10,000 warm-up steps, then linear decay to 0 at step 1,000,000; phase 2
+# starts where phase 1 stopped (schedule.step_offset), so its lr continues phase 1's.
+PHASES = {1: dict(max_seq_len=128, max_predictions=20, steps=900_000, offset=0),
+          2: dict(max_seq_len=512, max_predictions=80, steps=100_000, offset=900_000)}
+TOTAL_STEPS, WARMUP_STEPS = 1_000_000, 10_000
 
 
 def get_config(arg=None):
@@ -42,9 +48,9 @@ def get_config(arg=None):
   c.data.train_split, c.data.eval_split = "train[:99%]", "train[99%:]"
   c.batch_size = 256
   c.num_steps = p["steps"]
-  c.optimizer.update(name="adamw", lr=1e-4, b1=0.9, b2=0.999, eps=1e-6, weight_decay=0.01, clip_grad_norm=1.0,
+  c.optimizer.update(name="bert_adam", lr=1e-4, b1=0.9, b2=0.999, eps=1e-6, weight_decay=0.01, clip_grad_norm=1.0,
                      wd_exclude=(r"(^|/)bias$", r"(^|/)scale$"))
-  c.schedule.update(name="linear" if p["warmup"] else "constant", warmup_steps=p["warmup"])
+  c.schedule.update(name="linear", warmup_steps=WARMUP_STEPS, total_steps=TOTAL_STEPS, step_offset=p["offset"])
   c.log_every = 100
   c.eval_every = 50_000
   c.checkpoint_every = 5_000

@@ -98,7 +98,8 @@ def base_config() -> ml_collections.ConfigDict:
       trust_coefficient=0.001, clip_grad_norm=0.0, layer_decay=1.0,
       wd_exclude=(r"(^|/)bias$", r"(^|/)scale$", r"pos_embed", r"cls_token"), freeze=()))
   c.schedule = ml_collections.ConfigDict(dict(
-      name="cosine", warmup_steps=0, end_lr_ratio=0.0, boundaries=(0.5, 0.75), decay_factor=0.1))
+      name="cosine", warmup_steps=0, end_lr_ratio=0.0, boundaries=(0.5, 0.75), decay_factor=0.1,
+      total_steps=0, step_offset=0))  # a run that continues another's schedule: see core/optim.py
   c.data = ml_collections.ConfigDict(dict(
       name="digits", data_dir=ml_collections.FieldReference(None, field_type=str), train_split="train",
       eval_split="test", image_size=8, augment="none", max_shift=1, crop_pct=0.875,

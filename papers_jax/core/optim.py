@@ -1,11 +1,15 @@
 """Optimizers and learning-rate schedules from the config.
 
-`config.optimizer`: name (adamw | adam | sgd | lars | lamb), lr, and the optimizer's own fields;
+`config.optimizer`: name (adamw | adam | bert_adam | sgd | lars | lamb), lr, and the optimizer's own fields
+(bert_adam: BERT's Adam with decoupled weight decay and no bias correction, see `bert_adam`);
 `weight_decay` with `wd_exclude` (regexes over parameter paths such as "blocks/3/attn/qkv/bias");
 `clip_grad_norm` (global norm, 0 = off); `layer_decay` (layer-wise LR decay, 1 = off);
 `freeze` (regexes of parameters that receive no update and keep no optimizer state).
 `config.schedule`: name (cosine | linear | rsqrt | step | constant), warmup_steps, end_lr_ratio,
-and for `step`: boundaries (fractions of training) with decay_factor.
+and for `step`: boundaries (fractions of training) with decay_factor. A run that continues another
+(BERT's phase 2 after phase 1) sets `total_steps`, the length of the whole schedule (0: this run's), and
+`step_offset`, the steps already done: the lr at this run's step s is the whole schedule's at
+step_offset + s, and warmup_steps and boundaries count from the start of the whole schedule.
 """
 
 import re
@@ -16,7 +20,7 @@ import optax
 
 from papers_jax.errors import ConfigError
 
-OPTIMIZERS = ("adamw", "adam", "sgd", "lars", "lamb")
+OPTIMIZERS = ("adamw", "adam", "bert_adam", "sgd", "lars", "lamb")
 SCHEDULES = ("cosine", "linear", "rsqrt", "step", "constant")
 
 
@@ -32,6 +36,17 @@ def _matches(patterns, path: str) -> bool:
 
 
 def make_schedule(cfg, base_lr: float, total_steps: int):
+  """The lr at each step of a run of `total_steps` steps (a continuation: see the module docstring)."""
+  offset = int(cfg.get("step_offset", 0))
+  whole = int(cfg.get("total_steps", 0) or 0) or offset + total_steps
+  if offset < 0 or offset + total_steps > whole:
+    raise ConfigError(f"schedule.step_offset ({offset}) + this run's {total_steps} steps exceed "
+                      f"schedule.total_steps ({whole}); set total_steps to the whole run's length")
+  schedule = _whole_schedule(cfg, base_lr, whole)
+  return (lambda step: schedule(step + offset)) if offset else schedule
+
+
+def _whole_schedule(cfg, base_lr: float, total_steps: int):
   name, warmup = cfg.name, int(cfg.get("warmup_steps", 0))
   if name not in SCHEDULES:
     raise ConfigError(f"unknown schedule {name!r}; choose from {SCHEDULES}")
@@ -77,6 +92,34 @@ def scale_by_tree(scales) -> optax.GradientTransformation:
   return optax.GradientTransformation(lambda _: optax.EmptyState(), update_fn)
 
 
+def scale_by_adam_without_bias_correction(b1: float = 0.9, b2: float = 0.999,
+                                          eps: float = 1e-6) -> optax.GradientTransformation:
+  """Adam's direction m / (sqrt(v) + eps) with m, v the plain moving averages: no division by
+  1 - b^t, so the first steps are smaller than Adam's (optax.scale_by_adam always corrects)."""
+  def init_fn(params):
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    return optax.ScaleByAdamState(count=jnp.zeros([], jnp.int32), mu=zeros, nu=zeros)
+
+  def update_fn(updates, state, params=None):
+    del params
+    mu = optax.tree.update_moment(updates, state.mu, b1, 1)
+    nu = optax.tree.update_moment_per_elem_norm(updates, state.nu, b2, 2)
+    updates = jax.tree.map(lambda m, v: m / (jnp.sqrt(v) + eps), mu, nu)
+    return updates, optax.ScaleByAdamState(count=optax.safe_increment(state.count), mu=mu, nu=nu)
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def bert_adam(learning_rate, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-6, weight_decay: float = 0.01,
+              mask=None) -> optax.GradientTransformation:
+  """BERT's optimizer (`AdamWeightDecayOptimizer` of the reference TensorFlow code, `BertAdam` in HF's
+  first PyTorch port): p ← p − lr · (m / (sqrt(v) + eps) + weight_decay · p), with Adam's moments not
+  bias-corrected and the decay decoupled from them (as AdamW) and skipped where `mask` is False."""
+  return optax.chain(scale_by_adam_without_bias_correction(b1, b2, eps),
+                     optax.add_decayed_weights(weight_decay, mask=mask),
+                     optax.scale_by_learning_rate(learning_rate))
+
+
 def make_optimizer(cfg, schedule_cfg, params, total_steps: int):
   """Returns (optax transformation, learning-rate schedule) for a params tree (pure dict)."""
   name = cfg.name
@@ -90,6 +133,9 @@ def make_optimizer(cfg, schedule_cfg, params, total_steps: int):
   if name == "adamw":
     tx = optax.adamw(schedule, b1=cfg.get("b1", 0.9), b2=cfg.get("b2", 0.999), eps=cfg.get("eps", 1e-8),
                      weight_decay=wd, mask=wd_mask)
+  elif name == "bert_adam":
+    tx = bert_adam(schedule, b1=cfg.get("b1", 0.9), b2=cfg.get("b2", 0.999), eps=cfg.get("eps", 1e-6),
+                   weight_decay=wd, mask=wd_mask)
   elif name == "adam":
     tx = optax.adam(schedule, b1=cfg.get("b1", 0.9), b2=cfg.get("b2", 0.999), eps=cfg.get("eps", 1e-8))
   elif name == "sgd":

@@ -2,7 +2,7 @@
 
 from papers_jax.errors import ConfigError
 
-TASKS = ("classification", "mae", "ssl", "clip", "lm")
+TASKS = ("classification", "mae", "ssl", "clip", "lm", "text_finetune")
 
 
 def get_task(config):
@@ -21,4 +21,7 @@ def get_task(config):
   if config.task == "lm":
     from papers_jax.tasks.lm import LMTask
     return LMTask(config)
+  if config.task == "text_finetune":
+    from papers_jax.tasks.text_finetune import TextFinetuneTask
+    return TextFinetuneTask(config)
   raise ConfigError(f"unknown task {config.task!r}; choose from {TASKS}")
