@@ -21,9 +21,9 @@ and NSP accuracy. `smoke` runs the same code on the bundled Python documentation
 
 Departures from the paper:
 - English Wikipedia only: BooksCorpus is not distributable.
-- optax's AdamW (bias-corrected moments, decoupled weight decay 0.01 not on biases or LayerNorm
-  gains, global-norm clipping at 1.0 as BERT's code); BERT's BertAdam has no bias correction.
-- Phase 2 holds the lr constant with no warm-up instead of continuing phase 1's linear decay to 0.
+- Phase 2's Adam moments start from zero (init_from loads parameters only); the reference run
+  continued its optimizer state across the sequence-length change.
+- Weight decay skips biases and LayerNorm gains, as BERT's code does (the paper does not say).
 """
 
 from papers_jax.core.config import base_config, parse_arg
