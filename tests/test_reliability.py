@@ -1,10 +1,8 @@
 """What survives what (docs/reliability.md): kill -9 anywhere, changed configs on resume, torn metrics,
 damaged-checkpoint noise and the multi-process launcher under SIGTERM.
 
-The fault-injection matrix kills a run (`debug.kill_at`: SIGKILL at a seeded random point of start-up,
-a step before the first checkpoint, a save, an evaluation, a later step and the summary), resumes it
-with the same command after each kill, and requires the final state, every metrics row and the summary
-to equal those of an uninterrupted run. PAPERS_JAX_SOAK=1 adds a longer seeded soak of random kills.
+The kill -9 matrix (tests/killmatrix.py) runs here for classification and in test_reliability_moco.py
+for MoCo v2; PAPERS_JAX_SOAK=1 adds the longer seeded soak.
 """
 
 import json
@@ -17,135 +15,32 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
+import killmatrix
 from conftest import ROOT, TEST_XLA_FLAGS, load_config
-from mainrun import RUN_ARGS, SMOKE, comparable, main_env, run_main
+from mainrun import SMOKE, main_env, run_main
 
 from papers_jax.core import metrics as metrics_lib
 from papers_jax.core.checkpoint import Checkpointer
 from papers_jax.errors import ConfigError
 
-SOAK = os.environ.get("PAPERS_JAX_SOAK") == "1"
-
-# Two tasks: supervised classification, and MoCo v2 (momentum encoder and a queue in the state).
-# Both save asynchronously (as real runs do), so a kill can land while a save is being written.
-TASKS = {
-    "classification": dict(
-        config=SMOKE, num_steps=30, checkpoint_every=10,
-        args=[*RUN_ARGS, "--config.async_checkpoint=true", "--config.eval_every=10"]),
-    "moco_v2": dict(
-        config=["--config", os.path.join(ROOT, "configs/ssl/moco_v2.py") + ":smoke"], num_steps=12, checkpoint_every=4,
-        args=["--config.num_steps=12", "--config.checkpoint_every=4", "--config.log_every=2", "--config.eval_every=6",
-              "--config.async_checkpoint=true"]),
-}
-
-
-def run(task, workdir, *extra, check=True):
-  t = TASKS[task]
-  return run_main(workdir, *t["args"], *extra, config=t["config"], check=check)
-
 
 @pytest.fixture(scope="module")
-def references(tmp_path_factory):
-  """Uninterrupted runs, made once for the module."""
-  made = {}
-
-  def get(task):
-    if task not in made:
-      made[task] = str(tmp_path_factory.mktemp(f"reference_{task}"))
-      run(task, made[task])
-    return made[task]
-  return get
+def reference(tmp_path_factory):
+  """An uninterrupted classification run, made once for the module."""
+  workdir = str(tmp_path_factory.mktemp("reference"))
+  killmatrix.run("classification", workdir)
+  return workdir
 
 
-def final_state(workdir, step):
-  return ocp.StandardCheckpointer().restore(os.path.join(workdir, "checkpoints", str(step), "state"))
+def test_kill_9_in_every_phase_then_resume_equals_an_uninterrupted_run(reference, tmp_path):
+  killmatrix.kill_in_every_phase("classification", reference, str(tmp_path / "killed"))
 
 
-def read_rows(path):
-  """metrics.jsonl's rows; any line that is not one complete JSON object fails the test."""
-  if not os.path.exists(path):
-    return []
-  text = open(path).read()
-  assert not text or text.endswith("\n"), f"{path} ends in a torn line"
-  return [json.loads(line) for line in text.splitlines()]
-
-
-def rows_without_throughput(workdir):
-  rows = read_rows(os.path.join(workdir, "metrics.jsonl"))
-  return [{k: v for k, v in r.items() if k != "throughput"} for r in rows]
-
-
-def assert_same_as_reference(workdir, reference, num_steps):
-  jax.tree.map(np.testing.assert_array_equal, final_state(workdir, num_steps), final_state(reference, num_steps))
-  assert rows_without_throughput(workdir) == rows_without_throughput(reference)
-  summary = json.load(open(os.path.join(workdir, "summary.json")))
-  assert comparable(summary) == comparable(json.load(open(os.path.join(reference, "summary.json"))))
-
-
-def committed_steps(workdir):
-  path = os.path.join(workdir, "checkpoints")
-  return sorted(int(d) for d in os.listdir(path) if d.isdigit()) if os.path.isdir(path) else []
-
-
-def kill_plan(rng, checkpoint_every):
-  """One seeded point in each phase, in the order the chain of resumed runs meets them."""
-  return [
-      # A synchronous kill at a step before the first checkpoint: nothing to resume from, but rows logged.
-      ("before the first checkpoint", f"step:{rng.integers(2, checkpoint_every)}"),
-      ("start-up", f"startup:1:{rng.integers(0, 2000)}"),
-      ("mid-save", f"save:1:{rng.integers(0, 150)}"),
-      ("mid-eval", f"eval:1:{rng.integers(0, 300)}"),
-      ("mid-step", f"step:{rng.integers(1, checkpoint_every)}:{rng.integers(0, 30)}"),
-      ("summary", f"summary:1:{rng.integers(0, 20)}"),
-  ]
-
-
-def killed_run(task, workdir, kill_at):
-  proc = run(task, workdir, f"--config.debug.kill_at={kill_at}", check=False)
-  assert proc.returncode == -signal.SIGKILL, f"kill_at={kill_at} never fired:\n{proc.stderr[-3000:]}"
-
-
-@pytest.mark.parametrize("task", list(TASKS))
-def test_kill_9_in_every_phase_then_resume_equals_an_uninterrupted_run(task, references, tmp_path):
-  t = TASKS[task]
-  reference = references(task)
-  rng = np.random.default_rng(22)
-  workdir = str(tmp_path / "killed")
-  for phase, kill_at in kill_plan(rng, t["checkpoint_every"]):
-    killed_run(task, workdir, kill_at)
-    if phase == "before the first checkpoint":
-      assert committed_steps(workdir) == [] and os.path.exists(os.path.join(workdir, "metrics.jsonl")), kill_at
-  run(task, workdir)  # the same command finishes the run
-  assert_same_as_reference(workdir, reference, t["num_steps"])
-
-
-@pytest.mark.skipif(not SOAK, reason="the seeded soak runs with PAPERS_JAX_SOAK=1")
-@pytest.mark.parametrize("task", list(TASKS))
-def test_soak_random_kills(task, references, tmp_path):
-  """Rounds of 1–4 kills at random phases and delays; PAPERS_JAX_SOAK_ROUNDS (default 5), seed 2022."""
-  t = TASKS[task]
-  reference = references(task)
-  rng = np.random.default_rng(2022)
-  rounds, kills, t0 = int(os.environ.get("PAPERS_JAX_SOAK_ROUNDS", "5")), [], time.time()
-  for r in range(rounds):
-    workdir = str(tmp_path / f"round{r}")
-    for _ in range(rng.integers(1, 5)):
-      phase = str(rng.choice(["startup", "step", "save", "eval", "summary"]))
-      n = int(rng.integers(1, {"step": t["num_steps"], "save": 3, "eval": 2}.get(phase, 2)))
-      kill_at = f"{phase}:{n}:{int(rng.integers(0, 500))}"
-      proc = run(task, workdir, f"--config.debug.kill_at={kill_at}", check=False)
-      kills.append((r, kill_at, proc.returncode, committed_steps(workdir)))
-      assert proc.returncode in (-signal.SIGKILL, 0), proc.stderr[-3000:]
-    run(task, workdir)
-    assert_same_as_reference(workdir, reference, t["num_steps"])
-  print(f"\nsoak {task}: {rounds} rounds, {len(kills)} runs with kill_at, "
-        f"{sum(k[2] == -signal.SIGKILL for k in kills)} killed, {time.time() - t0:.0f} s")
-  for k in kills:
-    print("  round %d kill_at=%s returncode=%d checkpoints after=%s" % k)
+@pytest.mark.skipif(not killmatrix.SOAK, reason="the seeded soak runs with PAPERS_JAX_SOAK=1")
+def test_soak_random_kills(reference, tmp_path):
+  killmatrix.soak("classification", reference, str(tmp_path))
 
 
 # ------------------------------------------------------------------ defect 1: a changed config is not damage
@@ -198,12 +93,12 @@ def test_a_damaged_step_whose_structure_matches_is_still_set_aside(tmp_path):
   ckpt.close()
 
 
-def test_resuming_with_another_model_stops_and_keeps_every_checkpoint(references, tmp_path):
+def test_resuming_with_another_model_stops_and_keeps_every_checkpoint(reference, tmp_path):
   workdir = str(tmp_path / "run")
-  shutil.copytree(references("classification"), workdir)
+  shutil.copytree(reference, workdir)
   before = sorted(os.listdir(os.path.join(workdir, "checkpoints")))
   config_before = open(os.path.join(workdir, "config.json")).read()
-  proc = run("classification", workdir, "--config.model.embed_dim=64", check=False)
+  proc = killmatrix.run("classification", workdir, "--config.model.embed_dim=64", check=False)
   assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
   assert "written with another config" in proc.stderr and "this config float32[64]" in proc.stderr, proc.stderr[-3000:]
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == before
@@ -252,15 +147,15 @@ def test_config_history_is_kept_and_a_missing_config_json_falls_back_to_it(tmp_p
     run_config.check_resume(new, workdir, 10)
 
 
-def test_resuming_with_another_batch_size_stops_unless_allowed(references, tmp_path):
+def test_resuming_with_another_batch_size_stops_unless_allowed(reference, tmp_path):
   workdir = str(tmp_path / "run")
-  shutil.copytree(references("classification"), workdir)
+  shutil.copytree(reference, workdir)
   os.remove(os.path.join(workdir, "summary.json"))
-  proc = run("classification", workdir, "--config.seed=1", check=False)
+  proc = killmatrix.run("classification", workdir, "--config.seed=1", check=False)
   assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
   assert "seed 0 → 1" in proc.stderr and "allow_config_change=seed" in proc.stderr, proc.stderr[-3000:]
   assert not os.path.exists(os.path.join(workdir, "config.1.json"))
-  run("classification", workdir, "--config.seed=1", "--config.allow_config_change=seed")
+  killmatrix.run("classification", workdir, "--config.seed=1", "--config.allow_config_change=seed")
   assert json.load(open(os.path.join(workdir, "config.1.json")))["config"]["seed"] == 0
   record = json.load(open(os.path.join(workdir, "config.json")))
   assert record["config"]["seed"] == 1 and record["config"]["allow_config_change"] == "seed"
@@ -276,7 +171,7 @@ def test_a_start_without_a_checkpoint_drops_every_earlier_row(tmp_path):
   path = os.path.join(tmp_path, "metrics.jsonl")
   _write_lines(path, '{"step": 5, "loss": 2.0}\n{"step": 10, "loss": 1.5}\n')
   metrics_lib.MetricWriter(str(tmp_path), resume_step=None).close()  # nothing was restored
-  assert read_rows(path) == []
+  assert killmatrix.read_rows(path) == []
 
 
 def test_a_torn_last_row_is_dropped_on_resume(tmp_path):
@@ -285,7 +180,7 @@ def test_a_torn_last_row_is_dropped_on_resume(tmp_path):
   writer = metrics_lib.MetricWriter(str(tmp_path), resume_step=10)
   writer.write(15, {"loss": 1.25})
   writer.close()
-  assert [r["step"] for r in read_rows(path)] == [5, 10, 15]
+  assert [r["step"] for r in killmatrix.read_rows(path)] == [5, 10, 15]
   assert open(path).read().count("\n") == 3
 
 
@@ -339,7 +234,8 @@ def test_sigterm_to_the_launcher_checkpoints_exits_0_and_resumes(tmp_path):
       ["bash", os.path.join(ROOT, "launch/local_multiprocess.sh"), "2", "4", *SMOKE, f"--workdir={workdir}",
        *LAUNCH_ARGS], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   metrics, deadline = os.path.join(workdir, "metrics.jsonl"), time.time() + 300
-  while time.time() < deadline and launcher.poll() is None and not (os.path.exists(metrics) and os.path.getsize(metrics)):
+  started = lambda: os.path.isfile(metrics) and os.path.getsize(metrics) > 0
+  while time.time() < deadline and launcher.poll() is None and not started():
     time.sleep(0.05)  # both processes train once process 0 has logged a step
   launcher.send_signal(signal.SIGTERM)  # what SLURM sends before a requeue
   out, err = launcher.communicate(timeout=300)
