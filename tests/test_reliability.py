@@ -147,7 +147,7 @@ def test_config_history_is_kept_and_a_missing_config_json_falls_back_to_it(tmp_p
     run_config.check_resume(new, workdir, 10)
 
 
-def test_resuming_with_another_batch_size_stops_unless_allowed(reference, tmp_path):
+def test_resuming_with_another_seed_stops_unless_allowed(reference, tmp_path):
   workdir = str(tmp_path / "run")
   shutil.copytree(reference, workdir)
   os.remove(os.path.join(workdir, "summary.json"))

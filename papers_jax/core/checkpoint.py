@@ -104,10 +104,10 @@ class Checkpointer:
       return None
     if tree is None:
       return None
-    return {path: (tuple(leaf.shape), str(leaf.dtype)) for path, leaf in _flatten_with_names(tree)}
+    return _shapes(tree)
 
   def _check_structure(self, step: int, saved: dict, abstract_state) -> None:
-    wanted = {path: (tuple(leaf.shape), str(leaf.dtype)) for path, leaf in _flatten_with_names(abstract_state)}
+    wanted = _shapes(abstract_state)
     if saved == wanted:
       return
     order = lambda k: (not k.startswith("params/"), k.startswith("opt_state/"), k)  # the model first
@@ -174,7 +174,7 @@ class StructureMismatch(CheckpointError):
 
 
 def _flatten_with_names(tree) -> list:
-  """[(\"params/blocks/0/attn/qkv/kernel\", leaf), ...] for a train state and for orbax's metadata of it
+  """[("params/blocks/0/attn/qkv/kernel", leaf), ...] for a train state and for orbax's metadata of it
   alike (dataclass fields, named tuples and dict keys become names; sequence positions numbers)."""
   def name(key):
     for attr in ("key", "name", "idx"):
@@ -183,6 +183,12 @@ def _flatten_with_names(tree) -> list:
     return str(key)
   leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
   return [("/".join(name(k) for k in path), leaf) for path, leaf in leaves]
+
+
+def _shapes(tree) -> dict:
+  """{key path: (shape, dtype)}; a leaf without them (not an array) is described by its type."""
+  return {path: (tuple(getattr(leaf, "shape", ())), str(getattr(leaf, "dtype", type(leaf).__name__)))
+          for path, leaf in _flatten_with_names(tree)}
 
 
 def _describe(shape_dtype) -> str:
