@@ -215,12 +215,18 @@ def _in_orbax(obj) -> bool:
   return f"{os.sep}orbax{os.sep}" in filename or f"{os.sep}tensorstore{os.sep}" in filename
 
 
+def _closed_loop_callback(unraisable) -> bool:
+  exc = unraisable.exc_value
+  return unraisable.object is None and isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed"
+
+
 def _drop_orbax_unraisable(unraisable, _previous=sys.unraisablehook):
-  """The same abandoned reads, when their coroutines are garbage-collected half-run, reach
-  sys.unraisablehook ('Exception ignored in: <coroutine object ...>'), hundreds to thousands of
-  tracebacks per damaged checkpoint. They are dropped, with one line the first time; anything
-  not from orbax's or tensorstore's coroutines goes to the previous hook."""
-  if not _in_orbax(unraisable.object):
+  """The same abandoned reads reach sys.unraisablehook when their coroutines are garbage-collected
+  half-run ('Exception ignored in: <coroutine object ...>') and when tensorstore's callbacks find
+  orbax's event loop closed ('Exception ignored in: None ... Event loop is closed'): hundreds to
+  thousands of tracebacks per damaged checkpoint. They are dropped, with one line the first time;
+  anything else goes to the previous hook."""
+  if not (_in_orbax(unraisable.object) or _closed_loop_callback(unraisable)):
     return _previous(unraisable)
   global _dropped_unraisable
   _dropped_unraisable += 1
