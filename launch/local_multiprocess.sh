@@ -6,8 +6,9 @@
 #
 # Process 0 prints to this terminal; process i>0 writes $LOG_DIR/process_i.log (LOG_DIR defaults
 # to a new temporary directory). SIGTERM/SIGINT are passed on to every process (a preemption:
-# they checkpoint at one agreed step and exit 0). If a process fails, the others are stopped.
-# Exit status: the first non-zero status of any process, else 0. DRY_RUN=1 prints the commands.
+# they checkpoint at one agreed step and exit 0) and the launcher waits for all of them. If a
+# process fails, the others are stopped. Exit status: the first non-zero status of any process,
+# else 0 (so 0 after a preemption checkpoint, as SLURM's requeue expects). DRY_RUN=1 prints the commands.
 set -euo pipefail
 
 # Prints a command so that it can be pasted into a shell.
@@ -57,7 +58,9 @@ status=0
 while ((${#pids[@]} > 0)); do
   finished="" code=0
   wait -n -p finished "${pids[@]}" || code=$?
-  [[ -z "$finished" ]] && continue  # woken by a forwarded signal, not by an exit
+  # A trapped signal interrupts `wait` and leaves `finished` unset (not empty): wait again, for
+  # the processes are now saving their preemption checkpoint.
+  [[ -z "${finished:-}" ]] && continue
   left=()
   for pid in "${pids[@]}"; do [[ $pid != "$finished" ]] && left+=("$pid"); done
   pids=("${left[@]+"${left[@]}"}")

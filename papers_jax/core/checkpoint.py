@@ -7,9 +7,15 @@ that was damaged afterwards (truncated copy, bad disk) fails to restore, is move
 `<step>.damaged` and the previous step is used. A failed write raises CheckpointError and leaves
 the earlier steps as they were. Restoring takes an abstract state with shardings, so a checkpoint
 written on one mesh restores onto another.
+
+Before any step is restored, the tree of the saved state (its keys, shapes and dtypes, read from
+orbax's metadata) is compared with the state the config builds. A difference means the config
+changed (another model, optimizer or task), not that the checkpoint is damaged: the run stops
+with a CheckpointError naming the differences, and nothing in the workdir is renamed or written.
 """
 
 import contextlib
+import gc
 import logging
 import os
 import sys
@@ -33,7 +39,10 @@ class Checkpointer:
     options = ocp.CheckpointManagerOptions(
         max_to_keep=max_to_keep, keep_period=keep_every or None, create=True,
         enable_async_checkpointing=async_save)
-    self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "meta"))
+    # The handlers are named so that the saved state's metadata can be read before any restore.
+    self.manager = ocp.CheckpointManager(
+        self.directory, options=options,
+        item_handlers={"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()})
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
@@ -64,16 +73,59 @@ class Checkpointer:
     next older one is tried; only when every step fails is the error raised.
     """
     steps = self.all_steps()
+    checked = {}
+    # A changed config stops the run before anything is restored or renamed: the newest step whose
+    # metadata reads is compared first, and each older step before it is tried.
+    for step in reversed(steps):
+      checked[step] = self.saved_structure(step)
+      if checked[step] is not None:
+        self._check_structure(step, checked[step], abstract_state)
+        break
     for i, step in enumerate(reversed(steps)):
+      saved = checked[step] if step in checked else self.saved_structure(step)
+      if saved is not None:
+        self._check_structure(step, saved, abstract_state)
       try:
         return self.restore(step, abstract_state)
       except CheckpointError as e:
         if i == len(steps) - 1:
           raise
-        log.warning("checkpoint step %d is damaged and is moved to %s.damaged; trying step %d.\n%s",
-                    step, os.path.join(self.directory, str(step)), steps[-i - 2], e)
+        log.warning("checkpoint step %d is damaged (%s); it is moved to %s.damaged and step %d is tried.",
+                    step, _first_line(e.__cause__ or e), os.path.join(self.directory, str(step)), steps[-i - 2])
         self._set_aside(step)
     return None
+
+  def saved_structure(self, step: int) -> dict | None:
+    """{key path: (shape, dtype)} of the state saved at `step`, or None when its metadata is unreadable."""
+    try:
+      with _quiet_failed_reads(grace_s=0.0):
+        tree = self.manager.item_metadata(step)["state"]
+    except Exception:  # damaged metadata: the restore will fail too and the step is set aside
+      return None
+    if tree is None:
+      return None
+    return _shapes(tree)
+
+  def _check_structure(self, step: int, saved: dict, abstract_state) -> None:
+    wanted = _shapes(abstract_state)
+    if saved == wanted:
+      return
+    order = lambda k: (not k.startswith("params/"), k.startswith("opt_state/"), k)  # the model first
+    lines = [f"  {k}: saved {_describe(saved[k])}, this config {_describe(wanted[k])}"
+             if k in saved and k in wanted else
+             f"  {k}: only in the checkpoint {_describe(saved[k])}" if k in saved else
+             f"  {k}: only in this config {_describe(wanted[k])}"
+             for k in sorted(saved.keys() | wanted.keys(), key=order) if saved.get(k) != wanted.get(k)]
+    shown = lines[:MAX_DIFF_LINES]
+    if len(lines) > len(shown):
+      shown.append(f"  ... and {len(lines) - len(shown)} more differences")
+    path = os.path.join(self.directory, str(step))
+    raise StructureMismatch(
+        f"the checkpoint {path} was written with another config: the train state it holds differs from "
+        f"the one this config builds ({len(lines)} differences):\n" + "\n".join(shown) + "\n"
+        "Nothing in the workdir was changed. To resume, rerun with the config of that run (config.json in the "
+        "workdir); to start afresh, use a new --workdir; to start a new run from its weights, use a new "
+        f"--workdir with --config.init_from={path}/state.")
 
   def _set_aside(self, step: int):
     if jax.process_index() == 0:
@@ -114,6 +166,36 @@ class Checkpointer:
       self.manager.close()
 
 
+MAX_DIFF_LINES = 12  # a structure mismatch names at most this many keys
+
+
+class StructureMismatch(CheckpointError):
+  """The saved state's keys, shapes or dtypes differ from the config's: a changed config, not damage."""
+
+
+def _flatten_with_names(tree) -> list:
+  """[("params/blocks/0/attn/qkv/kernel", leaf), ...] for a train state and for orbax's metadata of it
+  alike (dataclass fields, named tuples and dict keys become names; sequence positions numbers)."""
+  def name(key):
+    for attr in ("key", "name", "idx"):
+      if hasattr(key, attr):
+        return str(getattr(key, attr))
+    return str(key)
+  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return [("/".join(name(k) for k in path), leaf) for path, leaf in leaves]
+
+
+def _shapes(tree) -> dict:
+  """{key path: (shape, dtype)}; a leaf without them (not an array) is described by its type."""
+  return {path: (tuple(getattr(leaf, "shape", ())), str(getattr(leaf, "dtype", type(leaf).__name__)))
+          for path, leaf in _flatten_with_names(tree)}
+
+
+def _describe(shape_dtype) -> str:
+  shape, dtype = shape_dtype
+  return f"{dtype}{list(shape)}"
+
+
 class _DropOrbaxOrphanedReads(logging.Filter):
   """After a failed restore, orbax's abandoned metadata reads are garbage-collected at random times
   and asyncio logs each as 'Task exception was never retrieved' with a traceback that says nothing
@@ -125,6 +207,36 @@ class _DropOrbaxOrphanedReads(logging.Filter):
 
 
 logging.getLogger("asyncio").addFilter(_DropOrbaxOrphanedReads())
+
+
+def _in_orbax(obj) -> bool:
+  code = getattr(obj, "cr_code", None) or getattr(obj, "gi_code", None)
+  filename = getattr(code, "co_filename", "")
+  return f"{os.sep}orbax{os.sep}" in filename or f"{os.sep}tensorstore{os.sep}" in filename
+
+
+def _closed_loop_callback(unraisable) -> bool:
+  exc = unraisable.exc_value
+  return unraisable.object is None and isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed"
+
+
+def _drop_orbax_unraisable(unraisable, _previous=sys.unraisablehook):
+  """The same abandoned reads reach sys.unraisablehook when their coroutines are garbage-collected
+  half-run ('Exception ignored in: <coroutine object ...>') and when tensorstore's callbacks find
+  orbax's event loop closed ('Exception ignored in: None ... Event loop is closed'): hundreds to
+  thousands of tracebacks per damaged checkpoint. They are dropped, with one line the first time;
+  anything else goes to the previous hook."""
+  if not (_in_orbax(unraisable.object) or _closed_loop_callback(unraisable)):
+    return _previous(unraisable)
+  global _dropped_unraisable
+  _dropped_unraisable += 1
+  if _dropped_unraisable == 1:
+    log.info("not shown: errors of orbax reads abandoned after a failed restore (%s)",
+             type(unraisable.exc_value).__name__)
+
+
+_dropped_unraisable = 0
+sys.unraisablehook = _drop_orbax_unraisable
 
 
 class _ShortenOrbaxThreadErrors(logging.Filter):
@@ -170,6 +282,7 @@ def _quiet_failed_reads(grace_s: float = 1.0):
     finally:
       if failed:
         time.sleep(grace_s)
+        gc.collect()  # abandoned reads die now, while their noise is still held back
       sys.stderr.flush()
       os.dup2(saved, 2)
       os.close(saved)

@@ -84,6 +84,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.async_checkpoint = True
   c.init_from = ""               # params checkpoint (tools/convert_weights.py) to start from
   c.init_skip = ("^head/",)      # regexes of params not taken from init_from when their shapes differ
+  # Resuming with another value of a key that changes the data order or the meaning of a step
+  # (core/run_config.py: RESUME_KEYS) stops the run, unless the key is named here (comma-separated,
+  # e.g. "batch_size,data.data_dir"; a section name such as "schedule" names all its keys).
+  c.allow_config_change = ""
   # A step whose loss or gradient is NaN/Inf never changes the state. Then "stop" ends the run
   # naming the step and the metric; "rollback" restores the last checkpoint and skips that batch,
   # at most `max_rollbacks` times in a run.
@@ -106,8 +110,11 @@ def base_config() -> ml_collections.ConfigDict:
       affine_degrees=10.0, affine_scale=(0.9, 1.1), affine_translate=0.1,
       mean=(0.5,), std=(0.5,)))
   # Fault injection, to test the recovery paths: SIGTERM to this process after step k (-1: every
-  # process, else only that process index) and NaN losses on the batches at these data positions.
-  c.debug = ml_collections.ConfigDict(dict(sigterm_at_step=0, sigterm_process=-1, nan_at_positions=()))
+  # process, else only that process index), NaN losses on the batches at these data positions, and
+  # kill_at="<phase>:<n>[:<ms>]": SIGKILL this process <ms> milliseconds (default 0) after it reaches
+  # <phase> for the n-th time; phases: startup, step, save, eval, summary (core/loop.py: KillPoint).
+  c.debug = ml_collections.ConfigDict(dict(sigterm_at_step=0, sigterm_process=-1, nan_at_positions=(),
+                                           kill_at=""))
   return c
 
 

@@ -6,7 +6,6 @@
   4. Evaluate, checkpoint, and finally write summary.json.
 """
 
-import json
 import logging
 import os
 import platform
@@ -14,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import jax
@@ -23,7 +23,7 @@ from papers_jax import tasks
 from papers_jax.core import checkpoint as ckpt_lib
 from papers_jax.core import config as config_lib
 from papers_jax.core import metrics as metrics_lib
-from papers_jax.core import host, optim, platform_setup, sharding, step as step_lib
+from papers_jax.core import host, optim, platform_setup, run_config, sharding, step as step_lib
 from papers_jax.core.preemption import PreemptionWatch
 from papers_jax.core.state import TrainState, abstract_model, abstract_state, create_train_state
 from papers_jax.data import pipeline
@@ -75,8 +75,39 @@ def preprocess_fn(config, task, train: bool):
                                    affine_scale=tuple(d.affine_scale), affine_translate=d.affine_translate)
 
 
+class KillPoint:
+  """`debug.kill_at="<phase>:<n>[:<ms>]"`: SIGKILL this process <ms> after it reaches <phase> the n-th time.
+
+  The fault-injection tests kill runs at chosen points of start-up, steps, saves, evaluations and the
+  summary, and check that the same command then resumes to exactly the result of an uninterrupted run.
+  """
+
+  PHASES = ("startup", "step", "save", "eval", "summary")
+
+  def __init__(self, spec: str):
+    self.phase, self.count = None, 0
+    if spec:
+      parts = spec.split(":")
+      if len(parts) not in (2, 3) or parts[0] not in self.PHASES or not all(p.isdigit() for p in parts[1:]):
+        raise UserError(f"debug.kill_at={spec!r}; give <phase>:<n>[:<ms>] with a phase of {self.PHASES}")
+      self.phase, self.n, self.delay_s = parts[0], int(parts[1]), int((parts + ["0"])[2]) / 1000
+
+  def reached(self, phase: str) -> None:
+    if phase != self.phase:
+      return
+    self.count += 1
+    if self.count == self.n:
+      kill = lambda: os.kill(os.getpid(), signal.SIGKILL)
+      if self.delay_s:
+        threading.Timer(self.delay_s, kill).start()
+      else:
+        kill()
+
+
 class Trainer:
   """Holds what one run needs; `run()` trains to the end and returns the summary dict."""
+
+  kill_point = KillPoint("")  # run() sets the config's
 
   def __init__(self, config, workdir: str, *, devices=None):
     # ---------------------------------------------------------------- 1. validate
@@ -136,6 +167,7 @@ class Trainer:
   def evaluate(self) -> dict:
     if self.eval_source is None:
       return {}
+    self.kill_point.reached("eval")
     sums = None
     batches = pipeline.eval_batches(self.eval_source, self._preprocess(train=False),
                                     global_batch=self.config.batch_size // self.config.grad_accum_steps,
@@ -163,6 +195,7 @@ class Trainer:
     return step
 
   def _save(self, checkpointer, step: int, *, force: bool = False):
+    self.kill_point.reached("save")
     checkpointer.save(step, self.state, {"step": step, "data_position": self.data_position,
                                          "skipped_positions": self.skipped, "rollbacks": self.rollbacks},
                       force=force)
@@ -170,6 +203,9 @@ class Trainer:
   # ------------------------------------------------------------------ main loop
   def run(self) -> dict:
     config = self.config
+    self.kill_point = KillPoint(config.debug.kill_at)
+    self.kill_point.reached("startup")
+    run_config.allowed_changes(config)
     os.makedirs(self.workdir, exist_ok=True)
     checkpointer = ckpt_lib.Checkpointer(os.path.join(self.workdir, "checkpoints"),
                                          max_to_keep=config.keep_checkpoints, keep_every=config.keep_every,
@@ -177,6 +213,8 @@ class Trainer:
     self.data_position, self.skipped, self.rollbacks = 0, [], 0
     self.train_time, self.timed_steps, self.eval_metrics = 0.0, 0, {}
     try:
+      if checkpointer.latest_step() is not None:  # a resume: the data order must go on as it was
+        run_config.check_resume(config, self.workdir, checkpointer.latest_step())
       resumed_from = self._resume(checkpointer)
       if resumed_from is None and config.nonfinite == "rollback":
         self._save(checkpointer, 0, force=True)  # a rollback needs a good state to return to
@@ -187,9 +225,9 @@ class Trainer:
     if resumed_from is not None:
       log.info("resumed from %s at step %d", checkpointer.directory, start_step)
     if self.is_main:
-      metrics_lib.write_json_atomic(os.path.join(self.workdir, "config.json"),
-                                    {"config": config.to_dict(), "environment": environment(self.mesh, config),
-                                     "num_steps": self.num_steps, "resumed_from": resumed_from})
+      run_config.write(self.workdir, {"config": config.to_dict(), "environment": environment(self.mesh, config),
+                                      "num_steps": self.num_steps, "resumed_from": resumed_from},
+                       metrics_lib.write_json_atomic)
       if hasattr(self.task, "save_assets"):  # what reading the run's outputs needs, e.g. its tokenizer
         self.task.save_assets(self.workdir)
     writer = metrics_lib.MetricWriter(self.workdir, enabled=self.is_main, resume_step=resumed_from)
@@ -216,9 +254,12 @@ class Trainer:
     }
     if preempted_at is not None:  # not finished: no summary.json; the same command resumes
       return summary | {"preempted_at": preempted_at}
+    if start_step == self.num_steps:  # resumed after the last step (killed before summary.json)
+      summary |= self._final_eval()
     last_row = self._last_metrics()
     if last_row:
       summary["train/loss"] = last_row.get("loss")
+    self.kill_point.reached("summary")
     if self.is_main:
       metrics_lib.write_json_atomic(os.path.join(self.workdir, "summary.json"), summary)
     return summary
@@ -237,6 +278,7 @@ class Trainer:
     try:
       with sharding.use_mesh(self.mesh, self.rules):
         for step, batch_start in zip(range(start_step + 1, self.num_steps + 1), starts):
+          self.kill_point.reached("step")
           local = next(batches)
           self.state, step_metrics = self.train_step(self.state, sharding.global_batch(local, self.mesh, self.rules))
           pending.append((step, batch_start, step_metrics))
@@ -302,12 +344,14 @@ class Trainer:
                 config.max_rollbacks)
     return start_step
 
+  def _final_eval(self) -> dict:
+    """The last step's evaluation: as logged before its checkpoint, else evaluated again."""
+    rows = metrics_lib.read_rows(os.path.join(self.workdir, "metrics.jsonl"))
+    logged = {k: v for r in rows if r["step"] == self.num_steps for k, v in r.items() if k.startswith("eval/")}
+    return logged or self.evaluate()
+
   def _last_metrics(self) -> dict:
-    path = os.path.join(self.workdir, "metrics.jsonl")
-    if not os.path.exists(path):
-      return {}
-    rows = [json.loads(l) for l in open(path) if l.strip()]
-    rows = [r for r in rows if "loss" in r]
+    rows = [r for r in metrics_lib.read_rows(os.path.join(self.workdir, "metrics.jsonl")) if "loss" in r]
     return rows[-1] if rows else {}
 
 

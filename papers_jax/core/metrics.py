@@ -1,7 +1,8 @@
 """Run outputs: metrics.jsonl, TensorBoard events, a progress bar, and atomic JSON files.
 
-Only process 0 writes. On resume, metrics.jsonl is cut back to the restored step so that the
-file reads as one uninterrupted run.
+Only process 0 writes. Every start cuts metrics.jsonl back to the restored step (to nothing when no
+checkpoint was restored), so that after any kill and resume the file reads as one uninterrupted run;
+a line that a kill left half-written is dropped then.
 """
 
 import json
@@ -29,6 +30,25 @@ def _to_python(x):
   return str(x)
 
 
+def read_row(line: str) -> dict | None:
+  """One metrics.jsonl row, or None for an empty line or one a kill left half-written."""
+  if not line.endswith("\n"):
+    return None  # a row is complete only with its newline
+  try:
+    row = json.loads(line)
+  except json.JSONDecodeError:
+    return None
+  return row if isinstance(row, dict) else None
+
+
+def read_rows(path: str) -> list[dict]:
+  """The complete rows of a metrics.jsonl file."""
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [row for l in f if (row := read_row(l)) is not None]
+
+
 class MetricWriter:
   """Appends `{"step": s, ...}` lines to metrics.jsonl and scalars to TensorBoard."""
 
@@ -38,8 +58,7 @@ class MetricWriter:
     self._tb = None
     if not enabled:
       return
-    if resume_step is not None:
-      self.truncate(resume_step)
+    self.truncate(resume_step or 0)  # rows past the restored state are written again
     from tensorboardX import SummaryWriter  # imported lazily: it is slow and only process 0 needs it
     self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), flush_secs=30)
 
@@ -48,10 +67,12 @@ class MetricWriter:
     if not self.enabled or not os.path.exists(self.path):
       return
     with open(self.path) as f:
-      lines = [l for l in f if l.strip() and json.loads(l).get("step", 0) <= step]
+      lines = [l for l in f if (row := read_row(l)) is not None and row.get("step", 0) <= step]
     tmp = self.path + ".tmp"
     with open(tmp, "w") as f:
       f.writelines(lines)
+      f.flush()
+      os.fsync(f.fileno())
     os.replace(tmp, self.path)
 
   def write(self, step: int, metrics: dict) -> None:
