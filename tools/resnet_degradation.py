@@ -75,7 +75,7 @@ def report(runs: dict, args) -> str:
     ax.axhline(100 * base_train, color="grey", ls=":", label="most frequent class")
     ax.set_title("plain" if kind == "plain" else "ResNet")
     ax.set_xlabel("step")
-    ax.set_yscale("log")
+    ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
   axes[0].set_ylabel("error (%)")

@@ -43,7 +43,8 @@ def get_config(arg=None):
   c.num_steps = 300
   c.optimizer.update(name="sgd", lr=0.1, momentum=0.9, nesterov=False, weight_decay=1e-4, wd_exclude=(),
                      clip_grad_norm=0.0, layer_decay=1.0)
-  c.schedule.update(name="step", boundaries=(0.5, 0.75), decay_factor=0.1, warmup_steps=0)
+  c.schedule.update(name="step", boundaries=(0.5, 0.75), decay_factor=0.1, warmup_steps=0, warmup_shape="linear",
+                    warmup_lr_ratio=0.1)
   c.label_smoothing = 0.0
   c.log_every = 10
   c.eval_every = 100
