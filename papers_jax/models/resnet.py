@@ -50,7 +50,8 @@ CIFAR_PAPER_PARAMS_M = {20: 0.27, 32: 0.46, 44: 0.66, 56: 0.85, 110: 1.7}
 
 
 class Block(nnx.Module):
-  """A residual block: BasicBlock (two 3×3) or Bottleneck (1×1, 3×3 with the stride, 1×1 ×4)."""
+  """A residual block: BasicBlock (two 3×3) or Bottleneck (1×1, 3×3 with the stride, 1×1 ×4), with the
+  shortcut of option A, B or C, or none (`residual=False`, a plain block)."""
 
   def __init__(self, kind: str, in_features: int, planes: int, stride: int, *, zero_init_last: bool,
                shortcut: str = "B", residual: bool = True, bn_group_size=None, dtype=None,
@@ -103,7 +104,6 @@ def _zero_scale(bn: BatchNorm) -> BatchNorm:
 
 
 class ResNet(nnx.Module):
-
   """`layers`: blocks per stage (any number of stages; stage i has width·2^i planes and, after the
   first, starts with a stride-2 block). `shortcut`: "A", "B" or "C" (see the module docstring);
   `residual=False` builds the plain network. `img_size`: the input resolution that `flops` assumes
