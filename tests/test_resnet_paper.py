@@ -173,3 +173,17 @@ def test_imagenet_recipe_is_the_papers():
   np.testing.assert_allclose(lr_at(c, [0, n // 4 - 1, n // 4, n // 2, 3 * n // 4]), [0.1, 0.1, 0.01, 0.001, 1e-4],
                              rtol=1e-6)
   assert load_config("resnet/imagenet.py", "variant=34,shortcut=A").model.shortcut == "A"
+
+
+def test_degradation_tool_builds_the_digits_recipe_with_and_without_warmup():
+  import importlib.util
+  import os
+  from conftest import ROOT
+  spec = importlib.util.spec_from_file_location("resnet_degradation", os.path.join(ROOT, "tools", "resnet_degradation.py"))
+  tool = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(tool)
+  c = tool.config_for(56, True, None)
+  assert c.model.name == "plain56_cifar" and (c.optimizer.clip_grad_norm, tuple(c.optimizer.wd_exclude)) == (0.0, ())
+  np.testing.assert_allclose(lr_at(c, [0, 149, 150, 225]), [0.1, 0.1, 0.01, 0.001], rtol=1e-6)
+  warm = tool.config_for(56, False, None, warmup_steps=75)
+  np.testing.assert_allclose(lr_at(warm, [0, 74, 75, 150, 225]), [0.01, 0.01, 0.1, 0.01, 0.001], rtol=1e-6)
