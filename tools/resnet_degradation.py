@@ -79,7 +79,8 @@ def report(runs: dict, args) -> str:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
   axes[0].set_ylabel("error (%)")
-  fig.suptitle("Degradation on digits (16×16): training error (lines) and held-out error (dots)")
+  warm = f", lr 0.01 for the first {args.warmup_steps} steps" if args.warmup_steps else ""
+  fig.suptitle(f"Degradation on digits (16×16{warm}): training error (lines) and held-out error (dots)")
   fig.tight_layout()
   os.makedirs(args.docs, exist_ok=True)
   stem = "resnet_degradation" + (f"_warmup{args.warmup_steps}" if args.warmup_steps else "")
