@@ -1,8 +1,12 @@
 """ResNet against timm (parameter counts, eval and train-mode parity after conversion), the CIFAR
-stem, global vs per-group BatchNorm, and MoCo's shuffle-BN on 8 devices."""
+stem, the paper's plain nets, option A and C shortcuts and CIFAR-10 networks against torch references
+built from timm's blocks, global vs per-group BatchNorm, and MoCo's shuffle-BN on 8 devices."""
 
 import importlib.util
 import math
+import types
+
+import chex
 
 import jax
 import jax.numpy as jnp
@@ -41,7 +45,10 @@ def test_parameter_count_equals_timm(name):
 
 def random_timm(name, **kwargs):
   """Every tensor random, BatchNorm statistics too (timm's init leaves them at 0/1 and BN at 1/0)."""
-  model = timm.create_model(name, pretrained=False, **kwargs)
+  return perturb(timm.create_model(name, pretrained=False, **kwargs))
+
+
+def perturb(model):
   g = torch.Generator().manual_seed(0)
   with torch.no_grad():
     for key, t in list(model.named_parameters()) + list(model.named_buffers()):
@@ -73,7 +80,7 @@ def test_bottleneck_eval_logits_match_timm():
     expected = ref(torch.from_numpy(x).permute(0, 3, 1, 2)).numpy()
   with jax.default_matmul_precision("highest"):
     logits = np.asarray(ours(x, train=False))
-  np.testing.assert_allclose(logits, expected, atol=1e-4, rtol=1e-4)
+  chex.assert_trees_all_close(logits, expected, atol=1e-4, rtol=1e-4)
 
 
 def test_train_mode_batchnorm_matches_torch_outputs_and_running_statistics():
@@ -85,7 +92,7 @@ def test_train_mode_batchnorm_matches_torch_outputs_and_running_statistics():
     expected = ref(torch.from_numpy(x).permute(0, 3, 1, 2)).numpy()
   with jax.default_matmul_precision("highest"):
     logits = np.asarray(ours(x, train=True))
-  np.testing.assert_allclose(logits, expected, atol=1e-4, rtol=1e-4)
+  chex.assert_trees_all_close(logits, expected, atol=1e-4, rtol=1e-4)
   np.testing.assert_allclose(np.asarray(ours.layer2[0].bn1.mean[...]), ref.layer2[0].bn1.running_mean.numpy(),
                              atol=1e-5, rtol=1e-5)
   np.testing.assert_allclose(np.asarray(ours.layer2[0].bn1.var[...]), ref.layer2[0].bn1.running_var.numpy(),
@@ -103,8 +110,89 @@ def test_cifar_stem_matches_timm_with_a_3x3_stride_1_stem():
   with torch.no_grad():
     expected = ref(torch.from_numpy(x).permute(0, 3, 1, 2)).numpy()
   with jax.default_matmul_precision("highest"):
-    np.testing.assert_allclose(np.asarray(ours(x, train=False)), expected, atol=1e-4, rtol=1e-4)
+    chex.assert_trees_all_close(np.asarray(ours(x, train=False)), expected, atol=1e-4, rtol=1e-4)
   assert [s.shape[1] for s in ours.stages(x)] == [32, 16, 8, 4]
+
+
+# ---------------------------------------------------------------- the paper's other networks
+def paper_block_forward(block, x):
+  """timm's BasicBlock with the paper's shortcut choices: none (plain), option A (the subsampled
+  identity with zero channels appended, as fb.resnet.torch), or its own `downsample` (B, C)."""
+  y = block.bn2(block.conv2(block.act1(block.bn1(block.conv1(x)))))
+  if block.paper_shortcut == "none":
+    return block.act2(y)
+  if block.downsample is not None:
+    shortcut = block.downsample(x)
+  else:
+    stride = block.conv1.stride[0]
+    shortcut = x[:, :, ::stride, ::stride]
+    shortcut = torch.nn.functional.pad(shortcut, (0, 0, 0, 0, 0, y.shape[1] - x.shape[1]))
+  return block.act2(y + shortcut)
+
+
+def paper_timm_resnet(name, shortcut, residual=True, **kwargs):
+  """A timm ResNet re-wired as the paper's option A/B/C or plain network, every tensor random."""
+  model = timm.create_model(name, pretrained=False, **kwargs)
+  for stage in (model.layer1, model.layer2, model.layer3, model.layer4):
+    for block in stage:
+      channels = block.conv2.out_channels
+      if not residual or shortcut == "A":
+        block.downsample = None
+      elif shortcut == "C" and block.downsample is None:
+        block.downsample = torch.nn.Sequential(torch.nn.Conv2d(channels, channels, 1, bias=False),
+                                               torch.nn.BatchNorm2d(channels))
+      block.paper_shortcut = shortcut if residual else "none"
+      block.forward = types.MethodType(paper_block_forward, block)
+  return perturb(model)
+
+
+@pytest.mark.parametrize("name,shortcut", [("plain18", "B"), ("resnet18", "A"), ("resnet18", "C")])
+def test_plain_and_option_a_c_nets_match_torch(name, shortcut):
+  ref = paper_timm_resnet("resnet18", shortcut, residual=name.startswith("resnet"), num_classes=10)
+  ours = convert_from(ref, name, num_classes=10, shortcut=shortcut)
+  x = np.random.default_rng(5).standard_normal((2, 32, 32, 3)).astype(np.float32)
+  with torch.no_grad():
+    expected = ref(torch.from_numpy(x).permute(0, 3, 1, 2)).numpy()
+  with jax.default_matmul_precision("highest"):
+    chex.assert_trees_all_close(np.asarray(ours(x, train=False)), expected, atol=1e-4, rtol=1e-4)
+
+
+class TorchCifarResNet(torch.nn.Module):
+  """The paper's CIFAR-10 network (§4.2) in torch, from timm's BasicBlock: 3×3 conv with 16 filters,
+  3 stages of n blocks at widths 16/32/64, option-A shortcuts (or none), pooling, a 10-way classifier."""
+
+  def __init__(self, n: int, residual: bool):
+    super().__init__()
+    from timm.models.resnet import BasicBlock
+    self.conv1, self.bn1 = torch.nn.Conv2d(3, 16, 3, 1, 1, bias=False), torch.nn.BatchNorm2d(16)
+    c = 16
+    for i, width in enumerate((16, 32, 64)):
+      blocks = []
+      for j in range(n):
+        block = BasicBlock(c, width, stride=2 if i and not j else 1)
+        block.paper_shortcut = "A" if residual else "none"
+        block.forward = types.MethodType(paper_block_forward, block)
+        blocks.append(block)
+        c = width
+      setattr(self, f"layer{i + 1}", torch.nn.Sequential(*blocks))
+    self.fc = torch.nn.Linear(64, 10)
+
+  def forward(self, x):
+    x = torch.relu(self.bn1(self.conv1(x)))
+    x = self.layer3(self.layer2(self.layer1(x)))
+    return self.fc(x.mean(dim=(2, 3)))
+
+
+@pytest.mark.parametrize("kind", ["resnet", "plain"])
+def test_cifar_networks_match_a_torch_reference(kind):
+  ref = perturb(TorchCifarResNet(n=2, residual=kind == "resnet"))
+  assert sum(p.numel() for p in TorchCifarResNet(n=3, residual=True).parameters()) == 269_722  # ResNet-20
+  ours = convert_from(ref, f"{kind}20_cifar", layers=(2, 2, 2))
+  x = np.random.default_rng(6).standard_normal((2, 32, 32, 3)).astype(np.float32)
+  with torch.no_grad():
+    expected = ref(torch.from_numpy(x).permute(0, 3, 1, 2)).numpy()
+  with jax.default_matmul_precision("highest"):
+    chex.assert_trees_all_close(np.asarray(ours(x, train=False)), expected, atol=1e-4, rtol=1e-4)
 
 
 # ---------------------------------------------------------------- BatchNorm over devices

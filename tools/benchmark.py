@@ -190,7 +190,8 @@ def clip_forward_flops(model) -> float:
 # Analytic counters by model class.
 FLOP_COUNTERS = {"VisionTransformer": vit_forward_flops, "SwinTransformer": swin_forward_flops,
                  "MlpMixer": mixer_forward_flops, "MaskedAutoencoderViT": mae_forward_flops,
-                 "CLIP": clip_forward_flops}
+                 "CLIP": clip_forward_flops,
+                 "ResNet": models.resnet.flops}
 
 
 def forward_flops(model, task=None) -> float:

@@ -6,10 +6,22 @@ average pooling and a linear classifier. BatchNorm follows torch's conventions a
 normalises over the whole global batch (see nn/norms.py; `bn_group_size` gives per-device
 statistics). timm's init: He-normal (fan-out) convolutions, BatchNorm (1, 0) with the last BN of
 every residual branch at zero, torch's default uniform init for the classifier. NHWC layout.
+
+The paper's other networks (§3.3, §4.1, §4.2):
+  - shortcuts where the shape changes (`shortcut`): "A" zero-pads the extra channels of a
+    stride-2-subsampled identity (no parameters), "B" projects (1×1 conv + BN) only there (timm's
+    and the paper's default for the deep nets), "C" projects every shortcut;
+  - plain networks (`residual=False`): the same stacks without any shortcut (`plain18`, `plain34`);
+  - the CIFAR-10 networks of §4.2: a 3×3 conv with 16 filters, then 3 stages of n basic blocks at
+    widths 16/32/64 (feature maps 32/16/8), global pooling and a 10-way classifier: 6n+2 layers,
+    option-A shortcuts (`resnet20_cifar` … `resnet110_cifar`, `plain20_cifar` … `plain110_cifar`).
+    These are built without timm's zero-initialised last BN, as in the paper.
+`flops(model)` counts one forward pass analytically (the benchmark harness's counter).
 """
 
 import math
 
+import chex
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -29,15 +41,24 @@ VARIANTS = {
     "resnet152": ("bottleneck", (3, 8, 36, 3)),
 }
 EXPANSION = {"basic": 1, "bottleneck": 4}
+SHORTCUTS = ("A", "B", "C")
+
+# The paper's CIFAR-10 networks (§4.2, Table 6): n blocks per stage, 6n+2 layers, and the paper's
+# parameter counts in millions (the residual and plain nets have the same count under option A).
+CIFAR_VARIANTS = {20: 3, 32: 5, 44: 7, 56: 9, 110: 18}
+CIFAR_PAPER_PARAMS_M = {20: 0.27, 32: 0.46, 44: 0.66, 56: 0.85, 110: 1.7}
 
 
 class Block(nnx.Module):
-  """A residual block: BasicBlock (two 3×3) or Bottleneck (1×1, 3×3 with the stride, 1×1 ×4)."""
+  """A residual block: BasicBlock (two 3×3) or Bottleneck (1×1, 3×3 with the stride, 1×1 ×4), with the
+  shortcut of option A, B or C, or none (`residual=False`, a plain block)."""
 
   def __init__(self, kind: str, in_features: int, planes: int, stride: int, *, zero_init_last: bool,
-               bn_group_size=None, dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
+               shortcut: str = "B", residual: bool = True, bn_group_size=None, dtype=None,
+               param_dtype=jnp.float32, rngs: nnx.Rngs):
     out = planes * EXPANSION[kind]
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    zero_init_last = zero_init_last and residual  # a plain block has no branch to start at zero
     bn = lambda c, last=False: BatchNorm(c, group_size=bn_group_size, **kw) if not (last and zero_init_last) else \
         _zero_scale(BatchNorm(c, group_size=bn_group_size, **kw))
     self.kind = kind
@@ -49,10 +70,14 @@ class Block(nnx.Module):
       self.conv1, self.bn1 = Conv(in_features, planes, 1, **kw), bn(planes)
       self.conv2, self.bn2 = Conv(planes, planes, 3, stride=stride, **kw), bn(planes)
       self.conv3, self.bn3 = Conv(planes, out, 1, **kw), bn(out, last=True)
-    if stride != 1 or in_features != out:
+    self.residual, self.stride, self.pad_channels = residual, stride, 0
+    changes_shape = stride != 1 or in_features != out
+    if residual and (shortcut == "C" or (shortcut == "B" and changes_shape)):
       self.downsample_conv, self.downsample_bn = Conv(in_features, out, 1, stride=stride, **kw), bn(out)
     else:
       self.downsample_conv = self.downsample_bn = None
+      if residual and shortcut == "A":
+        self.pad_channels = out - in_features
 
   def __call__(self, x, *, train: bool):
     shortcut = x
@@ -62,8 +87,14 @@ class Block(nnx.Module):
     else:
       y = jax.nn.relu(self.bn2(self.conv2(y), train=train))
       y = self.bn3(self.conv3(y), train=train)
+    if not self.residual:
+      return jax.nn.relu(y)
     if self.downsample_conv is not None:
       shortcut = self.downsample_bn(self.downsample_conv(x), train=train)
+    else:  # identity; option A subsamples it and appends zero channels where the shape changes
+      shortcut = x[:, ::self.stride, ::self.stride, :]
+      if self.pad_channels:
+        shortcut = jnp.pad(shortcut, ((0, 0), (0, 0), (0, 0), (0, self.pad_channels)))
     return jax.nn.relu(y + shortcut)
 
 
@@ -73,14 +104,24 @@ def _zero_scale(bn: BatchNorm) -> BatchNorm:
 
 
 class ResNet(nnx.Module):
+  """`layers`: blocks per stage (any number of stages; stage i has width·2^i planes and, after the
+  first, starts with a stride-2 block). `shortcut`: "A", "B" or "C" (see the module docstring);
+  `residual=False` builds the plain network. `img_size`: the input resolution that `flops` assumes
+  (the network takes any size)."""
 
   def __init__(self, *, block: str = "bottleneck", layers=(3, 4, 6, 3), num_classes: int = 1000, in_chans: int = 3,
-               stem: str = "imagenet", width: int = 64, zero_init_last: bool = True, bn_group_size=None,
+               stem: str = "imagenet", width: int = 64, zero_init_last: bool = True, shortcut: str = "B",
+               residual: bool = True, img_size: int | None = None, bn_group_size=None,
                dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
     if stem not in ("imagenet", "cifar"):
       raise ValueError(f"stem={stem!r}; choose 'imagenet' (7×7/2 conv + max pool) or 'cifar' (3×3/1 conv)")
+    if shortcut not in SHORTCUTS:
+      raise ValueError(f"shortcut={shortcut!r}; choose 'A' (zero-padded identity), 'B' (projection where the "
+                       f"shape changes) or 'C' (projection everywhere)")
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-    self.stem, self.num_classes = stem, num_classes
+    self.stem, self.num_classes, self.in_chans = stem, num_classes, in_chans
+    self.shortcut, self.residual = shortcut, residual
+    self.img_size = img_size or (224 if stem == "imagenet" else 32)
     self.conv1 = Conv(in_chans, width, 7, stride=2, **kw) if stem == "imagenet" else Conv(in_chans, width, 3, **kw)
     self.bn1 = BatchNorm(width, group_size=bn_group_size, **kw)
     stages, features = [], width
@@ -89,24 +130,32 @@ class ResNet(nnx.Module):
       blocks = []
       for j in range(depth):
         stride = 2 if (i > 0 and j == 0) else 1
-        blocks.append(Block(block, features, planes, stride, zero_init_last=zero_init_last,
-                            bn_group_size=bn_group_size, **kw))
+        blocks.append(Block(block, features, planes, stride, zero_init_last=zero_init_last, shortcut=shortcut,
+                            residual=residual, bn_group_size=bn_group_size, **kw))
         features = planes * EXPANSION[block]
       stages.append(nnx.List(blocks))
-    self.layer1, self.layer2, self.layer3, self.layer4 = stages
+    self.num_stages = len(stages)
+    for i, stage in enumerate(stages):  # layer1 … layer4 as timm names them (layer1 … layer3 for CIFAR)
+      setattr(self, f"layer{i + 1}", stage)
     self.num_features = features
     bound = 1.0 / math.sqrt(features)  # torch Linear's default init
     self.fc = (Dense(features, num_classes, axes=("embed", "classes"), dtype=dtype, param_dtype=param_dtype,
                      kernel_init=_uniform(bound),
                      bias_init=_uniform(bound), rngs=rngs) if num_classes else None)
 
+  def stage_modules(self) -> list:
+    return [getattr(self, f"layer{i + 1}") for i in range(self.num_stages)]
+
   def stages(self, x, *, train: bool = False):
-    """Images (B, H, W, C) → the four stage outputs (strides 4, 8, 16, 32; 1, 2, 4, 8 for CIFAR)."""
+    """Images (B, H, W, C) → the stage outputs (strides 4, 8, 16, 32 after the ImageNet stem; 1, 2, 4, 8
+    after the CIFAR stem)."""
+    chex.assert_rank(x, 4)
+    chex.assert_axis_dimension(x, 3, self.in_chans)
     x = jax.nn.relu(self.bn1(self.conv1(x), train=train))
     if self.stem == "imagenet":
       x = max_pool(x)
     outs = []
-    for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
+    for stage in self.stage_modules():
       for block in stage:
         x = block(x, train=train)
       x = sharding.constrain(x, ("act_batch", None, None, None))
@@ -124,7 +173,10 @@ class ResNet(nnx.Module):
 
   def __call__(self, x, *, train: bool | None = None, rngs: nnx.Rngs | None = None):
     del rngs  # no dropout
-    return self.forward_head(self.forward_features(x, train=bool(train)))
+    out = self.forward_head(self.forward_features(x, train=bool(train)))
+    chex.assert_shape(out, (x.shape[0], self.num_classes or self.num_features))
+    chex.assert_type(out, float)
+    return out
 
 
 def _uniform(bound: float):
@@ -135,6 +187,14 @@ def _uniform(bound: float):
 
 for _name, (_block, _layers) in VARIANTS.items():
   register(_name, ResNet, block=_block, layers=_layers)
+# The paper's plain baselines (Table 1's 18- and 34-layer stacks without shortcuts; Fig. 4 left).
+for _depth in (18, 34):
+  register(f"plain{_depth}", ResNet, block="basic", layers=VARIANTS[f"resnet{_depth}"][1], residual=False)
+for _depth, _n in CIFAR_VARIANTS.items():
+  _cifar = dict(block="basic", layers=(_n, _n, _n), num_classes=10, stem="cifar", width=16, shortcut="A",
+                zero_init_last=False)
+  register(f"resnet{_depth}_cifar", ResNet, **_cifar)
+  register(f"plain{_depth}_cifar", ResNet, **_cifar, residual=False)
 
 
 def shuffle_batch(x, key):
@@ -149,3 +209,45 @@ def unshuffle_batch(y, perm):
   """Undoes `shuffle_batch` on the encoder's output."""
   out = jnp.zeros_like(y).at[perm].set(y)
   return sharding.constrain(out, ("act_batch",) + (None,) * (y.ndim - 1))
+
+
+def _taps(size: int, conv) -> tuple[int, int]:
+  """(output size, kernel taps summed over the outputs that fall inside the image, not on its padding)."""
+  k, s, p = conv.kernel.shape[0], conv.stride, conv.padding
+  out = (size + 2 * p - k) // s + 1
+  inside = sum(min(k, size + p - o * s) - max(0, p - o * s) for o in range(out))
+  return out, inside
+
+
+def _conv_flops(conv, h: int, w: int, count_padding: bool) -> tuple[int, int, int]:
+  """(FLOPs, output height, output width) of one convolution on an h × w map (2 per multiply-add)."""
+  (oh, taps_h), (ow, taps_w) = _taps(h, conv), _taps(w, conv)
+  k, _, cin, cout = conv.kernel.shape
+  if count_padding:
+    taps_h, taps_w = oh * k, ow * k
+  return 2 * taps_h * taps_w * cin * cout, oh, ow
+
+
+def flops(model: ResNet, img_size: int | None = None, *, count_padding: bool = True) -> float:
+  """Matmul FLOPs of one forward pass per example at img_size × img_size (default `model.img_size`):
+  every convolution and the classifier, 2 per multiply-add (the paper's "FLOPs" count multiply-adds:
+  its 1.8·10⁹ for ResNet-18 at 224 are 3.6·10⁹ here). BatchNorm, ReLU, pooling and the shortcuts'
+  additions are left out. `count_padding=False` leaves out the kernel taps that land on the zero
+  padding, as XLA's cost analysis does (a 3×3 conv on a 7×7 map: 19% fewer). Works on an abstract
+  model (`nnx.eval_shape`)."""
+  h = w = img_size or model.img_size
+  total, h, w = _conv_flops(model.conv1, h, w, count_padding)
+  if model.stem == "imagenet":
+    h, w = (h + 2 - 3) // 2 + 1, (w + 2 - 3) // 2 + 1  # the 3×3/2 max pool, padding 1
+  for stage in model.stage_modules():
+    for block in stage:
+      h_in, w_in = h, w
+      for conv in (block.conv1, block.conv2, block.conv3):
+        if conv is not None:
+          f, h, w = _conv_flops(conv, h, w, count_padding)
+          total += f
+      if block.downsample_conv is not None:
+        total += _conv_flops(block.downsample_conv, h_in, w_in, count_padding)[0]
+  if model.fc is not None:
+    total += 2 * model.num_features * model.num_classes
+  return float(total)
