@@ -73,7 +73,7 @@ def test_image_folder_errors(tmp_path):
   with pytest.raises(DataError, match="<class_name>"):
     sources.ImageFolderSource(str(tmp_path), "train")
   (tmp_path / "train" / "cat").mkdir(parents=True)
-  with pytest.raises(DataError, match="No images"):
+  with pytest.raises(DataError, match="holds no images"):
     sources.ImageFolderSource(str(tmp_path), "train")
   with pytest.raises(DataError, match="data_dir"):
     sources.get_source(ml_collections.ConfigDict({"name": "folder", "data_dir": None}), "train")

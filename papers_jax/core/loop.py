@@ -6,6 +6,7 @@
   4. Evaluate, checkpoint, and finally write summary.json.
 """
 
+import contextlib
 import json
 import logging
 import os
@@ -28,7 +29,7 @@ from papers_jax.core.preemption import PreemptionWatch
 from papers_jax.core.state import TrainState, abstract_state, create_train_state
 from papers_jax.data import pipeline
 from papers_jax.data.sources import get_source
-from papers_jax.errors import TrainingError, UserError
+from papers_jax.errors import ConfigError, DataError, TrainingError, UserError, WorkdirError
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,7 @@ class Trainer:
     self.task = tasks.get_task(config)
     self.train_source = self._source(config.data.train_split)
     self.eval_source = self._source(config.data.eval_split) if config.data.eval_split else None
+    self._check_data()
     self.num_steps = config_lib.total_steps(config, len(self.train_source))
     self.task.num_steps = self.num_steps  # for tasks whose schedules depend on it (EMA momentum)
     self.is_main = jax.process_index() == 0
@@ -108,6 +110,37 @@ class Trainer:
         self.shardings, self.mesh, self.rules)
     self.eval_step = step_lib.jit_eval_step(self.task.make_eval_fn(self.graphdef), self.shardings, self.mesh,
                                             self.rules)
+    self._check_batch_shapes()
+
+  def _check_data(self):
+    """Data against the config: a classifier head for every class of the data."""
+    config = self.config
+    head = getattr(self.task, "num_classes", None)
+    classes = getattr(self.train_source, "num_classes", None)
+    if head and classes and classes > head:
+      raise DataError(f"the data {config.data.name!r} has {classes} classes but the model's head has "
+                      f"model.num_classes={head}; labels {head}..{classes - 1} would be out of range. Set "
+                      f"--config.model.num_classes={classes}, or train on a subset of the classes.")
+
+  def _check_batch_shapes(self):
+    """Traces the train step on the shapes of this config's batches (nothing runs), so that data that
+    does not fit the model, e.g. data.image_size against model.img_size, stops here, before anything is
+    written. The trace is cached: the first real step does not trace again."""
+    example = self._preprocess(train=True)(dict(self.train_source[0]), np.random.default_rng(0))
+    example["index"] = np.int32(0)
+    batch_sharding = sharding.batch_sharding(self.mesh, self.rules)
+    batch = {k: jax.ShapeDtypeStruct((self.config.batch_size,) + np.shape(v), np.asarray(v).dtype,
+                                     sharding=batch_sharding) for k, v in example.items()}
+    shapes = {k: v.shape[1:] for k, v in batch.items()}
+    try:
+      with sharding.use_mesh(self.mesh, self.rules):
+        self.train_step.trace(abstract_state(self.shardings, self.state), batch)
+    except (ValueError, TypeError) as e:
+      if isinstance(e, UserError):
+        raise
+      raise ConfigError(f"the model {self.config.model.get('name')!r} cannot take this config's examples "
+                        f"(shapes {shapes}): {e}. Check data.image_size (and the crop sizes) against the "
+                        "model's settings, e.g. model.img_size.") from e
 
   def _source(self, split: str):
     """The task's own source (text tasks build theirs with a tokenizer), else the image sources."""
@@ -160,10 +193,11 @@ class Trainer:
   # ------------------------------------------------------------------ main loop
   def run(self) -> dict:
     config = self.config
-    os.makedirs(self.workdir, exist_ok=True)
-    checkpointer = ckpt_lib.Checkpointer(os.path.join(self.workdir, "checkpoints"),
-                                         max_to_keep=config.keep_checkpoints, keep_every=config.keep_every,
-                                         async_save=config.async_checkpoint)
+    with _workdir_errors(self.workdir):
+      os.makedirs(self.workdir, exist_ok=True)
+      checkpointer = ckpt_lib.Checkpointer(os.path.join(self.workdir, "checkpoints"),
+                                           max_to_keep=config.keep_checkpoints, keep_every=config.keep_every,
+                                           async_save=config.async_checkpoint)
     self.data_position, self.skipped, self.rollbacks = 0, [], 0
     self.train_time, self.timed_steps, self.eval_metrics = 0.0, 0, {}
     try:
@@ -177,11 +211,12 @@ class Trainer:
     if resumed_from is not None:
       log.info("resumed from %s at step %d", checkpointer.directory, start_step)
     if self.is_main:
-      metrics_lib.write_json_atomic(os.path.join(self.workdir, "config.json"),
-                                    {"config": config.to_dict(), "environment": environment(self.mesh, config),
-                                     "num_steps": self.num_steps, "resumed_from": resumed_from})
-      if hasattr(self.task, "save_assets"):  # what reading the run's outputs needs, e.g. its tokenizer
-        self.task.save_assets(self.workdir)
+      with _workdir_errors(self.workdir, checkpointer):
+        metrics_lib.write_json_atomic(os.path.join(self.workdir, "config.json"),
+                                      {"config": config.to_dict(), "environment": environment(self.mesh, config),
+                                       "num_steps": self.num_steps, "resumed_from": resumed_from})
+        if hasattr(self.task, "save_assets"):  # what reading the run's outputs needs, e.g. its tokenizer
+          self.task.save_assets(self.workdir)
     writer = metrics_lib.MetricWriter(self.workdir, enabled=self.is_main, resume_step=resumed_from)
     watch = PreemptionWatch()
     t_start = time.time()
@@ -299,6 +334,19 @@ class Trainer:
     rows = [json.loads(l) for l in open(path) if l.strip()]
     rows = [r for r in rows if "loss" in r]
     return rows[-1] if rows else {}
+
+
+@contextlib.contextmanager
+def _workdir_errors(workdir: str, checkpointer=None):
+  """A workdir that cannot be written (read-only, full disk, a file in the way) as one WorkdirError."""
+  try:
+    yield
+  except OSError as e:
+    if checkpointer is not None:
+      checkpointer.close()
+    where = e.filename or workdir
+    raise WorkdirError(f"cannot write {where}: {e.strerror or e}. Give a --workdir on a writable disk with free "
+                       "space, or free some space.") from e
 
 
 class _NonFinite(Exception):
