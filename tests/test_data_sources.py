@@ -207,3 +207,57 @@ def test_random_translate():
         image[max(-dy, 0):8 + min(-dy, 0), max(-dx, 0):8 + min(-dx, 0)])
     assert out.dtype == np.uint8
     np.testing.assert_array_equal(out, expected)
+
+
+# --- Image folder labels (issue 22): one class list from the train split for every split ---
+
+
+def _folder(root, layout):
+  """layout: {split: {class: number of images}} of 4x4 RGB PNGs."""
+  for split, classes in layout.items():
+    for name, count in classes.items():
+      os.makedirs(root / split / name, exist_ok=True)
+      for i in range(count):
+        _write_png(str(root / split / name / f"{i}.png"), np.full((4, 4, 3), i, np.uint8))
+  return ml_collections.ConfigDict({"name": "folder", "data_dir": str(root), "train_split": "train"})
+
+
+def test_image_folder_eval_split_missing_a_class_keeps_the_train_labels(tmp_path):
+  config = _folder(tmp_path, {"train": {"c0": 1, "c1": 1, "c2": 1}, "test": {"c0": 1, "c2": 1}})
+  test = sources.get_source(config, "test")
+  assert test.classes == ["c0", "c1", "c2"] and test.num_classes == 3
+  assert [int(test[i]["label"]) for i in range(2)] == [0, 2]  # c2 stays label 2 (was 1)
+
+
+def test_image_folder_class_absent_from_train_is_an_error(tmp_path):
+  config = _folder(tmp_path, {"train": {"c0": 1, "c1": 1}, "test": {"c0": 1, "c9": 1}})
+  with pytest.raises(DataError, match=r"\['c9'\].*not among the 2 classes of the train split"):
+    sources.get_source(config, "test")
+
+
+def test_image_folder_empty_class_directory_is_an_error(tmp_path):
+  config = _folder(tmp_path, {"train": {"c0": 1, "c1": 0}})
+  with pytest.raises(DataError, match=f"{tmp_path}/train/c1 holds no images"):
+    sources.get_source(config, "train")
+
+
+def test_image_folder_classes_file_sets_the_label_order(tmp_path):
+  config = _folder(tmp_path, {"train": {"cat": 1, "ant": 1}})
+  (tmp_path / "classes.txt").write_text("cat\nant\nbee\n")
+  train = sources.get_source(config, "train")
+  assert train.classes == ["cat", "ant", "bee"]
+  assert [int(train[i]["label"]) for i in range(2)] == [1, 0]  # ant/0.png, cat/0.png
+  (tmp_path / "classes.txt").write_text("cat\ncat\n")
+  with pytest.raises(DataError, match="more than once"):
+    sources.get_source(config, "train")
+
+
+def test_more_folder_classes_than_the_model_head_stops_before_the_workdir(tmp_path, config_loader):
+  from papers_jax.core import loop
+  _folder(tmp_path / "data", {"train": {f"c{i:02d}": 1 for i in range(12)}, "test": {"c00": 1}})
+  config = config_loader("vit/digits.py", "smoke").unlock()
+  config.data.name, config.data.data_dir = "folder", str(tmp_path / "data")
+  config.data.train_split, config.data.eval_split = "train", "test"
+  with pytest.raises(DataError, match="12 classes but the model's head has model.num_classes=10"):
+    loop.Trainer(config.lock(), str(tmp_path / "run"))
+  assert not (tmp_path / "run").exists()

@@ -216,11 +216,22 @@ def check_ranges(config, ranges, prefix: str = "") -> None:
     if any(isinstance(x, float) and not math.isfinite(x) for x in numbers):
       raise ConfigError(f"{key}={value!r} is not a finite number; set --config.{key} to a number")
     for pattern, spec in ranges:
-      if fnmatch.fnmatchcase(key, pattern):
+      if fnmatch.fnmatchcase(key, prefix + pattern):
         allowed = _interval(spec)
         if not all(allowed(x) for x in numbers):
           raise ConfigError(f"{key}={value!r} is out of range; it must be in {spec}")
         break
+
+
+def check_choices(config, choices) -> None:
+  """Raises a ConfigError naming the first setting whose value is not among its `choices`
+  ({dotted key: allowed values}); keys the config lacks are skipped."""
+  for key, allowed in choices.items():
+    node = config
+    for name in key.split("."):
+      node = node.get(name) if hasattr(node, "get") else None
+    if node is not None and node not in allowed:
+      raise ConfigError(f"{key}={node!r}; choose one of {tuple(allowed)}")
 
 
 def validate(config, *, data_parallel: int, num_processes: int) -> None:

@@ -29,7 +29,7 @@ from papers_jax.core.preemption import PreemptionWatch
 from papers_jax.core.state import TrainState, abstract_state, create_train_state
 from papers_jax.data import pipeline
 from papers_jax.data.sources import get_source
-from papers_jax.errors import ConfigError, DataError, TrainingError, UserError, WorkdirError
+from papers_jax.errors import CheckpointError, ConfigError, DataError, TrainingError, UserError, WorkdirError
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,19 @@ def preprocess_fn(config, task, train: bool):
                                    affine_scale=tuple(d.affine_scale), affine_translate=d.affine_translate)
 
 
+def check_config(config, devices=None):
+  """The checks of a config that need neither data nor a model (ranges, mesh, batch, the task's own
+  section); returns (mesh, task)."""
+  config_lib.check_ranges(config, config_lib.RANGES)  # first: the mesh sizes among them
+  config_lib.check_choices(config, {
+      "task": tasks.TASKS, "nonfinite": config_lib.NONFINITE_POLICIES, "loss": ("softmax", "sigmoid"),
+      "optimizer.name": optim.OPTIMIZERS, "schedule.name": optim.SCHEDULES})
+  mesh = sharding.make_mesh(dict(config.mesh), devices)
+  config_lib.validate(config, data_parallel=sharding.data_parallel_size(mesh, sharding.DEFAULT_RULES),
+                      num_processes=jax.process_count())
+  return mesh, tasks.get_task(config)
+
+
 class Trainer:
   """Holds what one run needs; `run()` trains to the end and returns the summary dict."""
 
@@ -83,11 +96,8 @@ class Trainer:
     # ---------------------------------------------------------------- 1. validate
     self.config = config
     self.workdir = os.path.abspath(workdir)
-    self.mesh = sharding.make_mesh(dict(config.mesh), devices)
     self.rules = sharding.DEFAULT_RULES
-    config_lib.validate(config, data_parallel=sharding.data_parallel_size(self.mesh, self.rules),
-                        num_processes=jax.process_count())
-    self.task = tasks.get_task(config)
+    self.mesh, self.task = check_config(config, devices)
     self.train_source = self._source(config.data.train_split)
     self.eval_source = self._source(config.data.eval_split) if config.data.eval_split else None
     self._check_data()
@@ -99,8 +109,11 @@ class Trainer:
           self.task.build_model, self._make_tx, self.mesh, self.rules, config.seed)
     if config.init_from:
       from papers_jax.convert import init_params_from_checkpoint
-      params, report = init_params_from_checkpoint(config.init_from, self.state.params,
-                                                   skip=tuple(config.init_skip))
+      try:
+        params, report = init_params_from_checkpoint(config.init_from, self.state.params,
+                                                     skip=tuple(config.init_skip))
+      except CheckpointError as e:
+        raise CheckpointError(f"init_from={config.init_from!r}: {e}") from e
       self.state = self.state.replace(params=params)
       log.info("init_from %s:\n%s", config.init_from, report)
     self.train_step = step_lib.jit_train_step(

@@ -55,7 +55,8 @@ class DigitsSource:
 
   def __init__(self, split: str):
     if split not in self.SPLITS:
-      raise DataError(f"Unknown digits split {split!r}; use one of {list(self.SPLITS)}.")
+      raise DataError(f"Unknown digits split {split!r} (data.train_split / data.eval_split); "
+                      f"use one of {list(self.SPLITS)}.")
     self.split = split
     self.name = "digits"
     self.num_classes = 10

@@ -85,6 +85,7 @@ QUEUE = ("moco_v1", "moco_v2")
 MULTI_CROP = ("swav", "dino")
 MEMORY_BANK = ("instdisc", "cmc")
 MULTI_CROP_VIEWS = ("multi_crop", "swav_multi_crop")
+VIEWS = ("simclr", "moco_v1", "moco_v2", "byol", "instdisc", "cmc") + MULTI_CROP_VIEWS  # data/views.py recipes
 
 
 # Allowed values of config.ssl's numbers (core/config.py check_ranges).
@@ -373,6 +374,8 @@ class SSLTask:
     if c.method in QUEUE and c.queue_size % config.batch_size and config.batch_size < c.queue_size:
       log.info("queue_size %d is not a multiple of the batch %d: the queue wraps with a scatter update",
                c.queue_size, config.batch_size)
+    if c.views not in VIEWS:
+      raise ConfigError(f"ssl.views={c.views!r}; choose one of {VIEWS}")
     self.mean, self.std = tuple(config.data.mean), tuple(config.data.std)
     if c.views in MULTI_CROP_VIEWS:
       self.recipes = getattr(views, c.views)(c.view_size, c.local_view_size, c.num_local_views,
