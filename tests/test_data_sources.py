@@ -261,3 +261,112 @@ def test_more_folder_classes_than_the_model_head_stops_before_the_workdir(tmp_pa
   with pytest.raises(DataError, match="12 classes but the model's head has model.num_classes=10"):
     loop.Trainer(config.lock(), str(tmp_path / "run"))
   assert not (tmp_path / "run").exists()
+
+
+# --- Data fuzz (issue 22): odd image and text files train correctly or stop with one error naming the file ---
+
+
+def _png_header_only(path, width, height):
+  """A PNG whose header claims width x height (no pixel data): enough for PIL to see its size."""
+  import struct
+  import zlib
+  def chunk(kind, data):
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+  ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+  path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
+
+
+def _write_valid_odd_images(directory):
+  """Files that are valid images in unusual forms; returns {name: the RGB pixels they must decode to}."""
+  os.makedirs(directory, exist_ok=True)
+  rng = np.random.default_rng(0)
+  y, x = np.mgrid[:12, :10]
+  rgb = np.stack([y * 15, x * 20, (x + y) * 8], -1).astype(np.uint8)  # smooth, so that JPEG keeps it
+  expected = {}
+  Image.fromarray(rgb).save(directory / "jpeg_named.png", format="JPEG", quality=95)  # wrong extension
+  expected["jpeg_named.png"] = rgb
+  Image.fromarray(rgb).convert("CMYK").save(directory / "cmyk.jpg", format="JPEG", quality=95)
+  expected["cmyk.jpg"] = rgb
+  gray = rng.integers(0, 256, (12, 10), dtype=np.uint16)
+  Image.fromarray(gray * 257).save(directory / "gray16.png")  # 16-bit: v * 257 has high byte v
+  expected["gray16.png"] = np.repeat(gray.astype(np.uint8)[..., None], 3, -1)
+  palette = Image.fromarray(rgb).convert("P")
+  palette.save(directory / "palette.png")
+  expected["palette.png"] = np.asarray(palette.convert("RGB"))
+  Image.fromarray(np.dstack([rgb, np.full((12, 10), 128, np.uint8)])).save(directory / "rgba.png")
+  expected["rgba.png"] = rgb
+  big = np.broadcast_to(rgb[:1, :1], (900, 1200, 3))
+  Image.fromarray(np.ascontiguousarray(big)).save(directory / "large.png")
+  expected["large.png"] = big
+  return expected
+
+
+def _write_broken_images(directory):
+  os.makedirs(directory, exist_ok=True)
+  Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(directory / "whole.png")
+  data = (directory / "whole.png").read_bytes()
+  (directory / "whole.png").unlink()
+  (directory / "truncated.png").write_bytes(data[: len(data) // 2])
+  (directory / "zero_bytes.jpg").write_bytes(b"")
+  (directory / "text.jpg").write_text("not an image")
+  _png_header_only(directory / "huge.png", 30000, 30000)  # 900 Mpixel: a decompression bomb
+  return ["truncated.png", "zero_bytes.jpg", "text.jpg", "huge.png"]
+
+
+def test_decode_image_of_odd_but_valid_files(tmp_path):
+  for name, pixels in _write_valid_odd_images(tmp_path).items():
+    decoded = sources.decode_image(str(tmp_path / name))
+    assert decoded.dtype == np.uint8 and decoded.shape == pixels.shape, name
+    tolerance = 4 if name.endswith(".jpg") or name == "jpeg_named.png" else 0  # JPEG is lossy
+    assert np.abs(decoded.astype(int) - pixels).mean() <= tolerance, name
+
+
+def test_decode_image_of_broken_files_names_the_file(tmp_path):
+  for name in _write_broken_images(tmp_path):
+    with pytest.raises(DataError, match=f"Cannot decode image {tmp_path / name}") as error:
+      sources.decode_image(str(tmp_path / name))
+    assert "\n" not in str(error.value)
+
+
+def test_fuzzed_image_folder_trains_or_stops_naming_the_file(tmp_path, config_loader):
+  """A folder of odd but valid images trains; one broken file stops the run with a DataError naming it."""
+  from papers_jax.core import loop
+  for split in ("train", "test"):
+    for c in ("a", "b"):
+      _write_valid_odd_images(tmp_path / "data" / split / c)
+  config = config_loader("vit/digits.py", "smoke").unlock()
+  config.data.update(name="folder", data_dir=str(tmp_path / "data"), mean=(0.5,) * 3, std=(0.5,) * 3)
+  config.data.train_split, config.data.eval_split = "train", "test"
+  config.model.in_chans, config.model.num_classes = 3, 2
+  config.batch_size, config.num_steps, config.log_every, config.checkpoint_every = 8, 3, 1, 3
+  config.schedule.warmup_steps, config.async_checkpoint = 1, False
+  summary = loop.train(config.lock(), str(tmp_path / "run"))
+  assert summary["steps"] == 3 and np.isfinite(summary["train/loss"]) and summary["eval/count"] == 12
+
+  (tmp_path / "data" / "train" / "b" / "large.png").write_bytes(b"")  # every epoch reads it
+  with pytest.raises(DataError, match=f"Cannot decode image {tmp_path}/data/train/b/large.png"):
+    loop.train(config.lock(), str(tmp_path / "run2"))
+
+
+def test_caption_and_class_name_text_files_name_the_bad_file(tmp_path):
+  from papers_jax.data import captions
+  root = tmp_path / "data" / "train"
+  _write_png(str(root / "0.png"), np.zeros((8, 8, 3), np.uint8))
+  _write_png(str(root / "1.png"), np.zeros((8, 8, 3), np.uint8))
+  (root / "0.txt").write_bytes("a caf\u00e9\n".encode("utf-8"))
+  (root / "1.txt").write_bytes(b"caf\xe9 latin-1\n")  # not UTF-8
+  source = captions.CaptionFolderSource(str(tmp_path / "data"), "train")
+  assert source[0]["texts"] == ("a caf\u00e9",)
+  with pytest.raises(DataError, match=f"{root / '1.txt'} is not UTF-8"):
+    source[1]
+  (root / "1.txt").write_text("\n  \n")  # an empty document
+  with pytest.raises(DataError, match=f"caption file {root / '1.txt'} holds no caption"):
+    source[1]
+
+  names = tmp_path / "names.txt"
+  names.write_bytes(b"\xff\xfeseven\n")
+  with pytest.raises(DataError, match=f"{names} is not UTF-8"):
+    captions.read_class_names(str(names))
+  names.write_text("\n")
+  with pytest.raises(DataError, match="is empty"):
+    captions.read_class_names(str(names))

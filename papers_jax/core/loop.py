@@ -82,7 +82,8 @@ def check_config(config, devices=None):
   config_lib.check_ranges(config, config_lib.RANGES)  # first: the mesh sizes among them
   config_lib.check_choices(config, {
       "task": tasks.TASKS, "nonfinite": config_lib.NONFINITE_POLICIES, "loss": ("softmax", "sigmoid"),
-      "optimizer.name": optim.OPTIMIZERS, "schedule.name": optim.SCHEDULES})
+      "optimizer.name": optim.OPTIMIZERS, "schedule.name": optim.SCHEDULES,
+      "model.dtype": ("", "float32", "bfloat16")})  # no float16 (see DESIGN.md)
   mesh = sharding.make_mesh(dict(config.mesh), devices)
   config_lib.validate(config, data_parallel=sharding.data_parallel_size(mesh, sharding.DEFAULT_RULES),
                       num_processes=jax.process_count())

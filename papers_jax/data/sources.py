@@ -206,7 +206,7 @@ class ImageFolderSource:
     if not os.path.isdir(split_dir):
       raise DataError(
           f"Image folder {split_dir} does not exist. Expected the layout {layout}, "
-          "one sub-directory per class.")
+          "one sub-directory per class; check data.data_dir, data.train_split and data.eval_split.")
     self.name = "folder"
     self.split = split
     found = sorted(d for d in os.listdir(split_dir) if os.path.isdir(os.path.join(split_dir, d)))
