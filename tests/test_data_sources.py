@@ -370,3 +370,17 @@ def test_caption_and_class_name_text_files_name_the_bad_file(tmp_path):
   names.write_text("\n")
   with pytest.raises(DataError, match="is empty"):
     captions.read_class_names(str(names))
+
+
+def test_any_source_with_more_classes_than_the_head_is_refused():
+  """The trainer's check reads `num_classes` of whatever source it has (a TFDS ClassLabel's count, a
+  folder's class list), so a TFDS dataset with 100 classes under a 10-class head stops too."""
+  from types import SimpleNamespace
+  from papers_jax.core import loop
+  check = lambda classes, head: loop.Trainer._check_data(SimpleNamespace(  # noqa: E731
+      config=ml_collections.ConfigDict({"data": {"name": "tfds:cifar100"}}),
+      task=SimpleNamespace(num_classes=head), train_source=SimpleNamespace(num_classes=classes)))
+  check(10, 10)
+  check(10, 1000)
+  with pytest.raises(DataError, match="has 100 classes but the model's head has model.num_classes=10"):
+    check(100, 10)

@@ -124,7 +124,7 @@ def open_tfds(name: str, split: str, data_dir: str | None, features, *, extra_hi
   except (FileNotFoundError, AssertionError) as e:
     raise DataError(f"TFDS dataset {name!r} in {builder.data_dir} is incomplete ({e}). {hint}") from e
   except ValueError as e:  # Unknown split or bad slicing syntax.
-    raise DataError(f"Bad split {split!r} for TFDS dataset {name!r} ({e}). Available splits: "
+    raise DataError(f"Bad split {split!r} (data.train_split / data.eval_split) for TFDS dataset {name!r} ({e}). Available splits: "
                     f"{sorted(builder.info.splits.keys())}; slicing like 'train[:90%]' is allowed.") from e
   # Shards are opened lazily on first read; catch deleted ones now rather than in a worker.
   lost = [str(p) for p in builder.info.splits[split].filepaths if not p.exists()]
