@@ -107,7 +107,11 @@ def base_config() -> ml_collections.ConfigDict:
 
 def total_steps(config, num_train_examples: int) -> int:
   if config.num_epochs > 0:
-    return max(1, int(config.num_epochs * num_train_examples // config.batch_size))
+    steps = max(1, int(config.num_epochs * num_train_examples // config.batch_size))
+    if steps > 2**31 - 1:  # the step counter is int32
+      raise ConfigError(f"num_epochs={config.num_epochs} gives {steps} steps of batch_size {config.batch_size}, more "
+                        f"than the {2**31 - 1} a run can count; lower num_epochs")
+    return steps
   return int(config.num_steps)
 
 
@@ -118,8 +122,8 @@ def total_steps(config, num_train_examples: int) -> int:
 RANGES = (
     ("seed", "[0, 4294967295]"),
     ("batch_size", "[1, 1048576]"),
-    ("num_steps", "[0, inf)"),
-    ("num_epochs", "[0, inf)"),
+    ("num_steps", "[0, 2147483647]"),             # the step counter is int32
+    ("num_epochs", "[0, 1000000]"),
     ("grad_accum_steps", "[1, inf)"),
     ("mesh.*", "-1 | [1, inf)"),
     ("log_every", "[1, inf)"),
