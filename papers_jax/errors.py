@@ -20,5 +20,9 @@ class CheckpointError(UserError):
   """A checkpoint is missing, incomplete or unreadable."""
 
 
+class WorkdirError(UserError):
+  """The workdir cannot be created or written (read-only, full disk, a file in the way)."""
+
+
 class TrainingError(UserError):
   """Training cannot go on (a non-finite loss or gradient); the message names the step and the cause."""

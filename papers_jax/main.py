@@ -82,14 +82,38 @@ def main(argv):
   return 0
 
 
+def _config_spec(argv) -> str | None:
+  """The value of --config in `argv` ('configs/vit/digits.py:smoke'), or None."""
+  for i, arg in enumerate(argv[1:], 1):
+    for name in ("--config", "-config"):
+      if arg.startswith(name + "="):
+        return arg[len(name) + 1:]
+      if arg == name and i + 1 < len(argv):
+        return argv[i + 1]
+  return None
+
+
 def _parse_flags(argv):
   """absl's flag parsing, with config-override mistakes reported as one line that names the fix."""
+  spec = _config_spec(argv)
+  path = spec.split(":", 1)[0] if spec else None
+  if path is not None and not os.path.isfile(path):
+    # ml_collections would defer this error to the first use of the config, as two chained tracebacks.
+    print(f"error: config file {path} does not exist; give --config=configs/<family>/<name>.py[:args] "
+          "(relative to the current directory, or an absolute path).", file=sys.stderr)
+    sys.exit(2)
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:
     message = str(e)
-    if "--config." in message:
+    if "Error whilst parsing config file" in message:
+      # ml_collections puts the whole traceback of the config's own error in the message: keep its last line.
+      last = [line for line in message.splitlines() if line.strip()][-1].strip()
+      message = f"in config {spec}: " + last.split("Error: ", 1)[-1] if "Error: " in last else last
+    elif "--config." in message:
       message += "; give a value of the type the config file uses for that key."
+  except SyntaxError as e:
+    message = f"config file {e.filename} line {e.lineno}: {e.msg}; fix the file's Python syntax."
   except (AttributeError, KeyError) as e:  # ml_collections: the key does not exist in the locked config
     key = str(e).strip("\"'")
     message = (f"unknown config key {key!r} in a --config.<key> override; only keys defined by the config file "

@@ -73,7 +73,7 @@ def test_image_folder_errors(tmp_path):
   with pytest.raises(DataError, match="<class_name>"):
     sources.ImageFolderSource(str(tmp_path), "train")
   (tmp_path / "train" / "cat").mkdir(parents=True)
-  with pytest.raises(DataError, match="No images"):
+  with pytest.raises(DataError, match="holds no images"):
     sources.ImageFolderSource(str(tmp_path), "train")
   with pytest.raises(DataError, match="data_dir"):
     sources.get_source(ml_collections.ConfigDict({"name": "folder", "data_dir": None}), "train")
@@ -207,3 +207,180 @@ def test_random_translate():
         image[max(-dy, 0):8 + min(-dy, 0), max(-dx, 0):8 + min(-dx, 0)])
     assert out.dtype == np.uint8
     np.testing.assert_array_equal(out, expected)
+
+
+# --- Image folder labels (issue 22): one class list from the train split for every split ---
+
+
+def _folder(root, layout):
+  """layout: {split: {class: number of images}} of 4x4 RGB PNGs."""
+  for split, classes in layout.items():
+    for name, count in classes.items():
+      os.makedirs(root / split / name, exist_ok=True)
+      for i in range(count):
+        _write_png(str(root / split / name / f"{i}.png"), np.full((4, 4, 3), i, np.uint8))
+  return ml_collections.ConfigDict({"name": "folder", "data_dir": str(root), "train_split": "train"})
+
+
+def test_image_folder_eval_split_missing_a_class_keeps_the_train_labels(tmp_path):
+  config = _folder(tmp_path, {"train": {"c0": 1, "c1": 1, "c2": 1}, "test": {"c0": 1, "c2": 1}})
+  test = sources.get_source(config, "test")
+  assert test.classes == ["c0", "c1", "c2"] and test.num_classes == 3
+  assert [int(test[i]["label"]) for i in range(2)] == [0, 2]  # c2 stays label 2 (was 1)
+
+
+def test_image_folder_class_absent_from_train_is_an_error(tmp_path):
+  config = _folder(tmp_path, {"train": {"c0": 1, "c1": 1}, "test": {"c0": 1, "c9": 1}})
+  with pytest.raises(DataError, match=r"\['c9'\].*not among the 2 classes of the train split"):
+    sources.get_source(config, "test")
+
+
+def test_image_folder_empty_class_directory_is_an_error(tmp_path):
+  config = _folder(tmp_path, {"train": {"c0": 1, "c1": 0}})
+  with pytest.raises(DataError, match=f"{tmp_path}/train/c1 holds no images"):
+    sources.get_source(config, "train")
+
+
+def test_image_folder_classes_file_sets_the_label_order(tmp_path):
+  config = _folder(tmp_path, {"train": {"cat": 1, "ant": 1}})
+  (tmp_path / "classes.txt").write_text("cat\nant\nbee\n")
+  train = sources.get_source(config, "train")
+  assert train.classes == ["cat", "ant", "bee"]
+  assert [int(train[i]["label"]) for i in range(2)] == [1, 0]  # ant/0.png, cat/0.png
+  (tmp_path / "classes.txt").write_text("cat\ncat\n")
+  with pytest.raises(DataError, match="more than once"):
+    sources.get_source(config, "train")
+
+
+def test_more_folder_classes_than_the_model_head_stops_before_the_workdir(tmp_path, config_loader):
+  from papers_jax.core import loop
+  _folder(tmp_path / "data", {"train": {f"c{i:02d}": 1 for i in range(12)}, "test": {"c00": 1}})
+  config = config_loader("vit/digits.py", "smoke").unlock()
+  config.data.name, config.data.data_dir = "folder", str(tmp_path / "data")
+  config.data.train_split, config.data.eval_split = "train", "test"
+  with pytest.raises(DataError, match="12 classes but the model's head has model.num_classes=10"):
+    loop.Trainer(config.lock(), str(tmp_path / "run"))
+  assert not (tmp_path / "run").exists()
+
+
+# --- Data fuzz (issue 22): odd image and text files train correctly or stop with one error naming the file ---
+
+
+def _png_header_only(path, width, height):
+  """A PNG whose header claims width x height (no pixel data): enough for PIL to see its size."""
+  import struct
+  import zlib
+  def chunk(kind, data):
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+  ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+  path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
+
+
+def _write_valid_odd_images(directory):
+  """Files that are valid images in unusual forms; returns {name: the RGB pixels they must decode to}."""
+  os.makedirs(directory, exist_ok=True)
+  rng = np.random.default_rng(0)
+  y, x = np.mgrid[:12, :10]
+  rgb = np.stack([y * 15, x * 20, (x + y) * 8], -1).astype(np.uint8)  # smooth, so that JPEG keeps it
+  expected = {}
+  Image.fromarray(rgb).save(directory / "jpeg_named.png", format="JPEG", quality=95)  # wrong extension
+  expected["jpeg_named.png"] = rgb
+  Image.fromarray(rgb).convert("CMYK").save(directory / "cmyk.jpg", format="JPEG", quality=95)
+  expected["cmyk.jpg"] = rgb
+  gray = rng.integers(0, 256, (12, 10), dtype=np.uint16)
+  Image.fromarray(gray * 257).save(directory / "gray16.png")  # 16-bit: v * 257 has high byte v
+  expected["gray16.png"] = np.repeat(gray.astype(np.uint8)[..., None], 3, -1)
+  palette = Image.fromarray(rgb).convert("P")
+  palette.save(directory / "palette.png")
+  expected["palette.png"] = np.asarray(palette.convert("RGB"))
+  Image.fromarray(np.dstack([rgb, np.full((12, 10), 128, np.uint8)])).save(directory / "rgba.png")
+  expected["rgba.png"] = rgb
+  big = np.broadcast_to(rgb[:1, :1], (900, 1200, 3))
+  Image.fromarray(np.ascontiguousarray(big)).save(directory / "large.png")
+  expected["large.png"] = big
+  return expected
+
+
+def _write_broken_images(directory):
+  os.makedirs(directory, exist_ok=True)
+  Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(directory / "whole.png")
+  data = (directory / "whole.png").read_bytes()
+  (directory / "whole.png").unlink()
+  (directory / "truncated.png").write_bytes(data[: len(data) // 2])
+  (directory / "zero_bytes.jpg").write_bytes(b"")
+  (directory / "text.jpg").write_text("not an image")
+  _png_header_only(directory / "huge.png", 30000, 30000)  # 900 Mpixel: a decompression bomb
+  return ["truncated.png", "zero_bytes.jpg", "text.jpg", "huge.png"]
+
+
+def test_decode_image_of_odd_but_valid_files(tmp_path):
+  for name, pixels in _write_valid_odd_images(tmp_path).items():
+    decoded = sources.decode_image(str(tmp_path / name))
+    assert decoded.dtype == np.uint8 and decoded.shape == pixels.shape, name
+    tolerance = 4 if name.endswith(".jpg") or name == "jpeg_named.png" else 0  # JPEG is lossy
+    assert np.abs(decoded.astype(int) - pixels).mean() <= tolerance, name
+
+
+def test_decode_image_of_broken_files_names_the_file(tmp_path):
+  for name in _write_broken_images(tmp_path):
+    with pytest.raises(DataError, match=f"Cannot decode image {tmp_path / name}") as error:
+      sources.decode_image(str(tmp_path / name))
+    assert "\n" not in str(error.value)
+
+
+def test_fuzzed_image_folder_trains_or_stops_naming_the_file(tmp_path, config_loader):
+  """A folder of odd but valid images trains; one broken file stops the run with a DataError naming it."""
+  from papers_jax.core import loop
+  for split in ("train", "test"):
+    for c in ("a", "b"):
+      _write_valid_odd_images(tmp_path / "data" / split / c)
+  config = config_loader("vit/digits.py", "smoke").unlock()
+  config.data.update(name="folder", data_dir=str(tmp_path / "data"), mean=(0.5,) * 3, std=(0.5,) * 3)
+  config.data.train_split, config.data.eval_split = "train", "test"
+  config.model.in_chans, config.model.num_classes = 3, 2
+  config.batch_size, config.num_steps, config.log_every, config.checkpoint_every = 8, 3, 1, 3
+  config.schedule.warmup_steps, config.async_checkpoint = 1, False
+  summary = loop.train(config.lock(), str(tmp_path / "run"))
+  assert summary["steps"] == 3 and np.isfinite(summary["train/loss"]) and summary["eval/count"] == 12
+
+  (tmp_path / "data" / "train" / "b" / "large.png").write_bytes(b"")  # every epoch reads it
+  with pytest.raises(DataError, match=f"Cannot decode image {tmp_path}/data/train/b/large.png"):
+    loop.train(config.lock(), str(tmp_path / "run2"))
+
+
+def test_caption_and_class_name_text_files_name_the_bad_file(tmp_path):
+  from papers_jax.data import captions
+  root = tmp_path / "data" / "train"
+  _write_png(str(root / "0.png"), np.zeros((8, 8, 3), np.uint8))
+  _write_png(str(root / "1.png"), np.zeros((8, 8, 3), np.uint8))
+  (root / "0.txt").write_bytes("a caf\u00e9\n".encode("utf-8"))
+  (root / "1.txt").write_bytes(b"caf\xe9 latin-1\n")  # not UTF-8
+  source = captions.CaptionFolderSource(str(tmp_path / "data"), "train")
+  assert source[0]["texts"] == ("a caf\u00e9",)
+  with pytest.raises(DataError, match=f"{root / '1.txt'} is not UTF-8"):
+    source[1]
+  (root / "1.txt").write_text("\n  \n")  # an empty document
+  with pytest.raises(DataError, match=f"caption file {root / '1.txt'} holds no caption"):
+    source[1]
+
+  names = tmp_path / "names.txt"
+  names.write_bytes(b"\xff\xfeseven\n")
+  with pytest.raises(DataError, match=f"{names} is not UTF-8"):
+    captions.read_class_names(str(names))
+  names.write_text("\n")
+  with pytest.raises(DataError, match="is empty"):
+    captions.read_class_names(str(names))
+
+
+def test_any_source_with_more_classes_than_the_head_is_refused():
+  """The trainer's check reads `num_classes` of whatever source it has (a TFDS ClassLabel's count, a
+  folder's class list), so a TFDS dataset with 100 classes under a 10-class head stops too."""
+  from types import SimpleNamespace
+  from papers_jax.core import loop
+  check = lambda classes, head: loop.Trainer._check_data(SimpleNamespace(  # noqa: E731
+      config=ml_collections.ConfigDict({"data": {"name": "tfds:cifar100"}}),
+      task=SimpleNamespace(num_classes=head), train_source=SimpleNamespace(num_classes=classes)))
+  check(10, 10)
+  check(10, 1000)
+  with pytest.raises(DataError, match="has 100 classes but the model's head has model.num_classes=10"):
+    check(100, 10)

@@ -89,7 +89,9 @@ def test_init_from_starts_from_the_given_params(uninterrupted, tmp_path):
   trained = final_params(uninterrupted, 30)
   save_params(trained, str(tmp_path / "init"))
   workdir = tmp_path / "finetune"
-  # With a zero learning rate the run's final params must be exactly the ones it started from.
+  # With a negligible learning rate (zero is refused) the run's final params are the ones it started from:
+  # three Adam steps move each by at most ~3e-12, where a fresh init would differ by ~1e-2.
   run_main(str(workdir), "--config.num_steps=3", "--config.log_every=1", "--config.checkpoint_every=3",
-           "--config.optimizer.lr=0.0", f"--config.init_from={tmp_path / 'init'}")
-  jax.tree.map(np.testing.assert_array_equal, final_params(str(workdir), 3), trained)
+           "--config.optimizer.lr=1e-12", f"--config.init_from={tmp_path / 'init'}")
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=0, atol=1e-9), final_params(str(workdir), 3),
+               trained)

@@ -4,8 +4,11 @@ Experiment files in configs/<family>/<name>.py call `base_config()`, fill in the
 return `config.lock()`-ed dicts, so a misspelt `--config.key` fails instead of being ignored.
 """
 
+import fnmatch
 import importlib.util
+import math
 import os
+import re
 
 import ml_collections
 
@@ -120,12 +123,140 @@ def base_config() -> ml_collections.ConfigDict:
 
 def total_steps(config, num_train_examples: int) -> int:
   if config.num_epochs > 0:
-    return max(1, int(config.num_epochs * num_train_examples // config.batch_size))
+    steps = max(1, int(config.num_epochs * num_train_examples // config.batch_size))
+    if steps > 2**31 - 1:  # the step counter is int32
+      raise ConfigError(f"num_epochs={config.num_epochs} gives {steps} steps of batch_size {config.batch_size}, more "
+                        f"than the {2**31 - 1} a run can count; lower num_epochs")
+    return steps
   return int(config.num_steps)
+
+
+# Allowed values of the numeric settings, as intervals over dotted keys. The patterns are fnmatch
+# patterns and the first one that matches a key decides; "a | [b, c)" allows a or the interval. A
+# tuple is checked element by element. Besides, every float anywhere in the config must be finite.
+# Tasks check their own sections with tables of their own (e.g. tasks/ssl.py RANGES).
+RANGES = (
+    ("seed", "[0, 4294967295]"),
+    ("batch_size", "[1, 1048576]"),
+    ("num_steps", "[0, 2147483647]"),             # the step counter is int32
+    ("num_epochs", "[0, 1000000]"),
+    ("grad_accum_steps", "[1, inf)"),
+    ("mesh.*", "-1 | [1, inf)"),
+    ("log_every", "[1, inf)"),
+    ("eval_every", "[0, inf)"),
+    ("checkpoint_every", "[1, inf)"),
+    ("keep_checkpoints", "[1, inf)"),
+    ("keep_every", "[0, inf)"),
+    ("max_rollbacks", "[0, inf)"),
+    ("label_smoothing", "[0, 1)"),
+    ("data_threads", "[0, 256]"),
+    ("optimizer.lr", "(0, 100]"),
+    ("optimizer.b1", "[0, 1)"),
+    ("optimizer.b2", "[0, 1)"),
+    ("optimizer.eps", "(0, 1]"),
+    ("optimizer.momentum", "[0, 1)"),
+    ("optimizer.weight_decay", "[0, 10]"),
+    ("optimizer.trust_coefficient", "(0, 100]"),
+    ("optimizer.clip_grad_norm", "[0, inf)"),     # 0: off
+    ("optimizer.layer_decay", "(0, 1]"),          # 1: off
+    ("schedule.warmup_steps", "[0, inf)"),        # and below the number of steps (core/optim.py)
+    ("schedule.end_lr_ratio", "[0, 1]"),
+    ("schedule.boundaries", "(0, 1)"),            # fractions of training
+    ("schedule.decay_factor", "(0, 1]"),
+    ("data.image_size", "[1, 16384]"),
+    ("data.max_shift", "[0, 16384]"),
+    ("data.crop_pct", "(0, 1]"),
+    ("data.affine_degrees", "[0, 180]"),
+    ("data.affine_scale", "(0, 10]"),
+    ("data.affine_translate", "[0, 1]"),
+    ("data.mean", "[0, 1]"),                      # of pixels scaled to [0, 1]
+    ("data.std", "(0, 10]"),
+    ("debug.sigterm_at_step", "[0, inf)"),
+    ("debug.sigterm_process", "-1 | [0, inf)"),
+    ("debug.nan_at_positions", "[0, inf)"),
+    ("mixup.*_alpha", "[0, 100]"),
+    ("mixup.*prob", "[0, 1]"),
+    # The model's settings, by kind of setting.
+    ("model.*drop*", "[0, 1)"),
+    ("model.mask_ratio", "[0, 1)"),
+    ("model.num_classes", "[0, 1000000]"),        # 0: no head
+    ("model.vocab_size", "[0, 10000000]"),        # 0: the tokenizer's
+    ("model.frozen_blocks", "[0, 1024]"),
+    ("model.*mlp_ratio", "(0, 64]"),
+    ("model.*init_std", "[0, 10]"),
+    ("model.in_chans", "[1, 64]"),
+    ("model.*depth*", "[1, 1024]"),
+    ("model.*layers", "[1, 1024]"),
+    ("model.num_blocks", "[1, 1024]"),
+    ("model.*heads", "[1, 1024]"),
+    ("model.*_size", "[1, 1048576]"),             # img_size, patch_size, window_size, hidden_size, ...
+    ("model.*dim", "[1, 1048576]"),
+    ("model.*width", "[1, 1048576]"),
+    ("model.d_*", "[1, 1048576]"),
+    ("model.*length", "[1, 1048576]"),
+    ("model.max_position_embeddings", "[1, 1048576]"),
+)
+
+
+def _interval(spec: str):
+  """'[0, 1)' → a predicate and the spec; '-1 | [1, inf)' → either of the two."""
+  parts = []
+  for part in (p.strip() for p in spec.split("|")):
+    m = re.fullmatch(r"([\[(])\s*(\S+)\s*,\s*(\S+)\s*([\])])", part)
+    if not m:
+      value = float(part)
+      parts.append(lambda x, v=value: x == v)
+      continue
+    lo, hi = float(m.group(2)), float(m.group(3))
+    lo_ok = (lambda x, lo=lo: x >= lo) if m.group(1) == "[" else (lambda x, lo=lo: x > lo)
+    hi_ok = (lambda x, hi=hi: x <= hi) if m.group(4) == "]" else (lambda x, hi=hi: x < hi)
+    parts.append(lambda x, a=lo_ok, b=hi_ok: a(x) and b(x))
+  return lambda x: any(p(x) for p in parts)
+
+
+def _leaves(config, prefix=""):
+  for key, value in config.items():
+    if isinstance(value, (dict, ml_collections.ConfigDict)):
+      yield from _leaves(value, f"{prefix}{key}.")
+    else:
+      yield f"{prefix}{key}", value
+
+
+def _numbers(value):
+  """The numbers in a setting: itself, or the elements of a tuple; bools and strings are not numbers."""
+  values = value if isinstance(value, (tuple, list)) else (value,)
+  return [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+
+
+def check_ranges(config, ranges, prefix: str = "") -> None:
+  """Raises a ConfigError naming the first setting of `config` outside its range in `ranges`, or
+  the first float that is NaN or infinite. `prefix` is the keys' path ("ssl." for config.ssl)."""
+  for key, value in _leaves(config, prefix):
+    numbers = _numbers(value)
+    if any(isinstance(x, float) and not math.isfinite(x) for x in numbers):
+      raise ConfigError(f"{key}={value!r} is not a finite number; set --config.{key} to a number")
+    for pattern, spec in ranges:
+      if fnmatch.fnmatchcase(key, prefix + pattern):
+        allowed = _interval(spec)
+        if not all(allowed(x) for x in numbers):
+          raise ConfigError(f"{key}={value!r} is out of range; it must be in {spec}")
+        break
+
+
+def check_choices(config, choices) -> None:
+  """Raises a ConfigError naming the first setting whose value is not among its `choices`
+  ({dotted key: allowed values}); keys the config lacks are skipped."""
+  for key, allowed in choices.items():
+    node = config
+    for name in key.split("."):
+      node = node.get(name) if hasattr(node, "get") else None
+    if node is not None and node not in allowed:
+      raise ConfigError(f"{key}={node!r}; choose one of {tuple(allowed)}")
 
 
 def validate(config, *, data_parallel: int, num_processes: int) -> None:
   """Checks that need no data or devices beyond their counts; errors name the fix."""
+  check_ranges(config, RANGES)
   b = config.batch_size
   if b <= 0:
     raise ConfigError(f"batch_size must be positive, got {b}")

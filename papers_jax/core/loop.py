@@ -6,6 +6,8 @@
   4. Evaluate, checkpoint, and finally write summary.json.
 """
 
+import contextlib
+import json
 import logging
 import os
 import platform
@@ -28,7 +30,7 @@ from papers_jax.core.preemption import PreemptionWatch
 from papers_jax.core.state import TrainState, abstract_model, abstract_state, create_train_state
 from papers_jax.data import pipeline
 from papers_jax.data.sources import get_source
-from papers_jax.errors import TrainingError, UserError
+from papers_jax.errors import CheckpointError, ConfigError, DataError, TrainingError, UserError, WorkdirError
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +106,21 @@ class KillPoint:
         kill()
 
 
+def check_config(config, devices=None):
+  """The checks of a config that need neither data nor a model (ranges, mesh, batch, the task's own
+  section); returns (mesh, task)."""
+  config_lib.check_ranges(config, config_lib.RANGES)  # first: the mesh sizes among them
+  config_lib.check_choices(config, {
+      "task": tasks.TASKS, "nonfinite": config_lib.NONFINITE_POLICIES, "loss": ("softmax", "sigmoid"),
+      "optimizer.name": optim.OPTIMIZERS, "schedule.name": optim.SCHEDULES,
+      "model.dtype": ("", "float32", "bfloat16")})  # no float16 (see DESIGN.md)
+  mesh = sharding.make_mesh(dict(config.mesh), devices)
+  rules = sharding.rules_from_config(config.sharding_rules)
+  config_lib.validate(config, data_parallel=sharding.data_parallel_size(mesh, rules),
+                      num_processes=jax.process_count())
+  return mesh, tasks.get_task(config)
+
+
 class Trainer:
   """Holds what one run needs; `run()` trains to the end and returns the summary dict."""
 
@@ -113,13 +130,11 @@ class Trainer:
     # ---------------------------------------------------------------- 1. validate
     self.config = config
     self.workdir = os.path.abspath(workdir)
-    self.mesh = sharding.make_mesh(dict(config.mesh), devices)
     self.rules = sharding.rules_from_config(config.sharding_rules)
-    config_lib.validate(config, data_parallel=sharding.data_parallel_size(self.mesh, self.rules),
-                        num_processes=jax.process_count())
-    self.task = tasks.get_task(config)
+    self.mesh, self.task = check_config(config, devices)
     self.train_source = self._source(config.data.train_split)
     self.eval_source = self._source(config.data.eval_split) if config.data.eval_split else None
+    self._check_data()
     self.num_steps = config_lib.total_steps(config, len(self.train_source))
     self.task.num_steps = self.num_steps  # for tasks whose schedules depend on it (EMA momentum)
     self.is_main = jax.process_index() == 0
@@ -133,8 +148,11 @@ class Trainer:
     if config.init_from:
       from papers_jax.convert import init_model_state_from_checkpoint, init_params_from_checkpoint
       prefix = config.get("init_prefix", "")
-      params, report = init_params_from_checkpoint(config.init_from, self.state.params,
-                                                   skip=tuple(config.init_skip), prefix=prefix)
+      try:
+        params, report = init_params_from_checkpoint(config.init_from, self.state.params,
+                                                     skip=tuple(config.init_skip), prefix=prefix)
+      except CheckpointError as e:
+        raise CheckpointError(f"init_from={config.init_from!r}: {e}") from e
       self.state = self.state.replace(params=params)
       log.info("init_from %s:\n%s", config.init_from, report)
       if config.get("init_model_state", False):  # e.g. a frozen encoder's BatchNorm running statistics
@@ -149,6 +167,37 @@ class Trainer:
         self.shardings, self.mesh, self.rules)
     self.eval_step = step_lib.jit_eval_step(self.task.make_eval_fn(self.graphdef), self.shardings, self.mesh,
                                             self.rules)
+    self._check_batch_shapes()
+
+  def _check_data(self):
+    """Data against the config: a classifier head for every class of the data."""
+    config = self.config
+    head = getattr(self.task, "num_classes", None)
+    classes = getattr(self.train_source, "num_classes", None)
+    if head and classes and classes > head:
+      raise DataError(f"the data {config.data.name!r} has {classes} classes but the model's head has "
+                      f"model.num_classes={head}; labels {head}..{classes - 1} would be out of range. Set "
+                      f"--config.model.num_classes={classes}, or train on a subset of the classes.")
+
+  def _check_batch_shapes(self):
+    """Traces the train step on the shapes of this config's batches (nothing runs), so that data that
+    does not fit the model, e.g. data.image_size against model.img_size, stops here, before anything is
+    written. The trace is cached: the first real step does not trace again."""
+    example = self._preprocess(train=True)(dict(self.train_source[0]), np.random.default_rng(0))
+    example["index"] = np.int32(0)
+    batch_sharding = sharding.batch_sharding(self.mesh, self.rules)
+    batch = {k: jax.ShapeDtypeStruct((self.config.batch_size,) + np.shape(v), np.asarray(v).dtype,
+                                     sharding=batch_sharding) for k, v in example.items()}
+    shapes = {k: v.shape[1:] for k, v in batch.items()}
+    try:
+      with sharding.use_mesh(self.mesh, self.rules):
+        self.train_step.trace(abstract_state(self.shardings, self.state), batch)
+    except (ValueError, TypeError) as e:
+      if isinstance(e, UserError):
+        raise
+      raise ConfigError(f"the model {self.config.model.get('name')!r} cannot take this config's examples "
+                        f"(shapes {shapes}): {e}. Check data.image_size (and the crop sizes) against the "
+                        "model's settings, e.g. model.img_size.") from e
 
   def _source(self, split: str):
     """The task's own source (text tasks build theirs with a tokenizer), else the image sources."""
@@ -206,10 +255,11 @@ class Trainer:
     self.kill_point = KillPoint(config.debug.kill_at)
     self.kill_point.reached("startup")
     run_config.allowed_changes(config)
-    os.makedirs(self.workdir, exist_ok=True)
-    checkpointer = ckpt_lib.Checkpointer(os.path.join(self.workdir, "checkpoints"),
-                                         max_to_keep=config.keep_checkpoints, keep_every=config.keep_every,
-                                         async_save=config.async_checkpoint)
+    with _workdir_errors(self.workdir):
+      os.makedirs(self.workdir, exist_ok=True)
+      checkpointer = ckpt_lib.Checkpointer(os.path.join(self.workdir, "checkpoints"),
+                                           max_to_keep=config.keep_checkpoints, keep_every=config.keep_every,
+                                           async_save=config.async_checkpoint)
     self.data_position, self.skipped, self.rollbacks = 0, [], 0
     self.train_time, self.timed_steps, self.eval_metrics = 0.0, 0, {}
     try:
@@ -225,11 +275,12 @@ class Trainer:
     if resumed_from is not None:
       log.info("resumed from %s at step %d", checkpointer.directory, start_step)
     if self.is_main:
-      run_config.write(self.workdir, {"config": config.to_dict(), "environment": environment(self.mesh, config),
-                                      "num_steps": self.num_steps, "resumed_from": resumed_from},
-                       metrics_lib.write_json_atomic)
-      if hasattr(self.task, "save_assets"):  # what reading the run's outputs needs, e.g. its tokenizer
-        self.task.save_assets(self.workdir)
+      with _workdir_errors(self.workdir, checkpointer):
+        run_config.write(self.workdir, {"config": config.to_dict(), "environment": environment(self.mesh, config),
+                                        "num_steps": self.num_steps, "resumed_from": resumed_from},
+                         metrics_lib.write_json_atomic)
+        if hasattr(self.task, "save_assets"):  # what reading the run's outputs needs, e.g. its tokenizer
+          self.task.save_assets(self.workdir)
     writer = metrics_lib.MetricWriter(self.workdir, enabled=self.is_main, resume_step=resumed_from)
     watch = PreemptionWatch()
     t_start = time.time()
@@ -353,6 +404,19 @@ class Trainer:
   def _last_metrics(self) -> dict:
     rows = [r for r in metrics_lib.read_rows(os.path.join(self.workdir, "metrics.jsonl")) if "loss" in r]
     return rows[-1] if rows else {}
+
+
+@contextlib.contextmanager
+def _workdir_errors(workdir: str, checkpointer=None):
+  """A workdir that cannot be written (read-only, full disk, a file in the way) as one WorkdirError."""
+  try:
+    yield
+  except OSError as e:
+    if checkpointer is not None:
+      checkpointer.close()
+    where = e.filename or workdir
+    raise WorkdirError(f"cannot write {where}: {e.strerror or e}. Give a --workdir on a writable disk with free "
+                       "space, or free some space.") from e
 
 
 class _NonFinite(Exception):

@@ -91,8 +91,22 @@ def read_class_names(path: str) -> tuple[tuple[str, ...], ...]:
   """One class per line ("name" or "name|synonym|..."), in label order."""
   if not os.path.isfile(path):
     raise DataError(f"class-name file {path} does not exist; write one class name per line, in label order.")
-  with open(path) as f:
-    return parse_class_names([line.strip() for line in f if line.strip()])
+  lines = [line.strip() for line in read_text_file(path).splitlines() if line.strip()]
+  if not lines:
+    raise DataError(f"class-name file {path} is empty; write one class name per line, in label order.")
+  return parse_class_names(lines)
+
+
+def read_text_file(path: str) -> str:
+  """A user's UTF-8 text file; one that cannot be read or decoded is a DataError naming it."""
+  try:
+    with open(path, encoding="utf-8") as f:
+      return f.read()
+  except UnicodeDecodeError as e:
+    raise DataError(f"{path} is not UTF-8 text (byte {e.start}: {e.reason}); re-encode it as UTF-8 or remove "
+                    "it.") from e
+  except OSError as e:
+    raise DataError(f"cannot read {path} ({e.strerror or e}).") from e
 
 
 # ----------------------------------------------------------------------------- tokenizer
@@ -257,15 +271,13 @@ class CaptionFolderSource:
     return len(self._pairs)
 
   def __getitem__(self, i) -> dict:
-    from PIL import Image
+    from papers_jax.data.sources import decode_image
     image_path, text_path = self._pairs[i]
-    try:
-      with Image.open(image_path) as image:
-        pixels = np.asarray(image.convert("RGB"))
-    except OSError as e:
-      raise DataError(f"cannot decode image {image_path} ({e}); remove or replace it.") from e
-    with open(text_path, encoding="utf-8") as f:
-      texts = tuple(line.strip() for line in f if line.strip()) or ("",)
+    pixels = decode_image(image_path)
+    texts = tuple(line.strip() for line in read_text_file(text_path).splitlines() if line.strip())
+    if not texts:
+      raise DataError(f"caption file {text_path} holds no caption; write at least one line, or remove it and "
+                      f"{image_path}.")
     return {"image": pixels, "texts": texts, "label": np.int32(i)}
 
 

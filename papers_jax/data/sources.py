@@ -55,7 +55,8 @@ class DigitsSource:
 
   def __init__(self, split: str):
     if split not in self.SPLITS:
-      raise DataError(f"Unknown digits split {split!r}; use one of {list(self.SPLITS)}.")
+      raise DataError(f"Unknown digits split {split!r} (data.train_split / data.eval_split); "
+                      f"use one of {list(self.SPLITS)}.")
     self.split = split
     self.name = "digits"
     self.num_classes = 10
@@ -123,7 +124,7 @@ def open_tfds(name: str, split: str, data_dir: str | None, features, *, extra_hi
   except (FileNotFoundError, AssertionError) as e:
     raise DataError(f"TFDS dataset {name!r} in {builder.data_dir} is incomplete ({e}). {hint}") from e
   except ValueError as e:  # Unknown split or bad slicing syntax.
-    raise DataError(f"Bad split {split!r} for TFDS dataset {name!r} ({e}). Available splits: "
+    raise DataError(f"Bad split {split!r} (data.train_split / data.eval_split) for TFDS dataset {name!r} ({e}). Available splits: "
                     f"{sorted(builder.info.splits.keys())}; slicing like 'train[:90%]' is allowed.") from e
   # Shards are opened lazily on first read; catch deleted ones now rather than in a worker.
   lost = [str(p) for p in builder.info.splits[split].filepaths if not p.exists()]
@@ -163,31 +164,70 @@ class TfdsSource:
 # --- Image folder ---
 
 
+CLASSES_FILE = "classes.txt"
+
+
+def folder_classes(root: str, train_split: str) -> list[str] | None:
+  """The class names of an image folder, in label order: the lines of <root>/classes.txt when it
+  exists, else the class directories of the train split sorted by name (None when there is neither,
+  e.g. a folder used only for evaluation). Every split is labelled through this one list, so a class
+  missing from one split cannot shift the labels of the others."""
+  path = os.path.join(root, CLASSES_FILE)
+  if os.path.isfile(path):
+    try:
+      with open(path, encoding="utf-8") as f:
+        names = [line.strip() for line in f if line.strip()]
+    except (OSError, UnicodeDecodeError) as e:
+      raise DataError(f"Cannot read the class list {path} ({e}); write it as UTF-8 text, one class per line.") from e
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if not names or duplicates:
+      raise DataError(f"The class list {path} must name each class once, one per line; "
+                      + (f"{duplicates} appear more than once." if duplicates else "it is empty."))
+    return names
+  train_dir = os.path.join(root, train_split)
+  if os.path.isdir(train_dir):
+    return sorted(d for d in os.listdir(train_dir) if os.path.isdir(os.path.join(train_dir, d)))
+  return None
+
+
 class ImageFolderSource:
   """Images in `root/<split>/<class_name>/*.{jpg,jpeg,png,bmp,webp}`, decoded to RGB uint8.
 
-  Labels index the class directories sorted by name; files are sorted within a class.
+  Labels index `classes`: the list that `folder_classes` derives from the train split (or from
+  <root>/classes.txt), the same for every split; without it, this split's class directories sorted
+  by name. A class directory that is not in the list, or that holds no image, is an error. Files
+  are sorted within a class. 16-bit images keep their 8 high bits; palette, CMYK and grayscale
+  images become RGB.
   """
 
-  def __init__(self, root: str, split: str):
+  def __init__(self, root: str, split: str, classes: list[str] | None = None):
     layout = f"{root}/{split}/<class_name>/<image>.{{jpg,jpeg,png,bmp,webp}}"
     split_dir = os.path.join(root, split)
     if not os.path.isdir(split_dir):
       raise DataError(
           f"Image folder {split_dir} does not exist. Expected the layout {layout}, "
-          "one sub-directory per class.")
+          "one sub-directory per class; check data.data_dir, data.train_split and data.eval_split.")
     self.name = "folder"
     self.split = split
-    self.classes = sorted(
-        d for d in os.listdir(split_dir) if os.path.isdir(os.path.join(split_dir, d)))
+    found = sorted(d for d in os.listdir(split_dir) if os.path.isdir(os.path.join(split_dir, d)))
+    self.classes = list(found if classes is None else classes)
     self.num_classes = len(self.classes)
+    unknown = [d for d in found if d not in self.classes]
+    if unknown:
+      raise DataError(
+          f"Class directories {unknown[:5]} of {split_dir} are not among the {len(self.classes)} classes of the "
+          f"train split (or of {root}/{CLASSES_FILE}); their labels would mean nothing to the model. Remove them, "
+          f"or add the classes to the train split (or to {CLASSES_FILE}).")
+    label_of = {name: label for label, name in enumerate(self.classes)}
     self._paths, self._labels = [], []
-    for label, class_name in enumerate(self.classes):
+    for class_name in found:
       class_dir = os.path.join(split_dir, class_name)
-      for file_name in sorted(os.listdir(class_dir)):
-        if file_name.lower().endswith(IMAGE_EXTENSIONS):
-          self._paths.append(os.path.join(class_dir, file_name))
-          self._labels.append(label)
+      files = [f for f in sorted(os.listdir(class_dir)) if f.lower().endswith(IMAGE_EXTENSIONS)]
+      if not files:
+        raise DataError(f"Class directory {class_dir} holds no images (.jpg, .jpeg, .png, .bmp, .webp). "
+                        "Add its images or remove the directory.")
+      self._paths += [os.path.join(class_dir, f) for f in files]
+      self._labels += [label_of[class_name]] * len(files)
     if not self._paths:
       raise DataError(
           f"No images found in {split_dir}. Expected the layout {layout}, "
@@ -197,13 +237,22 @@ class ImageFolderSource:
     return len(self._paths)
 
   def __getitem__(self, i) -> dict:
-    from PIL import Image
-    try:
-      with Image.open(self._paths[i]) as image:
-        image = np.asarray(image.convert("RGB"))
-    except OSError as e:
-      raise DataError(f"Cannot decode image {self._paths[i]} ({e}). Remove or replace it.") from e
-    return _example(image, self._labels[i])
+    return _example(decode_image(self._paths[i]), self._labels[i])
+
+
+def decode_image(path: str) -> np.ndarray:
+  """An image file as RGB uint8 (H, W, 3); a file that is not a readable image is a DataError naming it."""
+  from PIL import Image
+  try:
+    with Image.open(path) as image:
+      if image.mode.startswith("I"):  # 16-bit grayscale ("I;16", or "I" holding 16-bit values): the high byte
+        pixels = np.asarray(image, np.int64)
+        if image.mode.startswith("I;16") or pixels.max() > 255:
+          pixels = pixels >> 8
+        image = Image.fromarray(pixels.clip(0, 255).astype(np.uint8))
+      return np.asarray(image.convert("RGB"))
+  except (OSError, ValueError, Image.DecompressionBombError) as e:
+    raise DataError(f"Cannot decode image {path} ({e}). Remove or replace it.") from e
 
 
 # --- Factory ---
@@ -225,5 +274,5 @@ def get_source(data_config, split: str):
       raise DataError(
           'data.name="folder" needs data.data_dir set to the root of '
           "<root>/<split>/<class_name>/<image files>.")
-    return ImageFolderSource(data_dir, split)
+    return ImageFolderSource(data_dir, split, folder_classes(data_dir, data_config.get("train_split", "train")))
   raise DataError(f"Unknown data.name {name!r}; use one of {', '.join(SOURCE_FORMS)}.")

@@ -103,7 +103,7 @@ def python_docs(split: str) -> list[str]:
   results on it name the Python version.
   """
   if split not in PYTHON_DOCS_SPLITS:
-    raise DataError(f"Unknown split {split!r} of the Python documentation text; use one of {PYTHON_DOCS_SPLITS}.")
+    raise DataError(f"Unknown split {split!r} (data.train_split / data.eval_split) of the Python documentation text; use one of {PYTHON_DOCS_SPLITS}.")
   from pydoc_data import topics
   every, offset = PYTHON_DOCS_HOLDOUT
   held_out = split == "validation"

@@ -229,7 +229,7 @@ def train(kind: str, texts: Callable[[], Iterable], vocab_size: int, **options) 
   if kind == "translation_bpe":
     pairs = list(texts())
     return train_translation_bpe([s for s, _ in pairs], [t for _, t in pairs], vocab_size, **options)
-  raise ConfigError(f"Unknown tokenizer kind {kind!r}; use one of {KINDS} or give a tokenizer.json path.")
+  raise ConfigError(f"Unknown tokenizer kind (lm.tokenizer_kind) {kind!r}; use one of {KINDS} or give a tokenizer.json path.")
 
 
 def get_or_train(directory: str | None, kind: str, texts: Callable[[], Iterable], vocab_size: int,

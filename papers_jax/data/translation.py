@@ -327,5 +327,5 @@ def _all_splits(seed: int) -> dict[str, tuple[tuple[str, str], ...]]:
 def number_sentences(split: str, seed: int = 0) -> list[tuple[str, str]]:
   """The (English, German) pairs of `split` ("train" 20,000, "validation" 1,000, "test" 1,000)."""
   if split not in SPLIT_SIZES:
-    raise DataError(f"Unknown split {split!r} of the generated translation task; use one of {list(SPLIT_SIZES)}.")
+    raise DataError(f"Unknown split {split!r} (data.train_split / data.eval_split) of the generated translation task; use one of {list(SPLIT_SIZES)}.")
   return list(_all_splits(seed)[split])

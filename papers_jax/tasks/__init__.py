@@ -6,6 +6,12 @@ TASKS = ("classification", "mae", "ssl", "clip", "lm", "text_finetune")
 
 
 def get_task(config):
+  """The task object of `config.task`, after checking the ranges of its config section."""
+  if config.task in TASKS and config.task in config:
+    import importlib
+    from papers_jax.core import config as config_lib
+    module = importlib.import_module(f"papers_jax.tasks.{config.task}")
+    config_lib.check_ranges(config[config.task], getattr(module, "RANGES", ()), f"{config.task}.")
   if config.task == "classification":
     from papers_jax.tasks.classification import ClassificationTask
     return ClassificationTask(config)

@@ -57,6 +57,14 @@ OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
+# Allowed values of config.clip's numbers (core/config.py check_ranges).
+RANGES = (
+    ("retrieval_ks", "[1, 100000]"),
+    ("feature_batch", "[1, 1048576]"),
+    ("max_eval_images", "[0, inf)"),             # 0: all
+)
+
+
 def default_config(**overrides) -> ml_collections.ConfigDict:
   """`config.clip`, the fields this task reads."""
   return ml_collections.ConfigDict(dict(

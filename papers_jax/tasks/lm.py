@@ -47,6 +47,24 @@ OBJECTIVES = ("causal", "bert", "translation")
 TOKENIZER_KINDS = {"causal": "byte_bpe", "bert": "wordpiece", "translation": "translation_bpe"}
 
 
+# Allowed values of config.lm's numbers (core/config.py check_ranges).
+RANGES = (
+    ("vocab_size", "[1, 10000000]"),
+    ("seq_len", "[2, 1048576]"),
+    ("max_seq_len", "[5, 1048576]"),             # [CLS] a [SEP] b [SEP]
+    ("max_source_len", "[1, 1048576]"),
+    ("max_target_len", "[2, 1048576]"),
+    ("max_predictions", "[1, 1048576]"),
+    ("*_prob", "[0, 1]"),
+    ("dupe_factor", "[1, 100]"),
+    ("label_smoothing", "[0, 1)"),
+    ("beam_size", "[1, 1024]"),
+    ("length_penalty", "[0, 100]"),
+    ("bleu_examples", "[0, inf)"),
+    ("decode_batch", "[1, 1048576]"),
+)
+
+
 def default_config(**overrides) -> ml_collections.ConfigDict:
   """`config.lm`, the fields this task reads."""
   return ml_collections.ConfigDict(dict(

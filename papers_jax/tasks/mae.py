@@ -44,6 +44,17 @@ EVAL_MASK_SEED = 0
 ENCODER_INIT_SKIP = (r"^head/", r"^fc_norm/", r"^pos_embed$", r"^decoder_", r"^mask_token$")
 
 
+# Allowed values of config.mae's numbers (core/config.py check_ranges).
+RANGES = (
+    ("crop_scale", "(0, 1]"),
+    ("vis_examples", "[0, 1024]"),
+    ("knn_k", "[1, 100000]"),
+    ("knn_temperature", "(0, 100]"),
+    ("knn_max_train", "[0, inf)"),               # 0: all
+    ("feature_batch", "[1, 1048576]"),
+)
+
+
 def default_config(**overrides) -> ml_collections.ConfigDict:
   """`config.mae`, the fields this task reads."""
   return ml_collections.ConfigDict(dict(

@@ -64,7 +64,7 @@ with shuffle-BN, v3), `byol.py`, `simsiam.py`, `swav.py`, `dino.py`, `instdisc.p
 are models (models/ssl_heads.py).
 """
 
-from papers_jax.tasks.ssl.common import METHODS, SSLModel, default_config, encode_crops  # noqa: F401
+from papers_jax.tasks.ssl.common import METHODS, RANGES, VIEWS, SSLModel, default_config, encode_crops  # noqa: F401
 from papers_jax.tasks.ssl.moco import shuffle_key, shuffled_keys  # noqa: F401
 from papers_jax.tasks.ssl.recipe import recipe  # noqa: F401
 from papers_jax.tasks.ssl.task import SSLTask  # noqa: F401

@@ -22,6 +22,33 @@ QUEUE = ("moco_v1", "moco_v2")
 MULTI_CROP = ("swav", "dino")
 MEMORY_BANK = ("instdisc", "cmc")
 MULTI_CROP_VIEWS = ("multi_crop", "swav_multi_crop")
+VIEWS = ("simclr", "moco_v1", "moco_v2", "byol", "instdisc", "cmc") + MULTI_CROP_VIEWS  # data/views.py recipes
+
+# Allowed values of config.ssl's numbers (core/config.py check_ranges).
+RANGES = (
+    ("*momentum", "[0, 1]"),
+    ("*crop_scale", "(0, 1]"),
+    ("color_jitter", "[0, 1]"),
+    ("*view_size", "[1, 16384]"),
+    ("num_local_views", "[0, 64]"),
+    ("projector_layers", "[1, 64]"),
+    ("projector_*", "[1, 1048576]"),
+    ("predictor_hidden", "[0, 1048576]"),        # 0: no predictor
+    ("*temperature", "(0, 100]"),
+    ("warmup_teacher_temperature_steps", "[0, inf)"),
+    ("queue_size", "[0, 16777216]"),             # 0: none
+    ("queue_start_steps", "[0, inf)"),
+    ("num_prototypes", "[1, 1048576]"),
+    ("sinkhorn_epsilon", "(0, 100]"),
+    ("sinkhorn_iterations", "[1, 1000]"),
+    ("freeze_last_layer_steps", "[0, inf)"),
+    ("nce_negatives", "[1, 1048576]"),
+    ("bank_size", "[0, 16777216]"),              # 0: the train split's size
+    ("bn_group_size", "[0, inf)"),               # 0: the whole batch
+    ("knn_k", "[1, 100000]"),
+    ("knn_max_train", "[0, inf)"),               # 0: all
+    ("feature_batch", "[1, 1048576]"),
+)
 
 
 def default_config(**overrides) -> ml_collections.ConfigDict:

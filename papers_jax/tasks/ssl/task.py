@@ -21,7 +21,7 @@ from papers_jax.evaluators import knn as knn_lib
 from papers_jax.evaluators import linear_probe as linear_probe_lib
 from papers_jax.objectives import memory
 from papers_jax.tasks.ssl import byol, cmc, dino, instdisc, moco, simclr, simsiam, swav
-from papers_jax.tasks.ssl.common import (MEMORY_BANK, METHODS, MOMENTUM_ENCODER, MULTI_CROP, MULTI_CROP_VIEWS,
+from papers_jax.tasks.ssl.common import (MEMORY_BANK, METHODS, MOMENTUM_ENCODER, MULTI_CROP, MULTI_CROP_VIEWS, VIEWS,
                                          QUEUE, SSLModel, entries_like, replace_entries)
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,8 @@ class SSLTask:
     if c.method in QUEUE and c.queue_size % config.batch_size and config.batch_size < c.queue_size:
       log.info("queue_size %d is not a multiple of the batch %d: the queue wraps with a scatter update",
                c.queue_size, config.batch_size)
+    if c.views not in VIEWS:
+      raise ConfigError(f"ssl.views={c.views!r}; choose one of {VIEWS}")
     self.mean, self.std = tuple(config.data.mean), tuple(config.data.std)
     if c.views in MULTI_CROP_VIEWS:
       self.recipes = getattr(views, c.views)(c.view_size, c.local_view_size, c.num_local_views,
