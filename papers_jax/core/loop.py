@@ -74,7 +74,9 @@ def preprocess_fn(config, task, train: bool):
   d = config.data
   return pipeline.image_preprocess(d.augment, d.image_size, train=train, max_shift=d.max_shift,
                                    crop_pct=d.crop_pct, affine_degrees=d.affine_degrees,
-                                   affine_scale=tuple(d.affine_scale), affine_translate=d.affine_translate)
+                                   affine_scale=tuple(d.affine_scale), affine_translate=d.affine_translate,
+                                   randaugment=d.randaugment, random_erasing=d.random_erasing, mean=tuple(d.mean),
+                                   std=tuple(d.std))
 
 
 class KillPoint:

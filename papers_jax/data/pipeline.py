@@ -17,6 +17,7 @@ import grain
 import numpy as np
 
 from papers_jax.data import preprocess
+from papers_jax.data.randaugment import RandAugment
 from papers_jax.errors import ConfigError
 
 
@@ -104,16 +105,25 @@ AUGMENTATIONS = ("none", "translate", "affine", "cifar", "inception")
 
 
 def image_preprocess(kind: str, image_size: int, *, train: bool, max_shift: int = 1, crop_pct: float = 0.875,
-                     affine_degrees: float = 10.0, affine_scale=(0.9, 1.1), affine_translate: float = 0.1):
+                     affine_degrees: float = 10.0, affine_scale=(0.9, 1.1), affine_translate: float = 0.1,
+                     randaugment: str = "", random_erasing: float = 0.0, mean=(0.5,), std=(0.5,)):
   """Per-example image transform: `fn(example, rng) -> example` with uint8 images out.
 
   kind: "none" (resize only), "translate" (small integer shifts), "affine" (random rotation,
   scale and sub-pixel shift, for tiny images such as digits),
   "cifar" (pad-4 random crop + flip), "inception" (random-resized crop + flip; evaluation resizes
   the shorter side and centre-crops).
+  Training only, after those: `randaugment` (timm's string, e.g. "rand-m9-mstd0.5-inc1"; "" off),
+  filling with the dataset `mean`, then random erasing with probability `random_erasing` (timm's
+  mode "pixel", noise drawn in the space normalised by `mean` and `std`; see preprocess.random_erasing).
   """
   if kind not in AUGMENTATIONS:
     raise ConfigError(f"unknown data.augment {kind!r}; choose from {AUGMENTATIONS}")
+  if not 0.0 <= random_erasing <= 1.0:
+    raise ConfigError(f"data.random_erasing={random_erasing} is a probability: choose it in [0, 1]")
+  rand_augment = RandAugment.parse(randaugment) if randaugment else None
+  # timm's fill colour: the mean in uint8.
+  fill = tuple(min(255, round(255 * m)) for m in mean)
 
   def fn(example, rng):
     image = example["image"]
@@ -131,6 +141,10 @@ def image_preprocess(kind: str, image_size: int, *, train: bool, max_shift: int 
       image = preprocess.random_crop_with_padding(image, rng, 4)
     if train and kind in ("cifar", "inception"):
       image = preprocess.random_flip(image, rng)
+    if train and rand_augment is not None:
+      image = rand_augment(image, rng, np.broadcast_to(fill, image.shape[-1:]))
+    if train and random_erasing > 0:
+      image = preprocess.random_erasing(image, rng, random_erasing, mean, std)
     return {"image": image, "label": np.asarray(example["label"], np.int32)}
 
   return fn

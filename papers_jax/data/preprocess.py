@@ -136,3 +136,42 @@ def random_affine(image: np.ndarray, rng: np.random.Generator, *, degrees: float
   out = _to_pil(image).transform((width, height), Image.Transform.AFFINE, (a, b, c, d, e, f),
                                  resample=Image.Resampling.BILINEAR, fillcolor=0)
   return _from_pil(out)
+
+
+def erasing_box(rng: np.random.Generator, height: int, width: int, *, min_area: float = 0.02,
+                max_area: float = 1 / 3, min_aspect: float = 0.3):
+  """timm's RandomErasing box (one per image): area uniform in [min_area, max_area] of the image,
+  aspect ratio h / w log-uniform in [min_aspect, 1 / min_aspect]; 10 attempts, then no box.
+  Returns (top, left, h, w) or None."""
+  log_aspect = (math.log(min_aspect), math.log(1 / min_aspect))
+  for _ in range(10):
+    target_area = rng.uniform(min_area, max_area) * height * width
+    aspect = math.exp(rng.uniform(*log_aspect))
+    h = int(round(math.sqrt(target_area * aspect)))
+    w = int(round(math.sqrt(target_area / aspect)))
+    if w < width and h < height:
+      return int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1)), h, w
+  return None
+
+
+def random_erasing(image: np.ndarray, rng: np.random.Generator, probability: float, mean, std) -> np.ndarray:
+  """timm's RandomErasing(probability, mode="pixel", max_count=1) on a uint8 image.
+
+  timm erases after normalisation, with N(0, 1) noise per pixel and channel. The noise is drawn in
+  that normalised space and mapped back through `mean` and `std` (in [0, 1] units, as data.mean),
+  so after the device's normalisation it is the same noise, up to rounding to uint8 and clipping to
+  [0, 255] (|z| beyond about 2 standard deviations).
+  """
+  if rng.random() >= probability:
+    return image
+  box = erasing_box(rng, *image.shape[:2])
+  if box is None:
+    return image
+  top, left, h, w = box
+  channels = image.shape[-1]
+  z = rng.standard_normal((h, w, channels))
+  mean = np.broadcast_to(np.asarray(mean, np.float64), (channels,))
+  std = np.broadcast_to(np.asarray(std, np.float64), (channels,))
+  image = image.copy()
+  image[top:top + h, left:left + w] = np.clip(np.round((z * std + mean) * 255), 0, 255).astype(np.uint8)
+  return image

@@ -71,7 +71,9 @@ def mae_preprocess(data_config, *, train: bool, crop_scale=(0.2, 1.0)):
   if d.augment != "mae":
     return pipeline.image_preprocess(d.augment, d.image_size, train=train, max_shift=d.max_shift,
                                      crop_pct=d.crop_pct, affine_degrees=d.affine_degrees,
-                                     affine_scale=tuple(d.affine_scale), affine_translate=d.affine_translate)
+                                     affine_scale=tuple(d.affine_scale), affine_translate=d.affine_translate,
+                                     randaugment=d.randaugment, random_erasing=d.random_erasing, mean=tuple(d.mean),
+                                     std=tuple(d.std))
 
   def fn(example, rng):
     image = example["image"]
