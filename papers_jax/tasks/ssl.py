@@ -61,7 +61,7 @@ import numpy as np
 from flax import nnx
 
 from papers_jax import models
-from papers_jax.core import sharding
+from papers_jax.core import precision, sharding
 from papers_jax.core.state import merge_model
 from papers_jax.data import pipeline, views
 from papers_jax.data.sources import get_source
@@ -374,8 +374,7 @@ class SSLTask:
 
   # ---------------------------------------------------------------- model
   def build_model(self, rngs: nnx.Rngs) -> nnx.Module:
-    kwargs = dict(self.config.model)
-    name = kwargs.pop("name")
+    name, kwargs = precision.model_kwargs(self.config)
     kwargs["num_classes"] = 0
     if self.c.bn_group_size:
       kwargs["bn_group_size"] = self.c.bn_group_size
@@ -630,7 +629,8 @@ def _ema_into(target: dict, online: dict, momentum):
 
 # ------------------------------------------------------------------------ recipes
 def recipe(method: str, arg=None, demo=None, **paper):
-  """The config of `configs/ssl/<method>.py`: the paper's ImageNet recipe (`paper` sets it), or
+  """The config of `configs/ssl/<method>.py`: the paper's ImageNet recipe (`paper` sets it; bfloat16
+  compute with float32 params), or
   with `digits` a bundled-data demo of a few CPU minutes (`demo` overrides for it), and with
   `smoke` a seconds-long run.
 
@@ -648,6 +648,7 @@ def recipe(method: str, arg=None, demo=None, **paper):
   args = parse_arg(arg, digits=False, smoke=False)
   c = base_config()
   c.task = "ssl"
+  c.dtype = "bfloat16"  # the ImageNet recipe computes in bfloat16 (params float32); digits runs in float32
   c.ssl = default_config(method=method)
   c.model = dict(name="resnet50")
   c.data.name = "tfds:imagenet2012"
@@ -665,6 +666,7 @@ def recipe(method: str, arg=None, demo=None, **paper):
   if args.digits or args.smoke:
     c.model = dict(name="vit_tiny_patch16_224", img_size=16, patch_size=4, in_chans=1, embed_dim=64, depth=4,
                    num_heads=4, mlp_ratio=2.0, global_pool="avg")
+    c.dtype = "float32"
     c.data.name = "digits"
     c.data.train_split, c.data.eval_split = "train", "test"
     c.data.image_size = 16
