@@ -152,9 +152,10 @@ def _train_losses(config, tmp_path, steps: int):
   return np.array(losses), trainer.state.params
 
 
-# Stated tolerance: every step's bf16 loss within 3% (relative) of the float32 loss on the same
-# batches, from the same init (bfloat16 keeps 8 bits of mantissa: ~0.4% per rounding).
-LOSS_RTOL = 0.03
+# Stated tolerance: every step's bf16 loss within 1% (relative) of the float32 loss on the same
+# batches, from the same init (bfloat16 keeps 8 bits of mantissa: ~0.4% per rounding). Measured on
+# a 2-core CPU VM: at most 0.03% (ViT), 0.01% (MAE), 0.0005% (GPT), 0.14% (CLIP).
+LOSS_RTOL = 0.01
 
 
 @pytest.mark.parametrize("name", ["vit/imagenet.py", "mae/pretrain.py", "gpt/gpt2.py", "clip/paper.py"])
