@@ -7,6 +7,7 @@ epochs then cosine over 1000 epochs: 74.3% ImageNet linear top-1 in the paper (n
 reference README gives 74.0–74.5% for its code and ~74.4% for the released ResNet-50). Projector and
 predictor 4096 → 256 with BatchNorm; target momentum 0.996 → 1 on a cosine; asymmetric views (blur
 1.0/0.1, solarise 0/0.2).
+Precision: the ImageNet recipe computes in bfloat16 (float32 params); `digits` and `smoke` run float32.
 """
 
 from papers_jax.tasks.ssl import recipe

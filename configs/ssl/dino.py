@@ -13,6 +13,7 @@ with the gain fixed to 1 (`norm_last_layer`), frozen during the first epoch; stu
 throughout); centre momentum 0.9; teacher momentum 0.996 → 1 on a cosine.
 Deviation: the paper raises the weight decay from 0.04 to 0.4 on a cosine; optax's weight decay
 here takes a constant, so it stays at 0.04.
+Precision: the ImageNet recipe computes in bfloat16 (float32 params); `digits` and `smoke` run float32.
 """
 
 from papers_jax.tasks.ssl import recipe

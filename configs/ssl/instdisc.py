@@ -8,6 +8,7 @@ ImageNet linear top-1 as the MoCo paper's comparison cites it (not verified here
 README gives 46.8% top-1 for its released ResNet-50, measured with its k-NN test). Memory bank of one
 unit vector per training image (lemniscate's uniform init), rows updated with momentum 0.5; NCE with
 m = 4096 uniform noise draws, τ = 0.07, the normaliser Z estimated on the first batch and then fixed.
+Precision: the ImageNet recipe computes in bfloat16 (float32 params); `digits` and `smoke` run float32.
 """
 
 from papers_jax.tasks.ssl import recipe

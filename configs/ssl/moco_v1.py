@@ -6,6 +6,7 @@ Paper recipe: ResNet-50 with a linear 128-d projection, batch 256, SGD (momentum
 weight decay 1e-4, 200 epochs with the lr ×0.1 at epochs 120 and 160: 60.6% ImageNet linear top-1 (the
 reference README's released model; 60.8 ± 0.2 over its 5 runs), τ = 0.07,
 m = 0.999 (the ablation: 0.99 is worse, 0.9999 a little worse), per-GPU BatchNorm with shuffle-BN.
+Precision: the ImageNet recipe computes in bfloat16 (float32 params); `digits` and `smoke` run float32.
 """
 
 from papers_jax.tasks.ssl import recipe

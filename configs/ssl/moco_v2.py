@@ -6,6 +6,7 @@ Paper recipe: ResNet-50, batch 256, SGD (momentum 0.9) lr 0.03, weight decay 1e-
 67.5% ImageNet linear top-1 (the reference README: 67.5 ± 0.1 over 5 runs, released model 67.7; 71.1%
 at 800 epochs), τ = 0.2, queue K = 65,536 of 128-d keys, momentum m = 0.999,
 per-GPU BatchNorm with shuffle-BN on 8 GPUs (`ssl.bn_group_size` = 32).
+Precision: the ImageNet recipe computes in bfloat16 (float32 params); `digits` and `smoke` run float32.
 """
 
 from papers_jax.tasks.ssl import recipe

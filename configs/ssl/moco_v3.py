@@ -8,6 +8,7 @@ epochs then cosine, 300 epochs: 76.7% ImageNet linear top-1 (the reference CONFI
 affine), 2-layer predictor 4096; BYOL's views. The paper freezes the random patch projection for
 stability (`--stop-grad-conv1`; here `optimizer.freeze`, matched against the SSL model's parameter
 paths, where the ViT sits under `backbone/`).
+Precision: the ImageNet recipe computes in bfloat16 (float32 params); `digits` and `smoke` run float32.
 """
 
 from papers_jax.tasks.ssl import recipe

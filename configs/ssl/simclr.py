@@ -7,6 +7,7 @@ Paper recipe: ResNet-50, batch 4096, LARS, lr 0.3 × batch/256 (4.8), weight dec
 epochs then cosine, 100 epochs for the ablations (1000 for the headline 69.3% ImageNet linear top-1:
 the paper's number, not verified here; the reference README gives 69.1% for its released ResNet-50),
 τ = 0.1, global BatchNorm, colour distortion strength 1.0 with blur. Not reproduced here.
+Precision: the ImageNet recipe computes in bfloat16 (float32 params); `digits` and `smoke` run float32.
 """
 
 from papers_jax.tasks.ssl import recipe

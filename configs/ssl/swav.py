@@ -10,6 +10,7 @@ the global batch, prototypes frozen for the first epoch (313 iterations). The qu
 = 3840 from epoch 15, `ssl.queue_start_steps`) is for small batches such as 256; the batch-4096
 recipe runs without it. Deviations: the prototypes are normalised at use, not renormalised in place
 after each update (see papers_jax/tasks/ssl.py); warm-up starts at lr 0, not 0.3.
+Precision: the ImageNet recipe computes in bfloat16 (float32 params); `digits` and `smoke` run float32.
 """
 
 from papers_jax.tasks.ssl import recipe
