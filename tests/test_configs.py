@@ -1,20 +1,21 @@
-"""Every shipped config runs end to end in `smoke` mode.
+"""Every shipped config runs end to end in `smoke` mode, offline and exactly as shipped.
 
-Configs whose dataset must be prepared with TFDS (cifar10, imagenet2012) run on a generated image
-folder standing in for it, so the test needs no download; the config, model, optimizer and
-pipeline are the shipped ones.
+Configs whose dataset must be prepared with TFDS (cifar10, imagenet2012, c4, ...) fall back in smoke
+mode to generated images or bundled text by themselves, so the test needs no download and no
+stand-in: the config, model, optimizer, precision and pipeline are the shipped ones.
 """
 
 import glob
 import json
 import os
 
-import jax
 import numpy as np
 import pytest
+from flax import nnx
 from PIL import Image
 
 from conftest import ROOT, load_config
+from papers_jax import tasks
 from papers_jax.core import config as config_lib, loop
 from papers_jax.errors import ConfigError
 
@@ -48,16 +49,32 @@ def test_load_takes_path_and_argument_and_names_a_bad_file(tmp_path):
     config_lib.load(str(tmp_path / "empty.py"))
 
 
+def test_smoke_configs_need_no_prepared_dataset():
+  for name in CONFIGS:
+    config = load_config(name, "smoke")
+    assert not config.data.name.startswith("tfds:") and not config.data.data_dir, name
+
+
+def test_folder_data_sets_the_number_of_classes(tmp_path):
+  config = load_config("vit/imagenet.py", "smoke").unlock()
+  config.data.name, config.data.data_dir = "folder", make_image_folder(str(tmp_path / "data"), num_classes=3, size=8)
+  task = tasks.get_task(config.lock())
+  assert task.num_classes == 3 and config.model.num_classes == 1000
+  model = nnx.eval_shape(lambda: task.build_model(nnx.Rngs(0)))
+  assert model.head.kernel.shape[-1] == 3
+
+
 @pytest.mark.parametrize("name", CONFIGS)
 def test_config_smoke_run(name, tmp_path):
-  config = load_config(name, "smoke").unlock()
-  if config.data.name.startswith("tfds:"):
-    config.data.name = "folder"
-    config.data.data_dir = make_image_folder(str(tmp_path / "data"), num_classes=4,
-                                             size=config.data.image_size + 8)
-    config.data.train_split, config.data.eval_split = "train", "test"
-  summary = loop.train(config.lock(), str(tmp_path / "run"))
+  config = load_config(name, "smoke")
+  summary = loop.train(config, str(tmp_path / "run"))
   assert summary["steps"] == config.num_steps
   rows = [json.loads(l) for l in open(tmp_path / "run" / "metrics.jsonl")]
   assert all(np.isfinite(r["loss"]) for r in rows if "loss" in r)
   assert summary["eval/count"] > 0
+  train = [r for r in rows if "loss" in r]
+  assert train[0]["compile_s"] > 0 and summary["params"] > 0
+  if config.task == "lm":
+    assert all(r["tokens_per_s"] > 0 for r in train)
+  if summary["forward_flops_per_example"]:  # the families with a FLOP counter
+    assert train[-1]["flops"] == summary["train_flops"]

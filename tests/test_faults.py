@@ -153,7 +153,8 @@ def test_nan_rolls_back_to_the_last_checkpoint_and_skips_the_batch(reference, tm
   assert meta["skipped_positions"] == [bad_start] and meta["data_position"] == 31 * BATCH
   rows, expected = train_rows(workdir), train_rows(reference)
   assert [r["step"] for r in rows] == list(range(5, 31, 5))
-  assert rows[:2] == [dict(r, throughput=rows[i]["throughput"]) for i, r in enumerate(expected[:2])]
+  untimed = lambda row: {k: v for k, v in row.items() if k not in ("throughput", "compile_s")}  # noqa: E731
+  assert [untimed(r) for r in rows[:2]] == [untimed(r) for r in expected[:2]]
   assert_same_params(final_params(workdir, 10), final_params(reference, 10))
   assert all(np.isfinite(r["loss"]) for r in rows)
 

@@ -11,7 +11,8 @@ count its FLOPs with `forward_flops(model)`), so the model is measured, not the 
 The step is compiled ahead of time (its time reported separately), then run `--warmup` times and
 timed over `--steps` steps, each step synchronised, reporting the median and the spread, and
 examples/s (and tokens/s for the language models).
-FLOPs per example are counted analytically (matmuls only; counters for ViT, Swin, MLP-Mixer, MAE and CLIP)
+FLOPs per example are counted analytically (matmuls only; counters for ViT, Swin, MLP-Mixer, MAE and CLIP,
+next to each family's variant table, and for the language models in tasks/lm.py)
 and by XLA's cost analysis (which counts a loop's body once: `xla_flops_note` says when `--scan` makes
 it too low); MFU is analytic FLOPs per second over the device's dense peak (on CPU: a measured
 float32 GEMM ceiling).
@@ -45,20 +46,9 @@ import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from papers_jax import models, tasks  # noqa: E402
-from papers_jax.core import config as config_lib, optim, sharding, step as step_lib  # noqa: E402
+from papers_jax.core import config as config_lib, flops as flops_lib, optim, sharding, step as step_lib  # noqa: E402
 from papers_jax.core.state import create_train_state  # noqa: E402
 from papers_jax.nn.remat import REMAT_POLICIES  # noqa: E402
-
-# Dense peak FLOP/s per device (no sparsity), by precision.
-PEAKS = {
-    "H100": {"bfloat16": 989e12, "float32": 67e12},
-    "H200": {"bfloat16": 989e12, "float32": 67e12},
-    "A100": {"bfloat16": 312e12, "float32": 19.5e12},
-    "TPU v4": {"bfloat16": 275e12, "float32": 275e12 / 4},
-    "TPU v5 lite": {"bfloat16": 197e12, "float32": 197e12 / 4},
-    "TPU v5p": {"bfloat16": 459e12, "float32": 459e12 / 4},
-    "TPU v6 lite": {"bfloat16": 918e12, "float32": 918e12 / 4},
-}
 
 
 def apply_override(config, item: str):
@@ -73,134 +63,10 @@ def apply_override(config, item: str):
   config_lib.set_path(config, key, value)
 
 
-def _block_flops(n: int, d: int, hidden: int) -> int:
-  """One pre-norm transformer block on n tokens of width d (2 per multiply-add)."""
-  return (2 * n * d * 3 * d          # qkv
-          + 2 * 2 * n * n * d        # q·k and p·v
-          + 2 * n * d * d            # output projection
-          + 2 * 2 * n * d * hidden)  # mlp
-
-
-def _patch_embed_flops(pe) -> int:
-  ph, pw = pe.patch_size
-  c, d = pe.proj["kernel"].shape[2:]
-  return 2 * pe.num_patches * ph * pw * c * d
-
-
-def vit_forward_flops(model) -> float:
-  """Matmul FLOPs of one ViT forward pass per example (2 per multiply-add)."""
-  n, d = model.patch_embed.num_patches + model.num_prefix_tokens, model.embed_dim
-  flops = _patch_embed_flops(model.patch_embed)
-  flops += sum(_block_flops(n, d, block.mlp.fc1.kernel.shape[1]) for block in model.blocks)
-  if model.head is not None:
-    flops += 2 * d * model.num_classes
-  return float(flops)
-
-
-def mae_forward_flops(model) -> float:
-  """Matmul FLOPs of one MAE forward pass per example: every patch embedded, the encoder on the class
-  token + the kept patches (all N with `encoder_mask_token`), the decoder on 1 + N tokens."""
-  from papers_jax.models.mae import num_kept
-  n = model.num_patches
-  n_enc = 1 + (n if model.encoder_mask_token else num_kept(n, model.mask_ratio))
-  d, dd = model.embed_dim, model.decoder_embed_dim
-  flops = _patch_embed_flops(model.patch_embed)
-  flops += sum(_block_flops(n_enc, d, block.mlp.fc1.kernel.shape[1]) for block in model.blocks)
-  flops += 2 * n_enc * d * dd  # decoder_embed
-  flops += sum(_block_flops(1 + n, dd, block.mlp.fc1.kernel.shape[1]) for block in model.decoder_blocks)
-  flops += 2 * (1 + n) * dd * model.decoder_pred.kernel.shape[1]
-  return float(flops)
-
-
-def swin_forward_flops(model) -> float:
-  """Matmul FLOPs of one Swin forward pass per example (2 per multiply-add; the paper's "FLOPs"
-  count multiply-adds). Attention runs on the window-padded grid; linear in H·W for a fixed window."""
-  flops = _patch_embed_flops(model.patch_embed)
-  for stage in model.layers:
-    if stage.downsample is not None:
-      d_in, d_out = stage.downsample.reduction.kernel.shape
-      flops += 2 * stage.resolution[0] * stage.resolution[1] * d_in * d_out
-    for block in stage.blocks:
-      d = block.norm1.scale.shape[0]
-      hidden = block.mlp.fc1.kernel.shape[1]
-      padded = block.padded[0] * block.padded[1]
-      n = block.window[0] * block.window[1]
-      flops += 2 * padded * d * 3 * d                                   # qkv
-      flops += 2 * 2 * padded * n * d                                  # q·k and p·v in each window
-      flops += 2 * padded * d * d                                       # output projection
-      flops += 2 * 2 * block.resolution[0] * block.resolution[1] * d * hidden  # mlp
-  if model.head is not None:
-    flops += 2 * model.num_features * model.num_classes
-  return float(flops)
-
-
-def mixer_forward_flops(model) -> float:
-  """Matmul FLOPs of one MLP-Mixer forward pass per example (2 per multiply-add)."""
-  n, d = model.stem.num_patches, model.embed_dim
-  flops = _patch_embed_flops(model.stem)
-  for block in model.blocks:
-    flops += 2 * 2 * d * n * block.mlp_tokens.fc1.kernel.shape[1]     # token mixing, per channel
-    flops += 2 * 2 * n * d * block.mlp_channels.fc1.kernel.shape[1]   # channel mixing, per token
-  if model.head is not None:
-    flops += 2 * d * model.num_classes
-  return float(flops)
-
-
-def _conv_flops(conv, height: int, width: int) -> int:
-  """A convolution producing a height × width map (2 per multiply-add)."""
-  kh, kw, cin, cout = conv.kernel.shape
-  return 2 * height * width * kh * kw * cin * cout
-
-
-def clip_resnet_forward_flops(visual) -> float:
-  """CLIP's modified ResNet per image: convolutions (a strided block runs its 3×3 at the input
-  resolution and its last 1×1 and shortcut after the 2×2 average pool) and attention pooling
-  (one query, keys and values over the mean token + H·W tokens)."""
-  h = visual.attnpool.grid * 32 // 2
-  flops = sum(_conv_flops(conv, h, h) for conv in (visual.conv1, visual.conv2, visual.conv3))
-  h //= 2
-  for stage in (visual.layer1, visual.layer2, visual.layer3, visual.layer4):
-    for block in stage:
-      flops += _conv_flops(block.conv1, h, h) + _conv_flops(block.conv2, h, h)
-      h //= block.stride
-      flops += _conv_flops(block.conv3, h, h)
-      if block.downsample_conv is not None:
-        flops += _conv_flops(block.downsample_conv, h, h)
-  pool = visual.attnpool
-  n, c, out = h * h + 1, pool.pos_embed.shape[1], pool.c_proj.kernel.shape[-1]
-  flops += 2 * c * c + 2 * 2 * n * c * c + 2 * 2 * n * c + 2 * c * out  # q (1 token), k and v, q·k and p·v, c_proj
-  return float(flops)
-
-
-def clip_forward_flops(model) -> float:
-  """Matmul FLOPs of one CLIP forward pass per image-text pair: the image tower, the text tower on
-  its full context (captions are padded to it), both projections. The N×N similarity matrix
-  (2·N·embed_dim per pair) depends on the batch and is left out."""
-  if model.vision == "vit":
-    flops = vit_forward_flops(model.visual) + 2 * model.visual.embed_dim * model.embed_dim
-  else:
-    flops = clip_resnet_forward_flops(model.visual)
-  text = model.text
-  n, d = text.context_length, text.token_embed.shape[1]
-  flops += sum(_block_flops(n, d, block.mlp.fc1.kernel.shape[1]) for block in text.blocks)
-  flops += 2 * d * model.embed_dim
-  return float(flops)
-
-
-# Analytic counters by model class.
-FLOP_COUNTERS = {"VisionTransformer": vit_forward_flops, "SwinTransformer": swin_forward_flops,
-                 "MlpMixer": mixer_forward_flops, "MaskedAutoencoderViT": mae_forward_flops,
-                 "CLIP": clip_forward_flops,
-                 "ResNet": models.resnet.flops}
-
-
 def forward_flops(model, task=None) -> float:
-  """Per-example forward FLOPs: the task's counter when it has one (it knows the sequence lengths),
-  else the model family's."""
-  if task is not None and hasattr(task, "forward_flops"):
-    return float(task.forward_flops(model))
-  counter = FLOP_COUNTERS.get(type(model).__name__)
-  return counter(model) if counter else float("nan")
+  """Per-example forward FLOPs (the counters live with the models: papers_jax/core/flops.py); NaN without one."""
+  flops = flops_lib.forward_flops(model, task)
+  return float("nan") if flops is None else flops
 
 
 def gemm_rate(matmul, size: int, repeats: int = 5) -> float:
@@ -225,10 +91,7 @@ def device_peak(dtype: str):
   kind = jax.devices()[0].device_kind
   if jax.default_backend() == "cpu":
     return cpu_matmul_peak(), "measured float32 GEMM (2048³)"
-  for name, peaks in PEAKS.items():
-    if name.lower() in kind.lower():
-      return peaks.get(dtype, peaks["float32"]), f"{name} dense {dtype} peak"
-  return None, f"unknown device {kind!r}"
+  return flops_lib.known_peak(kind, dtype)
 
 
 def _hlo_computations(hlo_text: str) -> dict:
@@ -502,7 +365,7 @@ def main(argv=None):
   if args.batch:
     config.batch_size = args.batch
   config.grad_accum_steps = 1
-  config.model.dtype = args.dtype if args.dtype != "float32" else ""
+  config.dtype = args.dtype
   if args.attention:
     config.model.attention_impl = args.attention
   if args.remat:

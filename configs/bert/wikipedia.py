@@ -19,6 +19,9 @@ with the memory for it or a slice per run (a streaming pair writer does not exis
 The paper's result is on fine-tuning (GLUE 79.6 / 82.1 for base / large); pretraining reports masked-token
 and NSP accuracy. `smoke` runs the same code on the bundled Python documentation text in seconds.
 
+Precision: bfloat16 compute with float32 params and float32 softmax, norms and losses;
+`--config.dtype=float32` for full precision. `smoke` keeps bfloat16.
+
 Departures from the paper:
 - English Wikipedia only: BooksCorpus is not distributable.
 - Phase 2's Adam moments start from zero (init_from loads parameters only); the reference run
@@ -40,6 +43,7 @@ def get_config(arg=None):
   args = parse_arg(arg, variant="base", phase=1, smoke=False)
   p = PHASES[args.phase]
   c = base_config()
+  c.dtype = "bfloat16"  # compute; params stay float32
   c.task = "lm"
   c.lm = lm.default_config(objective="bert", vocab_size=30522, max_seq_len=p["max_seq_len"],
                            max_predictions=p["max_predictions"], dupe_factor=1)

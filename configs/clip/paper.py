@@ -11,10 +11,10 @@ gains, biases, the embeddings' positions or the temperature), β1 0.9 and β2 0.
 ViTs (0.999 and 1e-8 for the ResNets), lr 5e-4 (4e-4 for L/14), 2,000 warm-up steps then cosine decay
 to 0, no gradient clipping; the temperature is learned from 1/0.07 and clipped at 100. Images: 224 px,
 the shorter side resized and a random square crop (the paper's only augmentation), OpenAI's
-normalisation; captions: 77 tokens of OpenAI's 49,408-token BPE. Compute in bfloat16 (the paper: mixed
-precision). The paper trained on WIT, 400M pairs that were never released; its largest ViT took 12
-days on 256 V100s. Its headline: 76.2% zero-shot ImageNet top-1 (ViT-L/14 at 336 px). Not reproduced
-here.
+normalisation; captions: 77 tokens of OpenAI's 49,408-token BPE. Compute in bfloat16 with float32 params
+(`config.dtype`; the paper: mixed precision); `smoke` keeps bfloat16. The paper trained on WIT, 400M
+pairs that were never released; its largest ViT took 12 days on 256 V100s. Its headline: 76.2%
+zero-shot ImageNet top-1 (ViT-L/14 at 336 px). Not reproduced here.
 
 Data (`data=`):
   folder (default)  an image-text folder in img2dataset's `files` layout, <data_dir>/train/**/<id>.jpg
@@ -60,8 +60,9 @@ def get_config(arg=None):
     raise ValueError(f"unknown data {args.data!r}; choose from {DATA}")
   resnet = args.variant.startswith("RN")
   c = base_config()
+  c.dtype = "bfloat16"  # compute; params stay float32
   c.task = "clip"
-  c.model = dict(name=VARIANTS[args.variant], vocab_size=49408, dtype="bfloat16")
+  c.model = dict(name=VARIANTS[args.variant], vocab_size=49408)
   c.clip = clip_defaults(eval_templates=captions.PAPER_TEMPLATES + captions.IMAGENET_TEMPLATES_7)
   if args.data == "folder":
     c.data.name = "captions_folder"
@@ -87,7 +88,7 @@ def get_config(arg=None):
   c.keep_every = 50_000
   if args.smoke:
     tiny = dict(embed_dim=32, img_size=16, in_chans=1, text_layers=1, text_width=32, text_heads=2,
-                context_length=16, dtype="")
+                context_length=16)
     if resnet:
       tiny |= dict(img_size=32, vision_layers=(1, 1, 1, 1), vision_width=8, vision_heads=2)
     else:

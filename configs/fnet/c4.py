@@ -14,6 +14,9 @@ that no tokenizer is trained). BertPretrainingSource builds its sentence pairs i
 a slice that fits (e.g. `--config.data.train_split='train[:100000]'`); a streaming pair writer does not exist
 yet. `smoke` runs the same code on the bundled Python documentation text in seconds.
 
+Precision: bfloat16 compute with float32 params and float32 softmax, norms and losses;
+`--config.dtype=float32` for full precision. `smoke` keeps bfloat16.
+
 Departures from the paper:
 - A WordPiece vocabulary trained here instead of the paper's SentencePiece model; batch, steps and
   lr follow BERT's recipe, not checked against the paper's.
@@ -28,6 +31,7 @@ from papers_jax.tasks import lm
 def get_config(arg=None):
   args = parse_arg(arg, variant="base", smoke=False)
   c = base_config()
+  c.dtype = "bfloat16"  # compute; params stay float32
   c.task = "lm"
   c.lm = lm.default_config(objective="bert", vocab_size=32000, max_seq_len=512, max_predictions=80, dupe_factor=1)
   c.model = dict(name=f"fnet-{args.variant}", vocab_size=0)

@@ -14,6 +14,9 @@ Variants: gpt2 (124M), gpt2-medium (355M), gpt2-large (774M), gpt2-xl (1.5B); th
 `--config.mesh.fsdp=-1` or tensor parallelism (`--config.mesh.tensor=4`). `smoke` runs the same code on
 the bundled Python documentation text in seconds.
 
+Precision: bfloat16 compute with float32 params and float32 softmax, norms and losses;
+`--config.dtype=float32` for full precision. `smoke` keeps bfloat16.
+
 Departures from the paper:
 - C4 instead of WebText (never released).
 - The paper does not give its optimisation; GPT-3's small-model recipe stands in (above), with
@@ -29,6 +32,7 @@ PEAK_LR = {"gpt2": 6e-4, "gpt2-medium": 3e-4, "gpt2-large": 2.5e-4, "gpt2-xl": 2
 def get_config(arg=None):
   args = parse_arg(arg, variant="gpt2", smoke=False)
   c = base_config()
+  c.dtype = "bfloat16"  # compute; params stay float32
   c.task = "lm"
   c.lm = lm.default_config(objective="causal", vocab_size=50257, seq_len=1024, split_documents=True)
   c.model = dict(name=args.variant, vocab_size=0)

@@ -17,9 +17,12 @@ Paper (1600-epoch pre-training): 83.6 / 85.9 / 86.9% top-1; not reproduced here.
 (`frozen_blocks`) and no weight decay, so AdamW leaves it unchanged. (optimizer.freeze would also
 drop its optimizer state, but the trainer cannot shard the masked optimizer state yet.) The paper
 tunes the number of epochs for each k; set it with --config.num_epochs.
-Data: tfds imagenet2012 (see configs/mae/pretrain.py). `smoke` shrinks everything to seconds.
+Data: tfds imagenet2012 (see configs/mae/pretrain.py). `smoke` shrinks everything to seconds, on generated images (no
+dataset needed).
 Weight decay is not applied to biases, norm gains, pos_embed or cls_token (the reference's
 `no_weight_decay` list and 1-D parameters); no gradient clipping.
+Precision: bfloat16 compute with float32 params and float32 softmax, norms and losses (the reference
+fine-tunes with float16 autocast); `--config.dtype=float32` for full precision. `smoke` keeps bfloat16.
 
 Departures from the paper:
 - Random erasing runs on the host on uint8 images, before the device normalises them: its N(0, 1)
@@ -49,6 +52,7 @@ def get_config(arg=None):
     raise ValueError(f"unknown variant {args.variant!r}; choose from {sorted(VARIANTS)}")
   name, blr, layer_decay, drop_path, epochs = VARIANTS[args.variant]
   c = base_config()
+  c.dtype = "bfloat16"  # compute; params stay float32
   c.model = dict(name=name, num_classes=1000, global_pool="avg", drop_path_rate=drop_path, pos_embed_init="sincos",
                  head_init_std=2e-5, frozen_blocks=0)
   c.init_skip = ENCODER_INIT_SKIP + (r"^norm/",)
@@ -75,8 +79,10 @@ def get_config(arg=None):
   c.eval_every = 5_000
   c.checkpoint_every = 2_000
   depth = None
-  if args.smoke:
-    c.model.update(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=4)
+  if args.smoke:  # generated images stand in for the dataset: runs offline
+    c.data.name, c.data.data_dir = "synthetic", None
+    c.data.train_split, c.data.eval_split = "train", "test"
+    c.model.update(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=10)
     depth = 2
     c.data.image_size = 32
     c.batch_size = 16

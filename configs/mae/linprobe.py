@@ -10,7 +10,10 @@ the class token after the pre-trained final norm feeds BatchNorm without affine 
 no weight decay), lr = 0.1 × batch / 256 (6.4 at batch 16384), 10 warm-up epochs then cosine,
 90 epochs, RandomResizedCrop + flip, no mixup or label smoothing.
 Paper (1600-epoch pre-training): 68.0 / 75.8 / 76.6% top-1 (B / L / H); not reproduced here.
-Data: tfds imagenet2012 (see configs/mae/pretrain.py). `smoke` shrinks everything to seconds.
+Data: tfds imagenet2012 (see configs/mae/pretrain.py). `smoke` shrinks everything to seconds, on generated images (no
+dataset needed).
+Precision: bfloat16 compute with float32 params and float32 softmax, norms and losses;
+`--config.dtype=float32` for full precision. `smoke` keeps bfloat16.
 
 Departures from the paper:
 - The crop is this codebase's Inception crop (bilinear), not compared pixel for pixel with the
@@ -31,6 +34,7 @@ def get_config(arg=None):
     raise ValueError(f"unknown variant {args.variant!r}; choose from {sorted(VARIANTS)}")
   name, depth = VARIANTS[args.variant]
   c = base_config()
+  c.dtype = "bfloat16"  # compute; params stay float32
   c.model = dict(name=name, num_classes=1000, global_pool="token", pos_embed_init="sincos", head_norm="batchnorm",
                  head_init_std=0.01, frozen_blocks=depth)
   c.init_skip = ENCODER_INIT_SKIP
@@ -53,8 +57,10 @@ def get_config(arg=None):
   c.log_every = 20
   c.eval_every = 1_000
   c.checkpoint_every = 1_000
-  if args.smoke:
-    c.model.update(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=4, frozen_blocks=2)
+  if args.smoke:  # generated images stand in for the dataset: runs offline
+    c.data.name, c.data.data_dir = "synthetic", None
+    c.data.train_split, c.data.eval_split = "train", "test"
+    c.model.update(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=10, frozen_blocks=2)
     c.data.image_size = 32
     c.batch_size = 16
     c.num_epochs = 0.0

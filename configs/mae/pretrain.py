@@ -15,7 +15,10 @@ used 128 TPU-v3 cores; B/16 × 800 epochs is ~1 day on 64 A100s).
 The checkpoint's encoder params load into a ViT with `--config.init_from=<workdir>/checkpoints/<step>/state`.
 
 Data: `tfds build imagenet2012 --file_format=array_record` with the ImageNet tars in
-<data_dir>/downloads/manual/. `smoke` shrinks everything to seconds.
+<data_dir>/downloads/manual/. `smoke` shrinks everything to seconds, on generated images (no
+dataset needed).
+Precision: bfloat16 compute with float32 params and float32 softmax, norms and losses (the reference
+trains with float16 autocast); `--config.dtype=float32` for full precision. `smoke` keeps bfloat16.
 
 Departures from the paper:
 - RandomResizedCrop interpolates bilinearly (the reference: bicubic).
@@ -34,6 +37,7 @@ def get_config(arg=None):
   if args.variant not in VARIANTS:
     raise ValueError(f"unknown variant {args.variant!r}; choose from {sorted(VARIANTS)}")
   c = base_config()
+  c.dtype = "bfloat16"  # compute; params stay float32
   c.task = "mae"
   c.model = dict(name=VARIANTS[args.variant], mask_ratio=args.mask_ratio, decoder_embed_dim=512, decoder_depth=8,
                  decoder_num_heads=16)
@@ -56,7 +60,9 @@ def get_config(arg=None):
   c.eval_every = 10_000
   c.checkpoint_every = 2_000
   c.keep_every = 50_000
-  if args.smoke:
+  if args.smoke:  # generated images stand in for the dataset: runs offline
+    c.data.name, c.data.data_dir = "synthetic", None
+    c.data.train_split, c.data.eval_split = "train", "test"
     c.model.update(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, decoder_embed_dim=16,
                    decoder_depth=1, decoder_num_heads=2)
     c.data.image_size = 32

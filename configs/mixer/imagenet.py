@@ -12,7 +12,10 @@ and 71.8% (L/16) top-1, L overfitting without more data; not reproduced here yet
 3 × 12.6 GFLOPs × 1.28M × 300 ≈ 1.5 × 10^19 FLOPs, about a day on one 8-GPU node (bf16) if the
 input pipeline keeps up; measure with tools/benchmark.py first.
 Data: `tfds build imagenet2012 --file_format=array_record` with the ImageNet tars in
-<data_dir>/downloads/manual/. `smoke` shrinks everything to seconds.
+<data_dir>/downloads/manual/. `smoke` shrinks everything to seconds, on generated images (no
+dataset needed).
+Precision: bfloat16 compute with float32 params and float32 softmax, norms and losses;
+`--config.dtype=float32` for full precision. `smoke` keeps bfloat16.
 
 Departures from the paper:
 - No RandAugment; the lr, weight decay, stochastic depth and mixup rates are not checked against the
@@ -32,6 +35,7 @@ def get_config(arg=None):
     raise ValueError(f"unknown variant {args.variant!r}; choose from {list(VARIANTS)}")
   width, patch = args.variant.lower().split("/")
   c = base_config()
+  c.dtype = "bfloat16"  # compute; params stay float32
   c.model = dict(name=f"mixer_{width}{patch}_224", num_classes=1000, drop_path_rate=0.1)
   c.data.name = "tfds:imagenet2012"
   c.data.train_split = "train[:99%]"      # as the ViT / Mixer papers: 1% of train held out for validation
@@ -52,8 +56,10 @@ def get_config(arg=None):
   c.eval_every = 5_000
   c.checkpoint_every = 2_000
   c.keep_every = 50_000
-  if args.smoke:
-    c.model.update(img_size=64, embed_dim=32, num_blocks=2, num_classes=4)
+  if args.smoke:  # generated images stand in for the dataset: runs offline
+    c.data.name, c.data.data_dir = "synthetic", None
+    c.data.train_split, c.data.eval_split = "train", "test"
+    c.model.update(img_size=64, embed_dim=32, num_blocks=2, num_classes=10)
     c.data.image_size = 64
     c.batch_size = 16
     c.num_epochs = 0.0

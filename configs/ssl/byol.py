@@ -10,6 +10,7 @@ predictor 4096 → 256 with BatchNorm; target momentum 0.996 → 1 on a cosine; 
 parameters excluded from both weight decay and the trust ratio (the paper's Appendix C), no gradient
 clipping. The target is the EMA of the online weights only; its BatchNorm statistics come from its
 own forward passes (the reference's `target_state`).
+Precision: the ImageNet recipe computes in bfloat16 (float32 params); `digits` and `smoke` run float32.
 
 Departures from the paper:
 - The views are made on device (data/views.py), not compared pixel for pixel with the reference's.

@@ -15,6 +15,7 @@ Departures from the paper:
 Digits deviations: the digits have one channel, so the two views are two augmented crops of the
 same image, each to its own encoder (the small ViT at full width); as for InstDisc's demo
 (configs/ssl/instdisc.py), the projections end in a BatchNorm without affine and τ = 0.5.
+Precision: the ImageNet recipe computes in bfloat16 (float32 params); `digits` and `smoke` run float32.
 """
 
 from papers_jax.tasks.ssl import recipe

@@ -14,6 +14,7 @@ throughout); centre momentum 0.9; teacher momentum 0.996 → 1 on a cosine.
 AdamW (β 0.9, 0.999) with weight decay on every parameter but biases and norm gains (the
 reference's `get_params_groups`: 1-D parameters; the class token and position embedding are decayed),
 gradient clipping at 3.0 (the reference clips each parameter's gradient norm; here the global norm).
+Precision: the ImageNet recipe computes in bfloat16 (float32 params); `digits` and `smoke` run float32.
 
 Departures from the paper:
 - The paper raises the weight decay from 0.04 to 0.4 on a cosine; optax's weight decay here takes a

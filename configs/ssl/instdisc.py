@@ -9,6 +9,7 @@ README gives 46.8% top-1 for its released ResNet-50, measured with its k-NN test
 unit vector per training image (lemniscate's uniform init), rows updated with momentum 0.5; NCE with
 m = 4096 uniform noise draws, τ = 0.07, the normaliser Z estimated on the first batch and then fixed.
 SGD weight decay on every parameter (lemniscate passes all of them), no gradient clipping.
+Precision: the ImageNet recipe computes in bfloat16 (float32 params); `digits` and `smoke` run float32.
 
 Departures from the paper:
 - The views are made on device (data/views.py), not compared pixel for pixel with the reference's.

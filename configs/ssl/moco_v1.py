@@ -12,6 +12,7 @@ groups of 32 images (8 GPUs × 32; `ssl.bn_group_size`), then unshuffled (tasks/
 `shuffled_keys`); the key encoder is the EMA of the query encoder's weights only, its BatchNorm
 statistics its own; SGD weight decay on every parameter (the reference passes `model.parameters()`),
 no gradient clipping. Linear evaluation: configs/ssl/moco_linear.py.
+Precision: the ImageNet recipe computes in bfloat16 (float32 params); `digits` and `smoke` run float32.
 
 Departures from the paper:
 - The views are made on device (data/views.py), not compared pixel for pixel with the reference's.

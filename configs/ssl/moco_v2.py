@@ -10,6 +10,7 @@ What follows the paper and its code: as configs/ssl/moco_v1.py (one-direction lo
 groups of 32, EMA of the weights only, weight decay on every parameter, no gradient clipping), with
 the 2-layer MLP projector (no BatchNorm) and a cosine lr to 0. Linear evaluation:
 configs/ssl/moco_linear.py.
+Precision: the ImageNet recipe computes in bfloat16 (float32 params); `digits` and `smoke` run float32.
 
 Departures from the paper:
 - The views are made on device (data/views.py), not compared pixel for pixel with the reference's.

@@ -12,6 +12,7 @@ parameter, nothing added to the class token) and a random patch projection that 
 the ViT sits under `backbone/`: the projection gets no update, no weight decay and no optimizer
 state). AdamW (β 0.9, 0.999) with weight decay on every parameter (the reference passes
 `model.parameters()`), no gradient clipping. Linear evaluation: configs/ssl/moco_linear.py.
+Precision: the ImageNet recipe computes in bfloat16 (float32 params); `digits` and `smoke` run float32.
 
 Departures from the paper:
 - The sin-cos table is MAE's / big_vision's: its first half encodes the column and the second the

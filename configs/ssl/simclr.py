@@ -9,6 +9,7 @@ the paper's number, not verified here; the reference README gives 69.1% for its 
 τ = 0.1, global BatchNorm, colour distortion strength 1.0 with blur. Not reproduced here.
 LARS (momentum 0.9, trust coefficient 1e-3) with biases and BatchNorm parameters excluded from both
 weight decay and the trust ratio, as the paper's code; no gradient clipping.
+Precision: the ImageNet recipe computes in bfloat16 (float32 params); `digits` and `smoke` run float32.
 
 Departures from the paper:
 - 100 epochs (the paper's ablations), not the 1000 behind the headline 69.3%.

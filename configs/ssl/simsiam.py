@@ -7,6 +7,7 @@ epochs: 68.1% ImageNet linear top-1 (the reference README's 100-epoch model, tra
 predictor's lr not decayed, `--fix-pred-lr`: the last row of the paper's Table 1); 3-layer projector
 2048-d with BatchNorm on the output, predictor 2048 → 512 → 2048. SGD weight decay on every
 parameter (the reference passes all of them), no gradient clipping.
+Precision: the ImageNet recipe computes in bfloat16 (float32 params); `digits` and `smoke` run float32.
 
 Departures from the paper:
 - The predictor's lr decays with the rest (`--fix-pred-lr` is not modelled).

@@ -10,6 +10,7 @@ the global batch, prototypes frozen for the first epoch (313 iterations). The qu
 = 3840 from epoch 15, `ssl.queue_start_steps`) is for small batches such as 256; the batch-4096
 recipe runs without it. LARS (the reference's LARC over SGD: momentum 0.9, trust coefficient 1e-3,
 weight decay and the trust ratio on every parameter), no gradient clipping.
+Precision: the ImageNet recipe computes in bfloat16 (float32 params); `digits` and `smoke` run float32.
 
 Departures from the paper:
 - The prototypes are normalised at use, not renormalised in place after each update (see

@@ -14,7 +14,10 @@ Hardware and time: the paper trains on 8 GPUs. Training costs 3 × forward FLOPs
 ≈ 0.5 / 1.0 / 1.8 × 10^19 FLOPs (T / S / B); at a sustained 10k images/s (one 8-GPU node, bf16,
 if the input pipeline keeps up) T takes about 11 hours; measure with tools/benchmark.py first.
 Data: `tfds build imagenet2012 --file_format=array_record` with the ImageNet tars in
-<data_dir>/downloads/manual/. `smoke` shrinks everything to seconds.
+<data_dir>/downloads/manual/. `smoke` shrinks everything to seconds, on generated images (no
+dataset needed).
+Precision: bfloat16 compute with float32 params and float32 softmax, norms and losses (the reference
+trains with float16 autocast); `--config.dtype=float32` for full precision. `smoke` keeps bfloat16.
 
 Departures from the paper:
 - No RandAugment (9, 0.5) and no random erasing 0.25 (above).
@@ -35,6 +38,7 @@ def get_config(arg=None):
     raise ValueError(f"unknown variant {args.variant!r}; choose from {sorted(VARIANTS)}")
   name, drop_path = VARIANTS[args.variant]
   c = base_config()
+  c.dtype = "bfloat16"  # compute; params stay float32
   c.model = dict(name=name, num_classes=1000, drop_path_rate=drop_path)
   c.data.name = "tfds:imagenet2012"
   c.data.train_split = "train"
@@ -57,8 +61,10 @@ def get_config(arg=None):
   c.eval_every = 5_000
   c.checkpoint_every = 2_000
   c.keep_every = 50_000
-  if args.smoke:
-    c.model.update(img_size=32, embed_dim=16, depths=(2, 1), num_heads=(1, 2), window_size=4, num_classes=4)
+  if args.smoke:  # generated images stand in for the dataset: runs offline
+    c.data.name, c.data.data_dir = "synthetic", None
+    c.data.train_split, c.data.eval_split = "train", "test"
+    c.model.update(img_size=32, embed_dim=16, depths=(2, 1), num_heads=(1, 2), window_size=4, num_classes=10)
     c.data.image_size = 32
     c.batch_size = 16
     c.num_epochs = 0.0

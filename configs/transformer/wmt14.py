@@ -16,6 +16,9 @@ length + 50 tokens. Where it differs: the paper batches ~25,000 source + 25,000 
 here a batch is 1,024 sentence pairs of at most 128 tokens per side (pairs are cut, not filtered).
 `smoke` runs the same code on the bundled translation task in seconds.
 
+Precision: bfloat16 compute with float32 params and float32 softmax, norms and losses;
+`--config.dtype=float32` for full precision. `smoke` keeps bfloat16.
+
 Departures from the paper:
 - Batches of 1,024 sentence pairs of at most 128 tokens per side (cut, not filtered), not ~25k
   source + 25k target tokens batched by length.
@@ -34,6 +37,7 @@ def get_config(arg=None):
   args = parse_arg(arg, variant="base", smoke=False)
   v = VARIANTS[args.variant]
   c = base_config()
+  c.dtype = "bfloat16"  # compute; params stay float32
   c.task = "lm"
   c.lm = lm.default_config(objective="translation", vocab_size=37000, max_source_len=128, max_target_len=128,
                            label_smoothing=0.1, beam_size=4, length_penalty=0.6, bleu_examples=0, decode_batch=128)

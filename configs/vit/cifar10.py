@@ -10,7 +10,7 @@ decay, cosine, global-norm clip 1, batch 512, 10k steps, warmup 500):
       --config.init_from=ckpt/vit_b16
 The paper reports 98.13% (ViT-B/16, ImageNet-21k pre-training) after fine-tuning; this number has
 not been reproduced here yet. Data: `tfds build cifar10 --file_format=array_record`.
-`smoke` shrinks the model and the run to seconds (the test suite runs it on a stand-in folder).
+`smoke` shrinks the model and the run to seconds, on generated images (no dataset needed).
 
 Departures from the paper:
 - From scratch: not a paper experiment (the paper only fine-tunes on CIFAR-10); AdamW lr 1e-3,
@@ -55,7 +55,9 @@ def get_config(arg=None):
   c.log_every = 100
   c.eval_every = 2_000
   c.checkpoint_every = 2_000
-  if args.smoke:
+  if args.smoke:  # generated images stand in for the dataset: runs offline
+    c.data.name, c.data.data_dir = "synthetic", None
+    c.data.train_split, c.data.eval_split = "train", "test"
     c.model.update(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2)
     c.data.image_size = 32
     c.data.augment = "cifar"

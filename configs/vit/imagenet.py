@@ -8,7 +8,10 @@ dropout 0.1, 300 epochs (B) / 90 (L), 224×224 Inception crops with flips. The p
 77.9% top-1 for ViT-B/16 and 76.5% for ViT-L/16 trained this way on ImageNet-1k only;
 not reproduced here yet (a TPU v3-256 or 64+ GPUs, about a day for B/16).
 Data: `tfds build imagenet2012 --file_format=array_record` with the ImageNet tars in
-<data_dir>/downloads/manual/. `smoke` shrinks everything to seconds.
+<data_dir>/downloads/manual/. `smoke` shrinks everything to seconds, on generated images (no
+dataset needed).
+Precision: bfloat16 compute with float32 params and float32 softmax, norms and losses;
+`--config.dtype=float32` for full precision. `smoke` keeps bfloat16.
 
 Departures from the paper:
 - Weight decay is not applied to biases, norm gains, pos_embed or cls_token (big_vision's default
@@ -33,6 +36,7 @@ def get_config(arg=None):
     raise ValueError(f"unknown variant {args.variant!r}; choose from {sorted(VARIANTS)}")
   width, patch, lr, epochs = VARIANTS[args.variant]
   c = base_config()
+  c.dtype = "bfloat16"  # compute; params stay float32
   c.model = dict(name=f"vit_{width}_patch{patch}_224", num_classes=1000, drop_rate=0.1)
   c.data.name = "tfds:imagenet2012"
   c.data.train_split = "train[:99%]"      # the paper holds out 1% of train for validation
@@ -52,7 +56,9 @@ def get_config(arg=None):
   c.eval_every = 5_000
   c.checkpoint_every = 2_000
   c.keep_every = 50_000
-  if args.smoke:
+  if args.smoke:  # generated images stand in for the dataset: runs offline
+    c.data.name, c.data.data_dir = "synthetic", None
+    c.data.train_split, c.data.eval_split = "train", "test"
     c.model.update(embed_dim=32, depth=2, num_heads=2, img_size=64, patch_size=16)
     c.data.image_size = 64
     c.batch_size = 16

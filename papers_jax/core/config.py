@@ -97,6 +97,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.nonfinite = "stop"
   c.max_rollbacks = 3
   c.deterministic = False        # XLA's deterministic GPU ops (slower); recorded in config.json
+  # Compute dtype of every model ("float32" or "bfloat16"); params stay float32, and softmax, norms,
+  # losses and metrics are computed in float32 (core/precision.py).
+  c.dtype = "float32"
+  # Dense peak FLOP/s of one device for the MFU in the logs; 0: the table of known accelerators in
+  # core/flops.py (no MFU on a device it does not know, CPUs included).
+  c.peak_flops = 0.0
   c.loss = "softmax"
   c.label_smoothing = 0.0
   c.data_threads = 2

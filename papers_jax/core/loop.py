@@ -20,12 +20,13 @@ import time
 
 import jax
 import numpy as np
+from flax import nnx
 
 from papers_jax import tasks
 from papers_jax.core import checkpoint as ckpt_lib
 from papers_jax.core import config as config_lib
 from papers_jax.core import metrics as metrics_lib
-from papers_jax.core import host, optim, platform_setup, run_config, sharding, step as step_lib
+from papers_jax.core import flops as flops_lib, host, optim, platform_setup, run_config, sharding, step as step_lib
 from papers_jax.core.preemption import PreemptionWatch
 from papers_jax.core.state import TrainState, abstract_model, abstract_state, create_train_state
 from papers_jax.data import pipeline
@@ -115,7 +116,7 @@ def check_config(config, devices=None):
   config_lib.check_choices(config, {
       "task": tasks.TASKS, "nonfinite": config_lib.NONFINITE_POLICIES, "loss": ("softmax", "sigmoid"),
       "optimizer.name": optim.OPTIMIZERS, "schedule.name": optim.SCHEDULES,
-      "model.dtype": ("", "float32", "bfloat16")})  # no float16 (see DESIGN.md)
+      "dtype": ("float32", "bfloat16")})  # no float16 (see DESIGN.md)
   mesh = sharding.make_mesh(dict(config.mesh), devices)
   rules = sharding.rules_from_config(config.sharding_rules)
   config_lib.validate(config, data_parallel=sharding.data_parallel_size(mesh, rules),
@@ -303,7 +304,7 @@ class Trainer:
         "steps": int(jax.device_get(self.state.step)), "num_steps": self.num_steps, "batch_size": config.batch_size,
         "wall_time_s": time.time() - t_start, "resumed_from": resumed_from,
         "examples_per_s": self.timed_steps * config.batch_size / self.train_time if self.train_time else None,
-        "rollbacks": self.rollbacks, **self.eval_metrics,
+        "rollbacks": self.rollbacks, **self.eval_metrics, **self._accounting_summary(),
     }
     if preempted_at is not None:  # not finished: no summary.json; the same command resumes
       return summary | {"preempted_at": preempted_at}
@@ -326,14 +327,24 @@ class Trainer:
         starts=starts, process_index=jax.process_index(), process_count=jax.process_count(),
         num_threads=config.data_threads, nan_at_positions=tuple(config.debug.nan_at_positions))
     progress = metrics_lib.Progress(self.num_steps, start_step, enabled=self.is_main)
+    counts = self._count_flops()
     t_window, window_start = time.time(), start_step
+    compile_s = None  # reported in the first row after compiling
     pending = []  # (step, batch start, metrics) since the last log row; fetched lazily
     try:
       with sharding.use_mesh(self.mesh, self.rules):
         for step, batch_start in zip(range(start_step + 1, self.num_steps + 1), starts):
           self.kill_point.reached("step")
-          local = next(batches)
-          self.state, step_metrics = self.train_step(self.state, sharding.global_batch(local, self.mesh, self.rules))
+          batch = sharding.global_batch(next(batches), self.mesh, self.rules)
+          if getattr(self, "compile_s", None) is None:
+            # Compiled ahead of time (the jit call below reuses the executable), so that no throughput
+            # includes compilation: its time is logged once, on its own.
+            t_compile = time.time()
+            self.train_step.lower(self.state, batch).compile()
+            self.compile_s = compile_s = time.time() - t_compile
+            log.info("compiled the train step in %.1f s", compile_s)
+            t_window = time.time()
+          self.state, step_metrics = self.train_step(self.state, batch)
           pending.append((step, batch_start, step_metrics))
           self.data_position = batch_start + config.batch_size
           if step == config.debug.sigterm_at_step and config.debug.sigterm_process in (-1, jax.process_index()):
@@ -345,14 +356,15 @@ class Trainer:
             pending = self._check_finite(pending)  # the loop's only host sync; never save a bad step
           if step % config.log_every == 0 or last:
             elapsed = time.time() - t_window
-            if window_start > start_step:  # the first window includes compilation
-              self.train_time += elapsed
-              self.timed_steps += step - window_start
-            row = {k: float(np.mean([m[k] for _, _, m in pending])) for k in pending[-1][2]}
-            row["throughput"] = (step - window_start) * config.batch_size / max(elapsed, 1e-9)
+            self.train_time += elapsed
+            self.timed_steps += step - window_start
+            row = self._log_row(pending, (step - window_start) / max(elapsed, 1e-9), step, counts)
+            if compile_s is not None:
+              row["compile_s"], compile_s = self.compile_s, None
             writer.write(step, row)
             progress.update(step, step - window_start, row)
             pending, t_window, window_start = [], time.time(), step
+          t_aside = time.time()  # evaluation and checkpointing are not training: no window counts them
           if not preempted and ((config.eval_every and step % config.eval_every == 0) or last):
             self.eval_metrics = self.evaluate()
             if hasattr(self.task, "after_eval"):  # task-specific evaluators, images, health checks
@@ -360,6 +372,7 @@ class Trainer:
             writer.write(step, self.eval_metrics)
           if save:
             self._save(checkpointer, step, force=last or preempted)
+          t_window += time.time() - t_aside
           if preempted and not last:
             checkpointer.wait()
             log.warning("preempted: saved the checkpoint of step %d in %s; run the same command to resume",
@@ -368,6 +381,42 @@ class Trainer:
     finally:
       progress.close()
     return None
+
+  # ------------------------------------------------------------------ logs and compute accounting
+  def _count_flops(self) -> dict:
+    """Params, analytic forward FLOPs per example (None without a counter) and the devices' peak."""
+    if not hasattr(self, "_counts"):
+      model = nnx.eval_shape(lambda: self.task.build_model(nnx.Rngs(params=0)))
+      peak, source = flops_lib.run_peak(self.config)
+      self._counts = {"params": int(sum(np.prod(p.shape) for p in jax.tree.leaves(self.state.params))),
+                      "forward_flops": flops_lib.forward_flops(model, self.task), "peak": peak, "peak_source": source,
+                      "tokens_per_example": (self.task.tokens_per_example()
+                                             if hasattr(self.task, "tokens_per_example") else None)}
+    return self._counts
+
+  def _log_row(self, pending, steps_per_s: float, step: int, counts: dict) -> dict:
+    """The window's mean metrics; `lr` the one of the logged step (its update's, schedule(step - 1))."""
+    row = {k: float(np.mean([m[k] for _, _, m in pending])) for k in pending[-1][2] if k != "lr"}
+    row["lr"] = float(pending[-1][2]["lr"])
+    row["throughput"] = steps_per_s * self.config.batch_size  # examples/s
+    if counts["tokens_per_example"]:
+      row["tokens_per_s"] = row["throughput"] * counts["tokens_per_example"]
+    if counts["forward_flops"]:
+      train_flops = 3 * counts["forward_flops"] * self.config.batch_size  # per step: forward + backward
+      row["flops"] = step * train_flops  # cumulative training FLOPs
+      if counts["peak"]:
+        row["mfu"] = steps_per_s * train_flops / counts["peak"]
+    return row
+
+  def _accounting_summary(self) -> dict:
+    counts = self._count_flops()
+    forward = counts["forward_flops"]
+    steps = int(jax.device_get(self.state.step))
+    return {"params": counts["params"], "forward_flops_per_example": forward,
+            "train_flops_per_example": 3 * forward if forward else None,
+            "train_flops": 3 * forward * self.config.batch_size * steps if forward else None,
+            "compile_s": getattr(self, "compile_s", None), "peak_flops": counts["peak"],
+            "peak_source": counts["peak_source"], "dtype": self.config.get("dtype", "float32")}
 
   # ------------------------------------------------------------------ non-finite steps
   def _check_finite(self, pending):

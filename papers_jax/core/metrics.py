@@ -95,7 +95,8 @@ class MetricWriter:
 
 
 class Progress:
-  """A progress bar with step, loss, examples/s and ETA (tqdm; plain lines when not a terminal)."""
+  """A progress bar with step, loss, examples/s (tokens/s for language models), MFU, cumulative training
+  FLOPs and ETA (tqdm; plain lines when not a terminal)."""
 
   def __init__(self, total: int, initial: int, *, enabled: bool = True, unit: str = "ex"):
     self.enabled = enabled
@@ -114,6 +115,12 @@ class Progress:
       return
     text = (f"loss={metrics.get('loss', float('nan')):.4f} "
             f"{self.unit}/s={metrics.get('throughput', 0):.1f}")
+    if "tokens_per_s" in metrics:
+      text += f" tok/s={metrics['tokens_per_s']:.0f}"
+    if "mfu" in metrics:
+      text += f" mfu={100 * metrics['mfu']:.1f}%"
+    if "flops" in metrics:
+      text += f" flops={metrics['flops']:.3g}"
     if self._bar is not None and not self._bar.disable:
       self._bar.set_postfix_str(text, refresh=False)
       self._bar.update(n)

@@ -13,7 +13,7 @@ import numpy as np
 from papers_jax.errors import DataError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-SOURCE_FORMS = ('"digits"', '"tfds:<name>" (e.g. "tfds:cifar10")', '"folder"')
+SOURCE_FORMS = ('"digits"', '"tfds:<name>" (e.g. "tfds:cifar10")', '"folder"', '"synthetic"')
 
 
 def _example(image, label) -> dict:
@@ -255,11 +255,64 @@ def decode_image(path: str) -> np.ndarray:
     raise DataError(f"Cannot decode image {path} ({e}). Remove or replace it.") from e
 
 
+# --- Generated images (smoke runs without a dataset) ---
+
+
+class SyntheticSource:
+  """Generated images that stand in for a dataset that is not on disk (every `smoke` config of an
+  ImageNet- or CIFAR-scale recipe uses it, so the test suite needs no download).
+
+  Class c is a fixed random 4×4 colour pattern, upsampled to `size` × `size`, plus per-image noise,
+  so a model can learn the classes. `train` has 512 images and `test` 128; image i of a split is
+  the same on every call.
+  """
+
+  SPLITS = {"train": 512, "test": 128}
+
+  def __init__(self, split: str, *, size: int, channels: int, num_classes: int = 10):
+    if split not in self.SPLITS:
+      raise DataError(f"Unknown synthetic split {split!r}; use one of {list(self.SPLITS)}.")
+    self.name, self.split, self.size, self.num_classes = "synthetic", split, size, num_classes
+    cells = np.random.default_rng(0).integers(32, 224, (num_classes, 4, 4, channels))
+    reps = -(-size // 4)
+    self._patterns = np.repeat(np.repeat(cells, reps, axis=1), reps, axis=2)[:, :size, :size].astype(np.int16)
+    self._offset = 0 if split == "train" else self.SPLITS["train"]
+
+  def __len__(self) -> int:
+    return self.SPLITS[self.split]
+
+  def __getitem__(self, i) -> dict:
+    i = int(i)
+    rng = np.random.default_rng(self._offset + i + 1)
+    label = i % self.num_classes
+    noise = rng.integers(-32, 33, self._patterns.shape[1:], dtype=np.int16)
+    return _example(np.clip(self._patterns[label] + noise, 0, 255).astype(np.uint8), label)
+
+
+def folder_num_classes(root: str, split: str) -> int:
+  """The number of class directories of an image folder's split (what ImageFolderSource labels)."""
+  split_dir = os.path.join(root, split)
+  if not os.path.isdir(split_dir):
+    raise DataError(f"Image folder {split_dir} does not exist. Expected the layout "
+                    f"{root}/{split}/<class_name>/<image files>, one sub-directory per class.")
+  return sum(os.path.isdir(os.path.join(split_dir, d)) for d in os.listdir(split_dir))
+
+
+def known_num_classes(data_config) -> int | None:
+  """The class count a folder or generated source will have, known without reading images (None for
+  other sources: their configs give it)."""
+  if data_config.name == "folder" and getattr(data_config, "data_dir", None):
+    return folder_num_classes(data_config.data_dir, data_config.train_split)
+  if data_config.name == "synthetic":
+    return 10
+  return None
+
+
 # --- Factory ---
 
 
 def get_source(data_config, split: str):
-  """Builds the source for `data_config.name` ("digits", "tfds:<name>" or "folder")."""
+  """Builds the source for `data_config.name` ("digits", "tfds:<name>", "folder" or "synthetic")."""
   name = data_config.name
   data_dir = getattr(data_config, "data_dir", None)
   if name == "digits":
@@ -275,4 +328,6 @@ def get_source(data_config, split: str):
           'data.name="folder" needs data.data_dir set to the root of '
           "<root>/<split>/<class_name>/<image files>.")
     return ImageFolderSource(data_dir, split, folder_classes(data_dir, data_config.get("train_split", "train")))
+  if name == "synthetic":
+    return SyntheticSource(split, size=data_config.image_size, channels=len(data_config.mean))
   raise DataError(f"Unknown data.name {name!r}; use one of {', '.join(SOURCE_FORMS)}.")

@@ -52,11 +52,13 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from papers_jax.core import sharding
 from papers_jax.errors import ConfigError
 from papers_jax.models.registry import register
+from papers_jax.models import vit
 from papers_jax.models.vit import Block, VisionTransformer, apply_blocks, check_remat
 from papers_jax.nn import LayerNorm, dot_product_attention, param
 from papers_jax.nn.conv import Conv
@@ -84,7 +86,7 @@ def _renormal(p: nnx.Param, std: float, rngs: nnx.Rngs):
 
 def avg_pool(x, k: int):
   """torch's AvgPool2d(k): k×k windows with stride k, no padding (NHWC)."""
-  zero = jnp.zeros((), x.dtype)
+  zero = np.zeros((), x.dtype)  # a constant: with a traced init value, reduce_window has no gradient under jit
   return jax.lax.reduce_window(x, zero, jax.lax.add, (1, k, k, 1), (1, k, k, 1), "VALID") / (k * k)
 
 
@@ -330,3 +332,45 @@ class CLIP(nnx.Module):
 
 for _name, _row in VARIANTS.items():
   register(_name, CLIP, **_row)
+
+
+# ----------------------------------------------------------------------------- FLOPs
+def _conv_flops(conv, height: int, width: int) -> int:
+  """A convolution producing a height × width map (2 per multiply-add)."""
+  kh, kw, cin, cout = conv.kernel.shape
+  return 2 * height * width * kh * kw * cin * cout
+
+
+def resnet_forward_flops(visual) -> float:
+  """CLIP's modified ResNet per image: convolutions (a strided block runs its 3×3 at the input
+  resolution and its last 1×1 and shortcut after the 2×2 average pool) and attention pooling
+  (one query, keys and values over the mean token + H·W tokens)."""
+  h = visual.attnpool.grid * 32 // 2
+  flops = sum(_conv_flops(conv, h, h) for conv in (visual.conv1, visual.conv2, visual.conv3))
+  h //= 2
+  for stage in (visual.layer1, visual.layer2, visual.layer3, visual.layer4):
+    for block in stage:
+      flops += _conv_flops(block.conv1, h, h) + _conv_flops(block.conv2, h, h)
+      h //= block.stride
+      flops += _conv_flops(block.conv3, h, h)
+      if block.downsample_conv is not None:
+        flops += _conv_flops(block.downsample_conv, h, h)
+  pool = visual.attnpool
+  n, c, out = h * h + 1, pool.pos_embed.shape[1], pool.c_proj.kernel.shape[-1]
+  flops += 2 * c * c + 2 * 2 * n * c * c + 2 * 2 * n * c + 2 * c * out  # q (1 token), k and v, q·k and p·v, c_proj
+  return float(flops)
+
+
+def forward_flops(model) -> float:
+  """Matmul FLOPs of one CLIP forward pass per image-text pair: the image tower, the text tower on
+  its full context (captions are padded to it), both projections. The N×N similarity matrix
+  (2·N·embed_dim per pair) depends on the batch and is left out."""
+  if model.vision == "vit":
+    flops = vit.forward_flops(model.visual) + 2 * model.visual.embed_dim * model.embed_dim
+  else:
+    flops = resnet_forward_flops(model.visual)
+  text = model.text
+  n, d = text.context_length, text.token_embed.shape[1]
+  flops += sum(vit.block_flops(n, d, block.mlp.fc1.kernel.shape[1]) for block in text.blocks)
+  flops += 2 * d * model.embed_dim
+  return float(flops)

@@ -34,7 +34,7 @@ from flax import nnx
 from papers_jax.core import sharding
 from papers_jax.errors import ConfigError
 from papers_jax.models.registry import register
-from papers_jax.models.vit import WIDTHS, Block, apply_blocks, check_remat
+from papers_jax.models.vit import WIDTHS, Block, apply_blocks, block_flops, check_remat, patch_embed_flops
 from papers_jax.nn import LayerNorm, PatchEmbed, param
 from papers_jax.nn.embed import sincos_pos_embed_2d
 from papers_jax.nn.linear import Dense
@@ -211,3 +211,17 @@ for _width, _patch in VARIANTS:
   register(f"mae_vit_{_width}_patch{_patch}", MaskedAutoencoderViT, img_size=224, patch_size=_patch,
            embed_dim=_w["embed_dim"], depth=_w["depth"], num_heads=_w["num_heads"], decoder_embed_dim=512,
            decoder_depth=8, decoder_num_heads=16, mlp_ratio=4.0)
+
+
+def forward_flops(model) -> float:
+  """Matmul FLOPs of one MAE forward pass per example: every patch embedded, the encoder on the class
+  token + the kept patches (all N with `encoder_mask_token`), the decoder on 1 + N tokens."""
+  n = model.num_patches
+  n_enc = 1 + (n if model.encoder_mask_token else num_kept(n, model.mask_ratio))
+  d, dd = model.embed_dim, model.decoder_embed_dim
+  flops = patch_embed_flops(model.patch_embed)
+  flops += sum(block_flops(n_enc, d, block.mlp.fc1.kernel.shape[1]) for block in model.blocks)
+  flops += 2 * n_enc * d * dd  # decoder_embed
+  flops += sum(block_flops(1 + n, dd, block.mlp.fc1.kernel.shape[1]) for block in model.decoder_blocks)
+  flops += 2 * (1 + n) * dd * model.decoder_pred.kernel.shape[1]
+  return float(flops)

@@ -16,6 +16,7 @@ from flax import nnx
 from papers_jax.core import sharding
 from papers_jax.errors import ConfigError
 from papers_jax.models.registry import register
+from papers_jax.models.vit import patch_embed_flops
 from papers_jax.nn import DropPath, Dropout, LayerNorm, Mlp, PatchEmbed, gradient_barrier
 from papers_jax.nn.linear import Dense
 
@@ -108,3 +109,15 @@ class MlpMixer(nnx.Module):
 
 for _width, _patch in VARIANTS:
   register(f"mixer_{_width}{_patch}_224", MlpMixer, **WIDTHS[_width], patch_size=_patch, img_size=224)
+
+
+def forward_flops(model) -> float:
+  """Matmul FLOPs of one MLP-Mixer forward pass per example (2 per multiply-add)."""
+  n, d = model.stem.num_patches, model.embed_dim
+  flops = patch_embed_flops(model.stem)
+  for block in model.blocks:
+    flops += 2 * 2 * d * n * block.mlp_tokens.fc1.kernel.shape[1]     # token mixing, per channel
+    flops += 2 * 2 * n * d * block.mlp_channels.fc1.kernel.shape[1]   # channel mixing, per token
+  if model.head is not None:
+    flops += 2 * d * model.num_classes
+  return float(flops)

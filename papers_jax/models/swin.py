@@ -39,6 +39,7 @@ from flax import nnx
 from papers_jax.core import sharding
 from papers_jax.errors import ConfigError
 from papers_jax.models.registry import register
+from papers_jax.models.vit import patch_embed_flops
 from papers_jax.nn import Attention, DropPath, Dropout, LayerNorm, Mlp, PatchEmbed, gradient_barrier, param
 from papers_jax.nn.linear import Dense
 
@@ -410,3 +411,25 @@ class SwinTransformer(nnx.Module):
 for _width, _window, _img in VARIANTS:
   register(f"swin_{_width}_patch4_window{_window}_{_img}", SwinTransformer, **WIDTHS[_width], patch_size=4,
            window_size=_window, img_size=_img)
+
+
+def forward_flops(model) -> float:
+  """Matmul FLOPs of one Swin forward pass per example (2 per multiply-add; the paper's "FLOPs"
+  count multiply-adds). Attention runs on the window-padded grid; linear in H·W for a fixed window."""
+  flops = patch_embed_flops(model.patch_embed)
+  for stage in model.layers:
+    if stage.downsample is not None:
+      d_in, d_out = stage.downsample.reduction.kernel.shape
+      flops += 2 * stage.resolution[0] * stage.resolution[1] * d_in * d_out
+    for block in stage.blocks:
+      d = block.norm1.scale.shape[0]
+      hidden = block.mlp.fc1.kernel.shape[1]
+      padded = block.padded[0] * block.padded[1]
+      n = block.window[0] * block.window[1]
+      flops += 2 * padded * d * 3 * d                                   # qkv
+      flops += 2 * 2 * padded * n * d                                  # q·k and p·v in each window
+      flops += 2 * padded * d * d                                       # output projection
+      flops += 2 * 2 * block.resolution[0] * block.resolution[1] * d * hidden  # mlp
+  if model.head is not None:
+    flops += 2 * model.num_features * model.num_classes
+  return float(flops)

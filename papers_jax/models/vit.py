@@ -246,3 +246,28 @@ for _width, _patch, _img in VARIANTS:
   _name = f"vit_{_width}_patch{_patch}_{_img}"
   register(_name, VisionTransformer, **WIDTHS[_width], patch_size=_patch, img_size=_img,
            **({"num_classes": 0} if _name in HEADLESS else {}))
+
+
+# ----------------------------------------------------------------------------- FLOPs
+def block_flops(n: int, d: int, hidden: int) -> int:
+  """Matmul FLOPs of one pre-norm transformer block on n tokens of width d (2 per multiply-add)."""
+  return (2 * n * d * 3 * d          # qkv
+          + 2 * 2 * n * n * d        # q·k and p·v
+          + 2 * n * d * d            # output projection
+          + 2 * 2 * n * d * hidden)  # mlp
+
+
+def patch_embed_flops(pe) -> int:
+  ph, pw = pe.patch_size
+  c, d = pe.proj["kernel"].shape[2:]
+  return 2 * pe.num_patches * ph * pw * c * d
+
+
+def forward_flops(model) -> float:
+  """Matmul FLOPs of one ViT forward pass per example (2 per multiply-add); works on an abstract model."""
+  n, d = model.patch_embed.num_patches + model.num_prefix_tokens, model.embed_dim
+  flops = patch_embed_flops(model.patch_embed)
+  flops += sum(block_flops(n, d, block.mlp.fc1.kernel.shape[1]) for block in model.blocks)
+  if model.head is not None:
+    flops += 2 * d * model.num_classes
+  return float(flops)

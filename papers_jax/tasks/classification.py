@@ -11,6 +11,8 @@ the train accuracy is then measured against the unmixed labels.
 `config.train_in_eval_mode` runs the model as in evaluation while it trains (BatchNorm on its
 running statistics, no dropout): the linear protocol on a frozen encoder (configs/ssl/moco_linear.py),
 whose freezing is the optimizer's (`optimizer.freeze`).
+With an image folder (data.name="folder") or generated data the number of classes is the source's,
+not model.num_classes.
 """
 
 import jax
@@ -18,7 +20,9 @@ import jax.numpy as jnp
 from flax import nnx
 
 from papers_jax import models
+from papers_jax.core import precision
 from papers_jax.core.state import merge_model
+from papers_jax.data import sources
 from papers_jax.objectives import classification as objective
 
 
@@ -33,7 +37,8 @@ class ClassificationTask:
 
   def __init__(self, config):
     self.config = config
-    self.num_classes = config.model.num_classes
+    # An image folder (or generated data) has the classes it has, whatever model.num_classes says.
+    self.num_classes = sources.known_num_classes(config.data) or config.model.num_classes
     self.mean = tuple(config.data.mean)
     self.std = tuple(config.data.std)
     self.loss_kind = config.get("loss", "softmax")
@@ -42,11 +47,8 @@ class ClassificationTask:
     self.train_in_eval_mode = bool(config.get("train_in_eval_mode", False))
 
   def build_model(self, rngs: nnx.Rngs) -> nnx.Module:
-    kwargs = dict(self.config.model)
-    name = kwargs.pop("name")
-    if kwargs.get("dtype"):
-      kwargs["dtype"] = jnp.dtype(kwargs["dtype"])
-    return models.create(name, rngs=rngs, **kwargs)
+    name, kwargs = precision.model_kwargs(self.config)
+    return models.create(name, rngs=rngs, **kwargs | {"num_classes": self.num_classes})
 
   def make_loss_fn(self, graphdef):
     def loss_fn(params, model_state, batch, rng):

@@ -42,7 +42,7 @@ import numpy as np
 from flax import nnx
 
 from papers_jax import models
-from papers_jax.core import sharding
+from papers_jax.core import precision, sharding
 from papers_jax.core.state import merge_model
 from papers_jax.data import captions as captions_lib
 from papers_jax.data import pipeline, preprocess
@@ -208,12 +208,7 @@ class CLIPTask:
 
   # ------------------------------------------------------------------ model and losses
   def model_kwargs(self) -> dict:
-    kwargs = dict(self.config.model)
-    kwargs.pop("name")
-    if kwargs.get("dtype"):
-      kwargs["dtype"] = jnp.dtype(kwargs["dtype"])
-    else:
-      kwargs.pop("dtype", None)
+    _, kwargs = precision.model_kwargs(self.config)
     if "vocab_size" not in kwargs:
       kwargs["vocab_size"] = self.tokenizer.vocab_size
     return kwargs

@@ -34,7 +34,7 @@ import numpy as np
 from flax import nnx
 
 from papers_jax import models
-from papers_jax.core import sharding
+from papers_jax.core import precision, sharding
 from papers_jax.core.state import merge_model
 from papers_jax.data import text as text_data
 from papers_jax.data import tokenizers
@@ -202,12 +202,7 @@ class LMTask:
     return configured
 
   def build_model(self, rngs: nnx.Rngs) -> nnx.Module:
-    kwargs = dict(self.config.model)
-    name = kwargs.pop("name")
-    if kwargs.get("dtype"):
-      kwargs["dtype"] = jnp.dtype(kwargs["dtype"])
-    else:
-      kwargs.pop("dtype", None)
+    name, kwargs = precision.model_kwargs(self.config)
     kwargs["vocab_size"] = self.vocab_size
     if self.objective == "translation":
       tok = self.tokenizer

@@ -27,7 +27,7 @@ import numpy as np
 from flax import nnx
 
 from papers_jax import models
-from papers_jax.core import sharding
+from papers_jax.core import precision, sharding
 from papers_jax.core.state import merge_model
 from papers_jax.data import pipeline, preprocess
 from papers_jax.evaluators import features as features_lib
@@ -102,10 +102,7 @@ class MAETask:
     self._jitted = {}
 
   def build_model(self, rngs: nnx.Rngs) -> nnx.Module:
-    kwargs = dict(self.config.model)
-    name = kwargs.pop("name")
-    if kwargs.get("dtype"):
-      kwargs["dtype"] = jnp.dtype(kwargs["dtype"])
+    name, kwargs = precision.model_kwargs(self.config)
     return models.create(name, rngs=rngs, **kwargs)
 
   def preprocess(self, train: bool):

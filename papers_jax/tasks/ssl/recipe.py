@@ -4,7 +4,8 @@ from papers_jax.tasks.ssl.common import QUEUE, default_config
 
 
 def recipe(method: str, arg=None, demo=None, **paper):
-  """The config of `configs/ssl/<method>.py`: the paper's ImageNet recipe (`paper` sets it), or
+  """The config of `configs/ssl/<method>.py`: the paper's ImageNet recipe (`paper` sets it; bfloat16
+  compute with float32 params), or
   with `digits` a bundled-data demo of a few CPU minutes (`demo` overrides for it), and with
   `smoke` a seconds-long run.
 
@@ -26,6 +27,7 @@ def recipe(method: str, arg=None, demo=None, **paper):
   args = parse_arg(arg, digits=False, smoke=False)
   c = base_config()
   c.task = "ssl"
+  c.dtype = "bfloat16"  # the ImageNet recipe computes in bfloat16 (params float32); digits runs in float32
   c.ssl = default_config(method=method)
   c.model = dict(name="resnet50")
   c.data.name = "tfds:imagenet2012"
@@ -40,6 +42,7 @@ def recipe(method: str, arg=None, demo=None, **paper):
 
   apply(paper)
   if args.digits or args.smoke:
+    c.dtype = "float32"
     pos_embed = c.model.get("pos_embed")  # MoCo v3's fixed sin-cos table carries over to the demo
     c.model = dict(name="vit_tiny_patch16_224", img_size=16, patch_size=4, in_chans=1, embed_dim=64, depth=4,
                    num_heads=4, mlp_ratio=2.0, global_pool="avg", **({"pos_embed": pos_embed} if pos_embed else {}))

@@ -11,7 +11,7 @@ import optax
 from flax import nnx
 
 from papers_jax import models
-from papers_jax.core import sharding
+from papers_jax.core import precision, sharding
 from papers_jax.core.state import merge_model
 from papers_jax.data import pipeline, views
 from papers_jax.data.sources import get_source
@@ -71,8 +71,7 @@ class SSLTask:
 
   # ---------------------------------------------------------------- model
   def build_model(self, rngs: nnx.Rngs) -> nnx.Module:
-    kwargs = dict(self.config.model)
-    name = kwargs.pop("name")
+    name, kwargs = precision.model_kwargs(self.config)
     kwargs["num_classes"] = 0
     if self.c.bn_group_size:
       kwargs["bn_group_size"] = self.c.bn_group_size
