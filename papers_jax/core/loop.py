@@ -415,6 +415,9 @@ class Trainer:
     return {"params": counts["params"], "forward_flops_per_example": forward,
             "train_flops_per_example": 3 * forward if forward else None,
             "train_flops": 3 * forward * self.config.batch_size * steps if forward else None,
+            "examples_seen": steps * self.config.batch_size,
+            "tokens_seen": (steps * self.config.batch_size * counts["tokens_per_example"]
+                            if counts["tokens_per_example"] else None),
             "compile_s": getattr(self, "compile_s", None), "peak_flops": counts["peak"],
             "peak_source": counts["peak_source"], "dtype": self.config.get("dtype", "float32")}
 
