@@ -152,17 +152,18 @@ def check_applies(m: Mutation, source: str) -> None:
                      f"update MUTATIONS in tools/mutation_check.py.\ntext: {m.old!r}")
 
 
-def run_tests(workdir: str, tests, timeout: int) -> tuple[int, set[str], str, float]:
-  """(return code, ids of the failed/errored tests, output tail, seconds)."""
+def run_tests(workdir: str, tests, timeout: int) -> tuple[int, dict, str, float]:
+  """(return code, {failed/errored test id: pytest's one-line reason}, output tail, seconds)."""
   cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:xdist", "-p", "no:cacheprovider", "-rfE", *tests]
   env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the copy's papers_jax, not this one's
+  env["COLUMNS"] = "250"  # room for the failure reasons in the short summary
   start = time.time()
   try:
     proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
   except subprocess.TimeoutExpired:
-    return -1, set(), "timed out", time.time() - start
+    return -1, {}, "timed out", time.time() - start
   out = proc.stdout + proc.stderr
-  failed = set(re.findall(r"^(?:FAILED|ERROR) (\S+)", out, re.MULTILINE))
+  failed = {m.group(1): m.group(2) or "" for m in re.finditer(r"^(?:FAILED|ERROR) (\S+)(?: - (.*))?$", out, re.MULTILINE)}
   return proc.returncode, failed, "\n".join(out.strip().splitlines()[-15:]), time.time() - start
 
 
@@ -216,8 +217,8 @@ def main() -> int:
       results.append((m, caught))
       print(f"{'caught' if caught else 'NOT CAUGHT'}: {m.name} ({m.path}, {seconds:.0f} s)", flush=True)
       for t in m.tests:
-        hit = any(f == t or f.startswith(t + "[") for f in failed)
-        print(f"    {'fails ' if hit else 'passes'}  {t}")
+        reasons = [r for f, r in failed.items() if f == t or f.startswith(t + "[")]
+        print(f"    {'fails ' if reasons else 'passes'}  {t}" + (f"  ({reasons[0][:160]})" if reasons else ""))
       if caught and not failed or code == -1:
         print("    " + tail.replace("\n", "\n    "))
     missed = [m.name for m, caught in results if not caught]
