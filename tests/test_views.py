@@ -106,11 +106,13 @@ PAPER_RECIPES = {
     # DINO (main_dino.py DataAugmentationDINO): global 40–100% (blur 1.0; blur 0.1 + solarise 0.2), 8 local
     # 96-pixel crops of 5–40% with blur 0.5.
     "dino": (lambda: views.multi_crop(24, 12, num_local=8),
-             [recipe(24, (0.4, 1.0), BYOL_JITTER, 0.8, 0.2, 1.0, 0.0), recipe(24, (0.4, 1.0), BYOL_JITTER, 0.8, 0.2, 0.1, 0.2)]
+             [recipe(24, (0.4, 1.0), BYOL_JITTER, 0.8, 0.2, 1.0, 0.0),
+              recipe(24, (0.4, 1.0), BYOL_JITTER, 0.8, 0.2, 0.1, 0.2)]
              + [recipe(12, (0.05, 0.4), BYOL_JITTER, 0.8, 0.2, 0.5, 0.0)] * 8),
     # SwAV, Caron et al. 2020: 2 global crops of 14–100% and 6 local of 5–14%, SimCLR's distortion, blur 0.5.
     "swav": (lambda: views.swav_multi_crop(24, 12),
-             [recipe(24, (0.14, 1.0), STRONG, 0.8, 0.2, 0.5, 0.0)] * 2 + [recipe(12, (0.05, 0.14), STRONG, 0.8, 0.2, 0.5, 0.0)] * 6),
+             [recipe(24, (0.14, 1.0), STRONG, 0.8, 0.2, 0.5, 0.0)] * 2
+             + [recipe(12, (0.05, 0.14), STRONG, 0.8, 0.2, 0.5, 0.0)] * 6),
     # InstDisc (lemniscate main.py): crop 20–100%, gray 0.2, ColorJitter(0.4, 0.4, 0.4, 0.4) always.
     "instdisc": (lambda: views.instdisc(24), [recipe(24, (0.2, 1.0), (0.4,) * 4, 1.0, 0.2, 0.0, 0.0)]),
     # CMC (Lab views): crop 8–100% and a flip, nothing photometric.
@@ -136,7 +138,8 @@ def test_byol_views_blur_and_solarise_with_their_asymmetric_probabilities():
     r = dataclasses.replace(r, jitter_p=0.0, grayscale_p=0.0)
     key = jax.random.key(10 + i)
     out = np.asarray(jax.jit(lambda x: views.make_view(x, key, r))(images))
-    plain = np.asarray(jax.jit(lambda x: views.make_view(x, key, dataclasses.replace(r, blur_p=0.0, solarize_p=0.0)))(images))
+    without = dataclasses.replace(r, blur_p=0.0, solarize_p=0.0)
+    plain = np.asarray(jax.jit(lambda x: views.make_view(x, key, without))(images))
     solarised = out.mean(axis=(1, 2, 3)) < 0.5
     assert ((out < 0.5).all(axis=(1, 2, 3)) == solarised).all()  # whole images, never a part of one
     unsolarised = np.where(solarised[:, None, None, None], 1.0 - out, out)

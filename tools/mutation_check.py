@@ -148,8 +148,9 @@ def copy_repository(dst: str) -> None:
 def check_applies(m: Mutation, source: str) -> None:
   count = source.count(m.old)
   if count != 1:
-    raise SystemExit(f"mutation {m.name!r} is stale: its text occurs {count} times in {m.path} (expected once); "
-                     f"update MUTATIONS in tools/mutation_check.py.\ntext: {m.old!r}")
+    print(f"mutation {m.name!r} is stale: its text occurs {count} times in {m.path} (expected once); "
+          f"update MUTATIONS in tools/mutation_check.py.\ntext: {m.old!r}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def run_tests(workdir: str, tests, timeout: int) -> tuple[int, dict, str, float]:
@@ -163,7 +164,8 @@ def run_tests(workdir: str, tests, timeout: int) -> tuple[int, dict, str, float]
   except subprocess.TimeoutExpired:
     return -1, {}, "timed out", time.time() - start
   out = proc.stdout + proc.stderr
-  failed = {m.group(1): m.group(2) or "" for m in re.finditer(r"^(?:FAILED|ERROR) (\S+)(?: - (.*))?$", out, re.MULTILINE)}
+  summary = re.finditer(r"^(?:FAILED|ERROR) (\S+)(?: - (.*))?$", out, re.MULTILINE)
+  failed = {m.group(1): m.group(2) or "" for m in summary}
   return proc.returncode, failed, "\n".join(out.strip().splitlines()[-15:]), time.time() - start
 
 
@@ -222,7 +224,8 @@ def main() -> int:
       if caught and not failed or code == -1:
         print("    " + tail.replace("\n", "\n    "))
     missed = [m.name for m, caught in results if not caught]
-    print(f"\n{len(results) - len(missed)}/{len(results)} mutations caught" + (f"; not caught: {missed}" if missed else ""))
+    print(f"\n{len(results) - len(missed)}/{len(results)} mutations caught"
+          + (f"; not caught: {missed}" if missed else ""))
     return 1 if missed else 0
 
 
