@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-fast clean
+.PHONY: demo test test-full test-fast clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadfile --durations=15
+
+# `test` plus the full-size parity checks (Swin-S/B/L and Mixer-L logits against timm, MAE-B through the
+# converter CLI against HF). Run it before resolving a model issue; record the result in docs/testing.md.
+test-full: $(STAMP)
+	PAPERS_JAX_FULL_PARITY=1 $(PY) -m pytest -q -n 2 --dist loadfile --durations=25 -rs
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -4,6 +4,7 @@ models with every tensor perturbed, both of HF's key layouts, masked-position ga
 
 import importlib.util
 import math
+import re
 
 import jax
 import jax.numpy as jnp
@@ -122,10 +123,20 @@ def test_fnet_ignores_the_attention_mask_and_mixes_in_float32():
   b, _ = run(model, ids, types)
   np.testing.assert_array_equal(a, b)
   x = jnp.asarray(np.random.RandomState(0).randn(2, 6, 8), jnp.bfloat16)
+  # The transform itself runs on complex64 (float32 parts) whatever the activations' dtype ...
+  fft_dtypes = re.findall(r"(\w+)\[[\d,]+\] = fft\[", str(jax.make_jaxpr(fnet.fourier_mix)(x)))
+  assert fft_dtypes == ["c64"], fft_dtypes
+  # ... so a bfloat16 input gives the exact transform rounded once to bfloat16 (within 1 ulp, 2⁻⁸ relative),
   y = fnet.fourier_mix(x)
   assert y.dtype == jnp.bfloat16
   want = np.fft.fft2(np.asarray(x, np.float64), axes=(1, 2)).real
-  np.testing.assert_allclose(np.asarray(y, np.float32), want, rtol=1e-2, atol=1e-1)
+  np.testing.assert_allclose(np.asarray(y, np.float64), want, rtol=2 ** -8, atol=1e-4)
+  # and a float32 input float32 accuracy.
+  x32 = np.random.RandomState(1).randn(2, 6, 8).astype(np.float32)
+  y32 = fnet.fourier_mix(jnp.asarray(x32))
+  assert y32.dtype == jnp.float32
+  np.testing.assert_allclose(np.asarray(y32), np.fft.fft2(x32.astype(np.float64), axes=(1, 2)).real, rtol=1e-5,
+                             atol=1e-5)
 
 
 # ------------------------------------------------------------------------------ HF parity

@@ -480,14 +480,31 @@ def test_flop_counter_matches_xla():
 # ------------------------------------------------------------------------------ smoke run
 
 
-def test_digits_smoke_run_learns(tmp_path):
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("clip_smoke")
   config = load_config("clip/digits.py", "smoke")
-  summary = loop.train(config, str(tmp_path))
-  rows = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
-  losses = [r["loss"] for r in rows if "loss" in r]
-  assert summary["steps"] == config.num_steps and losses[-1] < losses[0]
+  return config, loop.train(config, str(workdir)), workdir
+
+
+def test_digits_smoke_run_writes_its_outputs(smoke_run):
+  config, summary, workdir = smoke_run
+  assert summary["steps"] == config.num_steps and summary["eval/count"] == 360
   for key in ("eval/loss", "eval/zero_shot_top1", "eval/i2t_r1", "eval/t2i_r1", "eval/zero_shot_top1_train_templates"):
     assert 0.0 <= summary[key] and np.isfinite(summary[key]), key
-  assert summary["eval/count"] == 360
-  tok = captions.CaptionTokenizer.from_file(str(tmp_path / "tokenizer.json"), 16)
+  tok = captions.CaptionTokenizer.from_file(str(workdir / "tokenizer.json"), 16)
   assert tok.vocab_size == 43  # trained at start-up, saved with the run
+
+
+# Measured (seed 0): zero-shot top-1 0.100 and a train loss of 4.159 = log 64 after 20 steps, still 0.106 and
+# 4.156 after 80, the same with a 10-step warm-up at lr 1e-3 or a twice wider model: the smoke run collapses
+# (all embeddings on one point) instead of learning. Strict: once it learns this XPASSes and fails; then
+# remove the marker.
+@pytest.mark.xfail(strict=True, reason="the CLIP smoke run collapses to log(batch) instead of learning")
+def test_digits_smoke_run_learns(smoke_run):
+  config, summary, workdir = smoke_run
+  # Zero-shot top-1 over the 10 digit classes above chance by 4 standard deviations of a guesser's
+  # accuracy on 360 images (0.1 + 0.063); the train loss below log(batch), the collapsed embeddings' loss.
+  losses = [json.loads(l)["loss"] for l in open(workdir / "metrics.jsonl") if '"loss"' in l]
+  assert summary["eval/zero_shot_top1"] > 0.1 + 4 * np.sqrt(0.1 * 0.9 / 360), summary["eval/zero_shot_top1"]
+  assert losses[-1] < np.log(config.batch_size) - 0.1, losses

@@ -1,6 +1,7 @@
 """Tests for papers_jax.data.sources and papers_jax.data.preprocess (host side, no JAX)."""
 
 import io
+import math
 import os
 
 import ml_collections
@@ -156,10 +157,35 @@ def test_inception_crop_falls_back_to_central_crop():
   np.testing.assert_array_equal(out, preprocess.resize(image[:, 93:106], 8))
 
 
-@pytest.mark.parametrize("shape", [(300, 400, 3), (250, 200, 1), (100, 100, 3)])
-def test_resize_shorter_then_center_crop(shape):
-  out = preprocess.resize_shorter_then_center_crop(_image(*shape), 224)
-  assert out.shape == (224, 224, shape[-1]) and out.dtype == np.uint8
+def _pil(image):
+  return Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+
+
+def _numpy(pil):
+  array = np.asarray(pil)
+  return array[..., None] if array.ndim == 2 else array
+
+
+def pil_eval_transform(image, size, crop_pct):
+  """timm's eval transform written out with PIL: Resize(floor(size / crop_pct), BICUBIC) as torchvision's
+  Resize(int) (shorter side to that, longer side truncated), then CenterCrop(size) (offsets rounded)."""
+  pil = _pil(image)
+  width, height = pil.size
+  short = math.floor(size / crop_pct)
+  new = (short, int(short * height / width)) if width <= height else (int(short * width / height), short)
+  pil = pil.resize(new, Image.BICUBIC)
+  left, top = int(round((new[0] - size) / 2.0)), int(round((new[1] - size) / 2.0))
+  return _numpy(pil.crop((left, top, left + size, top + size)))
+
+
+@pytest.mark.parametrize("shape, size, crop_pct", [((300, 400, 3), 224, 0.875), ((250, 200, 1), 224, 0.875),
+                                                    ((100, 100, 3), 224, 0.875), ((301, 457, 3), 64, 0.9),
+                                                    ((97, 61, 1), 32, 1.0)])
+def test_resize_shorter_then_center_crop(shape, size, crop_pct):
+  image = _image(*shape)
+  out = preprocess.resize_shorter_then_center_crop(image, size, crop_pct=crop_pct)
+  assert out.shape == (size, size, shape[-1]) and out.dtype == np.uint8
+  np.testing.assert_array_equal(out, pil_eval_transform(image, size, crop_pct))
 
 
 def test_center_crop_without_resize():
@@ -168,11 +194,21 @@ def test_center_crop_without_resize():
   np.testing.assert_array_equal(out, image[16:240, 48:272])
 
 
-def test_resize():
-  image = _image(8, 8, 1)
-  assert preprocess.resize(image, 8) is image
-  out = preprocess.resize(image, 32)
-  assert out.shape == (32, 32, 1) and out.dtype == np.uint8
+@pytest.mark.parametrize("shape, size", [((8, 8, 1), 32), ((40, 30, 3), 16), ((9, 13, 3), 11)])
+def test_resize(shape, size):
+  image = _image(*shape)
+  out = preprocess.resize(image, size)
+  assert out.shape == (size, size, shape[-1]) and out.dtype == np.uint8
+  np.testing.assert_array_equal(out, _numpy(_pil(image).resize((size, size), Image.BILINEAR)))
+  assert preprocess.resize(out, size) is out
+
+
+def test_inception_crop_of_a_box_is_pils_bilinear_resize_of_that_box():
+  # The fallback box of a too-flat image is known (central, 10x13): the crop must be PIL's bilinear
+  # resize of exactly those pixels.
+  image = _image(10, 200, 3)
+  out = preprocess.inception_crop(image, np.random.default_rng(0), 8)
+  np.testing.assert_array_equal(out, _numpy(_pil(image).crop((93, 0, 106, 10)).resize((8, 8), Image.BILINEAR)))
 
 
 def test_random_crop_with_padding_is_a_shifted_copy():

@@ -75,19 +75,23 @@ def test_sampling_follows_the_filtered_distribution():
 
 
 def test_generate_greedy_matches_a_python_loop():
-  table = jax.random.normal(jax.random.key(4), (11, 11))  # next-token logits depend on the previous token
+  table = jax.random.normal(jax.random.key(13), (11, 11))  # next-token logits depend on the previous token
 
   def step_fn(tokens, cache):
     return table[tokens], cache
 
-  prompt = jnp.array([[1, 2], [3, 5]])
-  out = jax.jit(lambda p: decoding.generate(step_fn, None, p, max_new_tokens=6, eos_id=7, pad_id=0))(prompt)
-  for row, p in zip(np.asarray(out), np.asarray(prompt)):
-    token, want = p[-1], []
+  def python_greedy(last):
+    out = []
     for _ in range(6):
-      token = int(np.argmax(table[token]))
-      want.append(token)
-    if 7 in want:
-      cut = want.index(7) + 1
-      want = want[:cut] + [0] * (6 - cut)
-    assert row.tolist() == want
+      last = int(np.argmax(table[last]))
+      out.append(last)
+    return out
+
+  prompt = jnp.array([[1, 2], [3, 5]])
+  # Greedy from 2 runs 6 1 4 7 10 3, from 5 runs 9 10 3 3 3 3: with EOS 4 the first row stops after
+  # its third token and the second never does, so both branches of the EOS rule run.
+  eos, pad = 4, 0
+  free = [python_greedy(p[-1]) for p in np.asarray(prompt)]
+  assert free == [[6, 1, 4, 7, 10, 3], [9, 10, 3, 3, 3, 3]]
+  out = jax.jit(lambda p: decoding.generate(step_fn, None, p, max_new_tokens=6, eos_id=eos, pad_id=pad))(prompt)
+  assert np.asarray(out).tolist() == [[6, 1, 4, pad, pad, pad], [9, 10, 3, 3, 3, 3]]

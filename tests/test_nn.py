@@ -1,6 +1,7 @@
 """Layers against numpy references."""
 
 import math
+import os
 import re
 
 import jax
@@ -218,12 +219,21 @@ def _largest_fusion_in_train_grad(depth: int) -> int:
              for line in hlo.splitlines() if re.search(r"= \S+ fusion\(", line))
 
 
-def test_gradient_barrier_keeps_residual_gradients_from_being_recomputed_per_block(monkeypatch):
-  # Without it, XLA's CPU fusion copies the residual stream's gradient (a sum over all later blocks)
-  # into each consumer, so the widest fusion grows with depth; with it, it does not (nn/barrier.py).
+def test_gradient_barrier_keeps_the_widest_fusion_from_growing_with_depth():
+  # With the barrier, no fusion of a ViT's parameter gradient takes operands from every later block
+  # (nn/barrier.py): the widest one is (about) as wide at depth 8 as at depth 2, whatever XLA's version.
   with_barrier = [_largest_fusion_in_train_grad(depth) for depth in (2, 8)]
+  assert with_barrier[1] <= with_barrier[0] + 2, with_barrier
+
+
+@pytest.mark.skipif(not os.environ.get("PAPERS_JAX_PLATFORM_CHECKS"),
+                    reason="counts XLA fusion operands without the barrier, which depends on the XLA version's CPU "
+                    "fusion heuristics (jaxlib 0.10.2 duplicates the residual gradient per block); set "
+                    "PAPERS_JAX_PLATFORM_CHECKS=1 to check whether this jaxlib still needs the barrier")
+def test_without_the_gradient_barrier_xla_duplicates_the_residual_gradient(monkeypatch):
+  # XLA's CPU fusion copies the residual stream's gradient (a sum over all later blocks) into each
+  # consumer, so the widest fusion grows with depth: the reason nn/barrier.py exists.
   from papers_jax.models import vit
   monkeypatch.setattr(vit, "gradient_barrier", lambda x: x)
   without = [_largest_fusion_in_train_grad(depth) for depth in (2, 8)]
-  assert without[1] > 2 * without[0], without  # the duplication this guards against
-  assert with_barrier[1] <= with_barrier[0] + 2, with_barrier
+  assert without[1] > 2 * without[0], without

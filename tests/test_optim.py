@@ -76,12 +76,71 @@ def test_freeze_by_regex():
     optim.make_optimizer(configs(freeze=(".*",))[0], sched, PARAMS, 10)
 
 
-@pytest.mark.parametrize("name", optim.OPTIMIZERS)
-def test_every_optimizer_takes_a_step(name):
-  opt, sched = configs(name=name, lr=0.01)
-  tx, _ = optim.make_optimizer(opt, sched, PARAMS, 10)
-  new = one_step(tx, jax.tree.map(jnp.ones_like, PARAMS))
-  assert float(new["head"]["kernel"][0, 0]) < 1.0
+def numpy_steps(name, params, grads_list, *, lr, wd, decay_mask, scales, b1, b2, eps, momentum, trust):
+  """The update rules as the papers write them, in float64, one leaf at a time: AdamW (Loshchilov & Hutter,
+  decoupled decay), Adam, SGD with momentum and L2 decay, LARS (You et al. 2017: per-layer trust ratio
+  η‖w‖/‖g + βw‖, momentum on the scaled step; biases excluded from decay and trust ratio, as SimCLR/BYOL),
+  LAMB (You et al. 2019: Adam direction plus decay, scaled by ‖w‖/‖that‖). `scales`: the layer-decay
+  factor multiplying each leaf's whole update."""
+  p = [np.asarray(x, np.float64) for x in jax.tree.leaves(params)]
+  mask, scale = jax.tree.leaves(decay_mask), jax.tree.leaves(scales)
+  m, v, trace = ([np.zeros_like(x) for x in p] for _ in range(3))
+  ratio = lambda w, u: np.linalg.norm(w) / np.linalg.norm(u) if np.linalg.norm(w) > 0 and np.linalg.norm(u) > 0 else 1.0
+  for t, grads in enumerate(grads_list, 1):
+    for i, g in enumerate(np.asarray(x, np.float64) for x in jax.tree.leaves(grads)):
+      decay = wd * p[i] if mask[i] else 0.0
+      if name in ("adamw", "adam", "lamb"):
+        m[i] = b1 * m[i] + (1 - b1) * g
+        v[i] = b2 * v[i] + (1 - b2) * g * g
+        u = (m[i] / (1 - b1 ** t)) / (np.sqrt(v[i] / (1 - b2 ** t)) + eps)
+        if name == "adamw":
+          u = u + decay
+        if name == "lamb":
+          u = u + decay
+          u = ratio(p[i], u) * u
+        step = -lr * u
+      elif name == "sgd":
+        trace[i] = (g + decay) + momentum * trace[i]
+        step = -lr * trace[i]
+      else:  # lars
+        u = g + decay
+        u = (trust * ratio(p[i], u) if mask[i] else 1.0) * lr * u
+        trace[i] = u + momentum * trace[i]
+        step = -trace[i]
+      p[i] = p[i] + scale[i] * step
+  return p
+
+
+@pytest.mark.parametrize("name, layer_decay", [(n, 1.0) for n in optim.OPTIMIZERS] + [("adamw", 0.75), ("lars", 0.75)])
+def test_every_optimizer_matches_a_numpy_reference(name, layer_decay):
+  """Two steps (so the moments and momentum carry over) from random params with random gradients."""
+  rng = np.random.default_rng(0)
+  params = jax.tree.map(lambda x: jnp.asarray(rng.standard_normal(x.shape), jnp.float32), PARAMS)
+  grads_list = [jax.tree.map(lambda x: jnp.asarray(rng.standard_normal(x.shape), jnp.float32), PARAMS)
+                for _ in range(2)]
+  opt, sched = configs(name=name, lr=0.01, weight_decay=0.1, clip_grad_norm=0.0, layer_decay=layer_decay)
+  sched.name = "constant"
+  tx, _ = optim.make_optimizer(opt, sched, params, 10)
+  state, new = tx.init(params), params
+  moved = jax.tree.map(lambda x: np.zeros(x.shape), params)  # the sum of the updates, compared (not new − old,
+  for grads in grads_list:                                   # whose float32 rounding would swamp LARS's small steps)
+    updates, state = jax.jit(tx.update)(grads, state, new)
+    new = jax.tree.map(lambda a, u: a + u, new, updates)
+    moved = jax.tree.map(lambda a, u: a + np.asarray(u, np.float64), moved, updates)
+  # Default wd_exclude: biases get no decay (nor, for LARS, a trust ratio). Layer ids as in
+  # test_layer_decay_scales_updates_by_depth.
+  decay_mask = {"patch_embed": {"proj": {"kernel": True, "bias": False}},
+                "blocks": {i: {"mlp": {"fc1": {"kernel": True, "bias": False}}} for i in (0, 1)},
+                "head": {"kernel": True, "bias": False}}
+  d = layer_decay
+  scales = {"patch_embed": {"proj": {"kernel": d ** 3, "bias": d ** 3}},
+            "blocks": {i: {"mlp": {"fc1": {"kernel": d ** (2 - i), "bias": d ** (2 - i)}}} for i in (0, 1)},
+            "head": {"kernel": 1.0, "bias": 1.0}}
+  want = numpy_steps(name, params, grads_list, lr=0.01, wd=0.1, decay_mask=decay_mask, scales=scales, b1=opt.b1,
+                     b2=opt.b2, eps=opt.eps, momentum=opt.momentum, trust=opt.trust_coefficient)
+  start = [np.asarray(x, np.float64) for x in jax.tree.leaves(params)]
+  for got, w, p0 in zip(jax.tree.leaves(moved), want, start):
+    np.testing.assert_allclose(got, w - p0, rtol=1e-4, atol=1e-9)
 
 
 def test_clipping_bounds_the_update():

@@ -102,7 +102,7 @@ def test_train_mode_batchnorm_matches_torch_outputs_and_running_statistics():
 def test_cifar_stem_matches_timm_with_a_3x3_stride_1_stem():
   ref = random_timm("resnet18", num_classes=10)
   ref.conv1 = torch.nn.Conv2d(3, 64, 3, 1, 1, bias=False)
-  torch.nn.init.normal_(ref.conv1.weight, std=0.2)
+  torch.nn.init.normal_(ref.conv1.weight, std=0.2, generator=torch.Generator().manual_seed(1))  # not the global RNG
   ref.maxpool = torch.nn.Identity()
   ref.eval()
   ours = convert_from(ref, "resnet18", num_classes=10, stem="cifar")

@@ -39,7 +39,13 @@ def test_run_writes_its_outputs_and_learns(uninterrupted):
   assert train[-1]["loss"] < train[0]["loss"]  # the smoke run learns
   summary = json.load(open(os.path.join(uninterrupted, "summary.json")))
   assert summary["steps"] == 30 and summary["eval/count"] == 360
-  assert 0.0 <= summary["eval/accuracy"] <= 1.0 and summary["examples_per_s"] > 0
+  # It learns: above chance (10 balanced classes) by 4 standard deviations of a guesser's accuracy over
+  # the 360 eval images (0.1 + 0.063; seed 0 measured 0.219), and an eval loss under the uniform
+  # prediction's log 10.
+  chance = 0.1
+  assert summary["eval/accuracy"] > chance + 4 * np.sqrt(chance * (1 - chance) / summary["eval/count"])
+  assert summary["eval/loss"] < np.log(10)
+  assert "examples_per_s" in summary  # reported; its value depends on the machine, so nothing is asserted on it
   assert any(f.startswith("events.out.tfevents") for f in os.listdir(os.path.join(uninterrupted, "tensorboard")))
 
 

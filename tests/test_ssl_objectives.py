@@ -278,3 +278,70 @@ def test_cosine_momentum_rises_from_base_to_one():
   assert float(M.cosine_momentum(0, 100, 0.996)) == pytest.approx(0.996)
   assert float(M.cosine_momentum(50, 100, 0.996)) == pytest.approx(0.998)
   assert float(M.cosine_momentum(100, 100, 0.996)) == pytest.approx(1.0)
+
+
+# ---------------------------------------------------------------- stop-gradients
+# Each objective documents which inputs are targets (no gradient). Removing one of its
+# `stop_gradient`s leaves every value above unchanged, so only a gradient check can catch it.
+def _mae(pred, images, norm_pix_loss):
+  from papers_jax.objectives import reconstruction
+  mask = jnp.asarray([[1, 0, 1, 1], [0, 1, 1, 0]], jnp.float32)
+  return reconstruction.mae_loss(pred, images, mask, 4, norm_pix_loss=norm_pix_loss)
+
+
+STOP_GRADIENT = {  # name: (fn, args, argnums that must get exactly no gradient)
+    "moco_info_nce_keys_and_queue": (lambda q, k, queue: C.info_nce(q, k, queue, 0.07),
+                                     (rand(N, D), rand(N, D), rand(K, D)), (1, 2)),
+    "moco_v3_momentum_keys": (lambda q1, q2, k1, k2: C.moco_v3_loss(q1, q2, k1, k2, 0.2),
+                              tuple(rand(N, D) for _ in range(4)), (2, 3)),
+    "byol_targets": (S.byol_loss, tuple(rand(N, D) for _ in range(4)), (2, 3)),
+    "simsiam_projections": (S.simsiam_loss, tuple(rand(N, D) for _ in range(4)), (2, 3)),
+    "swav_sinkhorn_codes": (lambda s: S.sinkhorn(s, epsilon=0.05, iterations=3), (rand(N, K) * 0.3,), (0,)),
+    "swav_queue_scores": (lambda s, q: S.swav_loss(s, queue_scores=q), (rand(V, N, K) * 0.3, QUEUE_SCORES), (1,)),
+    "dino_teacher": (lambda s, t: S.dino_loss(s, t, CENTER, student_temperature=0.1, teacher_temperature=0.04),
+                     (rand(V, N, K), rand(2, N, K)), (1,)),
+    "dino_center_update": (lambda t: S.update_center(CENTER, t, 0.9), (rand(2, N, K),), (0,)),
+    "instdisc_bank": (lambda f, bank: C.nce_loss(*C.bank_logits(f, bank, INDEX, NEG_INDEX), temperature=0.07,
+                                                 num_data=64, normalizer=3.0), (rand(N, D), BANK), (1,)),
+    "nce_normalizer": (lambda logits: C.estimate_nce_normalizer(logits, temperature=0.07, num_data=64),
+                       (rand(N, 6),), (0,)),
+    "bank_update": (lambda bank, f: M.update_bank(bank, INDEX, f, 0.5), (BANK, rand(N, D)), (1,)),
+    "queue_update": (lambda queue, keys: M.enqueue(queue, jnp.zeros((), jnp.int32), keys)[0],
+                     (rand(K, D), rand(8, D)), (1,)),
+    "mae_pixel_targets": (lambda p, x: _mae(p, x, False), (rand(2, 4, 16), rand(2, 8, 8, 1)), (1,)),
+    "mae_normalized_targets": (lambda p, x: _mae(p, x, True), (rand(2, 4, 16), rand(2, 8, 8, 1)), (1,)),
+    # No stop-gradient promised: both sides must learn.
+    "simclr_both_views": (lambda a, b: C.nt_xent(a, b, 0.5), (rand(N, D), rand(N, D)), ()),
+    "clip_both_towers": (lambda i, t: C.clip_loss(i, t, 14.3), (rand(N, D), rand(N, D)), ()),
+}
+
+
+@pytest.mark.parametrize("name", STOP_GRADIENT)
+def test_targets_get_no_gradient_and_the_online_inputs_do(name):
+  fn, args, frozen = STOP_GRADIENT[name]
+
+  def loss(*a):  # a fixed random weighting, so no gradient vanishes by symmetry
+    out = fn(*a)
+    return jnp.sum(out * jnp.cos(jnp.arange(out.size, dtype=jnp.float32)).reshape(out.shape))
+
+  grads = jax.grad(loss, argnums=tuple(range(len(args))))(*[jnp.asarray(a) for a in args])
+  for i, g in enumerate(grads):
+    if i in frozen:
+      np.testing.assert_array_equal(np.asarray(g), 0.0, err_msg=f"{name}: argument {i} is a target")
+    else:
+      assert np.abs(np.asarray(g)).max() > 1e-6, f"{name}: argument {i} must get a gradient"
+
+
+def test_swav_gradient_treats_the_codes_as_constants():
+  """d loss / d s_u = Σ_{c ≠ u} (softmax(s_u/τ) − q_c) / (τ (V − 1) |assign| B) with the Sinkhorn codes
+  q_c held fixed: the scores of the assigned crops get no gradient through their own codes."""
+  t, eps, iters = 0.1, 0.05, 3
+  scores = rand(V, N, K) * 0.3
+  grad = np.asarray(jax.grad(lambda s: S.swav_loss(s, temperature=t, epsilon=eps, iterations=iters).mean())(scores))
+  codes = {c: np_sinkhorn(scores[c], eps, iters) for c in (0, 1)}
+  expected = np.zeros((V, N, K))
+  for u in range(V):
+    for c, q in codes.items():
+      if c != u:
+        expected[u] += (softmax(scores[u] / t) - q) / (t * (V - 1) * len(codes) * N)
+  np.testing.assert_allclose(grad, expected, rtol=1e-4, atol=1e-7)

@@ -249,7 +249,7 @@ def test_split_sentences():
       "ends here e.g. lower"]
 
 
-def test_bert_examples_structure(bert_source, wordpiece):
+def test_bert_examples_structure(bert_source, wordpiece, train_docs):
   tok = wordpiece
   for i in range(0, len(bert_source), 7):
     a, b, is_random_next = bert_source.instances[i]
@@ -272,7 +272,21 @@ def test_bert_examples_structure(bert_source, wordpiece):
     assert (ex["masked_labels"][:count] == original[positions]).all()
     untouched = np.setdiff1d(np.arange(n), positions)
     assert (ex["input_ids"][untouched] == original[untouched]).all()
-  assert (bert_source[5]["input_ids"] == bert_source[5]["input_ids"]).all()  # Fixed per index.
+  # Fixed by (seed, index): a second source with the same seed gives the same pairs and every field of every
+  # example read back equal, in any order; another seed gives other pairs and other masks.
+  kwargs = dict(max_seq_len=MAX_SEQ, max_predictions=MAX_PRED, dupe_factor=2)
+  again = text.BertPretrainingSource(train_docs, tok, seed=0, **kwargs)
+  assert len(again) == len(bert_source) and again.instances == bert_source.instances
+  for i in [len(bert_source) - 1, 5, 0, 5]:
+    first, second = bert_source[i], again[i]
+    assert first.keys() == second.keys()
+    for key in first:
+      np.testing.assert_array_equal(first[key], second[key], err_msg=f"example {i}, {key}")
+  other = text.BertPretrainingSource(train_docs, tok, seed=1, **kwargs)
+  assert other.instances != bert_source.instances
+  differs = [any(not np.array_equal(bert_source[i][k], other[i][k]) for k in ("input_ids", "masked_positions"))
+             for i in range(20)]
+  assert sum(differs) >= 18, differs
 
 
 def _binomial_ok(k: int, n: int, p: float, z: float = 4.5) -> bool:

@@ -1,6 +1,7 @@
 """On-device SSL augmentations: definitions, per-example randomness, and the recipes' shapes."""
 
 import colorsys
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -82,10 +83,71 @@ def test_recipes_make_the_papers_crops_on_a_sharded_batch():
   np.testing.assert_array_equal(np.asarray(make(images, KEY)[0]), np.asarray(crops[0]))  # same key, same views
 
 
-@pytest.mark.parametrize("recipe", ["simclr", "moco_v2", "byol"])
-def test_two_view_recipes(recipe):
-  recipes = getattr(views, recipe)(24)
-  assert len(recipes) == 2 and all(r.size == 24 for r in recipes)
+def recipe(size, scale, jitter, jitter_p, grayscale_p, blur_p, solarize_p, flip=0.5):
+  """Every field spelled out, so a changed default shows up here too."""
+  return views.ViewRecipe(size=size, scale=scale, flip=flip, jitter=jitter, jitter_p=jitter_p,
+                          grayscale_p=grayscale_p, blur_p=blur_p, solarize_p=solarize_p)
+
+
+STRONG = (0.8, 0.8, 0.8, 0.2)  # SimCLR's colour distortion at strength 1 (brightness, contrast, saturation, hue)
+BYOL_JITTER = (0.4, 0.4, 0.2, 0.1)
+# The papers' (and their reference code's) pipelines: crop scale, jitter (strength, probability),
+# grayscale, blur and solarisation probabilities; every recipe flips with probability 0.5.
+PAPER_RECIPES = {
+    # SimCLR, Chen et al. 2020, Appendix A: crop 8–100%, jitter strength 1 with p 0.8, gray 0.2, blur 0.5.
+    "simclr": (lambda: views.simclr(24), [recipe(24, (0.08, 1.0), STRONG, 0.8, 0.2, 0.5, 0.0)] * 2),
+    # MoCo v2, Chen et al. 2020 (main_moco.py --aug-plus): crop 20–100%, jitter (0.4, 0.4, 0.4, 0.1) p 0.8, blur 0.5.
+    "moco_v2": (lambda: views.moco_v2(24), [recipe(24, (0.2, 1.0), (0.4, 0.4, 0.4, 0.1), 0.8, 0.2, 0.5, 0.0)] * 2),
+    # MoCo v1 (main_moco.py): crop 20–100%, gray 0.2, ColorJitter(0.4, 0.4, 0.4, 0.4) always, no blur.
+    "moco_v1": (lambda: views.moco_v1(24), [recipe(24, (0.2, 1.0), (0.4,) * 4, 1.0, 0.2, 0.0, 0.0)] * 2),
+    # BYOL, Grill et al. 2020, Table 6: asymmetric blur 1.0 / 0.1 and solarisation 0.0 / 0.2, saturation 0.2.
+    "byol": (lambda: views.byol(24), [recipe(24, (0.08, 1.0), BYOL_JITTER, 0.8, 0.2, 1.0, 0.0),
+                                      recipe(24, (0.08, 1.0), BYOL_JITTER, 0.8, 0.2, 0.1, 0.2)]),
+    # DINO (main_dino.py DataAugmentationDINO): global 40–100% (blur 1.0; blur 0.1 + solarise 0.2), 8 local
+    # 96-pixel crops of 5–40% with blur 0.5.
+    "dino": (lambda: views.multi_crop(24, 12, num_local=8),
+             [recipe(24, (0.4, 1.0), BYOL_JITTER, 0.8, 0.2, 1.0, 0.0),
+              recipe(24, (0.4, 1.0), BYOL_JITTER, 0.8, 0.2, 0.1, 0.2)]
+             + [recipe(12, (0.05, 0.4), BYOL_JITTER, 0.8, 0.2, 0.5, 0.0)] * 8),
+    # SwAV, Caron et al. 2020: 2 global crops of 14–100% and 6 local of 5–14%, SimCLR's distortion, blur 0.5.
+    "swav": (lambda: views.swav_multi_crop(24, 12),
+             [recipe(24, (0.14, 1.0), STRONG, 0.8, 0.2, 0.5, 0.0)] * 2
+             + [recipe(12, (0.05, 0.14), STRONG, 0.8, 0.2, 0.5, 0.0)] * 6),
+    # InstDisc (lemniscate main.py): crop 20–100%, gray 0.2, ColorJitter(0.4, 0.4, 0.4, 0.4) always.
+    "instdisc": (lambda: views.instdisc(24), [recipe(24, (0.2, 1.0), (0.4,) * 4, 1.0, 0.2, 0.0, 0.0)]),
+    # CMC (Lab views): crop 8–100% and a flip, nothing photometric.
+    "cmc": (lambda: views.cmc(24), [recipe(24, (0.08, 1.0), (0.4, 0.4, 0.4, 0.1), 0.0, 0.0, 0.0, 0.0)]),
+}
+
+
+@pytest.mark.parametrize("name", PAPER_RECIPES)
+def test_recipes_carry_the_papers_parameters(name):
+  make, expected = PAPER_RECIPES[name]
+  assert make() == expected
+
+
+def test_byol_views_blur_and_solarise_with_their_asymmetric_probabilities():
+  """Over 512 images, view 1 is blurred (almost) always and never solarised, view 2 blurred about
+  10% and solarised about 20% of the time (BYOL Table 6). Jitter and grayscale are switched off so
+  both effects can be read off the output: pixels in [0.6, 1] stay there under crops and blur, and
+  solarising maps them below 0.5; blur is whatever differs from the same view made without it
+  (each op draws from its own key, so the crop and flip are the same)."""
+  n = 512
+  images = jnp.asarray(np.random.default_rng(1).uniform(0.6, 1.0, size=(n, 32, 32, 3)).astype(np.float32))
+  for i, r in enumerate(views.byol(32)):
+    r = dataclasses.replace(r, jitter_p=0.0, grayscale_p=0.0)
+    key = jax.random.key(10 + i)
+    out = np.asarray(jax.jit(lambda x: views.make_view(x, key, r))(images))
+    without = dataclasses.replace(r, blur_p=0.0, solarize_p=0.0)
+    plain = np.asarray(jax.jit(lambda x: views.make_view(x, key, without))(images))
+    solarised = out.mean(axis=(1, 2, 3)) < 0.5
+    assert ((out < 0.5).all(axis=(1, 2, 3)) == solarised).all()  # whole images, never a part of one
+    unsolarised = np.where(solarised[:, None, None, None], 1.0 - out, out)
+    blurred = np.abs(unsolarised - plain).max(axis=(1, 2, 3)) > 1e-4
+    # σ ~ U[0.1, 2], and σ below about 0.25 leaves a 3-tap kernel the identity: 85–100% of blurs are visible.
+    for observed, low, high in [(blurred.mean(), 0.85 * r.blur_p, r.blur_p), (solarised.mean(),) + (r.solarize_p,) * 2]:
+      slack = 4 * np.sqrt(max(high * (1 - high), 0.01) / n)
+      assert low - slack <= observed <= high + slack, (i, observed, low, high)
 
 
 def np_rgb_to_lab(rgb):
