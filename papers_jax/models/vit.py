@@ -15,6 +15,14 @@ gradient after the first k blocks (and so the embeddings; with k = depth after t
 for linear probing and partial fine-tuning of the last depth - k blocks: the frozen params get zero
 gradients and the frozen part costs no backward pass.
 
+Pre-training head of the paper (`representation_size=r`): pooled features → Linear(r) → tanh →
+head, the paper's "MLP with one hidden layer at pre-training time" (big_vision's `pre_logits`, and
+timm's `pre_logits.fc` before timm dropped it); `forward_head(pre_logits=True)` returns the tanh
+output. Fine-tuning drops it (the paper's "single linear layer").
+
+A hybrid (models/vit_hybrid.py) passes its own `patch_embed`: any module that maps images to
+(batch, tokens, embed) and has `grid_size` and `num_patches`.
+
 Options for CLIP's image tower (models/clip.py), timm's names: `pre_norm` adds a LayerNorm after the
 position embeddings (`norm_pre`, CLIP's ln_pre), `patch_bias=False` drops the patch-embedding bias,
 `act` picks the MLP activation (CLIP's "quick_gelu") and `norm_eps` every LayerNorm's eps (1e-5).
@@ -136,6 +144,7 @@ class VisionTransformer(nnx.Module):
                pos_embed_init: str = "normal", head_init_std: float | None = None, head_norm: str = "",
                frozen_blocks: int = 0, pre_norm: bool = False, patch_bias: bool = True, act: str = "gelu",
                norm_eps: float = 1e-6, attention_impl: str | None = None, remat: str = "", scan: bool = False,
+               representation_size: int | None = None, patch_embed: nnx.Module | None = None,
                dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
     if global_pool not in ("token", "avg", "max", ""):
       raise ConfigError(f"global_pool must be 'token', 'avg', 'max' or '', got {global_pool!r}")
@@ -164,7 +173,8 @@ class VisionTransformer(nnx.Module):
     self.frozen_blocks = frozen_blocks
     self.dtype = dtype
 
-    self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim, bias=patch_bias, **kw)
+    self.patch_embed = (PatchEmbed(img_size, patch_size, in_chans, embed_dim, bias=patch_bias, **kw)
+                        if patch_embed is None else patch_embed)
     num_patches = self.patch_embed.num_patches
     self.cls_token = (param(rngs, nnx.initializers.zeros, (1, 1, embed_dim), param_dtype, (None, None, "embed"))
                       if class_token else None)
@@ -188,15 +198,19 @@ class VisionTransformer(nnx.Module):
     use_fc_norm = global_pool in ("avg", "max") if fc_norm is None else fc_norm
     self.norm = LayerNorm(embed_dim, eps=norm_eps, **kw) if not use_fc_norm else None
     self.fc_norm = LayerNorm(embed_dim, eps=norm_eps, **kw) if use_fc_norm else None
+    # The paper's pre-training head: Linear + tanh before the classifier (big_vision's `pre_logits`).
+    self.pre_logits = (nnx.Dict(fc=Dense(embed_dim, representation_size, axes=("embed", "mlp"), **kw))
+                       if representation_size else None)
+    head_in = representation_size or embed_dim
     self.head_drop = Dropout(drop_rate)
     # MAE's linear probe: BatchNorm1d(affine=False, eps=1e-6) before the head, float32 statistics.
-    self.head_norm = (nnx.BatchNorm(embed_dim, use_bias=False, use_scale=False, epsilon=1e-6, momentum=0.9,
+    self.head_norm = (nnx.BatchNorm(head_in, use_bias=False, use_scale=False, epsilon=1e-6, momentum=0.9,
                                     dtype=jnp.float32, rngs=rngs)
                       if head_norm == "batchnorm" else None)
     head_init = nnx.initializers.zeros if head_zero_init else None
     if head_init_std is not None:
       head_init = nnx.initializers.normal(head_init_std)
-    self.head = (Dense(embed_dim, num_classes, axes=("embed", "classes"), kernel_init=head_init, **kw)
+    self.head = (Dense(head_in, num_classes, axes=("embed", "classes"), kernel_init=head_init, **kw)
                  if num_classes > 0 else None)
 
   def _pos_embed(self, x):
@@ -235,6 +249,8 @@ class VisionTransformer(nnx.Module):
     x = pool_tokens(x, self.global_pool, self.num_prefix_tokens)
     if self.fc_norm is not None:
       x = self.fc_norm(x)
+    if self.pre_logits is not None:
+      x = jnp.tanh(self.pre_logits["fc"](x))
     if self.head_norm is not None and not pre_logits:
       x = self.head_norm(x.astype(jnp.float32), use_running_average=deterministic)
     x = self.head_drop(x, deterministic=deterministic, rngs=rngs)
