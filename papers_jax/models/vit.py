@@ -35,6 +35,7 @@ from flax import nnx
 
 from papers_jax.core import sharding
 from papers_jax.errors import ConfigError
+from papers_jax.models import intermediates
 from papers_jax.models.registry import register
 from papers_jax.nn import (Attention, DropPath, Dropout, LayerNorm, Mlp, PatchEmbed, gradient_barrier, param,
                            pool_tokens)
@@ -79,10 +80,19 @@ class Block(nnx.Module):
 
   def __call__(self, x, *, mask=None, deterministic=None, rngs=None):
     """`mask` (broadcasting to (batch, heads, length, length)) says which keys each query may see."""
+    return self.forward_intermediates(x, mask=mask, deterministic=deterministic, rngs=rngs)[0]
+
+  def forward_intermediates(self, x, *, mask=None, return_attention: bool = False, deterministic=None, rngs=None):
+    """(output, {"+sa": after the attention residual, "+mlp": the output[, "attn": probabilities]})."""
     kw = dict(deterministic=deterministic, rngs=rngs)
-    x = x + self.drop_path1(self.attn(self.norm1(x), mask=mask, **kw), **kw)
+    out = {}
+    y = self.attn(self.norm1(x), mask=mask, return_weights=return_attention, **kw)
+    if return_attention:
+      y, out["attn"] = y
+    x = out["+sa"] = x + self.drop_path1(y, **kw)
     x = x + self.drop_path2(self.mlp(self.norm2(x), **kw), **kw)
-    return gradient_barrier(sharding.constrain(x, ("act_batch", "act_len", "act_emb")))
+    x = out["+mlp"] = gradient_barrier(sharding.constrain(x, ("act_batch", "act_len", "act_emb")))
+    return x, out
 
 
 # Activation rematerialisation per block (`remat=`): what the backward pass may keep from the forward.
@@ -244,6 +254,36 @@ class VisionTransformer(nnx.Module):
     if self.frozen_blocks == len(self.blocks) > 0:  # the whole encoder, its final norm included
       x = jax.lax.stop_gradient(x)
     return x
+
+  def forward_intermediates(self, x, *, indices=None, stop_early: bool = False, return_attention: bool = False,
+                            train: bool | None = None, rngs=None) -> dict:
+    """Named features (models/intermediates.py): "stem" (patch tokens before the position embeddings),
+    "block{i:02d}/+sa", "block{i:02d}/+mlp" [and "/attn"] for the blocks `indices` picks, then
+    "encoded", "pre_logits" and "logits" unless `stop_early`. Runs the blocks one by one (no scan,
+    no remat): for evaluation and inspection."""
+    deterministic = None if train is None else not train  # as in __call__
+    picked = intermediates.select(indices, len(self.blocks))
+    kw = dict(deterministic=deterministic, rngs=rngs)
+    x = self.patch_embed(x)
+    out = {"stem": x}
+    x = self.pos_drop(self._pos_embed(x), **kw)
+    if self.norm_pre is not None:
+      x = self.norm_pre(x)
+    if stop_early and not picked:
+      return out
+    for i, block in enumerate(self.blocks):
+      x, block_out = block.forward_intermediates(x, return_attention=return_attention and i in picked, **kw)
+      if i in picked:
+        out.update({intermediates.block_key(i, k): v for k, v in block_out.items()})
+      if i + 1 == self.frozen_blocks < len(self.blocks):
+        x = jax.lax.stop_gradient(x)
+      if stop_early and i == picked[-1]:
+        return out
+    if self.norm is not None:
+      x = self.norm(x)
+    if self.frozen_blocks == len(self.blocks) > 0:
+      x = jax.lax.stop_gradient(x)
+    return intermediates.add_head_outputs(out, self, x, **kw)
 
   def forward_head(self, x, *, pre_logits: bool = False, deterministic=None, rngs=None):
     x = pool_tokens(x, self.global_pool, self.num_prefix_tokens)
