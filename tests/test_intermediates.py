@@ -137,8 +137,8 @@ def test_clip_text_tower():
   # Causal: no query attends to a later token.
   attn = np.asarray(out["block01/attn"])
   assert np.all(np.triu(attn[0, 0], 1) == 0)
-  assert sorted(jax.eval_shape(lambda t: text.forward_intermediates(t, indices=[0], stop_early=True), tokens)) == ["block00/+mlp", "block00/+sa",
-                                                                                     "stem"]
+  early = jax.eval_shape(lambda t: text.forward_intermediates(t, indices=[0], stop_early=True), tokens)
+  assert sorted(early) == ["block00/+mlp", "block00/+sa", "stem"]
 
 
 def test_feature_evaluator_reads_named_intermediates():

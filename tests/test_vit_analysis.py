@@ -40,7 +40,8 @@ def test_position_similarity_and_filter_components():
   flat = sim.reshape(6, 6)
   np.testing.assert_allclose(np.diag(flat), 1.0)
   np.testing.assert_allclose(flat, flat.T)
-  np.testing.assert_allclose(sim[1, 2, 0, 0], pos[0, 6] @ pos[0, 1] / np.linalg.norm(pos[0, 6]) / np.linalg.norm(pos[0, 1]))
+  a, b = pos[0, 6], pos[0, 1]  # patches (1, 2) and (0, 0), after the class token
+  np.testing.assert_allclose(sim[1, 2, 0, 0], a @ b / np.linalg.norm(a) / np.linalg.norm(b))
   # Filters varying along one pattern (plus a little noise): the first component is that pattern.
   pattern = rng.randn(4, 4, 1)
   kernel = pattern[..., None] * rng.randn(1, 1, 1, 32) + 1e-3 * rng.randn(4, 4, 1, 32)

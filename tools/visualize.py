@@ -174,10 +174,11 @@ def vit(args) -> str:
   depth = len(model.blocks)
   distances = np.zeros((depth, model.blocks[0].attn.num_heads))
   for start in range(0, len(images), 128):
-    out = attention(model, images[start:start + 128])
+    batch = images[start:start + 128]
+    out = attention(model, batch)
     for i in range(depth):
-      distances[i] += vit_analysis.mean_attention_distance(out[f"block{i:02d}/attn"], grid, model.patch_embed.patch_size,
-                                                           model.num_prefix_tokens) * len(images[start:start + 128])
+      distances[i] += len(batch) * vit_analysis.mean_attention_distance(
+          out[f"block{i:02d}/attn"], grid, model.patch_embed.patch_size, model.num_prefix_tokens)
   distances /= len(images)
   fig, ax = plt.subplots(figsize=(4.2, 3.4))
   for head in range(distances.shape[1]):
