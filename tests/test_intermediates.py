@@ -169,3 +169,38 @@ def test_ssl_feature_extraction_goes_through_forward_intermediates(monkeypatch):
   got = np.asarray(trainer.task.feature_fn(trainer)(images))
   assert calls and calls[0]["train"] is False
   assert got.shape[0] == 4 and np.isfinite(got).all()
+
+
+def test_mae_encoder_intermediates_feed_the_mae_knn_features(monkeypatch):
+  from papers_jax.models import mae
+  model = _perturbed(mae.MaskedAutoencoderViT(img_size=16, patch_size=4, in_chans=1, embed_dim=32, depth=2,
+                                              num_heads=2, decoder_embed_dim=16, decoder_depth=1,
+                                              decoder_num_heads=2, rngs=nnx.Rngs(0)))
+  x = _images(16)[..., :1]
+
+  def both(model, x):
+    return (model.forward_intermediates(x, train=False), model.forward_features(x, deterministic=True),
+            model.forward_intermediates(x, pool="avg", train=False)["pre_logits"])
+
+  out, encoded, avg = _run(both, model, x)
+  _close(out["encoded"], encoded)
+  _close(out["pre_logits"], encoded[:, 0])
+  _close(avg, encoded[:, 1:].mean(axis=1))
+  assert sorted(k for k in out if k.startswith("block")) == ["block00/+mlp", "block00/+sa", "block01/+mlp",
+                                                             "block01/+sa"]
+  # The MAE task's k-NN features go through the encoder's named intermediates.
+  calls = []
+  original = mae.MaskedAutoencoderViT.forward_intermediates
+
+  def spy(self, *args, **kwargs):
+    calls.append(kwargs)
+    return original(self, *args, **kwargs)
+
+  monkeypatch.setattr(mae.MaskedAutoencoderViT, "forward_intermediates", spy)
+  config = load_config("mae/digits.py", "stage=pretrain,smoke")
+  trainer = loop.Trainer(config, "/nonexistent-workdir-unused", devices=jax.devices()[:2])
+  size = config.data.image_size
+  images = np.random.RandomState(0).randint(0, 256, (4, size, size, 1)).astype(np.uint8)
+  got = np.asarray(trainer.task._fn(trainer, "encode")(trainer.state.params, trainer.state.model_state, images))
+  assert calls and calls[0]["train"] is False and calls[0]["pool"] == config.mae.feature_pool
+  assert got.shape == (4, trainer.state.params["cls_token"].shape[-1]) and np.isfinite(got).all()
