@@ -233,9 +233,11 @@ def test_forward_intermediates_and_geometry():
   model = abstract("swin_tiny_patch4_window7_224", embed_dim=24, num_classes=0)
   model.eval()
   x = jnp.zeros((2, 224, 224, 3))
-  final, stages = nnx.eval_shape(lambda m, x: m.forward_intermediates(x), model, x)
-  assert [s.shape for s in stages] == [(2, 56, 56, 24), (2, 28, 28, 48), (2, 14, 14, 96), (2, 7, 7, 192)]
-  assert final.shape == (2, 7, 7, 192)
+  out = nnx.eval_shape(lambda m, x: m.forward_intermediates(x), model, x)
+  assert [out[f"stage{i}"].shape for i in range(4)] == [(2, 56, 56, 24), (2, 28, 28, 48), (2, 14, 14, 96),
+                                                        (2, 7, 7, 192)]
+  assert out["stem"].shape == (2, 56, 56, 24) and out["encoded"].shape == (2, 7, 7, 192)
+  assert "logits" not in out and out["pre_logits"].shape == (2, 192)
   # The stage outputs are the blocks' (un-normalised) outputs; features are their final LayerNorm.
   assert nnx.eval_shape(lambda m, x: m(x), model, x).shape == (2, 192)
   # The paper's stochastic depth: rates rise linearly from 0 to drop_path_rate over all 12 blocks.

@@ -1,4 +1,8 @@
-"""timm `VisionTransformer` state dicts → `papers_jax.models.vit.VisionTransformer`."""
+"""timm `VisionTransformer` state dicts → `papers_jax.models.vit.VisionTransformer`, and timm's hybrids
+(`vision_transformer_hybrid.py`, a ResNetV2 under `patch_embed.backbone`) → `HybridVisionTransformer`.
+
+The pre-logits layer (`pre_logits.fc`, Linear + tanh) of older timm versions and of the paper's
+pre-training checkpoints maps to `pre_logits/fc` (`representation_size`)."""
 
 import numpy as np
 
@@ -28,9 +32,29 @@ def _rules(model) -> list[Rule]:
       Rule(blk + r"mlp\.(fc[12])\.bias", r"blocks/\1/mlp/\2/bias"),
       Rule(r"(norm|fc_norm)\.weight", r"\1/scale"),
       Rule(r"(norm|fc_norm)\.bias", r"\1/bias"),
+      Rule(r"pre_logits\.fc\.weight", "pre_logits/fc/kernel", linear(1)),
+      Rule(r"pre_logits\.fc\.bias", "pre_logits/fc/bias"),
       Rule(r"head\.weight", "head/kernel", linear(1)),
       Rule(r"head\.bias", "head/bias"),
   ]
 
 
+def _hybrid_rules(model) -> list[Rule]:
+  bb, ours = r"patch_embed\.backbone\.", "patch_embed/backbone/"
+  blk = bb + r"stages\.(\d+)\.blocks\.(\d+)\."
+  blk_ours = ours + r"stages/\1/blocks/\2/"
+  return [
+      Rule(bb + r"stem\.conv\.weight", ours + "stem/conv/kernel", conv_kernel),
+      Rule(bb + r"stem\.norm\.weight", ours + "stem/norm/scale"),
+      Rule(bb + r"stem\.norm\.bias", ours + "stem/norm/bias"),
+      Rule(blk + r"(conv[123])\.weight", blk_ours + r"\3/kernel", conv_kernel),
+      Rule(blk + r"(norm[123])\.weight", blk_ours + r"\3/scale"),
+      Rule(blk + r"(norm[123])\.bias", blk_ours + r"\3/bias"),
+      Rule(blk + r"downsample\.conv\.weight", blk_ours + "downsample/conv/kernel", conv_kernel),
+      Rule(blk + r"downsample\.norm\.weight", blk_ours + "downsample/norm/scale"),
+      Rule(blk + r"downsample\.norm\.bias", blk_ours + "downsample/norm/bias"),
+  ] + _rules(model)
+
+
 register_key_map("timm", "VisionTransformer", KeyMap(_rules, classes_key="head.weight"))
+register_key_map("timm", "HybridVisionTransformer", KeyMap(_hybrid_rules, classes_key="head.weight"))

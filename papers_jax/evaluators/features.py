@@ -1,7 +1,31 @@
 """Features of a whole data source through a jitted function, in fixed-size batches (the last one
-padded, so one compilation serves every batch)."""
+padded, so one compilation serves every batch), and the feature of a model that they read: one
+named entry of its `forward_intermediates` (models/intermediates.py).
 
+  apply = jax.jit(lambda images: features.named(model, normalize(images), "pre_logits"))
+  train_x, train_y = features.extract(apply, train_source, preprocess_fn)
+"""
+
+import re
+
+import jax.numpy as jnp
 import numpy as np
+
+
+def named(model, images, name: str = "pre_logits", **kwargs):
+  """(batch, d) float32: the `name` entry of `model.forward_intermediates(images)` in evaluation mode.
+
+  Token sequences (batch, tokens, d) and feature maps (batch, H, W, d) are averaged over their
+  positions. For a block or stage ("block03/+mlp", "stage2") the forward stops after it.
+  """
+  picked = re.match(r"(?:block|stage)(\d+)", name)
+  if picked:
+    kwargs = dict(indices=[int(picked.group(1))], stop_early=True, **kwargs)
+  out = model.forward_intermediates(images, train=False, **kwargs)
+  if name not in out:
+    raise KeyError(f"{type(model).__name__} has no intermediate {name!r}; it has {sorted(out)}")
+  x = out[name].astype(jnp.float32)
+  return x.mean(axis=tuple(range(1, x.ndim - 1))) if x.ndim > 2 else x
 
 
 def extract(apply_fn, source, preprocess_fn, *, batch_size: int = 256, max_examples: int | None = None):

@@ -6,7 +6,7 @@ A family with an analytic FLOP counter has `forward_flops(model)` next to its va
 """
 
 from papers_jax.models.registry import create, list_models, model_config, register  # noqa: F401
-from papers_jax.models import vit  # noqa: F401  (registers its variants)
+from papers_jax.models import vit, vit_hybrid  # noqa: F401  (register their variants)
 from papers_jax.models import mae  # noqa: F401  (registers its variants)
 from papers_jax.models import mixer  # noqa: F401  (registers its variants)
 from papers_jax.models import swin  # noqa: F401  (registers its variants)

@@ -57,6 +57,7 @@ from flax import nnx
 
 from papers_jax.core import sharding
 from papers_jax.errors import ConfigError
+from papers_jax.models import intermediates
 from papers_jax.models.registry import register
 from papers_jax.models import vit
 from papers_jax.models.vit import Block, VisionTransformer, apply_blocks, check_remat
@@ -185,14 +186,30 @@ class ModifiedResNet(nnx.Module):
                                     **kw)
 
   def __call__(self, x, *, train: bool = False):
+    return self.forward_intermediates(x, train=train)["pre_logits"]
+
+  def forward_intermediates(self, x, *, indices=None, stop_early: bool = False, train: bool = False) -> dict:
+    """Named features (models/intermediates.py): "stem" (after the 2×2 average pool), "stage{i}" (NHWC)
+    for the stages `indices` picks, then "encoded" (the last map) and "pre_logits" (attention
+    pooling's output, the tower's output) unless `stop_early`."""
+    stages = (self.layer1, self.layer2, self.layer3, self.layer4)
+    picked = intermediates.select(indices, len(stages))
     for conv, bn in ((self.conv1, self.bn1), (self.conv2, self.bn2), (self.conv3, self.bn3)):
       x = jax.nn.relu(bn(conv(x), train=train))
     x = avg_pool(x, 2)
-    for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
+    out = {"stem": x}
+    if stop_early and not picked:
+      return out
+    for i, stage in enumerate(stages):
       for block in stage:
         x = block(x, train=train)
       x = sharding.constrain(x, ("act_batch", None, None, None))
-    return self.attnpool(x)
+      if i in picked:
+        out[f"stage{i}"] = x
+      if stop_early and i == picked[-1]:
+        return out
+    out["encoded"], out["pre_logits"] = x, self.attnpool(x)
+    return out
 
 
 # ----------------------------------------------------------------------------- text tower
@@ -231,7 +248,31 @@ class TextTransformer(nnx.Module):
       _renormal(block.mlp.fc1.kernel, fc_std, rngs)
       _renormal(block.mlp.fc2.kernel, proj_std, rngs)
 
-  def __call__(self, tokens, *, deterministic=None, rngs=None):
+  def forward_intermediates(self, tokens, *, indices=None, stop_early: bool = False, return_attention: bool = False,
+                            train: bool | None = None, rngs=None) -> dict:
+    """Named features (models/intermediates.py): "stem" (token + position embeddings),
+    "block{i:02d}/+sa", "block{i:02d}/+mlp" [and "/attn"] for the blocks `indices` picks, then
+    "encoded" (after the final norm) and "pre_logits" (the [EOS] feature, the tower's output) unless
+    `stop_early`. The blocks run one by one (no scan, no remat)."""
+    deterministic = None if train is None else not train  # as in __call__
+    picked = intermediates.select(indices, len(self.blocks))
+    x, causal = self._embed(tokens)
+    out = {"stem": x}
+    if stop_early and not picked:
+      return out
+    for i, block in enumerate(self.blocks):
+      x, block_out = block.forward_intermediates(x, mask=causal, return_attention=return_attention and i in picked,
+                                                 deterministic=deterministic, rngs=rngs)
+      if i in picked:
+        out.update({intermediates.block_key(i, k): v for k, v in block_out.items()})
+      if stop_early and i == picked[-1]:
+        return out
+    out["encoded"] = x = self.norm(x)
+    out["pre_logits"] = self._at_eos(x, tokens)
+    return out
+
+  def _embed(self, tokens):
+    """(tokens + positions (B, T, width), the causal mask)."""
     if tokens.ndim != 2:
       raise ValueError(f"tokens must be (batch, length) ids, got shape {tokens.shape}")
     b, t = tokens.shape
@@ -240,12 +281,17 @@ class TextTransformer(nnx.Module):
     dtype = self.dtype or self.token_embed[...].dtype
     x = jnp.take(self.token_embed[...], tokens, axis=0).astype(dtype) + self.pos_embed[:t].astype(dtype)
     x = sharding.constrain(x, ("act_batch", "act_len", "act_emb"))
-    causal = jnp.tril(jnp.ones((t, t), jnp.bool_))[None, None]
-    x = apply_blocks(self.blocks, x, mask=causal, remat=self.remat, scan=self.scan, deterministic=deterministic,
-                     rngs=rngs)
-    x = self.norm(x)
+    return x, jnp.tril(jnp.ones((t, t), jnp.bool_))[None, None]
+
+  def _at_eos(self, x, tokens):
     eos = eos_positions(tokens, self.eos_token_id)
     return jnp.take_along_axis(x, eos[:, None, None], axis=1)[:, 0]
+
+  def __call__(self, tokens, *, deterministic=None, rngs=None):
+    x, causal = self._embed(tokens)
+    x = apply_blocks(self.blocks, x, mask=causal, remat=self.remat, scan=self.scan, deterministic=deterministic,
+                     rngs=rngs)
+    return self._at_eos(self.norm(x), tokens)
 
 
 # ----------------------------------------------------------------------------- the dual encoder

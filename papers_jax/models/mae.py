@@ -33,9 +33,10 @@ from flax import nnx
 
 from papers_jax.core import sharding
 from papers_jax.errors import ConfigError
+from papers_jax.models import intermediates
 from papers_jax.models.registry import register
 from papers_jax.models.vit import WIDTHS, Block, apply_blocks, block_flops, check_remat, patch_embed_flops
-from papers_jax.nn import LayerNorm, PatchEmbed, param
+from papers_jax.nn import LayerNorm, PatchEmbed, param, pool_tokens
 from papers_jax.nn.embed import sincos_pos_embed_2d
 from papers_jax.nn.linear import Dense
 
@@ -192,6 +193,31 @@ class MaskedAutoencoderViT(nnx.Module):
   def forward_features(self, images, *, deterministic=None, rngs=None):
     """All patches, no masking (how the encoder is used after pre-training): (B, 1 + N, D)."""
     return self._encode(self._embed(images), deterministic=deterministic, rngs=rngs)
+
+  def forward_intermediates(self, images, *, indices=None, stop_early: bool = False, return_attention: bool = False,
+                            pool: str = "token", train: bool | None = None, rngs=None) -> dict:
+    """The encoder's named features on all patches (models/intermediates.py): "stem" (patch tokens),
+    "block{i:02d}/+sa", "block{i:02d}/+mlp" [and "/attn"] for the blocks `indices` picks, then
+    "encoded" (`forward_features`) and "pre_logits" (its class token, or with pool="avg" the mean
+    of its patch tokens) unless `stop_early`."""
+    deterministic = None if train is None else not train  # as in __call__
+    picked = intermediates.select(indices, len(self.blocks))
+    x = self.patch_embed(images)
+    out = {"stem": x}
+    if stop_early and not picked:
+      return out
+    x = x + jnp.asarray(self.pos_embed()[:, 1:], x.dtype)
+    x = sharding.constrain(self._prepend_cls(x), ("act_batch", "act_len", "act_emb"))
+    for i, block in enumerate(self.blocks):
+      x, block_out = block.forward_intermediates(x, return_attention=return_attention and i in picked,
+                                                 deterministic=deterministic, rngs=rngs)
+      if i in picked:
+        out.update({intermediates.block_key(i, k): v for k, v in block_out.items()})
+      if stop_early and i == picked[-1]:
+        return out
+    out["encoded"] = x = self.norm(x)
+    out["pre_logits"] = pool_tokens(x, pool, num_prefix_tokens=1)
+    return out
 
   def __call__(self, images, *, rng=None, noise=None, ids_shuffle=None, mask_ratio: float | None = None,
                train: bool | None = None, rngs: nnx.Rngs | None = None):

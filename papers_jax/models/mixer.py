@@ -15,6 +15,7 @@ from flax import nnx
 
 from papers_jax.core import sharding
 from papers_jax.errors import ConfigError
+from papers_jax.models import intermediates
 from papers_jax.models.registry import register
 from papers_jax.models.vit import patch_embed_flops
 from papers_jax.nn import DropPath, Dropout, LayerNorm, Mlp, PatchEmbed, gradient_barrier
@@ -45,11 +46,16 @@ class MixerBlock(nnx.Module):
     self.mlp_channels = Mlp(dim, channels_dim, drop=drop, **kw)
 
   def __call__(self, x, *, deterministic=None, rngs=None):
+    return self.forward_intermediates(x, deterministic=deterministic, rngs=rngs)[0]
+
+  def forward_intermediates(self, x, *, deterministic=None, rngs=None):
+    """(output, {"+token": after the token-mixing residual, "+channel": the output})."""
     kw = dict(deterministic=deterministic, rngs=rngs)
     y = self.mlp_tokens(jnp.swapaxes(self.norm1(x), 1, 2), **kw)
-    x = x + self.drop_path(jnp.swapaxes(y, 1, 2), **kw)
+    x = token = x + self.drop_path(jnp.swapaxes(y, 1, 2), **kw)
     x = x + self.drop_path(self.mlp_channels(self.norm2(x), **kw), **kw)
-    return gradient_barrier(sharding.constrain(x, ("act_batch", "act_len", "act_emb")))
+    x = gradient_barrier(sharding.constrain(x, ("act_batch", "act_len", "act_emb")))
+    return x, {"+token": token, "+channel": x}
 
 
 class MlpMixer(nnx.Module):
@@ -78,8 +84,26 @@ class MlpMixer(nnx.Module):
                        kernel_init=nnx.initializers.zeros if head_zero_init else None, **kw)
                  if num_classes > 0 else None)
 
-  def forward_features(self, x, *, deterministic=None, rngs=None):
-    """Images (B, H, W, C) → normalised tokens (B, patches, embed)."""
+  def forward_intermediates(self, x, *, indices=None, stop_early: bool = False, train: bool | None = None,
+                            rngs=None) -> dict:
+    """Named features (models/intermediates.py): "stem" (patch tokens), "block{i:02d}/+token" and
+    "block{i:02d}/+channel" for the blocks `indices` picks, then "encoded", "pre_logits" and "logits"
+    unless `stop_early`."""
+    deterministic = None if train is None else not train  # as in __call__
+    picked = intermediates.select(indices, len(self.blocks))
+    x = self._stem(x)
+    out = {"stem": x}
+    if stop_early and not picked:
+      return out
+    for i, block in enumerate(self.blocks):
+      x, block_out = block.forward_intermediates(x, deterministic=deterministic, rngs=rngs)
+      if i in picked:
+        out.update({intermediates.block_key(i, k): v for k, v in block_out.items()})
+      if stop_early and i == picked[-1]:
+        return out
+    return intermediates.add_head_outputs(out, self, self.norm(x), deterministic=deterministic, rngs=rngs)
+
+  def _stem(self, x):
     if tuple(x.shape[1:3]) != self.stem.img_size:
       h, w = self.stem.img_size
       ph, pw = self.stem.patch_size
@@ -87,7 +111,11 @@ class MlpMixer(nnx.Module):
           f"this Mixer serves {h}x{w} images only, got {x.shape[1]}x{x.shape[2]}: its token-mixing MLPs are sized "
           f"for {self.stem.num_patches} patches of {ph}x{pw}. Resize the images, or create the model with "
           "img_size=... (the token-mixing weights then no longer fit a checkpoint of another resolution).")
-    x = sharding.constrain(self.stem(x), ("act_batch", "act_len", "act_emb"))
+    return sharding.constrain(self.stem(x), ("act_batch", "act_len", "act_emb"))
+
+  def forward_features(self, x, *, deterministic=None, rngs=None):
+    """Images (B, H, W, C) → normalised tokens (B, patches, embed)."""
+    x = self._stem(x)
     for block in self.blocks:
       x = block(x, deterministic=deterministic, rngs=rngs)
     return self.norm(x)

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from papers_jax.core import sharding
+from papers_jax.models import intermediates
 from papers_jax.models.registry import register
 from papers_jax.nn.conv import Conv, max_pool
 from papers_jax.nn.linear import Dense
@@ -164,6 +165,27 @@ class ResNet(nnx.Module):
 
   def forward_features(self, x, *, train: bool = False):
     return self.stages(x, train=train)[-1]
+
+  def forward_intermediates(self, x, *, indices=None, stop_early: bool = False, train: bool = False) -> dict:
+    """Named features, NHWC (models/intermediates.py): "stem" (after the max pool), "stage{i}" for the
+    stages `indices` picks (layer{i+1}), then "encoded", "pre_logits" and "logits" unless `stop_early`."""
+    stages = self.stage_modules()
+    picked = intermediates.select(indices, len(stages))
+    x = jax.nn.relu(self.bn1(self.conv1(x), train=train))
+    if self.stem == "imagenet":
+      x = max_pool(x)
+    out = {"stem": x}
+    if stop_early and not picked:
+      return out
+    for i, stage in enumerate(stages):
+      for block in stage:
+        x = block(x, train=train)
+      x = sharding.constrain(x, ("act_batch", None, None, None))
+      if i in picked:
+        out[f"stage{i}"] = x
+      if stop_early and i == picked[-1]:
+        return out
+    return intermediates.add_head_outputs(out, self, x)
 
   def forward_head(self, x, *, pre_logits: bool = False):
     x = x.astype(jnp.float32).mean(axis=(1, 2))

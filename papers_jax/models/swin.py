@@ -38,6 +38,7 @@ from flax import nnx
 
 from papers_jax.core import sharding
 from papers_jax.errors import ConfigError
+from papers_jax.models import intermediates
 from papers_jax.models.registry import register
 from papers_jax.models.vit import patch_embed_flops
 from papers_jax.nn import Attention, DropPath, Dropout, LayerNorm, Mlp, PatchEmbed, gradient_barrier, param
@@ -332,8 +333,9 @@ class SwinStage(nnx.Module):
 class SwinTransformer(nnx.Module):
   """Swin classifier. `model(images)` takes NHWC float images and returns logits.
 
-  `forward_intermediates(images)` returns the final (normalised) features and the four stage
-  outputs, (B, H/4, W/4, C), (B, H/8, W/8, 2C), ... for dense-prediction heads.
+  `forward_intermediates(images)` returns named features (models/intermediates.py): "stem", the
+  four stage outputs "stage0" ... "stage3", (B, H/4, W/4, C), (B, H/8, W/8, 2C), ..., for
+  dense-prediction heads, then "encoded", "pre_logits" and "logits".
   """
 
   def __init__(self, *, img_size=224, patch_size=4, in_chans: int = 3, num_classes: int = 1000,
@@ -376,20 +378,35 @@ class SwinTransformer(nnx.Module):
     self.head = (Dense(self.num_features, num_classes, axes=("embed", "classes"), kernel_init=NORMAL_INIT, **kw)
                  if num_classes > 0 else None)
 
-  def forward_intermediates(self, x, *, deterministic=None, rngs=None):
-    """Images (B, H, W, C) → (normalised last-stage features, [four stage outputs]), all NHWC."""
+  def _stem(self, x):
     x = self.patch_norm(self.patch_embed(x))
     b, (gh, gw) = x.shape[0], self.patch_embed.grid_size
-    x = sharding.constrain(x.reshape(b, gh, gw, -1), ("act_batch", None, None, "act_emb"))
-    stages = []
-    for stage in self.layers:
+    return sharding.constrain(x.reshape(b, gh, gw, -1), ("act_batch", None, None, "act_emb"))
+
+  def forward_intermediates(self, x, *, indices=None, stop_early: bool = False, train: bool | None = None,
+                            rngs=None) -> dict:
+    """Named features, NHWC: "stem", "stage{i}" for the stages `indices` picks, then "encoded",
+    "pre_logits" and "logits" unless `stop_early` (models/intermediates.py)."""
+    deterministic = None if train is None else not train  # as in __call__
+    picked = intermediates.select(indices, len(self.layers))
+    x = self._stem(x)
+    out = {"stem": x}
+    if stop_early and not picked:
+      return out
+    for i, stage in enumerate(self.layers):
       x = stage(x, deterministic=deterministic, rngs=rngs)
-      stages.append(x)
-    return self.norm(x), stages
+      if i in picked:
+        out[f"stage{i}"] = x
+      if stop_early and i == picked[-1]:
+        return out
+    return intermediates.add_head_outputs(out, self, self.norm(x), deterministic=deterministic, rngs=rngs)
 
   def forward_features(self, x, *, deterministic=None, rngs=None):
     """Images (B, H, W, C) → normalised last-stage features (B, H/32, W/32, 8C)."""
-    return self.forward_intermediates(x, deterministic=deterministic, rngs=rngs)[0]
+    x = self._stem(x)
+    for stage in self.layers:
+      x = stage(x, deterministic=deterministic, rngs=rngs)
+    return self.norm(x)
 
   def forward_head(self, x, *, pre_logits: bool = False, deterministic=None, rngs=None):
     if self.global_pool == "avg":

@@ -15,6 +15,14 @@ gradient after the first k blocks (and so the embeddings; with k = depth after t
 for linear probing and partial fine-tuning of the last depth - k blocks: the frozen params get zero
 gradients and the frozen part costs no backward pass.
 
+Pre-training head of the paper (`representation_size=r`): pooled features → Linear(r) → tanh →
+head, the paper's "MLP with one hidden layer at pre-training time" (big_vision's `pre_logits`, and
+timm's `pre_logits.fc` before timm dropped it); `forward_head(pre_logits=True)` returns the tanh
+output. Fine-tuning drops it (the paper's "single linear layer").
+
+A hybrid (models/vit_hybrid.py) passes its own `patch_embed`: any module that maps images to
+(batch, tokens, embed) and has `grid_size` and `num_patches`.
+
 Options for CLIP's image tower (models/clip.py), timm's names: `pre_norm` adds a LayerNorm after the
 position embeddings (`norm_pre`, CLIP's ln_pre), `patch_bias=False` drops the patch-embedding bias,
 `act` picks the MLP activation (CLIP's "quick_gelu") and `norm_eps` every LayerNorm's eps (1e-5).
@@ -27,6 +35,7 @@ from flax import nnx
 
 from papers_jax.core import sharding
 from papers_jax.errors import ConfigError
+from papers_jax.models import intermediates
 from papers_jax.models.registry import register
 from papers_jax.nn.remat import BLOCK_OUT, REMAT_POLICIES, check_remat, checkpoint_name  # noqa: F401
 from papers_jax.nn import (Attention, DropPath, Dropout, LayerNorm, Mlp, PatchEmbed, gradient_barrier, param,
@@ -72,10 +81,19 @@ class Block(nnx.Module):
 
   def __call__(self, x, *, mask=None, deterministic=None, rngs=None):
     """`mask` (broadcasting to (batch, heads, length, length)) says which keys each query may see."""
+    return self.forward_intermediates(x, mask=mask, deterministic=deterministic, rngs=rngs)[0]
+
+  def forward_intermediates(self, x, *, mask=None, return_attention: bool = False, deterministic=None, rngs=None):
+    """(output, {"+sa": after the attention residual, "+mlp": the output[, "attn": probabilities]})."""
     kw = dict(deterministic=deterministic, rngs=rngs)
-    x = x + self.drop_path1(self.attn(self.norm1(x), mask=mask, **kw), **kw)
+    out = {}
+    y = self.attn(self.norm1(x), mask=mask, return_weights=return_attention, **kw)
+    if return_attention:
+      y, out["attn"] = y
+    x = out["+sa"] = x + self.drop_path1(y, **kw)
     x = x + self.drop_path2(self.mlp(self.norm2(x), **kw), **kw)
-    return gradient_barrier(sharding.constrain(x, ("act_batch", "act_len", "act_emb")))
+    x = out["+mlp"] = gradient_barrier(sharding.constrain(x, ("act_batch", "act_len", "act_emb")))
+    return x, out
 
 
 def apply_block(block, x, *, mask=None, remat: str = "", deterministic=None, rngs=None):
@@ -124,6 +142,7 @@ class VisionTransformer(nnx.Module):
                pos_embed_init: str = "normal", head_init_std: float | None = None, head_norm: str = "",
                frozen_blocks: int = 0, pre_norm: bool = False, patch_bias: bool = True, act: str = "gelu",
                norm_eps: float = 1e-6, attention_impl: str | None = None, remat: str = "", scan: bool = False,
+               representation_size: int | None = None, patch_embed: nnx.Module | None = None,
                dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
     if global_pool not in ("token", "avg", "max", ""):
       raise ConfigError(f"global_pool must be 'token', 'avg', 'max' or '', got {global_pool!r}")
@@ -152,7 +171,8 @@ class VisionTransformer(nnx.Module):
     self.frozen_blocks = frozen_blocks
     self.dtype = dtype
 
-    self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim, bias=patch_bias, **kw)
+    self.patch_embed = (PatchEmbed(img_size, patch_size, in_chans, embed_dim, bias=patch_bias, **kw)
+                        if patch_embed is None else patch_embed)
     num_patches = self.patch_embed.num_patches
     self.cls_token = (param(rngs, nnx.initializers.zeros, (1, 1, embed_dim), param_dtype, (None, None, "embed"))
                       if class_token else None)
@@ -176,15 +196,19 @@ class VisionTransformer(nnx.Module):
     use_fc_norm = global_pool in ("avg", "max") if fc_norm is None else fc_norm
     self.norm = LayerNorm(embed_dim, eps=norm_eps, **kw) if not use_fc_norm else None
     self.fc_norm = LayerNorm(embed_dim, eps=norm_eps, **kw) if use_fc_norm else None
+    # The paper's pre-training head: Linear + tanh before the classifier (big_vision's `pre_logits`).
+    self.pre_logits = (nnx.Dict(fc=Dense(embed_dim, representation_size, axes=("embed", "mlp"), **kw))
+                       if representation_size else None)
+    head_in = representation_size or embed_dim
     self.head_drop = Dropout(drop_rate)
     # MAE's linear probe: BatchNorm1d(affine=False, eps=1e-6) before the head, float32 statistics.
-    self.head_norm = (nnx.BatchNorm(embed_dim, use_bias=False, use_scale=False, epsilon=1e-6, momentum=0.9,
+    self.head_norm = (nnx.BatchNorm(head_in, use_bias=False, use_scale=False, epsilon=1e-6, momentum=0.9,
                                     dtype=jnp.float32, rngs=rngs)
                       if head_norm == "batchnorm" else None)
     head_init = nnx.initializers.zeros if head_zero_init else None
     if head_init_std is not None:
       head_init = nnx.initializers.normal(head_init_std)
-    self.head = (Dense(embed_dim, num_classes, axes=("embed", "classes"), kernel_init=head_init, **kw)
+    self.head = (Dense(head_in, num_classes, axes=("embed", "classes"), kernel_init=head_init, **kw)
                  if num_classes > 0 else None)
 
   def _pos_embed(self, x):
@@ -219,10 +243,42 @@ class VisionTransformer(nnx.Module):
       x = jax.lax.stop_gradient(x)
     return x
 
+  def forward_intermediates(self, x, *, indices=None, stop_early: bool = False, return_attention: bool = False,
+                            train: bool | None = None, rngs=None) -> dict:
+    """Named features (models/intermediates.py): "stem" (patch tokens before the position embeddings),
+    "block{i:02d}/+sa", "block{i:02d}/+mlp" [and "/attn"] for the blocks `indices` picks, then
+    "encoded", "pre_logits" and "logits" unless `stop_early`. Runs the blocks one by one (no scan,
+    no remat): for evaluation and inspection."""
+    deterministic = None if train is None else not train  # as in __call__
+    picked = intermediates.select(indices, len(self.blocks))
+    kw = dict(deterministic=deterministic, rngs=rngs)
+    x = self.patch_embed(x)
+    out = {"stem": x}
+    x = self.pos_drop(self._pos_embed(x), **kw)
+    if self.norm_pre is not None:
+      x = self.norm_pre(x)
+    if stop_early and not picked:
+      return out
+    for i, block in enumerate(self.blocks):
+      x, block_out = block.forward_intermediates(x, return_attention=return_attention and i in picked, **kw)
+      if i in picked:
+        out.update({intermediates.block_key(i, k): v for k, v in block_out.items()})
+      if i + 1 == self.frozen_blocks < len(self.blocks):
+        x = jax.lax.stop_gradient(x)
+      if stop_early and i == picked[-1]:
+        return out
+    if self.norm is not None:
+      x = self.norm(x)
+    if self.frozen_blocks == len(self.blocks) > 0:
+      x = jax.lax.stop_gradient(x)
+    return intermediates.add_head_outputs(out, self, x, **kw)
+
   def forward_head(self, x, *, pre_logits: bool = False, deterministic=None, rngs=None):
     x = pool_tokens(x, self.global_pool, self.num_prefix_tokens)
     if self.fc_norm is not None:
       x = self.fc_norm(x)
+    if self.pre_logits is not None:
+      x = jnp.tanh(self.pre_logits["fc"](x))
     if self.head_norm is not None and not pre_logits:
       x = self.head_norm(x.astype(jnp.float32), use_running_average=deterministic)
     x = self.head_drop(x, deterministic=deterministic, rngs=rngs)

@@ -28,12 +28,15 @@ IMPLEMENTATIONS = ("xla", "cudnn", None)
 
 def dot_product_attention(q, k, v, *, bias=None, mask=None, is_causal: bool = False, scale: float | None = None,
                           implementation: str | None = None, dropout_rate: float = 0.0,
-                          dropout_rng: jax.Array | None = None):
+                          dropout_rng: jax.Array | None = None, return_weights: bool = False):
   """Attention over (batch, length, heads, head_dim) inputs; returns the same layout as q.
 
   `bias` (added to the logits) and `mask` (True = attend) broadcast to (batch, heads, length, keys).
   Logits and softmax are computed in float32 whatever the input dtype. `dropout_rate` drops
   attention probabilities (scaled by 1 / keep) with a mask drawn from `dropout_rng`.
+  `return_weights` returns (output, probabilities (batch, heads, length, keys) float32, before
+  dropout) from the XLA path, for inspection (named intermediates): the same softmax, without the
+  hand-written JVP.
   """
   if implementation not in IMPLEMENTATIONS:
     raise ValueError(f"attention implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")
@@ -41,6 +44,8 @@ def dot_product_attention(q, k, v, *, bias=None, mask=None, is_causal: bool = Fa
     raise ValueError("attention takes q (batch, length, heads, head_dim) and k, v (batch, keys, heads, head_dim) "
                      f"with equal batch, heads and head_dim; got {q.shape}, {k.shape}, {v.shape}")
   scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+  if return_weights and implementation == "cudnn":
+    raise ValueError("attention weights are not returned by implementation='cudnn'; use 'xla' to read them")
   if implementation == "cudnn":
     if dropout_rate > 0:
       raise ValueError("attention dropout is not supported with implementation='cudnn'")
@@ -54,6 +59,9 @@ def dot_product_attention(q, k, v, *, bias=None, mask=None, is_causal: bool = Fa
     if dropout_rng is None:
       raise ValueError("attention dropout needs dropout_rng")
     keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, (q.shape[0], q.shape[2], q.shape[1], k.shape[1]))
+  if return_weights:
+    y, (*_, p) = _attention_with_probabilities(q, k, v, bias, mask, keep, scale, float(dropout_rate))
+    return y, p
   return _attention(q, k, v, bias, mask, keep, scale, float(dropout_rate))
 
 
@@ -165,13 +173,16 @@ class Attention(nnx.Module):
     self.proj_drop = Dropout(proj_drop)
 
   def __call__(self, x, *, bias=None, mask=None, is_causal: bool = False, cache: KVCache | None = None,
-               deterministic: bool | None = None, rngs: nnx.Rngs | None = None):
+               return_weights: bool = False, deterministic: bool | None = None, rngs: nnx.Rngs | None = None):
     """x (batch, length, dim) → (batch, length, dim); `mask` broadcasts to (batch, heads, length, keys).
 
     With `cache`, x holds the next positions of sequences whose earlier keys and values are in the
     cache; they are appended, attention runs causally over the filled part, and (y, new cache) is
-    returned (`is_causal` is then implied).
+    returned (`is_causal` is then implied). `return_weights` returns (y, attention probabilities
+    (batch, heads, length, keys)).
     """
+    if return_weights and cache is not None:
+      raise ValueError("return_weights and cache cannot be combined")
     deterministic = self.deterministic if deterministic is None else deterministic
     qkv = checkpoint_name(self.qkv(x), QKV)  # (batch, length, 3, heads, head_dim)
     q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
@@ -186,8 +197,12 @@ class Attention(nnx.Module):
     attn_drop = 0.0 if deterministic else self.attn_drop
     dropout_rng = rngs["dropout"]() if attn_drop > 0 else None
     y = dot_product_attention(q, k, v, bias=bias, mask=mask, is_causal=is_causal, implementation=self.implementation,
-                              dropout_rate=attn_drop, dropout_rng=dropout_rng)
+                              dropout_rate=attn_drop, dropout_rng=dropout_rng, return_weights=return_weights)
+    if return_weights:
+      y, weights = y
     y = self.proj_drop(self.proj(checkpoint_name(y, ATTN_OUT)), deterministic=deterministic, rngs=rngs)
+    if return_weights:
+      return y, weights
     return y if cache is None else (y, cache)
 
 

@@ -45,14 +45,19 @@ class PatchEmbed(nnx.Module):
 
   def __call__(self, x: jax.Array) -> jax.Array:
     """(batch, H, W, C) images → (batch, num_patches, embed) tokens in row-major patch order."""
-    b, h, w, c = x.shape
+    h, w = x.shape[1:3]
     if (h, w) != self.img_size:
       raise ValueError(f"input images are {h}x{w} but the model was built for {self.img_size[0]}x{self.img_size[1]}"
                        " (create the model with img_size=... to change it)")
+    return self.project(x)
+
+  def project(self, x: jax.Array) -> jax.Array:
+    """The embedding without the input-size check: (batch, H, W, C) → (batch, H/p · W/p, embed)."""
+    b, h, w, c = x.shape
     ph, pw = self.patch_size
     dtype = self.dtype or x.dtype
     x = x.reshape(b, h // ph, ph, w // pw, pw, c).transpose(0, 1, 3, 2, 4, 5)
-    x = x.reshape(b, self.num_patches, ph, pw, c).astype(dtype)
+    x = x.reshape(b, (h // ph) * (w // pw), ph, pw, c).astype(dtype)
     y = jnp.einsum("bnijc,ijcd->bnd", x, self.proj["kernel"][...].astype(dtype))
     if "bias" in self.proj:
       y = y + self.proj["bias"][...].astype(dtype)

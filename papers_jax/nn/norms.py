@@ -73,3 +73,25 @@ class BatchNorm(nnx.Module):
     if self.bias is not None:
       y = y + self.bias[...].astype(jnp.float32)
     return y.astype(dtype)
+
+
+class GroupNorm(nnx.Module):
+  """GroupNorm (Wu & He, 2018) over NHWC maps: each example's channels fall into `num_groups` groups,
+  normalised over (H, W, channels of the group); torch's `nn.GroupNorm` (eps 1e-5), float32 statistics."""
+
+  def __init__(self, num_features: int, *, num_groups: int = 32, eps: float = 1e-5, dtype=None,
+               param_dtype=jnp.float32, rngs: nnx.Rngs):
+    if num_features % num_groups:
+      raise ValueError(f"GroupNorm: {num_features} channels do not split into {num_groups} groups")
+    self.num_groups, self.eps, self.dtype = num_groups, eps, dtype
+    self.scale = param(rngs, nnx.initializers.ones, (num_features,), param_dtype, ("norm",))
+    self.bias = param(rngs, nnx.initializers.zeros, (num_features,), param_dtype, ("norm",))
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    dtype = self.dtype or x.dtype
+    c = x.shape[-1]
+    grouped = x.astype(jnp.float32).reshape(x.shape[0], -1, self.num_groups, c // self.num_groups)
+    mean = grouped.mean(axis=(1, 3), keepdims=True)
+    var = jnp.square(grouped - mean).mean(axis=(1, 3), keepdims=True)
+    y = ((grouped - mean) * jax.lax.rsqrt(var + self.eps)).reshape(x.shape)
+    return (y * self.scale[...].astype(jnp.float32) + self.bias[...].astype(jnp.float32)).astype(dtype)

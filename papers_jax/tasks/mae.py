@@ -86,11 +86,6 @@ def mae_preprocess(data_config, *, train: bool, crop_scale=(0.2, 1.0)):
   return fn
 
 
-def pool_features(tokens, kind: str):
-  """Encoder tokens (B, 1 + N, D) → (B, D): the class token or the mean of the patch tokens."""
-  return tokens[:, 0] if kind == "token" else tokens[:, 1:].mean(1)
-
-
 class MAETask:
   """Model + loss + evaluation for `config.task = "mae"`."""
 
@@ -143,7 +138,7 @@ class MAETask:
 
       def encode(params, model_state, images):
         model = merge_model(graphdef, params, model_state)
-        return pool_features(model.forward_features(normalize_images(images, mean, std), deterministic=True), pool)
+        return features_lib.named(model, normalize_images(images, mean, std), "pre_logits", pool=pool)
 
       # Replicated outputs: every process runs these (the params are global arrays) and may read them.
       self._jitted[name] = jax.jit({"reconstruct": reconstruct, "encode": encode}[name],

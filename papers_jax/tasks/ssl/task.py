@@ -154,8 +154,9 @@ class SSLTask:
         x = images.astype(jnp.float32) / 255.0
         if self.c.method == "cmc":
           x1, x2 = self._cmc_views(x)
-          return jnp.concatenate([model.backbone(x1, train=False), model.backbone2(x2, train=False)], axis=-1)
-        return model.backbone(self._normalize(x), train=False)
+          return jnp.concatenate([features_lib.named(model.backbone, x1), features_lib.named(model.backbone2, x2)],
+                                 axis=-1)
+        return features_lib.named(model.backbone, self._normalize(x))
 
       self._features_jit, self._features_for = jax.jit(apply), trainer
     state = trainer.state

@@ -1,0 +1,48 @@
+"""Named intermediate features, the one contract of every backbone (timm's `forward_intermediates`,
+big_vision's names).
+
+`model.forward_intermediates(x, indices=None, stop_early=False, ...)` returns a dict:
+  - "stem": the first embedding (ViT / Mixer: patch tokens before position embeddings; ResNet /
+    Swin: the stem's feature map);
+  - token models, per block i: ViT (and the CLIP text tower) "block{i:02d}/+sa" (after the attention
+    residual), "block{i:02d}/+mlp" (the block's output) and, with `return_attention=True`,
+    "block{i:02d}/attn" (probabilities (batch, heads, queries, keys) from nn/attention.py's op);
+    Mixer "block{i:02d}/+token", "block{i:02d}/+channel";
+  - hierarchical models, per stage i: "stage{i}", NHWC;
+  - unless `stop_early`: "encoded" (the final, normalised features, what `forward_features`
+    returns), "pre_logits" (`forward_head(..., pre_logits=True)`: what a probe reads) and, with a
+    head, "logits" (equal to the model's forward).
+`indices` picks the blocks or stages reported: None = all, an int n = the last n, a sequence = those
+(negative counts from the end). `stop_early` ends the forward after the last one picked.
+"""
+
+from collections.abc import Sequence
+
+
+def select(indices: int | Sequence[int] | None, n: int) -> list[int]:
+  """The sorted block / stage indices in [0, n) that `indices` picks."""
+  if indices is None:
+    return list(range(n))
+  if isinstance(indices, int):
+    if not 0 <= indices <= n:
+      raise ValueError(f"indices={indices}: there are {n} blocks to take the last of")
+    return list(range(n - indices, n))
+  picked = sorted({i % n if -n <= i < n else _out_of_range(i, n) for i in indices})
+  return picked
+
+
+def _out_of_range(i: int, n: int):
+  raise ValueError(f"index {i} is out of range for {n} blocks")
+
+
+def block_key(i: int, name: str) -> str:
+  return f"block{i:02d}/{name}"
+
+
+def add_head_outputs(out: dict, model, features, **head_kwargs) -> dict:
+  """Adds "encoded", "pre_logits" and (with a head) "logits" through `model.forward_head`."""
+  out["encoded"] = features
+  out["pre_logits"] = model.forward_head(features, pre_logits=True, **head_kwargs)
+  if getattr(model, "head", getattr(model, "fc", None)) is not None:
+    out["logits"] = model.forward_head(features, **head_kwargs)
+  return out
