@@ -40,7 +40,8 @@ def final_params(workdir, step):
 
 
 def comparable(summary):
-  return {k: v for k, v in summary.items() if k not in ("wall_time_s", "examples_per_s", "resumed_from", "compile_s")}
+  return {k: v for k, v in summary.items()
+          if k not in ("wall_time_s", "examples_per_s", "resumed_from", "compile_s", "peak_flops", "peak_source")}
 
 
 def train_rows(workdir):

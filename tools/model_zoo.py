@@ -18,6 +18,7 @@ PARITY_TESTS = {
     "SwinTransformer": "tests/test_swin_timm.py::test_tiny_full_size_logits, ::test_full_size_logits_every_name",
     "MlpMixer": "tests/test_mixer_timm.py::test_logits",
     "ResNet": "tests/test_resnet.py::test_bottleneck_eval_logits_match_timm",
+    "HybridVisionTransformer": "tests/test_vit_hybrid_timm.py::test_reduced_hybrid_logits_match_timm, ::test_full_size_logits",
     "MaskedAutoencoderViT": "tests/test_mae.py::test_small_matches_hf, ::test_base_matches_hf",
     "GPT": "tests/test_gpt.py::test_logits_match_hf",
     "BertForPreTraining": "tests/test_bert_fnet.py::test_tiny_bert_matches_hf",

@@ -19,6 +19,7 @@ no weight decay, batch 256, 100 epochs with the lr ÷10 at epochs 60 and 80; Ran
 `digits`: the protocol on the SSL demos' encoder (configs/ssl/moco_v2.py:digits and the other
 `digits` recipes build the same ViT; for MoCo v3's add `--config.model.pos_embed=sincos`), the
 digits' 360 held-out images for evaluation. `smoke` runs it in seconds from a random encoder.
+Precision: the ImageNet protocol computes in bfloat16 (float32 params); `digits` and `smoke` run float32.
 
 Departures from the paper:
 - The classifier keeps the model's own init (ResNet: torch's uniform; ViT: zeros), not N(0, 0.01²)
@@ -40,6 +41,7 @@ def get_config(arg=None):
   args = parse_arg(arg, digits=False, smoke=False)
   c = base_config()
   c.task = "classification"
+  c.dtype = "bfloat16"  # compute; params stay float32
   c.model = dict(name="resnet50", num_classes=1000)
   c.init_prefix = "backbone/"
   c.init_model_state = True
@@ -59,6 +61,7 @@ def get_config(arg=None):
   c.schedule.update(name="step", warmup_steps=0, boundaries=(0.6, 0.8), decay_factor=0.1)
   c.log_every, c.eval_every, c.checkpoint_every = 100, 5_000, 5_000
   if args.digits or args.smoke:
+    c.dtype = "float32"
     c.model = dict(DIGITS_VIT, num_classes=10)
     c.data.name = "digits"
     c.data.train_split, c.data.eval_split = "train", "test"

@@ -271,7 +271,8 @@ class SyntheticSource:
 
   def __init__(self, split: str, *, size: int, channels: int, num_classes: int = 10):
     if split not in self.SPLITS:
-      raise DataError(f"Unknown synthetic split {split!r}; use one of {list(self.SPLITS)}.")
+      raise DataError(f"Unknown synthetic split {split!r} (data.train_split / data.eval_split); "
+                      f"use one of {list(self.SPLITS)}.")
     self.name, self.split, self.size, self.num_classes = "synthetic", split, size, num_classes
     cells = np.random.default_rng(0).integers(32, 224, (num_classes, 4, 4, channels))
     reps = -(-size // 4)

@@ -11,8 +11,8 @@ the train accuracy is then measured against the unmixed labels.
 `config.train_in_eval_mode` runs the model as in evaluation while it trains (BatchNorm on its
 running statistics, no dropout): the linear protocol on a frozen encoder (configs/ssl/moco_linear.py),
 whose freezing is the optimizer's (`optimizer.freeze`).
-With an image folder (data.name="folder") or generated data the number of classes is the source's,
-not model.num_classes.
+With an image folder (data.name="folder") or generated data with fewer classes than
+model.num_classes, the head has the source's number of classes; more classes than the head is an error.
 """
 
 import jax
@@ -37,8 +37,10 @@ class ClassificationTask:
 
   def __init__(self, config):
     self.config = config
-    # An image folder (or generated data) has the classes it has, whatever model.num_classes says.
-    self.num_classes = sources.known_num_classes(config.data) or config.model.num_classes
+    # An image folder (or generated data) with fewer classes than model.num_classes (ImageNet's 1,000 in a
+    # paper config) gets a head of its own size; one with more is an error (Trainer._check_data).
+    known = sources.known_num_classes(config.data)
+    self.num_classes = known if known and known <= config.model.num_classes else config.model.num_classes
     self.mean = tuple(config.data.mean)
     self.std = tuple(config.data.std)
     self.loss_kind = config.get("loss", "softmax")
