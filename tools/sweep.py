@@ -31,14 +31,8 @@ from papers_jax.sweep import point_name  # noqa: E402
 
 
 def load_sweep(path: str):
-  if not os.path.isfile(path):
-    raise UserError(f"sweep file {path} does not exist")
-  spec = importlib.util.spec_from_file_location(f"sweep_{abs(hash(os.path.abspath(path)))}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  if not hasattr(module, "get_sweep"):
-    raise UserError(f"sweep file {path} has no get_sweep()")
-  sweep = module.get_sweep()
+  from papers_jax.core import config as config_lib
+  sweep = config_lib.load_file(path, "get_sweep", what="sweep")()
   names = [point_name(p) for p in sweep.points]
   if len(set(names)) != len(names):
     raise UserError(f"{path} lists some point twice: {sorted(n for n in names if names.count(n) > 1)}")

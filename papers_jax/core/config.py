@@ -16,17 +16,22 @@ from papers_jax.core import sharding
 from papers_jax.errors import ConfigError
 
 
+def load_file(path: str, function: str, what: str = "config"):
+  """The `function` (e.g. get_config) defined by the Python file at `path`; a ConfigError when either is missing."""
+  if not os.path.isfile(path):
+    raise ConfigError(f"{what} file {path} does not exist")
+  module_spec = importlib.util.spec_from_file_location(f"{what}_{abs(hash(os.path.abspath(path)))}", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  if not hasattr(module, function):
+    raise ConfigError(f"{what} file {path} has no {function}()")
+  return getattr(module, function)
+
+
 def load(spec: str) -> ml_collections.ConfigDict:
   """'configs/vit/imagenet.py:variant=B/16' → that file's `get_config("variant=B/16")`, as `--config` loads it."""
   path, _, arg = spec.partition(":")
-  if not os.path.isfile(path):
-    raise ConfigError(f"config file {path} does not exist")
-  module_spec = importlib.util.spec_from_file_location(f"config_{abs(hash(os.path.abspath(path)))}", path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  if not hasattr(module, "get_config"):
-    raise ConfigError(f"config file {path} has no get_config()")
-  return module.get_config(arg or None)
+  return load_file(path, "get_config")(arg or None)
 
 
 def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
