@@ -80,7 +80,8 @@ def numpy_steps(name, params, grads_list, *, lr, wd, decay_mask, scales, b1, b2,
   """The update rules as the papers write them, in float64, one leaf at a time: AdamW (Loshchilov & Hutter,
   decoupled decay), Adam, SGD with momentum and L2 decay, LARS (You et al. 2017: per-layer trust ratio
   η‖w‖/‖g + βw‖, momentum on the scaled step; biases excluded from decay and trust ratio, as SimCLR/BYOL),
-  LAMB (You et al. 2019: Adam direction plus decay, scaled by ‖w‖/‖that‖). `scales`: the layer-decay
+  LAMB (You et al. 2019: Adam direction plus decay, scaled by ‖w‖/‖that‖), BertAdam (Adam without bias
+  correction, decoupled decay). `scales`: the layer-decay
   factor multiplying each leaf's whole update."""
   p = [np.asarray(x, np.float64) for x in jax.tree.leaves(params)]
   mask, scale = jax.tree.leaves(decay_mask), jax.tree.leaves(scales)
@@ -89,7 +90,11 @@ def numpy_steps(name, params, grads_list, *, lr, wd, decay_mask, scales, b1, b2,
   for t, grads in enumerate(grads_list, 1):
     for i, g in enumerate(np.asarray(x, np.float64) for x in jax.tree.leaves(grads)):
       decay = wd * p[i] if mask[i] else 0.0
-      if name in ("adamw", "adam", "lamb"):
+      if name == "bert_adam":  # BERT's BertAdam: no bias correction, decoupled decay
+        m[i] = b1 * m[i] + (1 - b1) * g
+        v[i] = b2 * v[i] + (1 - b2) * g * g
+        step = -lr * (m[i] / (np.sqrt(v[i]) + eps) + decay)
+      elif name in ("adamw", "adam", "lamb"):
         m[i] = b1 * m[i] + (1 - b1) * g
         v[i] = b2 * v[i] + (1 - b2) * g * g
         u = (m[i] / (1 - b1 ** t)) / (np.sqrt(v[i] / (1 - b2 ** t)) + eps)

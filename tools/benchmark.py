@@ -270,7 +270,7 @@ def _transformers_twin(model, task, batch: int, device: str, torch):
 
 
 def torch_reference(name: str, overrides: dict, batch: int, mode: str, steps: int, warmup: int,
-                    compiled: bool = False, dtype: str = "float32", model=None, task=None):
+                    compiled: bool = False, dtype: str = "float32", model=None, task=None, gemm_size: int = 0):
   """PyTorch's implementation of the run's model on JAX's device kind (CUDA when JAX runs on a GPU),
   eager or with `torch.compile` (whose compile happens in the warm-up steps and is timed separately):
   HF transformers' for GPT-2 and BERT pre-training (`model`, ours built for shapes only, and `task`
@@ -320,13 +320,13 @@ def torch_reference(name: str, overrides: dict, batch: int, mode: str, steps: in
     t = time.perf_counter()
     step()
     times.append(time.perf_counter() - t)
-  size = 8192 if device == "cuda" else 2048
+  size = gemm_size or (8192 if device == "cuda" else 2048)
   a = torch.randn(size, size, device=device, dtype=torch.bfloat16 if dtype == "bfloat16" else torch.float32)
   return {"torch": torch.__version__, **library, "model": type(module).__name__, "compiled": compiled,
           "device": device, "dtype": dtype, "warmup_s": warmup_s,
           "median_step_s": statistics.median(times), "min_step_s": min(times), "max_step_s": max(times),
           "samples_per_s": batch / statistics.median(times), "threads": torch.get_num_threads(),
-          # PyTorch's own GEMM in the run's precision (2048³ on CPU, 8192³ on CUDA)
+          # PyTorch's own GEMM in the run's precision (default 2048³ on CPU, 8192³ on CUDA; --reference-gemm-size)
           "gemm_peak_flops_per_s": gemm_rate(lambda: (a @ a, sync()), size)}
 
 
@@ -344,6 +344,9 @@ def main(argv=None):
   parser.add_argument("--mode", default="train", choices=("train", "infer", "input"),
                       help="input: the host input pipeline's examples/s on the config's real data, no model")
   parser.add_argument("--steps", type=int, default=20)
+  parser.add_argument("--reference-gemm-size", type=int, default=0,
+                      help="side of PyTorch's own GEMM in --reference (default 2048 on CPU, 8192 on CUDA); CPUs "
+                      "without native bfloat16 run a bf16 2048³ GEMM at well under 1 GFLOP/s")
   parser.add_argument("--warmup", type=int, default=3)
   parser.add_argument("--reference", default=None, choices=("torch", "torch_compile", "torch+compile"),
                       help="time timm's twin in the same run: eager, torch.compile, or both")
@@ -464,7 +467,7 @@ def main(argv=None):
     for compiled in (False, True) if args.reference == "torch+compile" else (args.reference == "torch_compile",):
       key = "torch_compile" if compiled else "torch"
       ref = torch_reference(config.model.name, overrides, batch, args.mode, args.steps, args.warmup, compiled,
-                            args.dtype, shape_model, task)
+                            args.dtype, shape_model, task, args.reference_gemm_size)
       result[f"{key}_reference"] = ref
       result[f"jax_to_{key}"] = result["samples_per_s"] / ref["samples_per_s"]
   return finish(args, result)
