@@ -74,7 +74,12 @@ def test_config_smoke_run(name, tmp_path):
   assert summary["eval/count"] > 0
   train = [r for r in rows if "loss" in r]
   assert train[0]["compile_s"] > 0 and summary["params"] > 0
-  if config.task == "lm":
+  # The compute accounting of a scaling data point (core/flops.py).
+  assert summary["examples_seen"] == summary["steps"] * config.batch_size and summary["wall_time_s"] > 0
+  if config.task in ("lm", "text_finetune"):
     assert all(r["tokens_per_s"] > 0 for r in train)
+    assert summary["tokens_seen"] > summary["examples_seen"]
   if summary["forward_flops_per_example"]:  # the families with a FLOP counter
-    assert train[-1]["flops"] == summary["train_flops"]
+    assert train[-1]["flops"] == pytest.approx(summary["train_flops"])
+    assert summary["train_flops"] == pytest.approx(3 * summary["forward_flops_per_example"] * summary["examples_seen"])
+    assert 0 < summary["non_embedding_params"] <= summary["params"]

@@ -1,4 +1,5 @@
-"""Training logs tell the truth: per-step lr, compile-free throughput, MFU and cumulative FLOPs."""
+"""Training logs tell the truth: per-step lr, compile-free throughput, MFU, cumulative FLOPs, and the
+compute accounting of summary.json."""
 
 import json
 import os
@@ -57,6 +58,13 @@ def test_mfu_and_cumulative_flops_from_the_models_counter(smoke_run):
   assert summary["params"] == params and summary["peak_flops"] == PEAK * devices
   assert summary["train_flops_per_example"] == 3 * summary["forward_flops_per_example"] > 0
   assert summary["train_flops"] == config.num_steps * train_flops
+  assert "training = 3 × forward" in summary["flops_convention"]
+  # Non-embedding params (Kaplan et al.): all but the patch projection, position embedding and class token.
+  d, (ph, pw), c = model.embed_dim, model.patch_embed.patch_size, model.patch_embed.proj["kernel"].shape[2]
+  embedding = (ph * pw * c * d + d) + (model.patch_embed.num_patches + 1) * d + d
+  assert summary["non_embedding_params"] == params - embedding > 0
+  assert summary["examples_seen"] == config.num_steps * config.batch_size and summary["tokens_seen"] is None
+  assert summary["wall_time_s"] > 0
 
 
 def test_no_mfu_without_a_known_peak():

@@ -6,16 +6,16 @@
       [--reference torch+compile] [--set model.key=value ...]
 
 Inputs are synthetic and already on device (a task may say how with `synthetic_batch(batch, rng)`, and
-count its FLOPs with `forward_flops(model)`), so the model is measured, not the input pipeline;
+pass its sequence lengths to the model's FLOP counter in `forward_flops(model)`), so the model is measured,
+not the input pipeline;
 `--mode input` measures the input pipeline alone (the config's data, preprocessing and threads).
 The step is compiled ahead of time (its time reported separately), then run `--warmup` times and
 timed over `--steps` steps, each step synchronised, reporting the median and the spread, and
 examples/s (and tokens/s for the language models).
-FLOPs per example are counted analytically (matmuls only; counters for ViT, Swin, MLP-Mixer, MAE and CLIP,
-next to each family's variant table, and for the language models in tasks/lm.py)
-and by XLA's cost analysis (which counts a loop's body once: `xla_flops_note` says when `--scan` makes
-it too low); MFU is analytic FLOPs per second over the device's dense peak (on CPU: a measured
-float32 GEMM ceiling).
+FLOPs per example are counted analytically (`models.forward_flops`: matmuls and convolutions, a counter
+next to each family's variant table; core/flops.py) and by XLA's cost analysis (which counts a loop's
+body once: `xla_flops_note` says when `--scan` makes it too low); MFU is analytic FLOPs per second over
+the device's dense peak (on CPU: a measured float32 GEMM ceiling).
 `--reference torch|torch_compile|torch+compile` times PyTorch's implementation of the same model on
 the same device (eager and/or `torch.compile`; CUDA when JAX runs on a GPU, which needs a CUDA build of
 torch; bf16 autocast with `--dtype bfloat16`): HF transformers' GPT-2 and BERT pre-training, timm's
@@ -64,7 +64,7 @@ def apply_override(config, item: str):
 
 
 def forward_flops(model, task=None) -> float:
-  """Per-example forward FLOPs (the counters live with the models: papers_jax/core/flops.py); NaN without one."""
+  """Per-example forward FLOPs (core/flops.py: the model family's counter, at the task's lengths); NaN without one."""
   flops = flops_lib.forward_flops(model, task)
   return float("nan") if flops is None else flops
 
@@ -439,8 +439,8 @@ def main(argv=None):
     profile = profile_steps(*profile_args, 2, args.profile, hlo_text) if args.profile else None
 
   overrides = {k: v for k, v in dict(config.model).items() if k not in ("name", "dtype")}
-  shape_model = nnx.eval_shape(lambda: models.create(config.model.name, **overrides))
-  analytic = forward_flops(shape_model, task) * (3 if args.mode == "train" else 1)
+  shape_model = nnx.eval_shape(lambda: task.build_model(nnx.Rngs(params=0)))  # the measured model's shapes
+  analytic = forward_flops(shape_model, task) * (flops_lib.TRAIN_PER_FORWARD if args.mode == "train" else 1)
   median = statistics.median(times)
   peak, peak_source = device_peak(args.dtype)
   result = {

@@ -15,7 +15,6 @@ per point; `--launcher tpu` writes `sweep_tpu.sh`, the pod commands one point af
 """
 
 import argparse
-import importlib.util
 import json
 import os
 import shlex
@@ -53,24 +52,20 @@ def _config(sweep, point):
 
 
 def describe(sweep, point: dict) -> dict:
-  """Params, analytic forward FLOPs per example and training compute of a point, without running it."""
-  import math
-
-  import jax
+  """Params (all and non-embedding), analytic forward FLOPs per example and training compute of a point,
+  without running it (core/flops.py, the trainer's own accounting)."""
   from flax import nnx
 
   from papers_jax import tasks
-  spec = importlib.util.spec_from_file_location("papers_jax_benchmark", os.path.join(ROOT, "tools", "benchmark.py"))
-  benchmark = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(benchmark)
+  from papers_jax.core import flops as flops_lib
   config = _config(sweep, point)
   task = tasks.get_task(config)
   model = nnx.eval_shape(lambda: task.build_model(nnx.Rngs(params=0)))
-  params = sum(math.prod(v.shape) for v in jax.tree.leaves(nnx.state(model, nnx.Param)))
-  flops = benchmark.forward_flops(model, task)
+  counts = flops_lib.model_counts(model, task)
+  flops = counts["forward_flops_per_example"]
   steps = config.num_steps if config.num_epochs <= 0 else None
-  compute = 3 * flops * config.batch_size * steps if steps else float("nan")  # forward + backward ≈ 3 forwards
-  return {"point": point_name(point), "params": params, "forward_flops_per_example": flops,
+  compute = flops_lib.train_flops(flops, config.batch_size * steps) if steps and flops else float("nan")
+  return {"point": point_name(point), **counts, "forward_flops_per_example": flops if flops else float("nan"),
           "train_flops": compute, "batch_size": config.batch_size, "num_steps": steps}
 
 
@@ -166,8 +161,9 @@ def collect(workdir: str) -> list[dict]:
     rows.append(row)
   with open(os.path.join(workdir, "results.jsonl"), "w") as f:
     f.writelines(json.dumps(r) + "\n" for r in rows)
-  keys = [k for k in ("point", "params", "forward_flops_per_example", "train_flops", "examples_seen", "steps",
-                      "train/loss", "eval/loss", "eval/accuracy", "wall_time_s") if any(k in r for r in rows)]
+  keys = [k for k in ("point", "params", "non_embedding_params", "forward_flops_per_example", "train_flops",
+                      "examples_seen", "tokens_seen", "steps", "train/loss", "eval/loss", "eval/accuracy",
+                      "wall_time_s") if any(r.get(k) is not None for r in rows)]
   fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
   table = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
   table += ["| " + " | ".join(fmt(r.get(k, "")) for k in keys) + " |" for r in rows]
@@ -200,7 +196,10 @@ def main(argv=None) -> int:
     if args.dry_run:
       rows = [describe(sweep, p) for p in sweep.points]
       for r in rows:
-        print(f"{r['point']}: {r['params'] / 1e6:.3f}M params, {r['forward_flops_per_example']:.4g} FLOPs/example "
+        n = r["non_embedding_params"]
+        non_embedding = "" if n is None else f" ({n / 1e6:.3f}M non-embedding)"
+        print(f"{r['point']}: {r['params'] / 1e6:.3f}M params{non_embedding}, "
+              f"{r['forward_flops_per_example']:.4g} FLOPs/example "
               f"forward, {r['train_flops']:.4g} training FLOPs ({r['num_steps']} steps × {r['batch_size']})")
       print(f"total: {len(rows)} points, {sum(r['train_flops'] for r in rows):.4g} training FLOPs")
       return 0

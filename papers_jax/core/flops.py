@@ -1,8 +1,10 @@
-"""Compute accounting: analytic FLOPs per example and the device peaks that MFU divides by.
+"""Compute accounting: analytic FLOPs per example, parameter counts, and the device peaks that MFU divides by.
 
-The counters live with their models (`forward_flops` in each family's module, picked by
-`models.forward_flops`); a task that knows its sequence lengths has its own (`task.forward_flops`).
-A training step costs 3 × the forward FLOPs (forward, and a backward of twice that), matmuls only.
+The counters live with their models (`forward_flops` in each family's module, reached through
+`models.forward_flops`); a task that knows its sequence lengths (tasks/lm.py) passes them to it from
+its own `task.forward_flops(model)`. Training FLOPs are TRAIN_PER_FORWARD = 3 × the forward FLOPs
+(the forward pass, and a backward pass of twice that: one product for the activations' gradients,
+one for the weights'), as Kaplan et al. (2020) count C ≈ 6·N per token.
 """
 
 import jax
@@ -38,9 +40,26 @@ def run_peak(config) -> tuple[float | None, str]:
   return (per_device * jax.device_count() if per_device else None), source
 
 
+TRAIN_PER_FORWARD = 3
+CONVENTION = ("analytic, 2 FLOPs per multiply-add, matmuls and convolutions only (FNet's FFT as 5·N·log2 N); "
+              "training = 3 × forward")
+
+
 def forward_flops(model, task=None) -> float | None:
-  """Per-example forward FLOPs: the task's counter when it has one (it knows the sequence lengths),
-  else the model family's; None when neither has one."""
+  """Per-example forward FLOPs: the task's `forward_flops` when it has one (it passes its sequence
+  lengths to the model's counter), else `models.forward_flops(model)`; None without a counter."""
   if task is not None and hasattr(task, "forward_flops"):
-    return float(task.forward_flops(model))
+    flops = task.forward_flops(model)
+    return None if flops is None else float(flops)
   return models.forward_flops(model)
+
+
+def train_flops(forward: float | None, examples: int) -> float | None:
+  """Training FLOPs of `examples` examples (forward + backward), None without a forward count."""
+  return TRAIN_PER_FORWARD * forward * examples if forward else None
+
+
+def model_counts(model, task=None) -> dict:
+  """Params, non-embedding params (models.embedding_params) and forward FLOPs per example of a model,
+  abstract or not."""
+  return models.param_counts(model) | {"forward_flops_per_example": forward_flops(model, task)}

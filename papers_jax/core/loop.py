@@ -384,12 +384,15 @@ class Trainer:
 
   # ------------------------------------------------------------------ logs and compute accounting
   def _count_flops(self) -> dict:
-    """Params, analytic forward FLOPs per example (None without a counter) and the devices' peak."""
+    """Params (all, and non-embedding: models.embedding_params), analytic forward FLOPs per example
+    (None without a counter) and the devices' peak."""
     if not hasattr(self, "_counts"):
       model = nnx.eval_shape(lambda: self.task.build_model(nnx.Rngs(params=0)))
       peak, source = flops_lib.run_peak(self.config)
+      counts = flops_lib.model_counts(model, self.task)
       self._counts = {"params": int(sum(np.prod(p.shape) for p in jax.tree.leaves(self.state.params))),
-                      "forward_flops": flops_lib.forward_flops(model, self.task), "peak": peak, "peak_source": source,
+                      "non_embedding_params": counts["non_embedding_params"],
+                      "forward_flops": counts["forward_flops_per_example"], "peak": peak, "peak_source": source,
                       "tokens_per_example": (self.task.tokens_per_example()
                                              if hasattr(self.task, "tokens_per_example") else None)}
     return self._counts
@@ -402,7 +405,7 @@ class Trainer:
     if counts["tokens_per_example"]:
       row["tokens_per_s"] = row["throughput"] * counts["tokens_per_example"]
     if counts["forward_flops"]:
-      train_flops = 3 * counts["forward_flops"] * self.config.batch_size  # per step: forward + backward
+      train_flops = flops_lib.train_flops(counts["forward_flops"], self.config.batch_size)  # per step
       row["flops"] = step * train_flops  # cumulative training FLOPs
       if counts["peak"]:
         row["mfu"] = steps_per_s * train_flops / counts["peak"]
@@ -412,10 +415,10 @@ class Trainer:
     counts = self._count_flops()
     forward = counts["forward_flops"]
     steps = int(jax.device_get(self.state.step))
-    return {"params": counts["params"], "forward_flops_per_example": forward,
-            "train_flops_per_example": 3 * forward if forward else None,
-            "train_flops": 3 * forward * self.config.batch_size * steps if forward else None,
-            "examples_seen": steps * self.config.batch_size,
+    return {"params": counts["params"], "non_embedding_params": counts["non_embedding_params"],
+            "forward_flops_per_example": forward, "train_flops_per_example": flops_lib.train_flops(forward, 1),
+            "train_flops": flops_lib.train_flops(forward, self.config.batch_size * steps),
+            "flops_convention": flops_lib.CONVENTION, "examples_seen": steps * self.config.batch_size,
             "tokens_seen": (steps * self.config.batch_size * counts["tokens_per_example"]
                             if counts["tokens_per_example"] else None),
             "compile_s": getattr(self, "compile_s", None), "peak_flops": counts["peak"],

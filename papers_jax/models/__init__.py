@@ -1,9 +1,26 @@
 """Model registry: `create(name, **overrides)` with timm / HF names, `list_models()`.
 
 Each family module registers its variants when imported; importing this package imports them all.
-A family with an analytic FLOP counter has `forward_flops(model)` next to its variant table;
-`forward_flops` here picks it by the model's class (None for a family without one).
+
+Compute accounting, the one place every caller (the trainer's logs and summary.json, tools/benchmark.py,
+tools/sweep.py) goes through:
+  forward_flops(model, **lengths)  analytic FLOPs of one forward pass per example, 2 per multiply-add,
+                                   from the family's `forward_flops` next to its variant table (picked
+                                   by the model's class); a sequence model takes its lengths as keyword
+                                   arguments (default: the model's own maximum), which the task passes.
+  embedding_params(model)          the parameters of the family's `EMBEDDINGS`: token, position and
+                                   segment tables for the language models (Kaplan et al., 2020 leave
+                                   them out of N), patch projection, position embedding and class /
+                                   mask tokens for the vision models, none for a convnet; the rest are
+                                   the non-embedding parameters of a scaling study.
+Both are None for a model without a counter (the SSL wrappers, say). Each counter is tested against
+XLA's cost analysis in tests/test_flops.py.
 """
+
+import math
+
+import jax
+from flax import nnx
 
 from papers_jax.models.registry import create, list_models, model_config, register  # noqa: F401
 from papers_jax.models import vit, vit_hybrid  # noqa: F401  (register their variants)
@@ -16,13 +33,49 @@ from papers_jax.models import bert, fnet  # noqa: F401  (register their variants
 from papers_jax.models import clip  # noqa: F401  (registers its variants)
 from papers_jax.models import transformer  # noqa: F401  (registers its variants)
 
+# model class → its family module (with `forward_flops` and `EMBEDDINGS`).
+FAMILIES = {
+    vit.VisionTransformer: vit, vit_hybrid.HybridVisionTransformer: vit_hybrid, swin.SwinTransformer: swin,
+    mixer.MlpMixer: mixer, mae.MaskedAutoencoderViT: mae, clip.CLIP: clip, resnet.ResNet: resnet, gpt.GPT: gpt,
+    bert.BertModel: bert, bert.BertForPreTraining: bert, bert.BertForSequenceClassification: bert,
+    bert.BertForTokenClassification: bert, bert.BertForQuestionAnswering: bert,
+    fnet.FNetForPreTraining: fnet, fnet.FNetForSequenceClassification: fnet,
+    transformer.Transformer: transformer,
+}
+FLOP_COUNTERS = {cls: family.forward_flops for cls, family in FAMILIES.items()}
 
-FLOP_COUNTERS = {vit.VisionTransformer: vit.forward_flops, swin.SwinTransformer: swin.forward_flops,
-                 mixer.MlpMixer: mixer.forward_flops, mae.MaskedAutoencoderViT: mae.forward_flops,
-                 clip.CLIP: clip.forward_flops, resnet.ResNet: resnet.flops}
 
-
-def forward_flops(model) -> float | None:
-  """Matmul FLOPs of one forward pass per example (2 per multiply-add), or None without a counter."""
+def forward_flops(model, **lengths) -> float | None:
+  """FLOPs of one forward pass per example (2 per multiply-add), or None for a model without a counter.
+  `lengths`: the counter's keyword arguments (seq_len, predictions, source_len, target_len, count_padding)."""
   counter = FLOP_COUNTERS.get(type(model))
-  return counter(model) if counter else None
+  return float(counter(model, **lengths)) if counter else None
+
+
+def _size(tree) -> int:
+  return sum(math.prod(x.shape) for x in jax.tree.leaves(tree))
+
+
+def embedding_params(model) -> int | None:
+  """Parameters in the family's `EMBEDDINGS` (attribute paths; absent ones are skipped), or None for a
+  model of no known family. Works on an abstract model."""
+  family = FAMILIES.get(type(model))
+  if family is None:
+    return None
+  total = 0
+  for path in family.EMBEDDINGS:
+    node = model
+    for name in path.split("."):
+      node = getattr(node, name, None)
+    if isinstance(node, nnx.Param):
+      total += math.prod(node.shape)
+    elif node is not None:  # a module: its parameters
+      total += _size(nnx.state(node, nnx.Param))
+  return total
+
+
+def param_counts(model) -> dict:
+  """{"params": every parameter, "non_embedding_params": less `embedding_params` (None without a family)}."""
+  params = _size(nnx.state(model, nnx.Param))
+  embedding = embedding_params(model)
+  return {"params": params, "non_embedding_params": None if embedding is None else params - embedding}

@@ -34,7 +34,7 @@ from flax import nnx
 from papers_jax.core import sharding
 from papers_jax.errors import ConfigError
 from papers_jax.models.registry import register
-from papers_jax.models.vit import REMAT_POLICIES, check_remat
+from papers_jax.models.vit import REMAT_POLICIES, block_flops, check_remat
 from papers_jax.nn import Attention, Dropout, LayerNorm, Mlp, gradient_barrier, param
 from papers_jax.nn.linear import Dense
 from papers_jax.nn.mlp import ACTIVATIONS
@@ -295,3 +295,37 @@ class BertForQuestionAnswering(nnx.Module):
 for _size, _row in SIZES.items():
   for _case, _vocab in VOCAB_SIZES.items():
     register(f"bert-{_size}-{_case}", BertForPreTraining, **_row, vocab_size=_vocab)
+
+
+def forward_flops(model, seq_len: int | None = None, predictions: int | None = None) -> float:
+  """Matmul FLOPs of one forward pass per sequence of `seq_len` tokens (default: the model's
+  max_position_embeddings), 2 per multiply-add: the layers, the pooler and the model's heads; the
+  MLM head at `predictions` positions (default: every position, as without `masked_positions`).
+  Any of the BERT models, or BertModel alone; works on an abstract model."""
+  encoder = model if isinstance(model, BertModel) else model.bert
+  t, d = seq_len or encoder.embeddings.max_positions, encoder.hidden_size
+  flops = sum(block_flops(t, d, layer.mlp.fc1.kernel.shape[1]) for layer in encoder.layers)
+  return float(flops + pooler_and_head_flops(model, encoder, t, predictions))
+
+
+def pooler_and_head_flops(model, encoder, t: int, predictions: int | None) -> int:
+  """The pooler and the heads of a BERT or FNet model on t tokens (2 per multiply-add)."""
+  d = encoder.hidden_size
+  flops = 2 * d * d if encoder.pooler is not None else 0
+  if hasattr(model, "mlm_head"):  # pre-training: MLM transform and tied decoder, then the 2-way NSP head
+    p = predictions or t
+    flops += 2 * p * d * d + 2 * p * d * encoder.vocab_size + 2 * d * 2
+  if isinstance(model, (BertForTokenClassification, BertForQuestionAnswering)):  # scores for every token
+    head = model.qa_outputs if isinstance(model, BertForQuestionAnswering) else model.classifier
+    flops += 2 * t * d * head.kernel.shape[1]
+  elif hasattr(model, "classifier"):  # sequence classification, on the pooled output
+    flops += 2 * d * model.classifier.kernel.shape[1]
+  return flops
+
+
+# The embedding parameters (models.embedding_params), as Kaplan et al. (2020) leave them out of N: the
+# word (also the MLM decoder, tied), position and token-type tables, and the MLM decoder's output bias
+# (one per vocabulary entry). The embedding LayerNorm is a non-embedding parameter.
+EMBEDDINGS = ("bert.embeddings.word_embeddings", "bert.embeddings.position_embeddings",
+              "bert.embeddings.token_type_embeddings", "mlm_head.bias",
+              "embeddings.word_embeddings", "embeddings.position_embeddings", "embeddings.token_type_embeddings")

@@ -62,7 +62,7 @@ from papers_jax.models.registry import register
 from papers_jax.models import vit
 from papers_jax.models.vit import Block, VisionTransformer, apply_blocks, check_remat
 from papers_jax.nn import LayerNorm, dot_product_attention, param
-from papers_jax.nn.conv import Conv
+from papers_jax.nn.conv import Conv, conv_flops
 from papers_jax.nn.linear import Dense
 from papers_jax.nn.norms import BatchNorm
 
@@ -381,42 +381,50 @@ for _name, _row in VARIANTS.items():
 
 
 # ----------------------------------------------------------------------------- FLOPs
-def _conv_flops(conv, height: int, width: int) -> int:
-  """A convolution producing a height × width map (2 per multiply-add)."""
-  kh, kw, cin, cout = conv.kernel.shape
-  return 2 * height * width * kh * kw * cin * cout
-
-
-def resnet_forward_flops(visual) -> float:
+def resnet_forward_flops(visual, *, count_padding: bool = True) -> float:
   """CLIP's modified ResNet per image: convolutions (a strided block runs its 3×3 at the input
   resolution and its last 1×1 and shortcut after the 2×2 average pool) and attention pooling
-  (one query, keys and values over the mean token + H·W tokens)."""
-  h = visual.attnpool.grid * 32 // 2
-  flops = sum(_conv_flops(conv, h, h) for conv in (visual.conv1, visual.conv2, visual.conv3))
+  (one query, keys and values over the mean token + H·W tokens). `count_padding=False` leaves out
+  the kernel taps on the zero padding, as XLA's cost analysis does (nn/conv.py)."""
+  h = visual.attnpool.grid * 32
+  flops = 0
+  for conv in (visual.conv1, visual.conv2, visual.conv3):
+    f, h, _ = conv_flops(conv, h, h, count_padding=count_padding)
+    flops += f
   h //= 2
   for stage in (visual.layer1, visual.layer2, visual.layer3, visual.layer4):
     for block in stage:
-      flops += _conv_flops(block.conv1, h, h) + _conv_flops(block.conv2, h, h)
+      for conv in (block.conv1, block.conv2):
+        f, h, _ = conv_flops(conv, h, h, count_padding=count_padding)
+        flops += f
       h //= block.stride
-      flops += _conv_flops(block.conv3, h, h)
+      f, h, _ = conv_flops(block.conv3, h, h, count_padding=count_padding)
+      flops += f
       if block.downsample_conv is not None:
-        flops += _conv_flops(block.downsample_conv, h, h)
+        flops += conv_flops(block.downsample_conv, h, h)[0]  # 1×1, after the pool
   pool = visual.attnpool
   n, c, out = h * h + 1, pool.pos_embed.shape[1], pool.c_proj.kernel.shape[-1]
   flops += 2 * c * c + 2 * 2 * n * c * c + 2 * 2 * n * c + 2 * c * out  # q (1 token), k and v, q·k and p·v, c_proj
   return float(flops)
 
 
-def forward_flops(model) -> float:
+def forward_flops(model, *, count_padding: bool = True) -> float:
   """Matmul FLOPs of one CLIP forward pass per image-text pair: the image tower, the text tower on
   its full context (captions are padded to it), both projections. The N×N similarity matrix
-  (2·N·embed_dim per pair) depends on the batch and is left out."""
+  (2·N·embed_dim per pair) depends on the batch and is left out. `count_padding`: as
+  `resnet_forward_flops` (the ResNet image tower only)."""
   if model.vision == "vit":
     flops = vit.forward_flops(model.visual) + 2 * model.visual.embed_dim * model.embed_dim
   else:
-    flops = resnet_forward_flops(model.visual)
+    flops = resnet_forward_flops(model.visual, count_padding=count_padding)
   text = model.text
   n, d = text.context_length, text.token_embed.shape[1]
   flops += sum(vit.block_flops(n, d, block.mlp.fc1.kernel.shape[1]) for block in text.blocks)
   flops += 2 * d * model.embed_dim
   return float(flops)
+
+
+# The embedding parameters (models.embedding_params): the image tower's as the ViT's (the ResNet's
+# attention-pooling position embedding), the text tower's token and position tables (Kaplan et al., 2020).
+EMBEDDINGS = tuple(f"visual.{name}" for name in vit.EMBEDDINGS) + (
+    "visual.attnpool.pos_embed", "text.token_embed", "text.pos_embed")

@@ -18,13 +18,16 @@ names build it with the paper's Base / Large sizes. Init: kernels and embeddings
 Weights load from HF transformers' FNet checkpoints (convert/hf_bert.py).
 """
 
+import math
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from papers_jax.core import sharding
 from papers_jax.errors import ConfigError
-from papers_jax.models.bert import MaskedLMHead, apply_layers, embedding_table, gather_positions, sum_embeddings
+from papers_jax.models.bert import (MaskedLMHead, apply_layers, embedding_table, gather_positions,
+                                     pooler_and_head_flops, sum_embeddings)
 from papers_jax.models.registry import register
 from papers_jax.models.vit import check_remat
 from papers_jax.nn import Dropout, LayerNorm, Mlp, gradient_barrier
@@ -163,3 +166,31 @@ class FNetForSequenceClassification(nnx.Module):
 for _size, _row in SIZES.items():
   register(f"fnet-{_size}", FNetForPreTraining, **_row, vocab_size=32000, type_vocab_size=4,
            max_position_embeddings=512)
+
+
+def fft_flops(points: int) -> float:
+  """Real FLOPs of one complex FFT of `points` points, by the usual radix-2 count 5·N·log2(N)."""
+  return 5 * points * math.log2(points)
+
+
+def forward_flops(model, seq_len: int | None = None, predictions: int | None = None) -> float:
+  """FLOPs of one forward pass per sequence of `seq_len` tokens (default: max_position_embeddings):
+  the embedding projection, each layer's Fourier mixing and FFN, the pooler and the heads (as BERT's;
+  the MLM head at `predictions` positions, default all).
+
+  The mixing is one complex 2-D FFT over (sequence, hidden) of N = seq_len · hidden points, counted as
+  5·N·log2(N) (`fft_flops`; the row and column passes add up to the same). XLA's cost analysis has its
+  own rule, 8·N·Π⌊log2 nᵢ⌋ (four multiply-adds per point and level, the levels of the two axes
+  multiplied rather than added): 7.0× this count at FNet-Base's 512 × 768. tests/test_flops.py checks
+  the rest of the count against XLA's, and XLA's FFT rule itself."""
+  encoder = model.fnet
+  t, d = seq_len or encoder.embeddings.max_positions, encoder.hidden_size
+  flops = 2 * t * d * d  # the embedding projection
+  flops += sum(fft_flops(t * d) + 2 * 2 * t * d * layer.mlp.fc1.kernel.shape[1] for layer in encoder.layers)
+  return float(flops + pooler_and_head_flops(model, encoder, t, predictions))
+
+
+# The embedding parameters (models.embedding_params), as BERT's (Kaplan et al., 2020): the word, position
+# and token-type tables and the MLM decoder's bias. The embedding projection is compute: non-embedding.
+EMBEDDINGS = ("fnet.embeddings.word_embeddings", "fnet.embeddings.position_embeddings",
+              "fnet.embeddings.token_type_embeddings", "mlm_head.bias")

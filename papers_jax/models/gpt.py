@@ -33,7 +33,7 @@ from papers_jax import decoding
 from papers_jax.core import sharding
 from papers_jax.errors import ConfigError, UserError
 from papers_jax.models.registry import register
-from papers_jax.models.vit import REMAT_POLICIES, check_remat
+from papers_jax.models.vit import REMAT_POLICIES, block_flops, check_remat
 from papers_jax.nn import Attention, Dropout, KVCache, LayerNorm, Mlp, gradient_barrier, param
 
 # The paper's Table 2 (layers, d_model; 64-dim heads). The table lists 117M / 345M / 762M / 1542M
@@ -211,3 +211,17 @@ def _generate(graphdef, state, prompt, rng, *, max_len, max_new_tokens, temperat
 
 for _name, _row in VARIANTS.items():
   register(_name, GPT, **_row)
+
+
+def forward_flops(model: GPT, seq_len: int | None = None) -> float:
+  """Matmul FLOPs of one forward pass per sequence of `seq_len` tokens (default: the model's context),
+  2 per multiply-add: the blocks (attention scores over all seq_len² pairs, as the dense causal
+  kernel computes them) and the tied LM head at every position. Works on an abstract model."""
+  t, d = seq_len or model.context_length, model.embed_dim
+  flops = sum(block_flops(t, d, block.mlp.fc1.kernel.shape[1]) for block in model.blocks)
+  return float(flops + 2 * t * d * model.vocab_size)
+
+
+# The embedding parameters (models.embedding_params), as Kaplan et al. (2020) leave them out of N: the
+# token table (also the tied LM head) and the position embedding.
+EMBEDDINGS = ("token_embed", "pos_embed")

@@ -251,3 +251,8 @@ def forward_flops(model) -> float:
   flops += sum(block_flops(1 + n, dd, block.mlp.fc1.kernel.shape[1]) for block in model.decoder_blocks)
   flops += 2 * (1 + n) * dd * model.decoder_pred.kernel.shape[1]
   return float(flops)
+
+
+# The embedding parameters (models.embedding_params): the patch projection, the class token and the
+# learned [M] tokens (the position embeddings are fixed sin-cos tables, not parameters).
+EMBEDDINGS = ("patch_embed.proj", "cls_token", "mask_token", "encoder_mask")

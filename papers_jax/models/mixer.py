@@ -149,3 +149,7 @@ def forward_flops(model) -> float:
   if model.head is not None:
     flops += 2 * d * model.num_classes
   return float(flops)
+
+
+# The embedding parameters (models.embedding_params): the patch projection (Mixer has no position embedding).
+EMBEDDINGS = ("stem.proj",)

@@ -16,7 +16,7 @@ The paper's other networks (§3.3, §4.1, §4.2):
     widths 16/32/64 (feature maps 32/16/8), global pooling and a 10-way classifier: 6n+2 layers,
     option-A shortcuts (`resnet20_cifar` … `resnet110_cifar`, `plain20_cifar` … `plain110_cifar`).
     These are built without timm's zero-initialised last BN, as in the paper.
-`flops(model)` counts one forward pass analytically (the benchmark harness's counter).
+`forward_flops(model)` counts one forward pass analytically (models.forward_flops picks it).
 """
 
 import math
@@ -29,7 +29,7 @@ from flax import nnx
 from papers_jax.core import sharding
 from papers_jax.models import intermediates
 from papers_jax.models.registry import register
-from papers_jax.nn.conv import Conv, max_pool
+from papers_jax.nn.conv import Conv, conv_flops, max_pool
 from papers_jax.nn.linear import Dense
 from papers_jax.nn.norms import BatchNorm
 
@@ -107,7 +107,7 @@ def _zero_scale(bn: BatchNorm) -> BatchNorm:
 class ResNet(nnx.Module):
   """`layers`: blocks per stage (any number of stages; stage i has width·2^i planes and, after the
   first, starts with a stride-2 block). `shortcut`: "A", "B" or "C" (see the module docstring);
-  `residual=False` builds the plain network. `img_size`: the input resolution that `flops` assumes
+  `residual=False` builds the plain network. `img_size`: the input resolution that `forward_flops` assumes
   (the network takes any size)."""
 
   def __init__(self, *, block: str = "bottleneck", layers=(3, 4, 6, 3), num_classes: int = 1000, in_chans: int = 3,
@@ -233,32 +233,15 @@ def unshuffle_batch(y, perm):
   return sharding.constrain(out, ("act_batch",) + (None,) * (y.ndim - 1))
 
 
-def _taps(size: int, conv) -> tuple[int, int]:
-  """(output size, kernel taps summed over the outputs that fall inside the image, not on its padding)."""
-  k, s, p = conv.kernel.shape[0], conv.stride, conv.padding
-  out = (size + 2 * p - k) // s + 1
-  inside = sum(min(k, size + p - o * s) - max(0, p - o * s) for o in range(out))
-  return out, inside
-
-
-def _conv_flops(conv, h: int, w: int, count_padding: bool) -> tuple[int, int, int]:
-  """(FLOPs, output height, output width) of one convolution on an h × w map (2 per multiply-add)."""
-  (oh, taps_h), (ow, taps_w) = _taps(h, conv), _taps(w, conv)
-  k, _, cin, cout = conv.kernel.shape
-  if count_padding:
-    taps_h, taps_w = oh * k, ow * k
-  return 2 * taps_h * taps_w * cin * cout, oh, ow
-
-
-def flops(model: ResNet, img_size: int | None = None, *, count_padding: bool = True) -> float:
+def forward_flops(model: ResNet, img_size: int | None = None, *, count_padding: bool = True) -> float:
   """Matmul FLOPs of one forward pass per example at img_size × img_size (default `model.img_size`):
   every convolution and the classifier, 2 per multiply-add (the paper's "FLOPs" count multiply-adds:
   its 1.8·10⁹ for ResNet-18 at 224 are 3.6·10⁹ here). BatchNorm, ReLU, pooling and the shortcuts'
   additions are left out. `count_padding=False` leaves out the kernel taps that land on the zero
   padding, as XLA's cost analysis does (a 3×3 conv on a 7×7 map: 19% fewer). Works on an abstract
-  model (`nnx.eval_shape`)."""
+  model (`nnx.eval_shape`). A convnet has no embedding: every parameter is a non-embedding one."""
   h = w = img_size or model.img_size
-  total, h, w = _conv_flops(model.conv1, h, w, count_padding)
+  total, h, w = conv_flops(model.conv1, h, w, count_padding=count_padding)
   if model.stem == "imagenet":
     h, w = (h + 2 - 3) // 2 + 1, (w + 2 - 3) // 2 + 1  # the 3×3/2 max pool, padding 1
   for stage in model.stage_modules():
@@ -266,10 +249,14 @@ def flops(model: ResNet, img_size: int | None = None, *, count_padding: bool = T
       h_in, w_in = h, w
       for conv in (block.conv1, block.conv2, block.conv3):
         if conv is not None:
-          f, h, w = _conv_flops(conv, h, w, count_padding)
+          f, h, w = conv_flops(conv, h, w, count_padding=count_padding)
           total += f
       if block.downsample_conv is not None:
-        total += _conv_flops(block.downsample_conv, h_in, w_in, count_padding)[0]
+        total += conv_flops(block.downsample_conv, h_in, w_in, count_padding=count_padding)[0]
   if model.fc is not None:
     total += 2 * model.num_features * model.num_classes
   return float(total)
+
+
+# A convnet has no embedding (models.embedding_params): its stem is compute like any other convolution.
+EMBEDDINGS = ()

@@ -450,3 +450,8 @@ def forward_flops(model) -> float:
   if model.head is not None:
     flops += 2 * model.num_features * model.num_classes
   return float(flops)
+
+
+# The embedding parameters (models.embedding_params): the patch projection (Swin has no absolute position
+# embedding; the relative position bias tables belong to the attention layers).
+EMBEDDINGS = ("patch_embed.proj",)

@@ -40,6 +40,7 @@ from papers_jax import beam_search, decoding
 from papers_jax.core import sharding
 from papers_jax.errors import ConfigError
 from papers_jax.models.registry import register
+from papers_jax.models.vit import block_flops
 from papers_jax.nn import Attention, Dropout, KVCache, LayerNorm, Mlp, gradient_barrier, param
 from papers_jax.nn.attention import CrossAttention
 
@@ -270,3 +271,21 @@ class Transformer(nnx.Module):
 
 for _name, _row in VARIANTS.items():
   register(f"transformer_{_name}", Transformer, **_row, vocab_size=VOCAB_SIZE)
+
+
+def forward_flops(model: Transformer, source_len: int = 256, target_len: int = 256) -> float:
+  """Matmul FLOPs of one teacher-forced forward pass per sentence pair of `source_len` source and
+  `target_len` target tokens (default 256 each, tensor2tensor's max_length of transformer_base; the task
+  passes its own), 2 per multiply-add: the encoder and decoder layers, cross-attention (queries and
+  output on the target, keys and values on the source, scores over target × source) and the output
+  projection through the shared embedding. Works on an abstract model."""
+  s, t, d = source_len, target_len, model.d_model
+  hidden = model.encoder[0].mlp.fc1.kernel.shape[1]
+  cross = 2 * 2 * t * d * d + 2 * 2 * s * d * d + 2 * 2 * t * s * d
+  flops = len(model.encoder) * block_flops(s, d, hidden) + len(model.decoder) * (block_flops(t, d, hidden) + cross)
+  return float(flops + 2 * t * d * model.vocab_size)
+
+
+# The embedding parameters (models.embedding_params), as Kaplan et al. (2020) leave them out of N: the one
+# table shared by source, target and output projection (the sinusoidal position encodings are fixed).
+EMBEDDINGS = ("embedding",)

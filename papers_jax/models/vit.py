@@ -324,6 +324,13 @@ def forward_flops(model) -> float:
   n, d = model.patch_embed.num_patches + model.num_prefix_tokens, model.embed_dim
   flops = patch_embed_flops(model.patch_embed)
   flops += sum(block_flops(n, d, block.mlp.fc1.kernel.shape[1]) for block in model.blocks)
+  if model.pre_logits is not None:
+    flops += 2 * d * model.pre_logits["fc"].kernel.shape[1]
   if model.head is not None:
-    flops += 2 * d * model.num_classes
+    flops += 2 * model.head.kernel.shape[0] * model.num_classes
   return float(flops)
+
+
+# The embedding parameters (models.embedding_params): the patch projection, the position embedding and
+# the class token; the rest are the non-embedding parameters of a scaling study.
+EMBEDDINGS = ("patch_embed.proj", "pos_embed", "cls_token")

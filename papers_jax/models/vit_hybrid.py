@@ -17,9 +17,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from papers_jax.models import vit
 from papers_jax.models.registry import register
 from papers_jax.models.vit import WIDTHS, VisionTransformer
-from papers_jax.nn.conv import StdConv, max_pool
+from papers_jax.nn.conv import StdConv, conv_flops, max_pool
 from papers_jax.nn.embed import PatchEmbed, _pair
 from papers_jax.nn.norms import GroupNorm
 
@@ -131,3 +132,33 @@ HEADLESS = ("vit_base_r50_s16_224",)
 for _name, (_width, _layers, _img) in VARIANTS.items():
   register(_name, HybridVisionTransformer, **WIDTHS[_width], backbone_layers=_layers, img_size=_img,
            **({"num_classes": 0} if _name in HEADLESS else {}))
+
+
+def backbone_flops(backbone: ResNetV2, img_size, *, count_padding: bool = True) -> int:
+  """The ResNet-V2's convolutions on an image of `img_size` (2 per multiply-add; GroupNorm, ReLU,
+  pooling and the kernels' standardisation left out)."""
+  h, w = _pair(img_size)
+  total, h, w = conv_flops(backbone.stem["conv"], h, w, count_padding=count_padding)
+  h, w = -(-h // 2), -(-w // 2)  # the 3×3/2 "SAME" max pool
+  for stage in backbone.stages:
+    for block in stage["blocks"]:
+      h_in, w_in = h, w
+      for conv in (block.conv1, block.conv2, block.conv3):
+        f, h, w = conv_flops(conv, h, w, count_padding=count_padding)
+        total += f
+      if block.downsample is not None:
+        total += conv_flops(block.downsample["conv"], h_in, w_in, count_padding=count_padding)[0]
+  return total
+
+
+def forward_flops(model: HybridVisionTransformer, *, count_padding: bool = True) -> float:
+  """Matmul FLOPs of one hybrid forward pass per example: the ResNet backbone's convolutions, then
+  the ViT on its feature map (the token projection, the blocks, the head). `count_padding=False`
+  leaves out the kernel taps on the zero padding, as XLA's cost analysis does (see nn/conv.py)."""
+  embed = model.patch_embed
+  return float(backbone_flops(embed.backbone, embed.img_size, count_padding=count_padding) + vit.forward_flops(model))
+
+
+# The embedding parameters (models.embedding_params): the token projection of the backbone's map, the
+# position embedding and the class token. The backbone is compute, as any layer: non-embedding.
+EMBEDDINGS = vit.EMBEDDINGS

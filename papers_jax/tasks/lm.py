@@ -220,19 +220,13 @@ class LMTask:
     return lm.max_source_len + lm.max_target_len
 
   def forward_flops(self, model) -> float:
-    """Matmul FLOPs of one example's forward pass (2 per multiply-add), for tools/benchmark.py."""
+    """FLOPs of one example's forward pass at this config's lengths (the model family's counter)."""
     lm = self.lm
     if self.objective == "causal":
-      return _decoder_flops(lm.seq_len, model.embed_dim, len(model.blocks), model.blocks[0].mlp.fc1.kernel.shape[1],
-                            model.vocab_size)
+      return models.forward_flops(model, seq_len=lm.seq_len)
     if self.objective == "bert":
-      return _encoder_flops(model, lm.max_seq_len, lm.max_predictions)
-    s, t = lm.max_source_len, lm.max_target_len
-    d, h = model.d_model, model.encoder[0].mlp.fc1.kernel.shape[1]
-    cross = 2 * t * d * d * 2 + 2 * s * d * d * 2 + 2 * 2 * t * s * d  # q and out on t, k and v on s, scores
-    enc = len(model.encoder) * _layer_flops(s, s, d, h)
-    dec = len(model.decoder) * (_layer_flops(t, t, d, h) + cross)
-    return float(enc + dec + 2 * t * d * model.vocab_size)
+      return models.forward_flops(model, seq_len=lm.max_seq_len, predictions=lm.max_predictions)
+    return models.forward_flops(model, source_len=lm.max_source_len, target_len=lm.max_target_len)
 
   # ------------------------------------------------------------------ losses
 
@@ -369,24 +363,3 @@ def tokenizers_lossless(tokenizer) -> bool:
   """Byte-level BPE decodes every byte back, so bits per byte are exact; WordPiece lower-cases and drops."""
   return "ByteLevel" in str(tokenizer.backend.pre_tokenizer)
 
-
-def _layer_flops(n_q: int, n_kv: int, d: int, hidden: int) -> int:
-  """A self-attention layer on n_q tokens (keys n_kv) of width d plus its FFN."""
-  return 2 * n_q * d * 3 * d + 2 * 2 * n_q * n_kv * d + 2 * n_q * d * d + 2 * 2 * n_q * d * hidden
-
-
-def _decoder_flops(t: int, d: int, depth: int, hidden: int, vocab: int) -> float:
-  return float(depth * _layer_flops(t, t, d, hidden) + 2 * t * d * vocab)
-
-
-def _encoder_flops(model, t: int, predictions: int) -> float:
-  """BERT or FNet with the pretraining heads. FNet's mixing is counted as the matmul-free FFT it is:
-  5·N·log2(N) real FLOPs per complex transform of length N (over hidden, then over positions)."""
-  encoder = model.bert if hasattr(model, "bert") else model.fnet
-  d, hidden, vocab = encoder.hidden_size, encoder.layers[0].mlp.fc1.kernel.shape[1], encoder.vocab_size
-  if hasattr(model, "fnet"):
-    per_layer = 5 * t * d * (math.log2(d) + math.log2(t)) + 2 * 2 * t * d * hidden
-  else:
-    per_layer = _layer_flops(t, t, d, hidden)
-  heads = 2 * predictions * d * d + 2 * predictions * d * vocab + 2 * d * d  # MLM transform + decoder, pooler
-  return float(len(encoder.layers) * per_layer + heads)

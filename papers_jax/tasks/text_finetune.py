@@ -121,6 +121,13 @@ class TextFinetuneTask:
       kwargs["num_labels"] = self.source(self.config.data.train_split).num_labels
     return HEADS[self.objective](**(models.model_config(name) | kwargs), rngs=rngs)
 
+  def tokens_per_example(self) -> int:
+    return int(self.ft.max_seq_len)
+
+  def forward_flops(self, model) -> float:
+    """FLOPs of one example's forward pass at finetune.max_seq_len (the BERT family's counter)."""
+    return models.forward_flops(model, seq_len=int(self.ft.max_seq_len))
+
   # ------------------------------------------------------------------ losses
 
   def _outputs(self, model, batch, *, train: bool, rngs=None):
