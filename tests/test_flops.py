@@ -105,7 +105,7 @@ def test_forward_flops_match_xla(case):
   if case == "fnet":  # XLA's FFT rule in place of the documented 5·N·log2 N, the rest as counted
     t, d, layers = lengths["seq_len"], overrides["hidden_size"], overrides["num_layers"]
     assert xla_fft_flops(t, d) == pytest.approx(8 * t * d * math.log2(t) * math.floor(math.log2(d)), rel=0.01)
-    xla += layers * (fnet.fft_flops(t * d) - xla_fft_flops(t, d))
+    xla += layers * (5 * t * d * math.log2(t * d) - xla_fft_flops(t, d))
   assert 1.0 <= xla / analytic < 1.05, (case, xla / analytic)
 
 
@@ -123,6 +123,14 @@ def test_sequence_counters_default_to_the_models_lengths():
   pretraining = abstract("bert-base-uncased", **kw)
   heads = 2 * 5 * 64 * 64 + 2 * 5 * 64 * 512 + 2 * 64 * 2  # MLM transform and decoder at 5 positions, NSP
   assert body == models.forward_flops(pretraining, seq_len=32, predictions=5) - heads
+
+
+def test_fnet_counts_a_layer_as_its_fft_and_its_ffn():
+  t, d, h = 32, 64, 128
+  one, two = (abstract("fnet-base", vocab_size=512, hidden_size=d, num_layers=n, intermediate_size=h,
+                       max_position_embeddings=64) for n in (1, 2))
+  layer = models.forward_flops(two, seq_len=t) - models.forward_flops(one, seq_len=t)
+  assert layer == pytest.approx(5 * t * d * math.log2(t * d) + 2 * 2 * t * d * h)  # the 2-D FFT: 5·N·log2 N
 
 
 def test_mae_counts_the_encoder_on_the_kept_tokens_only():

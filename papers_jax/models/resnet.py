@@ -238,7 +238,7 @@ def forward_flops(model: ResNet, img_size: int | None = None, *, count_padding: 
   every convolution and the classifier, 2 per multiply-add (the paper's "FLOPs" count multiply-adds:
   its 1.8·10⁹ for ResNet-18 at 224 are 3.6·10⁹ here). BatchNorm, ReLU, pooling and the shortcuts'
   additions are left out. `count_padding=False` leaves out the kernel taps that land on the zero
-  padding, as XLA's cost analysis does (a 3×3 conv on a 7×7 map: 19% fewer). Works on an abstract
+  padding, as XLA's cost analysis does (a 3×3 conv on a 7×7 map: 18% fewer). Works on an abstract
   model (`nnx.eval_shape`). A convnet has no embedding: every parameter is a non-embedding one."""
   h = w = img_size or model.img_size
   total, h, w = conv_flops(model.conv1, h, w, count_padding=count_padding)
