@@ -253,3 +253,23 @@ def test_weight_ema_is_evaluated_and_summarised(ema_runs):
   assert on_disk["eval_ema/accuracy"] == summary["eval_ema/accuracy"]
   # The EMA evaluation really runs on the average: evaluating the params' step again differs from it.
   assert summary["eval_ema/loss"] != summary["eval/loss"]
+
+
+def test_export_of_the_weight_ema_and_none_in_a_params_checkpoint(ema_runs, tmp_path, capsys):
+  import os
+  from conftest import ROOT
+  from papers_jax import cli, convert
+  whole = ema_runs[0]
+  # `papers-jax export --ema` exports this model: the run's params replaced by the average.
+  exported = convert.export_state_dict(cli._model(whole, ema=True), "timm")
+  of_params = convert.export_state_dict(cli._model(whole), "timm")
+  head = np.asarray(whole.state.extra["ema_params"]["head"]["kernel"]).T
+  np.testing.assert_array_equal(exported["head.weight"], head)
+  assert not np.array_equal(exported["head.weight"], of_params["head.weight"])
+  # A params checkpoint (checkpoints/<step>/state) restores no EMA, even with ema_decay set: none to export.
+  config = os.path.join(ROOT, "configs", "vit", "digits.py") + ":smoke"
+  assert cli.main(["export", "--config", config, "--set", "ema_decay=0.9", "--format", "timm", "--ema",
+                   "--out", str(tmp_path / "x.safetensors"), "--checkpoint",
+                   os.path.join(whole.workdir, "checkpoints", "4", "state")]) == 2
+  assert "holds no weight EMA" in capsys.readouterr().err
+  assert not os.path.exists(tmp_path / "x.safetensors")
