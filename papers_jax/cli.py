@@ -6,6 +6,7 @@
   papers-jax predict --config configs/gpt/python_docs.py --checkpoint runs/gpt_docs --text "The list" [--max-new-tokens 40]
   papers-jax export --config configs/vit/digits.py --checkpoint runs/vit_digits --format stablehlo --out vit.stablehlo
   papers-jax export --model vit_base_patch16_224 --checkpoint ckpt/vit_b16 --format timm --out vit.safetensors
+  papers-jax export --config configs/vit/digits.py --checkpoint runs/vit_digits --format timm --ema --out e.safetensors
   papers-jax list-models [PATTERN]
 
 `--checkpoint` is a run's workdir (its newest checkpoint, or `--step`), a run's
@@ -48,9 +49,13 @@ def _restored_trainer(args):
   from papers_jax.errors import CheckpointError
   config = _load_config(args.config, args.set)
   path = os.path.abspath(args.checkpoint)
-  trainer = loop.Trainer(config, path)
   run_dir = path if os.path.isdir(os.path.join(path, "checkpoints")) else None
   step_dir = os.path.basename(path).isdigit() and os.path.isdir(os.path.join(path, "state"))
+  if not (run_dir or step_dir) and config.ema_decay:  # a params checkpoint holds no weight EMA to evaluate
+    config = config.unlock()
+    config.ema_decay = 0.0
+    config = config.lock()
+  trainer = loop.Trainer(config, path)
   if run_dir or step_dir:
     directory = os.path.join(path, "checkpoints") if run_dir else os.path.dirname(path)
     checkpointer = ckpt_lib.Checkpointer(directory, async_save=False)
@@ -70,9 +75,15 @@ def _restored_trainer(args):
   return trainer, f"params of {path}"
 
 
-def _model(trainer):
+def _model(trainer, ema: bool = False):
+  """The restored model; `ema`: with the weight EMA (a run with config.ema_decay) as its params."""
   from papers_jax.core.state import merge_model
-  return merge_model(trainer.graphdef, trainer.state.params, trainer.state.model_state)
+  from papers_jax.errors import UserError
+  if ema and "ema_params" not in trainer.state.extra:
+    raise UserError("--ema: this checkpoint holds no weight EMA; give a run's checkpoint trained with "
+                    "config.ema_decay > 0, or leave out --ema")
+  params = trainer.state.extra["ema_params"] if ema else trainer.state.params
+  return merge_model(trainer.graphdef, params, trainer.state.model_state)
 
 
 def evaluate(args) -> dict:
@@ -151,15 +162,17 @@ def export_model(args) -> str:
   if args.format == "timm" or args.format == "hf":
     if args.config:
       trainer, _ = _restored_trainer(args)
-      model = _model(trainer)
+      model = _model(trainer, args.ema)
     elif args.model:
+      if args.ema:
+        raise UserError("--ema needs --config and a run's --checkpoint (a params checkpoint holds no weight EMA)")
       model = models.create(args.model, pretrained=args.checkpoint)
     else:
       raise UserError("give --config (with a run's --checkpoint) or --model (with a params --checkpoint)")
     convert.save_state_dict(convert.export_state_dict(model, args.format), args.out)
     return f"wrote {args.out} ({args.format} layout)"
   trainer, _ = _restored_trainer(args)
-  model = _model(trainer)
+  model = _model(trainer, args.ema)
   d = trainer.config.data
   shape = (None, d.image_size, d.image_size, int(trainer.config.model.get("in_chans", 3)))
   blob = export.stablehlo(model, shape)
@@ -199,6 +212,7 @@ def _parser():
   with_checkpoint(p, config_required=False)
   p.add_argument("--model", help="registered model name (with a params --checkpoint, instead of --config)")
   p.add_argument("--format", required=True, choices=("timm", "hf", "stablehlo"))
+  p.add_argument("--ema", action="store_true", help="export the weight EMA of a run trained with config.ema_decay")
   p.add_argument("--out", required=True)
   p = sub.add_parser("list-models", help="registered model names")
   p.add_argument("pattern", nargs="?", default="*")

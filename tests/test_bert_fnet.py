@@ -361,3 +361,34 @@ def test_fine_tuning_loss_equals_hf(objective):
                                                    jax.random.key(0))
   print(f"{objective}: ours {float(loss):.6f} HF {want:.6f}")
   assert abs(float(loss) - want) < 1e-5 and want > 0.5
+
+
+@needs_torch
+@pytest.mark.parametrize("cls", [bert.BertForPreTraining, bert.BertModel, fnet.FNetForPreTraining],
+                         ids=lambda c: c.__name__)
+def test_hf_export_is_the_state_dict_hf_loads(cls, tmp_path):
+  """export_state_dict(ours, "hf") → safetensors → HF's strict load_state_dict gives HF's logits of our
+  weights, and the export is exactly HF's own state dict; importing it again restores ours exactly."""
+  import safetensors.torch
+  is_bert = cls in HEADS_BERT
+  kwargs = dict(TINY, num_heads=HEADS) if is_bert else TINY
+  hf_class, cfg = getattr(transformers, cls.__name__), hf_tiny("bert-base-uncased" if is_bert else "fnet-base")
+  sd = numpy_sd(random_hf(hf_class, cfg, seed=11))
+  ours, _ = load_ours(cls, sd, **kwargs)
+  exported = convert.export_state_dict(ours, "hf")
+  assert sorted(exported) == sorted(sd)
+  for key, value in sd.items():
+    np.testing.assert_array_equal(exported[key], value, err_msg=key)
+  path = str(tmp_path / "exported.safetensors")
+  convert.save_state_dict(exported, path)
+  ref = hf_class(cfg).eval()
+  ref.load_state_dict(safetensors.torch.load_file(path), strict=True)
+  ids, types, mask = inputs(seed=12, type_vocab=2 if is_bert else 4)
+  out = hf_forward(ref, ids, types, mask if is_bert else None)
+  with jax.default_matmul_precision("highest"):
+    got = _forward(ours, ids, types, mask if is_bert else None)
+  pairs = ([(got[0], out.last_hidden_state), (got[1], out.pooler_output)] if cls is bert.BertModel
+           else [(got[0], out.prediction_logits), (got[1], out.seq_relationship_logits)])
+  assert max(max_diff(a, b) for a, b in pairs) < TOL
+  back, _ = load_ours(cls, safetensors.torch.load_file(path), **kwargs)
+  jax.tree.map(np.testing.assert_array_equal, nnx.state(back, nnx.Param), nnx.state(ours, nnx.Param))

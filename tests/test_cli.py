@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 from PIL import Image
@@ -89,3 +90,25 @@ def test_list_models_help_and_clear_errors(capsys, tmp_path):
   proc = subprocess.run([sys.executable, "-m", "papers_jax.cli", "--help"], cwd=ROOT, capture_output=True, text=True,
                         timeout=120)
   assert proc.returncode == 0 and "papers-jax eval" in proc.stdout and "list-models" in proc.stdout
+
+
+def test_export_hf_layout_round_trips(capsys, tmp_path):
+  """`export --format hf` of a GPT params checkpoint writes GPT2LMHeadModel's keys (parity with HF:
+  tests/test_gpt.py), and reading the file back gives the checkpoint's params exactly."""
+  from flax import nnx
+  from safetensors.numpy import load_file
+
+  from papers_jax import convert, tasks
+  config = os.path.join(ROOT, "configs", "gpt", "python_docs.py") + ":smoke"
+  params_of = lambda model: nnx.to_pure_dict(nnx.state(model, nnx.Param))  # noqa: E731
+  model = tasks.get_task(cli._load_config(config, [])).build_model(nnx.Rngs(params=1))
+  convert.save_params(params_of(model), str(tmp_path / "params"))
+  out = str(tmp_path / "gpt2.safetensors")
+  assert cli.main(["export", "--config", config, "--checkpoint", str(tmp_path / "params"), "--format", "hf",
+                   "--out", out]) == 0
+  assert "hf layout" in capsys.readouterr().out
+  sd = load_file(out)
+  assert {"lm_head.weight", "transformer.wte.weight", "transformer.h.0.attn.c_attn.weight"} <= set(sd)
+  back = tasks.get_task(cli._load_config(config, [])).build_model(nnx.Rngs(params=2))
+  convert.load_torch_weights(back, sd, source="hf")
+  jax.tree.map(np.testing.assert_array_equal, params_of(back), params_of(model))

@@ -131,6 +131,34 @@ def test_matches_hf_clip_model(hf_pair, eos_rule):
 
 
 @needs_torch
+def test_hf_export_is_the_state_dict_hf_loads(hf_pair, tmp_path):
+  """export_state_dict(ours, "hf") is CLIPModel's state dict exactly (q/k/v split again): HF loads it
+  strictly from safetensors and gives our logits; importing it again restores ours exactly."""
+  import safetensors.torch
+  _, sd, ours = hf_pair
+  exported = convert.export_state_dict(ours, "hf")
+  assert sorted(exported) == sorted(sd)
+  for key, value in sd.items():
+    np.testing.assert_array_equal(exported[key], value, err_msg=key)
+  path = str(tmp_path / "clip.safetensors")
+  convert.save_state_dict(exported, path)
+  ref = CLIPModel(hf_tiny_config()).eval()
+  ref.load_state_dict(safetensors.torch.load_file(path), strict=True)
+  rng = np.random.default_rng(1)
+  images = rng.standard_normal((2, 32, 32, 3)).astype(np.float32)
+  tokens = tokens_with_eos(rng, 3, 16, 99, 98, [5, 15, 2])
+  with torch.no_grad():
+    out = ref(input_ids=torch.from_numpy(tokens.astype(np.int64)),
+              pixel_values=torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))))
+  with jax.default_matmul_precision("highest"):
+    _, _, logits_per_image, _ = _forward(ours, jnp.asarray(images), jnp.asarray(tokens))
+  np.testing.assert_allclose(logits_per_image, out.logits_per_image.numpy(), atol=1e-4)
+  back = abstract(**TINY)
+  convert.load_torch_weights(back, safetensors.torch.load_file(path), source="hf")
+  jax.tree.map(np.testing.assert_array_equal, nnx.state(back, nnx.Param), nnx.state(ours, nnx.Param))
+
+
+@needs_torch
 def test_remat_and_scan_keep_the_features(hf_pair):
   """Both towers under `nnx.remat` and one `lax.scan` over their blocks (the causal mask passed through)."""
   _, sd, ours = hf_pair

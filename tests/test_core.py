@@ -172,3 +172,104 @@ def test_frozen_params_stay_put_through_the_trainer():
   jax.tree.map(np.testing.assert_array_equal, after["blocks"][0], before["blocks"][0])
   jax.tree.map(np.testing.assert_array_equal, after["patch_embed"], before["patch_embed"])
   assert not np.array_equal(after["blocks"][1]["mlp"]["fc1"]["kernel"], before["blocks"][1]["mlp"]["fc1"]["kernel"])
+
+
+def test_weight_ema_follows_the_numpy_reference_and_skips_nonfinite_steps():
+  # config.ema_decay: ema_0 = params_0 (no warm-up, no bias correction, as timm's ModelEmaV2), then
+  # ema_k = d·ema_(k−1) + (1 − d)·params_k after every applied step; a skipped step leaves it alone.
+  import jax.numpy as jnp
+  import optax
+  from flax import nnx
+  from papers_jax.core import step as step_lib
+  from papers_jax.core.state import add_weight_ema, create_train_state
+  from papers_jax.nn.linear import param
+
+  class Tiny(nnx.Module):
+    def __init__(self, rngs):
+      self.w = param(rngs, nnx.initializers.normal(1.0), (4, 6), jnp.float32, ("embed", "mlp"))
+
+  decay = 0.7
+  mesh = sharding.make_mesh({"data": 1, "fsdp": 2}, jax.devices()[:2])
+  with sharding.use_mesh(mesh, sharding.DEFAULT_RULES):
+    state, shardings, _, tx = create_train_state(Tiny, lambda p: optax.adam(0.1), mesh, sharding.DEFAULT_RULES, 0)
+    state, shardings = add_weight_ema(state, shardings)
+  assert state.extra["ema_params"]["w"].sharding == state.params["w"].sharding  # sharded like the params
+  assert state.extra["ema_params"]["w"].sharding.spec[0] == "fsdp"
+
+  def loss_fn(params, model_state, batch, rng):
+    return jnp.sum((params["w"] - batch["x"].mean(0)) ** 2), ({}, model_state)
+
+  train_step = step_lib.jit_train_step(step_lib.make_train_step(loss_fn, tx, lambda s: 0.1, ema_decay=decay),
+                                       shardings, mesh, sharding.DEFAULT_RULES)
+  ema = np.asarray(state.params["w"], np.float64)
+  x = np.arange(48, dtype=np.float32).reshape(2, 4, 6)
+  with sharding.use_mesh(mesh, sharding.DEFAULT_RULES):
+    for k in range(5):
+      batch = {"x": x, "nan": np.full((2,), k == 3)}  # step 4 is non-finite: skipped
+      state, metrics = train_step(state, sharding.global_batch(batch, mesh))
+      if k != 3:
+        ema = decay * ema + (1 - decay) * np.asarray(state.params["w"], np.float64)
+      assert float(metrics["nonfinite"]) == float(k == 3)
+      np.testing.assert_allclose(np.asarray(state.extra["ema_params"]["w"]), ema, rtol=1e-6, atol=1e-6)
+  assert state.extra["ema_params"]["w"].dtype == jnp.float32
+  assert not np.allclose(ema, np.asarray(state.params["w"]), atol=1e-2)  # it lags the params
+
+
+@pytest.fixture(scope="module")
+def ema_runs(tmp_path_factory):
+  """The digits smoke run with a weight EMA: uninterrupted, and preempted at step 2 then resumed."""
+  def config(**overrides):
+    return smoke_config(ema_decay=0.9, num_steps=4, checkpoint_every=2, log_every=2, async_checkpoint=False,
+                        mesh={"data": 1, "fsdp": 2, "tensor": 1}, **overrides)
+  devices = jax.devices()[:2]
+  base = tmp_path_factory.mktemp("ema")
+  whole = loop.Trainer(config(), str(base / "whole"), devices=devices)
+  whole_summary = whole.run()
+  first = loop.Trainer(config(**{"debug.sigterm_at_step": 2}), str(base / "resumed"), devices=devices)
+  assert first.run()["preempted_at"] == 2
+  second = loop.Trainer(config(), str(base / "resumed"), devices=devices)
+  return whole, whole_summary, second, second.run()
+
+
+def test_weight_ema_resumes_bit_exactly(ema_runs):
+  whole, _, resumed, summary = ema_runs
+  assert summary["resumed_from"] == 2
+  for name in ("params", "extra"):
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(getattr(resumed.state, name)),
+                 jax.device_get(getattr(whole.state, name)))
+  ema, params = resumed.state.extra["ema_params"], resumed.state.params
+  assert jax.tree.map(lambda e, p: e.sharding == p.sharding, ema, params) == jax.tree.map(lambda p: True, params)
+  assert not np.array_equal(ema["head"]["kernel"], params["head"]["kernel"])
+
+
+def test_weight_ema_is_evaluated_and_summarised(ema_runs):
+  import json
+  import os
+  whole, summary, _, resumed_summary = ema_runs
+  for s in (summary, resumed_summary):
+    assert {"eval/accuracy", "eval_ema/accuracy", "eval_ema/count"} <= set(s)
+  assert summary["eval_ema/accuracy"] == resumed_summary["eval_ema/accuracy"]
+  on_disk = json.load(open(os.path.join(whole.workdir, "summary.json")))
+  assert on_disk["eval_ema/accuracy"] == summary["eval_ema/accuracy"]
+  # The EMA evaluation really runs on the average: evaluating the params' step again differs from it.
+  assert summary["eval_ema/loss"] != summary["eval/loss"]
+
+
+def test_export_of_the_weight_ema_and_none_in_a_params_checkpoint(ema_runs, tmp_path, capsys):
+  import os
+  from conftest import ROOT
+  from papers_jax import cli, convert
+  whole = ema_runs[0]
+  # `papers-jax export --ema` exports this model: the run's params replaced by the average.
+  exported = convert.export_state_dict(cli._model(whole, ema=True), "timm")
+  of_params = convert.export_state_dict(cli._model(whole), "timm")
+  head = np.asarray(whole.state.extra["ema_params"]["head"]["kernel"]).T
+  np.testing.assert_array_equal(exported["head.weight"], head)
+  assert not np.array_equal(exported["head.weight"], of_params["head.weight"])
+  # A params checkpoint (checkpoints/<step>/state) restores no EMA, even with ema_decay set: none to export.
+  config = os.path.join(ROOT, "configs", "vit", "digits.py") + ":smoke"
+  assert cli.main(["export", "--config", config, "--set", "ema_decay=0.9", "--format", "timm", "--ema",
+                   "--out", str(tmp_path / "x.safetensors"), "--checkpoint",
+                   os.path.join(whole.workdir, "checkpoints", "4", "state")]) == 2
+  assert "holds no weight EMA" in capsys.readouterr().err
+  assert not os.path.exists(tmp_path / "x.safetensors")

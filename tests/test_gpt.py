@@ -283,6 +283,30 @@ def test_logits_match_hf(hf_pair):
 
 
 @needs_torch
+def test_hf_export_is_the_state_dict_hf_loads(hf_pair, tmp_path):
+  """export_state_dict(ours, "hf") is GPT2LMHeadModel's state dict exactly (the tied head included): HF
+  loads it strictly from safetensors and gives our logits; importing it again restores ours exactly."""
+  import safetensors.torch
+  _, sd, ours, _ = hf_pair
+  exported = convert.export_state_dict(ours, "hf")
+  assert sorted(exported) == sorted(sd)
+  for key, value in sd.items():
+    np.testing.assert_array_equal(exported[key], value, err_msg=key)
+  path = str(tmp_path / "gpt2.safetensors")
+  convert.save_state_dict(exported, path)
+  ref = GPT2LMHeadModel(hf_config(**TINY)).eval()
+  ref.load_state_dict(safetensors.torch.load_file(path), strict=True)
+  x = tokens(2, 12, seed=10)
+  with torch.no_grad():
+    expected = ref(torch.from_numpy(np.array(x)).long()).logits.numpy()
+  with jax.default_matmul_precision("highest"):
+    np.testing.assert_allclose(forward(ours, x), expected, atol=1e-4)
+  back = abstract(**TINY)
+  convert.load_torch_weights(back, safetensors.torch.load_file(path), source="hf")
+  jax.tree.map(np.testing.assert_array_equal, nnx.state(back, nnx.Param), nnx.state(ours, nnx.Param))
+
+
+@needs_torch
 def test_converter_reads_old_layouts_and_refuses_untied_heads(hf_pair):
   _, sd, ours, _ = hf_pair
   expected = nnx.to_pure_dict(nnx.state(ours, nnx.Param))

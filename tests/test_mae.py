@@ -325,6 +325,29 @@ def test_small_matches_hf(small_pair, norm_pix_loss):
 
 
 @needs_torch
+def test_hf_export_is_the_state_dict_hf_loads(small_pair, tmp_path):
+  """export_state_dict(ours, "hf") is ViTMAEForPreTraining's state dict exactly (transformers 5 names,
+  q/k/v split, both sin-cos tables): HF loads it strictly from safetensors and gives our
+  reconstructions; importing it again restores ours exactly."""
+  import safetensors.torch
+  ref, sd, ours, _ = small_pair
+  exported = convert.export_state_dict(ours, "hf")
+  assert sorted(exported) == sorted(sd)
+  for key, value in sd.items():
+    np.testing.assert_allclose(exported[key], value, rtol=0, atol=1e-6 if "pos" in key else 0, err_msg=key)
+  path = str(tmp_path / "mae.safetensors")
+  convert.save_state_dict(exported, path)
+  fresh = ViTMAEForPreTraining(ref.config).eval()
+  fresh.load_state_dict(safetensors.torch.load_file(path), strict=True)
+  rng = np.random.RandomState(2)
+  x, noise = rng.randn(2, 32, 32, 3).astype(np.float32), rng.rand(2, 16).astype(np.float32)
+  pred_diff, loss_diff = compare(fresh, ours, x, noise, True, 8)
+  assert pred_diff < TOL and loss_diff < TOL
+  back, _ = load_ours(safetensors.torch.load_file(path), **SMALL)
+  jax.tree.map(np.testing.assert_array_equal, nnx.state(back, nnx.Param), nnx.state(ours, nnx.Param))
+
+
+@needs_torch
 def test_converter_sees_every_tensor(small_pair):
   """Resetting a converted non-matrix tensor to HF's init value moves the output 10x beyond TOL (parity is ~1e-6)."""
   ref, sd, _, _ = small_pair

@@ -36,7 +36,7 @@ HUGE_INT, HUGE_FLOAT = 10**9, 1e30
     ("optimizer.lr", 0.0), ("optimizer.lr", -1e-3), ("optimizer.momentum", 1.0), ("optimizer.momentum", -0.1),
     ("optimizer.weight_decay", -1e-4), ("label_smoothing", 1.5), ("schedule.end_lr_ratio", 2.0),
     ("model.drop_path_rate", 1.0), ("optimizer.b2", float("nan")), ("log_every", 0), ("checkpoint_every", 0),
-    ("keep_checkpoints", 0), ("data.crop_pct", 0.0), ("mesh.fsdp", 0), ("num_epochs", 1e30),
+    ("keep_checkpoints", 0), ("data.crop_pct", 0.0), ("mesh.fsdp", 0), ("num_epochs", 1e30), ("ema_decay", 1.0),
 ])
 def test_out_of_range_numbers_are_config_errors_naming_the_key(key, value):
   config = load_config("vit/digits.py", "smoke").unlock()

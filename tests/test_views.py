@@ -70,6 +70,50 @@ def test_blur_keeps_the_mean_of_a_constant_image_and_smooths_noise():
   assert blurred.std() < 0.5 * np.asarray(IMAGES).std()
 
 
+# Quantised like decoded photos (ties between channels) with a grey patch (no hue): the cases where
+# HSV formulas differ most.
+PHOTOS = jnp.asarray(np.concatenate([np.full((1, 32, 32, 3), 128), RNG.integers(0, 256, (7, 32, 32, 3))])
+                     .astype(np.float32) / 255)
+
+
+def _draws(key, n, p):
+  """The per-example (apply, sub-key) draws of `views._per_example` ops: bernoulli(p) on split keys."""
+  keys = jax.random.split(key, n)
+  return keys, [bool(jax.random.bernoulli(k, p)) for k in keys]
+
+
+def test_flip_solarise_hue_and_blur_match_their_references():
+  # The hand-written ops and dm_pix's both pass (data/views.py's docstring says which ones run): the
+  # same keys give the same draws, and the pixels match these references.
+  x = np.asarray(PHOTOS)
+  _, flips = _draws(KEY, 8, 0.5)
+  np.testing.assert_array_equal(np.asarray(views.random_flip(PHOTOS, KEY, p=0.5)),
+                                [xi[:, ::-1] if f else xi for xi, f in zip(x, flips)])
+  _, solar = _draws(KEY, 8, 0.3)
+  np.testing.assert_array_equal(np.asarray(views.random_solarize(PHOTOS, KEY, p=0.3)),
+                                [np.where(xi < 0.5, xi, 1 - xi) if f else xi for xi, f in zip(x, solar)])
+  assert 0 < sum(flips) < 8 and 0 < sum(solar) < 8
+  for shift in (-0.45, 0.1, 0.25):  # every pixel against Python's colorsys, in float64
+    want = np.array([colorsys.hsv_to_rgb((h + shift) % 1.0, s, v) for h, s, v in
+                     (colorsys.rgb_to_hsv(*px) for px in x[:3].reshape(-1, 3).astype(np.float64))])
+    np.testing.assert_allclose(np.asarray(jax.vmap(lambda im, d=shift: views.adjust_hue(im, d))(PHOTOS[:3])),
+                               want.reshape(3, 32, 32, 3), atol=2e-6)
+  keys, blurs = _draws(KEY, 8, 0.5)
+  out = np.asarray(views.gaussian_blur(PHOTOS, KEY, p=0.5, sigma=(0.5, 2.0), kernel_size=7))
+  for xi, k, o in zip(x.astype(np.float64), keys, out):  # reflect padding, separable taps, σ ~ U[0.5, 2]
+    k_apply, k_sigma = jax.random.split(k)
+    if not jax.random.bernoulli(k_apply, 0.5):
+      np.testing.assert_array_equal(o, xi.astype(np.float32))
+      continue
+    sigma = float(jax.random.uniform(k_sigma, minval=0.5, maxval=2.0))
+    taps = np.exp(-0.5 * (np.arange(-3, 4) / sigma) ** 2)
+    taps /= taps.sum()
+    padded = np.pad(xi, ((3, 3), (3, 3), (0, 0)), mode="reflect")
+    rows = sum(t * padded[i:i + 32] for i, t in enumerate(taps))
+    np.testing.assert_allclose(o, sum(t * rows[:, i:i + 32] for i, t in enumerate(taps)), atol=1e-6)
+  assert 0 < sum(blurs) < 8
+
+
 def test_recipes_make_the_papers_crops_on_a_sharded_batch():
   mesh = jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Auto,), devices=jax.devices()[:8])
   images = jax.device_put(jnp.asarray(RNG.uniform(size=(8, 48, 48, 3)).astype(np.float32)),

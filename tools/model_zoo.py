@@ -73,7 +73,8 @@ def main(argv=None) -> int:
       "fly; when it is missing, the error gives the address to fetch it from and where to put it.",
       "`pretrained=` also takes any timm / HF / OpenAI state-dict file or a papers_jax params",
       "checkpoint directory. The timm families (ViT, Swin, Mixer, ResNet) also export back to timm's",
-      "layout (`papers-jax export --format timm`, tests/test_pretrained.py); the HF layouts do not yet.", "",
+      "layout (`papers-jax export --format timm`, tests/test_pretrained.py), and BERT, FNet, GPT-2, CLIP and",
+      "MAE to HF transformers' (`--format hf`; `test_hf_export_is_the_state_dict_hf_loads` in their test files).", "",
       "| name | class | params | pretrained weights (converter) | conversion | parity test |",
       "|---|---|---|---|---|---|",
       *rows(), ""]

@@ -21,6 +21,7 @@ Data: tfds imagenet2012 (see configs/mae/pretrain.py). `smoke` shrinks everythin
 dataset needed).
 Weight decay is not applied to biases, norm gains, pos_embed or cls_token (the reference's
 `no_weight_decay` list and 1-D parameters); no gradient clipping.
+No weight EMA (`ema_decay` 0): neither Table 9 nor the reference's fine-tuning commands use one.
 Precision: bfloat16 compute with float32 params and float32 softmax, norms and losses (the reference
 fine-tunes with float16 autocast); `--config.dtype=float32` for full precision. `smoke` keeps bfloat16.
 

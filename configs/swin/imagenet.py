@@ -7,7 +7,8 @@ AdamW (0.9, 0.999), lr 1e-3 at batch 1024 scaled linearly with `batch`, weight d
 biases, norms or relative-position bias tables), 300 epochs: 20 linear warm-up epochs, then cosine
 decay to lr/100; gradient clipping at global norm 5; stochastic depth 0.2 / 0.3 / 0.5 (T / S / B),
 rising linearly over the blocks; label smoothing 0.1; mixup 0.8 / cutmix 1.0; 224×224 Inception
-crops with flips, ImageNet mean/std. Not implemented here: RandAugment (9, 0.5) and random
+crops with flips, ImageNet mean/std; no weight EMA (`ema_decay` 0: the paper drops DeiT's EMA, which
+did not help). Not implemented here: RandAugment (9, 0.5) and random
 erasing 0.25 of the reference recipe (expect a lower number without them).
 Paper: 81.3 / 83.0 / 83.5% top-1 (T / S / B, 4.5 / 8.7 / 15.4 GFLOPs); not reproduced here yet.
 Hardware and time: the paper trains on 8 GPUs. Training costs 3 × forward FLOPs × 1.28M × 300

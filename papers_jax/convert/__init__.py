@@ -253,15 +253,16 @@ def export_state_dict(model: nnx.Module, source: str = "timm") -> dict[str, np.n
 
   `load_torch_weights(model, export_state_dict(model, s), s)` restores the model exactly, and the
   reference implementation loads the result with `load_state_dict(strict=True)` (tested for the
-  timm families). Key maps that rewrite the checkpoint's keys before mapping them (`prepare`, as
-  HF's separate q/k/v) are not invertible this way and raise CheckpointError.
+  timm families and HF's BERT, FNet, GPT-2, CLIP and ViTMAE). Key maps that rewrite the checkpoint's
+  keys before mapping them (`prepare`, as HF's separate q/k/v) export through their `unprepare`.
+  HF layouts are written as the installed transformers (5) names them.
   """
   cls = type(model).__name__
   key_map = get_key_map(source, cls)
-  if key_map.prepare is not None:
+  if key_map.prepare is not None and key_map.unprepare is None:
     raise CheckpointError(f"exporting a {cls} to the {source} layout is not supported: its converter rewrites "
-                          "the checkpoint's keys before mapping them, which has no inverse here yet.")
-  rules = key_map.rules(model)
+                          "the checkpoint's keys before mapping them, and has no inverse of that.")
+  rules = (key_map.export_rules or key_map.rules)(model)
   out, unmapped = {}, []
   for path, value in _flatten(nnx.to_pure_dict(nnx.state(model, (nnx.Param, nnx.BatchStat)))).items():
     found = next(((rule, key) for rule in rules if (key := source_key(rule, path)) is not None), None)
@@ -278,7 +279,7 @@ def export_state_dict(model: nnx.Module, source: str = "timm") -> dict[str, np.n
     out[key] = np.ascontiguousarray(x)
   if unmapped:
     raise CheckpointError(f"the {source} key map for {cls} has no rule for {', '.join(unmapped)}")
-  return out
+  return key_map.unprepare(out, model) if key_map.unprepare is not None else out
 
 
 def save_state_dict(state_dict: dict[str, np.ndarray], path: str):

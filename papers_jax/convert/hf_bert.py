@@ -11,13 +11,15 @@ The MLM decoder is tied: `cls.predictions.decoder.weight` is the word-embedding 
 one of each; duplicates are checked equal and dropped, and an untied decoder is refused (our
 decoder is the embedding table). HF's separate query / key / value projections are stacked into one
 (3D, D) tensor first, in the order of our fused kernel (embed, 3, heads, head_dim).
+Export writes today's names (`weight` / `bias`, the `bert.` / `fnet.` prefix except for a bare
+BertModel / FNetModel, separate q/k/v, both copies of the tied decoder), as HF's `state_dict()` does.
 """
 
 import re
 
 import numpy as np
 
-from papers_jax.convert.keymap import KeyMap, Rule, linear, register_key_map, reshape
+from papers_jax.convert.keymap import KeyMap, Rule, linear, one_layout, register_key_map, reshape, split_qkv
 from papers_jax.errors import CheckpointError
 
 _QKV = re.compile(r"(.*\.attention\.self)\.(query|key|value)\.(weight|bias)")
@@ -69,6 +71,23 @@ def _prepare(base: str, fuse_qkv: bool):
     state_dict = _merge_tied(state_dict, "cls.predictions.decoder.bias", "cls.predictions.bias")
     return _fuse_qkv(state_dict) if fuse_qkv else state_dict
   return prepare
+
+
+def _unprepare(base: str, split: bool):
+  """The inverse of `_prepare`: separate q/k/v, and the decoder's tied copies beside the MLM head."""
+  def unprepare(state_dict: dict, model) -> dict:
+    del model
+    out = split_qkv(state_dict, ("query", "key", "value")) if split else dict(state_dict)
+    if "cls.predictions.bias" in out:
+      out["cls.predictions.decoder.weight"] = out[f"{base}.embeddings.word_embeddings.weight"].copy()
+      out["cls.predictions.decoder.bias"] = out["cls.predictions.bias"].copy()
+    return out
+  return unprepare
+
+
+def _export_rules(rules, bare: str):
+  """One layout: LayerNorm `weight` / `bias`, the base-model prefix unless the model is the bare `bare`."""
+  return lambda model: one_layout(rules(model), optional=type(model).__name__ != bare)
 
 
 def _check_position_ids(x, _):
@@ -148,6 +167,10 @@ def _fnet_rules(model) -> list[Rule]:
 
 for _cls in ("BertModel", "BertForPreTraining", "BertForSequenceClassification", "BertForTokenClassification",
              "BertForQuestionAnswering"):
-  register_key_map("hf", _cls, KeyMap(_bert_rules, classes_key="classifier.weight", prepare=_prepare("bert", True)))
+  register_key_map("hf", _cls, KeyMap(_bert_rules, classes_key="classifier.weight", prepare=_prepare("bert", True),
+                                      export_rules=_export_rules(_bert_rules, "BertModel"),
+                                      unprepare=_unprepare("bert", True)))
 for _cls in ("FNetModel", "FNetForPreTraining", "FNetForSequenceClassification"):
-  register_key_map("hf", _cls, KeyMap(_fnet_rules, classes_key="classifier.weight", prepare=_prepare("fnet", False)))
+  register_key_map("hf", _cls, KeyMap(_fnet_rules, classes_key="classifier.weight", prepare=_prepare("fnet", False),
+                                      export_rules=_export_rules(_fnet_rules, "FNetModel"),
+                                      unprepare=_unprepare("fnet", False)))

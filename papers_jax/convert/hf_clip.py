@@ -12,13 +12,15 @@ come from here.
 HF picks the [EOS] position by the config's `eos_token_id`: 2 (the value of the released configs)
 means "the largest token id", as our `eos_token_id=None`; any other value means its first occurrence,
 so create our model with the same `eos_token_id` (`hf_eos_token_id` below translates).
+Export writes this layout back, q/k/v split again (`split_qkv`).
 """
 
 import re
 
 import numpy as np
 
-from papers_jax.convert.keymap import KeyMap, Rule, conv_kernel, linear, register_key_map, reshape
+from papers_jax.convert.keymap import (KeyMap, Rule, conv_kernel, linear, register_key_map, reshape, split_qkv,
+                                      with_inverse)
 from papers_jax.errors import CheckpointError
 from papers_jax.nn.embed import resample_pos_embed
 
@@ -90,6 +92,13 @@ def _rules(model) -> list[Rule]:
   def as_pos_embed(x, shape):  # (1 + N, D) → (1, 1 + N, D)
     return x[None] if x.ndim == 2 else x
 
+  def as_scalar(x, shape):  # HF's logit_scale is 0-d
+    return np.asarray(x).reshape(shape)
+
+  with_inverse(as_cls_token, lambda x: x.reshape(-1))
+  with_inverse(as_pos_embed, lambda x: x[0])
+  with_inverse(as_scalar, lambda x: x.reshape(()))
+
   return [
       Rule(r"vision_model\.embeddings\.class_embedding", "visual/cls_token", as_cls_token),
       Rule(r"vision_model\.embeddings\.patch_embedding\.weight", "visual/patch_embed/proj/kernel", conv_kernel),
@@ -108,8 +117,9 @@ def _rules(model) -> list[Rule]:
       Rule(r"text_model\.final_layer_norm\.weight", "text/norm/scale"),
       Rule(r"text_model\.final_layer_norm\.bias", "text/norm/bias"),
       Rule(r"text_projection\.weight", "text_projection/kernel", linear(1)),
-      Rule(r"logit_scale", "logit_scale", lambda x, shape: np.asarray(x).reshape(shape)),
+      Rule(r"logit_scale", "logit_scale", as_scalar),
   ]
 
 
-register_key_map("hf", "CLIP", KeyMap(_rules, prepare=_fuse_qkv))
+register_key_map("hf", "CLIP", KeyMap(_rules, prepare=_fuse_qkv,
+                                     unprepare=lambda sd, model: split_qkv(sd, ("q_proj", "k_proj", "v_proj"))))

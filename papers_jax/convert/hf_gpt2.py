@@ -11,13 +11,15 @@ then dropped. Older checkpoints carry each layer's causal-mask buffer `attn.bias
 lower-triangular, not loaded) and `attn.masked_bias` (a constant, ignored). What the config alone
 decides is not visible here: the converted model assumes GPT-2's defaults (gelu_new, attention
 scaled by 1/sqrt(head_dim), no per-layer attention scaling).
+Export writes `GPT2LMHeadModel`'s state dict: the `transformer.` prefix and `lm_head.weight`, a copy
+of the token embedding.
 """
 
 import math
 
 import numpy as np
 
-from papers_jax.convert.keymap import KeyMap, Rule, register_key_map, reshape
+from papers_jax.convert.keymap import KeyMap, Rule, one_layout, register_key_map, reshape, with_inverse
 from papers_jax.errors import CheckpointError
 
 _PREFIX = r"(?:transformer\.)?"
@@ -54,7 +56,13 @@ def conv1d(num_in_axes: int = 1):
     if w.shape == (math.prod(ins), math.prod(outs)):
       w = w.reshape(shape)
     return w
-  return hook
+  return with_inverse(hook, lambda x: x.reshape(math.prod(x.shape[:num_in_axes]), math.prod(x.shape[num_in_axes:])))
+
+
+def _tie_head(state_dict: dict, model) -> dict:
+  """The inverse of `_untie_check`: GPT2LMHeadModel's state dict holds the tied head as well."""
+  del model
+  return {**state_dict, "lm_head.weight": state_dict["transformer.wte.weight"].copy()}
 
 
 def _causal_buffer(x, _):
@@ -97,4 +105,5 @@ def _rules(model) -> list[Rule]:
   ]
 
 
-register_key_map("hf", "GPT", KeyMap(_rules, prepare=_untie_check))
+register_key_map("hf", "GPT", KeyMap(_rules, prepare=_untie_check, export_rules=lambda m: one_layout(_rules(m)),
+                                    unprepare=_tie_head))

@@ -6,13 +6,15 @@ the one the hub checkpoints were saved in (`vit.encoder.layer.N.attention.attent
 them into one (3D, D) tensor first, in the order of our fused kernel (embed, 3, heads, head_dim).
 HF stores the fixed sin-cos position tables as tensors. Our model computes them, so they are
 compared with ours instead of loaded, and a checkpoint with other tables is refused.
+Export writes the transformers ≥ 5 layout, with separate q/k/v and both sin-cos tables.
 """
 
 import re
 
 import numpy as np
 
-from papers_jax.convert.keymap import KeyMap, Rule, conv_kernel, linear, register_key_map, reshape
+from papers_jax.convert.keymap import (KeyMap, Rule, conv_kernel, linear, one_layout, register_key_map, reshape,
+                                      split_qkv)
 from papers_jax.errors import CheckpointError
 
 _QKV = re.compile(r"(.*\.attention)\.(?:(q|k|v)_proj|attention\.(query|key|value))\.(weight|bias)")
@@ -98,4 +100,14 @@ def _rules(model) -> list[Rule]:
   ]
 
 
-register_key_map("hf", "MaskedAutoencoderViT", KeyMap(_rules, prepare=_fuse_qkv))
+def _unprepare(state_dict: dict, model) -> dict:
+  """The inverse of `_fuse_qkv`, plus the fixed tables HF stores and our model computes."""
+  out = split_qkv(state_dict, ("q_proj", "k_proj", "v_proj"))
+  out["vit.embeddings.position_embeddings"] = np.asarray(model.pos_embed(), np.float32)
+  out["decoder.decoder_pos_embed"] = np.asarray(model.decoder_pos_embed(), np.float32)
+  return out
+
+
+register_key_map("hf", "MaskedAutoencoderViT", KeyMap(_rules, prepare=_fuse_qkv,
+                                                     export_rules=lambda m: one_layout(_rules(m)),
+                                                     unprepare=_unprepare))

@@ -39,10 +39,18 @@ class KeyMap:
   `classes_key` names the checkpoint's classifier weight, whose first dim is the number of classes.
   `prepare(state_dict) -> state_dict`, if given, rewrites their keys first (e.g. fuses HF's separate
   q/k/v projections into one qkv tensor, which the rules then map like timm's).
+
+  Export (`convert.export_state_dict`) reads the rules backwards. `export_rules(model)`, if given,
+  replaces `rules` there: the same rules narrowed to the one key layout that export writes (see
+  `one_layout`), where `rules` read several. `unprepare(state_dict, model) -> state_dict` is the
+  inverse of `prepare` (splits what it fused, puts back tied copies and fixed tables); a key map
+  with a `prepare` and no `unprepare` cannot export.
   """
   rules: Callable[[object], list[Rule]]
   classes_key: str | None = None
   prepare: Callable[[dict], dict] | None = None
+  export_rules: Callable[[object], list[Rule]] | None = None
+  unprepare: Callable[[dict, object], dict] | None = None
 
 
 _KEY_MAPS: dict[tuple[str, str], KeyMap] = {}
@@ -77,6 +85,29 @@ def match(rules: list[Rule], key: str) -> tuple[Rule, str] | tuple[None, None]:
     if m:
       return rule, m.expand(rule.dst)
   return None, None
+
+
+def one_layout(rules: list[Rule], *, optional: bool = True) -> list[Rule]:
+  """`rules` with every `src` narrowed to one key layout, for export: each `(?:a|b|...)` becomes its
+  first alternative `a`, and each optional `(?:x)?` becomes `x` (`optional`) or nothing."""
+  def narrow(src: str) -> str:
+    src = re.sub(r"\(\?:([^()]*)\)\?", lambda m: m.group(1) if optional else "", src)
+    return re.sub(r"\(\?:([^()|]*)(?:\|[^()]*)?\)", lambda m: m.group(1), src)
+  return [dataclasses.replace(rule, src=narrow(rule.src)) for rule in rules]
+
+
+def split_qkv(state_dict: dict, names: tuple[str, str, str]) -> dict:
+  """The inverse of fusing separate q, k, v projections: each `<prefix>.qkv.<weight|bias>` becomes
+  `<prefix>.<name>.<weight|bias>` for the three `names`, split in thirds along dim 0."""
+  out = {}
+  for key, value in state_dict.items():
+    m = re.fullmatch(r"(.*)\.qkv\.(weight|bias)", key)
+    if m is None:
+      out[key] = value
+      continue
+    for name, part in zip(names, np.split(np.asarray(value), 3, axis=0)):
+      out[f"{m.group(1)}.{name}.{m.group(2)}"] = np.ascontiguousarray(part)
+  return out
 
 
 # ------------------------------------------------------------------------------------ hooks

@@ -110,6 +110,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.peak_flops = 0.0
   c.loss = "softmax"
   c.label_smoothing = 0.0
+  # Weight EMA (DeiT, timm's ModelEmaV2): ema ← d·ema + (1 − d)·params after every step, float32,
+  # checkpointed; the evaluation also runs on it (eval_ema/...). 0: off.
+  c.ema_decay = 0.0
   c.data_threads = 2
   c.optimizer = ml_collections.ConfigDict(dict(
       name="adamw", lr=1e-3, b1=0.9, b2=0.999, eps=1e-8, momentum=0.9, nesterov=False, weight_decay=1e-4,
@@ -161,6 +164,7 @@ RANGES = (
     ("keep_every", "[0, inf)"),
     ("max_rollbacks", "[0, inf)"),
     ("label_smoothing", "[0, 1)"),
+    ("ema_decay", "[0, 1)"),
     ("data_threads", "[0, 256]"),
     ("optimizer.lr", "(0, 100]"),
     ("optimizer.b1", "[0, 1)"),

@@ -28,7 +28,7 @@ from papers_jax.core import config as config_lib
 from papers_jax.core import metrics as metrics_lib
 from papers_jax.core import flops as flops_lib, host, optim, platform_setup, run_config, sharding, step as step_lib
 from papers_jax.core.preemption import PreemptionWatch
-from papers_jax.core.state import TrainState, abstract_model, abstract_state, create_train_state
+from papers_jax.core.state import TrainState, abstract_model, abstract_state, add_weight_ema, create_train_state
 from papers_jax.data import pipeline
 from papers_jax.data.sources import get_source
 from papers_jax.errors import CheckpointError, ConfigError, DataError, TrainingError, UserError, WorkdirError
@@ -163,10 +163,12 @@ class Trainer:
                                                                prefix=prefix)
         self.state = self.state.replace(model_state=model_state)
         log.info("init_from %s: %d model-state entries loaded", config.init_from, len(loaded))
+    if config.ema_decay:  # after init_from: the average starts at the loaded weights
+      self.state, self.shardings = add_weight_ema(self.state, self.shardings)
     self.train_step = step_lib.jit_train_step(
         step_lib.make_train_step(self.task.make_loss_fn(self.graphdef), self.tx, self.schedule,
                                  grad_accum_steps=config.grad_accum_steps,
-                                 post_update=getattr(self.task, "post_update", None)),
+                                 post_update=getattr(self.task, "post_update", None), ema_decay=config.ema_decay),
         self.shardings, self.mesh, self.rules)
     self.eval_step = step_lib.jit_eval_step(self.task.make_eval_fn(self.graphdef), self.shardings, self.mesh,
                                             self.rules)
@@ -220,18 +222,24 @@ class Trainer:
     if self.eval_source is None:
       return {}
     self.kill_point.reached("eval")
+    metrics = self._evaluate(self.state, "eval")
+    if "ema_params" in self.state.extra:  # config.ema_decay: the same evaluation of the weight EMA
+      metrics |= self._evaluate(self.state.replace(params=self.state.extra["ema_params"]), "eval_ema")
+    return metrics
+
+  def _evaluate(self, state, prefix: str) -> dict:
     sums = None
     batches = pipeline.eval_batches(self.eval_source, self._preprocess(train=False),
                                     global_batch=self.config.batch_size // self.config.grad_accum_steps,
                                     process_index=jax.process_index(), process_count=jax.process_count())
     with sharding.use_mesh(self.mesh, self.rules):
       for local in batches:
-        out = self.eval_step(self.state, sharding.global_batch(local, self.mesh, self.rules))
+        out = self.eval_step(state, sharding.global_batch(local, self.mesh, self.rules))
         sums = out if sums is None else jax.tree.map(np.add, sums, out)
     sums = jax.tree.map(lambda x: float(np.asarray(x)), sums)
     count = sums.pop("count")
     counts = sums.pop("counts", {})  # metrics averaged over something else (BERT's NSP: over examples)
-    return {f"eval/{k}": v / counts.get(k, count) for k, v in sums.items()} | {"eval/count": count}
+    return {f"{prefix}/{k}": v / counts.get(k, count) for k, v in sums.items()} | {f"{prefix}/count": count}
 
   # ------------------------------------------------------------------ checkpoints
   def _resume(self, checkpointer) -> int | None:
@@ -455,7 +463,8 @@ class Trainer:
   def _final_eval(self) -> dict:
     """The last step's evaluation: as logged before its checkpoint, else evaluated again."""
     rows = metrics_lib.read_rows(os.path.join(self.workdir, "metrics.jsonl"))
-    logged = {k: v for r in rows if r["step"] == self.num_steps for k, v in r.items() if k.startswith("eval/")}
+    logged = {k: v for r in rows if r["step"] == self.num_steps for k, v in r.items()
+              if k.startswith(("eval/", "eval_ema/"))}
     return logged or self.evaluate()
 
   def _last_metrics(self) -> dict:

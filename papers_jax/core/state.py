@@ -2,8 +2,8 @@
 
 `params` and `model_state` are pure nested dicts (nnx.State.to_pure_dict); plain dicts flatten in
 C++, so passing the state into the jitted step costs little per call, unlike nnx.State objects.
-`extra` is the slot for a task's additional state (EMA teachers, queues, centres); it is empty for
-supervised training.
+`extra` is the slot for a task's additional state (EMA teachers, queues, centres); supervised
+training keeps only the optional weight EMA there (`extra["ema_params"]`, `add_weight_ema`).
 """
 
 from typing import Any
@@ -72,6 +72,20 @@ def create_train_state(build_model, make_tx, mesh, rules, seed: int):
                      opt_state=opt_state, rng=jax.device_put(train_key, rep))
   shardings = TrainState(step=rep, params=param_sh, model_state=rest_sh, opt_state=opt_sh, rng=rep)
   return state, shardings, graphdef, tx
+
+
+def add_weight_ema(state: TrainState, shardings: TrainState):
+  """(state, shardings) with `extra["ema_params"]`: a float32 copy of the params, sharded like them.
+
+  Called after any `init_from`, so the average starts at the loaded weights (timm's ModelEmaV2 copies
+  the model when it is built). `make_train_step(ema_decay=...)` updates it; checkpoints carry it.
+  """
+  # A real copy (jnp.array(copy=True)): the state is donated to the step, so the average must not share
+  # the params' buffers.
+  ema = jax.jit(lambda p: jax.tree.map(lambda x: jnp.array(x, jnp.float32, copy=True), p),
+                out_shardings=shardings.params)(state.params)
+  return (state.replace(extra={**state.extra, "ema_params": ema}),
+          shardings.replace(extra={**shardings.extra, "ema_params": shardings.params}))
 
 
 def opt_state_shardings(tx, abs_params, param_shardings, mesh):

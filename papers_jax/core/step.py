@@ -4,6 +4,11 @@ A task supplies `loss_fn(params, model_state, batch, rng) -> (loss, (metrics, ne
 where `loss` is the mean over the batch, and optionally `post_update` (EMA teachers). The train step optionally splits the batch into
 `grad_accum_steps` micro-batches with `lax.scan`, averages their gradients, applies the optimizer
 and skips the update (keeping params and optimizer state) when the loss or gradient is not finite.
+
+`ema_decay` > 0 keeps a weight EMA in `state.extra["ema_params"]` (core/state.add_weight_ema), as
+DeiT (timm's ModelEmaV2): after every applied step ema ← d·ema + (1 − d)·params in float32, with
+a constant d from the first step on: no warm-up and no bias correction, the average starting at
+the initial (or `init_from`) params.
 """
 
 import jax
@@ -21,7 +26,7 @@ def _split_micro(batch, num_micro: int):
   return jax.tree.map(split, batch)
 
 
-def make_train_step(loss_fn, tx, schedule, *, grad_accum_steps: int = 1, post_update=None):
+def make_train_step(loss_fn, tx, schedule, *, grad_accum_steps: int = 1, post_update=None, ema_decay: float = 0.0):
   """Builds `train_step(state, batch) -> (state, metrics)`; metrics are float32 scalars.
 
   `post_update(params, model_state, step) -> model_state`, if given, runs after the optimizer on
@@ -65,11 +70,15 @@ def make_train_step(loss_fn, tx, schedule, *, grad_accum_steps: int = 1, post_up
     params = optax.apply_updates(state.params, updates)
     if post_update is not None:
       model_state = post_update(params, model_state, state.step)
+    extra = state.extra
+    if ema_decay:
+      params32 = jax.tree.map(lambda p: p.astype(jnp.float32), params)
+      extra = {**extra, "ema_params": optax.incremental_update(params32, extra["ema_params"], 1.0 - ema_decay)}
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
     new_state = state.replace(step=state.step + 1, params=keep(params, state.params),
                               opt_state=keep(opt_state, state.opt_state),
-                              model_state=keep(model_state, state.model_state))
+                              model_state=keep(model_state, state.model_state), extra=keep(extra, state.extra))
     metrics = {**{k: v.astype(jnp.float32) for k, v in metrics.items()}, "loss": loss.astype(jnp.float32),
                "grad_norm": grad_norm.astype(jnp.float32), "lr": jnp.asarray(schedule(state.step), jnp.float32),
                "nonfinite": 1.0 - finite.astype(jnp.float32)}
