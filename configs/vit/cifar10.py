@@ -17,7 +17,9 @@ Departures from the paper:
   weight decay 0.05 (not on biases, norm gains, pos_embed or cls_token), clipping at 1, cosine,
   label smoothing 0.1, drop path 0.1, average pooling.
 - `finetune`: at 224 px (the paper fine-tunes at a higher resolution than pre-training, 384 in its
-  tables), from timm's augreg ImageNet-21k weights rather than the paper's original checkpoints.
+  tables), from timm's augreg ImageNet-21k weights rather than the paper's original checkpoints;
+  no Polyak averaging of the weights (the paper reports averaging with factor 0.9999 in its
+  fine-tuning; `--config.ema_decay=0.9999` turns the trainer's weight EMA on).
 """
 
 from papers_jax.core.config import base_config, parse_arg
