@@ -3,6 +3,7 @@
   papers-jax train --config configs/vit/digits.py --workdir runs/vit_digits [--config.key=value ...]
   papers-jax eval --config configs/vit/digits.py --checkpoint runs/vit_digits [--step N] [--set key=value]
   papers-jax predict --config configs/vit/digits.py --checkpoint runs/vit_digits digit.png [--top-k 5]
+  papers-jax predict --model vit_base_patch16_224 --checkpoint vit_b16.safetensors photo.jpg
   papers-jax predict --config configs/gpt/python_docs.py --checkpoint runs/gpt_docs --text "The list" [--max-new-tokens 40]
   papers-jax export --config configs/vit/digits.py --checkpoint runs/vit_digits --format stablehlo --out vit.stablehlo
   papers-jax export --model vit_base_patch16_224 --checkpoint ckpt/vit_b16 --format timm --out vit.safetensors
@@ -12,7 +13,10 @@
 `--checkpoint` is a run's workdir (its newest checkpoint, or `--step`), a run's
 `checkpoints/<step>` directory, or a params checkpoint (`tools/convert_weights.py`, or
 `checkpoints/<step>/state`); a params checkpoint restores params only (BatchNorm statistics keep
-their init). `train` is `python -m papers_jax.main`; with no command, `papers-jax --config ...` trains.
+their init). `predict --model NAME` classifies with a registered model and a timm / HF file or params
+checkpoint, and preprocesses the images as the name says (`models.preprocessing`: input size,
+crop_pct, interpolation, mean, std). `train` is `python -m papers_jax.main`; with no command,
+`papers-jax --config ...` trains.
 Exit codes: 0 done, 2 a problem the message names.
 """
 
@@ -118,12 +122,52 @@ def _read_image(path: str, channels: int):
     raise DataError(f"cannot read image {path}: {e}") from e
 
 
+def _top_k(paths, logits, top_k: int, names=None) -> list[dict]:
+  import jax
+  import numpy as np
+  probs = np.asarray(jax.nn.softmax(logits.astype(np.float32), axis=-1))
+  names = list(names or range(probs.shape[-1]))
+  k = min(top_k, probs.shape[-1])
+  return [{"input": p, "top": [{"label": str(names[i]), "index": int(i), "probability": float(row[i])}
+                               for i in np.argsort(-row)[:k]]} for p, row in zip(paths, probs)]
+
+
+def predict_with_name(args) -> list[dict]:
+  """`predict --model NAME`: the images preprocessed as the registered name says, through its classifier."""
+  import jax
+  import numpy as np
+
+  from papers_jax import models
+  from papers_jax.data import preprocess
+  from papers_jax.errors import UserError
+  from papers_jax.tasks.classification import normalize_images
+  p = models.preprocessing(args.model)
+  if p is None:
+    raise UserError(f"{args.model} is not an image model; predict --model classifies images")
+  if not args.inputs:
+    raise UserError("give one or more image files to classify")
+  model = models.create(args.model, pretrained=args.checkpoint)
+  channels = int(models.model_config(args.model).get("in_chans", 3))
+  images = np.stack([preprocess.resize_shorter_then_center_crop(_read_image(path, channels), p.img_size, p.crop_pct,
+                                                                p.interpolation) for path in args.inputs])
+  logits = jax.jit(lambda x: model(normalize_images(x, p.mean, p.std), train=False))(images)
+  if not hasattr(logits, "ndim") or logits.ndim != 2:
+    raise UserError(f"{args.model} ({type(model).__name__}) is not a classifier; predict --model needs one")
+  return _top_k(args.inputs, logits, args.top_k)
+
+
 def predict(args) -> list[dict]:
   import jax
   import numpy as np
 
   from papers_jax.core import loop
   from papers_jax.errors import UserError
+  if args.model:
+    if args.config:
+      raise UserError("give --config (a run's checkpoint) or --model (a registered name's weights), not both")
+    return predict_with_name(args)
+  if not args.config:
+    raise UserError("give --config with a run's --checkpoint, or --model with a weights file")
   trainer, _ = _restored_trainer(args)
   model = _model(trainer)
   config = trainer.config
@@ -136,11 +180,7 @@ def predict(args) -> list[dict]:
     fn = loop.preprocess_fn(config, task, train=False)
     images = np.stack([fn({"image": _read_image(p, channels), "label": 0}, None)["image"] for p in args.inputs])
     logits = jax.jit(lambda x: model(normalize_images(x, task.mean, task.std), train=False))(images)
-    probs = np.asarray(jax.nn.softmax(logits.astype(np.float32), axis=-1))
-    names = list(getattr(trainer.train_source, "classes", None) or range(probs.shape[-1]))
-    k = min(args.top_k, probs.shape[-1])
-    return [{"input": p, "top": [{"label": str(names[i]), "index": int(i), "probability": float(row[i])}
-                                 for i in np.argsort(-row)[:k]]} for p, row in zip(args.inputs, probs)]
+    return _top_k(args.inputs, logits, args.top_k, getattr(trainer.train_source, "classes", None))
   if config.task == "lm" and hasattr(model, "generate"):
     if not args.text:
       raise UserError("give the prompt with --text")
@@ -200,7 +240,8 @@ def _parser():
   with_checkpoint(p)
   p.add_argument("--out", help="directory for eval.json and the task's pictures (default: print only)")
   p = sub.add_parser("predict", help="top-k labels of images, or text generated from a prompt")
-  with_checkpoint(p)
+  with_checkpoint(p, config_required=False)
+  p.add_argument("--model", help="registered model name (with a timm / HF / params --checkpoint, instead of --config)")
   p.add_argument("inputs", nargs="*", help="image files (classification)")
   p.add_argument("--text", action="append", help="a prompt (language models); repeatable")
   p.add_argument("--top-k", type=int, default=5)

@@ -1,5 +1,5 @@
-"""Writes docs/models.md: every registered model name, its size, where its weights come from, the
-conversion command and the test that proves the conversion.
+"""Writes docs/models.md: every registered model name, its size, its preprocessing, where its weights
+come from, the conversion command and the test that proves the conversion.
 
   python tools/model_zoo.py [--out docs/models.md]
 """
@@ -35,6 +35,17 @@ class _FixedKeyRngs:
     return jax.random.key(0)
 
 
+def _numbers(values) -> str:
+  return "(" + ", ".join(str(v) for v in values) + ")"
+
+
+def _preprocessing(p) -> str:
+  """The name's preprocessing columns: input size, crop_pct, interpolation, mean, std (– for text)."""
+  if p is None:
+    return " | ".join(["–"] * 5)
+  return f"{p.img_size} | {p.crop_pct:g} | {p.interpolation} | {_numbers(p.mean)} | {_numbers(p.std)}"
+
+
 def rows():
   import jax
   from flax import nnx
@@ -53,8 +64,8 @@ def rows():
                  f"--checkpoint {filename} --out ckpt/{name}`")
     else:
       origin, command = "none published; train it", "–"
-    out.append(f"| `{name}` | {cls} | {params / 1e6:.2f}M | {origin} | {command} | "
-               f"`{PARITY_TESTS.get(cls, '–')}` |")
+    out.append(f"| `{name}` | {cls} | {params / 1e6:.2f}M | {_preprocessing(models.preprocessing(name))} | {origin} | "
+               f"{command} | `{PARITY_TESTS.get(cls, '–')}` |")
   return out
 
 
@@ -68,6 +79,11 @@ def main(argv=None) -> int:
       "registered default head), the checkpoint its pretrained weights come from, the command that",
       "converts that checkpoint into a params checkpoint, and the test that proves the conversion on",
       "random weights (every non-matrix tensor perturbed, logits within 1e-4).", "",
+      "The preprocessing columns are those of the source checkpoint (`models.preprocessing(name)`, timm's",
+      "`pretrained_cfg` for timm's names, OpenAI's for CLIP; tests/test_preprocessing.py checks them against",
+      "the installed timm and transformers): resize the shorter side to input / crop_pct with the",
+      "interpolation, centre-crop the input size, then (x / 255 - mean) / std. A run's `data.mean`,",
+      "`data.std` and `data.crop_pct` default to them; `papers-jax predict --model` uses them.", "",
       "Nothing is downloaded. `models.create(name, pretrained=True)` reads the file from",
       "`$PAPERS_JAX_CACHE/<repository>/<file>` (default `~/.cache/papers_jax`) and converts it on the",
       "fly; when it is missing, the error gives the address to fetch it from and where to put it.",
@@ -75,8 +91,9 @@ def main(argv=None) -> int:
       "checkpoint directory. The timm families (ViT, Swin, Mixer, ResNet) also export back to timm's",
       "layout (`papers-jax export --format timm`, tests/test_pretrained.py), and BERT, FNet, GPT-2, CLIP and",
       "MAE to HF transformers' (`--format hf`; `test_hf_export_is_the_state_dict_hf_loads` in their test files).", "",
-      "| name | class | params | pretrained weights (converter) | conversion | parity test |",
-      "|---|---|---|---|---|---|",
+      "| name | class | params | input | crop_pct | interpolation | mean | std | pretrained weights (converter) "
+      "| conversion | parity test |",
+      "|---|---|---|---|---|---|---|---|---|---|---|",
       *rows(), ""]
   with open(args.out, "w") as f:
     f.write("\n".join(text))

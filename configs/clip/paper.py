@@ -43,7 +43,6 @@ Departures from the paper:
 
 from papers_jax.core.config import base_config, parse_arg
 from papers_jax.data import captions
-from papers_jax.tasks.clip import OPENAI_MEAN, OPENAI_STD
 from papers_jax.tasks.clip import default_config as clip_defaults
 
 VARIANTS = {"RN50": "clip_rn50", "B/32": "clip_vit_base_patch32", "B/16": "clip_vit_base_patch16",
@@ -73,7 +72,7 @@ def get_config(arg=None):
     c.data.train_split, c.data.eval_split = "train", "test"
   c.data.image_size = 224
   c.data.augment = "clip"
-  c.data.mean, c.data.std = OPENAI_MEAN, OPENAI_STD
+  # mean, std and crop_pct: the model name's (OpenAI's)
   c.batch_size = args.batch
   c.num_epochs = float(args.epochs)
   c.optimizer.update(name="adamw", lr=LR[args.variant], b1=0.9, b2=0.999 if resnet else 0.98,

@@ -47,8 +47,7 @@ def get_config(arg=None):
   c.data.eval_split = "validation"     # the reconstruction loss on held-out images
   c.data.image_size = 224
   c.data.augment = "mae"
-  c.data.mean = (0.485, 0.456, 0.406)
-  c.data.std = (0.229, 0.224, 0.225)
+  c.data.crop_pct = 0.875  # the reference's 224 of 256; mean and std: the model name's (ImageNet's)
   c.batch_size = args.batch
   c.num_epochs = float(args.epochs)
   c.optimizer.update(name="adamw", lr=1.5e-4 * args.batch / 256, b1=0.9, b2=0.95, weight_decay=0.05,

@@ -41,9 +41,7 @@ def get_config(arg=None):
   c.data.train_split = "train[:99%]"      # as the ViT / Mixer papers: 1% of train held out for validation
   c.data.eval_split = "validation"
   c.data.image_size = 224
-  c.data.augment = "inception"
-  c.data.mean = (0.5, 0.5, 0.5)
-  c.data.std = (0.5, 0.5, 0.5)
+  c.data.augment = "inception"  # mean, std and crop_pct: the model name's (inputs in [-1, 1], 0.875)
   c.batch_size = 4096
   c.num_epochs = 300.0
   c.optimizer.update(name="adamw", lr=1e-3, b1=0.9, b2=0.999, weight_decay=0.1, clip_grad_norm=1.0,

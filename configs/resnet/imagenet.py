@@ -55,9 +55,7 @@ def get_config(arg=None):
   c.data.eval_split = "validation"
   c.data.image_size = 224
   c.data.augment = "inception"
-  c.data.crop_pct = 0.875
-  c.data.mean = (0.485, 0.456, 0.406)
-  c.data.std = (0.229, 0.224, 0.225)
+  c.data.crop_pct = 0.875  # mean and std: the model name's (ImageNet's)
   c.batch_size = 256
   c.num_steps = 600_000
   c.optimizer.update(name="sgd", lr=0.1, momentum=0.9, nesterov=False, weight_decay=1e-4, wd_exclude=(),

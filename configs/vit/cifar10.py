@@ -37,8 +37,8 @@ def get_config(arg=None):
     c.model = dict(name="vit_base_patch16_224", num_classes=10, img_size=224)
     c.data.image_size = 224
     c.data.augment = "inception"
-    c.data.mean = (0.5, 0.5, 0.5)  # timm's augreg ViT weights expect inputs in [-1, 1]
-    c.data.std = (0.5, 0.5, 0.5)
+    c.data.mean = c.data.std = None  # the model name's: timm's augreg ViT weights expect inputs in [-1, 1]
+    c.data.crop_pct = 0.875
     c.batch_size = 512
     c.num_steps = 10_000
     c.optimizer.update(name="sgd", lr=0.03, momentum=0.9, weight_decay=0.0, clip_grad_norm=1.0)

@@ -43,8 +43,7 @@ def get_config(arg=None):
   c.data.eval_split = "validation"
   c.data.image_size = 224
   c.data.augment = "inception"
-  c.data.mean = (0.5, 0.5, 0.5)
-  c.data.std = (0.5, 0.5, 0.5)
+  c.data.crop_pct = 0.875  # mean and std: the model name's (inputs in [-1, 1])
   c.batch_size = 4096
   c.num_epochs = float(epochs)
   c.optimizer.update(name="adamw", lr=lr, b1=0.9, b2=0.999, weight_decay=0.3, clip_grad_norm=1.0,

@@ -123,10 +123,13 @@ def base_config() -> ml_collections.ConfigDict:
       total_steps=0, step_offset=0))  # a run that continues another's schedule: see core/optim.py
   c.data = ml_collections.ConfigDict(dict(
       name="digits", data_dir=ml_collections.FieldReference(None, field_type=str), train_split="train",
-      eval_split="test", image_size=8, augment="none", max_shift=1, crop_pct=0.875,
+      eval_split="test", image_size=8, augment="none", max_shift=1,
       affine_degrees=10.0, affine_scale=(0.9, 1.1), affine_translate=0.1,
       randaugment="", random_erasing=0.0,  # training only; see data/pipeline.image_preprocess
-      mean=(0.5,), std=(0.5,)))
+      # None: the model name's preprocessing (models.preprocessing; see image_preprocessing below).
+      crop_pct=ml_collections.FieldReference(None, field_type=float),
+      mean=ml_collections.FieldReference(None, field_type=tuple),
+      std=ml_collections.FieldReference(None, field_type=tuple)))
   # Fault injection, to test the recovery paths: SIGTERM to this process after step k (-1: every
   # process, else only that process index), NaN losses on the batches at these data positions, and
   # kill_at="<phase>:<n>[:<ms>]": SIGKILL this process <ms> milliseconds (default 0) after it reaches
@@ -134,6 +137,33 @@ def base_config() -> ml_collections.ConfigDict:
   c.debug = ml_collections.ConfigDict(dict(sigterm_at_step=0, sigterm_process=-1, nan_at_positions=(),
                                            kill_at=""))
   return c
+
+
+def image_preprocessing(config) -> tuple[tuple[float, ...], tuple[float, ...], float]:
+  """(mean, std, crop_pct) of a run's images: `data.mean`, `data.std` and `data.crop_pct` where the
+  config sets them, else the preprocessing registered with `model.name` (what its checkpoint was
+  trained with: models.preprocessing), else (0.5,), (0.5,) and 0.875 (a name without one)."""
+  from papers_jax import models
+  d, model = config.data, config.get("model") or {}
+  default = models.preprocessing(model["name"]) if model.get("name") else None
+  if default is None:
+    default = models.Preprocessing(0, (0.5,), (0.5,), 0.875)
+  mean = default.mean if d.get("mean") is None else tuple(d.mean)
+  std = default.std if d.get("std") is None else tuple(d.std)
+  crop_pct = default.crop_pct if d.get("crop_pct") is None else float(d.crop_pct)
+  channels = model.get("in_chans")
+  for key, value in (("mean", mean), ("std", std)):
+    if d.get(key) is None and channels and len(value) not in (1, channels):
+      raise ConfigError(f"model {model['name']!r} normalises {len(value)} channels but model.in_chans={channels}; "
+                        f"set data.mean and data.std for your images")
+  return mean, std, crop_pct
+
+
+def resolve_image_preprocessing(config) -> None:
+  """Writes `image_preprocessing(config)` into `data.mean`, `data.std`, `data.crop_pct`, so that the run
+  (and its config.json) holds the values it uses."""
+  if "data" in config and "mean" in config.data:
+    config.data.mean, config.data.std, config.data.crop_pct = image_preprocessing(config)
 
 
 def total_steps(config, num_train_examples: int) -> int:

@@ -72,12 +72,7 @@ def preprocess_fn(config, task, train: bool):
   """The per-example host preprocessing of a run: the task's own, else the standard image pipeline."""
   if hasattr(task, "preprocess"):
     return task.preprocess(train)
-  d = config.data
-  return pipeline.image_preprocess(d.augment, d.image_size, train=train, max_shift=d.max_shift,
-                                   crop_pct=d.crop_pct, affine_degrees=d.affine_degrees,
-                                   affine_scale=tuple(d.affine_scale), affine_translate=d.affine_translate,
-                                   randaugment=d.randaugment, random_erasing=d.random_erasing, mean=tuple(d.mean),
-                                   std=tuple(d.std))
+  return pipeline.config_image_preprocess(config, train)
 
 
 class KillPoint:
@@ -117,6 +112,7 @@ def check_config(config, devices=None):
       "task": tasks.TASKS, "nonfinite": config_lib.NONFINITE_POLICIES, "loss": ("softmax", "sigmoid"),
       "optimizer.name": optim.OPTIMIZERS, "schedule.name": optim.SCHEDULES,
       "dtype": ("float32", "bfloat16")})  # no float16 (see DESIGN.md)
+  config_lib.resolve_image_preprocessing(config)  # data.mean / std / crop_pct: the config's or the model's
   mesh = sharding.make_mesh(dict(config.mesh), devices)
   rules = sharding.rules_from_config(config.sharding_rules)
   config_lib.validate(config, data_parallel=sharding.data_parallel_size(mesh, rules),

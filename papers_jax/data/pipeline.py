@@ -148,3 +148,15 @@ def image_preprocess(kind: str, image_size: int, *, train: bool, max_shift: int 
     return {"image": image, "label": np.asarray(example["label"], np.int32)}
 
   return fn
+
+
+def config_image_preprocess(config, train: bool):
+  """`image_preprocess` with a run's `config.data` settings; the mean, std and crop_pct are the config's
+  where it sets them, else those of the model's name (core/config.py's `image_preprocessing`)."""
+  from papers_jax.core.config import image_preprocessing
+  d = config.data
+  mean, std, crop_pct = image_preprocessing(config)
+  return image_preprocess(d.augment, d.image_size, train=train, max_shift=d.max_shift, crop_pct=crop_pct,
+                          affine_degrees=d.affine_degrees, affine_scale=tuple(d.affine_scale),
+                          affine_translate=d.affine_translate, randaugment=d.randaugment,
+                          random_erasing=d.random_erasing, mean=mean, std=std)

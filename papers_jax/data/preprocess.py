@@ -61,11 +61,16 @@ def inception_crop(image: np.ndarray, rng: np.random.Generator, size: int,
   return _resize(image[top:top + h, left:left + w], size, size, Image.BILINEAR)
 
 
-def resize_shorter_then_center_crop(image: np.ndarray, size: int,
-                                    crop_pct: float = 0.875) -> np.ndarray:
-  """Standard ImageNet eval: bicubic resize of the shorter side to size / crop_pct, center crop."""
+INTERPOLATIONS = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR}
+
+
+def resize_shorter_then_center_crop(image: np.ndarray, size: int, crop_pct: float = 0.875,
+                                    interpolation: str = "bicubic") -> np.ndarray:
+  """Standard ImageNet eval: resize of the shorter side to size / crop_pct (bicubic by default), center crop."""
   if not 0 < crop_pct <= 1:
     raise ValueError(f"crop_pct must be in (0, 1], got {crop_pct}.")
+  if interpolation not in INTERPOLATIONS:
+    raise ValueError(f"interpolation must be one of {sorted(INTERPOLATIONS)}, got {interpolation!r}")
   short = int(size / crop_pct)
   height, width = image.shape[:2]
   if min(height, width) != short:
@@ -74,7 +79,7 @@ def resize_shorter_then_center_crop(image: np.ndarray, size: int,
       new_height, new_width = short, int(short * width / height)
     else:
       new_height, new_width = int(short * height / width), short
-    image = _resize(image, new_width, new_height, Image.BICUBIC)
+    image = _resize(image, new_width, new_height, INTERPOLATIONS[interpolation])
     height, width = new_height, new_width
   top = int(round((height - size) / 2))
   left = int(round((width - size) / 2))

@@ -330,5 +330,7 @@ def get_source(data_config, split: str):
           "<root>/<split>/<class_name>/<image files>.")
     return ImageFolderSource(data_dir, split, folder_classes(data_dir, data_config.get("train_split", "train")))
   if name == "synthetic":
-    return SyntheticSource(split, size=data_config.image_size, channels=len(data_config.mean))
+    # As many channels as the normalisation has; unset (the model name's), three as every registered one.
+    mean = data_config.get("mean")
+    return SyntheticSource(split, size=data_config.image_size, channels=3 if mean is None else len(mean))
   raise DataError(f"Unknown data.name {name!r}; use one of {', '.join(SOURCE_FORMS)}.")

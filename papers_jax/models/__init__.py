@@ -22,7 +22,8 @@ import math
 import jax
 from flax import nnx
 
-from papers_jax.models.registry import create, list_models, model_config, register  # noqa: F401
+from papers_jax.models.registry import (Preprocessing, create, list_models, model_config, preprocessing,  # noqa: F401
+                                       register)
 from papers_jax.models import vit, vit_hybrid  # noqa: F401  (register their variants)
 from papers_jax.models import mae  # noqa: F401  (registers its variants)
 from papers_jax.models import mixer  # noqa: F401  (registers its variants)

@@ -4,10 +4,11 @@ Two towers map images and texts into one joint space, trained so that each image
 closest to its own caption's among every caption in the global batch (objectives/contrastive.py's
 `clip_loss`; N positive pairs and N² − N negatives per batch).
 
-  - Image tower (`vision="vit"`): a ViT as CLIP builds it, models/vit.py's VisionTransformer with
-    its CLIP options: patch embedding without bias, class token, learned position embeddings, a
-    LayerNorm before the transformer (ln_pre), pre-LN blocks with quick_gelu, the final LayerNorm
-    read at the class token (ln_post). Then a linear projection without bias into the joint space.
+  - Image tower (`vision="vit"`): a ViT as CLIP builds it, models/vit.py's VisionTransformer
+    composed with CLIP's parts: a patch embedding without bias, class token, learned position
+    embeddings, a LayerNorm before the transformer (ln_pre, the ViT's `norm_pre`), pre-LN blocks with
+    quick_gelu and LayerNorm eps 1e-5 (`BlockOptions`), the final LayerNorm read at the class token
+    (ln_post). Then a linear projection without bias into the joint space.
   - Image tower (`vision="resnet"`): the paper's modified ResNet (§2.4): a stem of three 3×3 convs
     and a 2×2 average pool instead of one 7×7 conv and a max pool; anti-aliased strided convolutions
     (every stride-2 step is a 2×2 average pool followed by a stride-1 convolution, in the residual
@@ -58,10 +59,10 @@ from flax import nnx
 from papers_jax.core import sharding
 from papers_jax.errors import ConfigError
 from papers_jax.models import intermediates
-from papers_jax.models.registry import register
+from papers_jax.models.registry import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, Preprocessing, register
 from papers_jax.models import vit
-from papers_jax.models.vit import Block, VisionTransformer, apply_blocks, check_remat
-from papers_jax.nn import LayerNorm, dot_product_attention, param
+from papers_jax.models.vit import Block, BlockOptions, VisionTransformer, apply_blocks, check_remat
+from papers_jax.nn import LayerNorm, PatchEmbed, dot_product_attention, param
 from papers_jax.nn.conv import Conv, conv_flops
 from papers_jax.nn.linear import Dense
 from papers_jax.nn.norms import BatchNorm
@@ -321,11 +322,14 @@ class CLIP(nnx.Module):
     self.vision, self.embed_dim, self.dtype = vision, embed_dim, dtype
     self.max_logit_scale = float(max_logit_scale)
     if vision == "vit":
+      # A plain ViT with CLIP's parts: no patch-embedding bias, ln_pre after the position embeddings,
+      # its activation and LayerNorm eps; no head (the class token's feature is projected below).
       self.visual = VisionTransformer(
-          img_size=img_size, patch_size=patch_size, in_chans=in_chans, num_classes=0, global_pool="token",
-          embed_dim=vision_width, depth=int(vision_layers), num_heads=vision_heads or max(1, vision_width // 64),
-          mlp_ratio=vision_mlp_ratio, pre_norm=True, patch_bias=False, act=act, norm_eps=norm_eps,
-          drop_path_rate=drop_path_rate, attention_impl=attention_impl, remat=remat, scan=scan, **kw)
+          num_classes=0, global_pool="token", embed_dim=vision_width, depth=int(vision_layers),
+          num_heads=vision_heads or max(1, vision_width // 64), drop_path_rate=drop_path_rate, remat=remat, scan=scan,
+          block=BlockOptions(mlp_ratio=vision_mlp_ratio, act=act, norm_eps=norm_eps, attention_impl=attention_impl),
+          patch_embed=PatchEmbed(img_size, patch_size, in_chans, vision_width, bias=False, **kw),
+          norm_pre=LayerNorm(vision_width, eps=norm_eps, **kw), **kw)
       scale = vision_width ** -0.5
       _renormal(self.visual.cls_token, scale, rngs)
       _renormal(self.visual.pos_embed, scale, rngs)
@@ -376,8 +380,9 @@ class CLIP(nnx.Module):
     return logits_per_image, logits_per_image.T
 
 
+# OpenAI's preprocessing (HF's CLIPImageProcessor): bicubic resize of the shorter side to 224, centre crop.
 for _name, _row in VARIANTS.items():
-  register(_name, CLIP, **_row)
+  register(_name, CLIP, **_row, preprocessing=Preprocessing(224, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, crop_pct=1.0))
 
 
 # ----------------------------------------------------------------------------- FLOPs

@@ -34,7 +34,7 @@ from flax import nnx
 from papers_jax.core import sharding
 from papers_jax.errors import ConfigError
 from papers_jax.models import intermediates
-from papers_jax.models.registry import register
+from papers_jax.models.registry import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, register
 from papers_jax.models.vit import WIDTHS, Block, apply_blocks, block_flops, check_remat, patch_embed_flops
 from papers_jax.nn import LayerNorm, PatchEmbed, param, pool_tokens
 from papers_jax.nn.embed import sincos_pos_embed_2d
@@ -236,7 +236,9 @@ for _width, _patch in VARIANTS:
   _w = WIDTHS[_width]
   register(f"mae_vit_{_width}_patch{_patch}", MaskedAutoencoderViT, img_size=224, patch_size=_patch,
            embed_dim=_w["embed_dim"], depth=_w["depth"], num_heads=_w["num_heads"], decoder_embed_dim=512,
-           decoder_depth=8, decoder_num_heads=16, mlp_ratio=4.0)
+           decoder_depth=8, decoder_num_heads=16, mlp_ratio=4.0,
+           # the released weights' (timm's pretrained_cfg of the same encoders, `vit_*_224.mae`)
+           preprocessing=Preprocessing(224, IMAGENET_MEAN, IMAGENET_STD, crop_pct=0.9))
 
 
 def forward_flops(model) -> float:

@@ -16,7 +16,7 @@ from flax import nnx
 from papers_jax.core import sharding
 from papers_jax.errors import ConfigError
 from papers_jax.models import intermediates
-from papers_jax.models.registry import register
+from papers_jax.models.registry import INCEPTION_MEAN, INCEPTION_STD, Preprocessing, register
 from papers_jax.models.vit import patch_embed_flops
 from papers_jax.nn import DropPath, Dropout, LayerNorm, Mlp, PatchEmbed, gradient_barrier
 from papers_jax.nn.linear import Dense
@@ -136,7 +136,8 @@ class MlpMixer(nnx.Module):
 
 
 for _width, _patch in VARIANTS:
-  register(f"mixer_{_width}{_patch}_224", MlpMixer, **WIDTHS[_width], patch_size=_patch, img_size=224)
+  register(f"mixer_{_width}{_patch}_224", MlpMixer, **WIDTHS[_width], patch_size=_patch, img_size=224,
+           preprocessing=Preprocessing(224, INCEPTION_MEAN, INCEPTION_STD, crop_pct=0.875))  # timm's pretrained_cfg
 
 
 def forward_flops(model) -> float:

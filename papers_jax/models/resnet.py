@@ -28,7 +28,7 @@ from flax import nnx
 
 from papers_jax.core import sharding
 from papers_jax.models import intermediates
-from papers_jax.models.registry import register
+from papers_jax.models.registry import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, register
 from papers_jax.nn.conv import Conv, conv_flops, max_pool
 from papers_jax.nn.linear import Dense
 from papers_jax.nn.norms import BatchNorm
@@ -207,14 +207,22 @@ def _uniform(bound: float):
   return init
 
 
+# Preprocessing: timm's pretrained_cfg of its ResNet checkpoints (the "A1" recipe's, test crop 0.95);
+# the plain nets have no published weights and take the paper's 224 crop of a 256 shorter side; the
+# CIFAR nets take CIFAR-10's per-channel statistics, no crop.
+TIMM_IN1K = Preprocessing(224, IMAGENET_MEAN, IMAGENET_STD, crop_pct=0.95)
+PAPER_IN1K = Preprocessing(224, IMAGENET_MEAN, IMAGENET_STD, crop_pct=0.875)
+CIFAR10 = Preprocessing(32, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), crop_pct=1.0)
+
 for _name, (_block, _layers) in VARIANTS.items():
-  register(_name, ResNet, block=_block, layers=_layers)
+  register(_name, ResNet, block=_block, layers=_layers, preprocessing=TIMM_IN1K)
 # The paper's plain baselines (Table 1's 18- and 34-layer stacks without shortcuts; Fig. 4 left).
 for _depth in (18, 34):
-  register(f"plain{_depth}", ResNet, block="basic", layers=VARIANTS[f"resnet{_depth}"][1], residual=False)
+  register(f"plain{_depth}", ResNet, block="basic", layers=VARIANTS[f"resnet{_depth}"][1], residual=False,
+           preprocessing=PAPER_IN1K)
 for _depth, _n in CIFAR_VARIANTS.items():
   _cifar = dict(block="basic", layers=(_n, _n, _n), num_classes=10, stem="cifar", width=16, shortcut="A",
-                zero_init_last=False)
+                zero_init_last=False, preprocessing=CIFAR10)
   register(f"resnet{_depth}_cifar", ResNet, **_cifar)
   register(f"plain{_depth}_cifar", ResNet, **_cifar, residual=False)
 

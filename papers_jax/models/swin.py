@@ -39,7 +39,7 @@ from flax import nnx
 from papers_jax.core import sharding
 from papers_jax.errors import ConfigError
 from papers_jax.models import intermediates
-from papers_jax.models.registry import register
+from papers_jax.models.registry import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, register
 from papers_jax.models.vit import patch_embed_flops
 from papers_jax.nn import Attention, DropPath, Dropout, LayerNorm, Mlp, PatchEmbed, gradient_barrier, param
 from papers_jax.nn.linear import Dense
@@ -427,7 +427,8 @@ class SwinTransformer(nnx.Module):
 
 for _width, _window, _img in VARIANTS:
   register(f"swin_{_width}_patch4_window{_window}_{_img}", SwinTransformer, **WIDTHS[_width], patch_size=4,
-           window_size=_window, img_size=_img)
+           window_size=_window, img_size=_img,  # timm's pretrained_cfg of Microsoft's checkpoints
+           preprocessing=Preprocessing(_img, IMAGENET_MEAN, IMAGENET_STD, crop_pct=0.9 if _img < 384 else 1.0))
 
 
 def forward_flops(model) -> float:

@@ -7,26 +7,35 @@ Initialisation follows the paper's reference code (big_vision): Xavier-uniform k
 N(0, 1e-6) MLP biases, N(0, 0.02) position embeddings, zero class token and, for training
 from scratch, a zero-initialised head.
 
-Options for starting from a self-supervised encoder (MAE, models/mae.py): `pos_embed_init="sincos"`
-starts the learned position embedding at the fixed 2-D sin-cos table the encoder was pre-trained
-with; `head_init_std` draws the head from N(0, std²); `head_norm="batchnorm"` puts a BatchNorm
-without affine parameters before the head (MAE's linear probe); `frozen_blocks=k` stops the
-gradient after the first k blocks (and so the embeddings; with k = depth after the final norm too),
-for linear probing and partial fine-tuning of the last depth - k blocks: the frozen params get zero
-gradients and the frozen part costs no backward pass.
+The constructor takes the plain ViT's settings (timm's names) and two groups of options, each a
+small dataclass: `block=BlockOptions(...)`, what every block shares (MLP ratio, qkv bias, dropout,
+activation, LayerNorm eps, attention backend), and `finetune=FineTuneOptions(...)`, how a classifier
+starts from a pre-trained encoder (MAE's fine-tuning and linear probing). A registered name takes
+their fields as flat keywords, as configs set them (`models.create(name, mlp_ratio=2.0,
+frozen_blocks=12)`, `model.mlp_ratio` in a config): models/registry.py sorts them into the groups.
+
+Fine-tuning from a self-supervised encoder (MAE, models/mae.py), `FineTuneOptions`:
+`pos_embed_init="sincos"` starts the learned position embedding at the fixed 2-D sin-cos table the
+encoder was pre-trained with; `head_init_std` draws the head from N(0, std²) (0, the default: a
+zero head, as the paper trains from scratch); `head_norm="batchnorm"` puts a BatchNorm without
+affine parameters before the head (MAE's linear probe); `frozen_blocks=k` stops the gradient after
+the first k blocks (and so the embeddings; with k = depth after the final norm too), for linear
+probing and partial fine-tuning of the last depth - k blocks: the frozen params get zero gradients
+and the frozen part costs no backward pass.
 
 Pre-training head of the paper (`representation_size=r`): pooled features → Linear(r) → tanh →
 head, the paper's "MLP with one hidden layer at pre-training time" (big_vision's `pre_logits`, and
 timm's `pre_logits.fc` before timm dropped it); `forward_head(pre_logits=True)` returns the tanh
 output. Fine-tuning drops it (the paper's "single linear layer").
 
-A hybrid (models/vit_hybrid.py) passes its own `patch_embed`: any module that maps images to
-(batch, tokens, embed) and has `grid_size` and `num_patches`.
-
-Options for CLIP's image tower (models/clip.py), timm's names: `pre_norm` adds a LayerNorm after the
-position embeddings (`norm_pre`, CLIP's ln_pre), `patch_bias=False` drops the patch-embedding bias,
-`act` picks the MLP activation (CLIP's "quick_gelu") and `norm_eps` every LayerNorm's eps (1e-5).
+Other encoders compose a ViT from parts: a hybrid (models/vit_hybrid.py) passes its own
+`patch_embed` (any module that maps images to (batch, tokens, embed) and has `grid_size` and
+`num_patches`); CLIP's image tower (models/clip.py) passes a patch embedding without bias, a
+`norm_pre` LayerNorm after the position embeddings (timm's name, CLIP's ln_pre) and
+`BlockOptions(act="quick_gelu", norm_eps=1e-5)`.
 """
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -36,7 +45,8 @@ from flax import nnx
 from papers_jax.core import sharding
 from papers_jax.errors import ConfigError
 from papers_jax.models import intermediates
-from papers_jax.models.registry import register
+from papers_jax.models.registry import (IMAGENET_MEAN, IMAGENET_STD, INCEPTION_MEAN, INCEPTION_STD, Preprocessing,
+                                       register)
 from papers_jax.nn.remat import BLOCK_OUT, REMAT_POLICIES, check_remat, checkpoint_name  # noqa: F401
 from papers_jax.nn import (Attention, DropPath, Dropout, LayerNorm, Mlp, PatchEmbed, gradient_barrier, param,
                            pool_tokens)
@@ -61,6 +71,28 @@ VARIANTS = (
     ("large", 32, 224), ("large", 32, 384), ("large", 16, 224), ("large", 16, 384), ("large", 14, 224),
     ("huge", 14, 224), ("giant", 14, 224),
 )
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockOptions:
+  """What every block of an encoder shares; the ViT paper's values by default (CLIP's image tower:
+  act="quick_gelu", norm_eps=1e-5). `norm_eps` is every LayerNorm's, the final norm's included."""
+  mlp_ratio: float = 4.0
+  qkv_bias: bool = True
+  act: str = "gelu"
+  norm_eps: float = 1e-6
+  proj_drop_rate: float = 0.0
+  attn_drop_rate: float = 0.0
+  attention_impl: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class FineTuneOptions:
+  """How a classifier starts from a pre-trained encoder (MAE's protocols; see the module docstring)."""
+  pos_embed_init: str = "normal"  # or "sincos": the fixed table MAE pre-trained with
+  head_init_std: float = 0.0      # 0: a zero head (from scratch); else N(0, std²)
+  head_norm: str = ""             # or "batchnorm": MAE's linear probe
+  frozen_blocks: int = 0          # no gradient up to the end of this block
 
 
 class Block(nnx.Module):
@@ -136,14 +168,11 @@ class VisionTransformer(nnx.Module):
 
   def __init__(self, *, img_size=224, patch_size=16, in_chans: int = 3, num_classes: int = 1000,
                global_pool: str = "token", embed_dim: int = 768, depth: int = 12, num_heads: int = 12,
-               mlp_ratio: float = 4.0, qkv_bias: bool = True, class_token: bool = True, pos_embed: str = "learn",
-               fc_norm: bool | None = None, drop_rate: float = 0.0, proj_drop_rate: float = 0.0,
-               attn_drop_rate: float = 0.0, drop_path_rate: float = 0.0, head_zero_init: bool = True,
-               pos_embed_init: str = "normal", head_init_std: float | None = None, head_norm: str = "",
-               frozen_blocks: int = 0, pre_norm: bool = False, patch_bias: bool = True, act: str = "gelu",
-               norm_eps: float = 1e-6, attention_impl: str | None = None, remat: str = "", scan: bool = False,
-               representation_size: int | None = None, patch_embed: nnx.Module | None = None,
-               dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
+               class_token: bool = True, pos_embed: str = "learn", fc_norm: bool | None = None,
+               representation_size: int | None = None, drop_rate: float = 0.0, drop_path_rate: float = 0.0,
+               remat: str = "", scan: bool = False, block: BlockOptions = BlockOptions(),
+               finetune: FineTuneOptions = FineTuneOptions(), patch_embed: nnx.Module | None = None,
+               norm_pre: nnx.Module | None = None, dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
     if global_pool not in ("token", "avg", "max", ""):
       raise ConfigError(f"global_pool must be 'token', 'avg', 'max' or '', got {global_pool!r}")
     if global_pool == "token" and not class_token:
@@ -152,14 +181,15 @@ class VisionTransformer(nnx.Module):
       raise ConfigError(f"pos_embed must be 'learn', 'sincos' or 'none', got {pos_embed!r}")
     if embed_dim % num_heads:
       raise ConfigError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
-    if pos_embed_init not in ("normal", "sincos"):
-      raise ConfigError(f"pos_embed_init must be 'normal' or 'sincos', got {pos_embed_init!r}")
-    if head_norm not in ("", "batchnorm"):
-      raise ConfigError(f"head_norm must be '' or 'batchnorm', got {head_norm!r}")
-    if not 0 <= frozen_blocks <= depth:
-      raise ConfigError(f"frozen_blocks must be in [0, depth={depth}], got {frozen_blocks}")
+    ft = finetune
+    if ft.pos_embed_init not in ("normal", "sincos"):
+      raise ConfigError(f"pos_embed_init must be 'normal' or 'sincos', got {ft.pos_embed_init!r}")
+    if ft.head_norm not in ("", "batchnorm"):
+      raise ConfigError(f"head_norm must be '' or 'batchnorm', got {ft.head_norm!r}")
+    if not 0 <= ft.frozen_blocks <= depth:
+      raise ConfigError(f"frozen_blocks must be in [0, depth={depth}], got {ft.frozen_blocks}")
     check_remat(remat)
-    if scan and 0 < frozen_blocks < depth:
+    if scan and 0 < ft.frozen_blocks < depth:
       raise ConfigError("scan over blocks cannot freeze some of them; set frozen_blocks=0 or scan=False")
     self.remat, self.scan = remat, scan
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
@@ -168,16 +198,16 @@ class VisionTransformer(nnx.Module):
     self.embed_dim = embed_dim
     self.num_prefix_tokens = 1 if class_token else 0
     self.pos_embed_kind = pos_embed
-    self.frozen_blocks = frozen_blocks
+    self.frozen_blocks = ft.frozen_blocks
     self.dtype = dtype
 
-    self.patch_embed = (PatchEmbed(img_size, patch_size, in_chans, embed_dim, bias=patch_bias, **kw)
+    self.patch_embed = (PatchEmbed(img_size, patch_size, in_chans, embed_dim, **kw)
                         if patch_embed is None else patch_embed)
     num_patches = self.patch_embed.num_patches
     self.cls_token = (param(rngs, nnx.initializers.zeros, (1, 1, embed_dim), param_dtype, (None, None, "embed"))
                       if class_token else None)
     pos_init = nnx.initializers.normal(0.02)
-    if pos_embed_init == "sincos":  # the fixed table of MAE pre-training, zero for the prefix tokens
+    if ft.pos_embed_init == "sincos":  # the fixed table of MAE pre-training, zero for the prefix tokens
       table = sincos_pos_embed_2d(self.patch_embed.grid_size, embed_dim)
       table = np.concatenate([np.zeros((1, self.num_prefix_tokens, embed_dim), np.float32), table], axis=1)
       pos_init = lambda key, shape, dtype: jnp.asarray(table, dtype)  # noqa: E731
@@ -185,17 +215,17 @@ class VisionTransformer(nnx.Module):
                             param_dtype, (None, None, "embed"))
                       if pos_embed == "learn" else None)
     self.pos_drop = Dropout(drop_rate)
-    self.norm_pre = LayerNorm(embed_dim, eps=norm_eps, **kw) if pre_norm else None
+    self.norm_pre = norm_pre
     rates = [float(r) for r in np.linspace(0.0, drop_path_rate, depth)]
     self.blocks = nnx.List([
-        Block(embed_dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, proj_drop=proj_drop_rate,
-              attn_drop=attn_drop_rate, drop_path=rate, norm_eps=norm_eps, act=act, attention_impl=attention_impl,
-              **kw)
+        Block(embed_dim, num_heads, mlp_ratio=block.mlp_ratio, qkv_bias=block.qkv_bias,
+              proj_drop=block.proj_drop_rate, attn_drop=block.attn_drop_rate, drop_path=rate,
+              norm_eps=block.norm_eps, act=block.act, attention_impl=block.attention_impl, **kw)
         for rate in rates])
     # timm: with average pooling the final norm moves after the pooling (fc_norm).
     use_fc_norm = global_pool in ("avg", "max") if fc_norm is None else fc_norm
-    self.norm = LayerNorm(embed_dim, eps=norm_eps, **kw) if not use_fc_norm else None
-    self.fc_norm = LayerNorm(embed_dim, eps=norm_eps, **kw) if use_fc_norm else None
+    self.norm = LayerNorm(embed_dim, eps=block.norm_eps, **kw) if not use_fc_norm else None
+    self.fc_norm = LayerNorm(embed_dim, eps=block.norm_eps, **kw) if use_fc_norm else None
     # The paper's pre-training head: Linear + tanh before the classifier (big_vision's `pre_logits`).
     self.pre_logits = (nnx.Dict(fc=Dense(embed_dim, representation_size, axes=("embed", "mlp"), **kw))
                        if representation_size else None)
@@ -204,10 +234,8 @@ class VisionTransformer(nnx.Module):
     # MAE's linear probe: BatchNorm1d(affine=False, eps=1e-6) before the head, float32 statistics.
     self.head_norm = (nnx.BatchNorm(head_in, use_bias=False, use_scale=False, epsilon=1e-6, momentum=0.9,
                                     dtype=jnp.float32, rngs=rngs)
-                      if head_norm == "batchnorm" else None)
-    head_init = nnx.initializers.zeros if head_zero_init else None
-    if head_init_std is not None:
-      head_init = nnx.initializers.normal(head_init_std)
+                      if ft.head_norm == "batchnorm" else None)
+    head_init = (nnx.initializers.normal(ft.head_init_std) if ft.head_init_std else nnx.initializers.zeros)
     self.head = (Dense(head_in, num_classes, axes=("embed", "classes"), kernel_init=head_init, **kw)
                  if num_classes > 0 else None)
 
@@ -298,9 +326,18 @@ class VisionTransformer(nnx.Module):
 # features); the registered defaults follow timm so that a name means the same model in both.
 HEADLESS = ("vit_small_patch8_224", "vit_large_patch32_224", "vit_huge_patch14_224")
 
+
+def timm_preprocessing(img_size: int, imagenet: bool = False) -> Preprocessing:
+  """timm's pretrained_cfg of its ViTs (and hybrids): inputs in [-1, 1] (Google's checkpoints; DINO's
+  take ImageNet's mean and std), bicubic, crop_pct 0.9, or 1.0 for the 384 fine-tunes."""
+  mean, std = (IMAGENET_MEAN, IMAGENET_STD) if imagenet else (INCEPTION_MEAN, INCEPTION_STD)
+  return Preprocessing(img_size, mean, std, crop_pct=0.9 if img_size < 384 else 1.0)
+
+
 for _width, _patch, _img in VARIANTS:
   _name = f"vit_{_width}_patch{_patch}_{_img}"
   register(_name, VisionTransformer, **WIDTHS[_width], patch_size=_patch, img_size=_img,
+           preprocessing=timm_preprocessing(_img, imagenet=_name == "vit_small_patch8_224"),  # its weights: DINO's
            **({"num_classes": 0} if _name in HEADLESS else {}))
 
 

@@ -19,7 +19,7 @@ from flax import nnx
 
 from papers_jax.models import vit
 from papers_jax.models.registry import register
-from papers_jax.models.vit import WIDTHS, VisionTransformer
+from papers_jax.models.vit import WIDTHS, VisionTransformer, timm_preprocessing
 from papers_jax.nn.conv import StdConv, conv_flops, max_pool
 from papers_jax.nn.embed import PatchEmbed, _pair
 from papers_jax.nn.norms import GroupNorm
@@ -131,7 +131,7 @@ HEADLESS = ("vit_base_r50_s16_224",)
 
 for _name, (_width, _layers, _img) in VARIANTS.items():
   register(_name, HybridVisionTransformer, **WIDTHS[_width], backbone_layers=_layers, img_size=_img,
-           **({"num_classes": 0} if _name in HEADLESS else {}))
+           preprocessing=timm_preprocessing(_img), **({"num_classes": 0} if _name in HEADLESS else {}))
 
 
 def backbone_flops(backbone: ResNetV2, img_size, *, count_padding: bool = True) -> int:

@@ -21,6 +21,7 @@ from flax import nnx
 
 from papers_jax import models
 from papers_jax.core import precision
+from papers_jax.core.config import image_preprocessing
 from papers_jax.core.state import merge_model
 from papers_jax.data import sources
 from papers_jax.objectives import classification as objective
@@ -41,8 +42,7 @@ class ClassificationTask:
     # paper config) gets a head of its own size; one with more is an error (Trainer._check_data).
     known = sources.known_num_classes(config.data)
     self.num_classes = known if known and known <= config.model.num_classes else config.model.num_classes
-    self.mean = tuple(config.data.mean)
-    self.std = tuple(config.data.std)
+    self.mean, self.std, _ = image_preprocessing(config)  # the config's, else the model name's
     self.loss_kind = config.get("loss", "softmax")
     self.label_smoothing = float(config.get("label_smoothing", 0.0))
     self.mixup = dict(config.get("mixup") or {})

@@ -43,6 +43,7 @@ from flax import nnx
 
 from papers_jax import models
 from papers_jax.core import precision, sharding
+from papers_jax.core.config import image_preprocessing
 from papers_jax.core.state import merge_model
 from papers_jax.data import captions as captions_lib
 from papers_jax.data import pipeline, preprocess
@@ -52,9 +53,8 @@ from papers_jax.evaluators import retrieval, zero_shot
 from papers_jax.objectives import contrastive
 from papers_jax.tasks.classification import normalize_images
 
-# OpenAI's image normalisation (the released models' preprocessing).
-OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+# OpenAI's image normalisation (the released models' preprocessing, registered with the clip_* names).
+OPENAI_MEAN, OPENAI_STD = models.registry.OPENAI_CLIP_MEAN, models.registry.OPENAI_CLIP_STD
 
 
 # Allowed values of config.clip's numbers (core/config.py check_ranges).
@@ -114,7 +114,7 @@ class CLIPTask:
   def __init__(self, config):
     self.config = config
     self.clip = config.clip
-    self.mean, self.std = tuple(config.data.mean), tuple(config.data.std)
+    self.mean, self.std, _ = image_preprocessing(config)
     self._sources, self._jitted, self._classifiers = {}, {}, {}
     if not self.clip.eval_templates or not self.clip.train_templates:
       raise ConfigError("clip.train_templates and clip.eval_templates must each hold at least one template")
@@ -184,16 +184,14 @@ class CLIPTask:
   def image_preprocess(self, train: bool):
     """The image transform: `data.augment = "clip"` is the paper's (resize the shorter side, then a
     random square crop for training, the central one for evaluation); else the standard pipeline's."""
-    d = self.config.data
+    d, crop_pct = self.config.data, image_preprocessing(self.config)[2]
     if d.augment == "clip":
       def fn(example, rng):
-        image = preprocess.resize_shorter_then_center_crop(example["image"], d.image_size, crop_pct=1.0) \
+        image = preprocess.resize_shorter_then_center_crop(example["image"], d.image_size, crop_pct) \
             if not train else random_square_crop(example["image"], d.image_size, rng)
         return {"image": image, "label": np.asarray(example["label"], np.int32)}
       return fn
-    return pipeline.image_preprocess(d.augment, d.image_size, train=train, max_shift=d.max_shift,
-                                     crop_pct=d.crop_pct, affine_degrees=d.affine_degrees,
-                                     affine_scale=tuple(d.affine_scale), affine_translate=d.affine_translate)
+    return pipeline.config_image_preprocess(self.config, train)
 
   def preprocess(self, train: bool):
     """example → {"image": uint8 (H, W, C), "tokens": int32 (context_length,), "label": int32}."""

@@ -28,6 +28,7 @@ from flax import nnx
 
 from papers_jax import models
 from papers_jax.core import precision, sharding
+from papers_jax.core.config import image_preprocessing
 from papers_jax.core.state import merge_model
 from papers_jax.data import pipeline, preprocess
 from papers_jax.evaluators import features as features_lib
@@ -63,24 +64,21 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
       | overrides)
 
 
-def mae_preprocess(data_config, *, train: bool, crop_scale=(0.2, 1.0)):
+def mae_preprocess(config, *, train: bool, crop_scale=(0.2, 1.0)):
   """`data.augment = "mae"`: RandomResizedCrop(scale=crop_scale) + horizontal flip for training
-  (MAE's only augmentation); evaluation resizes the shorter side and centre-crops. Any other
-  `data.augment` is the standard pipeline's."""
-  d = data_config
+  (MAE's only augmentation); evaluation resizes the shorter side and centre-crops (crop_pct: the
+  config's, else the model name's). Any other `data.augment` is the standard pipeline's."""
+  d = config.data
   if d.augment != "mae":
-    return pipeline.image_preprocess(d.augment, d.image_size, train=train, max_shift=d.max_shift,
-                                     crop_pct=d.crop_pct, affine_degrees=d.affine_degrees,
-                                     affine_scale=tuple(d.affine_scale), affine_translate=d.affine_translate,
-                                     randaugment=d.randaugment, random_erasing=d.random_erasing, mean=tuple(d.mean),
-                                     std=tuple(d.std))
+    return pipeline.config_image_preprocess(config, train)
+  crop_pct = image_preprocessing(config)[2]
 
   def fn(example, rng):
     image = example["image"]
     if train:
       image = preprocess.random_flip(preprocess.inception_crop(image, rng, d.image_size, scale=tuple(crop_scale)), rng)
     else:
-      image = preprocess.resize_shorter_then_center_crop(image, d.image_size, d.crop_pct)
+      image = preprocess.resize_shorter_then_center_crop(image, d.image_size, crop_pct)
     return {"image": image, "label": np.asarray(example["label"], np.int32)}
 
   return fn
@@ -92,8 +90,7 @@ class MAETask:
   def __init__(self, config):
     self.config = config
     self.mae = config.mae
-    self.mean = tuple(config.data.mean)
-    self.std = tuple(config.data.std)
+    self.mean, self.std, _ = image_preprocessing(config)
     self._jitted = {}
 
   def build_model(self, rngs: nnx.Rngs) -> nnx.Module:
@@ -101,7 +98,7 @@ class MAETask:
     return models.create(name, rngs=rngs, **kwargs)
 
   def preprocess(self, train: bool):
-    return mae_preprocess(self.config.data, train=train, crop_scale=tuple(self.mae.crop_scale))
+    return mae_preprocess(self.config, train=train, crop_scale=tuple(self.mae.crop_scale))
 
   def _losses(self, model, batch, mask_key, dropout_key=None):
     images = normalize_images(batch["image"], self.mean, self.std)

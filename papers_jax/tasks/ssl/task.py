@@ -12,6 +12,7 @@ from flax import nnx
 
 from papers_jax import models
 from papers_jax.core import precision, sharding
+from papers_jax.core.config import image_preprocessing
 from papers_jax.core.state import merge_model
 from papers_jax.data import pipeline, views
 from papers_jax.data.sources import get_source
@@ -43,7 +44,7 @@ class SSLTask:
                c.queue_size, config.batch_size)
     if c.views not in VIEWS:
       raise ConfigError(f"ssl.views={c.views!r}; choose one of {VIEWS}")
-    self.mean, self.std = tuple(config.data.mean), tuple(config.data.std)
+    self.mean, self.std, _ = image_preprocessing(config)  # the config's, else the model name's
     if c.views in MULTI_CROP_VIEWS:
       self.recipes = getattr(views, c.views)(c.view_size, c.local_view_size, c.num_local_views,
                                              tuple(c.global_crop_scale), tuple(c.local_crop_scale))
