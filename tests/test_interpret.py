@@ -82,7 +82,7 @@ def test_cam_equals_its_closed_form_and_is_refused_for_a_token_pooled_head():
   model = models.create("resnet20_cifar", rngs=nnx.Rngs(0), layers=(1, 1, 1), num_classes=7, img_size=16)
   model.eval()
   x = jnp.asarray(np.random.RandomState(0).randn(3, 16, 16, 3), jnp.float32)
-  maps, target = interpret.class_activation_map(model, x, target=jnp.array([0, 3, 6]))
+  maps, target, _ = interpret.class_activation_map(model, x, target=jnp.array([0, 3, 6]))
   feats = np.asarray(model.forward_intermediates(x, train=False)["encoded"], np.float64)  # (3, 4, 4, 64)
   w = np.asarray(model.fc.kernel[...], np.float64)  # (64, 7)
   closed_form = np.stack([feats[b] @ w[:, c] for b, c in enumerate([0, 3, 6])])  # Σ_k w_k^c f_k(x, y)

@@ -71,6 +71,9 @@ def score_gradient(model, images, layer: str, target=None, *, guided: bool = Fal
   return feature, grad, logits, target
 
 
+_jit_score_gradient = jax.jit(score_gradient, static_argnums=2, static_argnames="guided")
+
+
 def input_gradient(model, images, target=None, *, guided: bool = False):
   """(∂score/∂images, target); with `guided`, guided backpropagation."""
   def score(x):
@@ -101,9 +104,9 @@ def grad_cam(model, images, layer: str, target=None):
 
 
 def class_activation_map(model, images, target=None, *, rtol: float = 1e-3):
-  """CAM (batch, h, w) of a GAP + linear classifier at its last feature map, and the target classes.
+  """CAM (batch, h, w) of a GAP + linear classifier at its last feature map, the target classes and the logits.
   Not jittable as a whole (it checks the head on concrete values); its parts are jitted."""
-  feature, grad, _, target = jax.jit(lambda m, x: score_gradient(m, x, "encoded", target))(model, images)
+  feature, grad, logits, target = _jit_score_gradient(model, images, "encoded", target)
   full = np.asarray(grad)
   feature, grad = spatial(model, feature), np.asarray(spatial(model, grad))
   h, w = feature.shape[1:3]
@@ -114,7 +117,7 @@ def class_activation_map(model, images, target=None, *, rtol: float = 1e-3):
       or np.abs(full).sum() > (1 + rtol) * np.abs(grad).sum()):
     raise UserError(f"CAM needs a global-average-pooled linear head; {type(model).__name__}'s head is not one "
                     "(its gradient varies over positions). Use Grad-CAM instead.")
-  return (feature * mean).sum(axis=-1) * (h * w), target
+  return (feature * mean).sum(axis=-1) * (h * w), target, logits
 
 
 def guided_backprop(model, images, target=None):
