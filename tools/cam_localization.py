@@ -11,7 +11,8 @@ region is the prediction. Reported, as in the paper's Table 2 (top-1 only):
   - top-1 localisation accuracy: the class is right AND the box has IoU ≥ 0.5 with the true box;
   - box accuracy ("GT-known"): the CAM of the true class gives a box with IoU ≥ 0.5;
 against the centre-box baseline: a fixed box of the training set's mean object size at the canvas
-centre (its top-1 accuracy uses the same classifier). `--out` draws the first `--examples` images
+centre (its top-1 accuracy uses the same classifier). `--map rollout` scores a ViT's attention
+rollout of the [CLS] token the same way (configs/vit/digits_canvas.py). `--out` draws the first `--examples` images
 with their CAM, the true box (green) and the CAM box (red).
 """
 
@@ -31,8 +32,9 @@ def centre_box(mean_height: float, mean_width: float, canvas: int):
   return top, left, top + round(mean_height), left + round(mean_width)
 
 
-def localize(config_path: str, checkpoint: str, *, threshold: float = 0.2, batch: int = 120):
-  """Per-image results and the summary numbers."""
+def localize(config_path: str, checkpoint: str, *, kind: str = "cam", threshold: float = 0.2, batch: int = 120):
+  """Per-image results and the summary numbers; `kind` "cam" or "rollout" (a ViT's [CLS] attention
+  rollout, which has no class: its box serves both the predicted and the true class)."""
   import jax
   import numpy as np
 
@@ -61,8 +63,16 @@ def localize(config_path: str, checkpoint: str, *, threshold: float = 0.2, batch
 
   size = images.shape[1:3]
   predicted_maps, true_maps, predictions = [], [], []
+  rollout = jax.jit(lambda m, x: (interpret.cls_maps(m, interpret.attention_rollout(interpret.attention_maps(m, x))),
+                                  m(x, train=False)))
   for start in range(0, len(images), batch):
     x = normalize_images(images[start:start + batch], task.mean, task.std)
+    if kind == "rollout":
+      maps, logits = rollout(model, x)
+      predicted_maps.append(np.asarray(interpret.upsample(maps, size)))
+      true_maps.append(predicted_maps[-1])
+      predictions.append(np.asarray(logits).argmax(-1))
+      continue
     maps, predicted, _ = interpret.class_activation_map(model, x)  # the predicted class's CAM
     predicted_maps.append(np.asarray(interpret.upsample(maps, size)))
     predictions.append(np.asarray(predicted))
@@ -70,7 +80,6 @@ def localize(config_path: str, checkpoint: str, *, threshold: float = 0.2, batch
     true_maps.append(np.asarray(interpret.upsample(maps, size)))
   predicted_maps, true_maps = np.concatenate(predicted_maps), np.concatenate(true_maps)
   predictions = np.concatenate(predictions)
-  del jax
 
   rows = []
   for i in range(len(images)):
@@ -84,9 +93,9 @@ def localize(config_path: str, checkpoint: str, *, threshold: float = 0.2, batch
   summary = {
       "images": len(rows),
       "classification_accuracy": float(correct.mean()),
-      "cam_top1_localization": float((correct & hit("iou")).mean()),
-      "cam_box_accuracy": float(hit("iou_true_class").mean()),
-      "cam_mean_iou": float(np.mean([r["iou_true_class"] for r in rows])),
+      f"{kind}_top1_localization": float((correct & hit("iou")).mean()),
+      f"{kind}_box_accuracy": float(hit("iou_true_class").mean()),
+      f"{kind}_mean_iou": float(np.mean([r["iou_true_class"] for r in rows])),
       "centre_top1_localization": float((correct & hit("iou_centre")).mean()),
       "centre_box_accuracy": float(hit("iou_centre").mean()),
       "centre_mean_iou": float(np.mean([r["iou_centre"] for r in rows])),
@@ -125,11 +134,13 @@ def main(argv=None) -> int:
   parser.add_argument("--checkpoint", required=True, help="a run's checkpoints/<step>/state")
   parser.add_argument("--out", default=None, help="a PNG of the first --examples test images")
   parser.add_argument("--examples", type=int, default=16)
+  parser.add_argument("--map", default="cam", choices=("cam", "rollout"),
+                      help="cam (GAP + linear classifiers) or rollout (a ViT's [CLS] attention rollout)")
   parser.add_argument("--threshold", type=float, default=0.2, help="fraction of the CAM's maximum (the paper: 0.2)")
   parser.add_argument("--json", default=None, help="write the summary numbers here")
   args = parser.parse_args(argv)
   try:
-    rows, summary, images, maps = localize(args.config, args.checkpoint, threshold=args.threshold)
+    rows, summary, images, maps = localize(args.config, args.checkpoint, kind=args.map, threshold=args.threshold)
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
@@ -138,8 +149,8 @@ def main(argv=None) -> int:
     with open(args.json, "w") as f:
       json.dump(summary, f, indent=1)
   if args.out:
-    title = (f"CAM boxes (red) vs truth (green), {os.path.basename(args.config)}; top-1 loc "
-             f"{summary['cam_top1_localization']:.1%}, centre box {summary['centre_top1_localization']:.1%}")
+    title = (f"{args.map} boxes (red) vs truth (green), {os.path.basename(args.config)}; top-1 loc "
+             f"{summary[args.map + '_top1_localization']:.1%}, centre box {summary['centre_top1_localization']:.1%}")
     draw(args.out, images / 255.0 if images.dtype.kind == "u" else images, maps, rows, args.examples, title)
     print(f"wrote {os.path.abspath(args.out)}")
   return 0
