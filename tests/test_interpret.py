@@ -197,3 +197,43 @@ def test_grad_cam_and_guided_backprop_equal_a_pytorch_reference_on_timm_resnet18
   plain = np.asarray(jax.grad(lambda x: ours(x)[jnp.arange(2), target].sum())(x))
   assert not np.allclose(plain, expected, atol=1e-3 * np.abs(expected).max())  # the guided rule matters here
   np.testing.assert_allclose(saliency, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+
+
+def test_digits_canvas_places_each_digit_inside_its_box_and_nowhere_else():
+  from papers_jax.data.sources import DigitsCanvasSource, DigitsSource
+  source, digits = DigitsCanvasSource("test", canvas=32, scale=2), DigitsSource("test")
+  assert len(source) == len(digits) == 360
+  corners = set()
+  for i in (0, 1, 123, 359):
+    image, (top, left, bottom, right) = source[i]["image"][..., 0], source.box(i)
+    assert image.shape == (32, 32) and source[i]["label"] == digits[i]["label"]
+    rows, cols = np.nonzero(image)
+    assert (rows.min(), cols.min(), rows.max() + 1, cols.max() + 1) == (top, left, bottom, right)
+    assert image.sum() == 4 * int(digits[i]["image"].sum())  # the whole digit, upsampled 2×
+    np.testing.assert_array_equal(source[i]["image"], image[..., None])  # the same on every read
+    corners.add((top, left))
+  assert len(corners) > 1
+
+
+def test_visualize_draws_cam_and_attention_overlays(tmp_path, monkeypatch, capsys):
+  import importlib.util as util
+
+  from conftest import ROOT, load_config
+  from papers_jax import convert
+  from papers_jax.tasks.classification import ClassificationTask
+  spec = util.spec_from_file_location("tools_visualize", f"{ROOT}/tools/visualize.py")
+  tools_visualize = util.module_from_spec(spec)
+  spec.loader.exec_module(tools_visualize)
+  monkeypatch.chdir(ROOT)
+  for kind, config in (("cam", "resnet/digits_cam.py"), ("attention", "vit/digits.py")):
+    model = ClassificationTask(load_config(config, "smoke")).build_model(nnx.Rngs(params=0))
+    convert.save_params(nnx.to_pure_dict(nnx.state(model, nnx.Param)), str(tmp_path / kind))
+    out = tmp_path / f"{kind}.png"
+    assert tools_visualize.main([kind, "--config", f"configs/{config}:smoke", "--checkpoint", str(tmp_path / kind),
+                                 "--out", str(out), "--examples", "2"]) == 0
+    assert out.stat().st_size > 1000
+  assert "layer 2:" in capsys.readouterr().out  # the attention command's mean attention distances
+  # CAM on a ViT with a class-token head is a user error (exit code 2), before anything is written.
+  assert tools_visualize.main(["cam", "--config", "configs/vit/digits.py:smoke", "--checkpoint",
+                               str(tmp_path / "attention"), "--out", str(tmp_path / "no.png")]) == 2
+  assert not (tmp_path / "no.png").exists()
