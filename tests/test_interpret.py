@@ -63,6 +63,11 @@ def test_a_perturbation_at_a_named_feature_is_added_there_and_flows_on(family):
   np.testing.assert_allclose(shifted[layer], clean[layer] + delta, rtol=1e-5, atol=1e-5)
   assert not np.allclose(shifted["logits"], clean["logits"], atol=1e-3)  # the rest of the network saw it
   np.testing.assert_array_equal(shifted["stem"], clean["stem"])  # and nothing before it did
+  with pytest.raises(ValueError, match="stage9"):
+    with intermediates.perturbed({"stage9": delta}):
+      model.forward_intermediates(x, train=False)
+  if family in ("swin", "mixer"):  # the gradient path below does not depend on the family (suite time)
+    return
   feature, grad, logits, target = interpret.score_gradient(model, x, layer)
   np.testing.assert_allclose(feature, clean[layer], rtol=1e-6, atol=1e-6)
   np.testing.assert_array_equal(target, np.argmax(clean["logits"], -1))
@@ -73,9 +78,6 @@ def test_a_perturbation_at_a_named_feature_is_added_there_and_flows_on(family):
     with intermediates.perturbed({layer: sign * eps * grad}):
       score.append(model.forward_intermediates(x, train=False)["logits"][jnp.arange(2), target].sum())
   np.testing.assert_allclose(float(score[0] - score[1]) / 2, eps * float(jnp.vdot(grad, grad)), rtol=0.05)
-  with pytest.raises(ValueError, match="stage9"):
-    with intermediates.perturbed({"stage9": delta}):
-      model.forward_intermediates(x, train=False)
 
 
 def test_cam_equals_its_closed_form_and_is_refused_for_a_token_pooled_head():
