@@ -18,6 +18,16 @@ vit: the paper's Fig. 7 for a trained ViT classifier (evaluators/vit_analysis.py
 position_similarity.png (cosine similarity of the position embeddings) and attention_distance.png
 (mean attention distance of every head against depth, over the first `--examples` images of the
 config's eval split, read from the model's named intermediates with `return_attention=True`).
+
+  python tools/visualize.py {cam,gradcam,guided,rollout,attention} --config configs/vit/digits.py \
+      --checkpoint runs/vit_digits/checkpoints/450/state --out attention.png [--layer block02/+mlp] [--examples 8]
+
+Saliency overlays of the first `--examples` eval images (evaluators/interpret.py), one row per image:
+cam (the class activation map of the predicted class; GAP + linear heads only), gradcam (Grad-CAM at
+`--layer`, any named feature of the model's forward_intermediates), guided (guided backprop and guided
+Grad-CAM), rollout (ViT attention rollout of the [CLS] token) and attention (the last block's [CLS]
+attention per head, as DINO draws it, next to the rollout; also prints the mean attention distance per
+layer and head).
 """
 
 import argparse
@@ -75,19 +85,33 @@ def mae(args) -> str:
   return f"wrote {os.path.abspath(args.out)} ({split} split)\n{caption}"
 
 
-def _load_model(config, checkpoint: str, build_model):
-  """The config's model (abstract, then filled) with the params of `checkpoint`."""
+def load_model(config, checkpoint: str, build_model):
+  """The config's model (abstract, then filled) with the params of `checkpoint` and, where it has
+  them, its BatchNorm running statistics; in evaluation mode."""
   import jax
+  import jax.numpy as jnp
   from flax import nnx
 
   from papers_jax import convert
 
   abstract = nnx.eval_shape(lambda: build_model(nnx.Rngs(params=0)))
-  graphdef, params, rest = nnx.split(abstract, nnx.Param, ...)
+  graphdef, params, stats, rest = nnx.split(abstract, nnx.Param, nnx.BatchStat, ...)
   template = jax.tree.map(lambda v: jax.ShapeDtypeStruct(v.shape, v.dtype), nnx.to_pure_dict(params))
   loaded, _ = convert.init_params_from_checkpoint(checkpoint, template, skip=())
   nnx.replace_by_pure_dict(params, loaded)
-  return nnx.merge(graphdef, params, rest)
+  if stats:
+    # A BatchNorm model's evaluation needs the running statistics the run kept (loaded by path).
+    initial = jax.tree_util.tree_map_with_path(  # BatchNorm's init (mean 0, var 1) where it has none
+        lambda path, v: (jnp.ones if "var" in jax.tree_util.keystr(path) else jnp.zeros)(v.shape, v.dtype),
+        nnx.to_pure_dict(stats))
+    loaded_stats, _ = convert.init_model_state_from_checkpoint(checkpoint, initial)
+    nnx.replace_by_pure_dict(stats, loaded_stats)
+  model = nnx.merge(graphdef, params, stats, rest)
+  model.eval()
+  return model
+
+
+_load_model = load_model
 
 
 def _mosaic(tiles, cols: int, fill):
@@ -209,12 +233,119 @@ def vit(args) -> str:
           f"(uniform attention: {pairwise.mean():.2f}):\n{table}")
 
 
+SALIENCY = ("cam", "gradcam", "guided", "rollout", "attention")
+
+
+def default_layer(model) -> str:
+  """Grad-CAM's default layer: the last stage of a hierarchical model; for token models the output of
+  the second-to-last block (after the last block only the pooled token reaches a class-token head)."""
+  import jax
+  import jax.numpy as jnp
+  embed = getattr(model, "patch_embed", None) or getattr(model, "stem", None)
+  size = getattr(model, "img_size", None) or getattr(embed, "img_size", (32, 32))
+  size = (size, size) if isinstance(size, int) else tuple(size)
+  chans = getattr(model, "in_chans", None) or getattr(embed, "in_chans", 3)
+  keys = list(jax.eval_shape(lambda x: model.forward_intermediates(x, train=False),
+                             jax.ShapeDtypeStruct((1, *size, chans), jnp.float32)))
+  stages = [k for k in keys if k.startswith("stage")]
+  if stages:
+    return stages[-1]
+  blocks = [k for k in keys if k.startswith("block") and k.endswith(("/+mlp", "/+channel"))]
+  if not blocks:
+    raise UserError(f"{type(model).__name__} has no stage or block features; pass --layer")
+  return blocks[-2] if len(blocks) > 1 and blocks[-1].endswith("/+mlp") else blocks[-1]
+
+
+def saliency(args) -> str:
+  """cam / gradcam / guided / rollout / attention: maps of the first --examples eval images, as PNG overlays."""
+  import jax
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  import numpy as np
+
+  from papers_jax.core import loop
+  from papers_jax.data.sources import get_source
+  from papers_jax.evaluators import interpret
+  from papers_jax.tasks.classification import ClassificationTask, normalize_images
+
+  config = config_lib.load(args.config)
+  if config.task != "classification":
+    raise UserError(f"{args.config} is a {config.task!r} config; `visualize.py {args.kind}` needs a classifier's")
+  task = ClassificationTask(config)
+  model = load_model(config, args.checkpoint, task.build_model)
+  split = config.data.eval_split or config.data.train_split
+  source = get_source(config.data, split)
+  fn = loop.preprocess_fn(config, task, train=False)
+  n = min(args.examples, len(source))
+  raw = np.stack([fn(dict(source[i]), None)["image"] for i in range(n)])
+  labels = [int(source[i]["label"]) for i in range(n)]
+  x = normalize_images(raw, task.mean, task.std)
+  size = x.shape[1:3]
+  shown = raw / 255.0 if raw.dtype.kind == "u" else raw
+  shown = shown[..., 0] if shown.shape[-1] == 1 else shown
+  note = ""
+  logits = np.asarray(jax.jit(lambda m, x: m(x, train=False))(model, x))
+  predicted = logits.argmax(-1)
+  if args.kind == "cam":
+    maps, _, _ = interpret.class_activation_map(model, x)
+    panels = [("CAM", np.asarray(interpret.upsample(maps, size)))]
+  elif args.kind == "gradcam":
+    layer = args.layer or default_layer(model)
+    maps, _ = jax.jit(lambda m, x: interpret.grad_cam(m, x, layer))(model, x)
+    panels = [(f"Grad-CAM {layer}", np.asarray(interpret.upsample(maps, size)))]
+  elif args.kind == "guided":
+    layer = args.layer or default_layer(model)
+    guided, _ = jax.jit(lambda m, x: interpret.guided_backprop(m, x))(model, x)
+    both, _ = jax.jit(lambda m, x: interpret.guided_grad_cam(m, x, layer))(model, x)
+    panels = [("guided backprop", np.abs(np.asarray(guided)).sum(-1)),
+              (f"guided Grad-CAM {layer}", np.abs(np.asarray(both)).sum(-1))]
+  elif args.kind == "rollout":
+    rollout = jax.jit(lambda m, x: interpret.cls_maps(m, interpret.attention_rollout(interpret.attention_maps(m, x))))
+    panels = [("attention rollout", np.asarray(interpret.upsample(rollout(model, x), size)))]
+  else:  # attention: the last block's [CLS] attention, per head, and the mean attention distance
+    attn = jax.jit(lambda m, x: interpret.attention_maps(m, x))(model, x)
+    last = np.asarray(interpret.cls_maps(model, attn[-1]))  # (n, heads, gh, gw)
+    rollout = interpret.cls_maps(model, interpret.attention_rollout(attn))
+    panels = [("rollout", np.asarray(interpret.upsample(rollout, size)))] + [
+        (f"last layer, head {h + 1}", np.asarray(interpret.upsample(last[:, h], size))) for h in range(last.shape[1])]
+    grid, patch = model.patch_embed.grid_size, model.patch_embed.patch_size
+    distances = [interpret.mean_attention_distance(a, grid, patch, model.num_prefix_tokens) for a in attn]
+    note = "mean attention distance (pixels) per layer and head:\n" + "\n".join(
+        f"  layer {i + 1}: " + " ".join(f"{d:5.2f}" for d in row) for i, row in enumerate(distances))
+  cols = 1 + len(panels)
+  fig, axes = plt.subplots(n, cols, figsize=(1.3 * cols, 1.35 * n), squeeze=False)
+  for i in range(n):
+    axes[i, 0].imshow(shown[i], cmap="gray" if shown.ndim == 3 else None)
+    axes[i, 0].set_title(f"label {labels[i]}, pred {predicted[i]}", fontsize=5)
+    for j, (name, maps) in enumerate(panels):
+      ax = axes[i, j + 1]
+      if args.kind == "guided":
+        ax.imshow(maps[i] / max(float(maps[i].max()), 1e-12), cmap="gray")
+      else:
+        ax.imshow(shown[i], cmap="gray" if shown.ndim == 3 else None)
+        ax.imshow(maps[i], cmap="jet", alpha=0.5)
+      if i == 0:
+        ax.set_title(name, fontsize=5)
+  for ax in axes.ravel():
+    ax.axis("off")
+  fig.suptitle(f"{config.model.name} ({os.path.basename(args.config)}), {checkpoint_label(args.checkpoint)}, "
+               f"{split} split", fontsize=6)
+  os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+  fig.savefig(args.out, dpi=130, bbox_inches="tight")
+  plt.close(fig)
+  return f"wrote {os.path.abspath(args.out)}" + (f"\n{note}" if note else "")
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("kind", choices=("mae", "vit"))
+  parser.add_argument("kind", choices=("mae", "vit") + SALIENCY)
   parser.add_argument("--config", required=True, help="config file[:args] the checkpoint was trained with")
   parser.add_argument("--checkpoint", required=True, help="a run's checkpoints/<step>/state or a params checkpoint")
-  parser.add_argument("--out", default="reconstructions.png", help="mae: the PNG to write")
+  parser.add_argument("--out", default=None, help="mae (default reconstructions.png), cam, gradcam, guided, "
+                      "rollout, attention (default <kind>.png): the PNG to write")
+  parser.add_argument("--layer", default=None, help="gradcam / guided: the named feature (default: the last stage, "
+                      "or a token model's second-to-last block output)")
   parser.add_argument("--out-dir", default="vit_analysis", help="vit: the folder for its three PNGs")
   parser.add_argument("--mode", default="visible", choices=("visible", "normalized", "target"))
   parser.add_argument("--examples", type=int, default=None, help="images to use (mae: 8, vit: 360)")
@@ -222,8 +353,10 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   try:
     if args.examples is None:
-      args.examples = 8 if args.kind == "mae" else 360
-    print(mae(args) if args.kind == "mae" else vit(args))
+      args.examples = 360 if args.kind == "vit" else 8
+    if args.out is None:
+      args.out = "reconstructions.png" if args.kind == "mae" else f"{args.kind}.png"
+    print(mae(args) if args.kind == "mae" else vit(args) if args.kind == "vit" else saliency(args))
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

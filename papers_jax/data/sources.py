@@ -13,7 +13,7 @@ import numpy as np
 from papers_jax.errors import DataError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-SOURCE_FORMS = ('"digits"', '"tfds:<name>" (e.g. "tfds:cifar10")', '"folder"', '"synthetic"')
+SOURCE_FORMS = ('"digits"', '"digits_canvas"', '"tfds:<name>" (e.g. "tfds:cifar10")', '"folder"', '"synthetic"')
 
 
 def _example(image, label) -> dict:
@@ -70,6 +70,42 @@ class DigitsSource:
 
   def __getitem__(self, i) -> dict:
     return {"image": self._images[i], "label": self._labels[i]}
+
+
+class DigitsCanvasSource:
+  """The digits, each upsampled `scale`× (nearest) and pasted at a random position on a black
+  `canvas` × `canvas` image: the weakly supervised localisation task of the CAM paper in miniature
+  (tools/cam_localization.py). The position of image i is fixed (seeded by split and index);
+  `box(i)` is the tight (top, left, bottom, right) box of the digit's non-zero pixels, bottom/right
+  exclusive. Labels only are trained on; the boxes are for evaluation.
+  """
+
+  def __init__(self, split: str, *, canvas: int = 32, scale: int = 2):
+    self._digits = DigitsSource(split)
+    size = 8 * scale
+    if canvas < size:
+      raise DataError(f"data.canvas={canvas} is smaller than a digit ({size}×{size} at data.scale={scale})")
+    self.name, self.split, self.num_classes, self.canvas, self.scale = "digits_canvas", split, 10, canvas, scale
+    rng = np.random.default_rng(0 if split == "train" else 1)
+    self._corners = rng.integers(0, canvas - size + 1, (len(self._digits), 2))
+
+  def __len__(self) -> int:
+    return len(self._digits)
+
+  def _digit(self, i):
+    return np.kron(self._digits[i]["image"][..., 0], np.ones((self.scale, self.scale), np.uint8))
+
+  def __getitem__(self, i) -> dict:
+    i = int(i)
+    digit, (top, left) = self._digit(i), self._corners[i]
+    image = np.zeros((self.canvas, self.canvas, 1), np.uint8)
+    image[top:top + digit.shape[0], left:left + digit.shape[1], 0] = digit
+    return {"image": image, "label": self._digits[i]["label"]}
+
+  def box(self, i) -> tuple[int, int, int, int]:
+    rows, cols = np.nonzero(self._digit(int(i)))
+    top, left = self._corners[int(i)]
+    return (int(top + rows.min()), int(left + cols.min()), int(top + rows.max()) + 1, int(left + cols.max()) + 1)
 
 
 # --- TensorFlow Datasets (ArrayRecord) ---
@@ -318,6 +354,8 @@ def get_source(data_config, split: str):
   data_dir = getattr(data_config, "data_dir", None)
   if name == "digits":
     return DigitsSource(split)
+  if name == "digits_canvas":
+    return DigitsCanvasSource(split, canvas=data_config.get("canvas", 32), scale=data_config.get("scale", 2))
   if name.startswith("tfds:") and name[len("tfds:"):]:
     return TfdsSource(
         name[len("tfds:"):], split, data_dir=data_dir,

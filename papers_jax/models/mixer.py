@@ -52,9 +52,10 @@ class MixerBlock(nnx.Module):
     """(output, {"+token": after the token-mixing residual, "+channel": the output})."""
     kw = dict(deterministic=deterministic, rngs=rngs)
     y = self.mlp_tokens(jnp.swapaxes(self.norm1(x), 1, 2), **kw)
-    x = token = x + self.drop_path(jnp.swapaxes(y, 1, 2), **kw)
+    x = token = intermediates.tap("+token", x + self.drop_path(jnp.swapaxes(y, 1, 2), **kw))
     x = x + self.drop_path(self.mlp_channels(self.norm2(x), **kw), **kw)
     x = gradient_barrier(sharding.constrain(x, ("act_batch", "act_len", "act_emb")))
+    x = intermediates.tap("+channel", x)
     return x, {"+token": token, "+channel": x}
 
 
@@ -91,12 +92,13 @@ class MlpMixer(nnx.Module):
     unless `stop_early`."""
     deterministic = None if train is None else not train  # as in __call__
     picked = intermediates.select(indices, len(self.blocks))
-    x = self._stem(x)
+    x = intermediates.tap("stem", self._stem(x))
     out = {"stem": x}
     if stop_early and not picked:
       return out
     for i, block in enumerate(self.blocks):
-      x, block_out = block.forward_intermediates(x, deterministic=deterministic, rngs=rngs)
+      with intermediates.scope(intermediates.block_key(i, "")):
+        x, block_out = block.forward_intermediates(x, deterministic=deterministic, rngs=rngs)
       if i in picked:
         out.update({intermediates.block_key(i, k): v for k, v in block_out.items()})
       if stop_early and i == picked[-1]:

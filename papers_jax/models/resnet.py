@@ -29,6 +29,7 @@ from flax import nnx
 from papers_jax.core import sharding
 from papers_jax.models import intermediates
 from papers_jax.models.registry import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, register
+from papers_jax.nn.activations import relu
 from papers_jax.nn.conv import Conv, conv_flops, max_pool
 from papers_jax.nn.linear import Dense
 from papers_jax.nn.norms import BatchNorm
@@ -82,21 +83,21 @@ class Block(nnx.Module):
 
   def __call__(self, x, *, train: bool):
     shortcut = x
-    y = jax.nn.relu(self.bn1(self.conv1(x), train=train))
+    y = relu(self.bn1(self.conv1(x), train=train))
     if self.kind == "basic":
       y = self.bn2(self.conv2(y), train=train)
     else:
-      y = jax.nn.relu(self.bn2(self.conv2(y), train=train))
+      y = relu(self.bn2(self.conv2(y), train=train))
       y = self.bn3(self.conv3(y), train=train)
     if not self.residual:
-      return jax.nn.relu(y)
+      return relu(y)
     if self.downsample_conv is not None:
       shortcut = self.downsample_bn(self.downsample_conv(x), train=train)
     else:  # identity; option A subsamples it and appends zero channels where the shape changes
       shortcut = x[:, ::self.stride, ::self.stride, :]
       if self.pad_channels:
         shortcut = jnp.pad(shortcut, ((0, 0), (0, 0), (0, 0), (0, self.pad_channels)))
-    return jax.nn.relu(y + shortcut)
+    return relu(y + shortcut)
 
 
 def _zero_scale(bn: BatchNorm) -> BatchNorm:
@@ -152,7 +153,7 @@ class ResNet(nnx.Module):
     after the CIFAR stem)."""
     chex.assert_rank(x, 4)
     chex.assert_axis_dimension(x, 3, self.in_chans)
-    x = jax.nn.relu(self.bn1(self.conv1(x), train=train))
+    x = relu(self.bn1(self.conv1(x), train=train))
     if self.stem == "imagenet":
       x = max_pool(x)
     outs = []
@@ -171,16 +172,17 @@ class ResNet(nnx.Module):
     stages `indices` picks (layer{i+1}), then "encoded", "pre_logits" and "logits" unless `stop_early`."""
     stages = self.stage_modules()
     picked = intermediates.select(indices, len(stages))
-    x = jax.nn.relu(self.bn1(self.conv1(x), train=train))
+    x = relu(self.bn1(self.conv1(x), train=train))
     if self.stem == "imagenet":
       x = max_pool(x)
-    out = {"stem": x}
+    out = {"stem": (x := intermediates.tap("stem", x))}
     if stop_early and not picked:
       return out
     for i, stage in enumerate(stages):
       for block in stage:
         x = block(x, train=train)
       x = sharding.constrain(x, ("act_batch", None, None, None))
+      x = intermediates.tap(f"stage{i}", x)
       if i in picked:
         out[f"stage{i}"] = x
       if stop_early and i == picked[-1]:

@@ -389,12 +389,12 @@ class SwinTransformer(nnx.Module):
     "pre_logits" and "logits" unless `stop_early` (models/intermediates.py)."""
     deterministic = None if train is None else not train  # as in __call__
     picked = intermediates.select(indices, len(self.layers))
-    x = self._stem(x)
+    x = intermediates.tap("stem", self._stem(x))
     out = {"stem": x}
     if stop_early and not picked:
       return out
     for i, stage in enumerate(self.layers):
-      x = stage(x, deterministic=deterministic, rngs=rngs)
+      x = intermediates.tap(f"stage{i}", stage(x, deterministic=deterministic, rngs=rngs))
       if i in picked:
         out[f"stage{i}"] = x
       if stop_early and i == picked[-1]:

@@ -122,9 +122,10 @@ class Block(nnx.Module):
     y = self.attn(self.norm1(x), mask=mask, return_weights=return_attention, **kw)
     if return_attention:
       y, out["attn"] = y
-    x = out["+sa"] = x + self.drop_path1(y, **kw)
+    x = out["+sa"] = intermediates.tap("+sa", x + self.drop_path1(y, **kw))
     x = x + self.drop_path2(self.mlp(self.norm2(x), **kw), **kw)
-    x = out["+mlp"] = gradient_barrier(sharding.constrain(x, ("act_batch", "act_len", "act_emb")))
+    x = gradient_barrier(sharding.constrain(x, ("act_batch", "act_len", "act_emb")))
+    x = out["+mlp"] = intermediates.tap("+mlp", x)
     return x, out
 
 
@@ -280,7 +281,7 @@ class VisionTransformer(nnx.Module):
     deterministic = None if train is None else not train  # as in __call__
     picked = intermediates.select(indices, len(self.blocks))
     kw = dict(deterministic=deterministic, rngs=rngs)
-    x = self.patch_embed(x)
+    x = intermediates.tap("stem", self.patch_embed(x))
     out = {"stem": x}
     x = self.pos_drop(self._pos_embed(x), **kw)
     if self.norm_pre is not None:
@@ -288,7 +289,8 @@ class VisionTransformer(nnx.Module):
     if stop_early and not picked:
       return out
     for i, block in enumerate(self.blocks):
-      x, block_out = block.forward_intermediates(x, return_attention=return_attention and i in picked, **kw)
+      with intermediates.scope(intermediates.block_key(i, "")):
+        x, block_out = block.forward_intermediates(x, return_attention=return_attention and i in picked, **kw)
       if i in picked:
         out.update({intermediates.block_key(i, k): v for k, v in block_out.items()})
       if i + 1 == self.frozen_blocks < len(self.blocks):

@@ -20,6 +20,7 @@ from flax import nnx
 from papers_jax.models import vit
 from papers_jax.models.registry import register
 from papers_jax.models.vit import WIDTHS, VisionTransformer, timm_preprocessing
+from papers_jax.nn.activations import relu
 from papers_jax.nn.conv import StdConv, conv_flops, max_pool
 from papers_jax.nn.embed import PatchEmbed, _pair
 from papers_jax.nn.norms import GroupNorm
@@ -43,10 +44,10 @@ class Bottleneck(nnx.Module):
 
   def __call__(self, x):
     shortcut = x if self.downsample is None else self.downsample["norm"](self.downsample["conv"](x))
-    y = jax.nn.relu(self.norm1(self.conv1(x)))
-    y = jax.nn.relu(self.norm2(self.conv2(y)))
+    y = relu(self.norm1(self.conv1(x)))
+    y = relu(self.norm2(self.conv2(y)))
     y = self.norm3(self.conv3(y))
-    return jax.nn.relu(y + shortcut)
+    return relu(y + shortcut)
 
 
 class ResNetV2(nnx.Module):
@@ -73,7 +74,7 @@ class ResNetV2(nnx.Module):
 
   def __call__(self, x):
     """Images (B, H, W, C) → the last stage's map (B, H/stride, W/stride, num_features)."""
-    x = jax.nn.relu(self.stem["norm"](self.stem["conv"](x)))
+    x = relu(self.stem["norm"](self.stem["conv"](x)))
     x = max_pool(x, padding="SAME")
     for stage in self.stages:
       for block in stage["blocks"]:

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from papers_jax.core import sharding
+from papers_jax.nn.activations import relu
 from papers_jax.nn.drop import Dropout
 from papers_jax.nn.linear import Dense
 from papers_jax.nn.remat import MLP_HIDDEN, checkpoint_name
@@ -24,7 +25,7 @@ def gelu(x):
 ACTIVATIONS = {
     "gelu": gelu,  # timm / PyTorch nn.GELU default (erf)
     "gelu_tanh": lambda x: jax.nn.gelu(x, approximate=True),
-    "relu": jax.nn.relu,
+    "relu": relu,
     "silu": jax.nn.silu,
     "quick_gelu": lambda x: x * jax.nn.sigmoid(1.702 * x),  # CLIP's sigmoid approximation of GELU
 }
