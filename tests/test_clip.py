@@ -488,7 +488,10 @@ def smoke_run(tmp_path_factory):
 
 
 def test_digits_smoke_run_writes_its_outputs(smoke_run):
+  """Also test_configs.py's checks of every shipped smoke run (which leaves this config to this file)."""
+  from test_configs import check_smoke_run
   config, summary, workdir = smoke_run
+  check_smoke_run(config, summary, str(workdir))
   assert summary["steps"] == config.num_steps and summary["eval/count"] == 360
   for key in ("eval/loss", "eval/zero_shot_top1", "eval/i2t_r1", "eval/t2i_r1", "eval/zero_shot_top1_train_templates"):
     assert 0.0 <= summary[key] and np.isfinite(summary[key]), key
