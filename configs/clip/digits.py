@@ -29,9 +29,9 @@ pairwise cosine 0.98 here, 0.996 in `smoke`: the tower's class-token output vari
 the steepest way down from the initial loss (5.76 here) is to make the text features equally similar
 to it, and within a few steps both towers' features sit on one point, where the loss is log(batch)
 (5.545 for 256) and the gradients nearly vanish. This run leaves the plateau between steps 50 and 100
-(mean train loss 5.565 over steps 1-50, 5.22 over 51-100). `smoke` meets the same plateau (loss
-log 64 = 4.159 from step 3) and leaves it near step 70; with 20 steps, the lr annealed by then, it
-never did (zero-shot 10.0%).
+(mean train loss 5.565 over steps 1-50, 5.22 over 51-100). `smoke` meets the same plateau (loss 4.19
+at step 3, then within 0.01 of log 64 = 4.159 up to step 60) and leaves it between steps 60 and 80
+(4.04 at step 80); with 20 steps, the lr annealed by then, it never did (zero-shot 10.0%).
 
 Departures from the paper (a CPU demo, not one of its experiments):
 - Tiny towers, generated captions and a word-level tokenizer instead of WIT and OpenAI's BPE; batch 256.
