@@ -30,7 +30,7 @@ the steepest way down from the initial loss (5.76 here) is to make the text feat
 to it, and within a few steps both towers' features sit on one point, where the loss is log(batch)
 (5.545 for 256) and the gradients nearly vanish. This run leaves the plateau between steps 50 and 100
 (mean train loss 5.565 over steps 1-50, 5.22 over 51-100). `smoke` meets the same plateau (loss 4.19
-at step 3, then within 0.01 of log 64 = 4.159 up to step 60) and leaves it between steps 60 and 80
+at step 3, within 0.02 of log 64 = 4.159 from step 4 to 60) and leaves it between steps 60 and 80
 (4.04 at step 80); with 20 steps, the lr annealed by then, it never did (zero-shot 10.0%).
 
 Departures from the paper (a CPU demo, not one of its experiments):
