@@ -482,13 +482,18 @@ def test_image_text_folder_source(tmp_path):
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
+  """The shipped smoke run, once for the module: 200 steps (about 25 s of CPU on 8 simulated devices),
+  because CLIP's features first sit on a collapsed plateau for about 70 steps (test below)."""
   workdir = tmp_path_factory.mktemp("clip_smoke")
   config = load_config("clip/digits.py", "smoke")
   return config, loop.train(config, str(workdir)), workdir
 
 
 def test_digits_smoke_run_writes_its_outputs(smoke_run):
+  """Also test_configs.py's checks of every shipped smoke run (which leaves this config to this file)."""
+  from test_configs import check_smoke_run
   config, summary, workdir = smoke_run
+  check_smoke_run(config, summary, str(workdir))
   assert summary["steps"] == config.num_steps and summary["eval/count"] == 360
   for key in ("eval/loss", "eval/zero_shot_top1", "eval/i2t_r1", "eval/t2i_r1", "eval/zero_shot_top1_train_templates"):
     assert 0.0 <= summary[key] and np.isfinite(summary[key]), key
@@ -496,15 +501,16 @@ def test_digits_smoke_run_writes_its_outputs(smoke_run):
   assert tok.vocab_size == 43  # trained at start-up, saved with the run
 
 
-# Measured (seed 0): zero-shot top-1 0.100 and a train loss of 4.159 = log 64 after 20 steps, still 0.106 and
-# 4.156 after 80, the same with a 10-step warm-up at lr 1e-3 or a twice wider model: the smoke run collapses
-# (all embeddings on one point) instead of learning. Strict: once it learns this XPASSes and fails; then
-# remove the marker.
-@pytest.mark.xfail(strict=True, reason="the CLIP smoke run collapses to log(batch) instead of learning")
 def test_digits_smoke_run_learns(smoke_run):
+  """Both towers' features collapse onto one point within 3 steps (train loss log 64 = 4.159, zero-shot
+  at chance) and the run leaves that plateau near step 70 (configs/clip/digits.py); the smoke run once
+  stopped at step 20, on it. Measured (seed 0, 200 steps, 8 devices): zero-shot top-1 0.433, last
+  logged train loss 3.44 (the mean of steps 191-200)."""
   config, summary, workdir = smoke_run
-  # Zero-shot top-1 over the 10 digit classes above chance by 4 standard deviations of a guesser's
-  # accuracy on 360 images (0.1 + 0.063); the train loss below log(batch), the collapsed embeddings' loss.
   losses = [json.loads(l)["loss"] for l in open(workdir / "metrics.jsonl") if '"loss"' in l]
-  assert summary["eval/zero_shot_top1"] > 0.1 + 4 * np.sqrt(0.1 * 0.9 / 360), summary["eval/zero_shot_top1"]
-  assert losses[-1] < np.log(config.batch_size) - 0.1, losses
+  # Zero-shot top-1 over the 10 digit classes: chance is 0.1, and a guesser's accuracy on 360 images has
+  # a standard deviation of sqrt(0.1 * 0.9 / 360) = 0.016, so 0.25 is chance + 9.5 of them.
+  assert summary["eval/zero_shot_top1"] > 0.25, summary["eval/zero_shot_top1"]
+  # log(batch) is the collapsed features' loss; 0.5 below it the geometric mean of the own caption's
+  # in-batch softmax probability is e^0.5 = 1.65 times the uniform 1/64.
+  assert losses[-1] < np.log(config.batch_size) - 0.5, losses

@@ -30,6 +30,21 @@ def test_digits_splits_are_fixed_disjoint_and_complete():
   np.testing.assert_array_equal(again[5]["image"], test[5]["image"])
 
 
+def test_digits_are_scikit_learns_with_its_stratified_split():
+  """The source reads sklearn's bundled file without importing sklearn; the same data and split as
+  `load_digits()` and `train_test_split(..., stratify=labels, random_state=0)`."""
+  from sklearn import datasets, model_selection
+  digits = datasets.load_digits()
+  train, test = model_selection.train_test_split(np.arange(1797), test_size=sources.DIGITS_TEST_SIZE,
+                                                 stratify=digits.target, random_state=0)
+  sources._digits.cache_clear()
+  images, labels, split = sources._digits()
+  np.testing.assert_array_equal(images[..., 0], np.round(digits.images * (255 / 16)).astype(np.uint8))
+  np.testing.assert_array_equal(labels, digits.target)
+  np.testing.assert_array_equal(split["train"], np.sort(train))
+  np.testing.assert_array_equal(split["test"], np.sort(test))
+
+
 def test_digits_values():
   source = sources.DigitsSource("train")
   example = source[0]

@@ -215,9 +215,10 @@ def main() -> int:
       finally:
         with open(path, "w") as f:
           f.write(original)
-      caught = code != 0
+      caught = code not in (0, -1)  # a run that timed out shows nothing: not caught
       results.append((m, caught))
-      print(f"{'caught' if caught else 'NOT CAUGHT'}: {m.name} ({m.path}, {seconds:.0f} s)", flush=True)
+      verdict = "caught" if caught else "NOT CAUGHT (timed out)" if code == -1 else "NOT CAUGHT"
+      print(f"{verdict}: {m.name} ({m.path}, {seconds:.0f} s)", flush=True)
       for t in m.tests:
         reasons = [r for f, r in failed.items() if f == t or f.startswith(t + "[")]
         print(f"    {'fails ' if reasons else 'passes'}  {t}" + (f"  ({reasons[0][:160]})" if reasons else ""))

@@ -6,6 +6,7 @@ are cheap to construct, so grain can pickle them into worker processes.
 """
 
 import functools
+import importlib.util
 import os
 
 import numpy as np
@@ -32,16 +33,33 @@ def _example(image, label) -> dict:
 DIGITS_TEST_SIZE = 360
 
 
+# The test split: scikit-learn's `model_selection.train_test_split(np.arange(1797), test_size=360,
+# stratify=labels, random_state=0)`, written out as a bit mask (np.packbits, hex) so that a run does not
+# import scikit-learn, about 2 s of CPU at every start (tests/test_data_sources.py checks it against the call).
+_DIGITS_TEST_MASK = (
+    "000004883524104000064100934205001a00080100240028062c12001000940a009019120420f8a0028110a000080a882044"
+    "1524494240a00a0000004004d80000818020004805c400104008a0100005404800301000020ec409000224840083a8013c20"
+    "a6980a0000000b08400804a0184802024041c1008004404684376a810216004480004042a0a4180a5000840b8561c6081080"
+    "08004c80c02004068e00010882008100380803c008190000100e01008410a0210033282904c044c080680e01028300820088"
+    "22a6402c24042108a860809081a00c02820242120138a41500"
+)
+
+
 @functools.cache
 def _digits() -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
   """All 1797 images as uint8 (8, 8, 1), int32 labels, and the split indices into them."""
-  from sklearn import datasets, model_selection
-  digits = datasets.load_digits()
-  images = np.round(digits.images * (255 / 16)).astype(np.uint8)[..., None]
-  labels = digits.target.astype(np.int32)
-  train, test = model_selection.train_test_split(
-      np.arange(len(labels)), test_size=DIGITS_TEST_SIZE, stratify=labels, random_state=0)
-  return images, labels, {"train": np.sort(train), "test": np.sort(test)}
+  spec = importlib.util.find_spec("sklearn")
+  path = spec and os.path.join(spec.submodule_search_locations[0], "datasets", "data", "digits.csv.gz")
+  if path and os.path.exists(path):  # scikit-learn's bundled copy, read as its load_digits() reads it
+    data = np.loadtxt(path, delimiter=",")
+    pixels, labels = data[:, :-1].reshape(-1, 8, 8), data[:, -1].astype(np.int32)
+  else:
+    from sklearn import datasets  # an error naming scikit-learn where it is missing
+    digits = datasets.load_digits()
+    pixels, labels = digits.images, digits.target.astype(np.int32)
+  images = np.round(pixels * (255 / 16)).astype(np.uint8)[..., None]
+  test = np.unpackbits(np.frombuffer(bytes.fromhex(_DIGITS_TEST_MASK), np.uint8), count=len(labels))
+  return images, labels, {"train": np.flatnonzero(test == 0), "test": np.flatnonzero(test == 1)}
 
 
 class DigitsSource:
