@@ -45,6 +45,10 @@ def get_config(arg=None):
   c.label_smoothing = 0.1
   c.log_every = 50
   c.eval_every = 75               # 360 test images: well under a second each time
+  # Named evaluations besides the test split's (core/evals.py): the train split's accuracy (the
+  # generalisation gap) and a k-NN of the pre-logits features, as eval/train/... and eval/knn/...
+  c.evals.train = dict(type="task", split="train", every=150)
+  c.evals.knn = dict(type="knn", split="test", every=150, k=(20,))
   c.checkpoint_every = 150
   if args.smoke:
     c.model.update(embed_dim=32, depth=2, num_heads=2)
@@ -54,5 +58,6 @@ def get_config(arg=None):
     c.schedule.warmup_steps = 2
     c.log_every = 5
     c.eval_every = 0
+    c.evals = {}  # the test suite's many smoke runs go without them (configs/vit/imagenet.py's runs one)
     c.checkpoint_every = 10
   return c.lock()

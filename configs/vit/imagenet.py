@@ -54,11 +54,14 @@ def get_config(arg=None):
   c.data_threads = 16
   c.log_every = 100
   c.eval_every = 5_000
+  # The held-out 1% of train (the paper's validation set; big_vision's "minival"), as eval/minival/...
+  c.evals.minival = dict(type="task", split="train[99%:]", every=5_000)
   c.checkpoint_every = 2_000
   c.keep_every = 50_000
   if args.smoke:  # generated images stand in for the dataset: runs offline
     c.data.name, c.data.data_dir = "synthetic", None
     c.data.train_split, c.data.eval_split = "train", "test"
+    c.evals.minival.update(split="train", every=0)
     c.model.update(embed_dim=32, depth=2, num_heads=2, img_size=64, patch_size=16)
     c.data.image_size = 64
     c.batch_size = 16
