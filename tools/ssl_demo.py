@@ -4,12 +4,12 @@
 
 For each method, trains `configs/ssl/<method>.py:digits` with the normal trainer and measures the
 weighted k-NN top-1 (k = 20, cosine, T = 0.07) and a linear probe of the online backbone's frozen
-features on the 360 held-out digits, once at random init (the task's `after_eval` before any step)
-and once after pre-training. Results accumulate in <workdir>/results.json, so a `--methods` subset
-updates its rows (`--methods ""` only rewrites the table); ssl_digits.md is rewritten from all of
-them, in the workdir unless `--docs DIR` is given (`--docs docs` publishes it to the repository's
-docs/), so that a partial run never overwrites the published table. Every number in the table is
-measured by the command in its row.
+features on the 360 held-out digits (the config's k-NN monitor and its `evals.linear_probe`), once
+at random init (every evaluation of the config before any step) and once after pre-training. Results
+accumulate in <workdir>/results.json, so a `--methods` subset updates its rows (`--methods ""` only
+rewrites the table); ssl_digits.md is rewritten from all of them, in the workdir unless `--docs DIR`
+is given (`--docs docs` publishes it to the repository's docs/), so that a partial run never
+overwrites the published table. Every number in the table is measured by the command in its row.
 """
 
 import argparse

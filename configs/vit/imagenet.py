@@ -7,6 +7,8 @@ the paper's code), linear warmup of 10k steps then cosine decay, global-norm cli
 dropout 0.1, 300 epochs (B) / 90 (L), 224×224 Inception crops with flips. The paper reports
 77.9% top-1 for ViT-B/16 and 76.5% for ViT-L/16 trained this way on ImageNet-1k only;
 not reproduced here yet (a TPU v3-256 or 64+ GPUs, about a day for B/16).
+Training uses 99% of the train split; the held-out 1% (the paper's validation set) is evaluated as
+`eval/minival/...` and the official validation split as `eval/...`, every 5,000 steps.
 Data: `tfds build imagenet2012 --file_format=array_record` with the ImageNet tars in
 <data_dir>/downloads/manual/. `smoke` shrinks everything to seconds, on generated images (no
 dataset needed).

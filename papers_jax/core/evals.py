@@ -54,7 +54,7 @@ class Eval:
 
   def owns(self, key: str) -> bool:
     """Whether a metrics key is one of this evaluation's."""
-    return key.startswith(self.prefix) and (self.name or "/" not in key[len(self.prefix):])
+    return key.startswith(self.prefix) and (bool(self.name) or "/" not in key[len(self.prefix):])
 
 
 def from_config(config, task) -> list[Eval]:

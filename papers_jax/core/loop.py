@@ -386,11 +386,13 @@ class Trainer:
     pending = []  # (step, batch start, metrics) since the last log row; fetched lazily
     try:
       # Implicit host<->device copies raise in the steady state (a numpy array or a Python number into a
-      # jitted function, `float(x[0])`, ...): the batch put and the metrics fetch are explicit.
+      # jitted function, `float(x[0])`, ...); the batch put, the metrics fetch (jax.device_get), the
+      # evaluations and the checkpoint saves are the transfers the loop means.
       with sharding.use_mesh(self.mesh, self.rules), jax.transfer_guard("disallow"):
         for step, batch_start in zip(range(start_step + 1, self.num_steps + 1), starts):
           self.kill_point.reached("step")
-          batch = sharding.global_batch(next(batches), self.mesh, self.rules)
+          with jax.transfer_guard("allow"):  # the batch put; with several processes JAX counts it as implicit
+            batch = sharding.global_batch(next(batches), self.mesh, self.rules)
           if getattr(self, "compile_s", None) is None:
             # Compiled ahead of time (the jit call below reuses the executable), so that no throughput
             # includes compilation: its time is logged once, on its own.

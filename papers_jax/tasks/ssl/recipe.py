@@ -18,11 +18,12 @@ def recipe(method: str, arg=None, demo=None, **paper):
   frozen features after the last step (`config.evals.linear_probe`, core/evals.py). (XLA's CPU
   convolutions made a ResNet-18 of width 16 take 4.5 s per step here, against a fraction of a second
   for the ViT.) Every demo trains with AdamW (lr 1e-3, β (0.9, 0.999), weight decay 0.05 except on
-  biases and norm gains, gradient norm clipped at 1, cosine after 20 warm-up steps), as ViT recipes do (MoCo v3, DINO): with the
-  papers' LARS/SGD this tiny ViT did not learn (SimCLR, LARS lr 4.8, 150 steps: k-NN 53% against 58%
-  at init; AdamW: 71%). The recipe's `optimizer.freeze` and the ViT's `pos_embed` carry over (MoCo
-  v3's frozen patch projection and fixed sin-cos table). `demo` adds each method's own changes
-  (DINO: the paper's clipping at 3; SwAV, BYOL: softer views); results: docs/ssl_digits.md.
+  biases and norm gains, gradient norm clipped at 1, cosine after 20 warm-up steps), as ViT recipes do
+  (MoCo v3, DINO): with the papers' LARS/SGD this tiny ViT did not learn (SimCLR, LARS lr 4.8, 150
+  steps: k-NN 53% against 58% at init; AdamW: 71%). The recipe's `optimizer.freeze` and the ViT's
+  `pos_embed` carry over (MoCo v3's frozen patch projection and fixed sin-cos table). `demo` adds each
+  method's own changes (DINO: the paper's clipping at 3; SwAV, BYOL: softer views); results:
+  docs/ssl_digits.md.
   """
   from papers_jax.core.config import base_config, parse_arg, set_path
   args = parse_arg(arg, digits=False, smoke=False)
