@@ -91,16 +91,18 @@ def _model(trainer, ema: bool = False):
 
 
 def evaluate(args) -> dict:
+  """Every evaluation of the config (data.eval_split's and config.evals) of the checkpoint; pictures and
+  TensorBoard scalars go to --out when given."""
   trainer, what = _restored_trainer(args)
-  metrics = trainer.evaluate()
-  trainer.eval_metrics = metrics
-  if hasattr(trainer.task, "after_eval") and args.out:
+  writer = None
+  if args.out:
     from papers_jax.core import metrics as metrics_lib
     os.makedirs(args.out, exist_ok=True)
     writer = metrics_lib.MetricWriter(args.out, enabled=True, resume_step=None)
-    try:
-      metrics |= trainer.task.after_eval(trainer, int(trainer.state.step), writer) or {}
-    finally:
+  try:
+    metrics = trainer.evaluate(writer=writer)
+  finally:
+    if writer is not None:
       writer.close()
   result = {"checkpoint": what, "step": int(trainer.state.step), **metrics}
   if args.out:

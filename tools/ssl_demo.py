@@ -4,12 +4,12 @@
 
 For each method, trains `configs/ssl/<method>.py:digits` with the normal trainer and measures the
 weighted k-NN top-1 (k = 20, cosine, T = 0.07) and a linear probe of the online backbone's frozen
-features on the 360 held-out digits, once at random init (the task's `after_eval` before any step)
-and once after pre-training. Results accumulate in <workdir>/results.json, so a `--methods` subset
-updates its rows (`--methods ""` only rewrites the table); ssl_digits.md is rewritten from all of
-them, in the workdir unless `--docs DIR` is given (`--docs docs` publishes it to the repository's
-docs/), so that a partial run never overwrites the published table. Every number in the table is
-measured by the command in its row.
+features on the 360 held-out digits (the config's k-NN monitor and its `evals.linear_probe`), once
+at random init (every evaluation of the config before any step) and once after pre-training. Results
+accumulate in <workdir>/results.json, so a `--methods` subset updates its rows (`--methods ""` only
+rewrites the table); ssl_digits.md is rewritten from all of them, in the workdir unless `--docs DIR`
+is given (`--docs docs` publishes it to the repository's docs/), so that a partial run never
+overwrites the published table. Every number in the table is measured by the command in its row.
 """
 
 import argparse
@@ -36,21 +36,23 @@ def load_config(method: str, arg: str):
   return config_module(method).get_config(arg)
 
 
+LINEAR = "eval/linear_probe/linear_probe_top1"  # the recipe's config.evals.linear_probe
+
+
 def run_method(method: str, workdir: str) -> dict:
   """Trains one method's digits demo; returns its row (probes at init and after, wall seconds)."""
   from papers_jax.core import loop
   shutil.rmtree(workdir, ignore_errors=True)
-  config = load_config(method, "digits").unlock()
-  config.ssl.linear_probe = True
-  trainer = loop.Trainer(config.lock(), workdir)
-  at_init = trainer.task.after_eval(trainer, 0, None)  # the online backbone at its random init
+  config = load_config(method, "digits")
+  trainer = loop.Trainer(config, workdir)
+  at_init = trainer.evaluate(0)  # the online backbone at its random init: k-NN monitor and linear probe
   load = os.getloadavg()[0]  # other jobs on the machine inflate the run time
   t0 = time.time()
   summary = trainer.run()
   wall = time.time() - t0
   k = f"eval/knn_top1_k{config.ssl.knn_k[0]}"
   return dict(method=method, steps=summary["steps"], batch=config.batch_size, knn_init=at_init[k],
-              knn_after=summary[k], linear_init=at_init["eval/linear_top1"], linear_after=summary["eval/linear_top1"],
+              knn_after=summary[k], linear_init=at_init[LINEAR], linear_after=summary[LINEAR],
               loss=summary.get("train/loss"), wall_s=wall, load_avg=load, date=time.strftime("%Y-%m-%d"),
               command=f"python tools/ssl_demo.py --methods {method}")
 

@@ -11,6 +11,8 @@ Encoder: the small ViT of configs/vit/digits.py (width 64, depth 4, 4 heads, MLP
 (digits are too small for 0.2-area crops and are not flip-symmetric). Fine-tuning: global average
 pooling + fc_norm, layer-wise lr decay 0.75, drop path 0.1, label smoothing 0.1 (no mixup at this
 size). `scratch` trains the same ViT from random init with configs/vit/digits.py's recipe.
+Pre-training evaluates the encoder's features (`config.evals`, core/evals.py) with a weighted k-NN
+(k = 20, 200) at the middle and the end, and with a linear probe at the end.
 Measured numbers: docs/mae_digits.md. `smoke` shrinks any stage to seconds.
 
 Departures from the paper (a CPU demo, not one of its experiments):
@@ -47,7 +49,10 @@ def get_config(arg=None):
     c.task = "mae"
     c.model = dict(name="mae_vit_base_patch16", **ENCODER, decoder_embed_dim=64, decoder_depth=2,
                    decoder_num_heads=4, mask_ratio=args.mask_ratio)
-    c.mae = mae_defaults(norm_pix_loss=True, vis_examples=10, knn=True, knn_k=(20, 200))
+    c.mae = mae_defaults(norm_pix_loss=True, vis_examples=10)
+    # The encoder's features through a k-NN and a linear probe (core/evals.py), at the middle and the end.
+    c.evals.knn = dict(type="knn", split="test", every=(args.steps or 800) // 2, k=(20, 200))
+    c.evals.linear_probe = dict(type="linear_probe", split="test", every=0)
     c.num_steps = args.steps or 800
     c.optimizer.update(lr=1.5e-4 * 256 / 256 * 10, b1=0.9, b2=0.95)
     c.schedule.update(name="cosine", warmup_steps=c.num_steps // 10)
@@ -76,5 +81,7 @@ def get_config(arg=None):
     c.checkpoint_every = 4
     if args.stage == "pretrain":
       c.model.update(embed_dim=32, depth=1, num_heads=2, decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2)
-      c.mae.update(vis_examples=4, knn_max_train=64, knn_k=(5,), feature_batch=64)
+      c.mae.update(vis_examples=4)
+      c.evals.knn.update(every=0, k=(5,), max_train=64, batch=64)
+      c.evals.linear_probe.update(max_train=64, batch=64)
   return c.lock()

@@ -7,6 +7,8 @@ the paper's code), linear warmup of 10k steps then cosine decay, global-norm cli
 dropout 0.1, 300 epochs (B) / 90 (L), 224×224 Inception crops with flips. The paper reports
 77.9% top-1 for ViT-B/16 and 76.5% for ViT-L/16 trained this way on ImageNet-1k only;
 not reproduced here yet (a TPU v3-256 or 64+ GPUs, about a day for B/16).
+Training uses 99% of the train split; the held-out 1% (the paper's validation set) is evaluated as
+`eval/minival/...` and the official validation split as `eval/...`, every 5,000 steps.
 Data: `tfds build imagenet2012 --file_format=array_record` with the ImageNet tars in
 <data_dir>/downloads/manual/. `smoke` shrinks everything to seconds, on generated images (no
 dataset needed).
@@ -53,11 +55,14 @@ def get_config(arg=None):
   c.data_threads = 16
   c.log_every = 100
   c.eval_every = 5_000
+  # The held-out 1% of train (the paper's validation set; big_vision's "minival"), as eval/minival/...
+  c.evals.minival = dict(type="task", split="train[99%:]", every=5_000)
   c.checkpoint_every = 2_000
   c.keep_every = 50_000
   if args.smoke:  # generated images stand in for the dataset: runs offline
     c.data.name, c.data.data_dir = "synthetic", None
     c.data.train_split, c.data.eval_split = "train", "test"
+    c.evals.minival.update(split="train", every=0)
     c.model.update(embed_dim=32, depth=2, num_heads=2, img_size=64, patch_size=16)
     c.data.image_size = 64
     c.batch_size = 16

@@ -86,6 +86,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.replicated_report_min_size = 2 ** 20
   c.log_every = 50
   c.eval_every = 0               # 0: only at the end
+  # Named evaluations besides data.eval_split's, as big_vision's (core/evals.py), e.g.
+  # evals.knn = dict(type="knn", split="test", every=100): metrics eval/knn/... every 100 steps.
+  c.evals = ml_collections.ConfigDict()
   c.checkpoint_every = 500
   c.keep_checkpoints = 3
   c.keep_every = 0               # also keep every K-th step's checkpoint (0: off)

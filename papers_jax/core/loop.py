@@ -25,6 +25,7 @@ from flax import nnx
 from papers_jax import tasks
 from papers_jax.core import checkpoint as ckpt_lib
 from papers_jax.core import config as config_lib
+from papers_jax.core import evals as evals_lib
 from papers_jax.core import metrics as metrics_lib
 from papers_jax.core import flops as flops_lib, host, optim, platform_setup, run_config, sharding, step as step_lib
 from papers_jax.core.preemption import PreemptionWatch
@@ -117,7 +118,9 @@ def check_config(config, devices=None):
   rules = sharding.rules_from_config(config.sharding_rules)
   config_lib.validate(config, data_parallel=sharding.data_parallel_size(mesh, rules),
                       num_processes=jax.process_count())
-  return mesh, tasks.get_task(config)
+  task = tasks.get_task(config)
+  evals_lib.from_config(config, task)
+  return mesh, task
 
 
 class Trainer:
@@ -132,7 +135,9 @@ class Trainer:
     self.rules = sharding.rules_from_config(config.sharding_rules)
     self.mesh, self.task = check_config(config, devices)
     self.train_source = self._source(config.data.train_split)
-    self.eval_source = self._source(config.data.eval_split) if config.data.eval_split else None
+    self.evals = evals_lib.from_config(config, self.task)  # data.eval_split's, then config.evals (core/evals.py)
+    self.eval_sources = self._eval_sources()
+    self.eval_source = self.eval_sources.get(config.data.eval_split)  # the unnamed evaluation's
     self._check_data()
     self.num_steps = config_lib.total_steps(config, len(self.train_source))
     self.task.num_steps = self.num_steps  # for tasks whose schedules depend on it (EMA momentum)
@@ -200,6 +205,20 @@ class Trainer:
                         f"(shapes {shapes}): {e}. Check data.image_size (and the crop sizes) against the "
                         "model's settings, e.g. model.img_size.") from e
 
+  def _eval_sources(self) -> dict:
+    """{split: source} of every split an evaluation reads; a named evaluation's bad split is a ConfigError."""
+    out = {self.config.data.train_split: self.train_source}
+    for spec in self.evals:
+      for split in (spec.split, spec.train_split):
+        if split and split not in out:
+          try:
+            out[split] = self._source(split)
+          except DataError as e:
+            if not spec.name:
+              raise
+            raise ConfigError(f"evals.{spec.name}: the split {split!r} cannot be read: {e}") from e
+    return out
+
   def _source(self, split: str):
     """The task's own source (text tasks build theirs with a tokenizer), else the image sources."""
     if hasattr(self.task, "source"):
@@ -214,18 +233,10 @@ class Trainer:
     return preprocess_fn(self.config, self.task, train)
 
   # ------------------------------------------------------------------ evaluation
-  def evaluate(self) -> dict:
-    if self.eval_source is None:
-      return {}
-    self.kill_point.reached("eval")
-    metrics = self._evaluate(self.state, "eval")
-    if "ema_params" in self.state.extra:  # config.ema_decay: the same evaluation of the weight EMA
-      metrics |= self._evaluate(self.state.replace(params=self.state.extra["ema_params"]), "eval_ema")
-    return metrics
-
-  def _evaluate(self, state, prefix: str) -> dict:
+  def eval_step_metrics(self, state, source) -> dict:
+    """The eval step's sums of `state` over `source`, as averages (unprefixed, with `count`)."""
     sums = None
-    batches = pipeline.eval_batches(self.eval_source, self._preprocess(train=False),
+    batches = pipeline.eval_batches(source, self._preprocess(train=False),
                                     global_batch=self.config.batch_size // self.config.grad_accum_steps,
                                     process_index=jax.process_index(), process_count=jax.process_count())
     with sharding.use_mesh(self.mesh, self.rules):
@@ -235,7 +246,42 @@ class Trainer:
     sums = jax.tree.map(lambda x: float(np.asarray(x)), sums)
     count = sums.pop("count")
     counts = sums.pop("counts", {})  # metrics averaged over something else (BERT's NSP: over examples)
-    return {f"{prefix}/{k}": v / counts.get(k, count) for k, v in sums.items()} | {f"{prefix}/count": count}
+    return {k: v / counts.get(k, count) for k, v in sums.items()} | {"count": count}
+
+  def run_eval(self, spec, step: int, writer=None) -> dict:
+    """One evaluation (core/evals.py) of the current state; its metrics under its prefix."""
+    self.kill_point.reached("eval")
+    source = self.eval_sources[spec.split]
+    if spec.type == "task":
+      metrics = self.eval_step_metrics(self.state, source)
+      if hasattr(self.task, "after_eval"):  # task-specific evaluators, images, health checks
+        metrics |= self.task.after_eval(self, step, writer, source, metrics) or {}
+      out = {spec.prefix + k: v for k, v in metrics.items()}
+      if "ema_params" in self.state.extra:  # config.ema_decay: the eval step on the weight EMA too
+        ema = self.eval_step_metrics(self.state.replace(params=self.state.extra["ema_params"]), source)
+        out |= {spec.ema_prefix + k: v for k, v in ema.items()}
+      return out
+    features_fn, preprocess = self.task.features(self)
+    with sharding.use_mesh(self.mesh, self.rules):
+      metrics = evals_lib.feature_metrics(spec, features_fn, self.eval_sources[spec.train_split], source, preprocess)
+    return {spec.prefix + k: v for k, v in metrics.items()}
+
+  def evaluate(self, step: int | None = None, writer=None, *, due=lambda spec: True) -> dict:
+    """Every evaluation of the run for which `due(spec)`, each written as its own row when `writer`."""
+    step = int(jax.device_get(self.state.step)) if step is None else step
+    out = {}
+    for spec in self.evals:
+      if due(spec):
+        metrics = self.run_eval(spec, step, writer)
+        if writer is not None:
+          writer.write(step, metrics)
+        out |= metrics
+    return out
+
+  def _logged_evals(self, step: int) -> dict:
+    """The evaluation metrics that metrics.jsonl holds for `step`."""
+    rows = metrics_lib.read_rows(os.path.join(self.workdir, "metrics.jsonl"))
+    return {k: v for r in rows if r["step"] == step for k, v in r.items() if k.startswith(("eval/", "eval_ema/"))}
 
   # ------------------------------------------------------------------ checkpoints
   def _resume(self, checkpointer) -> int | None:
@@ -292,6 +338,10 @@ class Trainer:
     watch = PreemptionWatch()
     t_start = time.time()
     try:
+      if resumed_from and resumed_from < self.num_steps:  # a preemption stop skipped the evaluations due then
+        logged = self._logged_evals(resumed_from)
+        self.eval_metrics = logged | self.evaluate(resumed_from, writer, due=lambda spec: (
+            spec.due(resumed_from, last=False) and not any(spec.owns(k) for k in logged)))
       while True:
         try:
           preempted_at = self._train(start_step, checkpointer, writer, watch)
@@ -336,10 +386,14 @@ class Trainer:
     compile_s = None  # reported in the first row after compiling
     pending = []  # (step, batch start, metrics) since the last log row; fetched lazily
     try:
-      with sharding.use_mesh(self.mesh, self.rules):
+      # Implicit host<->device copies raise in the steady state (a numpy array or a Python number into a
+      # jitted function, `float(x[0])`, ...); the batch put, the metrics fetch (jax.device_get), the
+      # evaluations and the checkpoint saves are the transfers the loop means.
+      with sharding.use_mesh(self.mesh, self.rules), jax.transfer_guard("disallow"):
         for step, batch_start in zip(range(start_step + 1, self.num_steps + 1), starts):
           self.kill_point.reached("step")
-          batch = sharding.global_batch(next(batches), self.mesh, self.rules)
+          with jax.transfer_guard("allow"):  # the batch put; with several processes JAX counts it as implicit
+            batch = sharding.global_batch(next(batches), self.mesh, self.rules)
           if getattr(self, "compile_s", None) is None:
             # Compiled ahead of time (the jit call below reuses the executable), so that no throughput
             # includes compilation: its time is logged once, on its own.
@@ -369,13 +423,11 @@ class Trainer:
             progress.update(step, step - window_start, row)
             pending, t_window, window_start = [], time.time(), step
           t_aside = time.time()  # evaluation and checkpointing are not training: no window counts them
-          if not preempted and ((config.eval_every and step % config.eval_every == 0) or last):
-            self.eval_metrics = self.evaluate()
-            if hasattr(self.task, "after_eval"):  # task-specific evaluators, images, health checks
-              self.eval_metrics |= self.task.after_eval(self, step, writer) or {}
-            writer.write(step, self.eval_metrics)
-          if save:
-            self._save(checkpointer, step, force=last or preempted)
+          with jax.transfer_guard("allow"):  # host code that means its transfers (evaluators, orbax)
+            if not preempted or last:  # a preemption stop leaves the evaluations to the resumed run
+              self.eval_metrics |= self.evaluate(step, writer, due=lambda spec: spec.due(step, last))
+            if save:
+              self._save(checkpointer, step, force=last or preempted)
           t_window += time.time() - t_aside
           if preempted and not last:
             checkpointer.wait()
@@ -457,11 +509,9 @@ class Trainer:
     return start_step
 
   def _final_eval(self) -> dict:
-    """The last step's evaluation: as logged before its checkpoint, else evaluated again."""
-    rows = metrics_lib.read_rows(os.path.join(self.workdir, "metrics.jsonl"))
-    logged = {k: v for r in rows if r["step"] == self.num_steps for k, v in r.items()
-              if k.startswith(("eval/", "eval_ema/"))}
-    return logged or self.evaluate()
+    """The last step's evaluations: as logged before its checkpoint, else evaluated again."""
+    logged = self._logged_evals(self.num_steps)
+    return logged | self.evaluate(self.num_steps, due=lambda spec: not any(spec.owns(k) for k in logged))
 
   def _last_metrics(self) -> dict:
     rows = [r for r in metrics_lib.read_rows(os.path.join(self.workdir, "metrics.jsonl")) if "loss" in r]

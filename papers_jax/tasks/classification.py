@@ -8,6 +8,9 @@ Optional `config.mixup` (mixup_alpha, cutmix_alpha, switch_prob, prob) mixes eac
 with timm's batch-mode Mixup/CutMix (objectives/classification.py), as in DeiT / MAE fine-tuning;
 the train accuracy is then measured against the unmixed labels.
 
+`features` gives the model's pre-logits features to the k-NN and linear-probe evaluations of
+`config.evals` (core/evals.py).
+
 `config.train_in_eval_mode` runs the model as in evaluation while it trains (BatchNorm on its
 running statistics, no dropout): the linear protocol on a frozen encoder (configs/ssl/moco_linear.py),
 whose freezing is the optimizer's (`optimizer.freeze`).
@@ -20,10 +23,11 @@ import jax.numpy as jnp
 from flax import nnx
 
 from papers_jax import models
-from papers_jax.core import precision
+from papers_jax.core import precision, sharding
 from papers_jax.core.config import image_preprocessing
 from papers_jax.core.state import merge_model
 from papers_jax.data import sources
+from papers_jax.evaluators import features as features_lib
 from papers_jax.objectives import classification as objective
 
 
@@ -86,3 +90,19 @@ class ClassificationTask:
       sums["count"] = mask.sum()
       return sums
     return eval_fn
+
+  def features(self, trainer):
+    """(uint8 images → pre-logits features in evaluation mode, the evaluation preprocessing)."""
+    if getattr(self, "_features_for", None) is not trainer:
+      graphdef, mean, std = trainer.graphdef, self.mean, self.std
+
+      def apply(params, model_state, images):
+        model = merge_model(graphdef, params, model_state)
+        return features_lib.named(model, normalize_images(images, mean, std), "pre_logits")
+      # Replicated outputs: every process runs this (the params are global arrays) and may read them.
+      self._features_jit = jax.jit(apply, out_shardings=sharding.replicated(trainer.mesh))
+      self._features_for = trainer
+    from papers_jax.core.loop import preprocess_fn
+    state = trainer.state
+    return (lambda images: self._features_jit(state.params, state.model_state, images)), preprocess_fn(
+        self.config, self, train=False)

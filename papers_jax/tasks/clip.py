@@ -294,14 +294,12 @@ class CLIPTask:
                                                             batch_size=int(self.clip.feature_batch))
     return self._classifiers[key]
 
-  def after_eval(self, trainer, step: int, writer) -> dict:
-    if trainer.eval_source is None:
-      return {}
+  def after_eval(self, trainer, step: int, writer, source, metrics) -> dict:
     out = {}
     encode_image, encode_text = self._encoders(trainer)
     batch, ks = int(self.clip.feature_batch), tuple(self.clip.retrieval_ks)
     with sharding.use_mesh(trainer.mesh, trainer.rules):
-      feats, labels, example_texts = self._image_features(encode_image, trainer.eval_source,
+      feats, labels, example_texts = self._image_features(encode_image, source,
                                                           self.clip.max_eval_images or None)
       # Retrieval: every caption of every eval image (image-text data), or one held-out-template
       # caption per image, matching every image of its class (class captions).
@@ -314,11 +312,11 @@ class CLIPTask:
                  for i, y in enumerate(labels)]
         text_ids = image_ids = labels
       text_feats = zero_shot.encode_in_batches(encode_text, self.tokenizer(texts), batch)
-      out |= {f"eval/{k}": v for k, v in retrieval.recall_at_k(feats, text_feats, image_ids, text_ids, ks).items()}
+      out |= retrieval.recall_at_k(feats, text_feats, image_ids, text_ids, ks)
       if self.class_names is not None:
         for suffix, templates in (("", self.clip.eval_templates), ("_train_templates", self.clip.train_templates)):
           scores = self._classifier("eval", self.class_names, templates).evaluate(feats, labels, encode_text, step)
-          out |= {f"eval/zero_shot_{k}{suffix}": v for k, v in scores.items()}
+          out |= {f"zero_shot_{k}{suffix}": v for k, v in scores.items()}
       if self.clip.zero_shot_data:
         out |= self._external_zero_shot(encode_image, encode_text, step)
     return out
@@ -342,4 +340,4 @@ class CLIPTask:
     feats, labels, _ = self._image_features(encode_image, source, c.max_eval_images or None)
     scores = self._classifier("external", names, c.eval_templates).evaluate(feats, labels, encode_text, step)
     tag = c.zero_shot_data.split(":")[-1].replace("/", "_")
-    return {f"eval/zero_shot_{tag}_{k}": v for k, v in scores.items()}
+    return {f"zero_shot_{tag}_{k}": v for k, v in scores.items()}

@@ -303,24 +303,20 @@ class LMTask:
 
   # ------------------------------------------------------------------ evaluation
 
-  def after_eval(self, trainer, step: int, writer) -> dict:
-    metrics = trainer.eval_metrics
-    if not metrics or trainer.eval_source is None:
-      return {}
+  def after_eval(self, trainer, step: int, writer, source, metrics) -> dict:
     if self.objective == "causal":
-      nll_sum = metrics["eval/loss"] * metrics["eval/count"]
-      out = {"eval/perplexity": math.exp(metrics["eval/loss"])}
+      nll_sum = metrics["loss"] * metrics["count"]
+      out = {"perplexity": math.exp(metrics["loss"])}
       if tokenizers_lossless(self.tokenizer):
-        out["eval/bits_per_byte"] = text_eval.bits_per_byte(nll_sum, trainer.eval_source.num_bytes)
+        out["bits_per_byte"] = text_eval.bits_per_byte(nll_sum, source.num_bytes)
       return out
     if self.objective == "bert":
       return {}
-    return self._bleu(trainer)
+    return self._bleu(trainer, source)
 
-  def _bleu(self, trainer) -> dict:
-    """sacreBLEU of beam-search translations of the eval split (the first `lm.bleu_examples`, or all); the
+  def _bleu(self, trainer, source) -> dict:
+    """sacreBLEU of beam-search translations of `source` (the first `lm.bleu_examples`, or all); the
     score's signature and the first 20 translations go to <workdir>/translations.txt."""
-    source = trainer.eval_source
     n = len(source) if not self.lm.bleu_examples else min(int(self.lm.bleu_examples), len(source))
     if not n:
       return {}
@@ -343,7 +339,7 @@ class LMTask:
         for i in range(min(n, 20)):
           f.write(f"src: {source.pairs[i][0]}\nref: {references[i]}\nhyp: {hypotheses[i]}\n\n")
     exact = float(np.mean([h == r for h, r in zip(hypotheses, references)]))
-    return {"eval/bleu": score, "eval/exact_match": exact, "eval/bleu_examples": n}
+    return {"bleu": score, "exact_match": exact, "bleu_examples": n}
 
   def _translate_fn(self, trainer):
     if getattr(self, "_translate", None) is None:

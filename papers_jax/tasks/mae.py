@@ -6,16 +6,16 @@ per-patch normalised pixels when `config.mae.norm_pix_loss` (objectives/reconstr
 Evaluation reports the same loss on the eval split, with masks drawn from a fixed key (the same
 masks at every evaluation, so the numbers are comparable across steps).
 
-After each evaluation (`after_eval`):
-  - a PNG grid original / masked / reconstruction of the first `config.mae.vis_examples` eval
-    images goes to <workdir>/reconstructions/step_<step>.png and to TensorBoard; with
-    norm_pix_loss it shows the honest view by default (evaluators/reconstruction.py);
-  - with `config.mae.knn` a weighted k-NN classifier on the encoder's features of the whole
-    (unmasked) images is evaluated, train split → eval split: eval/knn_top1_k<k>.
+After each evaluation (`after_eval`) a PNG grid original / masked / reconstruction of the first
+`config.mae.vis_examples` images of the evaluated split goes to
+<workdir>/reconstructions/step_<step>.png and to TensorBoard; with norm_pix_loss it shows the honest
+view by default (evaluators/reconstruction.py).
+`features` gives the encoder's features of whole (unmasked) images to the k-NN and linear-probe
+evaluations of `config.evals` (core/evals.py), e.g. `evals.knn = dict(type="knn", split="test")`.
 
 Config (`config.mae`): norm_pix_loss, crop_scale (RandomResizedCrop area range when
-`data.augment = "mae"`), vis_examples, vis_mode, knn, knn_k, knn_temperature, knn_max_train,
-feature_pool ("token" or "avg"). The mask ratio is the model's (`config.model.mask_ratio`).
+`data.augment = "mae"`), vis_examples, vis_mode, and feature_pool ("token" or "avg").
+The mask ratio is the model's (`config.model.mask_ratio`).
 """
 
 import os
@@ -32,7 +32,6 @@ from papers_jax.core.config import image_preprocessing
 from papers_jax.core.state import merge_model
 from papers_jax.data import pipeline, preprocess
 from papers_jax.evaluators import features as features_lib
-from papers_jax.evaluators import knn as knn_lib
 from papers_jax.evaluators import reconstruction as vis
 from papers_jax.objectives import reconstruction as objective
 from papers_jax.tasks.classification import normalize_images
@@ -49,18 +48,14 @@ ENCODER_INIT_SKIP = (r"^head/", r"^fc_norm/", r"^pos_embed$", r"^decoder_", r"^m
 RANGES = (
     ("crop_scale", "(0, 1]"),
     ("vis_examples", "[0, 1024]"),
-    ("knn_k", "[1, 100000]"),
-    ("knn_temperature", "(0, 100]"),
-    ("knn_max_train", "[0, inf)"),               # 0: all
-    ("feature_batch", "[1, 1048576]"),
 )
 
 
 def default_config(**overrides) -> ml_collections.ConfigDict:
   """`config.mae`, the fields this task reads."""
   return ml_collections.ConfigDict(dict(
-      norm_pix_loss=True, crop_scale=(0.2, 1.0), vis_examples=8, vis_mode="visible", knn=False,
-      knn_k=(20, 200), knn_temperature=0.07, knn_max_train=0, feature_pool="token", feature_batch=256)
+      norm_pix_loss=True, crop_scale=(0.2, 1.0), vis_examples=8, vis_mode="visible",
+      feature_pool="token")
       | overrides)
 
 
@@ -142,11 +137,9 @@ class MAETask:
                                    out_shardings=sharding.replicated(trainer.mesh))
     return self._jitted[name]
 
-  def after_eval(self, trainer, step: int, writer) -> dict:
-    out = {}
-    source = trainer.eval_source if trainer.eval_source is not None else trainer.train_source
+  def after_eval(self, trainer, step: int, writer, source, metrics) -> dict:
     n = min(int(self.mae.vis_examples), len(source))
-    if n:
+    if n and writer is not None:
       fn = self.preprocess(train=False)
       images = np.stack([fn(dict(source[i]), None)["image"] for i in range(n)])
       with sharding.use_mesh(trainer.mesh, trainer.rules):
@@ -160,16 +153,10 @@ class MAETask:
       if trainer.is_main:
         vis.save_png(picture, os.path.join(trainer.workdir, "reconstructions", f"step_{step:06d}.png"))
         writer.write_image(step, "mae/reconstructions", picture)
-    if self.mae.knn and trainer.eval_source is not None:
-      encode = self._fn(trainer, "encode")
-      apply = lambda images: encode(trainer.state.params, trainer.state.model_state, images)  # noqa: E731
-      fn = self.preprocess(train=False)
-      batch = int(self.mae.get("feature_batch", 256))
-      with sharding.use_mesh(trainer.mesh, trainer.rules):
-        train_x, train_y = features_lib.extract(apply, trainer.train_source, fn, batch_size=batch,
-                                                max_examples=self.mae.knn_max_train or None)
-        test_x, test_y = features_lib.extract(apply, trainer.eval_source, fn, batch_size=batch)
-      scores = knn_lib.knn_accuracy(train_x, train_y, test_x, test_y, ks=tuple(self.mae.knn_k),
-                                    temperature=float(self.mae.knn_temperature))
-      out |= {f"eval/{k}": v for k, v in scores.items()}
-    return out
+    return {}
+
+  def features(self, trainer):
+    """(uint8 images → the encoder's features of the whole images, the evaluation preprocessing)."""
+    encode = self._fn(trainer, "encode")
+    state = trainer.state
+    return (lambda images: encode(state.params, state.model_state, images)), self.preprocess(train=False)

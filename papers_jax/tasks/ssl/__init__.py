@@ -48,14 +48,15 @@ keep a bank row per training example, scattered at those indices after the loss 
 rows (lemniscate / CMC's order). The bank is replicated over the mesh (N × 128 floats: 655 MB for
 ImageNet); the scatter works on global arrays, so it is correct for any batch size and mesh.
 
-`after_eval` runs the k-NN monitor (k-NN of the online backbone's features, train → eval split;
-CMC: both encoders' features concatenated, as its linear evaluation), with `ssl.linear_probe`
-also a linear probe on the same frozen features (`eval/linear_top1`), and reports the
+`after_eval` runs the k-NN monitor (k-NN of the online backbone's features, train → evaluated split;
+CMC: both encoders' features concatenated, as its linear evaluation) and reports the
 per-dimension standard deviation of the L2-normalised projections (`embedding_std` in the train
 metrics) and of the backbone's features (`eval/feature_std`), with a warning when the latter
 falls under a tenth of its first value (a collapsing representation). DINO also logs the
 teacher's entropy, the teacher→student KL and the centre's norm: collapse to one dimension drives
 both entropy and KL to 0, collapse to the uniform distribution drives the entropy to log K.
+The same frozen features (`features`) serve the linear probes of `config.evals` (core/evals.py):
+the digits demos add `eval/linear_probe/linear_probe_top1` after the last step.
 
 Layout: `common.py` holds what every method shares (the `config.ssl` fields, `SSLModel`,
 multi-crop encoding, the momentum update's helpers), `task.py` the trainer's interface (`SSLTask`),

@@ -76,8 +76,7 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
       freeze_last_layer_steps=0, teacher_temperature=0.04, warmup_teacher_temperature=0.04,
       warmup_teacher_temperature_steps=0, center_momentum=0.9, norm_last_layer=True,
       nce_negatives=4096, bank_momentum=0.5, bank_size=0, lab_views=False,
-      bn_group_size=0, knn_k=(20, 200), knn_temperature=0.07, knn_max_train=0, feature_batch=256,
-      linear_probe=False)
+      bn_group_size=0, knn_k=(20, 200), knn_temperature=0.07, knn_max_train=0, feature_batch=256)
       | overrides)
 
 

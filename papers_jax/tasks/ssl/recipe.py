@@ -14,14 +14,16 @@ def recipe(method: str, arg=None, demo=None, **paper):
 
   Demo: the small ViT of configs/vit/digits.py (width 64, depth 4, 4×4 patches, average pooling) on
   the 16×16-upsampled digits, views with milder crops (scale 0.4–1: an 8% crop of an 8×8 digit shows
-  nothing), k-NN monitor on the 360 held-out digits. (XLA's CPU convolutions made a ResNet-18 of
-  width 16 take 4.5 s per step here, against a fraction of a second for the ViT.) Every demo trains
-  with AdamW (lr 1e-3, β (0.9, 0.999), weight decay 0.05 except on biases and norm gains, gradient
-  norm clipped at 1, cosine after 20 warm-up steps), as ViT recipes do (MoCo v3, DINO): with the
-  papers' LARS/SGD this tiny ViT did not learn (SimCLR, LARS lr 4.8, 150 steps: k-NN 53% against 58%
-  at init; AdamW: 71%). The recipe's `optimizer.freeze` and the ViT's `pos_embed` carry over (MoCo
-  v3's frozen patch projection and fixed sin-cos table). `demo` adds each method's own changes
-  (DINO: the paper's clipping at 3; SwAV, BYOL: softer views); results: docs/ssl_digits.md.
+  nothing), k-NN monitor on the 360 held-out digits every 100 steps and a linear probe on the same
+  frozen features after the last step (`config.evals.linear_probe`, core/evals.py). (XLA's CPU
+  convolutions made a ResNet-18 of width 16 take 4.5 s per step here, against a fraction of a second
+  for the ViT.) Every demo trains with AdamW (lr 1e-3, β (0.9, 0.999), weight decay 0.05 except on
+  biases and norm gains, gradient norm clipped at 1, cosine after 20 warm-up steps), as ViT recipes do
+  (MoCo v3, DINO): with the papers' LARS/SGD this tiny ViT did not learn (SimCLR, LARS lr 4.8, 150
+  steps: k-NN 53% against 58% at init; AdamW: 71%). The recipe's `optimizer.freeze` and the ViT's
+  `pos_embed` carry over (MoCo v3's frozen patch projection and fixed sin-cos table). `demo` adds each
+  method's own changes (DINO: the paper's clipping at 3; SwAV, BYOL: softer views); results:
+  docs/ssl_digits.md.
   """
   from papers_jax.core.config import base_config, parse_arg, set_path
   args = parse_arg(arg, digits=False, smoke=False)
@@ -67,6 +69,8 @@ def recipe(method: str, arg=None, demo=None, **paper):
     c.num_steps, c.num_epochs = 300, 0.0
     c.schedule.warmup_steps = 20
     c.log_every, c.eval_every, c.checkpoint_every = 50, 100, 100
+    # The k-NN monitor above every 100 steps; a linear probe on the same frozen features at the end.
+    c.evals.linear_probe = dict(type="linear_probe", split="test", every=0, max_train=0, batch=256)
     c.mesh.data = -1
     apply(demo or {})
   if args.smoke:
@@ -79,4 +83,5 @@ def recipe(method: str, arg=None, demo=None, **paper):
     c.num_steps = 4
     c.schedule.warmup_steps = 1
     c.log_every, c.eval_every, c.checkpoint_every = 2, 0, 4
+    c.evals.linear_probe.update(max_train=128, batch=64)
   return c.lock()

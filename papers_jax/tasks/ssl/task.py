@@ -19,7 +19,6 @@ from papers_jax.data.sources import get_source
 from papers_jax.errors import ConfigError
 from papers_jax.evaluators import features as features_lib
 from papers_jax.evaluators import knn as knn_lib
-from papers_jax.evaluators import linear_probe as linear_probe_lib
 from papers_jax.objectives import memory
 from papers_jax.tasks.ssl import byol, cmc, dino, instdisc, moco, simclr, simsiam, swav
 from papers_jax.tasks.ssl.common import (MEMORY_BANK, METHODS, MOMENTUM_ENCODER, MULTI_CROP, MULTI_CROP_VIEWS, VIEWS,
@@ -163,22 +162,21 @@ class SSLTask:
     state = trainer.state
     return lambda images: self._features_jit(state.params, state.model_state, images)
 
-  def after_eval(self, trainer, step, writer) -> dict:
+  def features(self, trainer):
+    """(uint8 images → backbone features, the evaluation preprocessing): for `config.evals`' k-NN and
+    linear probes (core/evals.py) and the monitor below."""
+    return self.feature_fn(trainer), pipeline.image_preprocess("none", self.config.data.image_size, train=False)
+
+  def after_eval(self, trainer, step, writer, source, metrics) -> dict:
     c = self.c
-    d = self.config.data
-    preprocess = pipeline.image_preprocess("none", d.image_size, train=False)
-    apply = self.feature_fn(trainer)
+    apply, preprocess = self.features(trainer)
     with sharding.use_mesh(trainer.mesh, trainer.rules):
       train_x, train_y = features_lib.extract(apply, trainer.train_source, preprocess, batch_size=c.feature_batch,
                                               max_examples=c.knn_max_train or None)
-      test_x, test_y = features_lib.extract(apply, trainer.eval_source, preprocess, batch_size=c.feature_batch)
-    out = {f"eval/{k}": v for k, v in knn_lib.knn_accuracy(
-        train_x, train_y, test_x, test_y, ks=tuple(c.knn_k), temperature=c.knn_temperature).items()}
-    if c.linear_probe:  # softmax regression on the same frozen features (evaluators/linear_probe.py)
-      probe = linear_probe_lib.fit_and_evaluate(train_x, train_y, test_x, test_y)
-      out["eval/linear_top1"] = probe["linear_probe_top1"]
+      test_x, test_y = features_lib.extract(apply, source, preprocess, batch_size=c.feature_batch)
+    out = knn_lib.knn_accuracy(train_x, train_y, test_x, test_y, ks=tuple(c.knn_k), temperature=c.knn_temperature)
     normalized = test_x / np.maximum(np.linalg.norm(test_x, axis=1, keepdims=True), 1e-12)
-    std = out["eval/feature_std"] = float(normalized.std(axis=0).mean())
+    std = out["feature_std"] = float(normalized.std(axis=0).mean())
     # Random-init features are far from isotropic, so compare with the first evaluation's spread.
     self.first_feature_std = getattr(self, "first_feature_std", None) or std
     if std < 0.1 * self.first_feature_std:
