@@ -15,11 +15,14 @@ from papers_jax.models import gpt  # noqa: F401  (registers its variants)
 from papers_jax.models import bert, fnet  # noqa: F401  (register their variants)
 from papers_jax.models import clip  # noqa: F401  (registers its variants)
 from papers_jax.models import transformer  # noqa: F401  (registers its variants)
+from papers_jax.models import alexnet, inception, mixnet  # noqa: F401  (register their variants)
 
 
 FLOP_COUNTERS = {vit.VisionTransformer: vit.forward_flops, swin.SwinTransformer: swin.forward_flops,
                  mixer.MlpMixer: mixer.forward_flops, mae.MaskedAutoencoderViT: mae.forward_flops,
-                 clip.CLIP: clip.forward_flops, resnet.ResNet: resnet.flops}
+                 clip.CLIP: clip.forward_flops, resnet.ResNet: resnet.flops, alexnet.AlexNet: alexnet.forward_flops,
+                 inception.GoogLeNet: inception.forward_flops, inception.InceptionV3: inception.forward_flops,
+                 mixnet.MixNet: mixnet.forward_flops}
 
 
 def forward_flops(model) -> float | None:
