@@ -77,7 +77,7 @@ def preprocess_fn(config, task, train: bool):
                                    crop_pct=d.crop_pct, affine_degrees=d.affine_degrees,
                                    affine_scale=tuple(d.affine_scale), affine_translate=d.affine_translate,
                                    randaugment=d.randaugment, random_erasing=d.random_erasing, mean=tuple(d.mean),
-                                   std=tuple(d.std))
+                                   std=tuple(d.std), pca_lighting=d.pca_lighting)
 
 
 class KillPoint:

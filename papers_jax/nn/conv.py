@@ -121,7 +121,7 @@ def max_pool(x, window: int = 3, stride: int = 2, padding: int | str = 1, *, cei
 def avg_pool(x, window: int = 3, stride: int = 1, padding: int = 0):
   """torch's AvgPool2d with `count_include_pad=True` (its default): the zero padding counts in the mean."""
   pad = ((0, 0), (padding, padding), (padding, padding), (0, 0))
-  total = jax.lax.reduce_window(x, jnp.zeros((), x.dtype), jax.lax.add, (1, window, window, 1),
+  total = jax.lax.reduce_window(x, 0.0, jax.lax.add, (1, window, window, 1),  # a literal 0: differentiable
                                 (1, stride, stride, 1), pad)
   return total / (window * window)
 
