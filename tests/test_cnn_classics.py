@@ -264,3 +264,13 @@ def test_intermediates_name_the_stages():
                                                                                               jnp.float32))
     assert {k for k in out if k.startswith("stage")} == {f"stage{i}" for i in range(n)}, name
     assert out["logits"].shape == (1, 10)
+
+
+def test_papers_googlenet_aux_head_asks_for_224_px():
+  model = abstract("googlenet_paper", num_classes=10)
+  x = jax.ShapeDtypeStruct((2, 64, 64, 3), jnp.float32)
+  with pytest.raises(ValueError, match="224 px"):
+    jax.eval_shape(lambda m, x: m(x, train=True, rngs=nnx.Rngs(dropout=0), return_aux=True), model, x)
+  logits, aux = jax.eval_shape(lambda m, x: m(x, train=True, rngs=nnx.Rngs(dropout=0), return_aux=True), model,
+                               jax.ShapeDtypeStruct((2, 224, 224, 3), jnp.float32))
+  assert logits.shape == (2, 10) and [a.shape for a in aux] == [(2, 10), (2, 10)]

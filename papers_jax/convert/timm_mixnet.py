@@ -1,5 +1,6 @@
-"""timm `mixnet_s` / `mixnet_m` / `mixnet_l` state dicts (timm's EfficientNet class) → papers_jax.models.mixnet.MixNet,
-BatchNorm statistics included. A MixConv's sub-convolution `i` (timm's `conv_dw.i`) is our `conv_dw/convs/i`."""
+"""timm `mixnet_s` / `mixnet_m` / `mixnet_l` state dicts (timm's EfficientNet class) →
+papers_jax.models.mixnet.MixNet, BatchNorm statistics included. A MixConv's sub-convolution `i` (timm's
+`conv_dw.i`) is our `conv_dw/convs/i`."""
 
 from papers_jax.convert.keymap import KeyMap, Rule, conv_kernel, linear, register_key_map
 

@@ -1,15 +1,16 @@
 """Optimizers and learning-rate schedules from the config.
 
-`config.optimizer`: name (adamw | adam | bert_adam | sgd | lars | lamb | rmsprop), lr, and the optimizer's own fields
-(bert_adam: BERT's Adam with decoupled weight decay and no bias correction, see `bert_adam`);
+`config.optimizer`: name (adamw | adam | bert_adam | sgd | lars | lamb | rmsprop), lr, and the optimizer's own
+fields (bert_adam: BERT's Adam with decoupled weight decay and no bias correction, see `bert_adam`; rmsprop:
+TensorFlow's RMSProp of the Inception-v3 / MnasNet / MixNet recipes, with `decay`, `momentum` and `eps` inside
+the square root, the mean square started at 1, and L2 `weight_decay` added to the gradient as for sgd);
 `weight_decay` with `wd_exclude` (regexes over parameter paths such as "blocks/3/attn/qkv/bias");
 `clip_grad_norm` (global norm, 0 = off); `layer_decay` (layer-wise LR decay, 1 = off);
 `freeze` (regexes of parameters that receive no update and keep no optimizer state).
-`config.schedule`: name (cosine | linear | rsqrt | step | exponential | constant), warmup_steps, end_lr_ratio,
-for `step`: boundaries (fractions of training) with decay_factor; for `exponential` (Inception-v3, MnasNet,
-MixNet): lr × decay_factor^⌊s / (decay_every · steps)⌋, decay_every a fraction of training.
-`rmsprop` is TensorFlow's (the Inception-v3 / MnasNet / MixNet recipes): decay, momentum, eps inside the square
-root and the mean square started at 1, with decoupled L2 `weight_decay` added to the gradient as SGD's. Warmup rises linearly from 0,
+`config.schedule`: name (cosine | linear | rsqrt | step | exponential | constant), warmup_steps,
+end_lr_ratio, for `step`: boundaries (fractions of training) with decay_factor; for `exponential`
+(Inception-v3, MnasNet, MixNet): lr × decay_factor^⌊s / (decay_every · steps)⌋ after the warmup, decay_every
+a fraction of the whole schedule's steps. Warmup rises linearly from 0,
 or with `warmup_shape="constant"` holds lr × `warmup_lr_ratio` (ResNet-110 on CIFAR: 0.01, then 0.1).
 A run that continues another (BERT's phase 2 after phase 1) sets `total_steps`, the length of the
 whole schedule (0: this run's), and `step_offset`, the steps already done: the lr at this run's step s

@@ -133,6 +133,9 @@ class GoogLeNetAux(nnx.Module):
 
   def __call__(self, x, *, train: bool, rngs=None):
     x = adaptive_avg_pool(x, 4) if self.pool == "adaptive" else avg_pool(x, 5, 3)
+    if x.shape[1:3] != (4, 4):
+      raise ValueError(f"the paper's auxiliary classifier pools inception4a/4d's 14×14 maps (224 px inputs) to "
+                       f"4×4, not {tuple(x.shape[1:3])}; use 224 px images, aux_pool='adaptive' or aux_logits=False")
     x = self.conv(x, train=train).reshape(x.shape[0], -1)
     x = self.dropout(jax.nn.relu(self.fc1(x)), deterministic=not train, rngs=rngs)
     return self.fc2(x).astype(jnp.float32)
@@ -262,7 +265,7 @@ class InceptionB(nnx.Module):
 
 
 class InceptionC(nnx.Module):
-  """17×17 with 7×7 factorised into 1×7 and 7×1 (Fig. 6): 1×1 | 1×1→1×7→7×1 | 1×1→7×1→1×7→7×1→1×7 | pool→1×1."""
+  """17×17, 7×7 factorised into 1×7 and 7×1 (Fig. 6): 1×1 | 1×1→1×7→7×1 | 1×1→7×1→1×7→7×1→1×7 | pool→1×1."""
 
   def __init__(self, c, c7, **kw):
     row, col = dict(padding=(0, 3)), dict(padding=(3, 0))
@@ -308,7 +311,8 @@ class InceptionE(nnx.Module):
     row, col = dict(padding=(0, 1)), dict(padding=(1, 0))
     self.branch1x1 = BasicConv(c, 320, 1, **kw)
     self.branch3x3_1 = BasicConv(c, 384, 1, **kw)
-    self.branch3x3_2a, self.branch3x3_2b = BasicConv(384, 384, (1, 3), **row, **kw), BasicConv(384, 384, (3, 1), **col, **kw)
+    self.branch3x3_2a = BasicConv(384, 384, (1, 3), **row, **kw)
+    self.branch3x3_2b = BasicConv(384, 384, (3, 1), **col, **kw)
     self.branch3x3dbl_1 = BasicConv(c, 448, 1, **kw)
     self.branch3x3dbl_2 = BasicConv(448, 384, 3, padding=1, **kw)
     self.branch3x3dbl_3a = BasicConv(384, 384, (1, 3), **row, **kw)
@@ -325,13 +329,14 @@ class InceptionE(nnx.Module):
 
 
 class InceptionV3Aux(nnx.Module):
-  """Auxiliary classifier on the 17×17 grid: 5×5/3 avg pool → 1×1 conv (128) → 5×5 conv (768) → pool → FC."""
+  """Auxiliary classifier on the 17×17 grid: 5×5/3 avg pool → 1×1 conv (128) → 5×5 conv (768) → mean → FC."""
 
   def __init__(self, in_features: int, num_classes: int, *, dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.conv0 = BasicConv(in_features, 128, 1, **kw)
     self.conv1 = BasicConv(128, 768, 5, std=0.01, **kw)
-    self.fc = Dense(768, num_classes, axes=("embed", "classes"), kernel_init=nnx.initializers.normal(0.001), **kw)
+    self.fc = Dense(768, num_classes, axes=("embed", "classes"), kernel_init=nnx.initializers.normal(0.001),
+                    **kw)
 
   def __call__(self, x, *, train: bool, rngs=None):
     del rngs
@@ -359,8 +364,8 @@ class InceptionV3(nnx.Module):
     self.num_features = 2048
     self.AuxLogits = InceptionV3Aux(768, num_classes, **kw) if aux_logits and num_classes else None
     self.dropout = Dropout(drop_rate)
-    self.fc = (Dense(2048, num_classes, axes=("embed", "classes"), kernel_init=nnx.initializers.normal(0.1), **kw)
-               if num_classes else None)
+    self.fc = (Dense(2048, num_classes, axes=("embed", "classes"), kernel_init=nnx.initializers.normal(0.1),
+                     **kw) if num_classes else None)
 
   def _stem(self, x, train):
     chex.assert_rank(x, 4)

@@ -92,7 +92,8 @@ class MixedConv(nnx.Module):
       raise ValueError(f"MixedConv: a depthwise conv keeps the channels ({in_features} → {out_features})")
     self.splits = ins
     self.convs = nnx.List([Conv(i, o, k, stride=stride, groups=i if depthwise else 1, kernel_init=kernel_init,
-                                dtype=dtype, param_dtype=param_dtype, rngs=rngs) for k, i, o in zip(kernel_sizes, ins, outs)])
+                                dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+                           for k, i, o in zip(kernel_sizes, ins, outs)])
 
   def __call__(self, x):
     parts = jnp.split(x, np.cumsum(self.splits)[:-1], axis=-1)
