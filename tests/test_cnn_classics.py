@@ -274,3 +274,33 @@ def test_papers_googlenet_aux_head_asks_for_224_px():
   logits, aux = jax.eval_shape(lambda m, x: m(x, train=True, rngs=nnx.Rngs(dropout=0), return_aux=True), model,
                                jax.ShapeDtypeStruct((2, 224, 224, 3), jnp.float32))
   assert logits.shape == (2, 10) and [a.shape for a in aux] == [(2, 10), (2, 10)]
+
+
+def test_classification_loss_adds_the_aux_heads_with_their_weight():
+  """GoogLeNet's training loss is CE(main) + 0.3 · (CE(aux1) + CE(aux2)) (§5), with the same dropout masks."""
+  from conftest import load_config
+  from papers_jax import tasks
+  from papers_jax.core.state import merge_model
+  from papers_jax.tasks.classification import normalize_images
+  config = load_config("googlenet/imagenet.py", "smoke")
+  assert config.aux_loss_weight == 0.3
+  task = tasks.get_task(config)
+  graphdef, params, rest = nnx.split(task.build_model(nnx.Rngs(params=0)), nnx.Param, ...)
+  images = np.random.default_rng(8).integers(0, 256, (4, 32, 32, 1), dtype=np.uint8)
+  labels = np.array([0, 3, 7, 9], np.int32)
+  rng = jax.random.key(1)
+
+  @jax.jit  # one compile for both (GoogLeNet's training forward is the test's cost, ~15 s on an idle CPU)
+  def both(params, rest, batch):
+    loss, _ = task.make_loss_fn(graphdef)(params, rest, batch, rng)
+    model = merge_model(graphdef, params, rest)
+    x = normalize_images(batch["image"], task.mean, task.std)
+    return loss, model(x, train=True, rngs=nnx.Rngs(dropout=rng), return_aux=True)
+  loss, (logits, aux) = both(nnx.to_pure_dict(params), nnx.to_pure_dict(rest), {"image": images, "label": labels})
+
+  def ce(z):  # float64 numpy cross-entropy, mean over the batch
+    z = np.asarray(z, np.float64)
+    z = z - z.max(-1, keepdims=True)
+    return float(np.mean(np.log(np.exp(z).sum(-1)) - z[np.arange(4), labels]))
+  assert len(aux) == 2
+  np.testing.assert_allclose(float(loss), ce(logits) + 0.3 * (ce(aux[0]) + ce(aux[1])), rtol=1e-4)
