@@ -45,6 +45,14 @@ def test_rsqrt_and_step_schedules():
   np.testing.assert_allclose([step(10), step(60), step(80)], [1.0, 0.1, 0.01], rtol=1e-6)
 
 
+def test_exponential_schedule_decays_in_stairs():
+  # Inception-v3's "0.94 every two epochs" over 100 epochs of 10 steps: stairs of 20 steps, after 5 warm-up steps.
+  sched = optim.make_schedule(ml_collections.ConfigDict(dict(name="exponential", warmup_steps=5, decay_every=0.02,
+                                                             decay_factor=0.94)), 0.045, 1000)
+  np.testing.assert_allclose([sched(5), sched(24), sched(25), sched(5 + 200)], [0.045, 0.045, 0.045 * 0.94,
+                                                                               0.045 * 0.94 ** 10], rtol=1e-6)
+
+
 def test_weight_decay_skips_biases():
   opt, sched = configs(name="adamw", lr=0.1, weight_decay=0.5, clip_grad_norm=0.0)
   sched.name = "constant"
@@ -81,7 +89,8 @@ def numpy_steps(name, params, grads_list, *, lr, wd, decay_mask, scales, b1, b2,
   decoupled decay), Adam, SGD with momentum and L2 decay, LARS (You et al. 2017: per-layer trust ratio
   η‖w‖/‖g + βw‖, momentum on the scaled step; biases excluded from decay and trust ratio, as SimCLR/BYOL),
   LAMB (You et al. 2019: Adam direction plus decay, scaled by ‖w‖/‖that‖), BertAdam (Adam without bias
-  correction, decoupled decay). `scales`: the layer-decay
+  correction, decoupled decay), RMSProp as TensorFlow's (mean square from 1 with decay 0.9, ε inside the root,
+  momentum on the scaled step; L2 decay). `scales`: the layer-decay
   factor multiplying each leaf's whole update."""
   p = [np.asarray(x, np.float64) for x in jax.tree.leaves(params)]
   mask, scale = jax.tree.leaves(decay_mask), jax.tree.leaves(scales)
@@ -107,6 +116,11 @@ def numpy_steps(name, params, grads_list, *, lr, wd, decay_mask, scales, b1, b2,
       elif name == "sgd":
         trace[i] = (g + decay) + momentum * trace[i]
         step = -lr * trace[i]
+      elif name == "rmsprop":
+        u = g + decay
+        v[i] = 0.9 * (1.0 if t == 1 else v[i]) + 0.1 * u * u
+        trace[i] = momentum * trace[i] + lr * u / np.sqrt(v[i] + eps)
+        step = -trace[i]
       else:  # lars
         u = g + decay
         u = (trust * ratio(p[i], u) if mask[i] else 1.0) * lr * u

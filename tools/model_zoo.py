@@ -24,6 +24,11 @@ PARITY_TESTS = {
     "BertForPreTraining": "tests/test_bert_fnet.py::test_tiny_bert_matches_hf",
     "FNetForPreTraining": "tests/test_bert_fnet.py::test_tiny_fnet_matches_hf",
     "CLIP": "tests/test_clip.py::test_matches_hf_clip_model, ::test_resnet_tower_matches_timm_clip_resnet",
+    "AlexNet": "tests/test_cnn_classics.py::test_alexnet_matches_torchvision, "
+               "::test_paper_alexnet_matches_a_torch_reference_with_lrn_and_groups",
+    "GoogLeNet": "tests/test_cnn_classics.py::test_googlenet_matches_torchvision_and_its_flops_match_xla",
+    "InceptionV3": "tests/test_cnn_classics.py::test_inception_v3_matches_torchvision_and_timm",
+    "MixNet": "tests/test_cnn_classics.py::test_mixnet_matches_timm_and_its_flops_match_xla",
 }
 
 

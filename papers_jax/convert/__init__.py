@@ -21,6 +21,7 @@ from flax import nnx
 from papers_jax.convert import hf_mae, timm_vit  # noqa: F401  (register their key maps)
 from papers_jax.convert import timm_mixer, timm_swin  # noqa: F401  (register their key maps)
 from papers_jax.convert import timm_resnet  # noqa: F401  (registers its key map)
+from papers_jax.convert import timm_mixnet, torchvision_cnn  # noqa: F401  (register their key maps)
 from papers_jax.convert import hf_gpt2  # noqa: F401  (registers its key map)
 from papers_jax.convert import hf_bert  # noqa: F401  (registers the BERT and FNet key maps)
 from papers_jax.convert import hf_clip, openai_clip  # noqa: F401  (register their key maps)

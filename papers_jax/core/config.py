@@ -128,7 +128,7 @@ def base_config() -> ml_collections.ConfigDict:
       name="digits", data_dir=ml_collections.FieldReference(None, field_type=str), train_split="train",
       eval_split="test", image_size=8, augment="none", max_shift=1,
       affine_degrees=10.0, affine_scale=(0.9, 1.1), affine_translate=0.1,
-      randaugment="", random_erasing=0.0,  # training only; see data/pipeline.image_preprocess
+      randaugment="", random_erasing=0.0, pca_lighting=0.0,  # training only; see data/pipeline.image_preprocess
       # None: the model name's preprocessing (models.preprocessing; see image_preprocessing below).
       crop_pct=ml_collections.FieldReference(None, field_type=float),
       mean=ml_collections.FieldReference(None, field_type=tuple),

@@ -1,12 +1,16 @@
 """Optimizers and learning-rate schedules from the config.
 
-`config.optimizer`: name (adamw | adam | bert_adam | sgd | lars | lamb), lr, and the optimizer's own fields
-(bert_adam: BERT's Adam with decoupled weight decay and no bias correction, see `bert_adam`);
+`config.optimizer`: name (adamw | adam | bert_adam | sgd | lars | lamb | rmsprop), lr, and the optimizer's own
+fields (bert_adam: BERT's Adam with decoupled weight decay and no bias correction, see `bert_adam`; rmsprop:
+TensorFlow's RMSProp of the Inception-v3 / MnasNet / MixNet recipes, with `decay`, `momentum` and `eps` inside
+the square root, the mean square started at 1, and L2 `weight_decay` added to the gradient as for sgd);
 `weight_decay` with `wd_exclude` (regexes over parameter paths such as "blocks/3/attn/qkv/bias");
 `clip_grad_norm` (global norm, 0 = off); `layer_decay` (layer-wise LR decay, 1 = off);
 `freeze` (regexes of parameters that receive no update and keep no optimizer state).
-`config.schedule`: name (cosine | linear | rsqrt | step | constant), warmup_steps, end_lr_ratio,
-and for `step`: boundaries (fractions of training) with decay_factor. Warmup rises linearly from 0,
+`config.schedule`: name (cosine | linear | rsqrt | step | exponential | constant), warmup_steps,
+end_lr_ratio, for `step`: boundaries (fractions of training) with decay_factor; for `exponential`
+(Inception-v3, MnasNet, MixNet): lr × decay_factor^⌊s / (decay_every · steps)⌋ after the warmup, decay_every
+a fraction of the whole schedule's steps. Warmup rises linearly from 0,
 or with `warmup_shape="constant"` holds lr × `warmup_lr_ratio` (ResNet-110 on CIFAR: 0.01, then 0.1).
 A run that continues another (BERT's phase 2 after phase 1) sets `total_steps`, the length of the
 whole schedule (0: this run's), and `step_offset`, the steps already done: the lr at this run's step s
@@ -22,8 +26,8 @@ import optax
 
 from papers_jax.errors import ConfigError
 
-OPTIMIZERS = ("adamw", "adam", "bert_adam", "sgd", "lars", "lamb")
-SCHEDULES = ("cosine", "linear", "rsqrt", "step", "constant")
+OPTIMIZERS = ("adamw", "adam", "bert_adam", "sgd", "lars", "lamb", "rmsprop")
+SCHEDULES = ("cosine", "linear", "rsqrt", "step", "exponential", "constant")
 
 
 def param_paths(params) -> dict:
@@ -75,6 +79,9 @@ def _whole_schedule(cfg, base_lr: float, total_steps: int):
   elif name == "step":
     boundaries = {int(b * total_steps) - warmup: float(cfg.get("decay_factor", 0.1)) for b in cfg.boundaries}
     main = optax.piecewise_constant_schedule(base_lr, boundaries)
+  elif name == "exponential":
+    every = max(1, round(float(cfg.decay_every) * total_steps))
+    main = optax.exponential_decay(base_lr, every, float(cfg.get("decay_factor", 0.1)), staircase=True)
   else:
     main = optax.constant_schedule(base_lr)
   return optax.join_schedules([warm, main], [warmup]) if warm else main
@@ -152,6 +159,10 @@ def make_optimizer(cfg, schedule_cfg, params, total_steps: int):
     tx = optax.chain(optax.add_decayed_weights(wd, mask=wd_mask),
                      optax.sgd(schedule, momentum=cfg.get("momentum", 0.9) or None,
                                nesterov=cfg.get("nesterov", False)))
+  elif name == "rmsprop":
+    tx = optax.chain(optax.add_decayed_weights(wd, mask=wd_mask),
+                     optax.rmsprop(schedule, decay=cfg.get("decay", 0.9), eps=cfg.get("eps", 1e-3),
+                                   initial_scale=1.0, eps_in_sqrt=True, momentum=cfg.get("momentum", 0.9) or None))
   elif name == "lars":
     tx = optax.lars(schedule, weight_decay=wd, weight_decay_mask=wd_mask, trust_ratio_mask=wd_mask,
                     trust_coefficient=cfg.get("trust_coefficient", 0.001), momentum=cfg.get("momentum", 0.9),

@@ -106,7 +106,8 @@ AUGMENTATIONS = ("none", "translate", "affine", "cifar", "inception")
 
 def image_preprocess(kind: str, image_size: int, *, train: bool, max_shift: int = 1, crop_pct: float = 0.875,
                      affine_degrees: float = 10.0, affine_scale=(0.9, 1.1), affine_translate: float = 0.1,
-                     randaugment: str = "", random_erasing: float = 0.0, mean=(0.5,), std=(0.5,)):
+                     randaugment: str = "", random_erasing: float = 0.0, pca_lighting: float = 0.0, mean=(0.5,),
+                     std=(0.5,)):
   """Per-example image transform: `fn(example, rng) -> example` with uint8 images out.
 
   kind: "none" (resize only), "translate" (small integer shifts), "affine" (random rotation,
@@ -115,7 +116,8 @@ def image_preprocess(kind: str, image_size: int, *, train: bool, max_shift: int 
   the shorter side and centre-crops).
   Training only, after those: `randaugment` (timm's string, e.g. "rand-m9-mstd0.5-inc1"; "" off),
   filling with the dataset `mean`, then random erasing with probability `random_erasing` (timm's
-  mode "pixel", noise drawn in the space normalised by `mean` and `std`; see preprocess.random_erasing).
+  mode "pixel", noise drawn in the space normalised by `mean` and `std`; see preprocess.random_erasing),
+  and AlexNet's PCA lighting noise with α ~ N(0, `pca_lighting`) (0 off; preprocess.pca_lighting).
   """
   if kind not in AUGMENTATIONS:
     raise ConfigError(f"unknown data.augment {kind!r}; choose from {AUGMENTATIONS}")
@@ -143,6 +145,8 @@ def image_preprocess(kind: str, image_size: int, *, train: bool, max_shift: int 
       image = preprocess.random_flip(image, rng)
     if train and rand_augment is not None:
       image = rand_augment(image, rng, np.broadcast_to(fill, image.shape[-1:]))
+    if train and pca_lighting > 0:
+      image = preprocess.pca_lighting(image, rng, pca_lighting)
     if train and random_erasing > 0:
       image = preprocess.random_erasing(image, rng, random_erasing, mean, std)
     return {"image": image, "label": np.asarray(example["label"], np.int32)}
@@ -159,4 +163,4 @@ def config_image_preprocess(config, train: bool):
   return image_preprocess(d.augment, d.image_size, train=train, max_shift=d.max_shift, crop_pct=crop_pct,
                           affine_degrees=d.affine_degrees, affine_scale=tuple(d.affine_scale),
                           affine_translate=d.affine_translate, randaugment=d.randaugment,
-                          random_erasing=d.random_erasing, mean=mean, std=std)
+                          random_erasing=d.random_erasing, pca_lighting=d.pca_lighting, mean=mean, std=std)

@@ -180,3 +180,23 @@ def random_erasing(image: np.ndarray, rng: np.random.Generator, probability: flo
   image = image.copy()
   image[top:top + h, left:left + w] = np.clip(np.round((z * std + mean) * 255), 0, 255).astype(np.uint8)
   return image
+
+
+# The principal components of ImageNet's RGB pixel covariance (pixels in [0, 1]), as fb.resnet.torch and
+# timm's references use them for AlexNet's lighting noise: eigenvalues and unit eigenvectors (columns).
+IMAGENET_PCA_EIGVAL = np.array([0.2175, 0.0188, 0.0045])
+IMAGENET_PCA_EIGVEC = np.array([[-0.5675, 0.7192, 0.4009],
+                                [-0.5808, -0.0045, -0.8140],
+                                [-0.5836, -0.6948, 0.4203]])
+
+
+def pca_lighting(image: np.ndarray, rng: np.random.Generator, alpha_std: float = 0.1,
+                 eigval=IMAGENET_PCA_EIGVAL, eigvec=IMAGENET_PCA_EIGVEC) -> np.ndarray:
+  """AlexNet's colour augmentation (§4.1): every pixel of an RGB image gets the same offset
+  Σ_i α_i λ_i p_i over the principal components (p_i, λ_i) of the data's RGB covariance, with
+  α_i ~ N(0, alpha_std) drawn once per image. uint8 in and out (offsets scaled by 255, then rounded and clipped)."""
+  if image.shape[-1] != 3:
+    raise ValueError(f"PCA lighting needs RGB images, not {image.shape[-1]} channel(s); set data.pca_lighting=0")
+  alpha = rng.normal(0.0, alpha_std, 3)
+  offset = 255.0 * (np.asarray(eigvec) @ (alpha * np.asarray(eigval)))
+  return np.clip(np.rint(image.astype(np.float64) + offset), 0, 255).astype(np.uint8)

@@ -33,6 +33,7 @@ from papers_jax.models import gpt  # noqa: F401  (registers its variants)
 from papers_jax.models import bert, fnet  # noqa: F401  (register their variants)
 from papers_jax.models import clip  # noqa: F401  (registers its variants)
 from papers_jax.models import transformer  # noqa: F401  (registers its variants)
+from papers_jax.models import alexnet, inception, mixnet  # noqa: F401  (register their variants)
 
 # model class → its family module (with `forward_flops` and `EMBEDDINGS`).
 FAMILIES = {
@@ -41,7 +42,8 @@ FAMILIES = {
     bert.BertModel: bert, bert.BertForPreTraining: bert, bert.BertForSequenceClassification: bert,
     bert.BertForTokenClassification: bert, bert.BertForQuestionAnswering: bert,
     fnet.FNetForPreTraining: fnet, fnet.FNetForSequenceClassification: fnet,
-    transformer.Transformer: transformer,
+    transformer.Transformer: transformer, alexnet.AlexNet: alexnet, inception.GoogLeNet: inception,
+    inception.InceptionV3: inception, mixnet.MixNet: mixnet,
 }
 FLOP_COUNTERS = {cls: family.forward_flops for cls, family in FAMILIES.items()}
 

@@ -51,7 +51,7 @@ def add_head_outputs(out: dict, model, features, **head_kwargs) -> dict:
   """Adds "encoded", "pre_logits" and (with a head) "logits" through `model.forward_head`."""
   out["encoded"] = features = tap("encoded", features)
   out["pre_logits"] = model.forward_head(features, pre_logits=True, **head_kwargs)
-  if getattr(model, "head", getattr(model, "fc", None)) is not None:
+  if any(getattr(model, name, None) is not None for name in ("head", "fc", "classifier")):
     out["logits"] = model.forward_head(features, **head_kwargs)
   return out
 

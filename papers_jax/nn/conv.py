@@ -1,5 +1,8 @@
-"""2-D convolution (NHWC) with PyTorch's symmetric padding (or TensorFlow's "SAME"), the weight-standardised
-convolution of BiT and the ViT hybrids, and max pooling."""
+"""2-D convolution (NHWC) with PyTorch's symmetric padding (or TensorFlow's "SAME"), grouped and depthwise, the
+weight-standardised convolution of BiT and the ViT hybrids, MixNet's mixed depthwise convolution, and torch's
+max / average / adaptive average pooling."""
+
+import numpy as np
 
 import jax
 import jax.numpy as jnp
@@ -11,19 +14,29 @@ from papers_jax.nn.linear import Initializer, param
 KAIMING_FAN_OUT = nnx.initializers.variance_scaling(2.0, "fan_out", "normal", in_axis=(0, 1, 2), out_axis=3)
 
 
-class Conv(nnx.Module):
-  """y = conv(x, W) + b with kernel (kh, kw, in, out), stride s and symmetric padding p (torch's);
-  padding="SAME" is TensorFlow's (the extra row / column, when there is one, goes at the end)."""
+def _pair(x) -> tuple:
+  return tuple(x) if isinstance(x, (tuple, list)) else (x, x)
 
-  def __init__(self, in_features: int, out_features: int, kernel_size: int, *, stride: int = 1,
-               padding: int | str | None = None, use_bias: bool = False, kernel_init: Initializer = KAIMING_FAN_OUT,
+
+class Conv(nnx.Module):
+  """y = conv(x, W) + b with kernel (kh, kw, in / groups, out), stride s and symmetric padding p (torch's);
+  padding="SAME" is TensorFlow's (the extra row / column, when there is one, goes at the end). `kernel_size`
+  and `padding` may be (h, w) pairs (Inception-v3's 1×7 / 7×1); `groups` splits the channels as torch's
+  `groups` (groups = channels: depthwise)."""
+
+  def __init__(self, in_features: int, out_features: int, kernel_size: int | tuple[int, int], *, stride: int = 1,
+               padding: int | tuple[int, int] | str | None = None, groups: int = 1, use_bias: bool = False,
+               kernel_init: Initializer = KAIMING_FAN_OUT, bias_init: Initializer = nnx.initializers.zeros,
                dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
-    self.stride = stride
-    self.padding = kernel_size // 2 if padding is None else padding
+    if in_features % groups or out_features % groups:
+      raise ValueError(f"Conv: {in_features} → {out_features} channels do not split into {groups} groups")
+    kh, kw = _pair(kernel_size)
+    self.stride, self.groups = stride, groups
+    self.padding = (kh // 2 if kh == kw else (kh // 2, kw // 2)) if padding is None else padding
     self.dtype = dtype
-    self.kernel = param(rngs, kernel_init, (kernel_size, kernel_size, in_features, out_features), param_dtype,
+    self.kernel = param(rngs, kernel_init, (kh, kw, in_features // groups, out_features), param_dtype,
                         (None, None, "conv_in", "conv_out"))
-    self.bias = (param(rngs, nnx.initializers.zeros, (out_features,), param_dtype, ("conv_out",))
+    self.bias = (param(rngs, bias_init, (out_features,), param_dtype, ("conv_out",))
                  if use_bias else None)
 
   def _kernel(self):
@@ -32,9 +45,10 @@ class Conv(nnx.Module):
   def __call__(self, x):
     dtype = self.dtype or x.dtype
     p = self.padding
-    padding = p if isinstance(p, str) else ((p, p), (p, p))
+    padding = p if isinstance(p, str) else tuple((q, q) for q in _pair(p))
     y = jax.lax.conv_general_dilated(x.astype(dtype), self._kernel().astype(dtype), (self.stride, self.stride),
-                                     padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+                                     padding, dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                     feature_group_count=self.groups)
     if self.bias is not None:
       y = y + self.bias[...].astype(dtype)
     return y
@@ -57,10 +71,81 @@ class StdConv(Conv):
     return (w - mean) * jax.lax.rsqrt(var + self.eps)
 
 
-def max_pool(x, window: int = 3, stride: int = 2, padding: int | str = 1):
-  """torch's MaxPool2d: padding counts as −inf; padding="SAME" is TensorFlow's."""
-  pad = padding if isinstance(padding, str) else ((0, 0), (padding, padding), (padding, padding), (0, 0))
+def split_channels(channels: int, groups: int) -> list[int]:
+  """timm's `_split_channels`: equal parts, the remainder added to the first."""
+  split = [channels // groups] * groups
+  split[0] += channels - sum(split)
+  return split
+
+
+class MixedConv(nnx.Module):
+  """MixConv (Tan & Le, 2019): the channels split into len(kernel_sizes) groups (`split_channels`), each
+  convolved with its own kernel size (padding k // 2), the outputs concatenated. `depthwise=True` is the
+  paper's mixed depthwise convolution; otherwise each group is a dense conv from its input part to its output
+  part (MixNet's grouped 1×1 expansions and projections). Sub-convolutions are `convs[i]` (timm's `i`)."""
+
+  def __init__(self, in_features: int, out_features: int, kernel_sizes, *, stride: int = 1, depthwise: bool = False,
+               kernel_init: Initializer = KAIMING_FAN_OUT, dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
+    ins = split_channels(in_features, len(kernel_sizes))
+    outs = split_channels(out_features, len(kernel_sizes))
+    if depthwise and ins != outs:
+      raise ValueError(f"MixedConv: a depthwise conv keeps the channels ({in_features} → {out_features})")
+    self.splits = ins
+    self.convs = nnx.List([Conv(i, o, k, stride=stride, groups=i if depthwise else 1, kernel_init=kernel_init,
+                                dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+                           for k, i, o in zip(kernel_sizes, ins, outs)])
+
+  def __call__(self, x):
+    parts = jnp.split(x, np.cumsum(self.splits)[:-1], axis=-1)
+    return jnp.concatenate([conv(part) for conv, part in zip(self.convs, parts)], axis=-1)
+
+
+def _ceil_pad(size: int, window: int, stride: int, padding: int) -> int:
+  """The extra padding at the end that torch's `ceil_mode=True` adds (the last window must start inside the
+  input or its left padding)."""
+  out = -(-(size + 2 * padding - window) // stride) + 1
+  if (out - 1) * stride >= size + padding:
+    out -= 1
+  return max(0, (out - 1) * stride + window - (size + 2 * padding))
+
+
+def max_pool(x, window: int = 3, stride: int = 2, padding: int | str = 1, *, ceil_mode: bool = False):
+  """torch's MaxPool2d: padding counts as −inf; padding="SAME" is TensorFlow's; `ceil_mode` as torch's."""
+  if isinstance(padding, str):
+    pad = padding
+  else:
+    extra = [_ceil_pad(n, window, stride, padding) if ceil_mode else 0 for n in x.shape[1:3]]
+    pad = ((0, 0), (padding, padding + extra[0]), (padding, padding + extra[1]), (0, 0))
   return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, window, window, 1), (1, stride, stride, 1), pad)
+
+
+def avg_pool(x, window: int = 3, stride: int = 1, padding: int = 0):
+  """torch's AvgPool2d with `count_include_pad=True` (its default): the zero padding counts in the mean."""
+  pad = ((0, 0), (padding, padding), (padding, padding), (0, 0))
+  total = jax.lax.reduce_window(x, 0.0, jax.lax.add, (1, window, window, 1),  # a literal 0: differentiable
+                                (1, stride, stride, 1), pad)
+  return total / (window * window)
+
+
+def _adaptive_matrix(size: int, out: int) -> np.ndarray:
+  """(out, size) averaging weights of torch's adaptive pooling: bin i covers [⌊i·n/o⌋, ⌈(i+1)·n/o⌉)."""
+  m = np.zeros((out, size), np.float32)
+  for i in range(out):
+    start, end = (i * size) // out, -(-((i + 1) * size) // out)
+    m[i, start:end] = 1.0 / (end - start)
+  return m
+
+
+def adaptive_avg_pool(x, output_size: int | tuple[int, int]):
+  """torch's AdaptiveAvgPool2d on NHWC maps (bins may overlap when the size does not divide)."""
+  oh, ow = _pair(output_size)
+  h, w = x.shape[1:3]
+  if (h, w) == (oh, ow):
+    return x
+  if h % oh == 0 and w % ow == 0:  # equal bins: a plain reshape-mean
+    return x.reshape(x.shape[0], oh, h // oh, ow, w // ow, x.shape[3]).mean(axis=(2, 4))
+  rows, cols = jnp.asarray(_adaptive_matrix(h, oh), x.dtype), jnp.asarray(_adaptive_matrix(w, ow), x.dtype)
+  return jnp.einsum("oh,bhwc,pw->bopc", rows, x, cols, precision=jax.lax.Precision.HIGHEST)
 
 
 def _taps(size: int, k: int, stride: int, padding: int | str) -> tuple[int, int]:
@@ -80,8 +165,9 @@ def conv_flops(conv: Conv, h: int, w: int, *, count_padding: bool = True) -> tup
   """(FLOPs, output height, output width) of `conv` on an h × w map, 2 per multiply-add. With
   `count_padding=False` the kernel taps that land on the zero padding are left out, as XLA's cost
   analysis does (a 3×3 conv on a 7×7 map: 18% fewer); papers count them."""
-  k, _, cin, cout = conv.kernel.shape
-  (oh, taps_h), (ow, taps_w) = _taps(h, k, conv.stride, conv.padding), _taps(w, k, conv.stride, conv.padding)
+  kh, kw, cin, cout = conv.kernel.shape  # cin: the input channels of one group
+  ph, pw = (conv.padding, conv.padding) if isinstance(conv.padding, str) else _pair(conv.padding)
+  (oh, taps_h), (ow, taps_w) = _taps(h, kh, conv.stride, ph), _taps(w, kw, conv.stride, pw)
   if count_padding:
-    taps_h, taps_w = oh * k, ow * k
+    taps_h, taps_w = oh * kh, ow * kw
   return 2 * taps_h * taps_w * cin * cout, oh, ow

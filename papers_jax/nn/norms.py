@@ -95,3 +95,14 @@ class GroupNorm(nnx.Module):
     var = jnp.square(grouped - mean).mean(axis=(1, 3), keepdims=True)
     y = ((grouped - mean) * jax.lax.rsqrt(var + self.eps)).reshape(x.shape)
     return (y * self.scale[...].astype(jnp.float32) + self.bias[...].astype(jnp.float32)).astype(dtype)
+
+
+def local_response_norm(x: jax.Array, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 2.0):
+  """AlexNet's local response normalisation (§3.3): b_i = a_i / (k + α Σ_j a_j²)^β, the sum over the `size`
+  channels centred on i (clipped at the ends). The paper's α multiplies the sum; torch's
+  `nn.LocalResponseNorm(size, alpha)` divides its alpha by `size` (its alpha = paper α · size). Float32."""
+  x32 = x.astype(jnp.float32)
+  before, after = size // 2, (size - 1) // 2
+  window = jax.lax.reduce_window(jnp.square(x32), 0.0, jax.lax.add, (1,) * (x.ndim - 1) + (size,), (1,) * x.ndim,
+                                 ((0, 0),) * (x.ndim - 1) + ((before, after),))
+  return (x32 / (k + alpha * window) ** beta).astype(x.dtype)

@@ -10,6 +10,8 @@ the train accuracy is then measured against the unmixed labels.
 
 `features` gives the model's pre-logits features to the k-NN and linear-probe evaluations of
 `config.evals` (core/evals.py).
+`config.aux_loss_weight` (GoogLeNet 0.3, Inception-v3 0.4) adds that weight times each auxiliary classifier's
+loss in training (the model returns them with `return_aux=True`); evaluation reads the main head only.
 
 `config.train_in_eval_mode` runs the model as in evaluation while it trains (BatchNorm on its
 running statistics, no dropout): the linear protocol on a frozen encoder (configs/ssl/moco_linear.py),
@@ -51,6 +53,7 @@ class ClassificationTask:
     self.label_smoothing = float(config.get("label_smoothing", 0.0))
     self.mixup = dict(config.get("mixup") or {})
     self.train_in_eval_mode = bool(config.get("train_in_eval_mode", False))
+    self.aux_loss_weight = float(config.get("aux_loss_weight", 0.0))
 
   def build_model(self, rngs: nnx.Rngs) -> nnx.Module:
     name, kwargs = precision.model_kwargs(self.config)
@@ -66,11 +69,15 @@ class ClassificationTask:
         images, targets = objective.mixup_cutmix(mix_rng, images, targets, **self.mixup)
       # `train_in_eval_mode`: the linear protocol on frozen features (MoCo's `model.eval()`):
       # BatchNorm on its running statistics, no dropout, while the optimizer trains the classifier.
-      logits = model(images, train=not self.train_in_eval_mode, rngs=nnx.Rngs(dropout=rng))
-      if self.loss_kind == "sigmoid":
-        losses = objective.sigmoid_cross_entropy(logits, targets)
+      train = not self.train_in_eval_mode
+      if self.aux_loss_weight:
+        logits, aux_logits = model(images, train=train, rngs=nnx.Rngs(dropout=rng), return_aux=True)
       else:
-        losses = objective.softmax_cross_entropy(logits, targets)
+        logits, aux_logits = model(images, train=train, rngs=nnx.Rngs(dropout=rng)), []
+      loss_of = objective.sigmoid_cross_entropy if self.loss_kind == "sigmoid" else objective.softmax_cross_entropy
+      losses = loss_of(logits, targets)
+      for aux in aux_logits:  # GoogLeNet's / Inception-v3's auxiliary classifiers
+        losses = losses + self.aux_loss_weight * loss_of(aux, targets)
       accuracy = objective.correct_top_k(logits, batch["label"]).mean()
       new_model_state = nnx.to_pure_dict(nnx.state(model, nnx.Not(nnx.Param)))
       return losses.mean(), ({"accuracy": accuracy}, new_model_state)
