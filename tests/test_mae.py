@@ -541,3 +541,25 @@ def test_visualize_tool_writes_a_png(tmp_path, monkeypatch):
                                "--checkpoint", str(tmp_path / "ckpt"), "--out", out, "--examples", "3"]) == 0
   from PIL import Image
   assert Image.open(out).size[0] > 3 * 16
+
+
+def test_linear_probe_after_eval_fits_the_frozen_class_token_features():
+  """`mae.linear_probe`: eval/linear_top1 is evaluators/linear_probe on the encoder's features of the
+  train split (its first knn_max_train examples: 64 in smoke), tested on the eval split (what the MAE
+  size × mask-ratio sweep reports)."""
+  from conftest import load_config
+  from papers_jax.core import loop, sharding
+  from papers_jax.evaluators import features, linear_probe
+  config = load_config("mae/digits.py", "stage=pretrain,smoke").unlock()
+  config.mae.update(knn=False, linear_probe=True, vis_examples=0)
+  trainer = loop.Trainer(config.lock(), "/nonexistent-workdir-unused", devices=jax.devices()[:2])
+  out = trainer.task.after_eval(trainer, 0, None)
+  assert set(out) == {"eval/linear_top1"}
+  encode = trainer.task._fn(trainer, "encode")
+  apply = lambda images: encode(trainer.state.params, trainer.state.model_state, images)  # noqa: E731
+  fn = trainer.task.preprocess(train=False)
+  with sharding.use_mesh(trainer.mesh, trainer.rules):
+    train = features.extract(apply, trainer.train_source, fn, batch_size=64, max_examples=config.mae.knn_max_train)
+    test = features.extract(apply, trainer.eval_source, fn, batch_size=64)
+  expected = linear_probe.fit_and_evaluate(*train, *test)["linear_probe_top1"]
+  assert out["eval/linear_top1"] == pytest.approx(expected) and out["eval/linear_top1"] > 0.2  # chance: 0.1

@@ -1,6 +1,8 @@
 """Scaling-law fits and plots from a sweep's results (papers_jax/scaling.py).
 
   python tools/scaling.py fit runs/sweep/results.jsonl --out docs/scaling_vit_digits [--loss eval/loss]
+  python tools/scaling.py plot runs/sweep/results.jsonl --x data.train_fraction --y eval/accuracy \
+      --group config --out docs/scaling_vit_vs_resnet/accuracy.png
 
 Reads `results.jsonl` (tools/sweep.py collect) or any JSON-lines / CSV table with the same columns:
 parameters N (`--params`), training examples or tokens D (`--data`), training FLOPs C (`--compute`,
@@ -8,6 +10,10 @@ default 6·N·D when absent) and the loss. Fits L(C) = E + A·C^(−α) and L(N,
 with bootstrap intervals on every parameter, and the compute-optimal frontier N*(C), D*(C). Writes
 `fit.json` and three PNGs to `--out`: loss against compute per model size with both fits and the
 frontier, IsoFLOP curves (loss against N at fixed compute), and the L(N, D) fit's residuals.
+
+plot: one metric against one swept value, a line per value of another (`--group`), as a PNG and, next
+to it (same name, .md), the Markdown table of the metric with a row per group and a column per x
+(a sweep's values come from its points' names: tools/sweep.py collect).
 """
 
 import argparse
@@ -108,6 +114,52 @@ def fit(args) -> dict:
   return result
 
 
+def plot_metric(args) -> str:
+  """Writes the PNG and the Markdown table of `args.y` over `args.x` × `args.group`; returns the table."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  rows = read_table(args.table)
+  missing = [k for k in (args.x, args.y, args.group) if k and not any(k in r for r in rows)]
+  if missing:
+    columns = sorted(rows[0]) if rows else []
+    raise SystemExit(f"error: no row has the columns {missing}; the table's columns are {columns}")
+  rows = [r for r in rows if args.x in r and args.y in r]
+  group = lambda r: r.get(args.group, "") if args.group else ""  # noqa: E731
+  xs = sorted({r[args.x] for r in rows})
+  groups = sorted({group(r) for r in rows}, key=str)
+  cell = {}
+  for r in rows:
+    cell.setdefault((group(r), r[args.x]), []).append(float(r[args.y]))
+  fig, ax = plt.subplots(figsize=(6, 4.5))
+  for g in groups:
+    points = [(x, np.mean(cell[g, x])) for x in xs if (g, x) in cell]
+    label = f"{args.group} = {g}" if args.group else None
+    ax.plot([p[0] for p in points], [p[1] for p in points], "o-", label=label)
+  ax.set(xlabel=args.x, ylabel=args.y, xscale="log" if args.logx else "linear")
+  ax.grid(alpha=0.3)
+  if args.group:
+    ax.legend(fontsize=7)
+  fig.tight_layout()
+  os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+  fig.savefig(args.out, dpi=120)
+  plt.close(fig)
+
+  def fmt(values):
+    if not values:
+      return "—"
+    return f"{np.mean(values):.4g}" + (f" ± {np.std(values):.2g} ({len(values)})" if len(values) > 1 else "")
+
+  lines = [f"| {args.group or ''} \\ {args.x} | " + " | ".join(str(x) for x in xs) + " |",
+           "|---" * (len(xs) + 1) + "|"]
+  lines += [f"| {g} | " + " | ".join(fmt(cell.get((g, x))) for x in xs) + " |" for g in groups]
+  table = f"{args.y}" + (" (mean ± std (runs) where a cell has several)" if any(len(v) > 1 for v in cell.values())
+                         else "") + ":\n\n" + "\n".join(lines) + "\n"
+  with open(os.path.splitext(args.out)[0] + ".md", "w") as f:
+    f.write(table)
+  return table
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                    epilog="\n".join(__doc__.split("\n")[1:]))
@@ -120,7 +172,17 @@ def main(argv=None) -> int:
   p.add_argument("--compute", default="train_flops")
   p.add_argument("--loss", default="train/loss")
   p.add_argument("--bootstrap", type=int, default=200)
+  p = sub.add_parser("plot")
+  p.add_argument("table")
+  p.add_argument("--x", required=True, help="the column on the x axis, e.g. data.train_fraction")
+  p.add_argument("--y", required=True, help="the metric, e.g. eval/accuracy")
+  p.add_argument("--group", default="", help="a line (and a table row) per value of this column")
+  p.add_argument("--logx", action="store_true")
+  p.add_argument("--out", required=True, help="the PNG; the Markdown table goes next to it as .md")
   args = parser.parse_args(argv)
+  if args.command == "plot":
+    print(plot_metric(args))
+    return 0
   print(json.dumps(fit(args), indent=2))
   return 0
 

@@ -11,10 +11,12 @@ After each evaluation (`after_eval`):
     images goes to <workdir>/reconstructions/step_<step>.png and to TensorBoard; with
     norm_pix_loss it shows the honest view by default (evaluators/reconstruction.py);
   - with `config.mae.knn` a weighted k-NN classifier on the encoder's features of the whole
-    (unmasked) images is evaluated, train split → eval split: eval/knn_top1_k<k>.
+    (unmasked) images is evaluated, train split → eval split: eval/knn_top1_k<k>; with
+    `config.mae.linear_probe` a softmax regression on the same features (knn_max_train caps the
+    train split for both): eval/linear_top1.
 
 Config (`config.mae`): norm_pix_loss, crop_scale (RandomResizedCrop area range when
-`data.augment = "mae"`), vis_examples, vis_mode, knn, knn_k, knn_temperature, knn_max_train,
+`data.augment = "mae"`), vis_examples, vis_mode, knn, knn_k, knn_temperature, knn_max_train, linear_probe,
 feature_pool ("token" or "avg"). The mask ratio is the model's (`config.model.mask_ratio`).
 """
 
@@ -32,6 +34,7 @@ from papers_jax.core.state import merge_model
 from papers_jax.data import pipeline, preprocess
 from papers_jax.evaluators import features as features_lib
 from papers_jax.evaluators import knn as knn_lib
+from papers_jax.evaluators import linear_probe as linear_probe_lib
 from papers_jax.evaluators import reconstruction as vis
 from papers_jax.objectives import reconstruction as objective
 from papers_jax.tasks.classification import normalize_images
@@ -59,7 +62,8 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
   """`config.mae`, the fields this task reads."""
   return ml_collections.ConfigDict(dict(
       norm_pix_loss=True, crop_scale=(0.2, 1.0), vis_examples=8, vis_mode="visible", knn=False,
-      knn_k=(20, 200), knn_temperature=0.07, knn_max_train=0, feature_pool="token", feature_batch=256)
+      knn_k=(20, 200), knn_temperature=0.07, knn_max_train=0, feature_pool="token", feature_batch=256,
+      linear_probe=False)
       | overrides)
 
 
@@ -163,7 +167,7 @@ class MAETask:
       if trainer.is_main:
         vis.save_png(picture, os.path.join(trainer.workdir, "reconstructions", f"step_{step:06d}.png"))
         writer.write_image(step, "mae/reconstructions", picture)
-    if self.mae.knn and trainer.eval_source is not None:
+    if (self.mae.knn or self.mae.get("linear_probe")) and trainer.eval_source is not None:
       encode = self._fn(trainer, "encode")
       apply = lambda images: encode(trainer.state.params, trainer.state.model_state, images)  # noqa: E731
       fn = self.preprocess(train=False)
@@ -172,7 +176,11 @@ class MAETask:
         train_x, train_y = features_lib.extract(apply, trainer.train_source, fn, batch_size=batch,
                                                 max_examples=self.mae.knn_max_train or None)
         test_x, test_y = features_lib.extract(apply, trainer.eval_source, fn, batch_size=batch)
-      scores = knn_lib.knn_accuracy(train_x, train_y, test_x, test_y, ks=tuple(self.mae.knn_k),
-                                    temperature=float(self.mae.knn_temperature))
-      out |= {f"eval/{k}": v for k, v in scores.items()}
+      if self.mae.knn:
+        scores = knn_lib.knn_accuracy(train_x, train_y, test_x, test_y, ks=tuple(self.mae.knn_k),
+                                      temperature=float(self.mae.knn_temperature))
+        out |= {f"eval/{k}": v for k, v in scores.items()}
+      if self.mae.get("linear_probe"):  # softmax regression on the same frozen features
+        probe = linear_probe_lib.fit_and_evaluate(train_x, train_y, test_x, test_y)
+        out["eval/linear_top1"] = probe["linear_probe_top1"]
     return out
