@@ -7,7 +7,8 @@
 Reads `results.jsonl` (tools/sweep.py collect) or any JSON-lines / CSV table with the same columns:
 parameters N (`--params`), training examples or tokens D (`--data`), training FLOPs C (`--compute`,
 default 6·N·D when absent) and the loss. Fits L(C) = E + A·C^(−α) and L(N, D) = E + A/N^α + B/D^β,
-with bootstrap intervals on every parameter, and the compute-optimal frontier N*(C), D*(C). Writes
+with bootstrap intervals on every parameter, and the compute-optimal frontier N*(C), D*(C) under
+C = k·N·D with k the table's median C/(N·D) (6 for a language model's tokens). Writes
 `fit.json` and three PNGs to `--out`: loss against compute per model size with both fits and the
 frontier, IsoFLOP curves (loss against N at fixed compute), and the L(N, D) fit's residuals.
 
@@ -67,7 +68,8 @@ def plots(out: str, N, D, C, L, power, chin):
     order = np.argsort(C[sel])
     ax.plot(C[sel][order], L[sel][order], "o-", label=f"N = {n:.3g}")
   ax.plot(grid, power(grid), "k--", label=f"L(C) = {power.E:.3g} + {power.A:.3g}·C^-{power.alpha:.3f}")
-  n_opt, d_opt = scaling.frontier(chin, grid)
+  k = float(np.median(C / (N * D)))  # C = k·N·D: 6 for a language model's tokens, more for a ViT's examples
+  n_opt, d_opt = scaling.frontier(chin, grid, flops_per_param_token=k)
   ax.plot(grid, chin(n_opt, d_opt), "r-", label="compute-optimal L(N*, D*)")
   ax.set(xscale="log", yscale="log", xlabel="training FLOPs C", ylabel="loss")
   ax.legend(fontsize=7)
@@ -78,7 +80,7 @@ def plots(out: str, N, D, C, L, power, chin):
   fig, ax = plt.subplots(figsize=(6, 4.5))
   n_grid = np.logspace(np.log10(N.min()) - 0.5, np.log10(N.max()) + 0.5, 100)
   for c in np.logspace(np.log10(C.min()), np.log10(C.max()), 5):
-    ax.plot(n_grid, chin(n_grid, c / (6 * n_grid)), label=f"C = {c:.2g}")
+    ax.plot(n_grid, chin(n_grid, c / (k * n_grid)), label=f"C = {c:.2g}")
   ax.set(xscale="log", xlabel="parameters N", ylabel="predicted loss", title="IsoFLOP curves of the L(N, D) fit")
   ax.legend(fontsize=7)
   fig.tight_layout()
@@ -106,6 +108,7 @@ def fit(args) -> dict:
       "chinchilla": chin.params(),
       "chinchilla_intervals": scaling.bootstrap(scaling.chinchilla, (N, D, L), start=chin, samples=args.bootstrap),
       "frontier_exponents": {"N*": chin.beta / (chin.alpha + chin.beta), "D*": chin.alpha / (chin.alpha + chin.beta)},
+      "flops_per_param_and_example": float(np.median(C / (N * D))),  # k of C = k·N·D, the frontier's
   }
   os.makedirs(args.out, exist_ok=True)
   with open(os.path.join(args.out, "fit.json"), "w") as f:

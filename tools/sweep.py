@@ -111,6 +111,9 @@ def run_local(sweep, workdir: str, parallel: int, devices_per_point: int):
   while todo or running:
     while todo and free_slots:
       point, pdir = todo.pop(0)
+      if os.path.exists(os.path.join(pdir, "summary.json")):  # finished meanwhile (another run of the sweep)
+        done += 1
+        continue
       slot = free_slots.pop(0)
       os.makedirs(pdir, exist_ok=True)
       env = dict(os.environ)
