@@ -130,7 +130,8 @@ def plot_metric(args) -> str:
   rows = [r for r in rows if args.x in r and args.y in r]
   group = lambda r: r.get(args.group, "") if args.group else ""  # noqa: E731
   xs = sorted({r[args.x] for r in rows})
-  groups = sorted({group(r) for r in rows}, key=str)
+  numeric = lambda v: isinstance(v, (int, float))  # noqa: E731
+  groups = sorted({group(r) for r in rows}, key=lambda g: (not numeric(g), g if numeric(g) else str(g)))
   cell = {}
   for r in rows:
     cell.setdefault((group(r), r[args.x]), []).append(float(r[args.y]))
