@@ -26,3 +26,7 @@ class WorkdirError(UserError):
 
 class TrainingError(UserError):
   """Training cannot go on (a non-finite loss or gradient); the message names the step and the cause."""
+
+
+class ResourceError(UserError):
+  """The run does not fit the devices (memory); the message names what it needs and what there is."""

@@ -7,7 +7,8 @@ A sweep file `configs/sweeps/<name>.py` defines `get_sweep()` returning a `Sweep
     return Sweep(config="configs/vit/digits.py", points=product(size=["Ti/4", "S/4"], num_steps=[200, 400]))
 
 `product(**axes)` crosses value lists, `zip_(**axes)` pairs them, and plain lists of dicts (or `+`
-of several grids) are explicit points. A point's keys are config keys (`optimizer.lr`) plus `size`,
+of several grids) are explicit points. A point's keys are config keys (`optimizer.lr`) plus `config`,
+a config file[:args] of its own in place of the sweep's (to compare families, e.g. ViT and ResNet), and `size`,
 which names a ViT width and patch the way big_vision and "Scaling Vision Transformers" do
 (`mu, Ti, S, M, B, L, H, g, G` + `/patch`) and sets `model.embed_dim/depth/num_heads/mlp_ratio/patch_size`
 (for ViT and MAE encoders). `tools/sweep.py` runs, collects and launches sweeps.
@@ -57,11 +58,16 @@ class Sweep:
   points: list[dict]          # overrides per point
   fixed: dict = dataclasses.field(default_factory=dict)  # overrides every point shares
 
+  def config_of(self, point: dict) -> str:
+    """The config file[:args] a point trains: its own `config`, else the sweep's."""
+    return point.get("config", self.fixed.get("config", self.config))
+
   def overrides(self, point: dict) -> dict:
     """The config overrides of a point: fixed ones, then its own, with `size` expanded."""
     out = {}
     for key, value in {**self.fixed, **point}.items():
-      out.update(vit_size(value) if key == "size" else {key: value})
+      if key != "config":
+        out.update(vit_size(value) if key == "size" else {key: value})
     return out
 
 
@@ -69,3 +75,24 @@ def point_name(point: dict) -> str:
   """A directory name for a point: 'size=S-16,num_steps=200'."""
   text = ",".join(f"{k}={v}" for k, v in point.items())
   return re.sub(r"[^A-Za-z0-9_.,=+-]", "-", text) or "base"
+
+
+def point_values(name: str) -> dict:
+  """A point's values back from its directory name, numbers as numbers: 'a=1,b=S-16' → {a: 1, b: 'S-16'}
+  (values that held characters other than letters, digits and _.+- come back with '-' in their place)."""
+  out = {}
+  for part in name.split(","):
+    key, sep, value = part.partition("=")
+    if not sep:  # a value with a comma in it: part of the previous one
+      if out:
+        last = next(reversed(out))
+        out[last] = f"{out[last]},{part}"
+      continue
+    try:
+      out[key] = int(value)
+    except ValueError:
+      try:
+        out[key] = float(value)
+      except ValueError:
+        out[key] = value
+  return out

@@ -62,6 +62,33 @@ def test_digits_unknown_split():
     sources.DigitsSource("validation")
 
 
+def test_train_fraction_is_a_fixed_nested_subset_of_the_train_split_only():
+  from types import SimpleNamespace
+
+  from papers_jax.core import config as config_lib
+  from papers_jax.core import loop
+  from papers_jax.errors import ConfigError
+  train = sources.DigitsSource("train")
+  subsets = {f: sources.Subset(train, f) for f in (0.1, 0.25, 0.5)}
+  assert [len(s) for s in subsets.values()] == [144, 359, 718]
+  assert set(subsets[0.1].indices) < set(subsets[0.25].indices) < set(subsets[0.5].indices)
+  np.testing.assert_array_equal(sources.Subset(train, 0.1).indices, subsets[0.1].indices)  # the same every time
+  i = int(subsets[0.1].indices[3])
+  np.testing.assert_array_equal(subsets[0.1][3]["image"], train[i]["image"])
+  assert subsets[0.1][3]["label"] == train[i]["label"] and subsets[0.1].num_classes == 10
+  assert len({int(subsets[0.1][j]["label"]) for j in range(144)}) == 10
+  with pytest.raises(DataError, match="at least one"):
+    sources.Subset(train, 1e-4)
+  # The trainer cuts the train split, never the eval split; the config refuses fractions outside (0, 1].
+  config = config_lib.base_config()
+  config.data.train_fraction = 0.25
+  trainer = SimpleNamespace(config=config, task=object())
+  assert len(loop.Trainer._source(trainer, "train")) == 359 and len(loop.Trainer._source(trainer, "test")) == 360
+  config.data.train_fraction = 0.0
+  with pytest.raises(ConfigError, match="train_fraction"):
+    config_lib.check_ranges(config, config_lib.RANGES)
+
+
 def _write_png(path, array):
   os.makedirs(os.path.dirname(path), exist_ok=True)
   Image.fromarray(array).save(path, format="PNG")

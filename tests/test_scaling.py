@@ -75,3 +75,14 @@ def test_the_fit_tool_writes_its_fits_and_plots(tmp_path):
   result = json.load(open(out / "fit.json"))
   assert result["points"] == 16 and _within(result["chinchilla"]["alpha"], TRUE.alpha, rel=0.1)
   assert {"loss_vs_compute.png", "isoflop.png", "residuals.png"} <= set(os.listdir(out))
+  # plot: a metric over one swept value, a line and a table row per value of another; repeats averaged.
+  rows = [{"config": c, "data.train_fraction": f, "seed": s, "eval/accuracy": acc + 0.01 * s}
+          for c, base in (("vit", 0.5), ("resnet", 0.7)) for f in (0.1, 1.0) for s in (0, 1)
+          for acc in [base + 0.2 * f]]
+  (tmp_path / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  png = tmp_path / "plots" / "acc.png"
+  assert tool.main(["plot", str(tmp_path / "data.jsonl"), "--x", "data.train_fraction", "--y", "eval/accuracy",
+                    "--group", "config", "--out", str(png)]) == 0
+  table = (tmp_path / "plots" / "acc.md").read_text()
+  assert png.exists() and "| config \\ data.train_fraction | 0.1 | 1.0 |" in table
+  assert "| resnet | 0.725 ± 0.005 (2) | 0.905 ± 0.005 (2) |" in table and "| vit | 0.525 ± 0.005 (2) |" in table

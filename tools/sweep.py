@@ -7,8 +7,10 @@
 
 run: every point trains through `python -m papers_jax.main` in `<workdir>/<point>`. A point whose
 summary.json exists is finished and skipped; an interrupted one resumes from its checkpoint (the
-trainer does that); a point that fails is reported (`failures.jsonl`, with its last error line) and
-the others go on. `--parallel N` runs N points at a time (with `--devices-per-point K`, each on its
+trainer does that); a point that fails is reported (`failures.jsonl`, with its error line: a config
+error, a train step over `memory_budget_gb`, XLA's RESOURCE_EXHAUSTED, or the signal that killed it)
+and the others go on. Set `memory_budget_gb` in a sweep's `fixed` to fail, before training, the
+points whose train step needs more memory per device than that. `--parallel N` runs N points at a time (with `--devices-per-point K`, each on its
 own K GPUs through CUDA_VISIBLE_DEVICES). `--launcher slurm` writes `sweep.sbatch`, one array task
 per point; `--launcher tpu` writes `sweep_tpu.sh`, the pod commands one point after another.
 `--dry-run` lists the points, their parameters, analytic FLOPs per example and training compute.
@@ -18,6 +20,7 @@ import argparse
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -26,7 +29,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from papers_jax.errors import UserError  # noqa: E402
-from papers_jax.sweep import point_name  # noqa: E402
+from papers_jax.sweep import point_name, point_values  # noqa: E402
 
 
 def load_sweep(path: str):
@@ -39,13 +42,13 @@ def load_sweep(path: str):
 
 
 def command(sweep, point: dict, workdir: str, python: str = sys.executable) -> list[str]:
-  args = [python, "-m", "papers_jax.main", f"--config={sweep.config}", f"--workdir={workdir}"]
+  args = [python, "-m", "papers_jax.main", f"--config={sweep.config_of(point)}", f"--workdir={workdir}"]
   return args + [f"--config.{k}={v}" for k, v in sweep.overrides(point).items()]
 
 
 def _config(sweep, point):
   from papers_jax.core import config as config_lib
-  config = config_lib.load(sweep.config).unlock()
+  config = config_lib.load(sweep.config_of(point)).unlock()
   for key, value in sweep.overrides(point).items():
     config_lib.set_path(config, key, value)
   return config.lock()
@@ -75,6 +78,23 @@ def _progress(done: int, total: int, started: float, finished_here: int):
   print(f"[sweep] {done}/{total} points done, {total - done} left, ETA {eta / 60:.1f} min", flush=True)
 
 
+def failure_reason(log_lines, returncode: int) -> str:
+  """Why a point failed: papers_jax.main's one-line `error:` (e.g. a config error, or a train step over
+  memory_budget_gb), else XLA's out-of-memory error, else the signal that killed it, else the last line."""
+  lines = [line.strip() for line in log_lines if line.strip()]
+  error = next((line for line in reversed(lines) if line.startswith("error:")), None)
+  if error:
+    return error
+  oom = next((line for line in reversed(lines) if "RESOURCE_EXHAUSTED" in line), None)
+  if oom:
+    return f"error: out of device memory: {oom}"
+  if returncode < 0:
+    name = signal.Signals(-returncode).name
+    why = " (the host's out-of-memory killer sends it too)" if name == "SIGKILL" else ""
+    return f"error: killed by {name}{why}"
+  return lines[-1] if lines else ""
+
+
 def run_local(sweep, workdir: str, parallel: int, devices_per_point: int):
   os.makedirs(workdir, exist_ok=True)
   points = [(p, os.path.join(workdir, point_name(p))) for p in sweep.points]
@@ -86,6 +106,9 @@ def run_local(sweep, workdir: str, parallel: int, devices_per_point: int):
   while todo or running:
     while todo and free_slots:
       point, pdir = todo.pop(0)
+      if os.path.exists(os.path.join(pdir, "summary.json")):  # finished meanwhile (another run of the sweep)
+        done += 1
+        continue
       slot = free_slots.pop(0)
       os.makedirs(pdir, exist_ok=True)
       env = dict(os.environ)
@@ -106,14 +129,14 @@ def run_local(sweep, workdir: str, parallel: int, devices_per_point: int):
       if ok:
         done, finished_here = done + 1, finished_here + 1
       else:
-        lines = [l.strip() for l in open(os.path.join(pdir, "sweep.log"), errors="replace") if l.strip()]
-        error = next((l for l in reversed(lines) if l.startswith("error:")), lines[-1] if lines else "")
+        error = failure_reason(open(os.path.join(pdir, "sweep.log"), errors="replace"), proc.returncode)
         failed.append({"point": point_name(point), "exit_code": proc.returncode, "error": error})
         print(f"[sweep] point {point_name(point)} failed (exit {proc.returncode}): {error}", flush=True)
         with open(os.path.join(workdir, "failures.jsonl"), "a") as f:
           f.write(json.dumps(failed[-1]) + "\n")
       _progress(done + len(failed), len(points), started, finished_here)
-  print(f"[sweep] finished: {done} of {len(points)} points; {len(failed)} failed", flush=True)
+  names = f": {', '.join(f['point'] for f in failed)} (see {workdir}/failures.jsonl)" if failed else ""
+  print(f"[sweep] finished: {done} of {len(points)} points; {len(failed)} failed{names}", flush=True)
   return 0 if not failed else 1
 
 
@@ -150,14 +173,15 @@ def write_tpu(sweep, workdir: str) -> str:
 
 
 def collect(workdir: str) -> list[dict]:
-  """One row per finished point: its overrides, compute fields and final metrics."""
+  """One row per finished point: its values (from its name), compute fields and final metrics."""
   rows = []
   for name in sorted(os.listdir(workdir)):
     summary_path = os.path.join(workdir, name, "summary.json")
     if not os.path.exists(summary_path):
       continue
     summary = json.load(open(summary_path))
-    row = {"point": name, **{k: v for k, v in summary.items() if not isinstance(v, (dict, list))}}
+    values = {k: v for k, v in point_values(name).items() if k not in summary}
+    row = {"point": name, **values, **{k: v for k, v in summary.items() if not isinstance(v, (dict, list))}}
     rows.append(row)
   with open(os.path.join(workdir, "results.jsonl"), "w") as f:
     f.writelines(json.dumps(r) + "\n" for r in rows)

@@ -111,6 +111,10 @@ def base_config() -> ml_collections.ConfigDict:
   # Dense peak FLOP/s of one device for the MFU in the logs; 0: the table of known accelerators in
   # core/flops.py (no MFU on a device it does not know, CPUs included).
   c.peak_flops = 0.0
+  # Memory one device may use for the train step, in GiB: a step whose compiled executable needs more
+  # (XLA's memory analysis: arguments, outputs and temporaries) stops before training, naming both
+  # numbers. 0: no budget of our own (a GPU or TPU's out-of-memory error still stops the run).
+  c.memory_budget_gb = 0.0
   c.loss = "softmax"
   c.label_smoothing = 0.0
   # Weight EMA (DeiT, timm's ModelEmaV2): ema ← d·ema + (1 − d)·params after every step, float32,
@@ -132,7 +136,8 @@ def base_config() -> ml_collections.ConfigDict:
       # None: the model name's preprocessing (models.preprocessing; see image_preprocessing below).
       crop_pct=ml_collections.FieldReference(None, field_type=float),
       mean=ml_collections.FieldReference(None, field_type=tuple),
-      std=ml_collections.FieldReference(None, field_type=tuple)))
+      std=ml_collections.FieldReference(None, field_type=tuple),
+      train_fraction=1.0))  # train on a fixed subset of the train split (data/sources.py: Subset)
   # Fault injection, to test the recovery paths: SIGTERM to this process after step k (-1: every
   # process, else only that process index), NaN losses on the batches at these data positions, and
   # kill_at="<phase>:<n>[:<ms>]": SIGKILL this process <ms> milliseconds (default 0) after it reaches
@@ -220,6 +225,8 @@ RANGES = (
     ("data.affine_translate", "[0, 1]"),
     ("data.mean", "[0, 1]"),                      # of pixels scaled to [0, 1]
     ("data.std", "(0, 10]"),
+    ("data.train_fraction", "(0, 1]"),
+    ("memory_budget_gb", "[0, inf)"),
     ("debug.sigterm_at_step", "[0, inf)"),
     ("debug.sigterm_process", "-1 | [0, inf)"),
     ("debug.nan_at_positions", "[0, inf)"),

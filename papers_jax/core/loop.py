@@ -31,8 +31,9 @@ from papers_jax.core import flops as flops_lib, host, optim, platform_setup, run
 from papers_jax.core.preemption import PreemptionWatch
 from papers_jax.core.state import TrainState, abstract_model, abstract_state, add_weight_ema, create_train_state
 from papers_jax.data import pipeline
-from papers_jax.data.sources import get_source
-from papers_jax.errors import CheckpointError, ConfigError, DataError, TrainingError, UserError, WorkdirError
+from papers_jax.data.sources import Subset, get_source
+from papers_jax.errors import (CheckpointError, ConfigError, DataError, ResourceError, TrainingError, UserError,
+                               WorkdirError)
 
 log = logging.getLogger(__name__)
 
@@ -197,13 +198,38 @@ class Trainer:
     shapes = {k: v.shape[1:] for k, v in batch.items()}
     try:
       with sharding.use_mesh(self.mesh, self.rules):
-        self.train_step.trace(abstract_state(self.shardings, self.state), batch)
+        traced = self.train_step.trace(abstract_state(self.shardings, self.state), batch)
     except (ValueError, TypeError) as e:
       if isinstance(e, UserError):
         raise
       raise ConfigError(f"the model {self.config.model.get('name')!r} cannot take this config's examples "
                         f"(shapes {shapes}): {e}. Check data.image_size (and the crop sizes) against the "
                         "model's settings, e.g. model.img_size.") from e
+    if self.config.get("memory_budget_gb", 0.0) > 0:
+      t_compile = time.time()
+      with sharding.use_mesh(self.mesh, self.rules):
+        compiled = traced.lower().compile()  # cached: training's compile below takes no time
+      self.precompile_s = time.time() - t_compile
+      self._check_memory(compiled)
+
+  def _check_memory(self, compiled):
+    """Stops a train step that needs more memory per device than `memory_budget_gb`."""
+    stats = compiled.memory_analysis()
+    if stats is None:  # a backend without memory analysis: nothing to check against
+      log.warning("memory_budget_gb is set but this backend reports no memory analysis; not checked")
+      return
+    needed = (stats.argument_size_in_bytes + stats.output_size_in_bytes - stats.alias_size_in_bytes
+              + stats.temp_size_in_bytes)
+    budget = self.config.memory_budget_gb * 2 ** 30
+    if needed > budget:
+      gib = lambda b: f"{b / 2 ** 30:.3g} GiB" if b >= 2 ** 30 else f"{b / 2 ** 20:.3g} MiB"  # noqa: E731
+      raise ResourceError(
+          f"out of memory: the train step needs {gib(needed)} per device (arguments "
+          f"{gib(stats.argument_size_in_bytes)}, outputs {gib(stats.output_size_in_bytes)}, of which "
+          f"{gib(stats.alias_size_in_bytes)} reuse the arguments' buffers, temporaries "
+          f"{gib(stats.temp_size_in_bytes)}), more than memory_budget_gb="
+          f"{self.config.memory_budget_gb:g}. Lower batch_size, raise grad_accum_steps, shard over more devices "
+          "(mesh.fsdp), use a smaller model, or raise the budget.")
 
   def _eval_sources(self) -> dict:
     """{split: source} of every split an evaluation reads; a named evaluation's bad split is a ConfigError."""
@@ -220,10 +246,13 @@ class Trainer:
     return out
 
   def _source(self, split: str):
-    """The task's own source (text tasks build theirs with a tokenizer), else the image sources."""
-    if hasattr(self.task, "source"):
-      return self.task.source(split)
-    return get_source(self.config.data, split)
+    """The task's own source (text tasks build theirs with a tokenizer), else the image sources; the
+    train split cut to `data.train_fraction`."""
+    source = self.task.source(split) if hasattr(self.task, "source") else get_source(self.config.data, split)
+    fraction = self.config.data.get("train_fraction", 1.0)
+    if split == self.config.data.train_split and fraction < 1.0:
+      source = Subset(source, fraction)
+    return source
 
   def _make_tx(self, params):
     tx, self.schedule = optim.make_optimizer(self.config.optimizer, self.config.schedule, params, self.num_steps)
@@ -399,7 +428,7 @@ class Trainer:
             # includes compilation: its time is logged once, on its own.
             t_compile = time.time()
             self.train_step.lower(self.state, batch).compile()
-            self.compile_s = compile_s = time.time() - t_compile
+            self.compile_s = compile_s = time.time() - t_compile + getattr(self, "precompile_s", 0.0)
             log.info("compiled the train step in %.1f s", compile_s)
             t_window = time.time()
           self.state, step_metrics = self.train_step(self.state, batch)
