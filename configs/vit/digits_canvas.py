@@ -9,7 +9,7 @@ With 4×4 patches that is an 8×8 grid of tokens, of which the digit covers abou
   PYTHONPATH=. python tools/cam_localization.py --map rollout --config configs/vit/digits_canvas.py \
       --checkpoint runs/vit_digits_canvas/checkpoints/300/state
 
-Departures from configs/vit/digits.py (whose other departures from the ViT paper apply): 32×32
+Departures from the paper: those of configs/vit/digits.py, which this config loads, and 32×32
 canvases with 64 tokens instead of 16×16 digits with 16; 300 steps of batch 128 (38k examples,
 the CPU budget) instead of 450 of 256; the affine warps move the digit within the canvas.
 """

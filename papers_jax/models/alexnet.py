@@ -27,6 +27,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from papers_jax.core import sharding
+from papers_jax.errors import ConfigError
 from papers_jax.models import conv_flops, intermediates
 from papers_jax.models.registry import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, register
 from papers_jax.nn.conv import Conv, adaptive_avg_pool, max_pool
@@ -62,9 +63,9 @@ class AlexNet(nnx.Module):
                fc_features: int = 4096, drop_rate: float = 0.5, img_size: int = 224, dtype=None,
                param_dtype=jnp.float32, rngs: nnx.Rngs):
     if init not in ("paper", "torch"):
-      raise ValueError(f"init={init!r}; choose 'paper' (N(0, 0.01), biases 1 in conv2/4/5 and FC1/FC2) or 'torch'")
+      raise ConfigError(f"init={init!r}; choose 'paper' (N(0, 0.01), biases 1 in conv2/4/5 and FC1/FC2) or 'torch'")
     if dropout_on not in ("inputs", "outputs"):
-      raise ValueError(f"dropout_on={dropout_on!r}; choose 'outputs' (the paper) or 'inputs' (torchvision)")
+      raise ConfigError(f"dropout_on={dropout_on!r}; choose 'outputs' (the paper) or 'inputs' (torchvision)")
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.lrn, self.two_gpu, self.dropout_on = lrn, two_gpu, dropout_on
     self.num_classes, self.in_chans, self.img_size = num_classes, in_chans, img_size

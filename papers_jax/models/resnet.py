@@ -27,6 +27,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from papers_jax.core import sharding
+from papers_jax.errors import ConfigError
 from papers_jax.models import intermediates
 from papers_jax.models.registry import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, register
 from papers_jax.nn.activations import relu
@@ -116,9 +117,9 @@ class ResNet(nnx.Module):
                residual: bool = True, img_size: int | None = None, bn_group_size=None,
                dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
     if stem not in ("imagenet", "cifar"):
-      raise ValueError(f"stem={stem!r}; choose 'imagenet' (7×7/2 conv + max pool) or 'cifar' (3×3/1 conv)")
+      raise ConfigError(f"stem={stem!r}; choose 'imagenet' (7×7/2 conv + max pool) or 'cifar' (3×3/1 conv)")
     if shortcut not in SHORTCUTS:
-      raise ValueError(f"shortcut={shortcut!r}; choose 'A' (zero-padded identity), 'B' (projection where the "
+      raise ConfigError(f"shortcut={shortcut!r}; choose 'A' (zero-padded identity), 'B' (projection where the "
                        f"shape changes) or 'C' (projection everywhere)")
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.stem, self.num_classes, self.in_chans = stem, num_classes, in_chans
