@@ -21,6 +21,7 @@ import os
 import sys
 import tempfile
 import time
+import traceback
 
 import jax
 import orbax.checkpoint as ocp
@@ -203,7 +204,11 @@ class _DropOrbaxOrphanedReads(logging.Filter):
 
   def filter(self, record):
     message = record.getMessage()
-    return not ("Task exception was never retrieved" in message and "orbax" in message)
+    if "Task exception was never retrieved" not in message:
+      return True
+    # The task's repr names orbax only while its coroutine runs; a finished one's traceback still does.
+    frames = traceback.extract_tb(record.exc_info[2]) if record.exc_info and record.exc_info[2] else []
+    return not ("orbax" in message or any(f"{os.sep}orbax{os.sep}" in f.filename for f in frames))
 
 
 logging.getLogger("asyncio").addFilter(_DropOrbaxOrphanedReads())
