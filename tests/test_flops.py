@@ -15,7 +15,9 @@ import jax.numpy as jnp
 import pytest
 from flax import nnx
 
-from papers_jax import models
+from conftest import load_config
+from papers_jax import models, tasks
+from papers_jax.core.state import split_model
 from papers_jax.models import fnet, resnet
 
 B = 2  # examples in the lowered batch
@@ -107,6 +109,23 @@ def test_forward_flops_match_xla(case):
     assert xla_fft_flops(t, d) == pytest.approx(8 * t * d * math.log2(t) * math.floor(math.log2(d)), rel=0.01)
     xla += layers * (5 * t * d * math.log2(t * d) - xla_fft_flops(t, d))
   assert 1.0 <= xla / analytic < 1.05, (case, xla / analytic)
+
+
+@pytest.mark.parametrize("method", ["simclr", "dino", "cmc"])
+def test_ssl_step_counter_matches_xla(method):
+  """An SSL method's FLOPs (tasks/ssl/task.py) are its traced loss's, views and element-wise work included:
+  in-batch similarities (SimCLR), multi-crop with a teacher (DINO), two encoders and their memory banks
+  (CMC)."""
+  config = load_config(f"ssl/{method}.py", "smoke")
+  task = tasks.get_task(config)
+  model = nnx.eval_shape(lambda: task.build_model(nnx.Rngs(0)))
+  graphdef, params, model_state = split_model(model)
+  b, size = config.batch_size, config.data.image_size
+  batch = {"image": jax.ShapeDtypeStruct((b, size, size, len(task.mean)), jnp.uint8),
+           "label": jax.ShapeDtypeStruct((b,), jnp.int32), "index": jax.ShapeDtypeStruct((b,), jnp.int32)}
+  xla = xla_flops(task.make_loss_fn(graphdef), params, model_state, batch, jax.random.key(0)) / b
+  assert 1.0 <= xla / task.forward_flops(model, count_padding=False) < 1.05
+  assert models.forward_flops(model) is None  # the wrapper has no model counter: the task counts
 
 
 def test_sequence_counters_default_to_the_models_lengths():

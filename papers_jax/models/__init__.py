@@ -13,8 +13,8 @@ tools/sweep.py) goes through:
                                    them out of N), patch projection, position embedding and class /
                                    mask tokens for the vision models, none for a convnet; the rest are
                                    the non-embedding parameters of a scaling study.
-Both are None for a model without a counter (the SSL wrappers, say). Each counter is tested against
-XLA's cost analysis in tests/test_flops.py.
+Both are None for a model without a counter (the SSL wrappers: their task counts the traced step,
+tasks/ssl/task.py). Each counter is tested against XLA's cost analysis in tests/test_flops.py.
 """
 
 import math

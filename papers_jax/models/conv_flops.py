@@ -6,7 +6,10 @@ eval-mode forward to a jaxpr (`jax.make_jaxpr` on abstract shapes: nothing is co
 counts every `conv_general_dilated` and `dot_general` from its operand shapes, 2 per multiply-add. Grouped
 and depthwise convolutions count (in / groups) inputs per output. `count_padding=False` leaves out the
 kernel taps that land on the zero padding, as XLA's cost analysis does. Element-wise work (BatchNorm,
-activations, pooling, SE gates) is left out, as in the other families' counters.
+activations, pooling, SE gates) is left out, as in the other families' counters, unless `elementwise=True`:
+then each arithmetic element-wise op adds one FLOP per output element and each reduction one per input
+element, as XLA counts them (transcendentals such as exp and the sigmoid are counted apart by XLA, and
+left out here). MixNet counts it: see models/mixnet.py.
 """
 
 import math
@@ -45,24 +48,38 @@ def _dot(eqn) -> int:
   return 2 * math.prod(eqn.outvars[0].aval.shape) * math.prod(lhs[d] for d in contract)
 
 
-def jaxpr_flops(jaxpr, count_padding: bool = True) -> int:
-  """Matmul FLOPs of a (closed) jaxpr, sub-jaxprs (jit, custom_jvp, remat) included."""
+# The element-wise primitives XLA counts one FLOP per output element, and the reductions it counts one
+# per input element.
+ELEMENTWISE = frozenset({"add", "sub", "mul", "div", "max", "min", "neg", "abs", "sign", "square", "integer_pow",
+                         "pow", "rem", "select_n", "clamp"})
+REDUCTIONS = frozenset({"reduce_sum", "reduce_max", "reduce_min", "reduce_window_sum", "reduce_window_max",
+                        "argmax", "argmin", "cumsum"})
+
+
+def jaxpr_flops(jaxpr, count_padding: bool = True, elementwise: bool = False) -> int:
+  """Matmul FLOPs of a (closed) jaxpr, sub-jaxprs (jit, custom_jvp, remat) included; with `elementwise`
+  the element-wise and reduction FLOPs too."""
   jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
   total = 0
   for eqn in jaxpr.eqns:
-    if eqn.primitive.name == "conv_general_dilated":
+    name = eqn.primitive.name
+    if name == "conv_general_dilated":
       total += _conv(eqn, count_padding)
-    elif eqn.primitive.name == "dot_general":
+    elif name == "dot_general":
       total += _dot(eqn)
+    elif elementwise and name in ELEMENTWISE:
+      total += math.prod(eqn.outvars[0].aval.shape)
+    elif elementwise and name in REDUCTIONS:
+      total += math.prod(eqn.invars[0].aval.shape)
     for sub in jax.extend.core.jaxprs_in_params(eqn.params):
-      total += jaxpr_flops(sub, count_padding)
+      total += jaxpr_flops(sub, count_padding, elementwise)
   return total
 
 
-def forward_flops(model, img_size: int, *, count_padding: bool = True) -> float:
-  """Matmul FLOPs of one eval-mode forward pass of `model` on one img_size × img_size image. Works on an
-  abstract model (`nnx.eval_shape`)."""
+def forward_flops(model, img_size: int, *, count_padding: bool = True, elementwise: bool = False) -> float:
+  """FLOPs of one eval-mode forward pass of `model` on one img_size × img_size image (`jaxpr_flops`).
+  Works on an abstract model (`nnx.eval_shape`)."""
   graphdef, state = nnx.split(model)
   image = jax.ShapeDtypeStruct((1, img_size, img_size, model.in_chans), jnp.float32)
   jaxpr = jax.make_jaxpr(lambda s, x: nnx.merge(graphdef, s)(x, train=False))(state, image)
-  return float(jaxpr_flops(jaxpr, count_padding))
+  return float(jaxpr_flops(jaxpr, count_padding, elementwise))

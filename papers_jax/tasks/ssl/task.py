@@ -13,12 +13,13 @@ from flax import nnx
 from papers_jax import models
 from papers_jax.core import precision, sharding
 from papers_jax.core.config import image_preprocessing
-from papers_jax.core.state import merge_model
+from papers_jax.core.state import merge_model, split_model
 from papers_jax.data import pipeline, views
 from papers_jax.data.sources import get_source
 from papers_jax.errors import ConfigError
 from papers_jax.evaluators import features as features_lib
 from papers_jax.evaluators import knn as knn_lib
+from papers_jax.models import conv_flops
 from papers_jax.objectives import memory
 from papers_jax.tasks.ssl import byol, cmc, dino, instdisc, moco, simclr, simsiam, swav
 from papers_jax.tasks.ssl.common import (MEMORY_BANK, METHODS, MOMENTUM_ENCODER, MULTI_CROP, MULTI_CROP_VIEWS, VIEWS,
@@ -112,6 +113,20 @@ class SSLTask:
       return loss, (metrics, new_model_state)
 
     return loss_fn
+
+  # ---------------------------------------------------------------- compute accounting
+  def forward_flops(self, model, *, count_padding: bool = True) -> float:
+    """FLOPs per example of the training forward pass, counted on the traced loss function
+    (models/conv_flops.py): the on-device views, every view through the online backbone and heads, the
+    target / teacher encoder, and the loss's similarity matmuls (views, queues, banks, prototypes). The
+    element-wise work is counted too: the views' augmentations are mostly that. Counted at the configured
+    batch size and divided by it, since in-batch contrastive terms grow with the batch."""
+    graphdef, params, model_state = split_model(model)
+    b, size = self.config.batch_size, self.config.data.image_size
+    batch = {"image": jax.ShapeDtypeStruct((b, size, size, len(self.mean)), jnp.uint8),
+             "label": jax.ShapeDtypeStruct((b,), jnp.int32), "index": jax.ShapeDtypeStruct((b,), jnp.int32)}
+    jaxpr = jax.make_jaxpr(self.make_loss_fn(graphdef))(params, model_state, batch, jax.random.key(0))
+    return conv_flops.jaxpr_flops(jaxpr, count_padding, elementwise=True) / b
 
   def momentum(self, step):
     if self.c.momentum_schedule == "cosine":
