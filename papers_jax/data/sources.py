@@ -14,7 +14,8 @@ import numpy as np
 from papers_jax.errors import DataError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-SOURCE_FORMS = ('"digits"', '"digits_canvas"', '"tfds:<name>" (e.g. "tfds:cifar10")', '"folder"', '"synthetic"')
+SOURCE_FORMS = ('"digits"', '"digits_canvas"', '"tfds:<name>" (e.g. "tfds:cifar10")', '"folder"', '"synthetic"',
+                '"spoken_digits"', '"spoken_numbers"', '"manifest"')
 
 
 def _example(image, label) -> dict:
@@ -406,6 +407,15 @@ def get_source(data_config, split: str):
     return DigitsSource(split)
   if name == "digits_canvas":
     return DigitsCanvasSource(split, canvas=data_config.get("canvas", 32), scale=data_config.get("scale", 2))
+  if name in ("spoken_digits", "spoken_numbers"):
+    from papers_jax.data.spoken import SpokenSource
+    return SpokenSource(split, kind=name[len("spoken_"):], num_speakers=data_config.get("num_speakers", 64),
+                        repeats=data_config.get("repeats", 2), seed=data_config.get("seed", 0))
+  if name == "manifest":
+    from papers_jax.data.audio import ManifestSource
+    if not data_dir:
+      raise DataError('data.name="manifest" needs data.data_dir: the folder of <split>.tsv and <split>.wrd')
+    return ManifestSource(data_dir, split)
   if name.startswith("tfds:") and name[len("tfds:"):]:
     return TfdsSource(
         name[len("tfds:"):], split, data_dir=data_dir,
