@@ -2,7 +2,7 @@
 
 from papers_jax.errors import ConfigError
 
-TASKS = ("classification", "mae", "ssl", "clip", "lm", "text_finetune")
+TASKS = ("classification", "mae", "ssl", "clip", "lm", "text_finetune", "gan", "vae")
 
 
 def get_task(config):
@@ -30,4 +30,10 @@ def get_task(config):
   if config.task == "text_finetune":
     from papers_jax.tasks.text_finetune import TextFinetuneTask
     return TextFinetuneTask(config)
+  if config.task == "gan":
+    from papers_jax.tasks.gan import GANTask
+    return GANTask(config)
+  if config.task == "vae":
+    from papers_jax.tasks.vae import VAETask
+    return VAETask(config)
   raise ConfigError(f"unknown task {config.task!r}; choose from {TASKS}")
