@@ -10,6 +10,7 @@ import optax
 import pytest
 from flax import nnx
 
+import killmatrix
 from conftest import load_config
 from papers_jax import models
 from papers_jax.core import loop, optim, sharding, step as step_lib
@@ -84,18 +85,17 @@ def test_one_step_updates_d_then_g_through_the_updated_d(toy):
   assert set(new.opt_state["generator"][0].mu) == {"generator"}
   # By hand: D's Adam step on D's loss, then G's Adam step on G's loss through the *updated* D.
   grad = lambda name, params, sub: jax.grad(lambda s: losses[name](optim.overlay(params, s), {}, batch, None)[0])(sub)
-  d_up, _ = optax.adam(2e-4, b1=0.5).update(grad("discriminator", state.params, d_sub), tx.txs["discriminator"].init(d_sub))
+  adam = optax.adam(2e-4, b1=0.5)
+  d_up, _ = adam.update(grad("discriminator", state.params, d_sub), adam.init(d_sub))
   after_d = optim.overlay(state.params, optax.apply_updates(d_sub, d_up))
-  g_up, _ = optax.adam(2e-4, b1=0.5).update(grad("generator", after_d, g_sub), tx.txs["generator"].init(g_sub))
+  g_up, _ = adam.update(grad("generator", after_d, g_sub), adam.init(g_sub))
   expected = optim.overlay(after_d, optax.apply_updates(g_sub, g_up))
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), new.params, expected)
-  # Through the old D, G's first Adam step (≈ lr · sign of its gradient) differs somewhere.
-  g_old, _ = optax.adam(2e-4, b1=0.5).update(grad("generator", state.params, g_sub), tx.txs["generator"].init(g_sub))
+  # Through the old D, G's gradient would differ.
   g_old_grads, g_new_grads = grad("generator", state.params, g_sub), grad("generator", after_d, g_sub)
   assert not all(jax.tree.leaves(jax.tree.map(np.allclose, g_old_grads, g_new_grads)))
   assert {"discriminator/loss", "generator/loss", "discriminator/lr", "generator/grad_norm", "loss", "lr"} <= set(metrics)
   np.testing.assert_allclose(metrics["loss"], metrics["discriminator/loss"] + metrics["generator/loss"], rtol=1e-6)
-  del g_old
 
 
 def test_phase_masks_need_exactly_one_phase_per_parameter(toy):
@@ -125,7 +125,7 @@ def test_toy_1d_optimal_discriminator_approaches_one_half(toy):
   trained, _ = jax.jit(lambda s: jax.lax.scan(body, s, jax.random.split(jax.random.key(0), 2000)))(state)
   d_star, d = toy_d_star(graphdef, trained)
   # At the start G's samples sit near 0, away from the data: D* ≈ 1 over the data. After training p_g ≈ p_data
-  # there and D* ≈ ½ (measured 0.067 with this seed; the margin covers GAN training's oscillation).
+  # there and D* ≈ ½ (measured 0.068 with this seed; the margin covers GAN training's oscillation).
   assert d_star_init > 0.4
   assert d_star < 0.15, d_star
   assert d < 0.05, d  # the trained discriminator itself can no longer tell (measured 0.001)
@@ -217,3 +217,10 @@ def test_phase_config_errors():
   config.phases = gan_config().phases
   with pytest.raises(ConfigError, match="trains with one optimizer"):
     loop.check_config(config.lock(), jax.devices()[:1])
+
+
+@pytest.mark.skipif(not killmatrix.SOAK, reason="the GAN's kill -9 matrix runs with PAPERS_JAX_SOAK=1 (8 runs)")
+def test_gan_kill_9_in_every_phase_then_resume_equals_an_uninterrupted_run(tmp_path):
+  reference = str(tmp_path / "reference")
+  killmatrix.run("gan", reference)
+  killmatrix.kill_in_every_phase("gan", reference, str(tmp_path / "killed"))

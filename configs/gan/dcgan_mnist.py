@@ -16,13 +16,14 @@ Departures from the paper:
   `model.name = "dcgan_64"` with data.image_size = 64.
 - 25 epochs (PyTorch's DCGAN example), constant lr; the 28×28 digits are resized (bilinear) to 32×32.
 - No bias in the convolutions and BatchNorm scales from N(1, 0.02), as the authors' code.
-- Inherited from the base config and unused here: config.optimizer / config.schedule (each phase has its
-  own under config.phases), label smoothing 0.
+- Each phase's section (config.phases.discriminator / .generator) copies config.optimizer / config.schedule,
+  set here; the base config's label smoothing does not apply to this task.
 """
 
 from papers_jax.core.config import base_config, parse_arg, phase_sections
 
-ADAM = {"name": "adam", "lr": 2e-4, "b1": 0.5, "b2": 0.999, "weight_decay": 0.0, "clip_grad_norm": 0.0}
+ADAM = {"name": "adam", "lr": 2e-4, "b1": 0.5, "b2": 0.999, "weight_decay": 0.0, "clip_grad_norm": 0.0,
+        "wd_exclude": ()}
 
 
 def get_config(arg=None):
@@ -40,8 +41,10 @@ def get_config(arg=None):
   c.data.std = (0.5,)
   c.batch_size = 128
   c.num_epochs = 25.0
-  c.phases = phase_sections(c, discriminator={"optimizer": ADAM, "schedule": {"name": "constant"}},
-                            generator={"optimizer": ADAM, "schedule": {"name": "constant"}})
+  # Both phases copy config.optimizer / config.schedule (core/config.py: phase_sections); each may then differ.
+  c.optimizer.update(ADAM)
+  c.schedule.update(name="constant", warmup_steps=0)
+  c.phases = phase_sections(c, discriminator={}, generator={})
   c.log_every = 100
   c.eval_every = 2000
   c.checkpoint_every = 2000

@@ -31,7 +31,7 @@ def get_config(arg=None):
   c.data.std = (0.5,)
   c.batch_size = 100
   c.num_steps = 3000
-  c.optimizer.update(name="adam", lr=1e-3, b1=0.9, b2=0.999, weight_decay=0.0, clip_grad_norm=0.0)
+  c.optimizer.update(name="adam", lr=1e-3, b1=0.9, b2=0.999, weight_decay=0.0, clip_grad_norm=0.0, wd_exclude=())
   c.schedule.update(name="constant", warmup_steps=0)
   c.log_every = 100
   c.eval_every = 1000
@@ -39,7 +39,7 @@ def get_config(arg=None):
   if args.smoke:
     c.model.update(latent_dim=4, hidden=16)
     c.vae.update(eval_k=4, vis_examples=4)
-    c.batch_size = 20
+    c.batch_size = 16
     c.num_steps = 4
     c.log_every = 2
     c.checkpoint_every = 2
