@@ -224,3 +224,19 @@ def test_gan_kill_9_in_every_phase_then_resume_equals_an_uninterrupted_run(tmp_p
   reference = str(tmp_path / "reference")
   killmatrix.run("gan", reference)
   killmatrix.kill_in_every_phase("gan", reference, str(tmp_path / "killed"))
+
+
+def test_resume_with_another_phase_schedule_is_stopped(tmp_path):
+  import os
+  from papers_jax.core import metrics as metrics_lib, run_config
+  workdir = str(tmp_path / "run")
+  os.makedirs(workdir)
+  run_config.write(workdir, {"config": gan_config().to_dict()}, metrics_lib.write_json_atomic)
+  new = gan_config().unlock()
+  new.phases.generator.schedule.name, new.phases.generator.optimizer.lr = "cosine", 1e-3
+  with pytest.raises(ConfigError) as e:
+    run_config.check_resume(new, workdir, 10)
+  assert "phases.generator.schedule.name 'constant' → 'cosine'" in str(e.value)
+  assert "optimizer.lr" not in str(e.value)  # free to change, as config.optimizer's
+  new.allow_config_change = "phases.generator.schedule"
+  run_config.check_resume(new, workdir, 10)
