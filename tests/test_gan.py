@@ -84,7 +84,8 @@ def test_one_step_updates_d_then_g_through_the_updated_d(toy):
   assert set(new.opt_state["discriminator"][0].mu) == {"discriminator"}
   assert set(new.opt_state["generator"][0].mu) == {"generator"}
   # By hand: D's Adam step on D's loss, then G's Adam step on G's loss through the *updated* D.
-  grad = lambda name, params, sub: jax.grad(lambda s: losses[name](optim.overlay(params, s), {}, batch, None)[0])(sub)
+  grad = jax.jit(lambda name, params, sub: jax.grad(
+      lambda s: losses[name](optim.overlay(params, s), {}, batch, None)[0])(sub), static_argnums=0)
   adam = optax.adam(2e-4, b1=0.5)
   d_up, _ = adam.update(grad("discriminator", state.params, d_sub), adam.init(d_sub))
   after_d = optim.overlay(state.params, optax.apply_updates(d_sub, d_up))
