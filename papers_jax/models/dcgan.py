@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from papers_jax.models.registry import register
+from papers_jax.models.registry import INCEPTION_MEAN, INCEPTION_STD, Preprocessing, register
 from papers_jax.nn.conv import Conv, ConvTranspose
 from papers_jax.nn.linear import Dense, param
 from papers_jax.nn.norms import BatchNorm
@@ -136,9 +136,11 @@ def gan_mlp_1d(*, z_dim: int = 1, width: int = 32, depth: int = 2, dtype=None, p
              MLPDiscriminator(width=width, depth=depth, rngs=rngs))
 
 
-register("dcgan_64", dcgan, img_size=64)
-register("dcgan_32", dcgan, img_size=32)
-register("dcgan_16", dcgan, img_size=16)
+# Images scaled to [−1, 1] (G's tanh range): mean ½, std ½ of pixels in [0, 1], no crop. Only the recorded
+# convention of models.preprocessing: tasks/gan.py scales the uint8 images itself.
+for _size in (64, 32, 16):
+  register(f"dcgan_{_size}", dcgan, img_size=_size,
+           preprocessing=Preprocessing(_size, INCEPTION_MEAN, INCEPTION_STD, crop_pct=1.0))
 register("gan_mlp_1d", gan_mlp_1d)
 
 EMBEDDINGS = ()

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from papers_jax.models.registry import register
+from papers_jax.models.registry import Preprocessing, register
 from papers_jax.nn.conv import Conv, ConvTranspose
 from papers_jax.nn.linear import Dense
 
@@ -123,7 +123,10 @@ def reparameterize(rng, mu, logvar):
   return mu + jnp.exp(0.5 * logvar) * jax.random.normal(rng, mu.shape, mu.dtype)
 
 
-register("vae_mlp", VAE, arch="mlp")
-register("vae_conv", VAE, arch="conv", activation="relu", img_size=32)
+# Pixels in [0, 1] (mean 0, std 1), no crop: the recorded convention of models.preprocessing; tasks/vae.py
+# binarises or dequantises the uint8 images itself.
+register("vae_mlp", VAE, arch="mlp", preprocessing=Preprocessing(28, (0.0,) * 3, (1.0,) * 3, crop_pct=1.0))
+register("vae_conv", VAE, arch="conv", activation="relu", img_size=32,
+         preprocessing=Preprocessing(32, (0.0,) * 3, (1.0,) * 3, crop_pct=1.0))
 
 EMBEDDINGS = ()
