@@ -6,7 +6,8 @@ The 1,437 training digits (8×8, bilinear to 16×16, grey) train `dcgan_16` (G: 
 16×16×1; D mirrored, 32/64 channels) with two optimizer phases per step (tasks/gan.py): the discriminator,
 then the generator with the non-saturating loss, each with Adam lr 2e-4, β1 = 0.5, β2 = 0.999, no weight
 decay, constant schedule, batch 64, 2,000 steps (~90 epochs). A grid of 64 samples from fixed noise goes to
-<workdir>/samples/ at each evaluation. docs/generative.md has the measured numbers.
+<workdir>/samples/ at each evaluation. Measured on the 2-core CPU under a load of ~25 (other jobs): 605 s for
+the whole run, 195–315 examples/s; docs/generative.md has the samples and the phases' metrics.
 
 Departures from the paper (DCGAN's recipe on LSUN / ImageNet / faces at 64×64, batch 128):
 - 16×16 one-channel digits (two stages fewer than the paper's 64×64; 16 px keeps the demo to minutes on a

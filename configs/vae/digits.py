@@ -6,7 +6,9 @@ The 1,437 training digits (bilinear to 32×32, binarised at ½) train the paper'
 App. C: one tanh hidden layer of 500 units in the encoder and the decoder, a Bernoulli decoder) with a
 20-dimensional latent, Adam lr 1e-3, batch 100, 3,000 steps. The 360 test digits are evaluated with the ELBO
 and the importance-weighted NLL bound with k = 100 samples, in nats per image and bits per dimension;
-docs/generative.md compares them with per-pixel independent Bernoullis fitted to the training means.
+Measured (2-core CPU under a load of ~25, 895 s): test NLL 107.85 nats per image, 0.152 bits per dimension,
+against 385.70 nats / 0.543 for per-pixel independent Bernoullis fitted to the training means
+(tools/vae_baseline.py); docs/generative.md has the table and the pictures.
 
 Departures from the paper (binarised MNIST 28×28; that recipe is
 `configs/vae/mnist.py`):
