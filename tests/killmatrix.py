@@ -35,6 +35,12 @@ TASKS = {
         checkpoint_every=4,
         args=["--config.num_steps=12", "--config.checkpoint_every=4", "--config.log_every=2", "--config.eval_every=6",
               "--config.async_checkpoint=true"]),
+    # Two optimizer phases (D then G), each with its own Adam state; samples written at each evaluation.
+    "gan": dict(
+        config=["--config", os.path.join(ROOT, "configs/gan/dcgan_digits.py") + ":smoke"], num_steps=12,
+        checkpoint_every=4,
+        args=["--config.num_steps=12", "--config.checkpoint_every=4", "--config.log_every=2", "--config.eval_every=6",
+              "--config.async_checkpoint=true"]),
 }
 
 

@@ -147,6 +147,23 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+def phase_sections(config, **phases) -> ml_collections.ConfigDict:
+  """`config.phases` of a task with optimizer phases (core/optim.py: Phase): for each phase name a dict
+  {"optimizer": {...}, "schedule": {...}} of overrides of `config.optimizer` / `config.schedule`, e.g.
+  phase_sections(c, discriminator={"optimizer": {"lr": 2e-4, "b1": 0.5}}, generator={...})."""
+  out = ml_collections.ConfigDict()
+  for name, overrides in phases.items():
+    unknown = set(overrides) - {"optimizer", "schedule"}
+    if unknown:
+      raise ConfigError(f"phase {name!r}: unknown sections {sorted(unknown)}; give optimizer and schedule")
+    section = ml_collections.ConfigDict()
+    for key in ("optimizer", "schedule"):
+      section[key] = ml_collections.ConfigDict(config[key].to_dict())
+      section[key].update(overrides.get(key, {}))
+    out[name] = section
+  return out
+
+
 def image_preprocessing(config) -> tuple[tuple[float, ...], tuple[float, ...], float]:
   """(mean, std, crop_pct) of a run's images: `data.mean`, `data.std` and `data.crop_pct` where the
   config sets them, else the preprocessing registered with `model.name` (what its checkpoint was

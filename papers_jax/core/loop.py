@@ -120,6 +120,10 @@ def check_config(config, devices=None):
   config_lib.validate(config, data_parallel=sharding.data_parallel_size(mesh, rules),
                       num_processes=jax.process_count())
   task = tasks.get_task(config)
+  if getattr(task, "phases", None):
+    optim.check_phase_config(config, task.phases)
+  elif config.get("phases"):
+    raise ConfigError(f"config.phases is set but task {config.task!r} trains with one optimizer (config.optimizer)")
   evals_lib.from_config(config, task)
   return mesh, task
 
@@ -255,6 +259,10 @@ class Trainer:
     return source
 
   def _make_tx(self, params):
+    if getattr(self.task, "phases", None):  # one optimizer per phase (core/optim.py: Phase)
+      tx = optim.make_phased_optimizer(self.config, self.task.phases, params, self.num_steps)
+      self.schedule = tx.schedules[tx.phases[0].name]
+      return tx
     tx, self.schedule = optim.make_optimizer(self.config.optimizer, self.config.schedule, params, self.num_steps)
     return tx
 

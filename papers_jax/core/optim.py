@@ -18,7 +18,9 @@ is the whole schedule's at step_offset + s, and warmup_steps and boundaries coun
 the whole schedule.
 """
 
+import dataclasses
 import re
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -189,3 +191,105 @@ def make_optimizer(cfg, schedule_cfg, params, total_steps: int):
       raise ConfigError(f"optimizer.freeze {list(freeze)} matches every parameter; nothing would train")
     tx = optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
   return tx, schedule
+
+
+# ---------------------------------------------------------------------------- optimizer phases
+# A task that trains parts of its model with different optimizers and losses (a GAN: the discriminator, then
+# the generator) declares `phases`, an ordered tuple of `Phase`s, and its `make_loss_fn` returns
+# {phase name: loss_fn}. Each phase owns a group of parameters (every parameter belongs to exactly one) and
+# reads its optimizer and schedule from `config.phases.<name>.optimizer` / `.schedule`, sections of the same
+# form as `config.optimizer` / `config.schedule`. `Phased` holds the phases' transformations; the train step
+# (core/step.py) runs the phases in order inside one jitted step, each seeing the params the earlier ones
+# updated. The optimizer state is {phase name: that phase's optax state over its own parameters}, sharded
+# like those parameters and checkpointed with the rest of the train state.
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+  """One optimizer phase: `name` (its config section and metrics prefix) and `params`, the parameters it
+  updates: a regex searched in each '/'-joined parameter path ("^discriminator/"), or a predicate on it."""
+  name: str
+  params: str | Callable[[str], bool]
+
+  def owns(self, path: str) -> bool:
+    return bool(re.search(self.params, path)) if isinstance(self.params, str) else bool(self.params(path))
+
+
+def phase_masks(phases, params) -> dict:
+  """{phase name: tree of bools like `params`}; a ValueError unless every parameter is in exactly one phase."""
+  paths = jax.tree.leaves(param_paths(params))
+  owners = {p: [ph.name for ph in phases if ph.owns(p)] for p in paths}
+  bad = {p: o for p, o in owners.items() if len(o) != 1}
+  if bad:
+    raise ValueError("every parameter must belong to exactly one optimizer phase; these do not (path: phases): "
+                     + ", ".join(f"{p}: {o}" for p, o in list(bad.items())[:10]))
+  empty = [ph.name for ph in phases if not any(ph.name in o for o in owners.values())]
+  if empty:
+    raise ValueError(f"the optimizer phases {empty} own no parameters")
+  return {ph.name: jax.tree.map(lambda p, name=ph.name: owners[p] == [name], param_paths(params))
+          for ph in phases}
+
+
+def select(tree: dict, mask: dict) -> dict:
+  """The nested dict of `tree`'s leaves where `mask` is True (empty branches dropped); paths are kept, so
+  path regexes (wd_exclude, freeze) mean the same on the subset."""
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      sub = select(value, mask[key])
+      if sub:
+        out[key] = sub
+    elif mask[key]:
+      out[key] = value
+  return out
+
+
+def overlay(tree: dict, sub: dict) -> dict:
+  """A copy of `tree` with the leaves of `sub` (a `select`ed subset) in their places."""
+  out = dict(tree)
+  for key, value in sub.items():
+    out[key] = overlay(tree[key], value) if isinstance(value, dict) else value
+  return out
+
+
+@dataclasses.dataclass(eq=False)  # hashed by identity: jax.jit(tx.init)
+class Phased:
+  """The transformations of a task's optimizer phases: `txs` and `schedules` by phase name, `masks` their
+  parameter groups (`phase_masks`), `phases` the order."""
+  phases: tuple
+  masks: dict
+  txs: dict
+  schedules: dict
+
+  def init(self, params) -> dict:
+    return {ph.name: self.txs[ph.name].init(select(params, self.masks[ph.name])) for ph in self.phases}
+
+
+def make_phased_optimizer(config, phases, params, total_steps: int) -> Phased:
+  """A `Phased` from `config.phases.<name>.optimizer` / `.schedule` (see `check_phase_config`)."""
+  masks = phase_masks(phases, params)
+  txs, schedules = {}, {}
+  for ph in phases:
+    section = config.phases[ph.name]
+    txs[ph.name], schedules[ph.name] = make_optimizer(section.optimizer, section.schedule,
+                                                      select(params, masks[ph.name]), total_steps)
+  return Phased(tuple(phases), masks, txs, schedules)
+
+
+def check_phase_config(config, phases) -> None:
+  """ConfigErrors for a missing `phases.<name>` section or a bad optimizer / schedule setting in one."""
+  from papers_jax.core import config as config_lib
+  sections = config.get("phases") or {}
+  missing = [ph.name for ph in phases if ph.name not in sections or not {"optimizer", "schedule"} <= set(
+      sections[ph.name])]
+  if missing:
+    raise ConfigError(f"task {config.task!r} trains in the optimizer phases {[ph.name for ph in phases]}; set "
+                      f"config.phases.<name>.optimizer and .schedule for {missing} (core/config.py: phase_sections)")
+  extra = sorted(set(sections) - {ph.name for ph in phases})
+  if extra:
+    raise ConfigError(f"config.phases has sections {extra} that task {config.task!r} does not train; its phases "
+                      f"are {[ph.name for ph in phases]}")
+  ranges = [(p, s) for p, s in config_lib.RANGES if p.startswith(("optimizer.", "schedule."))]
+  for ph in phases:
+    config_lib.check_ranges(sections[ph.name], ranges, f"phases.{ph.name}.")
+    config_lib.check_choices(sections[ph.name], {"optimizer.name": OPTIMIZERS, "schedule.name": SCHEDULES})

@@ -26,6 +26,11 @@ log = logging.getLogger(__name__)
 RESUME_KEYS = ("seed", "batch_size", "grad_accum_steps", "num_steps", "num_epochs", "data", "schedule")
 
 
+def _is_resume_key(key: str) -> bool:
+  """RESUME_KEYS, and each optimizer phase's schedule (`phases.<name>.schedule...`, core/optim.py)."""
+  return _covers(RESUME_KEYS, key) or bool(re.match(r"phases\.[^.]+\.schedule(\.|$)", key))
+
+
 def as_json(config) -> dict:
   """The config as config.json holds it (tuples become lists)."""
   return json.loads(json.dumps(config.to_dict(), default=str))
@@ -89,7 +94,7 @@ def check_resume(config, workdir: str, step: int) -> None:
     return
   old, new = flatten(old), flatten(as_json(config))
   changed = [(k, old[k], new[k]) for k in sorted(new)
-             if _covers(RESUME_KEYS, k) and k in old and old[k] != new[k] and not _covers(allowed, k)]
+             if _is_resume_key(k) and k in old and old[k] != new[k] and not _covers(allowed, k)]
   if not changed:
     return
   listed = ", ".join(f"{k} {old_v!r} → {new_v!r}" for k, old_v, new_v in changed)

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from papers_jax.core import sharding
+from papers_jax.core import optim, sharding
 
 
 @flax.struct.dataclass
@@ -48,7 +48,8 @@ def abstract_model(build_model):
 def create_train_state(build_model, make_tx, mesh, rules, seed: int):
   """Initialises params, model state and optimizer state sharded over `mesh`.
 
-  `build_model(rngs)` makes the nnx.Module; `make_tx(params)` returns the optax transformation.
+  `build_model(rngs)` makes the nnx.Module; `make_tx(params)` returns the optax transformation, or an
+  `optim.Phased` for a task with optimizer phases (then `opt_state` is {phase name: its state}).
   Nothing full-size is materialised on one device: init runs under jit with out_shardings.
   Returns (state, state_shardings, graphdef, tx).
   """
@@ -65,7 +66,11 @@ def create_train_state(build_model, make_tx, mesh, rules, seed: int):
   key = jax.random.PRNGKey(seed)
   init_key, train_key = jax.random.split(key)
   params, model_state = jax.jit(init, out_shardings=(param_sh, rest_sh))(init_key)
-  opt_sh = opt_state_shardings(tx, abs_params_pure, param_sh, mesh)
+  if isinstance(tx, optim.Phased):  # {phase: its optimizer state over its own params} (core/optim.py)
+    opt_sh = {name: opt_state_shardings(tx.txs[name], optim.select(abs_params_pure, mask),
+                                        optim.select(param_sh, mask), mesh) for name, mask in tx.masks.items()}
+  else:
+    opt_sh = opt_state_shardings(tx, abs_params_pure, param_sh, mesh)
   opt_state = jax.jit(tx.init, out_shardings=opt_sh)(params)
   rep = sharding.replicated(mesh)
   state = TrainState(step=jax.device_put(jnp.zeros((), jnp.int32), rep), params=params, model_state=model_state,

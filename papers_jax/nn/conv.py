@@ -171,3 +171,29 @@ def conv_flops(conv: Conv, h: int, w: int, *, count_padding: bool = True) -> tup
   if count_padding:
     taps_h, taps_w = oh * kh, ow * kw
   return 2 * taps_h * taps_w * cin * cout, oh, ow
+
+
+class ConvTranspose(nnx.Module):
+  """Transposed 2-D convolution (NHWC) with torch's ConvTranspose2d sizes: out = (in − 1)·stride − 2·padding +
+  kernel_size. Computed as the stride-dilated input convolved with the kernel (kh, kw, in, out) over a
+  padding of kernel_size − 1 − padding; torch's weight (in, out, kh, kw) maps to it spatially flipped."""
+
+  def __init__(self, in_features: int, out_features: int, kernel_size: int, *, stride: int = 1, padding: int = 0,
+               use_bias: bool = False, kernel_init: Initializer = KAIMING_FAN_OUT,
+               bias_init: Initializer = nnx.initializers.zeros, dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
+    if padding > kernel_size - 1:
+      raise ValueError(f"ConvTranspose: padding {padding} must be below kernel_size {kernel_size}")
+    self.stride, self.padding, self.kernel_size, self.dtype = stride, padding, kernel_size, dtype
+    self.kernel = param(rngs, kernel_init, (kernel_size, kernel_size, in_features, out_features), param_dtype,
+                        (None, None, "conv_in", "conv_out"))
+    self.bias = param(rngs, bias_init, (out_features,), param_dtype, ("conv_out",)) if use_bias else None
+
+  def __call__(self, x):
+    dtype = self.dtype or x.dtype
+    q = self.kernel_size - 1 - self.padding
+    y = jax.lax.conv_general_dilated(x.astype(dtype), self.kernel[...].astype(dtype), (1, 1), ((q, q), (q, q)),
+                                     lhs_dilation=(self.stride, self.stride),
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    if self.bias is not None:
+      y = y + self.bias[...].astype(dtype)
+    return y

@@ -2,7 +2,7 @@
 
 from papers_jax.errors import ConfigError
 
-TASKS = ("classification", "mae", "ssl", "clip", "lm", "text_finetune", "speech_to_text")
+TASKS = ("classification", "mae", "ssl", "clip", "lm", "text_finetune", "speech_to_text", "gan", "vae")
 
 
 def get_task(config):
@@ -33,4 +33,10 @@ def get_task(config):
   if config.task == "speech_to_text":
     from papers_jax.tasks.speech_to_text import SpeechToTextTask
     return SpeechToTextTask(config)
+  if config.task == "gan":
+    from papers_jax.tasks.gan import GANTask
+    return GANTask(config)
+  if config.task == "vae":
+    from papers_jax.tasks.vae import VAETask
+    return VAETask(config)
   raise ConfigError(f"unknown task {config.task!r}; choose from {TASKS}")
