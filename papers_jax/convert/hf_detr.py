@@ -1,10 +1,15 @@
-"""HF transformers `DetrForObjectDetection` state dicts → `papers_jax.models.detr.DETR`.
+"""HF transformers `DetrForObjectDetection` state dicts → `papers_jax.models.detr.DETR`, and
+`DeformableDetrForObjectDetection` → `papers_jax.models.deformable_detr.DeformableDETR`.
 
 Two layouts are read: transformers ≥ 5 (an HF `ResNetBackbone` under `model.backbone.model.embedder` /
 `encoder.stages.I.layers.J`, attention `o_proj`, `mlp.fc1`) and the one the hub checkpoints
 (`facebook/detr-resnet-50`) were saved in (a timm ResNet under `model.backbone.conv_encoder.model`,
 `out_proj`, layer-level `fc1`). The frozen BatchNorms' weight, bias and running statistics all land in
 our `FrozenBatchNorm`'s four statistics. Export writes the transformers ≥ 5 layout.
+
+Deformable DETR: HF keeps one class and box head per prediction (decoder layers, + 1 for two-stage
+proposals) and, where the model shares them (no box refinement), ties them all to head 0; the tied
+copies (and the decoder's own references to the heads, `model.decoder.{class,bbox}_embed`) are skipped.
 """
 
 from papers_jax.convert.keymap import KeyMap, Rule, conv_kernel, linear, one_layout, register_key_map, reshape
@@ -99,4 +104,53 @@ def _export_rules(model) -> list[Rule]:
   return out
 
 
+def _deform_attention_rules(src: str, dst: str) -> list[Rule]:
+  rules = []
+  for name in ("sampling_offsets", "attention_weights", "value_proj", "output_proj"):
+    rules += [Rule(src + rf"\.{name}\.weight", f"{dst}/{name}/kernel", linear(1)),
+              Rule(src + rf"\.{name}\.bias", f"{dst}/{name}/bias", reshape)]
+  return rules
+
+
+def _linear(src: str, dst: str) -> list[Rule]:
+  return [Rule(src + r"\.weight", dst + "/kernel", linear(1)), Rule(src + r"\.bias", dst + "/bias")]
+
+
+def _deformable_rules(model) -> list[Rule]:
+  enc, dec = r"model\.encoder\.layers\.(\d+)", r"model\.decoder\.layers\.(\d+)"
+  heads = len(model.class_embed)
+  rules = [
+      *_backbone_rules(model),
+      Rule(r"model\.level_embed", "level_embed"),
+      Rule(r"model\.input_proj\.(\d+)\.0\.weight", r"input_proj/\1/0/kernel", conv_kernel),
+      Rule(r"model\.input_proj\.(\d+)\.0\.bias", r"input_proj/\1/0/bias"),
+      Rule(r"model\.input_proj\.(\d+)\.1\.weight", r"input_proj/\1/1/scale"),
+      Rule(r"model\.input_proj\.(\d+)\.1\.bias", r"input_proj/\1/1/bias"),
+      Rule(r"model\.query_position_embeddings\.weight", "query_embed"),
+      *_linear(r"model\.reference_points", "reference_points"),
+      *_linear(r"model\.enc_output", "enc_output"),
+      *_norm(r"model\.enc_output_norm", "enc_output_norm"),
+      *_linear(r"model\.pos_trans", "pos_trans"),
+      *_norm(r"model\.pos_trans_norm", "pos_trans_norm"),
+      *_deform_attention_rules(enc + r"\.self_attn", r"encoder/\1/self_attn"),
+      *_norm(enc + r"\.self_attn_layer_norm", r"encoder/\1/norm1"),
+      *_mlp(enc, r"encoder/\1"),
+      *_norm(enc + r"\.final_layer_norm", r"encoder/\1/norm2"),
+      *_attention_rules(dec + r"\.self_attn", r"decoder/\1/self_attn"),
+      *_norm(dec + r"\.self_attn_layer_norm", r"decoder/\1/norm1"),
+      *_deform_attention_rules(dec + r"\.encoder_attn", r"decoder/\1/cross_attn"),
+      *_norm(dec + r"\.encoder_attn_layer_norm", r"decoder/\1/norm2"),
+      *_mlp(dec, r"decoder/\1"),
+      *_norm(dec + r"\.final_layer_norm", r"decoder/\1/norm3"),
+      Rule(r"model\.decoder\.(?:class|bbox)_embed\..*", "", _ignore),  # references to the heads below
+  ]
+  for i in range(heads):
+    rules += [*_linear(rf"class_embed\.{i}", f"class_embed/{i}"),
+              Rule(rf"bbox_embed\.{i}\.layers\.(\d+)\.weight", rf"bbox_embed/{i}/layers/\1/kernel", linear(1)),
+              Rule(rf"bbox_embed\.{i}\.layers\.(\d+)\.bias", rf"bbox_embed/{i}/layers/\1/bias")]
+  rules.append(Rule(r"(?:class|bbox)_embed\.\d+\..*", "", _ignore))  # HF's tied copies of a shared head
+  return rules
+
+
+register_key_map("hf", "DeformableDETR", KeyMap(_deformable_rules))
 register_key_map("hf", "DETR", KeyMap(_rules, export_rules=_export_rules))

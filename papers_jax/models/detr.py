@@ -52,17 +52,18 @@ def resize_mask(mask, height: int, width: int):
 
 
 def sine_position_embedding(mask, num_pos_feats: int, *, temperature: float = 10000.0, normalize: bool = True,
-                            scale: float = 2 * math.pi):
+                            scale: float = 2 * math.pi, offset: float = 0.0):
   """DETR's 2-D sine encoding (HF `DetrSinePositionEmbedding`): mask (B, h, w) bool, True = real →
   (B, h, w, 2 · num_pos_feats), y features then x features, each interleaving sin and cos. Positions
-  are the cumulative counts of real pixels, normalised to (0, scale] over the real extent."""
+  are the cumulative counts of real pixels, normalised to (0, scale] over the real extent; Deformable
+  DETR shifts them by `offset` = -0.5 (pixel centres) before normalising."""
   m = mask.astype(jnp.float32)
   y = jnp.cumsum(m, axis=1)
   x = jnp.cumsum(m, axis=2)
   if normalize:
     eps = 1e-6
-    y = y / (y[:, -1:, :] + eps) * scale
-    x = x / (x[:, :, -1:] + eps) * scale
+    y = (y + offset) / (y[:, -1:, :] + eps) * scale
+    x = (x + offset) / (x[:, :, -1:] + eps) * scale
   i = np.arange(num_pos_feats)
   dim_t = jnp.asarray(temperature ** (2 * (i // 2) / num_pos_feats), jnp.float32)
 
