@@ -5,6 +5,7 @@ export, and the position encoding. PAPERS_JAX_FULL_PARITY=1 adds the full-size D
 import functools
 import math
 import os
+import re
 
 import jax
 import jax.numpy as jnp
@@ -178,3 +179,21 @@ def test_full_detr_r50_matches_hf():
   logits, boxes = ours(model, pixels, mask)
   np.testing.assert_allclose(logits, want_logits, atol=TOL, rtol=0)
   np.testing.assert_allclose(boxes, want_boxes, atol=TOL, rtol=0)
+
+
+@pytest.mark.parametrize("config", ["detr/coco.py", "detr/coco.py:backbone=101", "detr/coco.py:smoke",
+                                    "deformable_detr/coco.py", "deformable_detr/coco.py:variant=two_stage",
+                                    "deformable_detr/coco.py:variant=box_refine,smoke"])
+def test_detection_configs_build_their_models(config):
+  """The model section of each shipped detection config (abstract). The end-to-end smoke runs are
+  tests/test_configs.py's, with the detection task."""
+  from conftest import load_config
+  path, _, arg = config.partition(":")
+  c = load_config(path, arg or None)
+  assert c.task == "detection"
+  model = abstract(**c.model)
+  paths = ["/".join(map(str, p)) for p, _ in nnx.to_flat_state(nnx.state(model, nnx.Param))]
+  # The recipe's parameter groups match what they name: the frozen stem and layer1, the 0.1× backbone.
+  assert any(re.search(c.optimizer.freeze[0], p) for p in paths)
+  for pattern, _ in c.optimizer.lr_multipliers:
+    assert any(re.search(pattern, p) for p in paths), pattern
