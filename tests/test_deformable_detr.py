@@ -3,7 +3,6 @@ and parity with HF transformers' `DeformableDetrForObjectDetection` (small HF Re
 perturbed, padded images) for the plain, box-refinement and two-stage variants; the parameter count."""
 
 import functools
-import math
 
 import jax
 import jax.numpy as jnp
@@ -14,7 +13,7 @@ from flax import nnx
 
 from papers_jax import convert
 from papers_jax.models import deformable_detr as ddetr
-from test_detr import TOL, abstract, num_params, padded_batch, perturbed, transformers
+from test_detr import FULL, TOL, abstract, check_gradients, num_params, padded_batch, perturbed, train_gradients, transformers
 
 SMALL = dict(num_classes=3, backbone_width=8, backbone_layers=(1, 1, 1, 1), d_model=32, num_heads=4,
              encoder_layers=1, decoder_layers=2, ffn_dim=64, num_queries=6, two_stage_num_proposals=6)
@@ -139,3 +138,29 @@ def test_deformable_detr_r50_parameter_count_matches_hf():
   class_head = 256 * 91 + 91
   assert num_params(abstract("deformable_detr_resnet50_box_refine")) == sum(p.numel() for p in hf.parameters()) + \
       5 * class_head
+
+
+def test_two_stage_train_mode_gradients_are_finite_with_padding():
+  """Box refinement and two-stage proposals, padded: the +inf proposals of padded pixels and the detached
+  references leave every gradient finite."""
+  _, model = small_pair(with_box_refine=True, two_stage=True)
+  check_gradients(*train_gradients(model, *padded_batch(64, 64)))
+
+
+@pytest.mark.skipif(not FULL, reason="full-size Deformable DETR forwards; set PAPERS_JAX_FULL_PARITY=1")
+@pytest.mark.parametrize("two_stage", [False, True])
+def test_full_deformable_detr_r50_matches_hf(two_stage):
+  kw = dict(with_box_refine=True, two_stage=True) if two_stage else {}
+  torch.manual_seed(0)
+  hf = perturbed(transformers.DeformableDetrForObjectDetection(hf_config(width=64, depths=(3, 4, 6, 3),
+                                                                         num_labels=91, **kw)))
+  model = abstract("deformable_detr_resnet50", **kw)
+  convert.load_torch_weights(model, {k: v.numpy() for k, v in hf.state_dict().items()}, "hf")
+  model.eval()
+  pixels, mask = padded_batch(256, 224)
+  if two_stage:
+    mask = np.ones_like(mask)
+  want_logits, want_boxes, _ = hf_outputs(hf, pixels, mask)
+  got = ours(model, pixels, mask)
+  np.testing.assert_allclose(got["logits"], want_logits, atol=TOL, rtol=0)
+  np.testing.assert_allclose(got["boxes"], want_boxes, atol=TOL, rtol=0)
