@@ -268,7 +268,11 @@ class DeformableDETR(nnx.Module):
     self.class_embed = nnx.List([Dense(d_model, num_classes, axes=("embed", "classes"),
                                        bias_init=nnx.initializers.constant(prior), **kw)
                                  for _ in range(num_heads_out)])
-    self.bbox_embed = nnx.List([_box_head(d_model, **kw) for _ in range(num_heads_out)])
+    # The official init: each box head's last layer at zero; a -2 bias on (w, h) gives the first layer's boxes
+    # a size of sigmoid(-2) ≈ 0.12 around their point reference. Refining heads add to the previous box and
+    # two-stage references are boxes already: their bias stays 0.
+    self.bbox_embed = nnx.List([_box_head(d_model, size_bias=-2.0 if i == 0 and not two_stage else 0.0, **kw)
+                                for i in range(num_heads_out)])
 
   def _head(self, heads, i: int):
     return heads[i] if self.with_box_refine else heads[0]
@@ -368,13 +372,12 @@ def _add_reference(delta, reference):
   return delta.at[..., :2].add(inverse_sigmoid(reference))
 
 
-def _box_head(d_model, **kw):
-  """DETR's 3-layer box MLP with the last layer at zero and a -2 bias on (w, h): boxes start at the
-  reference with a size of sigmoid(-2) ≈ 0.12 (the official init)."""
+def _box_head(d_model, *, size_bias: float, **kw):
+  """DETR's 3-layer box MLP with its last layer at zero and `size_bias` on the (w, h) outputs."""
   head = BoxMLP(d_model, d_model, 4, 3, **kw)
   last = head.layers[-1]
   last.kernel[...] = jnp.zeros_like(last.kernel[...])
-  last.bias[...] = jnp.asarray([0.0, 0.0, -2.0, -2.0], last.bias[...].dtype)
+  last.bias[...] = jnp.asarray([0.0, 0.0, size_bias, size_bias], last.bias[...].dtype)
   return head
 
 

@@ -16,8 +16,9 @@ attention keys and of the position encoding's normalisation, as in the reference
 Outputs: {"logits": (L, B, Q, num_classes + 1), "boxes": (L, B, Q, 4)} over the L decoder layers
 (the last is the prediction), boxes as normalised (cx, cy, w, h).
 
-Init: Xavier-uniform for every matrix of the transformer (the reference `_reset_parameters`), zero
-biases, object queries N(0, 1); the backbone is meant to come from an ImageNet checkpoint (a randomly
+Init: Xavier-uniform for every matrix of the transformer (the reference `_reset_parameters`) and, where
+the reference keeps torch's default Linear / Conv2d init, for the heads and the input projection too;
+zero biases; object queries N(0, 1). The backbone is meant to come from an ImageNet checkpoint (a randomly
 initialised frozen backbone does not learn).
 """
 
