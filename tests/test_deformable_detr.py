@@ -160,7 +160,19 @@ def test_full_deformable_detr_r50_matches_hf(two_stage):
   pixels, mask = padded_batch(256, 224)
   if two_stage:
     mask = np.ones_like(mask)
-  want_logits, want_boxes, _ = hf_outputs(hf, pixels, mask)
+  want_logits, want_boxes, out = hf_outputs(hf, pixels, mask)
   got = ours(model, pixels, mask)
-  np.testing.assert_allclose(got["logits"], want_logits, atol=TOL, rtol=0)
-  np.testing.assert_allclose(got["boxes"], want_boxes, atol=TOL, rtol=0)
+  if not two_stage:
+    np.testing.assert_allclose(got["logits"], want_logits, atol=TOL, rtol=0)
+    np.testing.assert_allclose(got["boxes"], want_boxes, atol=TOL, rtol=0)
+    return
+  np.testing.assert_allclose(got["enc_logits"], out.enc_outputs_class.numpy(), atol=TOL, rtol=0)
+  # Among 300 of 1192 proposals, scores a few 1e-6 apart swap places in top-k between the two float32
+  # computations; the decoder is permutation-equivariant in its queries, so the outputs are HF's up to that order.
+  ours_rows = np.concatenate([got["logits"], got["boxes"]], -1).transpose(1, 2, 0, 3).reshape(2, 300, -1)
+  hf_rows = np.concatenate([want_logits, want_boxes], -1).transpose(1, 2, 0, 3).reshape(2, 300, -1)
+  for b in range(2):
+    diff = np.abs(ours_rows[b][:, None] - hf_rows[b][None]).max(-1)  # (ours, theirs)
+    partner = diff.argmin(1)
+    assert (diff.min(1) <= TOL).all() and len(set(partner)) == 300
+    assert (partner != np.arange(300)).sum() <= 6, partner

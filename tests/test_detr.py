@@ -138,6 +138,26 @@ def test_small_detr_matches_hf_every_decoder_layer_with_padding(small_pair):
   assert np.abs(unpadded[:, 1] - logits[:, 1]).max() > 1e-2
 
 
+def test_timm_backbone_layout_and_basic_blocks_match_hf():
+  """The layout of the hub checkpoints: a timm ResNet-18 backbone (basic blocks), with the hub's old key names."""
+  torch.manual_seed(0)
+  hf = perturbed(transformers.DetrForObjectDetection(transformers.DetrConfig(
+      use_timm_backbone=True, backbone="resnet18", use_pretrained_backbone=False, d_model=32, encoder_layers=1,
+      decoder_layers=1, encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=64,
+      decoder_ffn_dim=64, num_queries=5, num_labels=3)))
+  hub = {k.replace("model.backbone.model.", "model.backbone.conv_encoder.model.").replace(".o_proj.", ".out_proj.")
+         .replace(".mlp.fc", ".fc"): v.numpy() for k, v in hf.state_dict().items()}
+  model = abstract("detr_resnet50", **{**SMALL, "backbone": "resnet18", "backbone_width": 64, "backbone_layers": None,
+                                       "encoder_layers": 1, "decoder_layers": 1})
+  convert.load_torch_weights(model, hub, "hf")
+  model.eval()
+  pixels, mask = padded_batch(96, 96)
+  want_logits, want_boxes = hf_per_layer(hf, pixels, mask)
+  logits, boxes = ours(model, pixels, mask)
+  np.testing.assert_allclose(logits, want_logits, atol=TOL, rtol=0)
+  np.testing.assert_allclose(boxes, want_boxes, atol=TOL, rtol=0)
+
+
 def test_export_gives_back_the_hf_state_dict(small_pair):
   hf, model = small_pair
   theirs = {k: v.numpy() for k, v in hf.state_dict().items() if not k.endswith("num_batches_tracked")}

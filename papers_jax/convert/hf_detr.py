@@ -4,7 +4,8 @@
 Two layouts are read: transformers ≥ 5 (an HF `ResNetBackbone` under `model.backbone.model.embedder` /
 `encoder.stages.I.layers.J`, attention `o_proj`, `mlp.fc1`) and the one the hub checkpoints
 (`facebook/detr-resnet-50`) were saved in (a timm ResNet under `model.backbone.conv_encoder.model`,
-`out_proj`, layer-level `fc1`). The frozen BatchNorms' weight, bias and running statistics all land in
+`out_proj`, layer-level `fc1`); a timm backbone built by transformers ≥ 5 (`use_timm_backbone=True`) sits
+under `model.backbone.model`. The frozen BatchNorms' weight, bias and running statistics all land in
 our `FrozenBatchNorm`'s four statistics. Export writes the transformers ≥ 5 layout.
 
 Deformable DETR: HF keeps one class and box head per prediction (decoder layers, + 1 for two-stage
@@ -23,7 +24,7 @@ def _ignore(x, shape):
 
 def _backbone_rules(model) -> list[Rule]:
   hf = r"model\.backbone\.model\."
-  timm = r"model\.backbone\.conv_encoder\.model\."
+  timm = r"model\.backbone\.(?:conv_encoder\.)?model\."
   rules = [
       Rule(r"model\.backbone\..*num_batches_tracked", "", _ignore),
       Rule(hf + r"embedder\.embedder\.convolution\.weight", "backbone/conv1/kernel", conv_kernel),
