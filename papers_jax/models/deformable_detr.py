@@ -144,6 +144,8 @@ class MSDeformAttn(nnx.Module):
 
 
 class EncoderLayer(nnx.Module):
+  """Post-norm: deformable self-attention (queries: pixel + position, values: the pixels), then the FFN."""
+
   def __init__(self, dim, num_heads, num_levels, num_points, ffn_dim, dropout, *, dtype=None,
                param_dtype=jnp.float32, rngs: nnx.Rngs):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
@@ -160,6 +162,9 @@ class EncoderLayer(nnx.Module):
 
 
 class DecoderLayer(nnx.Module):
+  """Post-norm: self-attention over the queries (query position on q and k), deformable cross-attention
+  to the encoder memory around the reference points, then the FFN."""
+
   def __init__(self, dim, num_heads, num_levels, num_points, ffn_dim, dropout, *, dtype=None,
                param_dtype=jnp.float32, rngs: nnx.Rngs):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
