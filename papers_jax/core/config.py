@@ -124,7 +124,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.optimizer = ml_collections.ConfigDict(dict(
       name="adamw", lr=1e-3, b1=0.9, b2=0.999, eps=1e-8, momentum=0.9, nesterov=False, weight_decay=1e-4,
       trust_coefficient=0.001, clip_grad_norm=0.0, layer_decay=1.0,
-      wd_exclude=(r"(^|/)bias$", r"(^|/)scale$", r"pos_embed", r"cls_token"), freeze=()))
+      wd_exclude=(r"(^|/)bias$", r"(^|/)scale$", r"pos_embed", r"cls_token"), freeze=(), lr_multipliers=()))
   c.schedule = ml_collections.ConfigDict(dict(
       name="cosine", warmup_steps=0, end_lr_ratio=0.0, boundaries=(0.5, 0.75), decay_factor=0.1,
       total_steps=0, step_offset=0))  # a run that continues another's schedule: see core/optim.py

@@ -6,7 +6,9 @@ TensorFlow's RMSProp of the Inception-v3 / MnasNet / MixNet recipes, with `decay
 the square root, the mean square started at 1, and L2 `weight_decay` added to the gradient as for sgd);
 `weight_decay` with `wd_exclude` (regexes over parameter paths such as "blocks/3/attn/qkv/bias");
 `clip_grad_norm` (global norm, 0 = off); `layer_decay` (layer-wise LR decay, 1 = off);
-`freeze` (regexes of parameters that receive no update and keep no optimizer state).
+`freeze` (regexes of parameters that receive no update and keep no optimizer state);
+`lr_multipliers`: ((regex, factor), ...), the first pattern that matches a parameter's path scales its
+whole update, decay included (a per-group lr: DETR's backbone trains at 0.1 × the lr).
 `config.schedule`: name (cosine | linear | rsqrt | step | exponential | constant), warmup_steps,
 end_lr_ratio, for `step`: boundaries (fractions of training) with decay_factor; for `exponential`
 (Inception-v3, MnasNet, MixNet): lr × decay_factor^⌊s / (decay_every · steps)⌋ after the warmup, decay_every
@@ -41,6 +43,15 @@ def param_paths(params) -> dict:
 
 def _matches(patterns, path: str) -> bool:
   return any(re.search(p, path) for p in patterns)
+
+
+def _lr_multiplier(multipliers, path: str) -> float:
+  for entry in multipliers:
+    if len(entry) != 2:
+      raise ConfigError(f"optimizer.lr_multipliers takes (regex, factor) pairs, got {entry!r}")
+    if re.search(entry[0], path):
+      return float(entry[1])
+  return 1.0
 
 
 def make_schedule(cfg, base_lr: float, total_steps: int):
@@ -182,6 +193,9 @@ def make_optimizer(cfg, schedule_cfg, params, total_steps: int):
   if layer_decay != 1.0:
     ids, num_layers = layer_ids(params)
     parts.append(scale_by_tree(jax.tree.map(lambda i: layer_decay ** (num_layers + 1 - i), ids)))
+  multipliers = tuple(cfg.get("lr_multipliers", ()))
+  if multipliers:
+    parts.append(scale_by_tree(jax.tree.map(lambda p: _lr_multiplier(multipliers, p), paths)))
   tx = optax.chain(*parts) if len(parts) > 1 else tx
 
   freeze = tuple(cfg.get("freeze", ()))

@@ -36,6 +36,7 @@ from papers_jax.models import transformer  # noqa: F401  (registers its variants
 from papers_jax.models import alexnet, inception, mixnet  # noqa: F401  (register their variants)
 from papers_jax.models import whisper  # noqa: F401  (registers its variants)
 from papers_jax.models import dcgan, vae  # noqa: F401  (register their variants)
+from papers_jax.models import deformable_detr, detr  # noqa: F401  (register their variants)
 
 # model class → its family module (with `forward_flops` and `EMBEDDINGS`).
 FAMILIES = {

@@ -33,7 +33,7 @@ from papers_jax.models.registry import IMAGENET_MEAN, IMAGENET_STD, Preprocessin
 from papers_jax.nn.activations import relu
 from papers_jax.nn.conv import Conv, conv_flops, max_pool
 from papers_jax.nn.linear import Dense
-from papers_jax.nn.norms import BatchNorm
+from papers_jax.nn.norms import BatchNorm, FrozenBatchNorm
 
 # name: (block, layers per stage) — Table 1 of the paper.
 VARIANTS = {
@@ -57,13 +57,13 @@ class Block(nnx.Module):
   shortcut of option A, B or C, or none (`residual=False`, a plain block)."""
 
   def __init__(self, kind: str, in_features: int, planes: int, stride: int, *, zero_init_last: bool,
-               shortcut: str = "B", residual: bool = True, bn_group_size=None, dtype=None,
+               shortcut: str = "B", residual: bool = True, bn_group_size=None, norm: str = "batch", dtype=None,
                param_dtype=jnp.float32, rngs: nnx.Rngs):
     out = planes * EXPANSION[kind]
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     zero_init_last = zero_init_last and residual  # a plain block has no branch to start at zero
-    bn = lambda c, last=False: BatchNorm(c, group_size=bn_group_size, **kw) if not (last and zero_init_last) else \
-        _zero_scale(BatchNorm(c, group_size=bn_group_size, **kw))
+    bn = lambda c, last=False: _norm(norm, c, bn_group_size, kw) if not (last and zero_init_last) else \
+        _zero_scale(_norm(norm, c, bn_group_size, kw))
     self.kind = kind
     if kind == "basic":
       self.conv1, self.bn1 = Conv(in_features, planes, 3, stride=stride, **kw), bn(planes)
@@ -101,6 +101,12 @@ class Block(nnx.Module):
     return relu(y + shortcut)
 
 
+def _norm(kind: str, c: int, group_size, kw):
+  if kind == "frozen":  # DETR's backbone: statistics and affine fixed (nn/norms.py)
+    return FrozenBatchNorm(c, **kw)
+  return BatchNorm(c, group_size=group_size, **kw)
+
+
 def _zero_scale(bn: BatchNorm) -> BatchNorm:
   bn.scale[...] = jnp.zeros_like(bn.scale[...])
   return bn
@@ -110,23 +116,26 @@ class ResNet(nnx.Module):
   """`layers`: blocks per stage (any number of stages; stage i has width·2^i planes and, after the
   first, starts with a stride-2 block). `shortcut`: "A", "B" or "C" (see the module docstring);
   `residual=False` builds the plain network. `img_size`: the input resolution that `forward_flops` assumes
-  (the network takes any size)."""
+  (the network takes any size). `norm`: "batch" (BatchNorm) or "frozen" (FrozenBatchNorm: fixed statistics
+  and affine, not trained; DETR's backbone)."""
 
   def __init__(self, *, block: str = "bottleneck", layers=(3, 4, 6, 3), num_classes: int = 1000, in_chans: int = 3,
                stem: str = "imagenet", width: int = 64, zero_init_last: bool = True, shortcut: str = "B",
-               residual: bool = True, img_size: int | None = None, bn_group_size=None,
+               residual: bool = True, img_size: int | None = None, bn_group_size=None, norm: str = "batch",
                dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
     if stem not in ("imagenet", "cifar"):
       raise ConfigError(f"stem={stem!r}; choose 'imagenet' (7×7/2 conv + max pool) or 'cifar' (3×3/1 conv)")
     if shortcut not in SHORTCUTS:
       raise ConfigError(f"shortcut={shortcut!r}; choose 'A' (zero-padded identity), 'B' (projection where the "
                        f"shape changes) or 'C' (projection everywhere)")
+    if norm not in ("batch", "frozen"):
+      raise ConfigError(f"norm={norm!r}; choose 'batch' (BatchNorm) or 'frozen' (FrozenBatchNorm)")
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.stem, self.num_classes, self.in_chans = stem, num_classes, in_chans
     self.shortcut, self.residual = shortcut, residual
     self.img_size = img_size or (224 if stem == "imagenet" else 32)
     self.conv1 = Conv(in_chans, width, 7, stride=2, **kw) if stem == "imagenet" else Conv(in_chans, width, 3, **kw)
-    self.bn1 = BatchNorm(width, group_size=bn_group_size, **kw)
+    self.bn1 = _norm(norm, width, bn_group_size, kw)
     stages, features = [], width
     for i, depth in enumerate(layers):
       planes = width * 2 ** i
@@ -134,7 +143,7 @@ class ResNet(nnx.Module):
       for j in range(depth):
         stride = 2 if (i > 0 and j == 0) else 1
         blocks.append(Block(block, features, planes, stride, zero_init_last=zero_init_last, shortcut=shortcut,
-                            residual=residual, bn_group_size=bn_group_size, **kw))
+                            residual=residual, bn_group_size=bn_group_size, norm=norm, **kw))
         features = planes * EXPANSION[block]
       stages.append(nnx.List(blocks))
     self.num_stages = len(stages)

@@ -75,6 +75,27 @@ class BatchNorm(nnx.Module):
     return y.astype(dtype)
 
 
+class FrozenBatchNorm(nnx.Module):
+  """BatchNorm with fixed statistics and affine (torchvision's `FrozenBatchNorm2d`, as DETR's backbone uses
+  it): y = (x - mean) / sqrt(var + eps) · scale + bias. All four are `nnx.BatchStat`, not parameters, so
+  no optimizer touches them and `train` changes nothing; a converted checkpoint loads them as BatchNorm's."""
+
+  def __init__(self, num_features: int, *, eps: float = 1e-5, dtype=None, param_dtype=jnp.float32,
+               rngs: nnx.Rngs | None = None):
+    del rngs
+    self.eps, self.dtype = eps, dtype
+    self.scale = nnx.BatchStat(jnp.ones((num_features,), param_dtype))
+    self.bias = nnx.BatchStat(jnp.zeros((num_features,), param_dtype))
+    self.mean = nnx.BatchStat(jnp.zeros((num_features,), jnp.float32))
+    self.var = nnx.BatchStat(jnp.ones((num_features,), jnp.float32))
+
+  def __call__(self, x, *, train: bool = False):
+    del train
+    scale = self.scale[...].astype(jnp.float32) * jax.lax.rsqrt(self.var[...] + self.eps)
+    shift = self.bias[...].astype(jnp.float32) - self.mean[...] * scale
+    return (x.astype(jnp.float32) * scale + shift).astype(self.dtype or x.dtype)
+
+
 class GroupNorm(nnx.Module):
   """GroupNorm (Wu & He, 2018) over NHWC maps: each example's channels fall into `num_groups` groups,
   normalised over (H, W, channels of the group); torch's `nn.GroupNorm` (eps 1e-5), float32 statistics."""
