@@ -85,7 +85,7 @@ def smoke(c) -> None:
   c.forecast.update(lookback=32, horizon=8)
   if c.model.name.startswith("patchtst"):
     c.model.update(num_layers=1, num_heads=2, d_model=8, d_ff=16)
-  c.batch_size, c.num_steps = 16, 4
+  c.batch_size, c.num_steps, c.num_epochs = 16, 4, 0.0
   c.schedule.warmup_steps = 0
   c.mesh.update(data=-1, fsdp=1, tensor=1)
   c.log_every, c.eval_every, c.checkpoint_every = 2, 0, 4
