@@ -169,7 +169,8 @@ def load_series(name: str, path: str | None = None) -> tuple[np.ndarray, tuple[s
     return _interpolate_missing(values).astype(np.float32), names, period
   if name == "csv":
     if not path:
-      raise DataError('data.name="csv" needs data.path: the ETT / Weather / Electricity CSV file')
+      raise DataError('data.name="csv" needs data.path, the ETT / Weather / Electricity CSV file: give the config '
+                      "argument path=<file> (configs/patchtst/etth1.py:path=/data/ETTh1.csv) or --config.data.path")
     values, names = read_csv(path)
     return _interpolate_missing(values).astype(np.float32), names, 24
   raise DataError(f"unknown forecasting data.name {name!r}; use 'ett_like', 'statsmodels:<{'|'.join(STATSMODELS)}>' "
