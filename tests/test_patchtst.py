@@ -168,3 +168,31 @@ def test_pretraining_matches_hf_with_the_same_mask():
   np.testing.assert_array_equal(np.asarray(got_mask), mask)
   np.testing.assert_allclose(np.asarray(pred), out.prediction_output.numpy(), atol=TOL, rtol=0)
   np.testing.assert_allclose(float(patchtst.masked_patch_mse(pred, target, mask)), float(out.loss), atol=TOL)
+
+
+# ------------------------------------------------------------------------------ compute accounting
+
+
+def _xla_forward_flops(model, forward, x) -> float:
+  """XLA's FLOP count of one example's forward pass, lowered without compiling (tests/test_flops.py)."""
+  graphdef, state = nnx.split(model)
+  cost = jax.jit(lambda s, x: forward(nnx.merge(graphdef, s), x)).lower(state, x).cost_analysis()
+  return (cost[0] if isinstance(cost, (list, tuple)) else cost)["flops"] / x.shape[0]
+
+
+@pytest.mark.parametrize("name,forward", [
+    ("patchtst_42", lambda m, x: m(x)),
+    ("patchtst_pretrain", lambda m, x: m(x, mask=jnp.zeros((2, 2, 8), bool))[0]),
+    ("nlinear", lambda m, x: m(x))])
+def test_forward_flops_match_xla(name, forward):
+  """Wide and shallow (matmuls dominate); residual attention off, so that XLA sees one QKᵀ per layer."""
+  wide = dict(d_model=256, num_heads=4, d_ff=512, num_layers=1, residual_attention=False, revin=False)
+  overrides = dict(num_channels=2, context_length=96) | ({} if name == "nlinear" else wide)
+  if name == "patchtst_42":
+    overrides["prediction_length"] = 24
+  model = nnx.eval_shape(lambda: models.create(name, rngs=FixedKeyRngs(), **overrides))
+  x = jax.ShapeDtypeStruct((2, 96, 2), jnp.float32)
+  ratio = _xla_forward_flops(model, forward, x) / models.forward_flops(model)
+  assert 1.0 <= ratio < 1.05, (name, ratio)
+  counts = models.param_counts(model)
+  assert counts["non_embedding_params"] < counts["params"] or name == "nlinear"

@@ -45,6 +45,8 @@ FAMILIES = {
     fnet.FNetForPreTraining: fnet, fnet.FNetForSequenceClassification: fnet,
     transformer.Transformer: transformer, alexnet.AlexNet: alexnet, inception.GoogLeNet: inception,
     inception.InceptionV3: inception, mixnet.MixNet: mixnet,
+    patchtst.PatchTST: patchtst, patchtst.PatchTSTForPretraining: patchtst, dlinear.DLinear: dlinear,
+    dlinear.NLinear: dlinear,
 }
 FLOP_COUNTERS = {cls: family.forward_flops for cls, family in FAMILIES.items()}
 

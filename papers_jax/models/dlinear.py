@@ -76,5 +76,14 @@ class NLinear(nnx.Module):
     return self.linear(x - last) + last
 
 
+def forward_flops(model) -> float:
+  """Matmul FLOPs per example: one L → H layer per component (two for DLinear) and channel; the moving
+  average is elementwise and not counted."""
+  layers = (model.seasonal, model.trend) if isinstance(model, DLinear) else (model.linear,)
+  return float(sum(2 * model.num_channels * layer.kernel.shape[-2] * layer.kernel.shape[-1] for layer in layers))
+
+
+EMBEDDINGS = ()  # no embedding tables
+
 register("dlinear", DLinear)
 register("nlinear", NLinear)

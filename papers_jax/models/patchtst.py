@@ -288,6 +288,26 @@ def masked_patch_mse(pred, target, mask):
   return (per_patch * mask).sum() / (mask.sum() + 1e-10)
 
 
+def forward_flops(model) -> float:
+  """Matmul FLOPs of one forward pass per example (2 per multiply-add), every channel: the patch embedding,
+  per layer the q/k/v/output projections, QKᵀ and the attention-weighted values, the feed-forward, then the
+  head (the flatten head, or the pre-training head on every patch). Residual attention's score sum and
+  RevIN are elementwise and not counted."""
+  enc = model.encoder
+  p, d = enc.embed.kernel.shape
+  n = enc.pos_embed.shape[0]
+  flops = 2 * n * p * d
+  for layer in enc.layers:
+    f = layer.fc1.kernel.shape[1]
+    flops += 4 * 2 * n * d * d + 2 * 2 * n * n * d + 2 * 2 * n * d * f
+  flops += 2 * math.prod(model.head.kernel.shape) * (n if isinstance(model, PatchTSTForPretraining) else 1)
+  return float(model.num_channels * flops)
+
+
+# Parameters models.embedding_params counts as embeddings: the patch projection and the position table.
+EMBEDDINGS = ("encoder.embed", "encoder.pos_embed")
+
+
 # name: (class, settings). Sizes from §4.1 / appendix A.1.4 and the official scripts.
 BASE = dict(num_layers=3, num_heads=16, d_model=128, d_ff=256, dropout=0.2, patch_length=16, stride=8)
 SMALL = dict(num_layers=3, num_heads=4, d_model=16, d_ff=128, dropout=0.3, patch_length=16, stride=8)
