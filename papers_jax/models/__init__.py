@@ -37,6 +37,7 @@ from papers_jax.models import alexnet, inception, mixnet  # noqa: F401  (registe
 from papers_jax.models import whisper  # noqa: F401  (registers its variants)
 from papers_jax.models import dcgan, vae  # noqa: F401  (register their variants)
 from papers_jax.models import deformable_detr, detr  # noqa: F401  (register their variants)
+from papers_jax.models import dlinear, patchtst  # noqa: F401  (register their variants)
 
 # model class → its family module (with `forward_flops` and `EMBEDDINGS`).
 FAMILIES = {
@@ -47,6 +48,8 @@ FAMILIES = {
     fnet.FNetForPreTraining: fnet, fnet.FNetForSequenceClassification: fnet,
     transformer.Transformer: transformer, alexnet.AlexNet: alexnet, inception.GoogLeNet: inception,
     inception.InceptionV3: inception, mixnet.MixNet: mixnet, whisper.Whisper: whisper,
+    patchtst.PatchTST: patchtst, patchtst.PatchTSTForPretraining: patchtst, dlinear.DLinear: dlinear,
+    dlinear.NLinear: dlinear,
 }
 FLOP_COUNTERS = {cls: family.forward_flops for cls, family in FAMILIES.items()}
 

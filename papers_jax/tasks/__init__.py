@@ -2,7 +2,7 @@
 
 from papers_jax.errors import ConfigError
 
-TASKS = ("classification", "mae", "ssl", "clip", "lm", "text_finetune", "speech_to_text", "gan", "vae")
+TASKS = ("classification", "mae", "ssl", "clip", "lm", "text_finetune", "speech_to_text", "gan", "vae", "forecast")
 
 
 def get_task(config):
@@ -39,4 +39,7 @@ def get_task(config):
   if config.task == "vae":
     from papers_jax.tasks.vae import VAETask
     return VAETask(config)
+  if config.task == "forecast":
+    from papers_jax.tasks.forecast import ForecastTask
+    return ForecastTask(config)
   raise ConfigError(f"unknown task {config.task!r}; choose from {TASKS}")
