@@ -88,3 +88,165 @@ def test_set_loss_is_differentiable_and_matching_is_not():
   _, metrics = objective.set_loss(logits[-1], pred_boxes[-1], labels, target_boxes, valid)
   unmatched = np.asarray(metrics["target_for_query"]) < 0
   assert unmatched[2].all() and np.all(np.asarray(grads[1])[-1][unmatched] == 0)
+
+
+# ------------------------------------------------------------------ COCO mAP against pycocotools
+
+
+def _pycocotools_stats(gt_boxes, gt_labels, pred_boxes, pred_scores, pred_labels, num_classes):
+  import contextlib
+  import io
+  from pycocotools.coco import COCO
+  from pycocotools.cocoeval import COCOeval
+  xywh = lambda b: [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])]  # noqa: E731
+  images, annotations, results = [], [], []
+  for i in range(len(gt_boxes)):
+    images.append({"id": i + 1, "height": 300, "width": 300})
+    for box, label in zip(gt_boxes[i], gt_labels[i]):
+      w, h = box[2] - box[0], box[3] - box[1]
+      annotations.append({"id": len(annotations) + 1, "image_id": i + 1, "category_id": int(label) + 1,
+                          "bbox": xywh(box), "area": float(w * h), "iscrowd": 0})
+    for box, score, label in zip(pred_boxes[i], pred_scores[i], pred_labels[i]):
+      results.append({"image_id": i + 1, "category_id": int(label) + 1, "bbox": xywh(box), "score": float(score)})
+  with contextlib.redirect_stdout(io.StringIO()):
+    gt = COCO()
+    gt.dataset = {"images": images, "annotations": annotations,
+                  "categories": [{"id": c + 1, "name": str(c)} for c in range(num_classes)]}
+    gt.createIndex()
+    evaluator = COCOeval(gt, gt.loadRes(results), "bbox")
+    evaluator.evaluate()
+    evaluator.accumulate()
+    evaluator.summarize()
+  return dict(zip(["AP", "AP50", "AP75", "APs", "APm", "APl"], evaluator.stats[:6])) | {"AR100": evaluator.stats[8]}
+
+
+def _generated_detections(rng, num_images=40, num_classes=3):
+  """Ground truth of every size range, and predictions that are jittered copies (some with the wrong
+  class, some missing), plus false positives; integer-rounded scores make ties."""
+  gt_boxes, gt_labels, pred_boxes, pred_scores, pred_labels = [], [], [], [], []
+  for _ in range(num_images):
+    n = rng.integers(0, 6)
+    xy = rng.uniform(0, 200, (n, 2))
+    wh = np.exp(rng.uniform(np.log(8), np.log(150), (n, 2)))
+    boxes = np.concatenate([xy, xy + wh], -1)
+    labels = rng.integers(0, num_classes, n)
+    keep = rng.uniform(size=n) < 0.8
+    jitter = boxes[keep] + rng.normal(0, 0.08, (keep.sum(), 1)) * np.concatenate([wh[keep], wh[keep]], -1)
+    flip = rng.uniform(size=keep.sum()) < 0.15
+    det_labels = np.where(flip, rng.integers(0, num_classes, keep.sum()), labels[keep])
+    m = rng.integers(0, 4)
+    fp_xy = rng.uniform(0, 250, (m, 2))
+    fp = np.concatenate([fp_xy, fp_xy + rng.uniform(5, 100, (m, 2))], -1)
+    gt_boxes.append(boxes)
+    gt_labels.append(labels)
+    pred_boxes.append(np.concatenate([jitter, fp]))
+    pred_scores.append(np.round(rng.uniform(0, 1, keep.sum() + m), 1))
+    pred_labels.append(np.concatenate([det_labels, rng.integers(0, num_classes, m)]))
+  return gt_boxes, gt_labels, pred_boxes, pred_scores, pred_labels
+
+
+@pytest.mark.skipif(importlib.util.find_spec("pycocotools") is None, reason="pycocotools is needed")
+@pytest.mark.parametrize("seed", [0, 1])
+def test_coco_map_equals_pycocotools(seed):
+  from papers_jax.evaluators import coco
+  data = _generated_detections(np.random.default_rng(seed))
+  expected = _pycocotools_stats(*data, num_classes=3)
+  got = coco.coco_map(*data, num_classes=3)
+  for key, value in expected.items():
+    np.testing.assert_allclose(got[key], value, atol=1e-9, err_msg=key)
+  assert 0.2 < got["AP50"] < 0.95 and got["APs"] > -1 and got["APl"] > -1  # a case with something to measure
+
+
+def test_coco_map_hand_built_cases():
+  from papers_jax.evaluators import coco
+  gt = [np.array([[0, 0, 10, 10], [20, 20, 40, 40]], float)]
+  perfect = coco.coco_map(gt, [np.array([0, 1])], gt, [np.array([0.9, 0.8])], [np.array([0, 1])], num_classes=2)
+  assert perfect["AP"] == pytest.approx(1.0) and perfect["APs"] == pytest.approx(1.0) and perfect["APm"] == -1
+  # Shifted by 1 px on a 10 px box: IoU 81/119 = 0.68, a hit at 0.50..0.65 only (4 of the 10 thresholds).
+  shifted = coco.coco_map(gt[:1], [np.array([0, 1])], [np.array([[1, 1, 11, 11], [20, 20, 40, 40]], float)],
+                          [np.array([0.9, 0.8])], [np.array([0, 1])], num_classes=2)
+  assert shifted["AP50"] == pytest.approx(1.0) and shifted["AP"] == pytest.approx((0.4 + 1.0) / 2)
+
+
+def test_mask_iou():
+  from papers_jax.evaluators import coco
+  a = np.zeros((2, 4, 4), bool)
+  b = np.zeros((2, 4, 4), bool)
+  a[0, :2], b[0, :, :2] = True, True  # 4 shared of 12 pixels
+  np.testing.assert_allclose(coco.mask_iou(a, b), [4 / 12, 1.0])
+  assert coco.mean_mask_iou(a, b, valid=[True, False]) == pytest.approx(1 / 3)
+
+
+# ------------------------------------------------------------------ generated scenes, COCO source, augmentation
+
+
+@pytest.fixture(scope="module", params=["shapes_scenes", "digits_scenes"])
+def scene_source(request):
+  from papers_jax.data import scenes
+  return {"shapes_scenes": scenes.ShapesScenesSource, "digits_scenes": scenes.DigitsScenesSource}[request.param]
+
+
+def _assert_boxes_are_the_masks_tight_boxes(example, atol=0.0):
+  from papers_jax.data import scenes
+  assert len(example["boxes"]) == len(example["labels"]) == len(example["instance_masks"])
+  for box, mask in zip(example["boxes"], example["instance_masks"]):
+    np.testing.assert_allclose(box, scenes.tight_box(mask), atol=atol)
+
+
+def test_scenes_are_fixed_and_consistent(scene_source):
+  train, test = scene_source("train"), scene_source("test")
+  assert (len(train), len(test)) == (2000, 250)
+  a, b = train[7], scene_source("train")[7]
+  for key in a:
+    np.testing.assert_array_equal(a[key], b[key])  # the same scene on every call
+  assert not np.array_equal(train[0]["image"], test[0]["image"])
+  counts = []
+  for i in range(20):
+    example = train[i]
+    assert example["image"].shape == (64, 64, 3) and example["image"].dtype == np.uint8
+    _assert_boxes_are_the_masks_tight_boxes(example)
+    masks = example["instance_masks"]
+    assert masks.sum(0).max() <= 1  # objects do not overlap
+    assert set(example["labels"].tolist()) <= set(range(train.num_classes))
+    counts.append(len(example["labels"]))
+  assert min(counts) >= 1 and max(counts) >= 3
+
+
+def test_augmentation_keeps_boxes_and_masks_consistent():
+  from papers_jax.data import scenes
+  example = scenes.ShapesScenesSource("train")[3]
+  flipped = scenes.hflip(example)
+  _assert_boxes_are_the_masks_tight_boxes(flipped)
+  np.testing.assert_array_equal(scenes.hflip(flipped)["image"], example["image"])
+  resized = scenes.resize(example, 128, 96)  # 2× taller, 1.5× wider
+  assert resized["image"].shape == (128, 96, 3)
+  _assert_boxes_are_the_masks_tight_boxes(resized, atol=1.0)  # nearest masks: within a pixel
+  np.testing.assert_allclose(resized["boxes"], example["boxes"] * [1.5, 2, 1.5, 2])
+  # A crop through the objects: boxes clipped to the window, objects outside dropped.
+  cropped = scenes.crop(example, 10, 20, 30, 40)
+  assert cropped["image"].shape == (30, 40, 3)
+  _assert_boxes_are_the_masks_tight_boxes(cropped)
+  rng = np.random.default_rng(0)
+  for _ in range(5):
+    _assert_boxes_are_the_masks_tight_boxes(scenes.random_crop(example, rng, 0.3))
+  padded = scenes.pad_targets(example, 8)
+  n = len(example["labels"])
+  assert padded["boxes"].shape == (8, 4) and padded["instance_masks"].shape == (8, 64, 64)
+  np.testing.assert_array_equal(padded["box_valid"], np.arange(8) < n)
+  np.testing.assert_array_equal(padded["labels"][:n], example["labels"])
+
+
+def test_coco_source_reads_what_write_coco_wrote(tmp_path):
+  from papers_jax.data import scenes
+  from papers_jax.errors import DataError
+  source = scenes.DigitsScenesSource("test")
+  scenes.write_coco(source, str(tmp_path), "val", count=4)
+  coco = scenes.CocoSource(str(tmp_path), "val", with_masks=True)
+  assert len(coco) == 4 and coco.num_classes == 10 and coco.class_names[3] == "3"
+  for i in range(4):
+    np.testing.assert_array_equal(coco[i]["image"], source[i]["image"])
+    np.testing.assert_allclose(coco[i]["boxes"], source[i]["boxes"])
+    np.testing.assert_array_equal(coco[i]["labels"], source[i]["labels"])
+    assert coco[i]["instance_masks"].shape == (len(source[i]["labels"]), 64, 64)
+  with pytest.raises(DataError, match="instances_train.json"):
+    scenes.CocoSource(str(tmp_path), "train")
