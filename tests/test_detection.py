@@ -294,3 +294,42 @@ def test_detection_run_learns_and_sharded_equals_single_device(tmp_path):
   single, _ = _run_steps(config, jax.devices()[:1])
   np.testing.assert_allclose(sharded, single, rtol=1e-4)
   assert single[-2:].mean() < 0.8 * single[0]  # the set loss falls within a few steps
+
+
+def test_task_preprocess_gives_static_normalised_targets():
+  from papers_jax.data import scenes
+  from papers_jax.tasks.detection import detection_preprocess
+  source = scenes.ShapesScenesSource("test")
+  example = source[5]
+  n = len(example["labels"])
+  fn = detection_preprocess(128, 8, train=True, flip_prob=1.0)  # always flipped, resized 2×
+  out = fn(dict(example), np.random.default_rng(0))
+  assert out["image"].shape == (128, 128, 3) and out["boxes"].shape == (8, 4) and out["box_valid"].sum() == n
+  np.testing.assert_array_equal(out["orig_size"], [64, 64])
+  x0, y0, x1, y1 = example["boxes"].T
+  expected = np.stack([1 - (x0 + x1) / 2 / 64, (y0 + y1) / 2 / 64, (x1 - x0) / 64, (y1 - y0) / 64], -1)  # flipped
+  np.testing.assert_allclose(out["boxes"][:n], expected, atol=1e-6)
+  assert np.all(out["boxes"][n:] == 0) and np.all(out["labels"][:n] == example["labels"])
+
+
+def test_task_reads_either_head_and_names_too_few_queries():
+  from conftest import load_config
+  from papers_jax.errors import ConfigError
+  from papers_jax.tasks.detection import DetectionTask
+  task = DetectionTask(load_config("detection/scenes_tiny.py", "smoke"))  # shapes: 4 classes, 6 boxes
+  rng = np.random.default_rng(3)
+  logits, pred_boxes, labels, target_boxes, valid = _random_problem(rng, layers=1, batch=2, queries=7, classes=4,
+                                                                    max_targets=6)
+  batch = {"labels": labels, "boxes": target_boxes}
+  # Under jit, as in the step (eagerly every op would compile on its own).
+  softmax = jax.jit(lambda l, b: task._set_loss({"pred_logits": l[0], "pred_boxes": b[0]}, batch, valid)[0])
+  reference = jax.jit(lambda l, b, focal: objective.set_loss(l, b, labels, target_boxes, valid, focal=focal)[0],
+                      static_argnums=2)
+  np.testing.assert_allclose(softmax(logits, pred_boxes), reference(logits, pred_boxes, False), rtol=1e-6)
+  focal = jax.jit(lambda l, b: task._set_loss({"logits": l, "boxes": b}, batch, valid)[0])
+  np.testing.assert_allclose(focal(logits[..., :-1], pred_boxes), reference(logits[..., :-1], pred_boxes, True),
+                             rtol=1e-6)
+  with pytest.raises(ConfigError, match="class logits"):
+    task._set_loss({"logits": logits[..., :2], "boxes": pred_boxes}, batch, valid)
+  with pytest.raises(ConfigError, match="max_boxes=6 is more than the model's 5 queries"):
+    task._set_loss({"logits": logits[:, :, :5], "boxes": pred_boxes[:, :, :5]}, batch, valid)

@@ -197,8 +197,8 @@ def _polygon_mask(segmentation, height: int, width: int) -> np.ndarray:
 
 def write_coco(source, root: str, split: str, count: int | None = None) -> str:
   """Writes the first `count` examples of a detection source as a COCO split under `root`; returns the JSON path.
-  Masks become polygons of their pixel squares' outlines is not attempted: segmentations are written as
-  the box polygons, enough for box evaluation."""
+  Category ids are label + 1. Each segmentation is written as its box's polygon (enough for box
+  evaluation; the instance masks themselves are not traced into polygons)."""
   from PIL import Image
   count = len(source) if count is None else min(count, len(source))
   os.makedirs(os.path.join(root, split), exist_ok=True)

@@ -186,6 +186,9 @@ class DetectionTask:
   def _set_loss(self, out, batch, valid):
     logits, boxes = model_outputs(out)
     d = self.det
+    if logits.shape[2] < batch["boxes"].shape[1]:  # the matching gives every target its own query
+      raise ConfigError(f"detection.max_boxes={batch['boxes'].shape[1]} is more than the model's {logits.shape[2]} "
+                        "queries; lower detection.max_boxes or raise model.num_queries")
     return objective.set_loss(
         logits, boxes, batch["labels"], batch["boxes"], valid, class_cost=d.class_cost, bbox_cost=d.bbox_cost,
         giou_cost=d.giou_cost, class_weight=d.class_weight, bbox_weight=d.bbox_weight, giou_weight=d.giou_weight,
