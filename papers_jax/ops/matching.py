@@ -98,8 +98,8 @@ def match_queries(cost: jax.Array, target_valid: jax.Array | None = None) -> tup
   cost (B, Q, T) with T <= Q, target_valid (B, T) bool. Returns
     target_for_query (B, Q) int32: the matched target of each query, -1 for none;
     query_for_target (B, T) int32: the matched query of each real target, -1 for padding.
-  Non-finite costs (NaN / inf from a diverged prediction) are replaced by a large finite cost, so such
-  a query is matched only when nothing else can be, as DETR's matcher does.
+  Non-finite costs (NaN / inf from a diverged prediction) are replaced by a large finite cost (1e4, and
+  costs are clipped to ±1e4), so such a query is matched only when nothing else can be, as DETR's matcher does.
   """
   b, q, t = cost.shape
   if t > q:
@@ -107,7 +107,9 @@ def match_queries(cost: jax.Array, target_valid: jax.Array | None = None) -> tup
   if target_valid is None:
     target_valid = jnp.ones((b, t), bool)
   cost = cost.astype(jnp.float32)
-  big = 1e6  # far above any real matching cost, far below where float32 loses the small ones
+  # Far above a DETR matching cost (at most ~50), and small enough that float32 potentials keep the
+  # real costs' differences (1e4 has a resolution of 1e-3).
+  big = 1e4
   cost = jnp.where(jnp.isfinite(cost), jnp.clip(cost, -big, big), big)
   rows = jnp.where(target_valid[:, :, None], jnp.swapaxes(cost, 1, 2), 0.0)  # (B, T, Q); padded rows of zeros
   query_for_target = jax.vmap(_solve_rows_le_cols)(rows)
