@@ -10,7 +10,7 @@ Loss: DETR's set loss as in the paper (matching costs 1/5/2, loss weights 1/5/2,
 up to 5 digits (10 classes), horizontal flips. Evaluation: COCO box mAP on the 250 test scenes and
 a PNG of predictions (<workdir>/detections/). `smoke` shrinks it to a few steps.
 
-Departures from DETR's recipe (configs for the DETR model itself come with it):
+Departures from the paper (DETR's recipe; configs for the DETR model itself come with it):
 - A tiny conv stem trained from scratch instead of an ImageNet ResNet-50, 12 queries instead of 100,
   2 decoder layers and no encoder.
 - AdamW lr 1e-3 (DETR: 1e-4, backbone 1e-5) with a cosine schedule and 100 warm-up steps
