@@ -110,11 +110,13 @@ def test_batched_nms_equals_numpy(threshold):
 def test_nms_valid_mask_per_class_and_padding():
   boxes = np.array([[0, 0, 1, 1], [0, 0, 1, 1.05], [0, 0, 1, 1], [5, 5, 6, 6]], np.float32)
   scores = np.array([0.9, 0.8, 0.7, 0.6], np.float32)
-  indices, keep = box_ops.nms(boxes, scores, iou_threshold=0.5, max_outputs=6)
+  nms = jax.jit(box_ops.nms, static_argnames=("iou_threshold", "max_outputs"))  # one compile per output size
+  indices, keep = nms(boxes, scores, iou_threshold=0.5, max_outputs=6)
   np.testing.assert_array_equal(indices, [0, 3, -1, -1, -1, -1])
   np.testing.assert_array_equal(keep, [1, 1, 0, 0, 0, 0])
-  indices, _ = box_ops.nms(boxes, scores, max_outputs=2, valid=np.array([False, True, True, True]))
+  indices, _ = nms(boxes, scores, max_outputs=2, valid=np.array([False, True, True, True]))
   np.testing.assert_array_equal(indices, [1, 3])
   # Per class: box 1 is another class than box 0, so it survives; box 2 (class 0) does not.
-  indices, _ = box_ops.batched_nms(boxes[None], scores[None], np.array([[0, 1, 0, 0]]), max_outputs=4)
+  indices, _ = jax.jit(box_ops.batched_nms, static_argnames="max_outputs")(boxes[None], scores[None],
+                                                                           np.array([[0, 1, 0, 0]]), max_outputs=4)
   np.testing.assert_array_equal(indices[0], [0, 1, 3, -1])

@@ -85,7 +85,7 @@ def test_set_loss_is_differentiable_and_matching_is_not():
       logits, pred_boxes)
   assert all(np.isfinite(g).all() and np.abs(g).max() > 0 for g in grads)
   # Queries matched to no target get box gradient 0 (their boxes enter no term).
-  _, metrics = objective.set_loss(logits[-1], pred_boxes[-1], labels, target_boxes, valid)
+  _, metrics = jax.jit(objective.set_loss)(logits[-1], pred_boxes[-1], labels, target_boxes, valid)
   unmatched = np.asarray(metrics["target_for_query"]) < 0
   assert unmatched[2].all() and np.all(np.asarray(grads[1])[-1][unmatched] == 0)
 
