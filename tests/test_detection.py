@@ -333,3 +333,20 @@ def test_task_reads_either_head_and_names_too_few_queries():
     task._set_loss({"logits": logits[..., :2], "boxes": pred_boxes}, batch, valid)
   with pytest.raises(ConfigError, match="max_boxes=6 is more than the model's 5 queries"):
     task._set_loss({"logits": logits[:, :, :5], "boxes": pred_boxes[:, :, :5]}, batch, valid)
+
+
+def test_decode_predictions_of_both_heads():
+  from papers_jax.tasks.detection import decode_predictions
+  boxes = np.array([[[0.5, 0.5, 0.2, 0.4], [0.25, 0.25, 0.5, 0.5]]])  # (1 image, 2 queries, 4)
+  softmax_logits = np.log(np.array([[[0.1, 0.7, 0.2], [0.3, 0.1, 0.6]]]))  # 2 classes + no-object
+  (xyxy, scores, labels), = decode_predictions(softmax_logits, boxes, np.array([[100, 200]]), sigmoid=False,
+                                               max_detections=100)
+  np.testing.assert_allclose(xyxy, [[80, 30, 120, 70], [0, 0, 100, 50]])  # x by the width 200, y by the height 100
+  np.testing.assert_allclose(scores, [0.7, 0.3])
+  np.testing.assert_array_equal(labels, [1, 0])
+  sigmoid_logits = np.array([[[-3.0, 2.0], [1.0, 3.0]]])  # no no-object logit: the best (query, class) pairs
+  (xyxy, scores, labels), = decode_predictions(sigmoid_logits, boxes, np.array([[100, 200]]), sigmoid=True,
+                                               max_detections=3)
+  np.testing.assert_allclose(scores, 1 / (1 + np.exp(-np.array([3.0, 2.0, 1.0]))))
+  np.testing.assert_array_equal(labels, [1, 1, 0])
+  np.testing.assert_allclose(xyxy[:2], [[0, 0, 100, 50], [80, 30, 120, 70]])
