@@ -29,6 +29,7 @@ def get_config(arg=None):
   c.task = "detection"
   c.data.name = args.data
   c.data.image_size = 64
+  c.data.mean, c.data.std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
   c.model = dict(name="query_detector_tiny", num_queries=12, depth=2, width=64)
   c.detection = detection_defaults(max_boxes=6 if args.data == "shapes_scenes" else 5, flip_prob=0.5,
                                    vis_examples=8, vis_score=0.5)

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from papers_jax.models.registry import Preprocessing, register
+from papers_jax.models.registry import register
 from papers_jax.nn.attention import Attention, CrossAttention
 from papers_jax.nn.conv import Conv
 from papers_jax.nn.linear import Dense, param
@@ -91,5 +91,6 @@ class QueryDetector(nnx.Module):
     return {"logits": self.class_embed(hs).astype(jnp.float32), "boxes": jax.nn.sigmoid(boxes.astype(jnp.float32))}
 
 
-PREPROCESSING = Preprocessing(64, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), 1.0, "bilinear")
-register("query_detector_tiny", QueryDetector, preprocessing=PREPROCESSING)
+# Any image size (a multiple of 8 for three stem stages); no checkpoint, so no preprocessing of its own:
+# a config sets data.mean / data.std.
+register("query_detector_tiny", QueryDetector)
