@@ -333,6 +333,10 @@ def test_task_reads_either_head_and_names_too_few_queries():
     task._set_loss({"logits": logits[..., :2], "boxes": pred_boxes}, batch, valid)
   with pytest.raises(ConfigError, match="max_boxes=6 is more than the model's 5 queries"):
     task._set_loss({"logits": logits[:, :, :5], "boxes": pred_boxes[:, :, :5]}, batch, valid)
+  config = load_config("detection/scenes_tiny.py", "smoke").unlock()
+  config.data.augment = "cifar"
+  with pytest.raises(ConfigError, match="data.augment='cifar'.*without their boxes"):
+    DetectionTask(config.lock())
 
 
 def test_decode_predictions_of_both_heads():

@@ -158,6 +158,11 @@ class DetectionTask:
     if self.det.class_head not in CLASS_HEADS:
       raise ConfigError(f"detection.class_head={self.det.class_head!r}; choose one of {CLASS_HEADS} ('' reads the "
                         "model's number of logits)")
+    # The image-classification augmentations would move pixels without their boxes.
+    for key, off in (("augment", "none"), ("randaugment", ""), ("random_erasing", 0.0), ("pca_lighting", 0.0)):
+      if config.data.get(key, off) != off:
+        raise ConfigError(f"data.{key}={config.data[key]!r} is an image-classification augmentation, which would move "
+                          f"pixels without their boxes; leave it at {off!r} and use detection.flip_prob / crop_prob")
     self.mean, self.std, _ = image_preprocessing(config)
     self.class_names = tuple(self.source(config.data.train_split).class_names)
     self.num_classes = len(self.class_names)
