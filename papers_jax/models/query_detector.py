@@ -57,7 +57,7 @@ class DecoderLayer(nnx.Module):
 
 
 class QueryDetector(nnx.Module):
-  def __init__(self, *, num_classes: int, in_chans: int = 3, stem_channels=(32, 64, 64), width: int = 64,
+  def __init__(self, *, num_classes: int = 4, in_chans: int = 3, stem_channels=(32, 64, 64), width: int = 64,
                num_queries: int = 12, depth: int = 2, num_heads: int = 4, mlp_ratio: float = 2.0,
                class_head: str = "softmax", dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
     if class_head not in ("softmax", "sigmoid"):
@@ -93,4 +93,4 @@ class QueryDetector(nnx.Module):
 
 # Any image size (a multiple of 8 for three stem stages); no checkpoint, so no preprocessing of its own:
 # a config sets data.mean / data.std.
-register("query_detector_tiny", QueryDetector)
+register("query_detector_tiny", QueryDetector)  # num_classes: the task sets the data's (4: the shapes scenes)
