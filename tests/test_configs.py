@@ -86,7 +86,8 @@ def check_smoke_run(config, summary, workdir):
 
 # Configs whose smoke run, exactly as shipped, another test file makes and checks with check_smoke_run
 # (and more): running them here too would train the same run twice.
-RUN_ELSEWHERE = {"clip/digits.py": "tests/test_clip.py::test_digits_smoke_run_writes_its_outputs"}
+RUN_ELSEWHERE = {"clip/digits.py": "tests/test_clip.py::test_digits_smoke_run_writes_its_outputs",
+                 "detection/scenes_tiny.py": "tests/test_detection.py::test_detection_run_learns_and_sharded_equals_single_device"}
 
 
 # The classic CNNs' smoke runs compile a full-depth network (Inception-v3's ~100 convolutions) for 50–90 s

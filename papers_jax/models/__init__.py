@@ -38,6 +38,7 @@ from papers_jax.models import whisper  # noqa: F401  (registers its variants)
 from papers_jax.models import dcgan, vae  # noqa: F401  (register their variants)
 from papers_jax.models import deformable_detr, detr  # noqa: F401  (register their variants)
 from papers_jax.models import dlinear, patchtst  # noqa: F401  (register their variants)
+from papers_jax.models import query_detector  # noqa: F401  (registers its variant)
 
 # model class → its family module (with `forward_flops` and `EMBEDDINGS`).
 FAMILIES = {

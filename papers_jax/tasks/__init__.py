@@ -1,45 +1,32 @@
 """Paper recipes: model + objective + extra state + evaluation, selected by `config.task`."""
 
+import importlib
+
 from papers_jax.errors import ConfigError
 
-TASKS = ("classification", "mae", "ssl", "clip", "lm", "text_finetune", "speech_to_text", "gan", "vae", "forecast")
+# config.task → the class in papers_jax/tasks/<task>.py (imported only when chosen).
+TASK_CLASSES = {
+    "classification": "ClassificationTask",
+    "mae": "MAETask",
+    "ssl": "SSLTask",
+    "clip": "CLIPTask",
+    "lm": "LMTask",
+    "text_finetune": "TextFinetuneTask",
+    "speech_to_text": "SpeechToTextTask",
+    "gan": "GANTask",
+    "vae": "VAETask",
+    "forecast": "ForecastTask",
+    "detection": "DetectionTask",
+}
+TASKS = tuple(TASK_CLASSES)
 
 
 def get_task(config):
   """The task object of `config.task`, after checking the ranges of its config section."""
-  if config.task in TASKS and config.task in config:
-    import importlib
+  if config.task not in TASK_CLASSES:
+    raise ConfigError(f"unknown task {config.task!r}; choose from {TASKS}")
+  module = importlib.import_module(f"papers_jax.tasks.{config.task}")
+  if config.task in config:
     from papers_jax.core import config as config_lib
-    module = importlib.import_module(f"papers_jax.tasks.{config.task}")
     config_lib.check_ranges(config[config.task], getattr(module, "RANGES", ()), f"{config.task}.")
-  if config.task == "classification":
-    from papers_jax.tasks.classification import ClassificationTask
-    return ClassificationTask(config)
-  if config.task == "mae":
-    from papers_jax.tasks.mae import MAETask
-    return MAETask(config)
-  if config.task == "ssl":
-    from papers_jax.tasks.ssl import SSLTask
-    return SSLTask(config)
-  if config.task == "clip":
-    from papers_jax.tasks.clip import CLIPTask
-    return CLIPTask(config)
-  if config.task == "lm":
-    from papers_jax.tasks.lm import LMTask
-    return LMTask(config)
-  if config.task == "text_finetune":
-    from papers_jax.tasks.text_finetune import TextFinetuneTask
-    return TextFinetuneTask(config)
-  if config.task == "speech_to_text":
-    from papers_jax.tasks.speech_to_text import SpeechToTextTask
-    return SpeechToTextTask(config)
-  if config.task == "gan":
-    from papers_jax.tasks.gan import GANTask
-    return GANTask(config)
-  if config.task == "vae":
-    from papers_jax.tasks.vae import VAETask
-    return VAETask(config)
-  if config.task == "forecast":
-    from papers_jax.tasks.forecast import ForecastTask
-    return ForecastTask(config)
-  raise ConfigError(f"unknown task {config.task!r}; choose from {TASKS}")
+  return getattr(module, TASK_CLASSES[config.task])(config)

@@ -1,0 +1,1 @@
+"""Jittable array operations shared by task families (boxes, matching)."""
