@@ -34,6 +34,7 @@ from papers_jax.models import bert, fnet  # noqa: F401  (register their variants
 from papers_jax.models import clip  # noqa: F401  (registers its variants)
 from papers_jax.models import transformer  # noqa: F401  (registers its variants)
 from papers_jax.models import alexnet, inception, mixnet  # noqa: F401  (register their variants)
+from papers_jax.models import danet, pkinet  # noqa: F401  (register their variants)
 
 # model class → its family module (with `forward_flops` and `EMBEDDINGS`).
 FAMILIES = {
@@ -43,7 +44,7 @@ FAMILIES = {
     bert.BertForTokenClassification: bert, bert.BertForQuestionAnswering: bert,
     fnet.FNetForPreTraining: fnet, fnet.FNetForSequenceClassification: fnet,
     transformer.Transformer: transformer, alexnet.AlexNet: alexnet, inception.GoogLeNet: inception,
-    inception.InceptionV3: inception, mixnet.MixNet: mixnet,
+    inception.InceptionV3: inception, mixnet.MixNet: mixnet, danet.DANet: danet, pkinet.PKINet: pkinet,
 }
 FLOP_COUNTERS = {cls: family.forward_flops for cls, family in FAMILIES.items()}
 
