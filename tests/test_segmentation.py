@@ -115,3 +115,32 @@ def test_evaluation_sums_match_numpy():
   for k, name in enumerate(data.SHAPE_CLASSES):
     if not np.isnan(ref["iou"][k]):
       assert derived[f"iou/{name}"] == pytest.approx(ref["iou"][k], rel=1e-6)
+
+
+def test_poly_schedule():
+  import ml_collections
+  from papers_jax.core import optim
+  cfg = ml_collections.ConfigDict(dict(name="poly", power=0.9, warmup_steps=0, end_lr_ratio=0.0))
+  schedule = optim.make_schedule(cfg, 0.01, 100)
+  for step in (0, 1, 50, 99, 100):
+    assert float(schedule(step)) == pytest.approx(0.01 * (1 - step / 100) ** 0.9, abs=1e-9)
+
+
+def test_cityscapes_reads_the_official_layout_and_names_missing_files(tmp_path):
+  from PIL import Image
+  from papers_jax.errors import DataError
+  with pytest.raises(DataError, match="data_dir"):
+    data.CityscapesSource(None, "train")
+  with pytest.raises(DataError, match="leftImg8bit"):
+    data.CityscapesSource(str(tmp_path), "train")
+  (tmp_path / "leftImg8bit" / "val" / "aachen").mkdir(parents=True)
+  (tmp_path / "gtFine" / "val" / "aachen").mkdir(parents=True)
+  Image.fromarray(np.zeros((2, 4, 3), np.uint8)).save(tmp_path / "leftImg8bit/val/aachen/a_000000_leftImg8bit.png")
+  with pytest.raises(DataError, match="no fine annotation"):
+    data.CityscapesSource(str(tmp_path), "val")
+  ids = np.array([[7, 8, 0, 33], [26, 1, 24, 255]], np.uint8)  # road, sidewalk, unlabeled, bicycle; car, ego, person
+  Image.fromarray(ids).save(tmp_path / "gtFine/val/aachen/a_000000_gtFine_labelIds.png")
+  source = data.CityscapesSource(str(tmp_path), "val")
+  example = source[0]
+  assert len(source) == 1 and example["image"].shape == (2, 4, 3) and source.num_classes == 19
+  np.testing.assert_array_equal(example["label"], [[0, 1, IGNORE, 18], [13, IGNORE, 11, IGNORE]])
