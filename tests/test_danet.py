@@ -43,7 +43,8 @@ def test_position_attention_matches_numpy():
   with jax.default_matmul_precision("highest"):
     got = np.asarray(pam(jnp.asarray(x)))
   xn = _np(x).transpose(0, 3, 1, 2).reshape(b, c, h * w)  # B × C × N as the official code views it
-  conv = lambda m: np.einsum("io,bin->bon", _np(m.kernel[...])[0, 0], xn) + _np(m.bias[...])[None, :, None]  # noqa: E731
+  def conv(m):
+    return np.einsum("io,bin->bon", _np(m.kernel[...])[0, 0], xn) + _np(m.bias[...])[None, :, None]
   proj_query = conv(pam.query_conv).transpose(0, 2, 1)  # B × N × C/8
   proj_key = conv(pam.key_conv)  # B × C/8 × N
   attention = _softmax(proj_query @ proj_key)  # B × N × N

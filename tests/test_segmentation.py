@@ -27,7 +27,8 @@ def test_miou_on_hand_built_cases():
   np.testing.assert_allclose(out["iou"], [2 / 3, 1 / 3, 2 / 3])
   assert out["miou"] == pytest.approx(5 / 9) and out["pixel_accuracy"] == pytest.approx(5 / 7)
   # A class in neither labels nor predictions has no IoU and does not lower the mean.
-  out4 = objective.iou_from_confusion(np.asarray(objective.confusion_matrix(jnp.asarray(preds), jnp.asarray(labels), 4)))
+  cm4 = objective.confusion_matrix(jnp.asarray(preds), jnp.asarray(labels), 4)
+  out4 = objective.iou_from_confusion(np.asarray(cm4))
   assert np.isnan(out4["iou"][3]) and out4["miou"] == pytest.approx(5 / 9)
   # A class only predicted counts with IoU 0; all-perfect predictions give 1.
   out_fp = objective.iou_from_confusion([[3, 1], [0, 0]])

@@ -23,8 +23,8 @@ Departures from the paper:
   - The paper's backbone is ImageNet-pre-trained; this config starts it random unless `init_from` names
     a checkpoint (e.g. a converted torchvision / timm ResNet-101, with init_prefix "backbone/").
   - Random rescaling of the short side to 0.75–2.0 × the 1024-px base size before the crop, as the
-    official 2018 code's `_sync_transform` (the paper names only cropping and flipping). The official code trains the head with 10× the backbone's lr;
-    here every parameter has the base lr.
+    official 2018 code's `_sync_transform` (the paper names only cropping and flipping).
+  - The official code trains the head with 10× the backbone's lr; here every parameter has the base lr.
   - The head's convolutions take He-normal (fan-out) init, not torch's default uniform one.
   - BatchNorm synchronised over the whole batch of 8 (the code's SyncBN), torch's momentum 0.1 / eps 1e-5.
   - Set explicitly, overriding the base config: no gradient clipping (base: 1.0), weight decay on every

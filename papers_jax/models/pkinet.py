@@ -136,8 +136,8 @@ class PolyKernelInception(nnx.Module):
 
 
 class ConvFFN(nnx.Module):
-  """LayerNorm (channels) → 1×1 → k×k depthwise → GSiLU (x·sigmoid(mean over positions)) → dropout → 1×1 →
-  dropout, optionally plus the input. The convolutions have biases and no norm or activation, as the code
+  """LayerNorm (channels) → 1×1 → k×k depthwise → GSiLU (x·sigmoid(mean over positions)) → dropout → 1×1
+  → dropout, optionally plus the input. The convolutions have biases and no norm or activation, as the code
   builds them (`norm_cfg=None, act_cfg=None`)."""
 
   def __init__(self, in_features: int, out_features: int, *, hidden_scale: float = 4.0, kernel_size: int = 3,

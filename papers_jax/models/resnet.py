@@ -111,9 +111,10 @@ class ResNet(nnx.Module):
   first, starts with a stride-2 block). `shortcut`: "A", "B" or "C" (see the module docstring);
   `residual=False` builds the plain network. `img_size`: the input resolution that `forward_flops` assumes
   (the network takes any size).
-  `output_stride` (default: none, stride 32 after the ImageNet stem) 8 or 16 replaces the stride of the last stages by dilation, as the
-  segmentation networks' dilated FCN does (DANet, DeepLab): each such stage doubles the dilation, its
-  first block keeping the previous one (torchvision's `replace_stride_with_dilation`, DANet's code).
+  `output_stride` 8 or 16 (default: the full stride, 32 after the ImageNet stem) replaces the stride of the
+  last stages by dilation, as the segmentation networks' dilated FCN does (DANet, DeepLab): each such
+  stage doubles the dilation, its first block keeping the previous one (torchvision's
+  `replace_stride_with_dilation`, DANet's code).
   `multi_grid` gives the last stage's dilations block by block, cycled (DANet's Cityscapes model: 4, 8, 16)."""
 
   def __init__(self, *, block: str = "bottleneck", layers=(3, 4, 6, 3), num_classes: int = 1000, in_chans: int = 3,
