@@ -95,7 +95,8 @@ RUN_ELSEWHERE = {"clip/digits.py": "tests/test_clip.py::test_digits_smoke_run_wr
 # builds its model abstractly (test_heavy_config_builds; their forward is checked against torchvision and
 # timm in tests/test_cnn_classics.py); `make test-full`
 # (PAPERS_JAX_FULL_PARITY=1) trains them as the others, and docs/testing.md records its last result.
-FULL_ONLY = {"googlenet/imagenet.py", "inception/digits.py", "inception/imagenet.py", "mixnet/imagenet.py"}
+FULL_ONLY = {"googlenet/imagenet.py", "inception/digits.py", "inception/imagenet.py", "mixnet/imagenet.py",
+             "danet/cityscapes.py"}
 FULL = bool(os.environ.get("PAPERS_JAX_FULL_PARITY"))
 
 

@@ -31,7 +31,7 @@ import optax
 from papers_jax.errors import ConfigError
 
 OPTIMIZERS = ("adamw", "adam", "bert_adam", "sgd", "lars", "lamb", "rmsprop")
-SCHEDULES = ("cosine", "linear", "rsqrt", "step", "exponential", "constant")
+SCHEDULES = ("cosine", "linear", "rsqrt", "step", "exponential", "constant", "poly")
 
 
 def param_paths(params) -> dict:
@@ -92,6 +92,8 @@ def _whole_schedule(cfg, base_lr: float, total_steps: int):
   elif name == "step":
     boundaries = {int(b * total_steps) - warmup: float(cfg.get("decay_factor", 0.1)) for b in cfg.boundaries}
     main = optax.piecewise_constant_schedule(base_lr, boundaries)
+  elif name == "poly":  # DeepLab's and DANet's: lr · (1 − step / steps)^power (schedule.power, 0.9 there)
+    main = optax.polynomial_schedule(base_lr, end, float(cfg.get("power", 0.9)), decay_steps)
   elif name == "exponential":
     every = max(1, round(float(cfg.decay_every) * total_steps))
     main = optax.exponential_decay(base_lr, every, float(cfg.get("decay_factor", 0.1)), staircase=True)

@@ -15,7 +15,7 @@ from papers_jax.errors import DataError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 SOURCE_FORMS = ('"digits"', '"digits_canvas"', '"tfds:<name>" (e.g. "tfds:cifar10")', '"folder"', '"synthetic"',
-                '"spoken_digits"', '"spoken_numbers"', '"manifest"')
+                '"spoken_digits"', '"spoken_numbers"', '"manifest"', '"segmentation_shapes"', '"cityscapes"')
 
 
 def _example(image, label) -> dict:
@@ -427,6 +427,9 @@ def get_source(data_config, split: str):
           'data.name="folder" needs data.data_dir set to the root of '
           "<root>/<split>/<class_name>/<image files>.")
     return ImageFolderSource(data_dir, split, folder_classes(data_dir, data_config.get("train_split", "train")))
+  if name in ("segmentation_shapes", "cityscapes"):  # per-pixel labels (data/segmentation.py)
+    from papers_jax.data import segmentation
+    return segmentation.get_source(data_config, split)
   if name == "synthetic":
     # As many channels as the normalisation has; unset (the model name's), three as every registered one.
     mean = data_config.get("mean")

@@ -39,6 +39,7 @@ from papers_jax.models import dcgan, vae  # noqa: F401  (register their variants
 from papers_jax.models import deformable_detr, detr  # noqa: F401  (register their variants)
 from papers_jax.models import dlinear, patchtst  # noqa: F401  (register their variants)
 from papers_jax.models import query_detector  # noqa: F401  (registers its variant)
+from papers_jax.models import danet, pkinet  # noqa: F401  (register their variants)
 
 # model class → its family module (with `forward_flops` and `EMBEDDINGS`).
 FAMILIES = {
@@ -50,7 +51,7 @@ FAMILIES = {
     transformer.Transformer: transformer, alexnet.AlexNet: alexnet, inception.GoogLeNet: inception,
     inception.InceptionV3: inception, mixnet.MixNet: mixnet, whisper.Whisper: whisper,
     patchtst.PatchTST: patchtst, patchtst.PatchTSTForPretraining: patchtst, dlinear.DLinear: dlinear,
-    dlinear.NLinear: dlinear,
+    dlinear.NLinear: dlinear, danet.DANet: danet, pkinet.PKINet: pkinet,
 }
 FLOP_COUNTERS = {cls: family.forward_flops for cls, family in FAMILIES.items()}
 

@@ -57,7 +57,8 @@ class Block(nnx.Module):
   shortcut of option A, B or C, or none (`residual=False`, a plain block)."""
 
   def __init__(self, kind: str, in_features: int, planes: int, stride: int, *, zero_init_last: bool,
-               shortcut: str = "B", residual: bool = True, bn_group_size=None, norm: str = "batch", dtype=None,
+               shortcut: str = "B", residual: bool = True, dilation: int = 1, bn_group_size=None, norm: str = "batch",
+               dtype=None,
                param_dtype=jnp.float32, rngs: nnx.Rngs):
     out = planes * EXPANSION[kind]
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
@@ -66,12 +67,12 @@ class Block(nnx.Module):
         _zero_scale(_norm(norm, c, bn_group_size, kw))
     self.kind = kind
     if kind == "basic":
-      self.conv1, self.bn1 = Conv(in_features, planes, 3, stride=stride, **kw), bn(planes)
-      self.conv2, self.bn2 = Conv(planes, planes, 3, **kw), bn(planes, last=True)
+      self.conv1, self.bn1 = Conv(in_features, planes, 3, stride=stride, dilation=dilation, **kw), bn(planes)
+      self.conv2, self.bn2 = Conv(planes, planes, 3, dilation=dilation, **kw), bn(planes, last=True)
       self.conv3 = self.bn3 = None
     else:
       self.conv1, self.bn1 = Conv(in_features, planes, 1, **kw), bn(planes)
-      self.conv2, self.bn2 = Conv(planes, planes, 3, stride=stride, **kw), bn(planes)
+      self.conv2, self.bn2 = Conv(planes, planes, 3, stride=stride, dilation=dilation, **kw), bn(planes)
       self.conv3, self.bn3 = Conv(planes, out, 1, **kw), bn(out, last=True)
     self.residual, self.stride, self.pad_channels = residual, stride, 0
     changes_shape = stride != 1 or in_features != out
@@ -117,12 +118,17 @@ class ResNet(nnx.Module):
   first, starts with a stride-2 block). `shortcut`: "A", "B" or "C" (see the module docstring);
   `residual=False` builds the plain network. `img_size`: the input resolution that `forward_flops` assumes
   (the network takes any size). `norm`: "batch" (BatchNorm) or "frozen" (FrozenBatchNorm: fixed statistics
-  and affine, not trained; DETR's backbone)."""
+  and affine, not trained; DETR's backbone).
+  `output_stride` 8 or 16 (default: the full stride, 32 after the ImageNet stem) replaces the stride of the
+  last stages by dilation, as the segmentation networks' dilated FCN does (DANet, DeepLab): each such
+  stage doubles the dilation, its first block keeping the previous one (torchvision's
+  `replace_stride_with_dilation`, DANet's code).
+  `multi_grid` gives the last stage's dilations block by block, cycled (DANet's Cityscapes model: 4, 8, 16)."""
 
   def __init__(self, *, block: str = "bottleneck", layers=(3, 4, 6, 3), num_classes: int = 1000, in_chans: int = 3,
                stem: str = "imagenet", width: int = 64, zero_init_last: bool = True, shortcut: str = "B",
-               residual: bool = True, img_size: int | None = None, bn_group_size=None, norm: str = "batch",
-               dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
+               residual: bool = True, img_size: int | None = None, output_stride: int | None = None, multi_grid=None,
+               bn_group_size=None, norm: str = "batch", dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
     if stem not in ("imagenet", "cifar"):
       raise ConfigError(f"stem={stem!r}; choose 'imagenet' (7×7/2 conv + max pool) or 'cifar' (3×3/1 conv)")
     if shortcut not in SHORTCUTS:
@@ -130,6 +136,11 @@ class ResNet(nnx.Module):
                        f"shape changes) or 'C' (projection everywhere)")
     if norm not in ("batch", "frozen"):
       raise ConfigError(f"norm={norm!r}; choose 'batch' (BatchNorm) or 'frozen' (FrozenBatchNorm)")
+    total_stride = (4 if stem == "imagenet" else 1) * 2 ** (len(layers) - 1)
+    output_stride = output_stride or total_stride
+    if output_stride > total_stride or total_stride % output_stride or output_stride < (4 if stem == "imagenet" else 1):
+      raise ConfigError(f"output_stride={output_stride}; this ResNet reaches stride {total_stride}: choose "
+                        f"{total_stride} or a power-of-two fraction of it down to the stem's stride")
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.stem, self.num_classes, self.in_chans = stem, num_classes, in_chans
     self.shortcut, self.residual = shortcut, residual
@@ -137,13 +148,22 @@ class ResNet(nnx.Module):
     self.conv1 = Conv(in_chans, width, 7, stride=2, **kw) if stem == "imagenet" else Conv(in_chans, width, 3, **kw)
     self.bn1 = _norm(norm, width, bn_group_size, kw)
     stages, features = [], width
+    stride_so_far, dilation = total_stride // 2 ** (len(layers) - 1), 1
     for i, depth in enumerate(layers):
       planes = width * 2 ** i
+      stage_stride, dilations = 1, [dilation] * depth
+      if i > 0 and stride_so_far < output_stride:
+        stage_stride, stride_so_far = 2, stride_so_far * 2
+      elif i > 0:  # dilate instead: the first block keeps the previous dilation
+        dilation *= 2
+        dilations = [dilations[0]] + [dilation] * (depth - 1)
+      if multi_grid and i == len(layers) - 1 and dilation > 1:
+        dilations = [multi_grid[j % len(multi_grid)] for j in range(depth)]
       blocks = []
       for j in range(depth):
-        stride = 2 if (i > 0 and j == 0) else 1
+        stride = stage_stride if j == 0 else 1
         blocks.append(Block(block, features, planes, stride, zero_init_last=zero_init_last, shortcut=shortcut,
-                            residual=residual, bn_group_size=bn_group_size, norm=norm, **kw))
+                            residual=residual, dilation=dilations[j], bn_group_size=bn_group_size, norm=norm, **kw))
         features = planes * EXPANSION[block]
       stages.append(nnx.List(blocks))
     self.num_stages = len(stages)

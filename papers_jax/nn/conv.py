@@ -22,17 +22,20 @@ class Conv(nnx.Module):
   """y = conv(x, W) + b with kernel (kh, kw, in / groups, out), stride s and symmetric padding p (torch's);
   padding="SAME" is TensorFlow's (the extra row / column, when there is one, goes at the end). `kernel_size`
   and `padding` may be (h, w) pairs (Inception-v3's 1×7 / 7×1); `groups` splits the channels as torch's
-  `groups` (groups = channels: depthwise)."""
+  `groups` (groups = channels: depthwise); `dilation` spaces the kernel taps (atrous convolution, DANet's
+  dilated ResNet), the default padding growing with it so that a stride-1 conv keeps the map size."""
 
   def __init__(self, in_features: int, out_features: int, kernel_size: int | tuple[int, int], *, stride: int = 1,
-               padding: int | tuple[int, int] | str | None = None, groups: int = 1, use_bias: bool = False,
+               padding: int | tuple[int, int] | str | None = None, groups: int = 1, dilation: int = 1,
+               use_bias: bool = False,
                kernel_init: Initializer = KAIMING_FAN_OUT, bias_init: Initializer = nnx.initializers.zeros,
                dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
     if in_features % groups or out_features % groups:
       raise ValueError(f"Conv: {in_features} → {out_features} channels do not split into {groups} groups")
     kh, kw = _pair(kernel_size)
-    self.stride, self.groups = stride, groups
-    self.padding = (kh // 2 if kh == kw else (kh // 2, kw // 2)) if padding is None else padding
+    self.stride, self.groups, self.dilation = stride, groups, dilation
+    self.padding = (dilation * (kh // 2) if kh == kw else (dilation * (kh // 2), dilation * (kw // 2))
+                    ) if padding is None else padding
     self.dtype = dtype
     self.kernel = param(rngs, kernel_init, (kh, kw, in_features // groups, out_features), param_dtype,
                         (None, None, "conv_in", "conv_out"))
@@ -47,8 +50,8 @@ class Conv(nnx.Module):
     p = self.padding
     padding = p if isinstance(p, str) else tuple((q, q) for q in _pair(p))
     y = jax.lax.conv_general_dilated(x.astype(dtype), self._kernel().astype(dtype), (self.stride, self.stride),
-                                     padding, dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                                     feature_group_count=self.groups)
+                                     padding, rhs_dilation=(self.dilation, self.dilation),
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=self.groups)
     if self.bias is not None:
       y = y + self.bias[...].astype(dtype)
     return y
@@ -148,16 +151,21 @@ def adaptive_avg_pool(x, output_size: int | tuple[int, int]):
   return jnp.einsum("oh,bhwc,pw->bopc", rows, x, cols, precision=jax.lax.Precision.HIGHEST)
 
 
-def _taps(size: int, k: int, stride: int, padding: int | str) -> tuple[int, int]:
+def _taps(size: int, k: int, stride: int, padding: int | str, dilation: int = 1) -> tuple[int, int]:
   """(output size, kernel taps summed over the outputs that land inside the input, not on its padding)
-  along one axis; "SAME" pads (out - 1)·s + k - size in all, the extra one at the end."""
+  along one axis; "SAME" pads (out - 1)·s + k - size in all, the extra one at the end. A dilated kernel
+  spans dilation·(k - 1) + 1 inputs."""
+  span = dilation * (k - 1) + 1
   if isinstance(padding, str):
     out = -(-size // stride)
-    before = max((out - 1) * stride + k - size, 0) // 2
+    before = max((out - 1) * stride + span - size, 0) // 2
   else:
-    out = (size + 2 * padding - k) // stride + 1
+    out = (size + 2 * padding - span) // stride + 1
     before = padding
-  inside = sum(min(k, size + before - o * stride) - max(0, before - o * stride) for o in range(out))
+  if dilation == 1:
+    inside = sum(min(k, size + before - o * stride) - max(0, before - o * stride) for o in range(out))
+  else:
+    inside = sum(0 <= o * stride - before + t * dilation < size for o in range(out) for t in range(k))
   return out, inside
 
 
@@ -167,7 +175,8 @@ def conv_flops(conv: Conv, h: int, w: int, *, count_padding: bool = True) -> tup
   analysis does (a 3×3 conv on a 7×7 map: 18% fewer); papers count them."""
   kh, kw, cin, cout = conv.kernel.shape  # cin: the input channels of one group
   ph, pw = (conv.padding, conv.padding) if isinstance(conv.padding, str) else _pair(conv.padding)
-  (oh, taps_h), (ow, taps_w) = _taps(h, kh, conv.stride, ph), _taps(w, kw, conv.stride, pw)
+  d = getattr(conv, "dilation", 1)
+  (oh, taps_h), (ow, taps_w) = _taps(h, kh, conv.stride, ph, d), _taps(w, kw, conv.stride, pw, d)
   if count_padding:
     taps_h, taps_w = oh * kh, ow * kw
   return 2 * taps_h * taps_w * cin * cout, oh, ow

@@ -17,6 +17,7 @@ TASK_CLASSES = {
     "vae": "VAETask",
     "forecast": "ForecastTask",
     "detection": "DetectionTask",
+    "segmentation": "SegmentationTask",
 }
 TASKS = tuple(TASK_CLASSES)
 
