@@ -197,3 +197,20 @@ def test_language_models_are_timed_against_transformers_of_the_same_size(benchma
   result = benchmark.main(["--config", os.path.join(ROOT, "configs", config), "--batch", "8", "--steps", "1",
                            "--warmup", "1", "--set", "model.vocab_size=512", "--reference", "torch"])
   assert result["torch_reference"]["model"] == type(twin).__name__ and result["jax_to_torch"] > 0
+
+
+@pytest.mark.torch
+def test_whisper_is_timed_against_transformers_of_the_same_size(benchmark):
+  pytest.importorskip("transformers")
+  import torch
+  from papers_jax import tasks
+  cfg = config_lib.load(os.path.join(ROOT, "configs", "whisper/spoken_numbers.py:smoke"))
+  task = tasks.get_task(cfg)
+  ours = nnx.eval_shape(lambda: task.build_model(nnx.Rngs(0)))
+  twin, loss, infer, library = benchmark._transformers_twin(ours, task, 2, "cpu", torch)
+  ours_count = sum(x.size for x in jax.tree.leaves(nnx.state(ours, nnx.Param)))
+  # HF stores the encoder's fixed sinusoids as a parameter; ours computes them
+  assert sum(p.numel() for p in twin.parameters()) == ours_count + ours.max_source_positions * ours.d_model
+  assert torch.isfinite(loss()) and infer().shape[-1] == ours.token_embedding.shape[0]
+  batch = task.synthetic_batch(2, np.random.default_rng(0))
+  assert batch["audio"].shape == (2, task.num_samples) and batch["tokens"][0, 0] == task.tokens.sot

@@ -226,16 +226,32 @@ def _timm_twin(name: str, overrides: dict, batch: int, device: str, torch):
 
 
 def _transformers_twin(model, task, batch: int, device: str, torch):
-  """HF transformers' GPT-2 or BERT of the run's sizes and dropout rates (from `model`, ours, built for
+  """HF transformers' GPT-2, BERT or Whisper of the run's sizes and dropout rates (from `model`, ours, built for
   shapes only), and a synthetic batch of the task's lengths; None for other models. Each library runs
   its own implementation: HF's BERT computes MLM logits at every position, ours at the masked ones."""
   kind = type(model).__name__
-  if kind not in ("GPT", "BertForPreTraining"):
+  if kind not in ("GPT", "BertForPreTraining", "Whisper"):
     return None
   from papers_jax.convert.torch_compat import import_timm
   import_timm()  # the torchvision shim that transformers' imports need on a CPU build of torch
   import transformers
   ids = lambda n, shape: torch.randint(5, n, shape, device=device)  # noqa: E731
+  if kind == "Whisper":
+    d, layers = model.d_model, len(model.encoder)
+    cfg = transformers.WhisperConfig(
+        vocab_size=model.token_embedding.shape[0], num_mel_bins=model.num_mels, d_model=d, encoder_layers=layers,
+        decoder_layers=layers, encoder_attention_heads=model.num_heads, decoder_attention_heads=model.num_heads,
+        encoder_ffn_dim=4 * d, decoder_ffn_dim=4 * d, max_source_positions=model.max_source_positions,
+        max_target_positions=model.max_target_positions, dropout=0.0, attention_dropout=0.0,
+        activation_dropout=0.0, pad_token_id=model.tokens.eot, bos_token_id=model.tokens.eot,
+        eos_token_id=model.tokens.eot, decoder_start_token_id=model.tokens.sot)
+    twin = transformers.WhisperForConditionalGeneration(cfg).to(device)
+    # HF's encoder takes exactly 2 · max_source_positions frames: the task's window
+    features = torch.randn(batch, model.num_mels, 2 * model.max_source_positions, device=device)
+    tokens = ids(model.tokens.eot, (batch, len(task.prompt) + int(task.c.max_tokens)))
+    loss = lambda: twin(input_features=features, decoder_input_ids=tokens[:, :-1], labels=tokens[:, 1:]).loss  # noqa: E731
+    infer = lambda: twin(input_features=features, decoder_input_ids=tokens[:, :-1]).logits  # noqa: E731
+    return twin, loss, infer, {"library": "transformers", "version": transformers.__version__}
   if kind == "GPT":
     block = model.blocks[0]
     cfg = transformers.GPT2Config(

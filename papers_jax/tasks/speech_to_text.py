@@ -95,6 +95,15 @@ class SpeechToTextTask:
               "label": np.asarray(example.get("label", 0), np.int32)}
     return fn
 
+  def synthetic_batch(self, batch: int, rng: np.random.Generator) -> dict:
+    """Noise audio and random transcripts of this config's shapes (tools/benchmark.py)."""
+    length = len(self.prompt) + int(self.c.max_tokens) + 1
+    tokens = rng.integers(0, len(self.c.alphabet), (batch, length), dtype=np.int32)
+    tokens[:, :len(self.prompt)] = self.prompt
+    return {"audio": (0.1 * rng.standard_normal((batch, self.num_samples))).astype(np.float32),
+            "audio_mask": np.ones((batch, self.num_samples), bool), "tokens": tokens,
+            "target_mask": np.ones((batch, length - 1), bool), "label": np.zeros(batch, np.int32)}
+
   # ------------------------------------------------------------------ model
   def build_model(self, rngs: nnx.Rngs) -> nnx.Module:
     kwargs = dict(self.config.model)
