@@ -153,3 +153,134 @@ def test_ctc_logits_parity():
   valid = np.asarray(model.frame_mask(jnp.asarray(mask), got.shape[1]))
   assert got.shape == theirs.shape
   np.testing.assert_allclose(got[valid], theirs[valid], atol=TOL, rtol=TOL)
+
+
+# ----------------------------------------------------------------------------- masking and negatives
+def test_span_mask_and_negatives():
+  """Spans of M frames inside the valid frames, ⌊p·L/M + u⌋ ≥ min_masks starts; negatives are other masked
+  frames of the same utterance."""
+  t, m = 200, 10
+  valid = np.arange(t)[None] < np.array([[200], [120], [30], [200]])
+  mask = np.asarray(jax.jit(lambda k, v: wav2vec2.compute_mask(k, v, mask_prob=0.65, mask_length=m))(
+      jax.random.key(0), jnp.asarray(valid)))
+  assert not (mask & ~valid).any()
+  for row, v in zip(mask, valid):
+    assert row.sum() >= m  # at least min_masks = 2 spans (which may overlap)
+    runs = np.diff(np.flatnonzero(np.diff(np.concatenate([[0], row.astype(int), [0]]))))[::2]
+    assert (runs >= m).all() or row[v].all()  # every masked run is one or more whole spans
+  fraction = mask[[0, 3]].sum() / 400
+  assert 0.3 < fraction < 0.65  # 13 starts of 10 frames, overlapping: about 49% masked
+  negatives = np.asarray(wav2vec2.sample_negatives(jax.random.key(1), jnp.asarray(mask), 7))
+  for b in range(4):
+    rows = negatives[b][mask[b]]  # (masked frames, K)
+    assert ((rows >= b * t) & (rows < (b + 1) * t)).all()
+    assert mask.reshape(-1)[rows].all()  # drawn among the masked frames
+    assert (rows != (b * t + np.flatnonzero(mask[b]))[:, None]).all()  # never the frame itself
+
+
+def test_contrastive_loss_numpy_reference():
+  rng = np.random.RandomState(0)
+  b, t, k, d = 2, 6, 3, 5
+  pred, target = rng.randn(b, t, d).astype(np.float32), rng.randn(b, t, d).astype(np.float32)
+  target[0, 2] = target[0, 4]  # a distractor equal to the positive is excluded
+  negatives = rng.randint(0, t, size=(b, t, k)) + np.arange(b)[:, None, None] * t
+  negatives[0, 2, 0] = 4
+  mask = rng.rand(b, t) < 0.6
+  mask[0, 2] = True
+  flat = target.reshape(-1, d)
+  want = 0.0
+  for i in range(b):
+    for j in range(t):
+      if not mask[i, j]:
+        continue
+      cands = [target[i, j]] + [flat[n] for n in negatives[i, j]]
+      logits = np.array([pred[i, j] @ c / np.linalg.norm(pred[i, j]) / np.linalg.norm(c) / 0.1 for c in cands])
+      logits[1:][[np.array_equal(flat[n], target[i, j]) for n in negatives[i, j]]] = -np.inf
+      want += -(logits[0] - np.log(np.exp(logits - logits.max()).sum()) - logits.max())
+  got = objective.wav2vec2_contrastive_loss(pred, target, jnp.asarray(negatives), jnp.asarray(mask), 0.1)
+  np.testing.assert_allclose(float(got), want, rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------- CTC decoding and error rates
+def test_greedy_decoding_and_error_rates_match_jiwer():
+  from papers_jax.evaluators import speech
+  jiwer = pytest.importorskip("jiwer")
+  blank, a, b = 0, speech.CHARACTERS.index("a"), speech.CHARACTERS.index("b")
+  space = speech.CHARACTERS.index(" ")
+  assert speech.decode_ids(speech.ctc_greedy([blank, a, a, blank, a, b, b, space, blank, b, 0])) == "aab b"
+  assert speech.decode_ids(speech.ctc_greedy([a, a, b], valid=[True, True, False])) == "a"
+  ids, valid = speech.encode_text("Forty-two's  B!", 20)
+  assert speech.decode_ids(ids[valid]) == "fortytwo's b" and valid.sum() == 12
+  rng = np.random.RandomState(0)
+  words = ["one", "two", "three", "hundred", "and", "forty", "six"]
+  refs = [" ".join(rng.choice(words, rng.randint(1, 6))) for _ in range(30)]
+  hyps = [" ".join(w for w in r.split() if rng.rand() > 0.2) + (" and" if rng.rand() < 0.3 else "") for r in refs]
+  hyps = [h.replace("o", "u", 1) if i % 3 == 0 else h for i, h in enumerate(hyps)]
+  hyps = [h if h.strip() else "x" for h in hyps]
+  assert speech.wer(refs, hyps) == pytest.approx(jiwer.wer(refs, hyps), abs=1e-12)
+  assert speech.cer(refs, hyps) == pytest.approx(jiwer.cer(refs, hyps), abs=1e-12)
+  assert speech.edit_distance("kitten", "sitting") == 3
+
+
+# ----------------------------------------------------------------------------- tasks through the trainer
+def smoke(path, **model):
+  from conftest import load_config
+  config = load_config(path, "smoke").unlock()
+  config.model.update(hidden_dropout=0.0, attention_dropout=0.0, feat_proj_dropout=0.0, **model)
+  return config
+
+
+@pytest.fixture(scope="module")
+def spoken_cache(tmp_path_factory):
+  from papers_jax.data import spoken
+  old = os.environ.get("PAPERS_JAX_CACHE")
+  os.environ["PAPERS_JAX_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+  spoken.load.cache_clear()
+  yield
+  if old is None:
+    os.environ.pop("PAPERS_JAX_CACHE")
+  else:
+    os.environ["PAPERS_JAX_CACHE"] = old
+  spoken.load.cache_clear()
+
+
+def _loss_and_grads(config, devices, batch):
+  """The task's loss and gradients at init, jitted with the batch sharded over `devices`."""
+  from papers_jax import tasks
+  from papers_jax.core import sharding
+  task = tasks.get_task(config)
+  graphdef, params, rest = nnx.split(task.build_model(nnx.Rngs(0)), nnx.Param, ...)
+  params, rest = nnx.to_pure_dict(params), nnx.to_pure_dict(rest)
+  rules = sharding.rules_from_config(config.sharding_rules)
+  mesh = sharding.make_mesh({"data": -1, "fsdp": 1, "tensor": 1}, devices)
+  replicated = sharding.replicated(mesh)
+  fn = jax.jit(jax.value_and_grad(task.make_loss_fn(graphdef), has_aux=True),
+               in_shardings=(replicated, replicated, sharding.batch_sharding(mesh, rules), replicated))
+  with sharding.use_mesh(mesh, rules):
+    (loss, (metrics, state)), grads = fn(params, rest, batch, jax.random.key(3))
+  return float(loss), jax.device_get(metrics), jax.device_get(grads), task, state
+
+
+@pytest.mark.parametrize("path", ["wav2vec2/spoken_digits_pretrain.py", "wav2vec2/spoken_numbers_ctc.py"])
+def test_sharded_step_equals_single_device(path):
+  """The pre-training loss (masks, negatives and Gumbel samples drawn inside the step) and the CTC loss, and
+  their gradients, with the batch split over 8 devices equal one device's; the temperature schedule."""
+  config = smoke(path).lock()
+  rng = np.random.RandomState(0)
+  n = config.wav2vec2.max_samples if "pretrain" in path else config.ctc.max_samples
+  lengths = rng.randint(n // 2, n + 1, size=8)
+  batch = {"audio": rng.randn(8, n).astype(np.float32), "audio_mask": np.arange(n)[None] < lengths[:, None]}
+  if "ctc" in path:
+    from papers_jax.evaluators import speech
+    pairs = [speech.encode_text(t, config.ctc.max_label_len) for t in ["one", "forty two", "seven"] * 3][:8]
+    batch["labels"], batch["label_mask"] = (np.stack(x) for x in zip(*pairs))
+  loss1, metrics1, grads1, task, state = _loss_and_grads(config, jax.devices()[:1], batch)
+  loss8, metrics8, grads8, _, _ = _loss_and_grads(config, jax.devices(), batch)
+  assert np.isfinite(loss1) and loss1 > 0
+  np.testing.assert_allclose(loss8, loss1, rtol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), metrics8, metrics1)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), grads8, grads1)
+  if "pretrain" in path:
+    annealed = task.post_update(None, state, jnp.asarray(99))
+    np.testing.assert_allclose(float(annealed["quantizer"]["temperature"]), 2.0 * 0.995 ** 100, rtol=1e-5)
+    assert float(wav2vec2.gumbel_temperature(10 ** 6)) == 0.5

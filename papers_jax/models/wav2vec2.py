@@ -70,10 +70,13 @@ def frame_mask(audio_mask, num_frames: int, kernels=CONV_KERNEL, strides=CONV_ST
 
 
 # ----------------------------------------------------------------------------- masking and negatives
-def compute_mask(rng, frame_valid, *, mask_prob: float = 0.065, mask_length: int = 10, min_masks: int = 2):
+def compute_mask(rng, frame_valid, *, mask_prob: float = 0.65, mask_length: int = 10, min_masks: int = 2):
   """wav2vec 2.0's span mask (§3.3, fairseq's / HF's `_compute_mask_indices`): in each utterance of L valid
   frames, ⌊p·L / M + u⌋ (u ~ U[0, 1), at least `min_masks`) distinct start frames drawn uniformly from the
-  first L − M + 1, each masking the M frames from it; spans may overlap. (B, T) bool."""
+  first L − M + 1, each masking the M frames from it; spans may overlap. (B, T) bool.
+
+  `mask_prob` is fairseq's and HF's p = 0.65: the paper's "p = 0.065 of all time steps are start indices"
+  with M = 10 (0.065 · L starts = 0.65 · L / M); about 49% of the frames end up masked."""
   b, t = frame_valid.shape
   lengths = frame_valid.sum(-1)
   count_rng, start_rng = jax.random.split(rng)
@@ -329,9 +332,10 @@ class Wav2Vec2(nnx.Module):
       x = self.encoder_layer_norm(x)
     return {"context": x, "extract_features": normed, "conv_features": z, "frame_mask": valid}
 
-  def __call__(self, audio, audio_mask=None, *, train: bool = False, rngs=None):
+  def __call__(self, audio, audio_mask=None, *, mask_time_indices=None, train: bool = False, rngs=None):
     deterministic = not train
-    x = self.encode(audio, audio_mask, deterministic=deterministic, rngs=rngs)["context"]
+    x = self.encode(audio, audio_mask, mask_time_indices=mask_time_indices, deterministic=deterministic,
+                    rngs=rngs)["context"]
     if self.lm_head is None:
       return x
     return self.lm_head(self.final_dropout(x, deterministic=deterministic, rngs=rngs))

@@ -57,17 +57,26 @@ def feature_penalty(conv_features, frame_mask=None):
 
 
 # ----------------------------------------------------------------------------- CPC
-def cpc_infonce(predictions, z, frame_mask=None, *, num_negatives: int | None = None, rng=None):
-  """CPC's InfoNCE (van den Oord et al., 2018, eq. 4) over every offset k = 1…K.
+def cpc_negative_indices(rng, frame_mask, num_offsets: int, num_negatives: int):
+  """(K, B, T, N) frames drawn uniformly from the valid frames of the same sequence, for each offset k,
+  sequence b and context position t (collisions with the positive are possible, as in the paper)."""
+  b, t = frame_mask.shape
+  lengths = jnp.maximum(frame_mask.sum(-1), 1)
+  u = jax.random.uniform(rng, (num_offsets, b, t, num_negatives))
+  return jnp.floor(u * lengths[None, :, None, None]).astype(jnp.int32)
+
+
+def cpc_infonce(predictions, z, frame_mask=None, same_indices=None):
+  """CPC's InfoNCE (van den Oord et al., 2018, eq. 4) averaged over the offsets k = 1…K.
 
   predictions (K, B, T, C): W_k c_t, the prediction of z_{t+k} from the context at t; z (B, T, C): the
-  encoder's frames. For each k and each t with t + k valid, the positive is z_{t+k}; the candidates are
-  the frames z_{t+k} of every sequence in the batch at that step (the other sequences' frames are the
-  negatives from other sequences, the same-sequence negatives are drawn below) and, when
-  `num_negatives` is given, that many frames drawn uniformly (with `rng`) from the whole of the same
-  sequence. Score f = exp(zᵀ W_k c_t). Returns the mean over (k, valid t) of −log softmax at the positive.
+  encoder's frames; frame_mask (B, T). For each k and each t with t + k valid, the score of a candidate z
+  is f = zᵀ W_k c_t and the loss −log softmax at the positive z_{t+k} over the candidates: the frames at
+  t + k of every valid sequence of the batch (negatives from other sequences; the positive among them) and,
+  with `same_indices` (K, B, T, N; `cpc_negative_indices`), N frames of the same sequence. Returns the
+  mean over every (k, b, t) with t + k valid.
   """
-  k_max, b, t, c = predictions.shape
+  k_max, b, t, _ = predictions.shape
   z = z.astype(jnp.float32)
   predictions = predictions.astype(jnp.float32)
   valid = jnp.ones((b, t), bool) if frame_mask is None else frame_mask
@@ -75,21 +84,15 @@ def cpc_infonce(predictions, z, frame_mask=None, *, num_negatives: int | None = 
   for k in range(1, k_max + 1):
     pred = predictions[k - 1, :, : t - k]  # (B, T−k, C) at the context positions t
     target = z[:, k:]  # (B, T−k, C): z_{t+k}
-    ok = valid[:, k:].astype(jnp.float32)
-    # Cross-sequence candidates: every sequence's z_{t+k} at the same step; the positive on the diagonal.
-    logits = jnp.einsum("btc,ntc->btn", pred, target)  # (B, T−k, B)
-    if num_negatives:
-      rng, draw = jax.random.split(rng)
-      lengths = valid.sum(-1)
-      idx = jnp.floor(jax.random.uniform(draw, (b, t - k, num_negatives)) * lengths[:, None, None]).astype(jnp.int32)
-      same = jnp.take_along_axis(z, idx.reshape(b, -1)[..., None], axis=1).reshape(b, t - k, num_negatives, c)
+    ok = valid[:, k:]
+    logits = jnp.einsum("btc,ntc->btn", pred, target)  # every sequence's z_{t+k}; the positive at n = b
+    logits = jnp.where(ok.T[None], logits, -jnp.inf)  # padded frames are no candidates
+    if same_indices is not None:
+      idx = same_indices[k - 1, :, : t - k]  # (B, T−k, N)
+      same = jnp.take_along_axis(z[:, None], idx[..., None], axis=2)  # (B, T−k, N, C)
       logits = jnp.concatenate([logits, jnp.einsum("btc,btnc->btn", pred, same)], axis=-1)
-    positive = jnp.take_along_axis(logits, jnp.broadcast_to(jnp.arange(b)[:, None, None], (b, t - k, 1)), axis=-1)
-    # Padded sequences' frames are not candidates.
-    cross_ok = jnp.concatenate([jnp.broadcast_to(valid[:, k:].T[None], (b, t - k, b)),
-                                jnp.ones((b, t - k, logits.shape[-1] - b), bool)], axis=-1)
-    logits = jnp.where(cross_ok, logits, -jnp.inf)
-    losses = jax.nn.logsumexp(logits, axis=-1) - positive[..., 0]
-    total = total + jnp.sum(losses * ok)
+    positive = jnp.diagonal(logits[..., :b], axis1=0, axis2=2).T  # (B, T−k)
+    losses = jax.nn.logsumexp(logits, axis=-1) - positive
+    total = total + jnp.sum(jnp.where(ok, losses, 0.0))
     count = count + ok.sum()
   return total / jnp.maximum(count, 1.0)

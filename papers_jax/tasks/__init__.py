@@ -2,7 +2,7 @@
 
 from papers_jax.errors import ConfigError
 
-TASKS = ("classification", "mae", "ssl", "clip", "lm", "text_finetune")
+TASKS = ("classification", "mae", "ssl", "clip", "lm", "text_finetune", "wav2vec2", "ctc", "cpc")
 
 
 def get_task(config):
@@ -30,4 +30,13 @@ def get_task(config):
   if config.task == "text_finetune":
     from papers_jax.tasks.text_finetune import TextFinetuneTask
     return TextFinetuneTask(config)
+  if config.task == "wav2vec2":
+    from papers_jax.tasks.wav2vec2 import Wav2Vec2Task
+    return Wav2Vec2Task(config)
+  if config.task == "ctc":
+    from papers_jax.tasks.ctc import CTCTask
+    return CTCTask(config)
+  if config.task == "cpc":
+    from papers_jax.tasks.cpc import CPCTask
+    return CPCTask(config)
   raise ConfigError(f"unknown task {config.task!r}; choose from {TASKS}")
