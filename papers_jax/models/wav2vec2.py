@@ -30,7 +30,6 @@ import math
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
 from papers_jax.models.registry import register
