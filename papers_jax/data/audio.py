@@ -179,3 +179,11 @@ class ManifestSource:
     if self.texts is not None:
       example["text"] = self.texts[i]
     return example
+
+
+def padded_example(example: dict, length: int) -> dict:
+  """{"audio" (length,) float32, "audio_mask" (length,) bool, "label" int32, "speaker" int32 (-1 if
+  unknown)}: a source's example padded or cut to a static length, as the speech tasks batch them."""
+  audio, mask = pad_or_trim(example["audio"], length)
+  return {"audio": audio, "audio_mask": mask, "label": np.asarray(example.get("label", -1), np.int32),
+          "speaker": np.asarray(example.get("speaker", -1), np.int32)}

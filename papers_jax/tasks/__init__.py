@@ -18,6 +18,9 @@ TASK_CLASSES = {
     "forecast": "ForecastTask",
     "detection": "DetectionTask",
     "segmentation": "SegmentationTask",
+    "wav2vec2": "Wav2Vec2Task",
+    "ctc": "CTCTask",
+    "cpc": "CPCTask",
 }
 TASKS = tuple(TASK_CLASSES)
 

@@ -12,7 +12,7 @@ len(alphabet) + 1,510. A user with a real Whisper checkpoint and its tokenizer t
 `Whisper.transcribe` directly.
 
 Evaluation: the teacher-forced loss and token accuracy, then (after_eval) greedy or beam-search
-transcripts of the eval split under one jit, scored by WER and CER (evaluators/wer.py); the first
+transcripts of the eval split under one jit, scored by WER and CER (evaluators/speech.py); the first
 transcripts go to <workdir>/transcripts.txt.
 """
 
@@ -29,7 +29,7 @@ from papers_jax.core import sharding
 from papers_jax.core.state import merge_model
 from papers_jax.data import audio
 from papers_jax.errors import ConfigError, DataError
-from papers_jax.evaluators import wer as wer_lib
+from papers_jax.evaluators import speech as speech_eval
 from papers_jax.models.whisper import Whisper, WhisperTokens
 
 RANGES = (("max_seconds", "(0, 30]"), ("max_tokens", "[1, 448]"), ("beam_size", "[1, 16]"),
@@ -182,7 +182,7 @@ class SpeechToTextTask:
         tokens = np.asarray(transcribe(trainer.state.params, trainer.state.model_state, samples))
         hypotheses += [self.decode_text(t.tolist()) for t in tokens[:len(rows)]]
         references += [r["text"] for r in rows]
-    out = {"wer": wer_lib.wer(hypotheses, references), "cer": wer_lib.cer(hypotheses, references),
+    out = {"wer": speech_eval.wer(references, hypotheses), "cer": speech_eval.cer(references, hypotheses),
            "exact_match": float(np.mean([h == r for h, r in zip(hypotheses, references)])), "decoded": n}
     if trainer.is_main:
       with open(os.path.join(trainer.workdir, "transcripts.txt"), "w") as f:
