@@ -25,6 +25,7 @@ from papers_jax.convert import timm_mixnet, torchvision_cnn  # noqa: F401  (regi
 from papers_jax.convert import hf_gpt2  # noqa: F401  (registers its key map)
 from papers_jax.convert import hf_bert  # noqa: F401  (registers the BERT and FNet key maps)
 from papers_jax.convert import hf_clip, openai_clip  # noqa: F401  (register their key maps)
+from papers_jax.convert import diffusers_unet  # noqa: F401  (registers its key map)
 from papers_jax.convert.keymap import (KeyMap, Rule, get_key_map, match, register_key_map, source_key,  # noqa: F401
                                       sources)
 from papers_jax.errors import CheckpointError
