@@ -2,7 +2,7 @@
 
 from papers_jax.errors import ConfigError
 
-TASKS = ("classification", "mae", "ssl", "clip", "lm", "text_finetune")
+TASKS = ("classification", "mae", "ssl", "clip", "lm", "text_finetune", "diffusion")
 
 
 def get_task(config):
@@ -30,4 +30,7 @@ def get_task(config):
   if config.task == "text_finetune":
     from papers_jax.tasks.text_finetune import TextFinetuneTask
     return TextFinetuneTask(config)
+  if config.task == "diffusion":
+    from papers_jax.tasks.diffusion import DiffusionTask
+    return DiffusionTask(config)
   raise ConfigError(f"unknown task {config.task!r}; choose from {TASKS}")
