@@ -34,7 +34,7 @@ from papers_jax.models import bert, fnet  # noqa: F401  (register their variants
 from papers_jax.models import clip  # noqa: F401  (registers its variants)
 from papers_jax.models import transformer  # noqa: F401  (registers its variants)
 from papers_jax.models import alexnet, inception, mixnet  # noqa: F401  (register their variants)
-from papers_jax.models import ddpm_unet  # noqa: F401  (registers its variants)
+from papers_jax.models import ddpm_unet, vqvae  # noqa: F401  (register their variants)
 
 # model class → its family module (with `forward_flops` and `EMBEDDINGS`).
 FAMILIES = {

@@ -2,7 +2,7 @@
 
 from papers_jax.errors import ConfigError
 
-TASKS = ("classification", "mae", "ssl", "clip", "lm", "text_finetune", "diffusion")
+TASKS = ("classification", "mae", "ssl", "clip", "lm", "text_finetune", "diffusion", "vqvae")
 
 
 def get_task(config):
@@ -33,4 +33,7 @@ def get_task(config):
   if config.task == "diffusion":
     from papers_jax.tasks.diffusion import DiffusionTask
     return DiffusionTask(config)
+  if config.task == "vqvae":
+    from papers_jax.tasks.vqvae import VQVAETask
+    return VQVAETask(config)
   raise ConfigError(f"unknown task {config.task!r}; choose from {TASKS}")
