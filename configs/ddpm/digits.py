@@ -1,4 +1,5 @@
-"""DDPM on scikit-learn's bundled digits, upsampled to 16×16: the CPU demo (minutes on 2 cores).
+"""DDPM on scikit-learn's bundled digits, upsampled to 16×16: the CPU demo (tens of minutes on 2 CPU cores;
+docs/diffusion.md gives the measured times).
 
   python -m papers_jax.main --config configs/ddpm/digits.py --workdir runs/ddpm_digits
 
@@ -14,8 +15,8 @@ Departures from the paper (a CPU demo, not one of its experiments):
 - A tiny UNet (the paper's CIFAR-10 network has 35.7M parameters) with two levels, GroupNorm over 4
   groups (32 in the paper: these layers have 16–64 channels) and one residual block per level (two).
 - 16×16 single-channel digits instead of CIFAR-10, no random flips (digits are not flip-symmetric).
-- Adam lr 1e-3 (paper 2e-4), batch 32 (paper 128), 2000 steps with a 100-step warm-up (paper 800k and
-  5000), weight EMA 0.995 (paper 0.9999, too slow an average for 2000 steps); gradient clipping at 1 and
+- Adam lr 1e-3 (paper 2e-4), batch 32 (paper 128), 5000 steps with a 100-step warm-up (paper 800k and
+  5000), weight EMA 0.995 (paper 0.9999, too slow an average for 5000 steps); gradient clipping at 1 and
   no weight decay as the paper.
 - Samples for the FID come from DDIM with 50 steps (η = 0), not from the 1000-step ancestral sampler,
   to keep the evaluation at minutes on a CPU.
@@ -39,7 +40,7 @@ def get_config(arg=None):
   c.diffusion = diffusion_defaults(sampler=args.sampler, ddim_steps=50, grid_samples=64, fid_samples=300,
                                    sample_batch=300)
   c.batch_size = 32
-  c.num_steps = args.steps or 2000
+  c.num_steps = args.steps or 5000
   c.optimizer.update(name="adam", lr=1e-3, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, clip_grad_norm=1.0,
                      wd_exclude=())
   c.schedule.update(name="constant", warmup_steps=100)
