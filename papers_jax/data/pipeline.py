@@ -101,7 +101,7 @@ def eval_batches(source, preprocess_fn, *, global_batch: int, process_index: int
   return iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=2)))
 
 
-AUGMENTATIONS = ("none", "translate", "affine", "cifar", "inception")
+AUGMENTATIONS = ("none", "translate", "affine", "cifar", "inception", "flip")
 
 
 def image_preprocess(kind: str, image_size: int, *, train: bool, max_shift: int = 1, crop_pct: float = 0.875,
@@ -112,7 +112,7 @@ def image_preprocess(kind: str, image_size: int, *, train: bool, max_shift: int 
 
   kind: "none" (resize only), "translate" (small integer shifts), "affine" (random rotation,
   scale and sub-pixel shift, for tiny images such as digits),
-  "cifar" (pad-4 random crop + flip), "inception" (random-resized crop + flip; evaluation resizes
+  "cifar" (pad-4 random crop + flip), "flip" (resize + random horizontal flip: DDPM's only augmentation), "inception" (random-resized crop + flip; evaluation resizes
   the shorter side and centre-crops).
   Training only, after those: `randaugment` (timm's string, e.g. "rand-m9-mstd0.5-inc1"; "" off),
   filling with the dataset `mean`, then random erasing with probability `random_erasing` (timm's
@@ -141,7 +141,7 @@ def image_preprocess(kind: str, image_size: int, *, train: bool, max_shift: int 
                                        translate=affine_translate)
     if train and kind == "cifar":
       image = preprocess.random_crop_with_padding(image, rng, 4)
-    if train and kind in ("cifar", "inception"):
+    if train and kind in ("cifar", "inception", "flip"):
       image = preprocess.random_flip(image, rng)
     if train and rand_augment is not None:
       image = rand_augment(image, rng, np.broadcast_to(fill, image.shape[-1:]))

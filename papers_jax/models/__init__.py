@@ -41,6 +41,7 @@ from papers_jax.models import dlinear, patchtst  # noqa: F401  (register their v
 from papers_jax.models import query_detector  # noqa: F401  (registers its variant)
 from papers_jax.models import danet, pkinet  # noqa: F401  (register their variants)
 from papers_jax.models import cpc, wav2vec2  # noqa: F401  (register their variants)
+from papers_jax.models import ddpm_unet, vqvae  # noqa: F401  (register their variants)
 
 # model class → its family module (with `forward_flops` and `EMBEDDINGS`).
 FAMILIES = {

@@ -21,6 +21,8 @@ TASK_CLASSES = {
     "wav2vec2": "Wav2Vec2Task",
     "ctc": "CTCTask",
     "cpc": "CPCTask",
+    "diffusion": "DiffusionTask",
+    "vqvae": "VQVAETask",
 }
 TASKS = tuple(TASK_CLASSES)
 

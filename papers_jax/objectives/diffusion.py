@@ -1,0 +1,149 @@
+"""DDPM (Ho et al. 2020) as pure functions: the noise schedule, the forward process q(x_t | x_0), the
+ε-prediction loss L_simple, and two samplers, each one `lax.scan` over the steps.
+
+Notation: β_t the variances of the forward process, α_t = 1 − β_t, ᾱ_t = ∏_{s ≤ t} α_s; steps are
+0-based (t = 0 is the paper's t = 1), as in the official code and diffusers.
+
+- `linear_schedule`: β_t linear from 1e-4 to 0.02 over T = 1000 steps (paper §4).
+- `q_sample`: x_t = √ᾱ_t · x_0 + √(1 − ᾱ_t) · ε (eq. 4).
+- `l_simple`: ‖ε − ε_θ(x_t, t)‖², averaged over the pixels of each example (eq. 14; t uniform, Algorithm 1).
+- `ancestral_step`: one step of Algorithm 2, x_{t−1} = μ_θ(x_t, t) + σ_t · z, with z added at every step
+  t > 0 and NOT at the last one (t = 0 returns the mean). σ²_t = β_t (`variance="beta"`, the paper's
+  choice for CIFAR-10 and the official code's "fixedlarge"; diffusers "fixed_large") or the posterior
+  variance β̃_t = (1 − ᾱ_{t−1}) / (1 − ᾱ_t) · β_t (`"posterior"`; diffusers "fixed_small"). μ_θ is
+  computed as the official code does: x̂_0 = (x_t − √(1 − ᾱ_t) ε̂) / √ᾱ_t, optionally clipped to [−1, 1]
+  (`clip_x0`, the code's `clip_denoised=True`), then the posterior mean of q(x_{t−1} | x_t, x̂_0); without
+  clipping this is exactly Algorithm 2's 1/√α_t · (x_t − β_t / √(1 − ᾱ_t) · ε̂).
+- `ddim_step`: DDIM (Song et al. 2021) with η = 0: deterministic, from x_t to x_{t'} (t' < t, ᾱ_{−1} = 1).
+- `sample`: the full chain from x_T ~ N(0, I), T ancestral steps (T−1 … 0) or `num_steps` DDIM steps
+  (t = (k · T / num_steps) for k = num_steps − 1 … 0, diffusers' "leading" spacing), as one `lax.scan`.
+  Jit it with the denoiser's params as an argument (tasks/diffusion.py).
+
+A note from PAPERS.md (mistake #12): a sampler that drops the √β·z noise, or stops at t = 1, is not the
+paper's; `tests/test_diffusion.py` checks both.
+"""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+VARIANCES = ("beta", "posterior")
+METHODS = ("ancestral", "ddim")
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+  """The constants of a β schedule, float64 numpy arrays of length T (cast to float32 where used)."""
+  betas: np.ndarray
+
+  @property
+  def num_steps(self) -> int:
+    return len(self.betas)
+
+  @property
+  def alphas_cumprod(self) -> np.ndarray:
+    return np.cumprod(1.0 - self.betas)
+
+  @property
+  def alphas_cumprod_prev(self) -> np.ndarray:
+    return np.append(1.0, self.alphas_cumprod[:-1])
+
+  @property
+  def posterior_variance(self) -> np.ndarray:
+    """β̃_t = (1 − ᾱ_{t−1}) / (1 − ᾱ_t) · β_t (0 at t = 0)."""
+    return (1.0 - self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod) * self.betas
+
+
+def linear_schedule(num_steps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> Schedule:
+  return Schedule(np.linspace(beta_start, beta_end, num_steps, dtype=np.float64))
+
+
+def _at(values: np.ndarray, t, ndim: int):
+  """values[t] as float32, shaped (B, 1, ..., 1) to broadcast over images of `ndim` dims."""
+  v = jnp.asarray(values, jnp.float32)[jnp.asarray(t)]
+  return v.reshape(v.shape + (1,) * (ndim - v.ndim))
+
+
+def q_sample(schedule: Schedule, x0, t, noise):
+  """x_t = √ᾱ_t · x_0 + √(1 − ᾱ_t) · noise; t (B,) integer steps."""
+  abar = _at(schedule.alphas_cumprod, t, x0.ndim)
+  return jnp.sqrt(abar) * x0 + jnp.sqrt(1.0 - abar) * noise
+
+
+def l_simple(eps_pred, noise):
+  """(B,) float32: the mean over each example's pixels of (ε̂ − ε)²."""
+  err = jnp.square(eps_pred.astype(jnp.float32) - noise.astype(jnp.float32))
+  return err.reshape(err.shape[0], -1).mean(axis=1)
+
+
+def predict_x0(schedule: Schedule, x_t, t, eps, clip_x0: bool):
+  abar = _at(schedule.alphas_cumprod, t, x_t.ndim)
+  x0 = (x_t - jnp.sqrt(1.0 - abar) * eps) / jnp.sqrt(abar)
+  return jnp.clip(x0, -1.0, 1.0) if clip_x0 else x0
+
+
+def ancestral_step(schedule: Schedule, x_t, t, eps, z, *, variance: str = "beta", clip_x0: bool = True):
+  """x_{t−1} from x_t, the predicted noise `eps` and standard normal `z`; t a scalar or (B,) steps.
+  z is added (times σ_t) only where t > 0."""
+  if variance not in VARIANCES:
+    raise ValueError(f"variance must be one of {VARIANCES}, got {variance!r}")
+  nd = x_t.ndim
+  x0 = predict_x0(schedule, x_t, t, eps, clip_x0)
+  abar, abar_prev = schedule.alphas_cumprod, schedule.alphas_cumprod_prev
+  coef_x0 = np.sqrt(abar_prev) * schedule.betas / (1.0 - abar)
+  coef_xt = np.sqrt(1.0 - schedule.betas) * (1.0 - abar_prev) / (1.0 - abar)
+  mean = _at(coef_x0, t, nd) * x0 + _at(coef_xt, t, nd) * x_t
+  var = schedule.betas if variance == "beta" else schedule.posterior_variance
+  sigma = jnp.sqrt(_at(var, t, nd))
+  not_last = (jnp.asarray(t) > 0).astype(x_t.dtype)
+  not_last = not_last.reshape(not_last.shape + (1,) * (nd - not_last.ndim))
+  return mean + not_last * sigma * z
+
+
+def ddim_step(schedule: Schedule, x_t, t, t_prev, eps, *, clip_x0: bool = True):
+  """DDIM, η = 0: x_{t_prev} = √ᾱ_{t_prev} · x̂_0 + √(1 − ᾱ_{t_prev}) · ε̂, with ᾱ = 1 for t_prev < 0.
+  With clip_x0, ε̂ is not recomputed from the clipped x̂_0 (as diffusers' DDIMScheduler)."""
+  nd = x_t.ndim
+  x0 = predict_x0(schedule, x_t, t, eps, clip_x0)
+  abar_ext = np.append(schedule.alphas_cumprod, 1.0)  # index −1 → ᾱ = 1 (diffusers' set_alpha_to_one)
+  abar_prev = _at(abar_ext, jnp.where(jnp.asarray(t_prev) < 0, -1, t_prev), nd)
+  return jnp.sqrt(abar_prev) * x0 + jnp.sqrt(1.0 - abar_prev) * eps
+
+
+def sampling_timesteps(schedule: Schedule, method: str = "ancestral", num_steps: int = 0) -> np.ndarray:
+  """The steps the sampler visits, in order: T−1 … 0 (ancestral), or the DDIM subsequence."""
+  T = schedule.num_steps
+  if method == "ancestral":
+    return np.arange(T)[::-1].copy()
+  if method == "ddim":
+    if not 1 <= num_steps <= T:
+      raise ValueError(f"DDIM takes 1 to {T} steps, got {num_steps}")
+    return (np.arange(num_steps) * (T // num_steps))[::-1].copy()
+  raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+
+
+def sample(denoise_fn, schedule: Schedule, shape, key, *, method: str = "ancestral", num_steps: int = 0,
+           variance: str = "beta", clip_x0: bool = True):
+  """Samples of `shape` (B, H, W, C): x_T ~ N(0, I), then every step of `sampling_timesteps` in one
+  `lax.scan`. `denoise_fn(x_t, t (B,) int32) -> ε̂`. The ancestral step at position i draws its z from
+  `fold_in(key, i + 1)` (x_T from `fold_in(key, 0)`)."""
+  steps = sampling_timesteps(schedule, method, num_steps)
+  prev = np.append(steps[1:], -1)
+  x = jax.random.normal(jax.random.fold_in(key, 0), shape, jnp.float32)
+
+  def body(x, xs):
+    i, t, t_prev = xs
+    tb = jnp.full((shape[0],), t, jnp.int32)
+    eps = denoise_fn(x, tb).astype(jnp.float32)
+    if method == "ancestral":
+      z = jax.random.normal(jax.random.fold_in(key, i + 1), shape, jnp.float32)
+      x = ancestral_step(schedule, x, tb, eps, z, variance=variance, clip_x0=clip_x0)
+    else:
+      x = ddim_step(schedule, x, tb, jnp.full((shape[0],), t_prev, jnp.int32), eps, clip_x0=clip_x0)
+    return x, None
+
+  xs = (jnp.arange(len(steps), dtype=jnp.int32), jnp.asarray(steps, jnp.int32), jnp.asarray(prev, jnp.int32))
+  x, _ = jax.lax.scan(body, x, xs)
+  return x
