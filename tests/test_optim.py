@@ -98,6 +98,18 @@ def test_lr_multipliers_scale_the_whole_update_of_matching_parameters():
     optim.make_optimizer(configs(lr_multipliers=("^blocks/",))[0], sched, PARAMS, 10)
 
 
+def test_lr_multipliers_combine_with_frozen_parameters():
+  # DETR's recipe: the backbone at 0.1× the rate with its stem frozen (freeze's masked updates pass through).
+  opt, sched = configs(name="adamw", lr=0.1, weight_decay=0.0, clip_grad_norm=0.0,
+                       lr_multipliers=((r"^blocks/", 0.1),), freeze=(r"^blocks/0/",))
+  sched.name = "constant"
+  tx, _ = optim.make_optimizer(opt, sched, PARAMS, 10)
+  new = one_step(tx, jax.tree.map(jnp.ones_like, PARAMS))
+  np.testing.assert_array_equal(new["blocks"][0]["mlp"]["fc1"]["kernel"], 1.0)
+  np.testing.assert_allclose(1 - new["blocks"][1]["mlp"]["fc1"]["kernel"], 0.01, rtol=1e-5)
+  np.testing.assert_allclose(1 - new["head"]["kernel"], 0.1, rtol=1e-5)
+
+
 def numpy_steps(name, params, grads_list, *, lr, wd, decay_mask, scales, b1, b2, eps, momentum, trust):
   """The update rules as the papers write them, in float64, one leaf at a time: AdamW (Loshchilov & Hutter,
   decoupled decay), Adam, SGD with momentum and L2 decay, LARS (You et al. 2017: per-layer trust ratio

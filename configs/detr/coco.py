@@ -25,6 +25,7 @@ Departures from the paper:
 """
 
 from papers_jax.core.config import base_config, parse_arg
+from papers_jax.tasks.detection import default_config as detection_defaults
 
 SMOKE_MODEL = dict(num_classes=4, backbone="resnet50", backbone_width=8, backbone_layers=(1, 1, 1, 1), d_model=32,
                    num_heads=4, encoder_layers=1, decoder_layers=2, ffn_dim=64, num_queries=8)
@@ -41,6 +42,8 @@ def get_config(arg=None):
   c.data.train_split = "train2017"
   c.data.eval_split = "val2017"
   c.data.image_size = 800
+  c.data.mean, c.data.std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # the ImageNet backbone's
+  c.detection = detection_defaults(max_boxes=100, flip_prob=0.5)
   c.batch_size = 64
   c.num_epochs = 500
   c.optimizer.update(name="adamw", lr=1e-4, b1=0.9, b2=0.999, eps=1e-8, weight_decay=1e-4, wd_exclude=(),
@@ -52,6 +55,7 @@ def get_config(arg=None):
     c.data.name = "shapes_scenes"
     c.data.train_split, c.data.eval_split = "train", "test"
     c.data.image_size = 64
+    c.detection.max_boxes = 6
     c.batch_size = 8
     c.num_epochs = 0
     c.num_steps = 4

@@ -117,10 +117,14 @@ def layer_ids(params, num_layers: int | None = None) -> dict:
 
 
 def scale_by_tree(scales) -> optax.GradientTransformation:
-  """Multiplies each update by a constant per-parameter factor."""
+  """Multiplies each update by a constant per-parameter factor. Inside `optimizer.freeze`'s multi_transform
+  the frozen parameters' updates are optax's MaskedNode placeholders, which pass through."""
+  def scale(s, u):
+    return u if isinstance(u, optax.MaskedNode) else u * jnp.asarray(s, u.dtype)
+
   def update_fn(updates, state, params=None):
     del params
-    return jax.tree.map(lambda u, s: u * jnp.asarray(s, u.dtype), updates, scales), state
+    return jax.tree.map(scale, scales, updates), state
   return optax.GradientTransformation(lambda _: optax.EmptyState(), update_fn)
 
 

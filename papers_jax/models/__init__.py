@@ -71,10 +71,13 @@ def _size(tree) -> int:
 
 def embedding_params(model) -> int | None:
   """Parameters in the family's `EMBEDDINGS` (attribute paths; absent ones are skipped), or None for a
-  model of no known family. Works on an abstract model."""
+  model of no known family. A wrapper that names its backbones in `BACKBONES` (the SSL methods' model)
+  counts theirs. Works on an abstract model."""
   family = FAMILIES.get(type(model))
   if family is None:
-    return None
+    backbones = [getattr(model, name, None) for name in getattr(type(model), "BACKBONES", ())]
+    counts = [embedding_params(b) for b in backbones if b is not None]
+    return sum(counts) if counts and None not in counts else None
   total = 0
   for path in family.EMBEDDINGS:
     node = model

@@ -124,6 +124,8 @@ class SSLModel(nnx.Module):
   """Online backbone + projector (+ predictor / prototypes / second encoder); the target encoder,
   queue, centre and memory banks when the method has them."""
 
+  BACKBONES = ("backbone", "backbone2")  # whose embedding tables models.embedding_params counts
+
   def __init__(self, backbone: nnx.Module, c, *, num_data: int = 0, backbone2: nnx.Module | None = None,
                rngs: nnx.Rngs):
     method = c.method
