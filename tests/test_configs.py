@@ -17,6 +17,7 @@ from PIL import Image
 from conftest import ROOT, load_config
 from papers_jax import models, tasks
 from papers_jax.core import config as config_lib, loop
+from papers_jax.core import flops as flops_lib
 from papers_jax.data import sources
 from papers_jax.errors import ConfigError
 
@@ -90,33 +91,64 @@ RUN_ELSEWHERE = {"clip/digits.py": "tests/test_clip.py::test_digits_smoke_run_wr
                  "detection/scenes_tiny.py": "tests/test_detection.py::test_detection_run_learns_and_sharded_equals_single_device"}
 
 
-# The classic CNNs' smoke runs compile a full-depth network (Inception-v3's ~100 convolutions) for 50–90 s
-# each on 2 cores, together 5 of `make test`'s 15 minutes. There, each config validates, reads its data and
-# builds its model abstractly (test_heavy_config_builds; their forward is checked against torchvision and
-# timm in tests/test_cnn_classics.py); `make test-full`
-# (PAPERS_JAX_FULL_PARITY=1) trains them as the others, and docs/testing.md records its last result.
-FULL_ONLY = {"googlenet/imagenet.py", "inception/digits.py", "inception/imagenet.py", "mixnet/imagenet.py",
-             "danet/cityscapes.py"}
+# Configs whose smoke run only `make test-full` (PAPERS_JAX_FULL_PARITY=1) makes; docs/testing.md records its
+# last result. In `make test` each still validates, reads its data offline and builds its model abstractly
+# (test_heavy_config_builds), and what its smoke run would train is trained by another config:
+# - the classic CNNs compile a full-depth network (Inception-v3's ~100 convolutions) for 50–90 s each on 2
+#   cores; their forward is checked against torchvision and timm in tests/test_cnn_classics.py;
+# - a paper's recipe whose model and task a bundled-data config of the same family smoke-trains (the value
+#   is the one that does), or, for DETR and Cityscapes, whose models the parity tests run and whose task
+#   another config trains.
+FULL_ONLY = {
+    "googlenet/imagenet.py": "", "inception/digits.py": "", "inception/imagenet.py": "", "mixnet/imagenet.py": "",
+    "alexnet/imagenet.py": "alexnet/digits.py", "resnet/imagenet.py": "resnet/digits.py",
+    "swin/imagenet.py": "swin/digits.py", "mixer/imagenet.py": "mixer/digits.py", "mae/pretrain.py": "mae/digits.py",
+    "clip/paper.py": "clip/digits.py", "gpt/gpt2.py": "gpt/python_docs.py", "bert/wikipedia.py": "bert/python_docs.py",
+    "fnet/c4.py": "fnet/python_docs.py", "transformer/wmt14.py": "transformer/numbers.py",
+    "gan/dcgan_mnist.py": "gan/dcgan_digits.py", "gan/dcgan_cifar10.py": "gan/dcgan_digits.py",
+    "vae/mnist.py": "vae/digits.py", "vae/cifar10.py": "vae/digits.py", "ddpm/cifar10.py": "ddpm/digits.py",
+    "patchtst/etth1.py": "patchtst/ett_like.py", "dlinear/etth1.py": "dlinear/ett_like.py",
+    "wav2vec2/librispeech_base.py": "wav2vec2/spoken_digits_pretrain.py",
+    "detr/coco.py": "detection/scenes_tiny.py", "deformable_detr/coco.py": "detection/scenes_tiny.py",
+    "danet/cityscapes.py": "danet/shapes.py",
+}
 FULL = bool(os.environ.get("PAPERS_JAX_FULL_PARITY"))
 
+# The smoke runs are split over two files (this one and tests/test_configs_more.py), so that the two test
+# workers of `make test` (pytest-xdist, one file per worker) share them.
+SMOKE = [c for c in CONFIGS if c not in RUN_ELSEWHERE]
+SMOKE_HERE, SMOKE_THERE = SMOKE[0::2], SMOKE[1::2]
 
-@pytest.mark.parametrize("name", [c for c in CONFIGS if c not in RUN_ELSEWHERE])
-def test_config_smoke_run(name, tmp_path):
+
+def run_smoke(name, tmp_path):
   if name in FULL_ONLY and not FULL:
-    pytest.skip("a full-depth CNN's compile (50–90 s): make test-full trains it; test_heavy_config_builds checks "
-                "the rest")
+    pytest.skip(f"make test-full trains it; {FULL_ONLY[name] or 'tests/test_cnn_classics.py'} covers its model "
+                "and task, test_heavy_config_builds the rest")
   config = load_config(name, "smoke")
   summary = loop.train(config, str(tmp_path / "run"))
   check_smoke_run(config, summary, str(tmp_path / "run"))
 
 
+@pytest.mark.parametrize("name", SMOKE_HERE)
+def test_config_smoke_run(name, tmp_path):
+  run_smoke(name, tmp_path)
+
+
+def test_full_only_configs_name_a_config_whose_smoke_run_runs():
+  for name, covered_by in FULL_ONLY.items():
+    assert name in CONFIGS and (not covered_by or (covered_by in CONFIGS and covered_by not in FULL_ONLY)), name
+
+
 @pytest.mark.parametrize("name", sorted(FULL_ONLY))
 def test_heavy_config_builds(name):
   """The configs of FULL_ONLY as shipped, short of compiling: the config validates, its data source
-  reads offline in smoke mode and its model builds (abstractly) with the FLOP counter."""
+  reads offline in smoke mode (through the task's own source where it has one) and its model builds
+  (abstractly), with the FLOP counter where its family has one."""
   config = load_config(name, "smoke")
   _, task = loop.check_config(config)
   model = nnx.eval_shape(lambda: task.build_model(nnx.Rngs(params=0)))
-  assert models.forward_flops(model) > 0
-  source = sources.get_source(config.data, config.data.train_split)
+  flops = flops_lib.forward_flops(model, task)
+  assert flops is None or flops > 0
+  split = config.data.train_split
+  source = task.source(split) if hasattr(task, "source") else sources.get_source(config.data, split)
   assert len(source) > 0

@@ -190,6 +190,7 @@ def _names_key(error, key) -> bool:
 
 
 _ACCEPTED = {}
+FUZZ_SAMPLE = 2500
 
 
 def validation_outcomes(full: bool, data_root):
@@ -197,7 +198,10 @@ def validation_outcomes(full: bool, data_root):
   if full in _ACCEPTED:
     return _ACCEPTED[full]
   accepted, failures = [], []
-  for name, key, value in fuzz_cases(full):
+  cases = list(fuzz_cases(full))
+  if not full:  # a fixed sample of the one-value-per-key cases (6,600 at 69 configs, 16 ms each)
+    cases = random.Random(0).sample(cases, min(FUZZ_SAMPLE, len(cases)))
+  for name, key, value in cases:
     config = mutated(name, key, value, data_root)
     if config is None:
       continue
