@@ -98,7 +98,10 @@ RUN_ELSEWHERE = {"clip/digits.py": "tests/test_clip.py::test_digits_smoke_run_wr
 #   cores; their forward is checked against torchvision and timm in tests/test_cnn_classics.py;
 # - a paper's recipe whose model and task a bundled-data config of the same family smoke-trains (the value
 #   is the one that does), or, for DETR and Cityscapes, whose models the parity tests run and whose task
-#   another config trains.
+#   another config trains;
+# - four of the ten SSL methods, whose losses tests/test_ssl_objectives.py checks and whose task state
+#   tests/test_ssl_task.py steps (the value: the method closest in machinery), and three more configs
+#   whose model and task a sibling trains.
 FULL_ONLY = {
     "googlenet/imagenet.py": "", "inception/digits.py": "", "inception/imagenet.py": "", "mixnet/imagenet.py": "",
     "alexnet/imagenet.py": "alexnet/digits.py", "resnet/imagenet.py": "resnet/digits.py",
@@ -107,10 +110,14 @@ FULL_ONLY = {
     "fnet/c4.py": "fnet/python_docs.py", "transformer/wmt14.py": "transformer/numbers.py",
     "gan/dcgan_mnist.py": "gan/dcgan_digits.py", "gan/dcgan_cifar10.py": "gan/dcgan_digits.py",
     "vae/mnist.py": "vae/digits.py", "vae/cifar10.py": "vae/digits.py", "ddpm/cifar10.py": "ddpm/digits.py",
-    "patchtst/etth1.py": "patchtst/ett_like.py", "dlinear/etth1.py": "dlinear/ett_like.py",
+    "patchtst/etth1.py": "patchtst/ett_like.py", "dlinear/etth1.py": "patchtst/ett_like.py",
     "wav2vec2/librispeech_base.py": "wav2vec2/spoken_digits_pretrain.py",
     "detr/coco.py": "detection/scenes_tiny.py", "deformable_detr/coco.py": "detection/scenes_tiny.py",
     "danet/cityscapes.py": "danet/shapes.py",
+    "ssl/moco_v1.py": "ssl/moco_v2.py", "ssl/byol.py": "ssl/simsiam.py", "ssl/instdisc.py": "ssl/cmc.py",
+    "ssl/swav.py": "ssl/dino.py", "dlinear/ett_like.py": "patchtst/ett_like.py",
+    "resnet/digits_cam.py": "resnet/digits.py", "resnet/cifar10.py": "resnet/digits.py",
+    "vit/cifar10.py": "vit/digits.py",
 }
 FULL = bool(os.environ.get("PAPERS_JAX_FULL_PARITY"))
 

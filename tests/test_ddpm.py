@@ -121,9 +121,9 @@ def test_dropout_only_in_training_and_bad_sizes():
   params = nnx.state(model, nnx.Param)
   nnx.update(model, jax.tree.map(lambda p: p + 0.1 * jax.random.normal(jax.random.key(1), p.shape), params))
   x, t = np.random.RandomState(0).randn(1, 8, 8, 3).astype(np.float32), np.array([5])
-  a = model(x, t, train=True, rngs=nnx.Rngs(dropout=0))
-  b = model(x, t, train=True, rngs=nnx.Rngs(dropout=1))
+  run = nnx.jit(lambda m, key, train: m(x, t, train=train, rngs=nnx.Rngs(dropout=key)), static_argnums=2)
+  a, b = run(model, jax.random.key(0), True), run(model, jax.random.key(1), True)
   assert np.abs(np.asarray(a - b)).max() > 1e-4
-  assert np.abs(np.asarray(a - model(x, t, rngs=nnx.Rngs(dropout=0)))).max() > 1e-4  # eval: no dropout
+  assert np.abs(np.asarray(a - run(model, jax.random.key(0), False))).max() > 1e-4  # eval: no dropout
   with pytest.raises(ValueError, match="divisible by 2"):
     model(np.zeros((1, 7, 7, 3), np.float32), t)

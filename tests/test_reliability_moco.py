@@ -2,6 +2,8 @@
 and queue. A file of its own so that `make test` (pytest -n 2 --dist loadfile) runs it beside
 test_reliability.py's classification matrix."""
 
+import os
+
 import pytest
 
 import killmatrix
@@ -14,6 +16,8 @@ def reference(tmp_path_factory):
   return workdir
 
 
+@pytest.mark.skipif(not os.environ.get("PAPERS_JAX_FULL_PARITY"), reason="make test-full: 45 s; the generic "
+                    "kill matrix (tests/test_reliability.py) runs in make test")
 def test_kill_9_in_every_phase_then_resume_equals_an_uninterrupted_run(reference, tmp_path):
   killmatrix.kill_in_every_phase("moco_v2", reference, str(tmp_path / "killed"))
 

@@ -32,6 +32,7 @@ def get_config(arg=None):
   c.batch_size = 32
   c.num_steps = 300
   c.optimizer.update(name="adam", lr=1e-3, weight_decay=0.0, clip_grad_norm=0.0)
+  c.optimizer.wd_exclude = ()  # no weight decay at all
   c.schedule.update(name="cosine", warmup_steps=20)
   c.log_every = 20
   c.eval_every = 0
