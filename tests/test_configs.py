@@ -99,7 +99,7 @@ RUN_ELSEWHERE = {"clip/digits.py": "tests/test_clip.py::test_digits_smoke_run_wr
 # - a paper's recipe whose model and task a bundled-data config of the same family smoke-trains (the value
 #   is the one that does), or, for DETR and Cityscapes, whose models the parity tests run and whose task
 #   another config trains;
-# - four of the ten SSL methods, whose losses tests/test_ssl_objectives.py checks and whose task state
+# - five of the ten SSL methods, whose losses tests/test_ssl_objectives.py checks and whose task state
 #   tests/test_ssl_task.py steps (the value: the method closest in machinery), and three more configs
 #   whose model and task a sibling trains.
 FULL_ONLY = {
@@ -114,7 +114,7 @@ FULL_ONLY = {
     "wav2vec2/librispeech_base.py": "wav2vec2/spoken_digits_pretrain.py",
     "detr/coco.py": "detection/scenes_tiny.py", "deformable_detr/coco.py": "detection/scenes_tiny.py",
     "danet/cityscapes.py": "danet/shapes.py",
-    "ssl/moco_v1.py": "ssl/moco_v2.py", "ssl/byol.py": "ssl/simsiam.py", "ssl/instdisc.py": "ssl/cmc.py",
+    "ssl/moco_v1.py": "ssl/moco_v3.py", "ssl/moco_v2.py": "ssl/moco_v3.py", "vit/imagenet.py": "vit/digits.py", "ssl/byol.py": "ssl/simsiam.py", "ssl/instdisc.py": "ssl/cmc.py",
     "ssl/swav.py": "ssl/dino.py", "dlinear/ett_like.py": "patchtst/ett_like.py",
     "resnet/digits_cam.py": "resnet/digits.py", "resnet/cifar10.py": "resnet/digits.py",
     "vit/cifar10.py": "vit/digits.py",
