@@ -9,14 +9,15 @@ counts only the taps on real inputs, never those on the inserted zeros. `count_p
 kernel taps that land on the zero padding, as XLA's cost analysis does. Element-wise work (BatchNorm,
 activations, pooling, SE gates) is left out, as in the other families' counters, unless `elementwise=True`:
 then each arithmetic element-wise op adds one FLOP per output element and each reduction one per input
-element (less one per output of a reduce: n - 1 additions sum n numbers), as XLA counts them (transcendentals such as exp and the sigmoid are counted apart by XLA, and
-left out here); comparisons, logic and rounding (masks, index arithmetic) count one per output element too.
-MixNet counts element-wise work (models/mixnet.py), and so do the families counted through `traced_flops`:
-the GAN pair, the VAE, the detection transformers, the DDPM UNet, VQ-VAE, wav2vec 2.0 and CPC, whose
-norms, attention softmaxes, deformable sampling and gates are a larger share of the work.
+element (less one per output of a reduce: n - 1 additions sum n numbers), as XLA counts them
+(transcendentals such as exp and the sigmoid are counted apart by XLA, and left out here); comparisons,
+logic and rounding (masks, index arithmetic) count one per output element too. MixNet counts element-wise
+work (models/mixnet.py), and so do the families counted through `traced_flops`: the GAN pair, the VAE, the
+detection transformers, the DDPM UNet, VQ-VAE, wav2vec 2.0 and CPC, whose norms, attention softmaxes,
+deformable sampling and gates are a larger share of the work.
 
-A `scan` counts its body once per step (XLA's cost analysis of the lowered loop counts it once: the
-tests compare with the loop unrolled).
+A `scan` counts its body once per step. XLA's cost analysis of the lowered loop counts it once, so
+`xla_flops`, the tests' reference, adds the other steps.
 """
 
 import math
