@@ -66,6 +66,8 @@ CASES = {
               dict(img_size=16)),
     "wav2vec2": ("wav2vec2_base", W2V | QUANTIZER, w2v_pretrain, (audio(4000),), dict(num_samples=4000)),
     "wav2vec2_ctc": ("wav2vec2_base_ctc", W2V, lambda m, a: m(a), (audio(4000),), dict(num_samples=4000)),
+    "dlinear": ("dlinear", dict(num_channels=2, context_length=96, prediction_length=96), lambda m, x: m(x),
+                (S((B, 96, 2), jnp.float32),), {}),
     "cpc": ("cpc_audio", dict(channels=16, context_dim=64), lambda m, a: m(a), (audio(3200),),
             dict(num_samples=3200)),
 }
@@ -90,7 +92,8 @@ EMBEDDING_PARAMS = {
 def test_forward_flops_match_xla(case):
   name, overrides, forward, inputs, lengths = CASES[case]
   model = abstract(name, **overrides)
-  analytic = models.forward_flops(model, count_padding=False, **lengths)
+  no_padding = {} if case == "dlinear" else dict(count_padding=False)  # DLinear has no convolution
+  analytic = models.forward_flops(model, **no_padding, **lengths)
   graphdef, state = nnx.split(model)
   xla = conv_flops.xla_flops(lambda s, *x: forward(nnx.merge(graphdef, s), *x), state, *inputs) / B
   assert 0.95 < xla / analytic < 1.05, (case, xla / analytic)

@@ -9,7 +9,8 @@ counts only the taps on real inputs, never those on the inserted zeros. `count_p
 kernel taps that land on the zero padding, as XLA's cost analysis does. Element-wise work (BatchNorm,
 activations, pooling, SE gates) is left out, as in the other families' counters, unless `elementwise=True`:
 then each arithmetic element-wise op adds one FLOP per output element and each reduction one per input
-element (less one per output of a reduce: n - 1 additions sum n numbers), as XLA counts them
+element (less one per output of a reduce: n - 1 additions sum n numbers; a pooling window one per window
+element and output), as XLA counts them
 (transcendentals such as exp and the sigmoid are counted apart by XLA, and left out here); comparisons,
 logic and rounding (masks, index arithmetic) count one per output element too. MixNet counts element-wise
 work (models/mixnet.py), and so do the families counted through `traced_flops`: the GAN pair, the VAE, the
@@ -69,8 +70,9 @@ ELEMENTWISE = frozenset({"add", "sub", "mul", "div", "max", "min", "neg", "abs",
                          "pow", "rem", "select_n", "clamp",
                          # comparisons, logic and rounding: index arithmetic, masks, bilinear sampling
                          "eq", "ne", "lt", "le", "gt", "ge", "and", "or", "not", "xor", "floor", "ceil", "round"})
-REDUCTIONS = frozenset({"reduce_sum", "reduce_max", "reduce_min", "reduce_window_sum", "reduce_window_max",
-                        "argmax", "argmin", "cumsum"})
+REDUCTIONS = frozenset({"reduce_sum", "reduce_max", "reduce_min", "argmax", "argmin", "cumsum"})
+# Pooling, which XLA counts as one op per window element per output.
+WINDOWS = frozenset({"reduce_window_sum", "reduce_window_max", "reduce_window_min"})
 # Reductions to fewer elements, which XLA counts as (inputs - outputs): n - 1 additions sum n numbers.
 FOLDS = frozenset({"reduce_sum", "reduce_max", "reduce_min", "argmax", "argmin"})
 
@@ -88,6 +90,8 @@ def jaxpr_flops(jaxpr, count_padding: bool = True, elementwise: bool = False) ->
       total += _dot(eqn)
     elif elementwise and name in ELEMENTWISE:
       total += math.prod(eqn.outvars[0].aval.shape)
+    elif elementwise and name in WINDOWS:
+      total += math.prod(eqn.outvars[0].aval.shape) * math.prod(eqn.params["window_dimensions"])
     elif elementwise and name in REDUCTIONS:
       total += math.prod(eqn.invars[0].aval.shape) - (math.prod(eqn.outvars[0].aval.shape) if name in FOLDS else 0)
     # A scan runs its body `length` times (XLA's cost analysis of a loop counts the body once).
