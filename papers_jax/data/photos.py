@@ -63,7 +63,8 @@ class PhotoCropsSource:
       height, width = SIZES[name]
       cut = int(width * TRAIN_FRACTION)
       lo, hi = (0, cut - crop) if split == "train" else (cut, width - crop)
-      corners.append(np.stack([rng.integers(0, height - crop + 1, self.count), rng.integers(lo, hi + 1, self.count)], 1))
+      tops, lefts = rng.integers(0, height - crop + 1, self.count), rng.integers(lo, hi + 1, self.count)
+      corners.append(np.stack([tops, lefts], 1))
     self._corners = np.concatenate(corners)
 
   def __len__(self) -> int:

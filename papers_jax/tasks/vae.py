@@ -173,7 +173,9 @@ class VAETask:
 
   def after_eval(self, trainer, step: int, writer, source, metrics) -> dict:
     del metrics
-    out = self.fid_metrics(*self.sample(trainer, self.fid_samples, int(self.vae.eval_seed))) if self.fid_samples else {}
+    out = {}
+    if self.fid_samples:
+      out = self.fid_metrics(*self.sample(trainer, self.fid_samples, int(self.vae.eval_seed)))
     n = min(int(self.vae.vis_examples), len(source))
     if n and writer is not None:
       fn = self.preprocess(train=False)

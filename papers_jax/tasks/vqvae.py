@@ -25,8 +25,8 @@ from papers_jax import models
 from papers_jax.core import precision, sharding
 from papers_jax.core.config import image_preprocessing
 from papers_jax.core.state import merge_model
-from papers_jax.errors import ConfigError
 from papers_jax.data import pipeline
+from papers_jax.errors import ConfigError
 from papers_jax.evaluators import fid as fid_lib
 from papers_jax.evaluators import reconstruction as vis
 from papers_jax.tasks.classification import normalize_images
