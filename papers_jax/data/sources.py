@@ -15,7 +15,8 @@ from papers_jax.errors import DataError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 SOURCE_FORMS = ('"digits"', '"digits_canvas"', '"tfds:<name>" (e.g. "tfds:cifar10")', '"folder"', '"synthetic"',
-                '"spoken_digits"', '"spoken_numbers"', '"manifest"', '"segmentation_shapes"', '"cityscapes"')
+                '"spoken_digits"', '"spoken_numbers"', '"manifest"', '"segmentation_shapes"', '"cityscapes"',
+                '"photo_crops"')
 
 
 def _example(image, label) -> dict:
@@ -430,6 +431,10 @@ def get_source(data_config, split: str):
   if name in ("segmentation_shapes", "cityscapes"):  # per-pixel labels (data/segmentation.py)
     from papers_jax.data import segmentation
     return segmentation.get_source(data_config, split)
+  if name == "photo_crops":  # crops of scikit-image's bundled photographs (data/photos.py)
+    from papers_jax.data.photos import PhotoCropsSource
+    return PhotoCropsSource(split, crop=data_config.get("crop", 32), channels=data_config.get("channels", 3),
+                            crops_per_photo=data_config.get("crops_per_photo", 512))
   if name == "synthetic":
     # As many channels as the normalisation has; unset (the model name's), three as every registered one.
     mean = data_config.get("mean")

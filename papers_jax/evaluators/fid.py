@@ -28,6 +28,7 @@ import functools
 import numpy as np
 
 from papers_jax.data import preprocess
+from papers_jax.errors import ConfigError
 
 
 def frechet_distance(mu_a, cov_a, mu_b, cov_b) -> float:
@@ -117,3 +118,53 @@ def gaussian_baseline(images, num: int, seed: int = 0) -> np.ndarray:
   rng = np.random.default_rng(seed)
   draws = rng.multivariate_normal(x.mean(axis=0), np.cov(x, rowvar=False), size=num, method="eigh")
   return np.round(np.clip(draws, 0, 1) * 255).astype(np.uint8).reshape((num,) + np.shape(images)[1:])
+
+
+def binarize(images, threshold: float) -> np.ndarray:
+  """uint8 images → uint8 images of 0 and 255: pixel / 255 > threshold (the VAE's binarised digits)."""
+  return np.where(np.asarray(images) / 255.0 > threshold, 255, 0).astype(np.uint8)
+
+
+@functools.lru_cache(maxsize=8)
+def _digits_references(image_size: int, split: str, num: int, seed: int, threshold: float | None):
+  """(extractor, features of `split`, {reference name: FID}) for `num` samples; cached per process."""
+  extractor = digits_feature_extractor(image_size)
+  real, _ = digits_images(split, image_size)
+  test, _ = digits_images("test", image_size)
+  if threshold is not None:
+    real, test = binarize(real, threshold), binarize(test, threshold)
+  real_features = extractor.features(real)
+  refs = {"fid_gaussian": fid(extractor.features(gaussian_baseline(real, num, seed=seed)), real_features)}
+  if split != "test":
+    refs["fid_test_split"] = fid(extractor.features(test), real_features)
+  return extractor, real_features, refs
+
+
+def digits_sample_metrics(samples, image_size: int, *, split: str = "train", seed: int = 0,
+                          threshold: float | None = None) -> dict:
+  """The evaluation of a set of uint8 digit samples (N, S, S, 1), the same for every generative task:
+    fid                   the samples against the digits `split` at `image_size`;
+    fid_gaussian          `gaussian_baseline` draws (as many as samples, from `seed`) against the same split:
+                          the floor a model must beat;
+    fid_test_split        the held-out test split (real digits) against it, when `split` is not "test";
+    sample_class_entropy  the entropy of the classifier's labels of the samples (ln 10 = 2.303: an even spread
+                          over the ten classes; near 0: one class, mode collapse).
+  `threshold`: the data is the digits binarised at it (`binarize`), as the VAE's Bernoulli demo models them;
+  the references are then binarised too (the extractor stays the grey digits' one)."""
+  if len(samples) < 2:
+    raise ValueError(f"FID needs at least 2 samples, got {len(samples)}")
+  extractor, real_features, refs = _digits_references(image_size, split, len(samples), seed, threshold)
+  counts = np.bincount(extractor.predict(samples), minlength=10) / len(samples)
+  entropy = float(-(counts[counts > 0] * np.log(counts[counts > 0])).sum())
+  return {"fid": fid(extractor.features(samples), real_features), **refs, "sample_class_entropy": entropy}
+
+
+def check_fid_samples(config, section: str) -> int:
+  """`config.<section>.fid_samples` (0 when unset), checked: the FID here needs the digits data and ≥ 2 samples."""
+  num = int(config[section].get("fid_samples", 0))
+  if num and config.data.name != "digits":
+    raise ConfigError(f"{section}.fid_samples needs the digits' feature extractor (evaluators/fid.py); the data "
+                      f"{config.data.name!r} has none here. Set --config.{section}.fid_samples=0.")
+  if num == 1:
+    raise ConfigError(f"{section}.fid_samples=1: a covariance needs at least 2 samples")
+  return num

@@ -18,6 +18,13 @@ Notation: β_t the variances of the forward process, α_t = 1 − β_t, ᾱ_t = 
 - `sample`: the full chain from x_T ~ N(0, I), T ancestral steps (T−1 … 0) or `num_steps` DDIM steps
   (t = (k · T / num_steps) for k = num_steps − 1 … 0, diffusers' "leading" spacing), as one `lax.scan`.
   Jit it with the denoiser's params as an argument (tasks/diffusion.py).
+- `vlb_bits_per_dim`: the variational bound L_vlb = L_T + Σ_{t>0} L_{t−1} + L_0 (eq. 5) in bits per
+  dimension of 8-bit data, as the official code's `calc_bpd_loop`: L_T = KL(q(x_T | x_0) ‖ N(0, I))
+  (`prior_bpd`), L_{t−1} = KL(q(x_{t−1} | x_t, x_0) ‖ p_θ(x_{t−1} | x_t)) between Gaussians (`normal_kl`)
+  with one x_t ~ q(x_t | x_0) per t, and the decoder L_0 = −log p_θ(x_0 | x_1) with the discretised
+  Gaussian over 256 bins of [−1, 1] (`discretized_gaussian_log_likelihood`, eq. 13). As the official code,
+  the decoder's variance is β̃ of the second step (β_1 = 1e-4 would make it the forward step's, not the
+  posterior's) for both `variance` choices, and the KL terms use σ²_t = β_t or β̃_t.
 
 A note from PAPERS.md (mistake #12): a sampler that drops the √β·z noise, or stops at t = 1, is not the
 paper's; `tests/test_diffusion.py` checks both.
@@ -147,3 +154,89 @@ def sample(denoise_fn, schedule: Schedule, shape, key, *, method: str = "ancestr
   xs = (jnp.arange(len(steps), dtype=jnp.int32), jnp.asarray(steps, jnp.int32), jnp.asarray(prev, jnp.int32))
   x, _ = jax.lax.scan(body, x, xs)
   return x
+
+
+# ------------------------------------------------------------------ the variational bound (bits per dimension)
+def normal_kl(mean1, logvar1, mean2, logvar2):
+  """KL(N(mean1, e^logvar1) ‖ N(mean2, e^logvar2)) per element, in nats."""
+  return 0.5 * (-1.0 + logvar2 - logvar1 + jnp.exp(logvar1 - logvar2) + jnp.square(mean1 - mean2) * jnp.exp(-logvar2))
+
+
+def discretized_gaussian_log_likelihood(x, mean, log_scale):
+  """log P(x) per element for x on the 256-level grid of [−1, 1] (x = 2k/255 − 1): the mass of
+  N(mean, e^{2 log_scale}) on x's bin [x − 1/255, x + 1/255], the edge bins reaching to ±∞ (eq. 13). Φ is exact here (the official code
+  uses a tanh approximation of it); as there, a bin's mass is floored at 1e-12."""
+  inv_scale = jnp.exp(-log_scale)
+  upper, lower = inv_scale * (x - mean + 1.0 / 255.0), inv_scale * (x - mean - 1.0 / 255.0)
+  log_cdf_upper = jax.scipy.special.log_ndtr(upper)          # the bin at −1: Φ(upper)
+  log_one_minus_cdf_lower = jax.scipy.special.log_ndtr(-lower)  # the bin at +1: 1 − Φ(lower)
+  # Inner bins: Φ(upper) − Φ(lower), computed on the side of the tail it is further from (no cancellation).
+  flip = lower > 0
+  hi, lo = jnp.where(flip, -lower, upper), jnp.where(flip, -upper, lower)
+  log_delta = jax.scipy.special.log_ndtr(hi) + jnp.log1p(-jnp.exp(jax.scipy.special.log_ndtr(lo)
+                                                                    - jax.scipy.special.log_ndtr(hi)))
+  log_probs = jnp.where(x < -0.999, log_cdf_upper, jnp.where(x > 0.999, log_one_minus_cdf_lower, log_delta))
+  return jnp.maximum(log_probs, np.log(1e-12))  # the official code's floor on a bin's mass
+
+
+def _mean_bits(nats):
+  """(B, ...) nats per element → (B,) bits per dimension (the mean over an example's elements / ln 2)."""
+  return nats.reshape(nats.shape[0], -1).mean(axis=1) / np.log(2.0)
+
+
+def posterior_mean(schedule: Schedule, x0, x_t, t):
+  """The mean of q(x_{t−1} | x_t, x_0) (eq. 7); its variance is `schedule.posterior_variance`."""
+  abar, abar_prev = schedule.alphas_cumprod, schedule.alphas_cumprod_prev
+  coef_x0 = np.sqrt(abar_prev) * schedule.betas / (1.0 - abar)
+  coef_xt = np.sqrt(1.0 - schedule.betas) * (1.0 - abar_prev) / (1.0 - abar)
+  return _at(coef_x0, t, x_t.ndim) * x0 + _at(coef_xt, t, x_t.ndim) * x_t
+
+
+def model_log_variance(schedule: Schedule, variance: str) -> np.ndarray:
+  """log σ²_t of p_θ(x_{t−1} | x_t) for the bound: log β_t or log β̃_t, with step 0 (the decoder's) set to
+  log β̃ of step 1 in both cases, as the official code (whose β̃_0 = 0 has no log)."""
+  if variance not in VARIANCES:
+    raise ValueError(f"variance must be one of {VARIANCES}, got {variance!r}")
+  var = schedule.betas if variance == "beta" else schedule.posterior_variance
+  return np.log(np.append(schedule.posterior_variance[1], var[1:]))
+
+
+def prior_bpd(schedule: Schedule, x0):
+  """(B,) L_T in bits per dimension: KL(q(x_T | x_0) ‖ N(0, I)), no parameters."""
+  abar_T = float(schedule.alphas_cumprod[-1])
+  return _mean_bits(normal_kl(np.sqrt(abar_T) * x0, np.log(1.0 - abar_T), 0.0, 0.0))
+
+
+def vlb_term_bpd(schedule: Schedule, x0, x_t, t, eps, *, variance: str = "beta", clip_x0: bool = True):
+  """(B,) the bound's term at step t (B,) in bits per dimension, from x_t ~ q(x_t | x_0) and ε̂ = ε_θ(x_t, t):
+  the decoder's −log p_θ(x_0 | x_1) where t = 0, KL(q(x_{t−1} | x_t, x_0) ‖ p_θ(x_{t−1} | x_t)) elsewhere.
+  p_θ's mean is the posterior mean at x̂_0 = (x_t − √(1 − ᾱ_t) ε̂) / √ᾱ_t (clipped to [−1, 1] with
+  `clip_x0`, as the official code's bound and sampler)."""
+  nd = x_t.ndim
+  model_mean = posterior_mean(schedule, predict_x0(schedule, x_t, t, eps, clip_x0), x_t, t)
+  model_logvar = _at(model_log_variance(schedule, variance), t, nd)
+  true_logvar = _at(np.log(np.append(schedule.posterior_variance[1], schedule.posterior_variance[1:])), t, nd)
+  kl = _mean_bits(normal_kl(posterior_mean(schedule, x0, x_t, t), true_logvar, model_mean, model_logvar))
+  decoder_nll = -_mean_bits(discretized_gaussian_log_likelihood(x0, model_mean, 0.5 * model_logvar))
+  return jnp.where(jnp.asarray(t) == 0, decoder_nll, kl)
+
+
+def vlb_bits_per_dim(denoise_fn, schedule: Schedule, x0, key, *, variance: str = "beta", clip_x0: bool = True):
+  """The bound L_vlb of 8-bit images x0 (B, H, W, C) scaled to [−1, 1], in bits per dimension, with every one of
+  the T steps (one `lax.scan`; one x_t ~ q(x_t | x_0) per step, its ε from `fold_in(key, t)`).
+  `denoise_fn(x_t, t (B,) int32) -> ε̂`. Returns {"total", "prior", "decoder", "kl"} of (B,) arrays, and
+  "terms" (T, B): the term of each step (row 0 the decoder's)."""
+  x0 = jnp.asarray(x0, jnp.float32)
+  batch = x0.shape[0]
+
+  def body(_, t):
+    tb = jnp.full((batch,), t, jnp.int32)
+    noise = jax.random.normal(jax.random.fold_in(key, t), x0.shape, jnp.float32)
+    x_t = q_sample(schedule, x0, tb, noise)
+    eps = denoise_fn(x_t, tb).astype(jnp.float32)
+    return None, vlb_term_bpd(schedule, x0, x_t, tb, eps, variance=variance, clip_x0=clip_x0)
+
+  _, terms = jax.lax.scan(body, None, jnp.arange(schedule.num_steps, dtype=jnp.int32))
+  prior = prior_bpd(schedule, x0)
+  kl = terms[1:].sum(axis=0)
+  return {"total": prior + terms[0] + kl, "prior": prior, "decoder": terms[0], "kl": kl, "terms": terms}

@@ -82,15 +82,10 @@ class DiffusionTask:
       raise ConfigError(f"diffusion.ddim_steps={d.ddim_steps} exceeds diffusion.num_timesteps={d.num_timesteps}")
     if d.beta_end < d.beta_start:
       raise ConfigError(f"diffusion.beta_end={d.beta_end} is below beta_start={d.beta_start}")
-    if d.fid_samples and config.data.name != "digits":
-      raise ConfigError(f"diffusion.fid_samples needs the digits' feature extractor (evaluators/fid.py); the data "
-                        f"{config.data.name!r} has none here. Set --config.diffusion.fid_samples=0.")
-    if d.fid_samples == 1:
-      raise ConfigError("diffusion.fid_samples=1: a covariance needs at least 2 samples")
+    fid_lib.check_fid_samples(config, "diffusion")
     self.schedule = diffusion.linear_schedule(d.num_timesteps, d.beta_start, d.beta_end)
     self.mean, self.std, _ = image_preprocessing(config)
     self._sampler = None
-    self._references = None
 
   def build_model(self, rngs: nnx.Rngs) -> nnx.Module:
     name, kwargs = precision.model_kwargs(self.config)
@@ -161,30 +156,13 @@ class DiffusionTask:
   def _channels(self) -> int:
     return int(self.config.model.get("in_chans", models.model_config(self.config.model.name).get("in_chans", 3)))
 
-  def _fid_references(self):
-    """(reference features, {name: FID of a reference sample set}), computed once per run."""
-    if self._references is None:
-      d, size = self.diffusion, self.config.data.image_size
-      extractor = fid_lib.digits_feature_extractor(size)
-      real, _ = fid_lib.digits_images(d.fid_split, size)
-      real_features = extractor.features(real)
-      gaussian = fid_lib.gaussian_baseline(real, d.fid_samples, seed=d.sample_seed)
-      refs = {"fid_gaussian": fid_lib.fid(extractor.features(gaussian), real_features)}
-      if d.fid_split != "test":
-        test, _ = fid_lib.digits_images("test", size)
-        refs["fid_test_split"] = fid_lib.fid(extractor.features(test), real_features)
-      self._references = (extractor, real_features, refs)
-    return self._references
-
   def after_eval(self, trainer, step: int, writer, source, metrics) -> dict:
     d, out = self.diffusion, {}
     grid = None
     if d.fid_samples:
       samples = self.sample(trainer, d.fid_samples, d.sample_seed)
-      extractor, real_features, refs = self._fid_references()
-      out = {"fid": fid_lib.fid(extractor.features(samples), real_features), **refs}
-      counts = np.bincount(extractor.predict(samples), minlength=10) / len(samples)
-      out["sample_class_entropy"] = float(-(counts[counts > 0] * np.log(counts[counts > 0])).sum())
+      out = fid_lib.digits_sample_metrics(samples, self.config.data.image_size, split=d.fid_split,
+                                          seed=d.sample_seed)
       grid = samples[:d.grid_samples]
     elif d.grid_samples:
       grid = self.sample(trainer, d.grid_samples, d.sample_seed)

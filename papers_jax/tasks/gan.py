@@ -13,7 +13,11 @@ Images are scaled to [−1, 1] (G's tanh range).
 
 Evaluation: the mean D(x) on the split's real images (`d_real`), the mean D(G(z)) on as many samples from fixed
 noise (`d_fake`) and the discriminator's accuracy on both; `after_eval` writes a grid of `gan.vis_examples`
-samples from fixed noise to <workdir>/samples/step_<step>.png and TensorBoard. The metrics of the phases
+samples from fixed noise to <workdir>/samples/step_<step>.png and TensorBoard. With `gan.fid_samples` > 0
+(digits only), that many samples from fixed noise (`gan.sample_seed`) are scored with the digits FID against
+the train split (evaluators/fid.py: digits_sample_metrics): eval/fid, beside eval/fid_gaussian (Gaussian noise
+with the data's pixel mean and covariance, as many draws: the floor to beat) and eval/fid_test_split (the
+held-out real digits); the grid then shows the first of those samples. The metrics of the phases
 (core/step.py) are discriminator/loss, discriminator/d_real, discriminator/d_fake, generator/loss, ...
 """
 
@@ -30,11 +34,12 @@ from papers_jax.core.optim import Phase
 from papers_jax.core.state import merge_model
 from papers_jax.data import pipeline
 from papers_jax.errors import ConfigError
+from papers_jax.evaluators import fid as fid_lib
 from papers_jax.evaluators import reconstruction as vis
 from papers_jax.models import dcgan
 from papers_jax.objectives import gan as objective
 
-RANGES = (("vis_examples", "[0, 1024]"), ("sample_seed", "[0, 4294967295]"))
+RANGES = (("vis_examples", "[0, 1024]"), ("sample_seed", "[0, 4294967295]"), ("fid_samples", "[0, 100000]"))
 PHASES = (Phase("discriminator", r"^discriminator/"), Phase("generator", r"^generator/"))
 
 
@@ -61,6 +66,7 @@ class GANTask:
                         f"{tuple(objective.GENERATOR_LOSSES)}")
     self.generator_loss = objective.GENERATOR_LOSSES[self.gan.generator_loss]
     self.z_dim = int(config.model.get("z_dim", 100))
+    self.fid_samples = fid_lib.check_fid_samples(config, "gan")
 
   def build_model(self, rngs: nnx.Rngs) -> nnx.Module:
     name, kwargs = precision.model_kwargs(self.config)
@@ -138,13 +144,18 @@ class GANTask:
 
   def after_eval(self, trainer, step: int, writer, source, metrics) -> dict:
     del source, metrics
-    n = int(self.gan.vis_examples)
+    n, out = int(self.gan.vis_examples), {}
+    samples = None
+    if self.fid_samples:
+      samples = self.sample(trainer, max(n, self.fid_samples))
+      out = fid_lib.digits_sample_metrics(np.round(samples[:self.fid_samples] * 255).astype(np.uint8),
+                                          self.config.data.image_size, seed=int(self.gan.sample_seed))
     if n and writer is not None:
-      samples = self.sample(trainer, n)
+      samples = self.sample(trainer, n) if samples is None else samples[:n]
       cols = int(np.ceil(np.sqrt(n)))
       rows = [samples[i:i + cols] for i in range(0, n - n % cols or n, cols)]
       picture = vis.grid_image(rows, cell=2 * samples.shape[1])
       if trainer.is_main:
         vis.save_png(picture, os.path.join(trainer.workdir, "samples", f"step_{step:06d}.png"))
         writer.write_image(step, "gan/samples", picture)
-    return {}
+    return out

@@ -16,6 +16,13 @@ from the importance-weighted bound with `vae.eval_k` samples (Burda et al., 2016
 the evaluation is fixed (`vae.eval_seed`), so two evaluations of the same weights agree. `after_eval` writes a
 grid of test images, their reconstructions (decoder means) and samples from the prior to
 <workdir>/samples/step_<step>.png and TensorBoard.
+
+With `vae.fid_samples` > 0 (digits only), `after_eval` also scores that many samples from the prior (fixed noise,
+`vae.eval_seed`) with the digits FID against the train split (evaluators/fid.py: digits_sample_metrics), for the
+Bernoulli likelihood against the split binarised as the model sees it: eval/fid for samples x ~ p(x|z), z ~ N(0, I)
+(binary images, the model's own samples), eval/fid_means for the decoder's means (the grey pictures a VAE is
+usually shown with), beside eval/fid_gaussian (Gaussian noise with the data's pixel mean and covariance, as many
+draws: the floor to beat) and eval/fid_test_split (the held-out test split, binarised alike).
 """
 
 import math
@@ -31,12 +38,13 @@ from papers_jax.core import precision, sharding
 from papers_jax.core.state import merge_model
 from papers_jax.data import pipeline
 from papers_jax.errors import ConfigError
+from papers_jax.evaluators import fid as fid_lib
 from papers_jax.evaluators import reconstruction as vis
 from papers_jax.models.vae import reparameterize
 from papers_jax.objectives import vae as objective
 
 RANGES = (("binarize_threshold", "(0, 1)"), ("eval_k", "[1, 100000]"), ("vis_examples", "[0, 1024]"),
-          ("eval_seed", "[0, 4294967295]"))
+          ("eval_seed", "[0, 4294967295]"), ("fid_samples", "[0, 100000]"))
 
 
 class VAETask:
@@ -49,6 +57,7 @@ class VAETask:
         "likelihood", "bernoulli")
     if self.likelihood not in ("bernoulli", "gaussian"):
       raise ConfigError(f"model.likelihood={self.likelihood!r}; choose 'bernoulli' or 'gaussian'")
+    self.fid_samples = fid_lib.check_fid_samples(config, "vae")
 
   def build_model(self, rngs: nnx.Rngs) -> nnx.Module:
     name, kwargs = precision.model_kwargs(self.config)
@@ -134,8 +143,39 @@ class VAETask:
                                jax.random.key(seed))
     return tuple(np.asarray(a, np.float32) for a in out)
 
+  def sample(self, trainer, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """`n` samples from the prior as uint8 (n, S, S, C): (samples x ~ p(x|z), the decoder's means)."""
+    if getattr(self, "_sample_for", None) is not trainer:
+      graphdef, likelihood = trainer.graphdef, self.likelihood
+
+      def generate(params, model_state, key, n):
+        model = merge_model(graphdef, params, model_state)
+        z_key, x_key = jax.random.split(key)
+        out = model.decode(jax.random.normal(z_key, (n, model.latent_dim)))
+        if likelihood == "bernoulli":
+          mean = jax.nn.sigmoid(out)
+          return jax.random.bernoulli(x_key, mean).astype(jnp.float32), mean
+        mean, logvar = out
+        return mean + jnp.exp(0.5 * logvar) * jax.random.normal(x_key, mean.shape), mean
+      self._sample_jit = jax.jit(generate, static_argnames="n", out_shardings=sharding.replicated(trainer.mesh))
+      self._sample_for = trainer
+    with sharding.use_mesh(trainer.mesh, trainer.rules):
+      out = self._sample_jit(trainer.state.params, trainer.state.model_state, jax.random.key(seed), n=n)
+    return tuple(np.round(np.clip(np.asarray(a, np.float32), 0, 1) * 255).astype(np.uint8) for a in out)
+
+  def fid_metrics(self, samples, means) -> dict:
+    """The digits FID of prior samples and of their decoder means, with the references (module docstring)."""
+    threshold = float(self.vae.binarize_threshold) if self.likelihood == "bernoulli" else None
+    size, seed = self.config.data.image_size, int(self.vae.eval_seed)
+    out = fid_lib.digits_sample_metrics(samples, size, seed=seed, threshold=threshold)
+    out["fid_means"] = fid_lib.digits_sample_metrics(means, size, seed=seed, threshold=threshold)["fid"]
+    return out
+
   def after_eval(self, trainer, step: int, writer, source, metrics) -> dict:
     del metrics
+    out = {}
+    if self.fid_samples:
+      out = self.fid_metrics(*self.sample(trainer, self.fid_samples, int(self.vae.eval_seed)))
     n = min(int(self.vae.vis_examples), len(source))
     if n and writer is not None:
       fn = self.preprocess(train=False)
@@ -145,4 +185,4 @@ class VAETask:
       if trainer.is_main:
         vis.save_png(picture, os.path.join(trainer.workdir, "samples", f"step_{step:06d}.png"))
         writer.write_image(step, "vae/samples", picture)
-    return {}
+    return out

@@ -6,7 +6,11 @@ by `data.mean` / `data.std`) + the quantiser's codebook and β-weighted commitme
 step and of the evaluation: recon_mse, vq_loss, perplexity and usage (the fraction of codes a batch uses).
 After each evaluation a PNG grid of originals over reconstructions of the first `vqvae.vis_examples`
 eval images goes to <workdir>/reconstructions/ and TensorBoard, and eval/codebook_usage reports the
-fraction of codes that the whole eval split uses.
+fraction of codes that the whole eval split uses. With `vqvae.fid` (digits only), the reconstructions of the
+whole eval split are scored with the digits FID against the train split (evaluators/fid.py:
+digits_sample_metrics): eval/fid_reconstructions, beside eval/fid_gaussian (as many Gaussian-noise draws with the
+data's pixel mean and covariance) and eval/fid_test_split (the real test images themselves: the floor a
+reconstruction can reach). No prior over the codes is trained here, so there are no samples to score.
 """
 
 import os
@@ -22,6 +26,8 @@ from papers_jax.core import precision, sharding
 from papers_jax.core.config import image_preprocessing
 from papers_jax.core.state import merge_model
 from papers_jax.data import pipeline
+from papers_jax.errors import ConfigError
+from papers_jax.evaluators import fid as fid_lib
 from papers_jax.evaluators import reconstruction as vis
 from papers_jax.tasks.classification import normalize_images
 
@@ -31,7 +37,7 @@ METRICS = ("recon_mse", "vq_loss", "perplexity", "usage")
 
 def default_config(**overrides) -> ml_collections.ConfigDict:
   """`config.vqvae`, the fields this task reads."""
-  return ml_collections.ConfigDict(dict(vis_examples=8) | overrides)
+  return ml_collections.ConfigDict(dict(vis_examples=8, fid=False) | overrides)
 
 
 class VQVAETask:
@@ -41,6 +47,9 @@ class VQVAETask:
     self.config = config
     self.mean, self.std, _ = image_preprocessing(config)
     self._jitted = None
+    if config.vqvae.get("fid") and config.data.name != "digits":
+      raise ConfigError(f"vqvae.fid needs the digits' feature extractor (evaluators/fid.py); the data "
+                        f"{config.data.name!r} has none here. Set --config.vqvae.fid=False.")
 
   def build_model(self, rngs: nnx.Rngs) -> nnx.Module:
     name, kwargs = precision.model_kwargs(self.config)
@@ -89,21 +98,26 @@ class VQVAETask:
     preprocess = pipeline.config_image_preprocess(self.config, False)
     images = np.stack([preprocess(dict(source[i]), None)["image"] for i in range(len(source))])
     used = np.zeros(self._num_codes(), bool)
-    recon0 = None
+    recons = []
     with sharding.use_mesh(trainer.mesh, trainer.rules):
       for start in range(0, len(images), 256):
         recon, indices = self._jitted(trainer.state.params, trainer.state.model_state, images[start:start + 256])
         used[np.unique(np.asarray(indices))] = True
-        recon0 = np.asarray(recon) if recon0 is None else recon0
+        recons.append(np.asarray(recon, np.float32))
+    mean, std = np.asarray(self.mean, np.float32), np.asarray(self.std, np.float32)
+    recons = np.clip(np.concatenate(recons) * std + mean, 0, 1)  # [0, 1]
+    out = {"codebook_usage": float(used.mean())}
+    if self.config.vqvae.get("fid"):
+      scores = fid_lib.digits_sample_metrics(np.round(recons * 255).astype(np.uint8), self.config.data.image_size)
+      out |= {"fid_reconstructions": scores.pop("fid"), **scores}
     n = min(int(self.config.vqvae.vis_examples), len(images))
     if n and writer is not None and trainer.is_main:
-      mean, std = np.asarray(self.mean, np.float32), np.asarray(self.std, np.float32)
-      rows = [images[:n] / 255.0, np.clip(recon0[:n] * std + mean, 0, 1)]
+      rows = [images[:n] / 255.0, recons[:n]]
       picture = vis.grid_image(rows, cell=max(16, 2 * images.shape[1]),
                                caption=f"VQ-VAE step {step}: originals (top), reconstructions (bottom)")
       vis.save_png(picture, os.path.join(trainer.workdir, "reconstructions", f"step_{step:06d}.png"))
       writer.write_image(step, "vqvae/reconstructions", picture)
-    return {"codebook_usage": float(used.mean())}
+    return out
 
   def _num_codes(self) -> int:
     return int(self.config.model.get("num_codes", models.model_config(self.config.model.name)["num_codes"]))
