@@ -20,24 +20,27 @@ import jax.numpy as jnp
 from flax import nnx
 
 
-def _taps(size: int, k: int, stride: int, lo: int, hi: int, count_padding: bool) -> tuple[int, int]:
-  """(output size, kernel taps summed over the outputs), only those inside the input unless `count_padding`."""
-  out = (size + lo + hi - k) // stride + 1
+def _taps(size: int, k: int, stride: int, lo: int, hi: int, count_padding: bool,
+          dilation: int = 1) -> tuple[int, int]:
+  """(output size, kernel taps summed over the outputs), only those inside the input unless `count_padding`;
+  tap j of a kernel dilated by `dilation` reads input o·stride − lo + j·dilation."""
+  out = (size + lo + hi - (k - 1) * dilation - 1) // stride + 1
   if count_padding:
     return out, out * k
-  return out, sum(min(k, size + lo - o * stride) - max(0, lo - o * stride) for o in range(out))
+  return out, sum(0 <= o * stride - lo + j * dilation < size for o in range(out) for j in range(k))
 
 
 def _conv(eqn, count_padding: bool) -> int:
   lhs, rhs = eqn.invars[0].aval.shape, eqn.invars[1].aval.shape
   dn = eqn.params["dimension_numbers"]
-  if any(d != 1 for d in eqn.params["lhs_dilation"] + eqn.params["rhs_dilation"]):
-    raise NotImplementedError("dilated convolutions are not counted")
+  if any(d != 1 for d in eqn.params["lhs_dilation"]):
+    raise NotImplementedError("transposed (input-dilated) convolutions are not counted")
   in_spatial = [lhs[d] for d in dn.lhs_spec[2:]]
   kernel_spatial = [rhs[d] for d in dn.rhs_spec[2:]]
   taps = 1
-  for size, k, s, (lo, hi) in zip(in_spatial, kernel_spatial, eqn.params["window_strides"], eqn.params["padding"]):
-    taps *= _taps(size, k, s, lo, hi, count_padding)[1]
+  for size, k, s, (lo, hi), d in zip(in_spatial, kernel_spatial, eqn.params["window_strides"], eqn.params["padding"],
+                                     eqn.params["rhs_dilation"]):
+    taps *= _taps(size, k, s, lo, hi, count_padding, d)[1]
   batch, in_per_group, out_features = lhs[dn.lhs_spec[0]], rhs[dn.rhs_spec[1]], rhs[dn.rhs_spec[0]]
   return 2 * batch * taps * in_per_group * out_features
 
@@ -52,6 +55,9 @@ def _dot(eqn) -> int:
 # per input element.
 ELEMENTWISE = frozenset({"add", "sub", "mul", "div", "max", "min", "neg", "abs", "sign", "square", "integer_pow",
                          "pow", "rem", "select_n", "clamp"})
+# Primitives XLA lowers to a polynomial before counting: FLOPs per output element (f32). erfc: the exact
+# GELU's, a rational approximation (plus one exp that XLA counts apart as a transcendental).
+EXPANDED = {"erfc": 62}
 REDUCTIONS = frozenset({"reduce_sum", "reduce_max", "reduce_min", "reduce_window_sum", "reduce_window_max",
                         "argmax", "argmin", "cumsum"})
 
@@ -69,6 +75,8 @@ def jaxpr_flops(jaxpr, count_padding: bool = True, elementwise: bool = False) ->
       total += _dot(eqn)
     elif elementwise and name in ELEMENTWISE:
       total += math.prod(eqn.outvars[0].aval.shape)
+    elif elementwise and name in EXPANDED:
+      total += EXPANDED[name] * math.prod(eqn.outvars[0].aval.shape)
     elif elementwise and name in REDUCTIONS:
       total += math.prod(eqn.invars[0].aval.shape)
     for sub in jax.extend.core.jaxprs_in_params(eqn.params):
