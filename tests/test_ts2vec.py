@@ -118,3 +118,34 @@ def test_flop_counter_is_within_5_percent_of_xla():
   cost = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x)).lower(state, series).cost_analysis()
   xla = (cost[0] if isinstance(cost, list) else cost)["flops"]
   assert abs(ts2vec.forward_flops(model, seq_len=48) / xla - 1) < 0.05
+
+
+def test_supervised_contrastive_equals_numpy():
+  """SupCon's L_out over the labelled rows only (unlabelled rows neither anchors nor candidates), anchors
+  without a positive left out of the mean."""
+  from papers_jax.objectives.contrastive import supervised_contrastive
+  rng = np.random.default_rng(0)
+  z = rng.normal(size=(10, 4)).astype(np.float32)
+  labels = np.array([0, 1, 0, 2, 1, 0, 2, 3, 1, 0])
+  valid = np.array([1, 1, 1, 0, 1, 1, 1, 1, 0, 1], bool)
+  zn = z / np.linalg.norm(z, axis=1, keepdims=True)
+  losses = []
+  for i in np.flatnonzero(valid):
+    others = [j for j in np.flatnonzero(valid) if j != i]
+    positives = [p for p in others if labels[p] == labels[i]]
+    if not positives:
+      continue
+    logits = np.array([zn[i] @ zn[j] / 0.2 for j in others])
+    log_den = np.log(np.exp(logits).sum())
+    losses.append(-np.mean([zn[i] @ zn[p] / 0.2 - log_den for p in positives]))
+  got = float(jax.jit(supervised_contrastive, static_argnums=3)(z, labels, valid, 0.2))
+  np.testing.assert_allclose(got, np.mean(losses), rtol=1e-5)
+
+
+def test_labelled_fraction_is_stratified_and_fixed_by_its_seed():
+  from papers_jax.tasks.ts_representation import labelled_indices
+  labels = np.repeat(np.arange(3), [20, 7, 1])
+  keep = labelled_indices(labels, 0.1)
+  np.testing.assert_array_equal(np.bincount(labels[keep], minlength=3), [2, 1, 1])  # ceil(0.1 n), at least 1
+  np.testing.assert_array_equal(keep, labelled_indices(labels, 0.1))
+  assert not np.array_equal(keep, labelled_indices(labels, 0.1, seed=1))

@@ -55,7 +55,7 @@ FAMILIES = {
     inception.InceptionV3: inception, mixnet.MixNet: mixnet, whisper.Whisper: whisper,
     patchtst.PatchTST: patchtst, patchtst.PatchTSTForPretraining: patchtst, dlinear.DLinear: dlinear,
     dlinear.NLinear: dlinear, danet.DANet: danet, pkinet.PKINet: pkinet,
-    ts2vec.TS2VecEncoder: ts2vec,
+    ts2vec.TS2VecEncoder: ts2vec, ts2vec.TS2VecClassifier: ts2vec,
 }
 FLOP_COUNTERS = {cls: family.forward_flops for cls, family in FAMILIES.items()}
 

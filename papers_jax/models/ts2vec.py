@@ -97,6 +97,28 @@ class TS2VecEncoder(nnx.Module):
     return self.dropout(h, deterministic=not train, rngs=rngs)
 
 
+class TS2VecClassifier(TS2VecEncoder):
+  """The encoder (its parameters where a TS2Vec run keeps them, so `init_from` reads its checkpoint as it is)
+  with a linear classifier `head` and a two-layer projection `projector` (for a contrastive loss) on the
+  representation max-pooled over time."""
+
+  def __init__(self, *, num_classes: int = 2, output_dims: int = 320, projection_dims: int = 128, dtype=None,
+               param_dtype=jnp.float32, rngs: nnx.Rngs, **encoder):
+    super().__init__(output_dims=output_dims, dtype=dtype, param_dtype=param_dtype, rngs=rngs, **encoder)
+    dense = lambda i, o: Dense(i, o, axes=(None, None), kernel_init=_torch_uniform(i),  # noqa: E731
+                               bias_init=_torch_uniform(i), dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.head = dense(output_dims, num_classes)
+    self.projector = nnx.Sequential(dense(output_dims, output_dims), jax.nn.relu, dense(output_dims, projection_dims))
+
+  def features(self, x, *, train: bool = False, rngs: nnx.Rngs | None = None):
+    """(batch, output_dims): the encoder's output max-pooled over time."""
+    return super().__call__(x, train=train, rngs=rngs).max(axis=1)
+
+  def __call__(self, x, *, train: bool = False, rngs: nnx.Rngs | None = None):
+    """Class logits of each series."""
+    return self.head(self.features(x, train=train, rngs=rngs))
+
+
 def forward_flops(model, *, seq_len: int | None = None) -> float:
   """FLOPs of encoding one series of `seq_len` steps, read off the traced eval-mode forward
   (models/conv_flops.py): convolutions and matmuls, 2 per multiply-add, counting only the kernel taps that
@@ -106,10 +128,11 @@ def forward_flops(model, *, seq_len: int | None = None) -> float:
     raise ValueError("TS2Vec's FLOPs grow with the series: give seq_len (the task passes its series length)")
   graphdef, state = nnx.split(model)
   series = jax.ShapeDtypeStruct((1, seq_len, model.input_dims), jnp.float32)
-  jaxpr = jax.make_jaxpr(lambda s, x: nnx.merge(graphdef, s)(x))(state, series)
+  jaxpr = jax.make_jaxpr(lambda s, x: nnx.merge(graphdef, s)(x))(state, series)  # the classifier: + its head
   return float(conv_flops.jaxpr_flops(jaxpr, count_padding=False, elementwise=True))
 
 
 EMBEDDINGS = ()  # no embedding tables
 
 register("ts2vec", TS2VecEncoder)
+register("ts2vec_classifier", TS2VecClassifier)
