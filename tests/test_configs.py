@@ -79,10 +79,11 @@ def check_smoke_run(config, summary, workdir):
   if config.task in ("lm", "text_finetune"):
     assert all(r["tokens_per_s"] > 0 for r in train)
     assert summary["tokens_seen"] > summary["examples_seen"]
-  if summary["forward_flops_per_example"]:  # the families with a FLOP counter
-    assert train[-1]["flops"] == pytest.approx(summary["train_flops"])
-    assert summary["train_flops"] == pytest.approx(3 * summary["forward_flops_per_example"] * summary["examples_seen"])
-    assert 0 < summary["non_embedding_params"] <= summary["params"]
+  # Every family and task has a FLOP counter (tests/test_flops.py, tests/test_flops_families.py).
+  assert summary["forward_flops_per_example"] > 0
+  assert train[-1]["flops"] == pytest.approx(summary["train_flops"])
+  assert summary["train_flops"] == pytest.approx(3 * summary["forward_flops_per_example"] * summary["examples_seen"])
+  assert 0 < summary["non_embedding_params"] <= summary["params"]
 
 
 # Configs whose smoke run, exactly as shipped, another test file makes and checks with check_smoke_run

@@ -18,7 +18,7 @@ from flax import nnx
 from conftest import load_config
 from papers_jax import models, tasks
 from papers_jax.core.state import split_model
-from papers_jax.models import fnet, resnet
+from papers_jax.models import conv_flops, fnet, resnet
 
 B = 2  # examples in the lowered batch
 
@@ -87,9 +87,8 @@ def abstract(name, **overrides):
 
 
 def xla_flops(fn, *args) -> float:
-  """XLA's FLOP count of fn(*args), lowered without compiling."""
-  cost = jax.jit(fn).lower(*args).cost_analysis()
-  return (cost[0] if isinstance(cost, (list, tuple)) else cost)["flops"]
+  """XLA's FLOP count of fn(*args), lowered without compiling, each loop's body once per step (conv_flops.xla_flops)."""
+  return conv_flops.xla_flops(fn, *args)
 
 
 def xla_forward_flops(model, forward, inputs) -> float:

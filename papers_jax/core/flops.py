@@ -41,8 +41,8 @@ def run_peak(config) -> tuple[float | None, str]:
 
 
 TRAIN_PER_FORWARD = 3
-CONVENTION = ("analytic, 2 FLOPs per multiply-add, matmuls and convolutions only (FNet's FFT as 5·N·log2 N; MixNet "
-              "and the SSL steps add their element-wise work); "
+CONVENTION = ("analytic, 2 FLOPs per multiply-add, matmuls and convolutions only (FNet's FFT as 5·N·log2 N; MixNet, "
+              "the SSL steps, DLinear and the generative, detection and speech families add their element-wise work); "
               "training = 3 × forward")
 
 

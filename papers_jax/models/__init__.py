@@ -14,7 +14,8 @@ tools/sweep.py) goes through:
                                    mask tokens for the vision models, none for a convnet; the rest are
                                    the non-embedding parameters of a scaling study.
 Both are None for a model without a counter (the SSL wrappers: their task counts the traced step,
-tasks/ssl/task.py). Each counter is tested against XLA's cost analysis in tests/test_flops.py.
+tasks/ssl/task.py). Each counter is tested against XLA's cost analysis in tests/test_flops.py and
+tests/test_flops_families.py.
 """
 
 import math
@@ -56,6 +57,9 @@ FAMILIES = {
     patchtst.PatchTST: patchtst, patchtst.PatchTSTForPretraining: patchtst, dlinear.DLinear: dlinear,
     dlinear.NLinear: dlinear, danet.DANet: danet, pkinet.PKINet: pkinet,
     ts2vec.TS2VecEncoder: ts2vec, ts2vec.TS2VecClassifier: ts2vec,
+    dcgan.GAN: dcgan, vae.VAE: vae, detr.DETR: detr, deformable_detr.DeformableDETR: deformable_detr,
+    query_detector.QueryDetector: query_detector, ddpm_unet.DDPMUNet: ddpm_unet, vqvae.VQVAE: vqvae,
+    wav2vec2.Wav2Vec2: wav2vec2, cpc.CPC: cpc,
 }
 FLOP_COUNTERS = {cls: family.forward_flops for cls, family in FAMILIES.items()}
 

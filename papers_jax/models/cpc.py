@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from papers_jax.models import conv_flops
 from papers_jax.models.registry import register
 from papers_jax.nn.conv import Conv1D
 from papers_jax.nn.linear import Dense
@@ -94,3 +95,14 @@ class CPC(nnx.Module):
 
 
 register("cpc_audio", CPC)
+
+
+def forward_flops(model: CPC, num_samples: int = 20_480, *, count_padding: bool = True) -> float:
+  """FLOPs of one forward pass on one waveform of num_samples samples (default: the paper's 20480-sample
+  windows), element-wise work included (models/conv_flops.py): the strided convolutions, the GRU at every
+  frame, and the predictions of every offset. The InfoNCE scores (tasks/cpc.py) are left out."""
+  return conv_flops.traced_flops(lambda m, a: m(a), model, jax.ShapeDtypeStruct((1, num_samples), jnp.float32),
+                                 count_padding=count_padding)
+
+
+EMBEDDINGS = ()

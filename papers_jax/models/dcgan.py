@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from papers_jax.models import conv_flops
 from papers_jax.models.registry import INCEPTION_MEAN, INCEPTION_STD, Preprocessing, register
 from papers_jax.nn.conv import Conv, ConvTranspose
 from papers_jax.nn.linear import Dense, param
@@ -142,5 +143,36 @@ for _size in (64, 32, 16):
   register(f"dcgan_{_size}", dcgan, img_size=_size,
            preprocessing=Preprocessing(_size, INCEPTION_MEAN, INCEPTION_STD, crop_pct=1.0))
 register("gan_mlp_1d", gan_mlp_1d)
+
+
+
+def _generator_input(gan: GAN) -> jax.ShapeDtypeStruct:
+  return jax.ShapeDtypeStruct((1, gan.z_dim), jnp.float32)
+
+
+def _discriminator_input(gan: GAN) -> jax.ShapeDtypeStruct:
+  d = gan.discriminator
+  if isinstance(d, DCGANDiscriminator):
+    return conv_flops.images(d.img_size, d.in_chans)
+  return jax.ShapeDtypeStruct((1, 1), jnp.float32)
+
+
+def generator_flops(gan: GAN, *, count_padding: bool = True) -> float:
+  """FLOPs of G on one z (eval mode), element-wise work included (models/conv_flops.py)."""
+  return conv_flops.traced_flops(lambda m, z: m.generator(z), gan, _generator_input(gan),
+                                 count_padding=count_padding)
+
+
+def discriminator_flops(gan: GAN, *, count_padding: bool = True) -> float:
+  """FLOPs of D on one image (eval mode), element-wise work included."""
+  return conv_flops.traced_flops(lambda m, x: m.discriminator(x), gan, _discriminator_input(gan),
+                                 count_padding=count_padding)
+
+
+def forward_flops(gan: GAN, *, count_padding: bool = True) -> float:
+  """One forward pass of each network: G on one z and D on one image. A training step runs more
+  (tasks/gan.py counts it: G twice, D three times)."""
+  return generator_flops(gan, count_padding=count_padding) + discriminator_flops(gan, count_padding=count_padding)
+
 
 EMBEDDINGS = ()

@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from papers_jax.models import conv_flops
 from papers_jax.models.registry import register
 from papers_jax.nn.attention import dot_product_attention
 from papers_jax.nn.conv import Conv
@@ -228,3 +229,15 @@ VARIANTS = {
 }
 for _name, _kwargs in VARIANTS.items():
   register(_name, DDPMUNet, **_kwargs)
+
+
+def forward_flops(model: DDPMUNet, img_size: int = 32, *, count_padding: bool = True) -> float:
+  """FLOPs of one call ε_θ(x_t, t) on one img_size × img_size image (default: CIFAR-10's 32), element-wise
+  work included (models/conv_flops.py): the time embedding, every residual block with its GroupNorms,
+  the attention blocks, the resampling and the output head. A training example runs it once; sampling
+  runs it once per step."""
+  return conv_flops.traced_flops(lambda m, x, t: m(x, t), model, conv_flops.images(img_size, model.in_chans),
+                                 jax.ShapeDtypeStruct((1,), jnp.int32), count_padding=count_padding)
+
+
+EMBEDDINGS = ()  # the time embedding is an MLP on sinusoids, not a table

@@ -35,6 +35,7 @@ from flax import nnx
 
 from papers_jax.core import sharding
 from papers_jax.models.detr import TORCH_LN_EPS, BoxMLP, DetrAttention, resize_mask, sine_position_embedding
+from papers_jax.models import conv_flops
 from papers_jax.models.registry import register
 from papers_jax.models.resnet import EXPANSION, VARIANTS, ResNet
 from papers_jax.nn.conv import Conv
@@ -390,3 +391,15 @@ register("deformable_detr_resnet50", DeformableDETR, backbone="resnet50")
 register("deformable_detr_resnet50_box_refine", DeformableDETR, backbone="resnet50", with_box_refine=True)
 register("deformable_detr_resnet50_two_stage", DeformableDETR, backbone="resnet50", with_box_refine=True,
          two_stage=True)
+
+
+def forward_flops(model: DeformableDETR, img_size: int = 800, *, count_padding: bool = True) -> float:
+  """FLOPs of one forward pass on one img_size × img_size image (default: 800, the paper's shorter side),
+  element-wise work included (models/conv_flops.py): the backbone and its extra level, the deformable
+  encoder and decoder (offsets, attention weights and the bilinear sampling's arithmetic; the gathers
+  themselves are not arithmetic), the two-stage proposals, and every layer's heads."""
+  return conv_flops.traced_flops(lambda m, x: m(x, train=False), model,
+                                 conv_flops.images(img_size, model.backbone.in_chans), count_padding=count_padding)
+
+
+EMBEDDINGS = ("query_embed", "level_embed")  # object queries (absent in the two-stage model), level embeddings

@@ -30,6 +30,7 @@ import numpy as np
 from flax import nnx
 
 from papers_jax.core import sharding
+from papers_jax.models import conv_flops
 from papers_jax.models.registry import register
 from papers_jax.models.resnet import VARIANTS, ResNet
 from papers_jax.nn.activations import relu
@@ -228,3 +229,14 @@ class DETR(nnx.Module):
 
 register("detr_resnet50", DETR, backbone="resnet50")
 register("detr_resnet101", DETR, backbone="resnet101")
+
+
+def forward_flops(model: DETR, img_size: int = 800, *, count_padding: bool = True) -> float:
+  """FLOPs of one forward pass on one img_size × img_size image (default: 800, the paper's shorter side),
+  element-wise work included (models/conv_flops.py): the backbone, the encoder and decoder, and the heads on
+  every decoder layer's output (the auxiliary losses read them all)."""
+  return conv_flops.traced_flops(lambda m, x: m(x, train=False), model,
+                                 conv_flops.images(img_size, model.backbone.in_chans), count_padding=count_padding)
+
+
+EMBEDDINGS = ("query_embed",)  # the learned object queries, the decoder's position embedding

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from papers_jax.models import conv_flops
 from papers_jax.models.registry import register
 from papers_jax.nn.attention import Attention, CrossAttention
 from papers_jax.nn.conv import Conv
@@ -94,3 +95,14 @@ class QueryDetector(nnx.Module):
 # Any image size (a multiple of 8 for three stem stages); no checkpoint, so no preprocessing of its own:
 # a config sets data.mean / data.std.
 register("query_detector_tiny", QueryDetector)  # num_classes: the task sets the data's (4: the shapes scenes)
+
+
+def forward_flops(model: QueryDetector, img_size: int = 64, *, count_padding: bool = True) -> float:
+  """FLOPs of one forward pass on one img_size × img_size image (default: the 64-pixel scenes), element-wise
+  work included (models/conv_flops.py): the convolution stem, the decoder, and the heads on every layer."""
+  in_chans = model.stem[0].kernel.shape[2]
+  return conv_flops.traced_flops(lambda m, x: m(x, train=False), model, conv_flops.images(img_size, in_chans),
+                                 count_padding=count_padding)
+
+
+EMBEDDINGS = ("query_embed",)

@@ -126,10 +126,8 @@ def forward_flops(model, *, seq_len: int | None = None) -> float:
   of short series), and the element-wise work one FLOP per element, as XLA's cost analysis counts both."""
   if not seq_len:
     raise ValueError("TS2Vec's FLOPs grow with the series: give seq_len (the task passes its series length)")
-  graphdef, state = nnx.split(model)
   series = jax.ShapeDtypeStruct((1, seq_len, model.input_dims), jnp.float32)
-  jaxpr = jax.make_jaxpr(lambda s, x: nnx.merge(graphdef, s)(x))(state, series)  # the classifier: + its head
-  return float(conv_flops.jaxpr_flops(jaxpr, count_padding=False, elementwise=True))
+  return conv_flops.traced_flops(lambda m, x: m(x), model, series, count_padding=False)  # a classifier: + its head
 
 
 EMBEDDINGS = ()  # no embedding tables

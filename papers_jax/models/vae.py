@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from papers_jax.models import conv_flops
 from papers_jax.models.registry import Preprocessing, register
 from papers_jax.nn.conv import Conv, ConvTranspose
 from papers_jax.nn.linear import Dense
@@ -128,5 +129,14 @@ def reparameterize(rng, mu, logvar):
 register("vae_mlp", VAE, arch="mlp", preprocessing=Preprocessing(28, (0.0,) * 3, (1.0,) * 3, crop_pct=1.0))
 register("vae_conv", VAE, arch="conv", activation="relu", img_size=32,
          preprocessing=Preprocessing(32, (0.0,) * 3, (1.0,) * 3, crop_pct=1.0))
+
+
+
+def forward_flops(model: VAE, *, count_padding: bool = True) -> float:
+  """FLOPs of one training forward pass per image, element-wise work included (models/conv_flops.py): the
+  encoder, one reparameterised z (the ELBO's L = 1 sample) and the decoder."""
+  return conv_flops.traced_flops(lambda m, x: m(x, jax.random.key(0)), model,
+                                 conv_flops.images(model.img_size, model.in_chans), count_padding=count_padding)
+
 
 EMBEDDINGS = ()

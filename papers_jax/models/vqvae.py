@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from papers_jax.models import conv_flops
 from papers_jax.models.registry import register
 from papers_jax.nn.conv import Conv
 from papers_jax.nn.quantize import VectorQuantizer
@@ -84,3 +85,14 @@ class VQVAE(nnx.Module):
 # The paper's CIFAR-10 image model: 256 hidden units, K = 512 codes; code_dim 64 as the reference Sonnet
 # example (the paper gives D only for its ImageNet model). The residual blocks' 32-unit bottleneck is Sonnet's.
 register("vqvae", VQVAE, hidden=256, res_hidden=32, num_res_blocks=2, num_codes=512, code_dim=64)
+
+
+def forward_flops(model: VQVAE, img_size: int = 32, *, count_padding: bool = True) -> float:
+  """FLOPs of one forward pass on one img_size × img_size image (default: CIFAR-10's 32), element-wise work
+  included (models/conv_flops.py): the encoder, the quantiser's distances to every code, and the decoder."""
+  in_chans = model.enc_conv1.kernel.shape[2]
+  return conv_flops.traced_flops(lambda m, x: m(x)[0], model, conv_flops.images(img_size, in_chans),
+                                 count_padding=count_padding)
+
+
+EMBEDDINGS = ("quantizer",)  # the codebook (a table looked up by index; a statistic, not a parameter, with EMA)

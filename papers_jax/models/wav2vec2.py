@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from papers_jax.models import conv_flops
 from papers_jax.models.registry import register
 from papers_jax.nn.attention import Attention
 from papers_jax.nn.conv import Conv1D
@@ -364,3 +365,18 @@ for _variant, _settings in VARIANTS.items():
   register(f"wav2vec2_{_variant}_ctc", Wav2Vec2, **_settings, quantizer=False, vocab_size=32)
 
 
+def forward_flops(model: Wav2Vec2, num_samples: int = 250_000, *, count_padding: bool = True) -> float:
+  """FLOPs of one forward pass on one waveform of num_samples samples (default: the paper's 15.6 s crop),
+  element-wise work included (models/conv_flops.py): the feature encoder's convolutions and norms, the
+  position convolution, the transformer; with the quantiser the pre-training forward (the quantiser's
+  logits, its codeword lookup and both projections; the Gumbel noise of training is left out), else the
+  CTC head. The contrastive loss's similarities (tasks/wav2vec2.py) are left out."""
+  audio = jax.ShapeDtypeStruct((1, num_samples), jnp.float32)
+  if model.quantizer is None:
+    return conv_flops.traced_flops(lambda m, a: m(a), model, audio, count_padding=count_padding)
+  mask = jax.ShapeDtypeStruct((1, model.num_frames(num_samples)), jnp.bool_)
+  return conv_flops.traced_flops(lambda m, a, k: m.pretrain(a, mask_time_indices=k), model, audio, mask,
+                                 count_padding=count_padding)
+
+
+EMBEDDINGS = ("masked_spec_embed", "quantizer.codevectors")  # the mask vector and the codebooks

@@ -54,6 +54,10 @@ class CPCTask:
     name, kwargs = precision.model_kwargs(self.config)
     return models.create(name, rngs=rngs, **kwargs)
 
+  def forward_flops(self, model) -> float:
+    """FLOPs per example: encoder, GRU and predictions on max_samples samples (models/cpc.py)."""
+    return models.forward_flops(model, num_samples=int(self.cfg.max_samples))
+
   def preprocess(self, train: bool):
     length = int(self.cfg.max_samples)
     return lambda example, rng: audio_lib.padded_example(example, length)

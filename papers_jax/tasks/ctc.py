@@ -60,6 +60,10 @@ class CTCTask:
     name, kwargs = precision.model_kwargs(self.config)
     return models.create(name, rngs=rngs, **kwargs | {"vocab_size": len(speech_eval.CHARACTERS)})
 
+  def forward_flops(self, model) -> float:
+    """FLOPs per example: the encoder and CTC head on max_samples samples (models/wav2vec2.py)."""
+    return models.forward_flops(model, num_samples=int(self.cfg.max_samples))
+
   def preprocess(self, train: bool):
     length, max_label = int(self.cfg.max_samples), int(self.cfg.max_label_len)
 

@@ -175,6 +175,11 @@ class DetectionTask:
     name, kwargs = precision.model_kwargs(self.config)
     return models.create(name, rngs=rngs, **kwargs | {"num_classes": self.num_classes})
 
+  def forward_flops(self, model) -> float:
+    """FLOPs per example: the detector on one image of data.image_size, every decoder layer's heads included
+    (the matching and the set loss are left out)."""
+    return models.forward_flops(model, img_size=int(self.config.data.image_size))
+
   def preprocess(self, train: bool):
     d = self.det
     return detection_preprocess(self.config.data.image_size, d.max_boxes, train=train, flip_prob=d.flip_prob,

@@ -96,6 +96,10 @@ class DiffusionTask:
     name, kwargs = precision.model_kwargs(self.config)
     return models.create(name, rngs=rngs, **kwargs)
 
+  def forward_flops(self, model) -> float:
+    """FLOPs per example: one UNet call on a noised image of data.image_size (models/ddpm_unet.py)."""
+    return models.forward_flops(model, img_size=int(self.config.data.image_size))
+
   def _losses(self, model, images, t_noise_keys, dropout_key=None):
     """Per-example L_simple; `t_noise_keys` (B,) keys give each example its t and ε."""
     x0 = normalize_images(images, self.mean, self.std)

@@ -31,6 +31,7 @@ from papers_jax.core.state import merge_model
 from papers_jax.data import pipeline
 from papers_jax.errors import ConfigError
 from papers_jax.evaluators import reconstruction as vis
+from papers_jax.models import dcgan
 from papers_jax.objectives import gan as objective
 
 RANGES = (("vis_examples", "[0, 1024]"), ("sample_seed", "[0, 4294967295]"))
@@ -64,6 +65,12 @@ class GANTask:
   def build_model(self, rngs: nnx.Rngs) -> nnx.Module:
     name, kwargs = precision.model_kwargs(self.config)
     return models.create(name, rngs=rngs, **kwargs)
+
+  def forward_flops(self, model, *, count_padding: bool = True) -> float:
+    """FLOPs per example of a training step's forward passes: the discriminator's phase runs G on z and D on
+    the real and the generated image, the generator's phase G and D once more (models/dcgan.py)."""
+    kw = dict(count_padding=count_padding)
+    return 2 * dcgan.generator_flops(model, **kw) + 3 * dcgan.discriminator_flops(model, **kw)
 
   def preprocess(self, train: bool):
     images = pipeline.config_image_preprocess(self.config, train)

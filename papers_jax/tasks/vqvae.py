@@ -46,6 +46,10 @@ class VQVAETask:
     name, kwargs = precision.model_kwargs(self.config)
     return models.create(name, rngs=rngs, **kwargs)
 
+  def forward_flops(self, model) -> float:
+    """FLOPs per example: encoder, quantiser and decoder on one image of data.image_size (models/vqvae.py)."""
+    return models.forward_flops(model, img_size=int(self.config.data.image_size))
+
   def _forward(self, model, images, rngs=None):
     x = normalize_images(images, self.mean, self.std)
     recon, aux = model(x, train=rngs is not None, rngs=rngs)

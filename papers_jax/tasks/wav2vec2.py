@@ -67,6 +67,11 @@ class Wav2Vec2Task:
     name, kwargs = precision.model_kwargs(self.config)
     return models.create(name, rngs=rngs, **kwargs)
 
+  def forward_flops(self, model) -> float:
+    """FLOPs per example: the pre-training forward (encoder, quantiser, projections) on max_samples samples
+    (models/wav2vec2.py)."""
+    return models.forward_flops(model, num_samples=int(self.cfg.max_samples))
+
   def preprocess(self, train: bool):
     length = int(self.cfg.max_samples)
     return lambda example, rng: audio_lib.padded_example(example, length)
