@@ -148,3 +148,37 @@ def test_labelled_fraction_is_stratified_and_fixed_by_its_seed():
   np.testing.assert_array_equal(np.bincount(labels[keep], minlength=3), [2, 1, 1])  # ceil(0.1 n), at least 1
   np.testing.assert_array_equal(keep, labelled_indices(labels, 0.1))
   assert not np.array_equal(keep, labelled_indices(labels, 0.1, seed=1))
+
+
+def test_hybrid_and_finetune_losses_on_the_shipped_configs():
+  """The SLOTS config's loss is 1·NT-Xent + 1·SupCon over the labelled views + the mean CE of the labelled
+  series' two views (unlabelled series enter only NT-Xent), and the fine-tuning config trains on the labelled
+  fraction alone; eager, on the configs' smoke models (their smoke runs are in make test-full)."""
+  from conftest import load_config
+  from papers_jax.objectives import contrastive
+  from papers_jax.tasks.ts_representation import TSRepresentationTask, augment, labelled_indices
+  task = TSRepresentationTask(load_config("slots/ucr.py", "smoke"))
+  train = task.source("train")
+  assert 0 < train.flags.sum() < len(train) and len(train) == len(train.source)
+  model = task.build_model(nnx.Rngs(0))
+  rows = [train[i] for i in range(8)]
+  batch = {k: jnp.asarray(np.stack([r[k] for r in rows])) for k in ("series", "label", "labelled")}
+  batch["labelled"] = batch["labelled"].at[:3].set(True).at[3:].set(False)
+  key = jax.random.key(3)
+  loss, metrics = task._hybrid_loss(model, batch, key, False)
+  k1, k2 = jax.random.split(key)
+  h1, h2 = (model.features(augment(k, batch["series"], 0.03, 0.1)) for k in (k1, k2))
+  z1, z2 = model.projector(h1), model.projector(h2)
+  two = lambda a: jnp.concatenate([a, a])  # noqa: E731
+  want_ntx = contrastive.nt_xent(z1, z2, 0.2).mean()
+  want_sup = contrastive.supervised_contrastive(jnp.concatenate([z1, z2]), two(batch["label"]), two(batch["labelled"]), 0.2)
+  logp = [jax.nn.log_softmax(model.head(h)) for h in (h1, h2)]
+  want_ce = -np.mean([float(lp[i, batch["label"][i]]) for lp in logp for i in range(3)])
+  np.testing.assert_allclose([float(metrics["nt_xent"]), float(metrics["supcon"]), float(metrics["ce"])],
+                             [float(want_ntx), float(want_sup), want_ce], rtol=1e-5)
+  np.testing.assert_allclose(float(loss), float(want_ntx + want_sup + want_ce), rtol=1e-5)
+  config = load_config("ts2vec/finetune.py", "smoke").unlock()
+  config.ts_repr.label_fraction = 0.1
+  finetune = TSRepresentationTask(config).source("train")
+  assert len(finetune) == len(labelled_indices(finetune.source.labels, 0.1)) and all(finetune[i]["labelled"]
+                                                                                      for i in range(len(finetune)))
