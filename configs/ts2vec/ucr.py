@@ -10,7 +10,9 @@ dimensions; batch 8 (fewer when the train split is smaller), AdamW lr 0.001 with
 crops up to 3,000 steps; temporal_unit 0, α = ½; the uniform average of the weights after every step is
 what gets evaluated (`weight_average="uniform"`, the official AveragedModel); evaluation by an RBF-SVM on
 the series' max-pooled representations (evaluators/svm.py). The report also has a linear probe, and the
-SVM on the raw series and on an untrained encoder as baselines. `smoke` runs a small encoder for a few steps.
+SVM on the raw series and on an untrained encoder as baselines. `labels=` < 1 fits the protocols on that
+stratified fraction of the train labels only (pre-training never sees labels). `smoke` runs a small encoder for
+a few steps.
 
 Departures from the paper:
 - Each channel is standardised with the train split's statistics for every set. The official code does so
@@ -24,12 +26,12 @@ from papers_jax.tasks import ts_representation
 
 
 def get_config(arg=None):
-  args = parse_arg(arg, data="GunPoint", path="", steps=0, smoke=False)
+  args = parse_arg(arg, data="GunPoint", path="", labels=1.0, steps=0, smoke=False)
   c = base_config()
   c.task = "ts_representation"
   c.data.name, c.data.path = f"ucr_uea:{args.data}", args.path
   c.data.train_split, c.data.eval_split = "train", "test"
-  c.ts_repr = ts_representation.default_config()
+  c.ts_repr = ts_representation.default_config(label_fraction=args.labels)
   c.model = dict(name="ts2vec", output_dims=320, hidden_dims=64, depth=10, mask_mode="binomial", dropout=0.1)
   train = ts_representation.TSRepresentationTask(c).source("train") if not args.smoke else None
   size = train.series.size if train is not None else 0
