@@ -22,6 +22,7 @@ Departures from the paper:
 """
 
 from papers_jax.core.config import base_config, parse_arg
+from papers_jax.data import timeseries
 from papers_jax.tasks import ts_representation
 
 
@@ -33,7 +34,7 @@ def get_config(arg=None):
   c.data.train_split, c.data.eval_split = "train", "test"
   c.ts_repr = ts_representation.default_config(label_fraction=args.labels)
   c.model = dict(name="ts2vec", output_dims=320, hidden_dims=64, depth=10, mask_mode="binomial", dropout=0.1)
-  train = ts_representation.TSRepresentationTask(c).source("train") if not args.smoke else None
+  train = timeseries.ClassificationSource(c.data, "train") if not args.smoke else None
   size = train.series.size if train is not None else 0
   c.batch_size = min(8, len(train)) if train is not None else 8
   c.num_steps = args.steps or (200 if size <= 100_000 else 600)
