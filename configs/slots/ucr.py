@@ -8,7 +8,7 @@ supervised contrastive over the labelled series' views, and the cross-entropy of
 labelled ones, weights 1 : 1 : 1 (tasks/ts_representation.py). The head's test accuracy is eval/accuracy;
 the SVM and linear probe of TS2Vec's protocol are reported too, fitted on the labelled series.
 
-Departures and choices (the paper's code is not available here):
+Departures from the paper (its code is not available here, so some are choices where it is silent):
 - The encoder is TS2Vec's dilated CNN (configs/ts2vec/ucr.py: hidden 64, 10 blocks, 320 dimensions; no
   timestamp masking), with a two-layer projection to 128 dimensions for the contrastive terms.
 - The views: Gaussian jitter σ = 0.03 then per-channel scaling by N(1, 0.1²) (the usual weak time-domain

@@ -12,7 +12,7 @@ AdamW lr 1e-3 with weight decay 0.01, batch 8 (fewer when fewer series are label
 has the head's test accuracy (eval/accuracy) and, as for TS2Vec, the SVM and linear probe fitted on the
 labelled series only. `smoke` runs it shrunk, on every label.
 
-Departures: the TS2Vec paper evaluates classification only with the SVM on frozen representations; this
+Departures from the paper: the TS2Vec paper evaluates classification only with the SVM on frozen representations; this
 fine-tuning protocol (the issue's "semi-supervised fine-tuning with a fraction of labels", as TS-TCC and
 TF-C report it) takes TS2Vec's optimiser settings, which no paper fixes for it.
 """
