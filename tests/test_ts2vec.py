@@ -171,7 +171,8 @@ def test_hybrid_and_finetune_losses_on_the_shipped_configs():
   z1, z2 = model.projector(h1), model.projector(h2)
   two = lambda a: jnp.concatenate([a, a])  # noqa: E731
   want_ntx = contrastive.nt_xent(z1, z2, 0.2).mean()
-  want_sup = contrastive.supervised_contrastive(jnp.concatenate([z1, z2]), two(batch["label"]), two(batch["labelled"]), 0.2)
+  want_sup = contrastive.supervised_contrastive(jnp.concatenate([z1, z2]), two(batch["label"]),
+                                                two(batch["labelled"]), 0.2)
   logp = [jax.nn.log_softmax(model.head(h)) for h in (h1, h2)]
   want_ce = -np.mean([float(lp[i, batch["label"][i]]) for lp in logp for i in range(3)])
   np.testing.assert_allclose([float(metrics["nt_xent"]), float(metrics["supcon"]), float(metrics["ce"])],

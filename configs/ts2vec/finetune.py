@@ -2,8 +2,8 @@
 a UCR/UEA train split (`ts_repr.method = "finetune"`).
 
   python -m papers_jax.main --config configs/ts2vec/ucr.py:data=GunPoint --workdir runs/ts2vec_gunpoint
-  python -m papers_jax.main --config configs/ts2vec/finetune.py:data=GunPoint,labels=0.1,init=runs/ts2vec_gunpoint/checkpoints/200/state \
-      --workdir runs/ts2vec_gunpoint_ft10
+  python -m papers_jax.main --workdir runs/ts2vec_gunpoint_ft10 \
+      --config configs/ts2vec/finetune.py:data=GunPoint,labels=0.1,init=runs/ts2vec_gunpoint/checkpoints/200/state
 
 `labels=` is the labelled fraction (stratified, at least one series a class, a fixed seed); `init=` a TS2Vec
 run's checkpoint (empty: the same network trained from scratch on the labels alone, the baseline). The
@@ -12,9 +12,9 @@ AdamW lr 1e-3 with weight decay 0.01, batch 8 (fewer when fewer series are label
 has the head's test accuracy (eval/accuracy) and, as for TS2Vec, the SVM and linear probe fitted on the
 labelled series only. `smoke` runs it shrunk, on every label.
 
-Departures from the paper: the TS2Vec paper evaluates classification only with the SVM on frozen representations; this
-fine-tuning protocol (the issue's "semi-supervised fine-tuning with a fraction of labels", as TS-TCC and
-TF-C report it) takes TS2Vec's optimiser settings, which no paper fixes for it.
+Departures from the paper: the TS2Vec paper evaluates classification only with the SVM on frozen
+representations; this fine-tuning protocol (semi-supervised fine-tuning on a fraction of the labels, as TS-TCC
+and TF-C report it) takes TS2Vec's optimiser settings, which no paper fixes for it.
 """
 
 import os

@@ -306,7 +306,8 @@ class TSRepresentationTask:
       random = self.scores(trainer, nnx.to_pure_dict(nnx.state(model, nnx.Param)),
                            nnx.to_pure_dict(nnx.state(model, nnx.Not(nnx.Param))), source, linear=False)
       train = self.labelled_train(trainer)
-      flat = lambda src: np.nan_to_num(np.stack([src[i]["series"] for i in range(len(src))])).reshape(len(src), -1)  # noqa: E731
+      flat = lambda src: np.nan_to_num(  # noqa: E731
+          np.stack([src[i]["series"] for i in range(len(src))])).reshape(len(src), -1)
       labels = lambda src: np.asarray([src[i]["label"] for i in range(len(src))])  # noqa: E731
       self._random_scores = {"baseline/svm_random_acc": random["svm_acc"],
                              "baseline/svm_raw_acc": svm.svm_accuracy(flat(train), labels(train), flat(source),
