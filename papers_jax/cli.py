@@ -48,6 +48,7 @@ def _load_config(spec: str, overrides: list[str]):
 def _restored_trainer(args):
   """A Trainer (validated, not run) whose state is the checkpoint's."""
   from papers_jax.core import checkpoint as ckpt_lib
+  from papers_jax.core import config as config_lib
   from papers_jax.core import loop
   from papers_jax.core.state import abstract_state
   from papers_jax.errors import CheckpointError
@@ -55,9 +56,9 @@ def _restored_trainer(args):
   path = os.path.abspath(args.checkpoint)
   run_dir = path if os.path.isdir(os.path.join(path, "checkpoints")) else None
   step_dir = os.path.basename(path).isdigit() and os.path.isdir(os.path.join(path, "state"))
-  if not (run_dir or step_dir) and config.ema_decay:  # a params checkpoint holds no weight EMA to evaluate
+  if not (run_dir or step_dir) and config_lib.keeps_weight_average(config):  # no weight EMA in a params file
     config = config.unlock()
-    config.ema_decay = 0.0
+    config.ema_decay, config.weight_average = 0.0, "ema"
     config = config.lock()
   trainer = loop.Trainer(config, path)
   if run_dir or step_dir:

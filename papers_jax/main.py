@@ -114,10 +114,13 @@ def _parse_flags(argv):
       message += "; give a value of the type the config file uses for that key."
   except SyntaxError as e:
     message = f"config file {e.filename} line {e.lineno}: {e.msg}; fix the file's Python syntax."
-  except (AttributeError, KeyError) as e:  # ml_collections: the key does not exist in the locked config
-    key = str(e).strip("\"'")
-    message = (f"unknown config key {key!r} in a --config.<key> override; only keys defined by the config file "
-               "can be set (see config.json of any run, or the config file itself).")
+  except (AttributeError, KeyError) as e:
+    if any(a.startswith("--config.") for a in argv[1:]):  # ml_collections: the key is not in the locked config
+      key = str(e).strip("\"'")
+      message = (f"unknown config key {key!r} in a --config.<key> override; only keys defined by the config "
+                 "file can be set (see config.json of any run, or the config file itself).")
+    else:  # the config file's own code failed
+      message = f"in config {spec}: {type(e).__name__}: {e}"
   except (TypeError, ValueError) as e:
     message = f"bad --config override: {e}; give a value of the type the config file uses."
   print(f"error: {message}", file=sys.stderr)

@@ -112,3 +112,13 @@ def test_export_hf_layout_round_trips(capsys, tmp_path):
   back = tasks.get_task(cli._load_config(config, [])).build_model(nnx.Rngs(params=2))
   convert.load_torch_weights(back, sd, source="hf")
   jax.tree.map(np.testing.assert_array_equal, params_of(back), params_of(model))
+
+
+def test_a_config_files_own_error_is_not_reported_as_a_bad_override(tmp_path, capsys):
+  from papers_jax import main
+  bad = tmp_path / "bad.py"
+  bad.write_text("def get_config(arg=None):\n  return object().series\n")
+  with pytest.raises(SystemExit):
+    main._parse_flags(["main", f"--config={bad}"])
+  err = capsys.readouterr().err
+  assert "bad.py" in err and "AttributeError" in err and "override" not in err, err

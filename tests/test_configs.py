@@ -119,6 +119,7 @@ FULL_ONLY = {
     "ssl/swav.py": "ssl/dino.py", "dlinear/ett_like.py": "patchtst/ett_like.py",
     "resnet/digits_cam.py": "resnet/digits.py", "resnet/cifar10.py": "resnet/digits.py",
     "vit/cifar10.py": "vit/digits.py",
+    "ts2vec/finetune.py": "ts2vec/ucr.py", "slots/ucr.py": "ts2vec/ucr.py",
 }
 FULL = bool(os.environ.get("PAPERS_JAX_FULL_PARITY"))
 

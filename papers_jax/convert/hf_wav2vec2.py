@@ -9,16 +9,9 @@ CTC layout with `parametrizations`.
 """
 
 from papers_jax.convert.hf_mae import _fuse_qkv
-from papers_jax.convert.keymap import KeyMap, Rule, linear, one_layout, register_key_map, reshape, split_qkv, with_inverse
+from papers_jax.convert.keymap import (KeyMap, Rule, conv1d_kernel, linear, one_layout, register_key_map, reshape,
+                                       split_qkv, with_inverse)
 
-
-def _conv1d(w, shape):
-  """torch Conv1d weight (out, in, k) → ours (k, in, out)."""
-  del shape
-  return w.transpose(2, 1, 0)
-
-
-with_inverse(_conv1d, lambda x: x.transpose(2, 1, 0))
 _weight_g = with_inverse(lambda g, shape: g.reshape(shape) if g.size == shape[0] else g,
                          lambda x: x.reshape(1, 1, -1))
 
@@ -38,14 +31,14 @@ def _rules(model) -> list[Rule]:
   conv = p + r"feature_extractor\.conv_layers\.(\d+)\."
   pos = p + r"encoder\.pos_conv_embed\.conv\."
   return [
-      Rule(conv + r"conv\.weight", r"feature_extractor/conv_layers/\1/conv/kernel", _conv1d),
+      Rule(conv + r"conv\.weight", r"feature_extractor/conv_layers/\1/conv/kernel", conv1d_kernel),
       Rule(conv + r"conv\.bias", r"feature_extractor/conv_layers/\1/conv/bias"),
       *_norm(conv + r"layer_norm", r"feature_extractor/conv_layers/\1/layer_norm"),
       *_norm(p + r"feature_projection\.layer_norm", "feature_layer_norm"),
       *_dense(p + r"feature_projection\.projection", "feature_projection"),
       Rule(p + r"masked_spec_embed", "masked_spec_embed"),
       Rule(pos + r"(?:parametrizations\.weight\.original0|weight_g)", "pos_conv_embed/weight_g", _weight_g),
-      Rule(pos + r"(?:parametrizations\.weight\.original1|weight_v)", "pos_conv_embed/weight_v", _conv1d),
+      Rule(pos + r"(?:parametrizations\.weight\.original1|weight_v)", "pos_conv_embed/weight_v", conv1d_kernel),
       Rule(pos + r"bias", "pos_conv_embed/bias"),
       *_norm(p + r"encoder\.layer_norm", "encoder_layer_norm"),
       Rule(layer + r"attention\.qkv\.weight", r"layers/\1/attention/qkv/kernel", linear(1)),

@@ -149,8 +149,15 @@ def conv_kernel(w, shape):
   return w.transpose(2, 3, 1, 0)
 
 
+def conv1d_kernel(w, shape):
+  """torch Conv1d weight (out, in, k) → ours (k, in, out)."""
+  del shape
+  return w.transpose(2, 1, 0)
+
+
 with_inverse(reshape, lambda x: x.reshape(-1))
 with_inverse(conv_kernel, lambda x: x.transpose(3, 2, 0, 1))
+with_inverse(conv1d_kernel, lambda x: x.transpose(2, 1, 0))
 
 
 def source_key(rule: Rule, path: str) -> str | None:

@@ -120,6 +120,9 @@ def base_config() -> ml_collections.ConfigDict:
   # Weight EMA (DeiT, timm's ModelEmaV2): ema ← d·ema + (1 − d)·params after every step, float32,
   # checkpointed; the evaluation also runs on it (eval_ema/...). 0: off.
   c.ema_decay = 0.0
+  # "uniform": keep the plain mean of the params after every step so far in the same place instead of an
+  # EMA (Polyak / SWA averaging; torch's AveragedModel, which TS2Vec evaluates). Needs ema_decay = 0.
+  c.weight_average = "ema"
   c.data_threads = 2
   c.optimizer = ml_collections.ConfigDict(dict(
       name="adamw", lr=1e-3, b1=0.9, b2=0.999, eps=1e-8, momentum=0.9, nesterov=False, weight_decay=1e-4,
@@ -327,9 +330,17 @@ def check_choices(config, choices) -> None:
       raise ConfigError(f"{key}={node!r}; choose one of {tuple(allowed)}")
 
 
+def keeps_weight_average(config) -> bool:
+  """Whether the train step keeps `extra["ema_params"]`: a weight EMA or the uniform average."""
+  return bool(config.ema_decay) or config.get("weight_average", "ema") == "uniform"
+
+
 def validate(config, *, data_parallel: int, num_processes: int) -> None:
   """Checks that need no data or devices beyond their counts; errors name the fix."""
   check_ranges(config, RANGES)
+  if config.get("weight_average", "ema") == "uniform" and config.ema_decay:
+    raise ConfigError(f"weight_average='uniform' keeps the plain mean of the weights, which has no decay; set "
+                      f"ema_decay=0 (it is {config.ema_decay}) or weight_average='ema'")
   b = config.batch_size
   if b <= 0:
     raise ConfigError(f"batch_size must be positive, got {b}")

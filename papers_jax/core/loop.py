@@ -113,7 +113,7 @@ def check_config(config, devices=None):
   config_lib.check_choices(config, {
       "task": tasks.TASKS, "nonfinite": config_lib.NONFINITE_POLICIES, "loss": ("softmax", "sigmoid"),
       "optimizer.name": optim.OPTIMIZERS, "schedule.name": optim.SCHEDULES,
-      "dtype": ("float32", "bfloat16")})  # no float16 (see DESIGN.md)
+      "dtype": ("float32", "bfloat16"), "weight_average": ("ema", "uniform")})  # no float16 (see DESIGN.md)
   config_lib.resolve_image_preprocessing(config)  # data.mean / std / crop_pct: the config's or the model's
   mesh = sharding.make_mesh(dict(config.mesh), devices)
   rules = sharding.rules_from_config(config.sharding_rules)
@@ -169,12 +169,13 @@ class Trainer:
                                                                prefix=prefix)
         self.state = self.state.replace(model_state=model_state)
         log.info("init_from %s: %d model-state entries loaded", config.init_from, len(loaded))
-    if config.ema_decay:  # after init_from: the average starts at the loaded weights
+    if config_lib.keeps_weight_average(config):  # after init_from: the average starts at the loaded weights
       self.state, self.shardings = add_weight_ema(self.state, self.shardings)
     self.train_step = step_lib.jit_train_step(
         step_lib.make_train_step(self.task.make_loss_fn(self.graphdef), self.tx, self.schedule,
                                  grad_accum_steps=config.grad_accum_steps,
-                                 post_update=getattr(self.task, "post_update", None), ema_decay=config.ema_decay),
+                                 post_update=getattr(self.task, "post_update", None), ema_decay=config.ema_decay,
+                                 uniform_average=config.get("weight_average", "ema") == "uniform"),
         self.shardings, self.mesh, self.rules)
     self.eval_step = step_lib.jit_eval_step(self.task.make_eval_fn(self.graphdef), self.shardings, self.mesh,
                                             self.rules)

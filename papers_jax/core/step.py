@@ -8,7 +8,8 @@ and skips the update (keeping params and optimizer state) when the loss or gradi
 `ema_decay` > 0 keeps a weight EMA in `state.extra["ema_params"]` (core/state.add_weight_ema), as
 DeiT (timm's ModelEmaV2): after every applied step ema ← d·ema + (1 − d)·params in float32, with
 a constant d from the first step on: no warm-up and no bias correction, the average starting at
-the initial (or `init_from`) params.
+the initial (or `init_from`) params. `uniform_average` keeps the plain mean of the params after steps
+1 … n there instead (Polyak / SWA averaging, torch's AveragedModel).
 
 Optimizer phases (core/optim.py: Phase, Phased): when `tx` is a `Phased`, `loss_fn` is {phase name:
 loss_fn} and one step runs the phases in order. Each phase differentiates its own loss with respect to its
@@ -36,7 +37,8 @@ def _split_micro(batch, num_micro: int):
   return jax.tree.map(split, batch)
 
 
-def make_train_step(loss_fn, tx, schedule, *, grad_accum_steps: int = 1, post_update=None, ema_decay: float = 0.0):
+def make_train_step(loss_fn, tx, schedule, *, grad_accum_steps: int = 1, post_update=None, ema_decay: float = 0.0,
+                    uniform_average: bool = False):
   """Builds `train_step(state, batch) -> (state, metrics)`; metrics are float32 scalars.
 
   With optimizer phases, `loss_fn` is {phase name: loss_fn}, `tx` an `optim.Phased` and `schedule` unused.
@@ -111,9 +113,11 @@ def make_train_step(loss_fn, tx, schedule, *, grad_accum_steps: int = 1, post_up
     if post_update is not None:
       model_state = post_update(params, model_state, state.step)
     extra = state.extra
-    if ema_decay:
+    if ema_decay or uniform_average:
       params32 = jax.tree.map(lambda p: p.astype(jnp.float32), params)
-      extra = {**extra, "ema_params": optax.incremental_update(params32, extra["ema_params"], 1.0 - ema_decay)}
+      # uniform: the mean of the params after steps 1 … n, the first update a copy (AveragedModel's)
+      step_size = 1.0 / (state.step.astype(jnp.float32) + 1.0) if uniform_average else 1.0 - ema_decay
+      extra = {**extra, "ema_params": optax.incremental_update(params32, extra["ema_params"], step_size)}
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
     new_state = state.replace(step=state.step + 1, params=keep(params, state.params),

@@ -287,3 +287,68 @@ def ucr_uea(name: str, split: str) -> tuple[np.ndarray, np.ndarray, tuple[str, .
                     f"include {UCR_UEA}")
   return read_ts(path)
 
+
+
+def centre_series(x: np.ndarray) -> np.ndarray:
+  """(T, C) with NaN padding: the observed steps shifted so that the padding is split evenly before and after
+  them (TS2Vec's centerize_vary_length_series for one series)."""
+  steps = np.flatnonzero(~np.isnan(x).all(-1))
+  if len(steps) == 0:
+    return x
+  first, last = steps[0], steps[-1] + 1
+  out = np.full_like(x, np.nan)
+  start = (x.shape[0] - (last - first)) // 2
+  out[start:start + last - first] = x[first:last]
+  return out
+
+
+class ClassificationSource:
+  """A UCR/UEA split: `source[i]` = {"series": (T, C) float32 with NaN where missing, "label": int32}.
+
+  `data.name` = "ucr_uea:<name>" reads the set bundled with sktime, or <data.path>/<name>_<SPLIT>.ts when
+  `data.path` is a folder (any set of the archives in the `.ts` format). Each channel is standardised
+  with the train split's mean and standard deviation over every observed step (ddof 0). Series of unequal
+  length are padded with NaN at the end to the longest of either split; `padded_at_ends` says whether the
+  train split has steps missing in every series' first or last position (TS2Vec then centres its training
+  series: `centre_series`)."""
+
+  def __init__(self, data_config, split: str):
+    name = data_config.name
+    if not name.startswith("ucr_uea:"):
+      raise DataError(f"data.name={name!r}: the representation task reads UCR/UEA sets, 'ucr_uea:<name>' "
+                      f"(bundled: {', '.join(UCR_UEA)})")
+    self.set_name, self.split = name.split(":", 1)[1], split
+    folder = data_config.get("path") or ""
+    read = (lambda s: read_ts(os.path.join(folder, f"{self.set_name}_{s.upper()}.ts"))) if folder else (
+        lambda s: ucr_uea(self.set_name, s))
+    if split not in ("train", "test"):
+      raise DataError(f"UCR/UEA sets have the splits 'train' and 'test', not {split!r}")
+    (train, _, classes), (test, _, _) = read("train"), read("test")
+    x, labels, _ = read(split)
+    length = max(train.shape[2], test.shape[2])
+    x = np.pad(x, ((0, 0), (0, 0), (0, length - x.shape[2])), constant_values=np.nan).transpose(0, 2, 1)
+    flat = train.transpose(0, 2, 1).reshape(-1, train.shape[1])
+    mean, std = np.nanmean(flat, 0), np.nanstd(flat, 0)
+    x = (x - mean) / np.where(std > 0, std, 1.0)
+    train_missing = np.isnan(np.pad(train, ((0, 0), (0, 0), (0, length - train.shape[2])),
+                                    constant_values=np.nan)).all(1).any(0)
+    self.padded_at_ends = bool(train_missing[0] or train_missing[-1])
+    self.series, self.labels, self.classes = x.astype(np.float32), labels, classes
+
+  @property
+  def num_classes(self) -> int:
+    return len(self.classes)
+
+  @property
+  def num_channels(self) -> int:
+    return self.series.shape[2]
+
+  @property
+  def length(self) -> int:
+    return self.series.shape[1]
+
+  def __len__(self) -> int:
+    return len(self.series)
+
+  def __getitem__(self, i) -> dict:
+    return {"series": self.series[i], "label": self.labels[i]}

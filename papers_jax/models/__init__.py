@@ -43,6 +43,7 @@ from papers_jax.models import query_detector  # noqa: F401  (registers its varia
 from papers_jax.models import danet, pkinet  # noqa: F401  (register their variants)
 from papers_jax.models import cpc, wav2vec2  # noqa: F401  (register their variants)
 from papers_jax.models import ddpm_unet, vqvae  # noqa: F401  (register their variants)
+from papers_jax.models import ts2vec  # noqa: F401  (registers its encoder)
 
 # model class → its family module (with `forward_flops` and `EMBEDDINGS`).
 FAMILIES = {
@@ -55,6 +56,7 @@ FAMILIES = {
     inception.InceptionV3: inception, mixnet.MixNet: mixnet, whisper.Whisper: whisper,
     patchtst.PatchTST: patchtst, patchtst.PatchTSTForPretraining: patchtst, dlinear.DLinear: dlinear,
     dlinear.NLinear: dlinear, danet.DANet: danet, pkinet.PKINet: pkinet,
+    ts2vec.TS2VecEncoder: ts2vec, ts2vec.TS2VecClassifier: ts2vec,
     dcgan.GAN: dcgan, vae.VAE: vae, detr.DETR: detr, deformable_detr.DeformableDETR: deformable_detr,
     query_detector.QueryDetector: query_detector, ddpm_unet.DDPMUNet: ddpm_unet, vqvae.VQVAE: vqvae,
     wav2vec2.Wav2Vec2: wav2vec2, cpc.CPC: cpc,

@@ -70,6 +70,9 @@ ELEMENTWISE = frozenset({"add", "sub", "mul", "div", "max", "min", "neg", "abs",
                          "pow", "rem", "select_n", "clamp",
                          # comparisons, logic and rounding: index arithmetic, masks, bilinear sampling
                          "eq", "ne", "lt", "le", "gt", "ge", "and", "or", "not", "xor", "floor", "ceil", "round"})
+# Primitives XLA lowers to a polynomial before counting: FLOPs per output element (f32). erfc: the exact
+# GELU's, a rational approximation (plus one exp that XLA counts apart as a transcendental).
+EXPANDED = {"erfc": 62}
 REDUCTIONS = frozenset({"reduce_sum", "reduce_max", "reduce_min", "argmax", "argmin", "cumsum"})
 # Pooling, which XLA counts as one op per window element per output.
 WINDOWS = frozenset({"reduce_window_sum", "reduce_window_max", "reduce_window_min"})
@@ -90,6 +93,8 @@ def jaxpr_flops(jaxpr, count_padding: bool = True, elementwise: bool = False) ->
       total += _dot(eqn)
     elif elementwise and name in ELEMENTWISE:
       total += math.prod(eqn.outvars[0].aval.shape)
+    elif elementwise and name in EXPANDED:
+      total += EXPANDED[name] * math.prod(eqn.outvars[0].aval.shape)
     elif elementwise and name in WINDOWS:
       total += math.prod(eqn.outvars[0].aval.shape) * math.prod(eqn.params["window_dimensions"])
     elif elementwise and name in REDUCTIONS:

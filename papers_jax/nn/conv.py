@@ -210,15 +210,16 @@ class ConvTranspose(nnx.Module):
 
 class Conv1D(nnx.Module):
   """1-D convolution over (batch, time, channels) with torch's Conv1d semantics (symmetric `padding`,
-  `groups`); kernel (k, in / groups, out). Used by the speech encoders (wav2vec 2.0, CPC)."""
+  `groups`, `dilation`); kernel (k, in / groups, out). Used by the speech encoders (wav2vec 2.0, CPC) and
+  TS2Vec's dilated encoder."""
 
   def __init__(self, in_features: int, out_features: int, kernel_size: int, *, stride: int = 1, padding: int = 0,
-               groups: int = 1, use_bias: bool = True, kernel_init: Initializer | None = None,
+               groups: int = 1, dilation: int = 1, use_bias: bool = True, kernel_init: Initializer | None = None,
                bias_init: Initializer = nnx.initializers.zeros, dtype=None, param_dtype=jnp.float32,
                rngs: nnx.Rngs):
     if in_features % groups or out_features % groups:
       raise ValueError(f"Conv1D: {in_features} → {out_features} channels do not split into {groups} groups")
-    self.stride, self.padding, self.groups, self.dtype = stride, padding, groups, dtype
+    self.stride, self.padding, self.groups, self.dilation, self.dtype = stride, padding, groups, dilation, dtype
     kernel_init = kernel_init or nnx.initializers.variance_scaling(2.0, "fan_in", "normal", in_axis=(0, 1), out_axis=2)
     self.kernel = param(rngs, kernel_init, (kernel_size, in_features // groups, out_features), param_dtype,
                         (None, "conv_in", "conv_out"))
@@ -230,8 +231,8 @@ class Conv1D(nnx.Module):
   def __call__(self, x):
     dtype = self.dtype or x.dtype
     y = jax.lax.conv_general_dilated(x.astype(dtype), self._kernel().astype(dtype), (self.stride,),
-                                     ((self.padding, self.padding),), dimension_numbers=("NWC", "WIO", "NWC"),
-                                     feature_group_count=self.groups)
+                                     ((self.padding, self.padding),), rhs_dilation=(self.dilation,),
+                                     dimension_numbers=("NWC", "WIO", "NWC"), feature_group_count=self.groups)
     if self.bias is not None:
       y = y + self.bias[...].astype(dtype)
     return y

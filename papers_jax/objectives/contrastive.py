@@ -1,5 +1,5 @@
-"""Contrastive objectives: InfoNCE (MoCo v1/v2/v3), NT-Xent (SimCLR), NCE over a memory bank
-(InstDisc, CMC) and the symmetric image-text loss (CLIP).
+"""Contrastive objectives: InfoNCE (MoCo v1/v2/v3), NT-Xent (SimCLR), supervised contrastive (SupCon),
+NCE over a memory bank (InstDisc, CMC) and the symmetric image-text loss (CLIP).
 
 Every function takes global arrays: under `jax.jit` with batch-sharded inputs the similarity
 matrices span the whole global batch, so every device's examples are negatives for every other's
@@ -61,6 +61,23 @@ def nt_xent(z1, z2, temperature: float = 0.1):
   logits = jnp.where(jnp.eye(2 * n, dtype=bool), -jnp.inf, logits)
   labels = jnp.concatenate([jnp.arange(n, 2 * n), jnp.arange(n)])
   return _cross_entropy(logits, labels)
+
+
+def supervised_contrastive(z, labels, valid, temperature: float = 0.1):
+  """SupCon's L_out (Khosla et al. 2020, Eq. 2) over the rows of z (M, D) with `valid` (M,) True: each valid
+  anchor against every other valid row, its positives the rows of its label; −mean over the positives of
+  log softmax, averaged over the anchors that have a positive (0 when none has). Rows not `valid`
+  (unlabelled examples) are neither anchors nor candidates."""
+  z = l2_normalize(z)
+  m = z.shape[0]
+  others = valid[None, :] & valid[:, None] & ~jnp.eye(m, dtype=bool)
+  logits = jnp.where(others, (z @ z.T) / temperature, -jnp.inf)
+  log_probs = jax.nn.log_softmax(jnp.where(others.any(1, keepdims=True), logits, 0.0), axis=-1)
+  positive = others & (labels[:, None] == labels[None, :])
+  count = positive.sum(1)
+  per_anchor = -jnp.where(positive, log_probs, 0.0).sum(1) / jnp.maximum(count, 1)
+  anchors = count > 0
+  return jnp.where(anchors, per_anchor, 0.0).sum() / jnp.maximum(anchors.sum(), 1)
 
 
 def nce_loss(positive_logits, negative_logits, *, temperature: float, num_data: int, normalizer, eps: float = 1e-7):

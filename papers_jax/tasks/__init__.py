@@ -23,6 +23,7 @@ TASK_CLASSES = {
     "cpc": "CPCTask",
     "diffusion": "DiffusionTask",
     "vqvae": "VQVAETask",
+    "ts_representation": "TSRepresentationTask",
 }
 TASKS = tuple(TASK_CLASSES)
 
