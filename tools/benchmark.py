@@ -1,7 +1,7 @@
 """Measures a config's model the same way every time: compile time, step time, throughput, MFU.
 
   python tools/benchmark.py --config configs/vit/imagenet.py:variant=B/16 --batch 256 [--dtype bfloat16]
-      [--mode train|infer|input] [--attention xla|cudnn] [--remat full|dots|dots_no_batch] [--scan]
+      [--mode train|infer|decode|input] [--attention xla|cudnn] [--remat full|dots|dots_no_batch] [--scan]
       [--steps 20] [--warmup 3] [--json out.json]
       [--reference torch+compile] [--set model.key=value ...]
 
@@ -16,10 +16,13 @@ FLOPs per example are counted analytically (`models.forward_flops`: matmuls and 
 next to each family's variant table; core/flops.py) and by XLA's cost analysis (which counts a loop's
 body once: `xla_flops_note` says when `--scan` makes it too low); MFU is analytic FLOPs per second over
 the device's dense peak (on CPU: a measured float32 GEMM ceiling).
+`--mode decode` times autoregressive decoding (Whisper: the front end, the encoder and greedy or beam
+decoding with the KV cache, all in one jitted program).
 `--reference torch|torch_compile|torch+compile` times PyTorch's implementation of the same model on
 the same device (eager and/or `torch.compile`; CUDA when JAX runs on a GPU, which needs a CUDA build of
-torch; bf16 autocast with `--dtype bfloat16`): HF transformers' GPT-2 and BERT pre-training, timm's
-image models. It reports the JAX/PyTorch throughput ratio.
+torch; bf16 autocast with `--dtype bfloat16`): HF transformers' GPT-2 and BERT pre-training, Whisper
+(training, forward, greedy `generate`), wav2vec 2.0 pre-training and CTC, timm's image models. It reports
+the JAX/PyTorch throughput ratio.
 """
 
 import argparse
@@ -225,12 +228,14 @@ def _timm_twin(name: str, overrides: dict, batch: int, device: str, torch):
           {"library": "timm", "version": timm.__version__})
 
 
-def _transformers_twin(model, task, batch: int, device: str, torch):
-  """HF transformers' GPT-2, BERT or Whisper of the run's sizes and dropout rates (from `model`, ours, built for
-  shapes only), and a synthetic batch of the task's lengths; None for other models. Each library runs
-  its own implementation: HF's BERT computes MLM logits at every position, ours at the masked ones."""
+def _transformers_twin(model, task, batch: int, device: str, torch, mode: str = "train"):
+  """HF transformers' GPT-2, BERT, Whisper or wav2vec 2.0 of the run's sizes and dropout rates (from `model`,
+  ours, built for shapes only), and a synthetic batch of the task's lengths; None for other models. Returns
+  (module, loss(), infer(), library): infer is the forward, or with `mode="decode"` (Whisper) HF's greedy
+  `generate` with its KV cache, made to produce exactly as many tokens as ours. Each library runs its own
+  implementation: HF's BERT computes MLM logits at every position, ours at the masked ones."""
   kind = type(model).__name__
-  if kind not in ("GPT", "BertForPreTraining", "Whisper"):
+  if kind not in ("GPT", "BertForPreTraining", "Whisper", "Wav2Vec2"):
     return None
   from papers_jax.convert.torch_compat import import_timm
   import_timm()  # the torchvision shim that transformers' imports need on a CPU build of torch
@@ -251,7 +256,17 @@ def _transformers_twin(model, task, batch: int, device: str, torch):
     tokens = ids(model.tokens.eot, (batch, len(task.prompt) + int(task.c.max_tokens)))
     loss = lambda: twin(input_features=features, decoder_input_ids=tokens[:, :-1], labels=tokens[:, 1:]).loss  # noqa: E731
     infer = lambda: twin(input_features=features, decoder_input_ids=tokens[:, :-1]).logits  # noqa: E731
+    if mode == "decode":  # greedy after the task's prompt, max_tokens + 1 new tokens (ours: Whisper.transcribe)
+      prompt = torch.tensor([task.prompt] * batch, device=device)
+      new_tokens = int(task.c.max_tokens) + 1
+      # GenerationMixin's plain greedy loop (Whisper's own generate adds language detection and long-form
+      # logic); min_new_tokens holds <|endoftext|> back so that every run decodes all the tokens, as ours does.
+      infer = lambda: transformers.GenerationMixin.generate(  # noqa: E731
+          twin, input_features=features, decoder_input_ids=prompt, max_new_tokens=new_tokens,
+          min_new_tokens=new_tokens, do_sample=False, num_beams=1, use_cache=True)
     return twin, loss, infer, {"library": "transformers", "version": transformers.__version__}
+  if kind == "Wav2Vec2":
+    return _wav2vec2_twin(model, task, batch, device, torch, transformers)
   if kind == "GPT":
     block = model.blocks[0]
     cfg = transformers.GPT2Config(
@@ -285,6 +300,51 @@ def _transformers_twin(model, task, batch: int, device: str, torch):
   return twin, loss, infer, {"library": "transformers", "version": transformers.__version__}
 
 
+def _wav2vec2_twin(model, task, batch: int, device: str, torch, transformers):
+  """HF's Wav2Vec2ForPreTraining (task "wav2vec2": the contrastive and diversity losses with span masks and
+  distractors drawn by HF's own numpy samplers at the task's settings) or Wav2Vec2ForCTC (task "ctc")."""
+  import inspect
+
+  from papers_jax.models.wav2vec2 import Wav2Vec2
+  defaults = {k: p.default for k, p in inspect.signature(Wav2Vec2.__init__).parameters.items()
+              if p.default is not inspect.Parameter.empty}
+  m = defaults | models.model_config(task.config.model.name) | dict(task.config.model)
+  m["vocab_size"] = model.vocab_size
+  ctc = model.vocab_size > 0
+  cfg = transformers.Wav2Vec2Config(
+      conv_dim=list(m["conv_dim"]), conv_kernel=list(m["conv_kernel"]), conv_stride=list(m["conv_stride"]),
+      num_feat_extract_layers=len(m["conv_dim"]), hidden_size=m["hidden_size"], num_hidden_layers=m["num_layers"],
+      num_attention_heads=m["num_heads"], intermediate_size=m["mlp_dim"], feat_extract_norm=m["feat_extract_norm"],
+      conv_bias=m["conv_bias"], do_stable_layer_norm=m["stable_layer_norm"],
+      num_conv_pos_embeddings=m["pos_conv_kernel"], num_conv_pos_embedding_groups=m["pos_conv_groups"],
+      num_codevector_groups=m["num_codevector_groups"], num_codevectors_per_group=m["num_codevectors_per_group"],
+      codevector_dim=m["codevector_dim"], proj_codevector_dim=m["proj_codevector_dim"],
+      vocab_size=max(m["vocab_size"], 1), hidden_dropout=m["hidden_dropout"], attention_dropout=m["attention_dropout"],
+      activation_dropout=m["activation_dropout"], feat_proj_dropout=m["feat_proj_dropout"],
+      feat_quantizer_dropout=m["feat_quantizer_dropout"], final_dropout=m["final_dropout"], layerdrop=m["layerdrop"],
+      # HF holds the mask embedding only when it masks; both mask at the task's rate in training
+      mask_time_prob=float(task.cfg.mask_prob), mask_time_length=int(task.cfg.mask_length),
+      mask_time_min_masks=int(task.cfg.min_masks), ctc_zero_infinity=True, pad_token_id=0)
+  host = task.synthetic_batch(batch, np.random.default_rng(0))
+  audio = torch.tensor(host["audio"], device=device)
+  if ctc:
+    twin = transformers.Wav2Vec2ForCTC(cfg).to(device)
+    labels = torch.tensor(np.where(host["label_mask"], host["labels"], -100), device=device)
+    loss = lambda: twin(input_values=audio, labels=labels).loss  # noqa: E731
+    infer = lambda: twin(input_values=audio).logits  # noqa: E731
+  else:
+    from transformers.models.wav2vec2 import modeling_wav2vec2 as hf
+    twin = transformers.Wav2Vec2ForPreTraining(cfg).to(device)
+    shape = (batch, int(twin._get_feat_extract_output_lengths(audio.shape[1])))
+    c = task.cfg
+    mask = hf._compute_mask_indices(shape, mask_prob=c.mask_prob, mask_length=c.mask_length, min_masks=c.min_masks)
+    negatives = hf._sample_negative_indices(shape, c.num_negatives, mask_time_indices=mask)
+    mask, negatives = torch.tensor(mask, device=device), torch.tensor(negatives, device=device)
+    loss = lambda: twin(input_values=audio, mask_time_indices=mask, sampled_negative_indices=negatives).loss  # noqa: E731
+    infer = lambda: twin(input_values=audio, mask_time_indices=mask).projected_states  # noqa: E731
+  return twin, loss, infer, {"library": "transformers", "version": transformers.__version__}
+
+
 def torch_reference(name: str, overrides: dict, batch: int, mode: str, steps: int, warmup: int,
                     compiled: bool = False, dtype: str = "float32", model=None, task=None, gemm_size: int = 0):
   """PyTorch's implementation of the run's model on JAX's device kind (CUDA when JAX runs on a GPU),
@@ -305,7 +365,9 @@ def torch_reference(name: str, overrides: dict, batch: int, mode: str, steps: in
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
   elif jax.default_backend() != "cpu":
     raise SystemExit(f"error: --reference runs PyTorch on CPU or CUDA, not on JAX's {jax.default_backend()!r} backend")
-  twin = _transformers_twin(model, task, batch, device, torch) if model is not None else None
+  twin = _transformers_twin(model, task, batch, device, torch, mode) if model is not None else None
+  if mode == "decode" and twin is None:
+    raise SystemExit("error: --mode decode --reference has a twin for Whisper only")
   module, loss_fn, infer_fn, library = twin or _timm_twin(name, overrides, batch, device, torch)
   opt = torch.optim.AdamW(module.parameters(), lr=1e-4, fused=device == "cuda")
   autocast = lambda: torch.autocast(device, dtype=torch.bfloat16, enabled=dtype == "bfloat16")  # noqa: E731
@@ -357,8 +419,10 @@ def main(argv=None):
                       "sets config.model.remat")
   parser.add_argument("--scan", action="store_true", help="scan over the transformer blocks (ViT, MAE): "
                       "one block compiled instead of depth; sets config.model.scan")
-  parser.add_argument("--mode", default="train", choices=("train", "infer", "input"),
-                      help="input: the host input pipeline's examples/s on the config's real data, no model")
+  parser.add_argument("--mode", default="train", choices=("train", "infer", "decode", "input"),
+                      help="input: the host input pipeline's examples/s on the config's real data, no model; "
+                      "decode: autoregressive decoding, the whole loop in one jit (speech_to_text: Whisper's greedy "
+                      "or beam transcription with the KV cache)")
   parser.add_argument("--steps", type=int, default=20)
   parser.add_argument("--reference-gemm-size", type=int, default=0,
                       help="side of PyTorch's own GEMM in --reference (default 2048 on CPU, 8192 on CUDA); CPUs "
@@ -423,6 +487,10 @@ def main(argv=None):
     if args.mode == "train":
       step_fn = step_lib.jit_train_step(
           step_lib.make_train_step(task.make_loss_fn(graphdef), tx, holder["schedule"]), shardings, mesh, rules)
+    elif args.mode == "decode":
+      if not hasattr(task, "make_decode_fn"):
+        raise SystemExit(f"error: --mode decode needs a task that decodes (speech_to_text), not {config.task!r}")
+      step_fn = step_lib.jit_eval_step(task.make_decode_fn(graphdef), shardings, mesh, rules)
     else:
       step_fn = step_lib.jit_eval_step(task.make_eval_fn(graphdef), shardings, mesh, rules)
     t = time.perf_counter()
@@ -457,6 +525,8 @@ def main(argv=None):
   overrides = {k: v for k, v in dict(config.model).items() if k not in ("name", "dtype")}
   shape_model = nnx.eval_shape(lambda: task.build_model(nnx.Rngs(params=0)))  # the measured model's shapes
   analytic = forward_flops(shape_model, task) * (flops_lib.TRAIN_PER_FORWARD if args.mode == "train" else 1)
+  if args.mode == "decode":  # token by token with a cache: no counter of its own, so no MFU either
+    analytic = float("nan")
   median = statistics.median(times)
   peak, peak_source = device_peak(args.dtype)
   result = {

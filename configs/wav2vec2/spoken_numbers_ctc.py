@@ -8,7 +8,8 @@ From scratch (the baseline): the same command without init_from.
 Data: 64 eSpeak NG speakers × 20 numbers (train: 51 speakers, test: 13 new ones), clips up to 3 s;
 `data=digits`: the spoken digits' words ("seven"), 1-second clips, 20 per speaker. Transcripts as characters (blank, space, apostrophe, a–z). Evaluation: CTC loss per character, then greedy
 decoding with CER and WER on the held-out speakers. docs/speech.md gives the measured numbers.
-`smoke` shrinks it to seconds for the test suite.
+`smoke` shrinks it to seconds for the test suite; `size=base` puts in the BASE model (95M, the paper's
+dropouts and LayerDrop) for tools/benchmark.py.
 
 Departures from the paper (§4.3, fine-tuning BASE on labelled LibriSpeech), for a CPU demo:
 - The small model of spoken_digits_pretrain.py (its docstring lists the sizes).
@@ -20,6 +21,7 @@ Departures from the paper (§4.3, fine-tuning BASE on labelled LibriSpeech), for
 """
 
 from papers_jax.core.config import base_config, parse_arg
+from papers_jax.errors import ConfigError
 from papers_jax.tasks import ctc
 
 TINY = dict(conv_dim=(64,) * 7, hidden_size=64, num_layers=4, num_heads=4, mlp_dim=256, pos_conv_kernel=16,
@@ -27,13 +29,15 @@ TINY = dict(conv_dim=(64,) * 7, hidden_size=64, num_layers=4, num_heads=4, mlp_d
 
 
 def get_config(arg=None):
-  args = parse_arg(arg, smoke=False, data="numbers")
+  args = parse_arg(arg, smoke=False, data="numbers", size="tiny")
+  if args.size not in ("tiny", "base"):
+    raise ConfigError(f"size={args.size!r}: use tiny (the demo's model) or base (wav2vec 2.0 BASE)")
   c = base_config()
   c.task = "ctc"
   digits = args.data == "digits"
   c.ctc = ctc.default_config(max_samples=16_000 if digits else 48_000, max_label_len=8 if digits else 48,
                              mask_prob=0.3, mask_length=5)
-  c.model = dict(name="wav2vec2_base_ctc", **TINY)
+  c.model = dict(name="wav2vec2_base_ctc", **TINY) if args.size == "tiny" else dict(name="wav2vec2_base_ctc")
   c.data.name = "spoken_digits" if digits else "spoken_numbers"
   c.data.train_split, c.data.eval_split = "train", "test"
   c.init_skip = ctc.ENCODER_INIT_SKIP

@@ -1,5 +1,5 @@
 """Audio front ends: Whisper's log-Mel spectrogram, wav2vec 2.0's waveform normalisation, padding with
-masks, SpecAugment, and reading WAV files and fairseq-style manifests.
+masks, SpecAugment, and reading WAV files, fairseq-style manifests and TFDS speech sets (ArrayRecord).
 
 Everything here is numpy or jax.numpy with static shapes, so that the features can be computed on the
 host in the input pipeline or on the device inside the jitted step (`log_mel_spectrogram` is jittable).
@@ -179,6 +179,108 @@ class ManifestSource:
     if self.texts is not None:
       example["text"] = self.texts[i]
     return example
+
+
+def pcm_to_float(audio, dtype: str) -> np.ndarray:
+  """float32 samples: integer PCM ("int16", "int32") scaled by its full range (int16 / 32768), floats as
+  they are."""
+  audio = np.asarray(audio)
+  if dtype.startswith("int"):
+    return (audio / float(-np.iinfo(np.dtype(dtype)).min)).astype(np.float32)
+  return audio.astype(np.float32)
+
+
+class TfdsSpeechSource:
+  """A split of a TFDS speech set prepared as ArrayRecord, e.g. `librispeech` (splits train_clean100,
+  train_clean360, train_other500, dev_clean, dev_other, test_clean, test_other), read as
+  {"audio": float32 (n,), "text": str, "speaker": int, "id": str} from its features {"speech": 16 kHz
+  int16 (or float) samples, "text", "speaker_id", "id"}.
+
+  TFDS's own reader cannot open these sets without TensorFlow (its Audio feature imports it), so the
+  records are read directly: the split's shards listed in dataset_info.json, each record a serialised
+  tf.train.Example (parsed with the proto that tensorflow_datasets ships). Nothing is downloaded or
+  prepared here.
+  """
+
+  def __init__(self, name: str, split: str, data_dir: str | None = None, audio_key: str = "speech",
+               text_key: str = "text"):
+    import json
+    from papers_jax.data.sources import _tfds_prepare_hint
+    self.name, self.split, self.audio_key, self.text_key = f"tfds:{name}", split, audio_key, text_key
+    root = os.path.expanduser(data_dir or os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets"))
+    hint = _tfds_prepare_hint(name, data_dir) + " (building librispeech needs TensorFlow; reading it does not)"
+    directory = _prepared_directory(os.path.join(root, name))
+    if directory is None:
+      raise DataError(f"TFDS dataset {name!r} is not prepared under {root}. {hint}")
+    with open(os.path.join(directory, "dataset_info.json")) as f:
+      info = json.load(f)
+    if info.get("fileFormat") != "array_record":
+      raise DataError(f"TFDS dataset {name!r} in {directory} is prepared as {info.get('fileFormat', 'tfrecord')}, "
+                      f"which has no random access. Delete {directory} and rebuild it. {hint}")
+    splits = {s["name"]: s for s in info.get("splits", [])}
+    if split not in splits:
+      raise DataError(f"Bad split {split!r} (data.train_split / data.eval_split) for TFDS dataset {name!r}. "
+                      f"Available splits: {sorted(splits)}")
+    features = {}
+    if os.path.exists(os.path.join(directory, "features.json")):
+      with open(os.path.join(directory, "features.json")) as f:
+        features = json.load(f).get("featuresDict", {}).get("features", {})
+    if audio_key not in features:
+      raise DataError(f"TFDS dataset {name!r} has no feature {audio_key!r}; its features are {sorted(features)}.")
+    spec = features[audio_key].get("audio") or features[audio_key].get("tensor", {})
+    if spec.get("lazyDecode") or spec.get("encoding", "none") != "none":
+      raise DataError(f"TFDS dataset {name!r} stores {audio_key!r} encoded (lazy_decode); prepare the default "
+                      f"config, which stores the decoded samples. {hint}")
+    self.dtype = spec.get("dtype", "int16")
+    rate = int(spec.get("sampleRate", SAMPLE_RATE))
+    if rate != SAMPLE_RATE:
+      raise DataError(f"TFDS dataset {name!r} has {audio_key!r} at {rate} Hz; the speech models need "
+                      f"{SAMPLE_RATE} Hz audio (resample it when preparing the set)")
+    lengths = [int(n) for n in splits[split].get("shardLengths", [])]
+    self.paths = [os.path.join(directory, f"{info['name']}-{split}.array_record-{i:05d}-of-{len(lengths):05d}")
+                  for i in range(len(lengths))]
+    lost = [p for p in self.paths if not os.path.exists(p)]
+    if lost:
+      raise DataError(f"TFDS dataset {name!r} in {directory} is missing {len(lost)} file(s), e.g. {lost[0]}. "
+                      f"Delete {directory} and rebuild it. {hint}")
+    self._length = sum(lengths)
+    self._records = None  # opened on first read, so that the source pickles into data workers
+
+  def __len__(self) -> int:
+    return self._length
+
+  def __getstate__(self):
+    return dict(self.__dict__, _records=None)
+
+  def __getitem__(self, i) -> dict:
+    from array_record.python.array_record_data_source import ArrayRecordDataSource
+    from tensorflow_datasets.proto import tf_example_pb2
+    if self._records is None:
+      self._records = ArrayRecordDataSource(self.paths)
+    feature = tf_example_pb2.Example.FromString(self._records[int(i)]).features.feature
+    speech = feature[self.audio_key]
+    samples = speech.float_list.value if self.dtype.startswith("float") else speech.int64_list.value
+    example = {"audio": pcm_to_float(np.asarray(samples), self.dtype)}
+    if self.text_key in feature:
+      example["text"] = feature[self.text_key].bytes_list.value[0].decode("utf-8")
+    if "speaker_id" in feature:
+      example["speaker"] = int(feature["speaker_id"].int64_list.value[0])
+    if "id" in feature:
+      example["id"] = feature["id"].bytes_list.value[0].decode("utf-8")
+    return example
+
+
+def _prepared_directory(path: str) -> str | None:
+  """The newest version folder holding a dataset_info.json under `path` (<name>[/<config>]/<version>)."""
+  found = []
+  for folder, _, files in os.walk(path):
+    version = os.path.basename(folder).split(".")
+    if "dataset_info.json" in files and all(v.isdigit() for v in version):
+      found.append((tuple(int(v) for v in version), folder))
+  if len({os.path.dirname(folder) for _, folder in found}) > 1:
+    configs = sorted(os.path.relpath(os.path.dirname(folder), os.path.dirname(path)) for _, folder in found)
+    raise DataError(f"{path} holds several prepared configs {configs}: name one in data.name (tfds:<name>/<config>)")
+  return max(found)[1] if found else None
 
 
 def padded_example(example: dict, length: int) -> dict:

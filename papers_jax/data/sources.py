@@ -417,6 +417,10 @@ def get_source(data_config, split: str):
     if not data_dir:
       raise DataError('data.name="manifest" needs data.data_dir: the folder of <split>.tsv and <split>.wrd')
     return ManifestSource(data_dir, split)
+  if name.startswith("tfds:") and (name.startswith("tfds:librispeech") or data_config.get("audio_key")):
+    from papers_jax.data.audio import TfdsSpeechSource
+    return TfdsSpeechSource(name[len("tfds:"):], split, data_dir=data_dir,
+                            audio_key=data_config.get("audio_key", "speech"), text_key=data_config.get("text_key", "text"))
   if name.startswith("tfds:") and name[len("tfds:"):]:
     return TfdsSource(
         name[len("tfds:"):], split, data_dir=data_dir,

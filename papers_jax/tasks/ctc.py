@@ -73,6 +73,13 @@ class CTCTask:
       return out
     return fn
 
+  def synthetic_batch(self, batch: int, rng: np.random.Generator) -> dict:
+    """Noise audio of `max_samples` and random transcripts of `max_label_len` letters (tools/benchmark.py)."""
+    n, length = int(self.cfg.max_samples), int(self.cfg.max_label_len)
+    return {"audio": rng.standard_normal((batch, n)).astype(np.float32), "audio_mask": np.ones((batch, n), bool),
+            "labels": rng.integers(1, len(speech_eval.CHARACTERS), (batch, length), dtype=np.int32),
+            "label_mask": np.ones((batch, length), bool)}
+
   def _losses(self, model, batch, *, train: bool, key=None, rngs=None):
     """(per-utterance CTC losses, frame mask)."""
     audio = normalized_audio(batch, bool(self.cfg.normalize))

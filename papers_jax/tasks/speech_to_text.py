@@ -152,20 +152,26 @@ class SpeechToTextTask:
     return eval_fn
 
   # ------------------------------------------------------------------ transcription
+  def make_decode_fn(self, graphdef):
+    """(params, model_state, batch with "audio" (B, N)) → tokens (B, max_tokens + 1) after the prompt: the
+    front end, the encoder and the whole greedy (or beam) loop with the KV cache, to be jitted as one program
+    (transcribe_fn; tools/benchmark.py --mode decode)."""
+    beam, prompt = int(self.c.beam_size), np.asarray(self.prompt, np.int32)
+
+    def decode(params, model_state, batch):
+      model = merge_model(graphdef, params, model_state)
+      samples = batch["audio"]
+      features = audio.log_mel_spectrogram(samples, model.num_mels)
+      rows = jnp.broadcast_to(prompt, (samples.shape[0], len(prompt)))
+      return model.transcribe(features, rows, max_new_tokens=int(self.c.max_tokens) + 1, beam_size=beam)
+    return decode
+
   def transcribe_fn(self, trainer):
     """(params, model_state, audio (B, N)) → tokens (B, max_tokens + 1), jitted once per trainer."""
     if getattr(self, "_transcribe_for", None) is not trainer:
-      graphdef, beam = trainer.graphdef, int(self.c.beam_size)
-      prompt = np.asarray(self.prompt, np.int32)
-
-      @jax.jit
-      def transcribe(params, model_state, samples):
-        model = merge_model(graphdef, params, model_state)
-        features = audio.log_mel_spectrogram(samples, model.num_mels)
-        rows = jnp.broadcast_to(prompt, (samples.shape[0], len(prompt)))
-        return model.transcribe(features, rows, max_new_tokens=int(self.c.max_tokens) + 1, beam_size=beam)
-
-      self._transcribe, self._transcribe_for = transcribe, trainer
+      decode = self.make_decode_fn(trainer.graphdef)
+      self._transcribe = jax.jit(lambda params, model_state, samples: decode(params, model_state, {"audio": samples}))
+      self._transcribe_for = trainer
     return self._transcribe
 
   def after_eval(self, trainer, step, writer, source, metrics) -> dict:

@@ -21,6 +21,7 @@ logit_temperature (κ = 0.1), diversity_weight, feature_penalty_weight, gumbel.
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 from flax import nnx
 
 from papers_jax import models
@@ -75,6 +76,11 @@ class Wav2Vec2Task:
   def preprocess(self, train: bool):
     length = int(self.cfg.max_samples)
     return lambda example, rng: audio_lib.padded_example(example, length)
+
+  def synthetic_batch(self, batch: int, rng: np.random.Generator) -> dict:
+    """Noise audio of `max_samples` (tools/benchmark.py)."""
+    n = int(self.cfg.max_samples)
+    return {"audio": rng.standard_normal((batch, n)).astype(np.float32), "audio_mask": np.ones((batch, n), bool)}
 
   def _outputs(self, model, batch, key, *, train: bool, rngs=None):
     """(model outputs, time mask, negatives) with masks and distractors drawn from `key`."""
