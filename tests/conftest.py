@@ -20,7 +20,9 @@ import jax  # noqa: E402
 import pytest  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-jax.config.update("jax_compilation_cache_dir", os.path.join(ROOT, ".jax_cache"))
+# PAPERS_JAX_TEST_CACHE_DIR=<empty dir> measures a test as a clean clone (no cache yet) runs it.
+CACHE_DIR = os.environ.get("PAPERS_JAX_TEST_CACHE_DIR") or os.path.join(ROOT, ".jax_cache")
+jax.config.update("jax_compilation_cache_dir", CACHE_DIR)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 

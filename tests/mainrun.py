@@ -6,7 +6,7 @@ import sys
 
 import orbax.checkpoint as ocp
 
-from conftest import ROOT, TEST_XLA_FLAGS
+from conftest import CACHE_DIR, ROOT, TEST_XLA_FLAGS
 
 SMOKE = ["--config", os.path.join(ROOT, "configs/vit/digits.py") + ":smoke"]
 RUN_ARGS = ["--config.num_steps=30", "--config.checkpoint_every=10", "--config.log_every=5",
@@ -17,7 +17,7 @@ def main_env(devices: int = 1) -> dict:
   env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices} {TEST_XLA_FLAGS}",
          "PYTHONUNBUFFERED": "1",
          # Subprocesses share the suite's compilation cache: repeated runs of one config compile once.
-         "JAX_COMPILATION_CACHE_DIR": os.path.join(ROOT, ".jax_cache"),
+         "JAX_COMPILATION_CACHE_DIR": CACHE_DIR,
          "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.5"}
   env.pop("JAX_PLATFORMS", None)
   return env
