@@ -42,6 +42,7 @@ from papers_jax.models import query_detector  # noqa: F401  (registers its varia
 from papers_jax.models import danet, pkinet  # noqa: F401  (register their variants)
 from papers_jax.models import cpc, wav2vec2  # noqa: F401  (register their variants)
 from papers_jax.models import ddpm_unet, vqvae  # noqa: F401  (register their variants)
+from papers_jax.models import sam  # noqa: F401  (registers its variants)
 
 # model class → its family module (with `forward_flops` and `EMBEDDINGS`).
 FAMILIES = {
@@ -53,7 +54,7 @@ FAMILIES = {
     transformer.Transformer: transformer, alexnet.AlexNet: alexnet, inception.GoogLeNet: inception,
     inception.InceptionV3: inception, mixnet.MixNet: mixnet, whisper.Whisper: whisper,
     patchtst.PatchTST: patchtst, patchtst.PatchTSTForPretraining: patchtst, dlinear.DLinear: dlinear,
-    dlinear.NLinear: dlinear, danet.DANet: danet, pkinet.PKINet: pkinet,
+    dlinear.NLinear: dlinear, danet.DANet: danet, pkinet.PKINet: pkinet, sam.SAM: sam,
 }
 FLOP_COUNTERS = {cls: family.forward_flops for cls, family in FAMILIES.items()}
 
