@@ -28,16 +28,26 @@ def _taps(size: int, k: int, stride: int, lo: int, hi: int, count_padding: bool)
   return out, sum(min(k, size + lo - o * stride) - max(0, lo - o * stride) for o in range(out))
 
 
+def _dilated_taps(size: int, k: int, stride: int, lo: int, hi: int, dilation: int) -> int:
+  """Kernel taps summed over the outputs that land on a real element of an input dilated by `dilation`
+  (a transposed convolution's holes count nothing, as in XLA's cost analysis)."""
+  dilated = (size - 1) * dilation + 1
+  out = (dilated + lo + hi - k) // stride + 1
+  return sum(1 for o in range(out) for t in range(k)
+             if 0 <= o * stride + t - lo < dilated and (o * stride + t - lo) % dilation == 0)
+
+
 def _conv(eqn, count_padding: bool) -> int:
   lhs, rhs = eqn.invars[0].aval.shape, eqn.invars[1].aval.shape
   dn = eqn.params["dimension_numbers"]
-  if any(d != 1 for d in eqn.params["lhs_dilation"] + eqn.params["rhs_dilation"]):
-    raise NotImplementedError("dilated convolutions are not counted")
+  if any(d != 1 for d in eqn.params["rhs_dilation"]):
+    raise NotImplementedError("dilated kernels are not counted")
   in_spatial = [lhs[d] for d in dn.lhs_spec[2:]]
   kernel_spatial = [rhs[d] for d in dn.rhs_spec[2:]]
   taps = 1
-  for size, k, s, (lo, hi) in zip(in_spatial, kernel_spatial, eqn.params["window_strides"], eqn.params["padding"]):
-    taps *= _taps(size, k, s, lo, hi, count_padding)[1]
+  for size, k, s, (lo, hi), d in zip(in_spatial, kernel_spatial, eqn.params["window_strides"], eqn.params["padding"],
+                                     eqn.params["lhs_dilation"]):
+    taps *= _taps(size, k, s, lo, hi, count_padding)[1] if d == 1 else _dilated_taps(size, k, s, lo, hi, d)
   batch, in_per_group, out_features = lhs[dn.lhs_spec[0]], rhs[dn.rhs_spec[1]], rhs[dn.rhs_spec[0]]
   return 2 * batch * taps * in_per_group * out_features
 

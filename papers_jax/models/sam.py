@@ -14,7 +14,8 @@ Prompt encoder (256-d):
            [sin, cos](2π · (2p − 1) · G) with a fixed Gaussian G (2 × 128; `FixedBuffer`, never trained),
            plus a learned embedding of the label: 1 foreground, 0 background. Label −1 is the padding
            point (its encoding replaced by the learned "not a point" embedding); a padding point is
-           appended when no box is given, as the reference. Label −10 (HF's) is a point left out (zeros).
+           appended when no box is given, as the reference. Label −10 (HF's) is a point left out (zeros);
+           labels 2 and 3 make a point a box's top-left / bottom-right corner (the same two tokens as a box).
   boxes    two tokens: the top-left corner's encoding + a learned "top-left" embedding, and the
            bottom-right corner's encoding + a learned "bottom-right" embedding.
   masks    a low-resolution mask (4× the embedding grid: 256² for SAM) through 2×2/2 conv (4 channels),
@@ -232,7 +233,8 @@ class PromptEncoder(nnx.Module):
     table = self.point_embeddings[...].astype(jnp.float32)
     pe = jnp.where(labels == -1, self.not_a_point[...].astype(jnp.float32), pe)
     pe = jnp.where(labels == -10, 0.0, pe)
-    pe = pe + jnp.where(labels == 0, table[0], 0.0) + jnp.where(labels == 1, table[1], 0.0)
+    for k in range(4):  # labels 2 and 3 are box corners given as points (the training loop's prompt buffer)
+      pe = pe + jnp.where(labels == k, table[k], 0.0)
     return pe
 
   def embed_boxes(self, boxes):

@@ -23,6 +23,7 @@ TASK_CLASSES = {
     "cpc": "CPCTask",
     "diffusion": "DiffusionTask",
     "vqvae": "VQVAETask",
+    "promptable_segmentation": "PromptableSegmentationTask",
 }
 TASKS = tuple(TASK_CLASSES)
 
