@@ -345,7 +345,8 @@ class MaskDecoder(nnx.Module):
     normal = nnx.initializers.normal(1.0)
     self.iou_token = param(rngs, normal, (1, dim), param_dtype, (None, "embed"))
     self.mask_tokens = param(rngs, normal, (self.num_mask_tokens, dim), param_dtype, (None, "embed"))
-    self.blocks = nnx.List([TwoWayBlock(dim, num_heads, mlp_dim, skip_first_pe=i == 0, norm_eps=norm_eps, **kw)
+    # "layers", not "blocks": layer-wise lr decay (core/optim.py) counts the image encoder's blocks only.
+    self.layers = nnx.List([TwoWayBlock(dim, num_heads, mlp_dim, skip_first_pe=i == 0, norm_eps=norm_eps, **kw)
                             for i in range(depth)])
     self.final_attn = DecoderAttention(dim, num_heads, 2, **kw)
     self.final_norm = LayerNorm(dim, eps=1e-5, **kw)
@@ -368,8 +369,8 @@ class MaskDecoder(nnx.Module):
     image = jnp.broadcast_to(image_embeddings[:, None] + dense.astype(dtype), (b, p, h, w, c)).reshape(b, p, h * w, c)
     pe = image_pe.reshape(h * w, c).astype(dtype)
     token_pe, queries = tokens, tokens
-    for block in self.blocks:
-      queries, image = block(queries, image, token_pe, pe)
+    for layer in self.layers:
+      queries, image = layer(queries, image, token_pe, pe)
     queries = self.final_norm(queries + self.final_attn(queries + token_pe, image + pe, image))
     iou_out, mask_out = queries[:, :, 0], queries[:, :, 1:1 + self.num_mask_tokens]
 
