@@ -118,6 +118,7 @@ FULL_ONLY = {
     "ssl/swav.py": "ssl/dino.py", "dlinear/ett_like.py": "patchtst/ett_like.py",
     "resnet/digits_cam.py": "resnet/digits.py", "resnet/cifar10.py": "resnet/digits.py",
     "vit/cifar10.py": "vit/digits.py",
+    "sam/scenes.py": "", "sam/sa1b.py": "",  # SAM's forward: HF parity in tests/test_sam.py
 }
 FULL = bool(os.environ.get("PAPERS_JAX_FULL_PARITY"))
 

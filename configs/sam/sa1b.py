@@ -27,9 +27,12 @@ Departures from the paper:
     protocol of the task (farthest-from-boundary clicks), not the paper's 23-dataset suite.
   - Set explicitly, overriding the base config: weight decay on every parameter except biases, LayerNorm
     gains and the position embedding (the paper does not say), no gradient clipping (base: off).
+`smoke` trains configs/sam/scenes.py's smoke model for a few steps on the bundled shape scenes, offline.
 """
 
-from papers_jax.core.config import base_config, parse_arg
+import os
+
+from papers_jax.core.config import base_config, load, parse_arg
 from papers_jax.models.sam import PIXEL_MEAN, PIXEL_STD
 from papers_jax.tasks.promptable_segmentation import default_config
 
@@ -37,7 +40,7 @@ LAYER_DECAY = {"sam_vit_b": 0.8, "sam_vit_l": 0.8, "sam_vit_h": 0.8}  # ViT-H's 
 
 
 def get_config(arg=None):
-  args = parse_arg(arg, model="sam_vit_h")
+  args = parse_arg(arg, model="sam_vit_h", smoke=False)
   if args.model not in LAYER_DECAY:
     raise ValueError(f"model={args.model!r}; SAM's image encoders are {sorted(LAYER_DECAY)}")
   c = base_config()
@@ -56,4 +59,10 @@ def get_config(arg=None):
   c.schedule.update(name="step", warmup_steps=250, boundaries=(60_000 / 90_000, 86_666 / 90_000), decay_factor=0.1)
   c.eval_every = 10_000
   c.checkpoint_every = 2_000
+  if args.smoke:
+    scenes = load(os.path.join(os.path.dirname(os.path.abspath(__file__)), "scenes.py") + ":smoke=true")
+    for key in ("model", "data", "promptable_segmentation", "batch_size", "num_steps"):
+      c[key] = scenes[key]
+    c.schedule.update(boundaries=(0.5, 0.75), warmup_steps=1)
+    c.eval_every, c.checkpoint_every, c.log_every = 0, scenes.checkpoint_every, 1
   return c.lock()
