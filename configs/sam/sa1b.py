@@ -12,7 +12,8 @@ resized so that the longer side is 1024. Model: `sam_vit_h` (or sam_vit_b / sam_
 Task (tasks/promptable_segmentation.py): 11 rounds per instance, the first a box (with noise: σ = 10% of
 the side, at most 20 px) or a foreground point with equal probability, then points from the error region
 with the previous mask logits as the mask prompt, 2 of the rounds without a new point; focal 20 : dice 1,
-IoU MSE 1, the minimum loss over the 3 masks for the ambiguous first prompt; up to 64 masks per image.
+IoU MSE 1, the minimum loss over the 3 masks for the ambiguous first prompt; up to 64 masks per image
+(the paper: per GPU); no augmentation.
 Optimiser: AdamW (β 0.9, 0.999), lr 8e-4 after a 250-iteration linear warm-up, ×0.1 at 60k and 86,666 of
 90k iterations, weight decay 0.1, layer-wise lr decay 0.8 (ViT-H), batch 256 images.
 
