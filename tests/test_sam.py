@@ -259,15 +259,17 @@ def test_forward_flops_match_xla():
 # ----------------------------------------------------------------------------------------------- config
 
 
-def test_scenes_config_builds_its_model():
-  import importlib.util
-  spec = importlib.util.spec_from_file_location("sam_scenes", os.path.join(os.path.dirname(__file__), "..", "configs",
-                                                                           "sam", "scenes.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
+def test_task_preprocess_gives_static_prompts():
+  """The scenes config's task turns a scene into static shapes (its model builds in
+  tests/test_configs.py::test_heavy_config_builds)."""
+  from papers_jax.core import config as config_lib
+  config = config_lib.load(os.path.join(os.path.dirname(__file__), "..", "configs", "sam", "scenes.py"))
   task = task_lib.PromptableSegmentationTask(config)
-  model = nnx.eval_shape(lambda: task.build_model(FixedKeyRngs()))
-  assert model.img_size == config.data.image_size == 64
-  example = task.preprocess(train=False)(task.source("test")[0], None)
-  assert example["instance_masks"].shape == (6, 64, 64) and example["box_valid"].any()
+  source = task.source("test")
+  example = task.preprocess(train=False)(source[0], None)
+  n = len(source[0]["labels"])
+  assert example["instance_masks"].shape == (6, 64, 64) and example["image"].shape == (64, 64, 3)
+  assert list(example["box_valid"]) == [True] * n + [False] * (6 - n)
+  for mask, box in zip(example["instance_masks"][:n], example["boxes"][:n]):
+    rows, cols = np.nonzero(mask)
+    assert list(box) == [cols.min(), rows.min(), cols.max() + 1, rows.max() + 1]

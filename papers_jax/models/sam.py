@@ -440,8 +440,8 @@ for _name, _variant in VARIANTS.items():
 def forward_flops(model: SAM, num_prompts: int = 1, num_points: int = 1, *, elementwise: bool = True) -> float:
   """FLOPs of one forward pass per image (image encoder + prompt and mask decoding of `num_prompts`
   prompts of `num_points` points each), read off the traced jaxpr (models/conv_flops.py), element-wise
-  work included (the encoder's attention logits, softmax and LayerNorms are over 5% of XLA's count at
-  small sizes). Works on an abstract model."""
+  work included as XLA counts it (`elementwise=False`: matmuls and convolutions only). Works on an
+  abstract model."""
   graphdef, state = nnx.split(model)
   image = jax.ShapeDtypeStruct((1, model.img_size, model.img_size, model.in_chans), jnp.float32)
   points = jax.ShapeDtypeStruct((1, num_prompts, num_points, 2), jnp.float32)
