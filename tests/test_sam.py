@@ -15,7 +15,6 @@ from flax import nnx
 
 from papers_jax import convert, models
 from papers_jax.convert.torch_compat import import_timm
-from papers_jax.models import sam as sam_lib
 from papers_jax.objectives import promptable_segmentation as objective
 from papers_jax.tasks import promptable_segmentation as task_lib
 

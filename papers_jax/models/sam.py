@@ -42,7 +42,6 @@ Departures from the reference code: none in the computation. The two-way blocks'
 setting (`decoder_norm_eps`): the reference's 1e-5 by default, HF's port uses 1e-6 there.
 """
 
-import math
 
 import jax
 import jax.numpy as jnp
