@@ -120,6 +120,7 @@ FULL_ONLY = {
     "resnet/digits_cam.py": "resnet/digits.py", "resnet/cifar10.py": "resnet/digits.py",
     "vit/cifar10.py": "vit/digits.py",
     "ts2vec/finetune.py": "ts2vec/ucr.py", "slots/ucr.py": "ts2vec/ucr.py",
+    "sam/scenes.py": "", "sam/sa1b.py": "",  # SAM's forward: HF parity in tests/test_sam.py
 }
 FULL = bool(os.environ.get("PAPERS_JAX_FULL_PARITY"))
 

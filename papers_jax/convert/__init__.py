@@ -27,6 +27,7 @@ from papers_jax.convert import hf_bert  # noqa: F401  (registers the BERT and FN
 from papers_jax.convert import hf_clip, openai_clip  # noqa: F401  (register their key maps)
 from papers_jax.convert import hf_whisper  # noqa: F401  (registers its key map)
 from papers_jax.convert import hf_detr  # noqa: F401  (registers its key map)
+from papers_jax.convert import hf_sam  # noqa: F401  (registers its key map)
 from papers_jax.convert import hf_patchtst  # noqa: F401  (registers the PatchTST key maps)
 from papers_jax.convert import hf_wav2vec2  # noqa: F401  (registers its key map)
 from papers_jax.convert import diffusers_unet  # noqa: F401  (registers its key map)

@@ -24,6 +24,7 @@ TASK_CLASSES = {
     "diffusion": "DiffusionTask",
     "vqvae": "VQVAETask",
     "ts_representation": "TSRepresentationTask",
+    "promptable_segmentation": "PromptableSegmentationTask",
 }
 TASKS = tuple(TASK_CLASSES)
 
