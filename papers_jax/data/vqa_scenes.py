@@ -43,6 +43,7 @@ SEED = 303
 SIZE = 64
 MARGIN = 6          # pixels between two centres for a left/right (or above/below) relation to count
 ANSWERS = ("no", "yes") + DIGIT_NAMES + tuple(COLOURS) + SHAPES
+_COLOUR_NAMES = tuple(COLOURS)
 QUESTION_TYPES = ("exist", "count", "colour", "shape", "digit", "relation")
 _NUMBER_WORDS = ("no", "one", "two", "three", "four")
 
@@ -69,12 +70,12 @@ def sample_layout(rng: np.random.Generator, num_digit_images: int) -> list[dict]
     else:
       continue
     taken.append((x, y, size))
-    colour = str(rng.choice(tuple(COLOURS)))
+    colour = _COLOUR_NAMES[int(rng.integers(len(_COLOUR_NAMES)))]
     if is_digit:
       digit_index = int(rng.integers(num_digit_images))
       kind = None  # set from the digit image's label by the caller
     else:
-      digit_index, kind = -1, str(rng.choice(SHAPES))
+      digit_index, kind = -1, SHAPES[int(rng.integers(len(SHAPES)))]
     objects.append(dict(kind=kind, colour=colour, x=x, y=y, size=size, digit_index=digit_index,
                         cx=x + size / 2, cy=y + size / 2))
   return objects
@@ -152,12 +153,12 @@ def scene_captions(objects, rng: np.random.Generator) -> list[str]:
 
 def scene_questions(objects, rng: np.random.Generator) -> list[tuple[str, str, str]]:
   """(question, answer, type) triples about one scene."""
-  qs = []
+  qs, names = [], {id(o): _name(objects, o) for o in objects}
   # exist: one yes, one no.
   present = {(o["colour"], o["kind"]) for o in objects}
   o = objects[int(rng.integers(len(objects)))]
   qs.append((f"is there a {o['colour']} {o['kind']}?", "yes", "exist"))
-  absent = [(c, k) for c in COLOURS for k in (SHAPES + tuple({o["kind"] for o in objects}))
+  absent = [(c, k) for c in COLOURS for k in SHAPES + tuple(sorted({o["kind"] for o in objects} - set(SHAPES)))
             if (c, k) not in present]
   c, k = absent[int(rng.integers(len(absent)))]
   qs.append((f"is there a {c} {k}?", "no", "exist"))
@@ -170,10 +171,10 @@ def scene_questions(objects, rng: np.random.Generator) -> list[tuple[str, str, s
   named = [o for o in objects if _unique(objects, kind=o["kind"]) is o]
   if named:
     o = named[int(rng.integers(len(named)))]
-    others = [b for b in objects if b is not o and _relation(o, b) and _name(objects, b)]
+    others = [b for b in objects if b is not o and names[id(b)] and _relation(o, b)]
     if others and rng.random() < 0.5:
       b = others[int(rng.integers(len(others)))]
-      qs.append((f"what colour is the {o['kind']} {_relation(o, b)} {_name(objects, b)}?", o["colour"], "colour"))
+      qs.append((f"what colour is the {o['kind']} {_relation(o, b)} {names[id(b)]}?", o["colour"], "colour"))
     else:
       qs.append((f"what colour is the {o['kind']}?", o["colour"], "colour"))
   # what is the object of a unique colour.
@@ -186,11 +187,11 @@ def scene_questions(objects, rng: np.random.Generator) -> list[tuple[str, str, s
       qs.append((f"which digit is {o['colour']}?", o["kind"], "digit"))
   # relation between two uniquely named objects, true or false at even odds.
   pairs = [(a, b) for a in objects for b in objects
-           if a is not b and _relation(a, b) and _name(objects, a) and _name(objects, b)]
+           if a is not b and names[id(a)] and names[id(b)] and _relation(a, b)]
   if pairs:
     a, b = pairs[int(rng.integers(len(pairs)))]
     rel, truth = _relation(a, b), rng.random() < 0.5
-    qs.append((f"is {_name(objects, a)} {rel if truth else _OPPOSITE[rel]} {_name(objects, b)}?",
+    qs.append((f"is {names[id(a)]} {rel if truth else _OPPOSITE[rel]} {names[id(b)]}?",
                "yes" if truth else "no", "relation"))
   return qs
 
@@ -218,6 +219,9 @@ def scenes(split: str) -> tuple[tuple[dict, ...], ...]:
       if o["digit_index"] >= 0:
         o["kind"] = str(labels[o["digit_index"]])
     captions = [c for c in scene_captions(objects, rng) if c not in seen]
+    if not captions:  # every caption seen in training: both listings in one caption
+      both = scene_captions(objects, np.random.default_rng(0))[:2]
+      captions = [f"{both[0][:-1]}, and {both[1]}"]
     out.append(dict(objects=tuple(objects), captions=tuple(captions),
                     questions=tuple(scene_questions(objects, rng)), seed=(SEED, _SPLIT_SEED[split], i, 1)))
   return tuple(out)

@@ -23,6 +23,7 @@ TASK_CLASSES = {
     "cpc": "CPCTask",
     "diffusion": "DiffusionTask",
     "vqvae": "VQVAETask",
+    "vision_language": "VisionLanguageTask",
 }
 TASKS = tuple(TASK_CLASSES)
 
