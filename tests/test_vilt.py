@@ -5,6 +5,7 @@ whole-word masking, VQA BCE) against numpy references."""
 
 import importlib.util
 import math
+import os
 import re
 
 import jax
@@ -228,3 +229,68 @@ def test_whole_word_masking_masks_whole_words():
     np.testing.assert_array_equal(inputs[unchosen], tokens[unchosen])
     counts[chosen] += 1
   assert counts[3] == counts[4] == counts[5] > 0 and counts[1] > 0
+
+
+# ----------------------------------------------------------------------------- the task
+FULL = bool(os.environ.get("PAPERS_JAX_FULL_PARITY"))
+
+
+@pytest.mark.parametrize("name", ["vilt/scenes_pretrain.py", "vilt/scenes_vqa.py"])
+def test_task_traces_both_objectives(name):
+  """Cheap (no compile): each demo config validates, its preprocessed examples have static shapes, and
+  the loss and eval functions trace on a batch of them with the smoke model."""
+  from conftest import load_config
+  from papers_jax.core import loop
+  from papers_jax.tasks import vision_language
+  config = load_config(name, "smoke")
+  _, task = loop.check_config(config)
+  source = task.source("test")
+  examples = [task.preprocess(train=True)(dict(source[i]), np.random.default_rng(i)) for i in range(4)]
+  batch = {k: jnp.asarray(np.stack([e[k] for e in examples])) for k in examples[0]}
+  model = task.build_model(nnx.Rngs(0))
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  params, rest = nnx.to_pure_dict(params), nnx.to_pure_dict(rest)
+  loss, (metrics, _) = jax.eval_shape(task.make_loss_fn(graphdef), params, rest, batch, jax.random.key(0))
+  assert loss.shape == ()
+  sums = jax.eval_shape(task.make_eval_fn(graphdef), params, rest, batch | {"mask": jnp.ones(4, bool)})
+  if task.pretrain:
+    assert {"mlm_loss", "itm_loss", "wpa_loss", "itm_accuracy", "mlm_accuracy"} <= set(metrics)
+    assert int(batch["mlm_weights"].sum()) >= 4  # every caption has a masked word
+  else:
+    assert {"accuracy_count", "accuracy_relation"} <= set(sums)
+  assert task.augment is None and config.vl.randaugment == ""  # the demo's departure; the default's ops:
+  config = config.unlock()
+  config.vl.randaugment = vision_language.default_config().randaugment
+  assert "Invert" not in type(task)(config).augment.transforms
+  assert len(type(task)(config).augment.transforms) == 14  # timm's 15 ops less colour inversion
+
+
+def _run_steps(config, devices):
+  from papers_jax.core import loop, sharding
+  from papers_jax.data import pipeline
+  trainer = loop.Trainer(config, "/nonexistent-workdir-unused", devices=devices)
+  batches = pipeline.train_batches(trainer.train_source, trainer._preprocess(train=True),
+                                   global_batch=config.batch_size, seed=config.seed,
+                                   starts=pipeline.batch_starts(0, config.num_steps, config.batch_size))
+  losses, state = [], trainer.state
+  with sharding.use_mesh(trainer.mesh, trainer.rules):
+    for local in batches:
+      state, metrics = trainer.train_step(state, sharding.global_batch(local, trainer.mesh, trainer.rules))
+      losses.append(float(metrics["loss"]))
+  return np.array(losses)
+
+
+@pytest.mark.skipif(not FULL, reason="make test-full (PAPERS_JAX_FULL_PARITY=1): two compiles of the task's step")
+def test_pretrain_smoke_run_and_sharded_equals_single_device(tmp_path):
+  """configs/vilt/scenes_pretrain.py:smoke through the real loop on 8 devices (evaluation with ITM
+  retrieval, checkpoint), then its per-step losses on 8 devices against one device (the ITM negatives
+  and the MLM/ITM batch statistics span the global batch either way)."""
+  from conftest import load_config
+  from papers_jax.core import loop
+  from test_configs import check_smoke_run
+  config = load_config("vilt/scenes_pretrain.py", "smoke")
+  summary = loop.train(config, str(tmp_path / "run"))
+  check_smoke_run(config, summary, str(tmp_path / "run"))
+  assert {"eval/i2t_r1", "eval/t2i_r1", "eval/itm_accuracy", "eval/mlm_accuracy"} <= set(summary)
+  assert summary["eval/count"] == 500
+  np.testing.assert_allclose(_run_steps(config, jax.devices()), _run_steps(config, jax.devices()[:1]), rtol=1e-4)
