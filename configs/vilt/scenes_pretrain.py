@@ -11,12 +11,18 @@ docs/vision_language.md gives the measured numbers.
 
 The paper's recipe (ViLT-B/32, §4): AdamW lr 1e-4, weight decay 0.01, warm-up over 10% of the steps then
 linear decay to 0, batch 4,096, 100k or 200k steps, from ViT-B/32's ImageNet-21k weights; MLM, ITM (with
-the word-patch alignment loss weighted 0.1), RandAugment without colour inversion and cutout. Departures
-(a CPU demo): a 64-wide, 3-layer model trained from random weights (no ViT checkpoint of this size; a
-ViT params checkpoint loads with init_from and init_skip=models.vilt.VIT_INIT_SKIP), generated scenes
-instead of COCO/VG/SBU/GCC, lr 1e-3 and batch 32 for `steps` steps (500: 16,000 captions), no dropout
-(the paper's ViT: 0.1) and no RandAugment (vl.randaugment=""; the task's default is the paper's n=2,
-m=9 without colour inversion): both slow a run this short. `smoke`: width 32, 1 layer, 4 steps.
+the word-patch alignment loss weighted 0.1), RandAugment without colour inversion and cutout.
+
+Departures from the paper (a CPU demo):
+  - a 64-wide, 3-layer model on 16×16 patches, trained from random weights (there is no ViT checkpoint of
+    this size; a ViT params checkpoint loads with init_from and init_skip=models.vilt.VIT_INIT_SKIP);
+  - generated scenes instead of COCO, VG, SBU and GCC;
+  - lr 1e-3 and batch 32 for `steps` steps (500 by default: 16,000 captions);
+  - no dropout (the paper's ViT uses 0.1) and no RandAugment (vl.randaugment=""; the task's default is
+    the paper's n=2, m=9 without colour inversion), because both slow a run this short;
+  - ITM negatives come from the same batch, not from the whole dataset;
+  - no gradient clipping; weight decay is not applied to biases or LayerNorm gains.
+`smoke`: width 32, 1 layer, 4 steps (the tests').
 """
 
 from papers_jax.core.config import base_config, parse_arg

@@ -11,10 +11,15 @@ on the 3,379 test questions (500 unseen scenes), per question type too. Baseline
 (data/vqa_scenes.py answer_baselines): the majority answer ("yes") 21.5%, the most frequent training
 answer of each exact question 43.6%.
 
-The paper fine-tunes VQA v2 with AdamW lr 1e-4 (the head's ×10), weight decay 0.01, 10 epochs, warm-up
-10% then linear decay, RandAugment. Departures: lr 1e-3 for every param, batch 64 for `steps` steps (700:
-1.1 epochs of the 40,368 training questions), no RandAugment or dropout, the demo model and data of the
-pre-training config.
+The paper fine-tunes VQA v2 with AdamW lr 1e-4 (×10 for the head), weight decay 0.01, 10 epochs, warm-up
+over 10% then linear decay, and RandAugment.
+
+Departures from the paper:
+  - lr 1e-3 for every param;
+  - batch 64 for `steps` steps (700: 1.1 epochs of the 40,368 training questions);
+  - no RandAugment or dropout;
+  - one-hot answer scores (each generated question has one answer);
+  - the demo model and data of configs/vilt/scenes_pretrain.py, with its other departures.
 """
 
 import os
