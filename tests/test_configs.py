@@ -89,7 +89,8 @@ def check_smoke_run(config, summary, workdir):
 # Configs whose smoke run, exactly as shipped, another test file makes and checks with check_smoke_run
 # (and more): running them here too would train the same run twice.
 RUN_ELSEWHERE = {"clip/digits.py": "tests/test_clip.py::test_digits_smoke_run_writes_its_outputs",
-                 "detection/scenes_tiny.py": "tests/test_detection.py::test_detection_run_learns_and_sharded_equals_single_device"}
+                 "detection/scenes_tiny.py": "tests/test_detection.py::test_detection_run_learns_and_sharded_equals_single_device",
+                 "vilt/scenes_pretrain.py": "tests/test_vilt.py::test_pretrain_smoke_run_and_sharded_equals_single_device"}
 
 
 # Configs whose smoke run only `make test-full` (PAPERS_JAX_FULL_PARITY=1) makes; docs/testing.md records its
@@ -118,7 +119,7 @@ FULL_ONLY = {
     "ssl/moco_v1.py": "ssl/moco_v3.py", "ssl/moco_v2.py": "ssl/moco_v3.py", "vit/imagenet.py": "vit/digits.py", "ssl/byol.py": "ssl/simsiam.py", "ssl/instdisc.py": "ssl/cmc.py",
     "ssl/swav.py": "ssl/dino.py", "dlinear/ett_like.py": "patchtst/ett_like.py",
     "resnet/digits_cam.py": "resnet/digits.py", "resnet/cifar10.py": "resnet/digits.py",
-    "vit/cifar10.py": "vit/digits.py",
+    "vit/cifar10.py": "vit/digits.py", "vilt/scenes_vqa.py": "vilt/scenes_pretrain.py",
     "ts2vec/finetune.py": "ts2vec/ucr.py", "slots/ucr.py": "ts2vec/ucr.py",
     "sam/scenes.py": "", "sam/sa1b.py": "",  # SAM's forward: HF parity in tests/test_sam.py
 }

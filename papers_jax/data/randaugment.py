@@ -100,6 +100,7 @@ class RandAugment:
   prob: float = 0.5
   magnitude_std: float = 0.0
   increasing: bool = False
+  exclude: tuple[str, ...] = ()  # op names left out (ViLT: "Invert", as captions name colours)
 
   @classmethod
   def parse(cls, spec: str) -> "RandAugment":
@@ -130,7 +131,8 @@ class RandAugment:
 
   @property
   def transforms(self):
-    return INCREASING_TRANSFORMS if self.increasing else TRANSFORMS
+    names = INCREASING_TRANSFORMS if self.increasing else TRANSFORMS
+    return tuple(n for n in names if n not in self.exclude)
 
   def __call__(self, image: np.ndarray, rng: np.random.Generator, fill) -> np.ndarray:
     """`fill`: uint8 colour per channel for the pixels that geometric ops uncover."""

@@ -45,6 +45,7 @@ from papers_jax.models import cpc, wav2vec2  # noqa: F401  (register their varia
 from papers_jax.models import ddpm_unet, vqvae  # noqa: F401  (register their variants)
 from papers_jax.models import ts2vec  # noqa: F401  (registers its encoder)
 from papers_jax.models import sam  # noqa: F401  (registers its variants)
+from papers_jax.models import vilt  # noqa: F401  (registers its variant)
 
 # model class → its family module (with `forward_flops` and `EMBEDDINGS`).
 FAMILIES = {
@@ -62,6 +63,7 @@ FAMILIES = {
     query_detector.QueryDetector: query_detector, ddpm_unet.DDPMUNet: ddpm_unet, vqvae.VQVAE: vqvae,
     wav2vec2.Wav2Vec2: wav2vec2, cpc.CPC: cpc,
     sam.SAM: sam,
+    vilt.ViLT: vilt,
 }
 FLOP_COUNTERS = {cls: family.forward_flops for cls, family in FAMILIES.items()}
 

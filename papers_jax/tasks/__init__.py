@@ -25,6 +25,7 @@ TASK_CLASSES = {
     "vqvae": "VQVAETask",
     "ts_representation": "TSRepresentationTask",
     "promptable_segmentation": "PromptableSegmentationTask",
+    "vision_language": "VisionLanguageTask",
 }
 TASKS = tuple(TASK_CLASSES)
 
