@@ -90,7 +90,8 @@ def yolo_loss_numpy(grid, labels, boxes, valid, num_classes, coord=5.0, noobj=0.
         if max(ious) > 0:
           best, by_iou = int(np.argmax(ious)), by_iou + 1
         else:
-          best, by_dist = int(np.argmin([sum((p[k] - t) ** 2 for k, t in enumerate((cx, cy, w, h))) for p in preds])), by_dist + 1
+          dists = [sum((p[k] - t) ** 2 for k, t in enumerate((cx, cy, w, h))) for p in preds]
+          best, by_dist = int(np.argmin(dists)), by_dist + 1
         for b in range(b_count):
           x, y, sw, sh, conf = out[5 * b:5 * b + 5]
           if b == best:
@@ -126,11 +127,15 @@ def _problem(seed=0, n=4, s=4, b=2, c=3, m=5):
   return grid.astype(np.float32), labels.astype(np.int32), boxes.astype(np.float32), valid
 
 
+# One compile for both loss tests (same shapes): (loss, parts), d loss / d grid.
+_loss_and_grad = jax.jit(jax.value_and_grad(
+    lambda grid, labels, boxes, valid, coord, noobj: objective.yolo_loss(
+        grid, labels, boxes, valid, num_classes=3, coord_weight=coord, noobj_weight=noobj), has_aux=True))
+
+
 def test_loss_equals_numpy_reference():
   grid, labels, boxes, valid = _problem()
-  loss_fn = jax.jit(lambda g, coord, noobj: objective.yolo_loss(g, labels, boxes, valid, num_classes=3,
-                                                                 coord_weight=coord, noobj_weight=noobj))
-  loss, parts = loss_fn(grid, 5.0, 0.5)
+  (loss, parts), _ = _loss_and_grad(grid, labels, boxes, valid, 5.0, 0.5)
   expected, by_iou, by_dist, crowded = yolo_loss_numpy(grid, labels, boxes, valid, 3)
   assert by_iou >= 4 and by_dist >= 1 and crowded >= 1  # both ways of choosing, and a cell with two objects
   np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
@@ -139,15 +144,14 @@ def test_loss_equals_numpy_reference():
   responsible = np.asarray(parts["responsible"])
   assert responsible.sum() == by_iou + by_dist and responsible.any(-1).sum() == responsible.sum()
   # λcoord and λnoobj are the parts' weights.
-  heavier, _ = loss_fn(grid, 10.0, 1.0)
+  (heavier, _), _ = _loss_and_grad(grid, labels, boxes, valid, 10.0, 1.0)
   np.testing.assert_allclose(float(heavier), float(loss) + float(parts["loss_coord"] + parts["loss_noobj"]),
                              rtol=1e-5)
 
 
 def test_loss_gradient_flows_to_predictions_not_through_the_iou_target():
   grid, labels, boxes, valid = _problem(seed=1)
-  loss_fn = lambda g: objective.yolo_loss(g, labels, boxes, valid, num_classes=3)  # noqa: E731
-  (_, parts), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(grid)
+  (_, parts), grads = _loss_and_grad(grid, labels, boxes, valid, 5.0, 0.5)
   assert np.all(np.isfinite(grads))
   # A responsible predictor's confidence gradient is 2(C - IoU)/N: the IoU is a target, not differentiated.
   n, i, j, b = np.argwhere(np.asarray(parts["responsible"]))[0]
@@ -241,3 +245,33 @@ def test_yolo_run_evaluates_and_draws(tmp_path):
   assert os.path.isfile(tmp_path / "run" / "detections" / "step_000004.png")
   events = glob.glob(str(tmp_path / "run" / "**" / "events.out.tfevents.*"), recursive=True)
   assert any(b"detection/predictions" in open(e, "rb").read() for e in events)
+
+
+# ------------------------------------------------------------------ YOLOv1's augmentation
+
+def test_jitter_and_hsv_keep_boxes_consistent():
+  from papers_jax.data import scenes
+  example = scenes.ShapesScenesSource("train")[3]
+  rng = np.random.default_rng(0)
+  sizes = set()
+  for _ in range(8):
+    out = scenes.random_jitter(example, rng, 0.2)
+    h, w = out["image"].shape[:2]
+    sizes.add((h, w))
+    assert 0.6 * 64 <= h <= 1.4 * 64 and 0.6 * 64 <= w <= 1.4 * 64
+    assert len(out["boxes"]) == len(out["labels"]) == len(out["instance_masks"])
+    for box, mask in zip(out["boxes"], out["instance_masks"]):  # a cut object's box holds its mask's tight box,
+      tight = scenes.tight_box(mask)                             # any other's is its tight box
+      assert np.all(tight[:2] >= box[:2]) and np.all(tight[2:] <= box[2:])
+      if box[0] > 0 and box[1] > 0 and box[2] < w and box[3] < h:
+        np.testing.assert_array_equal(box, tight)
+  assert len(sizes) == 8  # scaled and shifted differently each time
+  padded = scenes.pad(example, 3, 5, 0, 0)  # the grey border, boxes shifted with the content
+  assert padded["image"].shape == (67, 69, 3) and np.all(padded["image"][:3] == 127)
+  np.testing.assert_allclose(padded["boxes"], example["boxes"] + [5, 3, 5, 3])
+  coloured = scenes.random_hsv(example, np.random.default_rng(1), 1.5, 1.5)
+  assert coloured["image"].dtype == np.uint8 and not np.array_equal(coloured["image"], example["image"])
+  np.testing.assert_array_equal(coloured["boxes"], example["boxes"])
+  grey = dict(example, image=np.full((4, 4, 3), 100, np.uint8))  # no saturation to scale: stays grey
+  out = scenes.random_hsv(grey, np.random.default_rng(2), 1.5, 1.5)["image"]
+  assert np.all(out == out[0, 0, 0]) and 100 / 1.5 - 1 <= out[0, 0, 0] <= 100 * 1.5 + 1

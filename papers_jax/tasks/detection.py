@@ -1,11 +1,11 @@
 """Object detection (`config.task = "detection"`): set-prediction detectors (DETR, Deformable DETR and any model
 of their form) and grid detectors (YOLOv1).
 
-The model's output says which it is. A set-prediction model takes normalised NHWC images and returns {"logits": (L, B, Q, K), "boxes": (L, B, Q, 4)}, one
-row per decoder layer (the last is the prediction; "pred_logits" / "pred_boxes" are read too, and a
-3-D output is one layer), boxes as normalised (cx, cy, w, h). The loss is DETR's set loss with
-auxiliary losses at every layer (objectives/detection.py): the Hungarian matching runs inside the
-jitted step, per image, on every backend. The class head decides the classification loss:
+The model's output says which it is. A set-prediction model takes normalised NHWC images and returns
+{"logits": (L, B, Q, K), "boxes": (L, B, Q, 4)}, one row per decoder layer (the last is the prediction;
+"pred_logits" / "pred_boxes" are read too, and a 3-D output is one layer), boxes as normalised (cx, cy, w, h).
+The loss is DETR's set loss with auxiliary losses at every layer (objectives/detection.py): the Hungarian
+matching runs inside the jitted step, per image, on every backend. The class head decides the classification loss:
 K = num_classes + 1 (no-object last) is DETR's softmax cross-entropy with the no-object weight,
 K = num_classes is Deformable DETR's sigmoid focal loss; `detection.class_head` may name it instead.
 A grid detector returns {"grid": (B, S, S, B·5 + C)} (models/yolo.py) and trains with YOLOv1's loss
