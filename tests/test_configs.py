@@ -90,7 +90,8 @@ def check_smoke_run(config, summary, workdir):
 # (and more): running them here too would train the same run twice.
 RUN_ELSEWHERE = {"clip/digits.py": "tests/test_clip.py::test_digits_smoke_run_writes_its_outputs",
                  "detection/scenes_tiny.py": "tests/test_detection.py::test_detection_run_learns_and_sharded_equals_single_device",
-                 "vilt/scenes_pretrain.py": "tests/test_vilt.py::test_pretrain_smoke_run_and_sharded_equals_single_device"}
+                 "vilt/scenes_pretrain.py": "tests/test_vilt.py::test_pretrain_smoke_run_and_sharded_equals_single_device",
+                 "yolo/scenes.py": "tests/test_yolo.py::test_yolo_run_evaluates_and_draws"}
 
 
 # Configs whose smoke run only `make test-full` (PAPERS_JAX_FULL_PARITY=1) makes; docs/testing.md records its
@@ -115,6 +116,8 @@ FULL_ONLY = {
     "patchtst/etth1.py": "patchtst/ett_like.py", "dlinear/etth1.py": "patchtst/ett_like.py",
     "wav2vec2/librispeech_base.py": "wav2vec2/spoken_digits_pretrain.py",
     "detr/coco.py": "detection/scenes_tiny.py", "deformable_detr/coco.py": "detection/scenes_tiny.py",
+    "detr/scenes.py": "detection/scenes_tiny.py", "deformable_detr/scenes.py": "detection/scenes_tiny.py",
+    "yolo/voc.py": "yolo/scenes.py",
     "danet/cityscapes.py": "danet/shapes.py",
     "ssl/moco_v1.py": "ssl/moco_v3.py", "ssl/moco_v2.py": "ssl/moco_v3.py", "vit/imagenet.py": "vit/digits.py", "ssl/byol.py": "ssl/simsiam.py", "ssl/instdisc.py": "ssl/cmc.py",
     "ssl/swav.py": "ssl/dino.py", "dlinear/ett_like.py": "patchtst/ett_like.py",

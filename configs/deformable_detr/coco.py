@@ -48,7 +48,7 @@ def get_config(arg=None):
   c.data.eval_split = "val2017"
   c.data.image_size = 800
   c.data.mean, c.data.std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # the ImageNet backbone's
-  c.detection = detection_defaults(max_boxes=100, flip_prob=0.5)
+  c.detection = detection_defaults(max_boxes=100, flip_prob=0.5, class_cost=2.0, class_weight=2.0)
   c.batch_size = 32
   c.num_epochs = 50
   c.optimizer.update(name="adamw", lr=2e-4, b1=0.9, b2=0.999, eps=1e-8, weight_decay=1e-4, wd_exclude=(),

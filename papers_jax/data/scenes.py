@@ -292,6 +292,50 @@ def random_crop(example: dict, rng: np.random.Generator, min_scale: float = 0.5)
   return crop(example, top, left, ch, cw)
 
 
+def pad(example: dict, top: int, left: int, bottom: int, right: int, value: int = 127) -> dict:
+  """Border of `value` pixels around the image (masks padded with False), boxes shifted with it."""
+  out = dict(example)
+  out["image"] = np.pad(example["image"], ((top, bottom), (left, right), (0, 0)), constant_values=value)
+  out["boxes"] = (example["boxes"] + np.array([left, top, left, top], np.float32)).astype(np.float32)
+  if "instance_masks" in example:
+    out["instance_masks"] = np.pad(example["instance_masks"], ((0, 0), (top, bottom), (left, right)))
+  return out
+
+
+def random_jitter(example: dict, rng: np.random.Generator, jitter: float) -> dict:
+  """Darknet's jitter (YOLOv1's random scaling and translation): each side of the window moves by a uniform
+  fraction in [-jitter, jitter] of the image's size, inwards (a crop) or outwards (grey padding); the
+  caller resizes the window back to the network's size, which scales and translates the content."""
+  h, w = example["image"].shape[:2]
+  top, bottom = (int(round(v)) for v in rng.uniform(-jitter, jitter, 2) * h)
+  left, right = (int(round(v)) for v in rng.uniform(-jitter, jitter, 2) * w)
+  example = pad(example, max(0, -top), max(0, -left), max(0, -bottom), max(0, -right))
+  return crop(example, max(0, top), max(0, left), h - top - bottom, w - left - right)
+
+
+def random_hsv(example: dict, rng: np.random.Generator, exposure: float, saturation: float) -> dict:
+  """YOLOv1's colour augmentation: the HSV value (exposure) and saturation each scaled by a random factor,
+  uniform in [1, f] and inverted with probability 1/2 (Darknet's `rand_scale`), then clipped. A grey image
+  gets only the exposure."""
+  from skimage.color import hsv2rgb, rgb2hsv
+
+  def factor(f):
+    scale = rng.uniform(1, f)
+    return scale if rng.random() < 0.5 else 1 / scale
+  out = dict(example)
+  image = example["image"].astype(np.float64) / 255
+  exp, sat = factor(exposure), factor(saturation)
+  if image.shape[-1] == 3:
+    hsv = rgb2hsv(image)
+    hsv[..., 1] = np.clip(hsv[..., 1] * sat, 0, 1)
+    hsv[..., 2] = np.clip(hsv[..., 2] * exp, 0, 1)
+    image = hsv2rgb(hsv)
+  else:
+    image = np.clip(image * exp, 0, 1)
+  out["image"] = np.round(image * 255).astype(np.uint8)
+  return out
+
+
 def pad_targets(example: dict, max_boxes: int) -> dict:
   """Static shapes: boxes (max_boxes, 4), labels (max_boxes,), box_valid (max_boxes,) and instance masks
   (max_boxes, H, W) when present; objects past the first max_boxes are left out."""

@@ -40,6 +40,7 @@ from papers_jax.models import dcgan, vae  # noqa: F401  (register their variants
 from papers_jax.models import deformable_detr, detr  # noqa: F401  (register their variants)
 from papers_jax.models import dlinear, patchtst  # noqa: F401  (register their variants)
 from papers_jax.models import query_detector  # noqa: F401  (registers its variant)
+from papers_jax.models import yolo  # noqa: F401  (registers its variants)
 from papers_jax.models import danet, pkinet  # noqa: F401  (register their variants)
 from papers_jax.models import cpc, wav2vec2  # noqa: F401  (register their variants)
 from papers_jax.models import ddpm_unet, vqvae  # noqa: F401  (register their variants)
@@ -64,6 +65,7 @@ FAMILIES = {
     wav2vec2.Wav2Vec2: wav2vec2, cpc.CPC: cpc,
     sam.SAM: sam,
     vilt.ViLT: vilt,
+    yolo.YOLOv1: yolo,
 }
 FLOP_COUNTERS = {cls: family.forward_flops for cls, family in FAMILIES.items()}
 

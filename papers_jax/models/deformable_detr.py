@@ -219,11 +219,13 @@ def proposal_pos_embed(proposals, num_pos_feats: int, temperature: float = 10000
 
 class DeformableDETR(nnx.Module):
   """`backbone`: a models/resnet.py depth ("resnet50"); `backbone_width` / `backbone_block` /
-  `backbone_layers` shrink it for tests. `num_classes`: sigmoid outputs (COCO: 91)."""
+  `backbone_layers` shrink it for tests; `backbone_norm="batch"` trains the backbone's BatchNorm, for demos
+  that start from random init. `num_classes`: sigmoid outputs (COCO: 91)."""
 
   def __init__(self, *, num_classes: int = 91, backbone: str = "resnet50", backbone_width: int = 64,
-               backbone_block: str | None = None, backbone_layers=None, d_model: int = 256, num_heads: int = 8,
-               encoder_layers: int = 6, decoder_layers: int = 6, ffn_dim: int = 1024, dropout: float = 0.1,
+               backbone_block: str | None = None, backbone_layers=None, backbone_norm: str = "frozen",
+               d_model: int = 256, num_heads: int = 8, encoder_layers: int = 6, decoder_layers: int = 6,
+               ffn_dim: int = 1024, dropout: float = 0.1,
                num_queries: int = 300, num_feature_levels: int = 4, encoder_points: int = 4,
                decoder_points: int = 4, with_box_refine: bool = False, two_stage: bool = False,
                two_stage_num_proposals: int = 300, in_chans: int = 3, dtype=None, param_dtype=jnp.float32,
@@ -235,7 +237,7 @@ class DeformableDETR(nnx.Module):
     self.with_box_refine, self.two_stage = with_box_refine, two_stage
     self.two_stage_num_proposals = two_stage_num_proposals
     self.backbone = ResNet(block=backbone_block or block, layers=tuple(backbone_layers or layers), num_classes=0,
-                           in_chans=in_chans, width=backbone_width, zero_init_last=False, norm="frozen", **kw)
+                           in_chans=in_chans, width=backbone_width, zero_init_last=False, norm=backbone_norm, **kw)
     stages = backbone_layers or layers
     channels = [backbone_width * 2 ** i * EXPANSION[backbone_block or block] for i in range(1, len(stages))]  # C3–C5
     self.num_backbone_levels = min(len(channels), num_feature_levels)

@@ -170,19 +170,21 @@ class BoxMLP(nnx.Module):
 
 class DETR(nnx.Module):
   """`backbone`: a models/resnet.py depth ("resnet50", "resnet101"; `backbone_width`, `backbone_block` and
-  `backbone_layers` override it for small test models). `num_classes`: object classes (COCO: 91, the
+  `backbone_layers` override it for small test models; `backbone_norm="batch"` trains the backbone's
+  BatchNorm, for demos that start from random init). `num_classes`: object classes (COCO: 91, the
   largest category id + 1); the class head has one more output, "no object"."""
 
   def __init__(self, *, num_classes: int = 91, backbone: str = "resnet50", backbone_width: int = 64,
-               backbone_block: str | None = None, backbone_layers=None, d_model: int = 256, num_heads: int = 8,
-               encoder_layers: int = 6, decoder_layers: int = 6, ffn_dim: int = 2048, dropout: float = 0.1,
-               num_queries: int = 100, in_chans: int = 3, dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
+               backbone_block: str | None = None, backbone_layers=None, backbone_norm: str = "frozen",
+               d_model: int = 256, num_heads: int = 8, encoder_layers: int = 6, decoder_layers: int = 6,
+               ffn_dim: int = 2048, dropout: float = 0.1, num_queries: int = 100, in_chans: int = 3, dtype=None,
+               param_dtype=jnp.float32, rngs: nnx.Rngs):
     block, layers = VARIANTS[backbone]
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.num_classes, self.num_queries, self.d_model = num_classes, num_queries, d_model
     # zero_init_last=False: a frozen BatchNorm started at scale 0 would keep its branch dead.
     self.backbone = ResNet(block=backbone_block or block, layers=tuple(backbone_layers or layers), num_classes=0,
-                           in_chans=in_chans, width=backbone_width, zero_init_last=False, norm="frozen", **kw)
+                           in_chans=in_chans, width=backbone_width, zero_init_last=False, norm=backbone_norm, **kw)
     self.input_proj = Conv(self.backbone.num_features, d_model, 1, use_bias=True, **kw)
     self.query_embed = nnx.Param(jax.random.normal(rngs.params(), (num_queries, d_model), param_dtype),
                                  axes=(None, "embed"))

@@ -1,28 +1,38 @@
-"""Set-prediction object detection (`config.task = "detection"`): DETR, Deformable DETR and any model of their form.
+"""Object detection (`config.task = "detection"`): set-prediction detectors (DETR, Deformable DETR and any model
+of their form) and grid detectors (YOLOv1).
 
-The model takes normalised NHWC images and returns {"logits": (L, B, Q, K), "boxes": (L, B, Q, 4)}, one
-row per decoder layer (the last is the prediction; "pred_logits" / "pred_boxes" are read too, and a
-3-D output is one layer), boxes as normalised (cx, cy, w, h). The loss is DETR's set loss with
-auxiliary losses at every layer (objectives/detection.py): the Hungarian matching runs inside the
-jitted step, per image, on every backend. The class head decides the classification loss:
+The model's output says which it is. A set-prediction model takes normalised NHWC images and returns
+{"logits": (L, B, Q, K), "boxes": (L, B, Q, 4)}, one row per decoder layer (the last is the prediction;
+"pred_logits" / "pred_boxes" are read too, and a 3-D output is one layer), boxes as normalised (cx, cy, w, h).
+The loss is DETR's set loss with auxiliary losses at every layer (objectives/detection.py): the Hungarian
+matching runs inside the jitted step, per image, on every backend. The class head decides the classification loss:
 K = num_classes + 1 (no-object last) is DETR's softmax cross-entropy with the no-object weight,
 K = num_classes is Deformable DETR's sigmoid focal loss; `detection.class_head` may name it instead.
+A grid detector returns {"grid": (B, S, S, B·5 + C)} (models/yolo.py) and trains with YOLOv1's loss
+(objectives/yolo.py: `detection.coord_weight` λcoord, `noobj_weight` λnoobj).
 
 Data (data/scenes.py): the generated "shapes_scenes" / "digits_scenes" or a "coco" folder. Per example:
-training flips (probability `flip_prob`) and crops (probability `crop_prob`, each side a uniform
-fraction in [crop_min_scale, 1]) keeping boxes and masks consistent, then every image is resized to
-data.image_size square and its objects padded to `detection.max_boxes` with a `box_valid` mask.
+training flips (probability `flip_prob`), crops (probability `crop_prob`, each side a uniform
+fraction in [crop_min_scale, 1]) and jitter (each side of the window moved by a uniform fraction in
+[-jitter, jitter] of the image, padding outside with grey: YOLOv1's random scaling and translation)
+keeping boxes and masks consistent, then every image is resized to data.image_size square, its exposure
+and saturation scaled by random factors in [1/hsv_exposure, hsv_exposure] and [1/hsv_saturation,
+hsv_saturation] (YOLOv1's HSV augmentation; 1 = off), and its objects padded to `detection.max_boxes`
+with a `box_valid` mask.
 
 Evaluation: the eval step's set loss (the mean over batches, weighted by their real examples), and
 after it (`after_eval`) COCO box mAP (evaluators/coco.py: AP, AP50, AP75, APs/m/l, AR100) of the
 final layer's predictions against the source's own boxes in original pixels: the softmax head gives
 each query its most likely real class and that probability; the sigmoid head keeps the
-`max_detections` best (query, class) scores, as Deformable DETR. A PNG of the first `vis_examples`
+`max_detections` best (query, class) scores, as Deformable DETR; a grid detector scores every
+predictor's box for every class by Pr(class) · confidence and keeps the `max_detections` best over
+`score_threshold` after per-class NMS at `nms_iou` (models/yolo.py `decode`). A PNG of the first `vis_examples`
 images with their predicted boxes (score ≥ vis_score; ground truth in white) goes to
 <workdir>/detections/step_<step>.png and to TensorBoard.
 
 Config (`config.detection`): max_boxes, class_head, the matching costs and loss weights, eos_coef,
-focal_alpha / focal_gamma, flip_prob, crop_prob, crop_min_scale, max_detections, vis_examples, vis_score.
+focal_alpha / focal_gamma, coord_weight / noobj_weight, flip_prob, crop_prob, crop_min_scale, jitter,
+hsv_exposure / hsv_saturation, max_detections, score_threshold / nms_iou, vis_examples, vis_score.
 """
 
 import os
@@ -40,7 +50,9 @@ from papers_jax.core.state import merge_model
 from papers_jax.data import pipeline, scenes
 from papers_jax.errors import ConfigError
 from papers_jax.evaluators import coco
+from papers_jax.models import yolo
 from papers_jax.objectives import detection as objective
+from papers_jax.objectives import yolo as yolo_objective
 from papers_jax.tasks.classification import normalize_images
 
 RANGES = (
@@ -53,6 +65,10 @@ RANGES = (
     ("flip_prob", "[0, 1]"),
     ("crop_prob", "[0, 1]"),
     ("crop_min_scale", "(0, 1]"),
+    ("jitter", "[0, 0.45]"),
+    ("hsv_*", "[1, 10]"),
+    ("score_threshold", "[0, 1]"),
+    ("nms_iou", "[0, 1]"),
     ("max_detections", "[1, 100000]"),
     ("vis_examples", "[0, 1024]"),
     ("vis_score", "[0, 1]"),
@@ -65,11 +81,13 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(
       max_boxes=10, class_head="", class_cost=1.0, bbox_cost=5.0, giou_cost=2.0, class_weight=1.0,
       bbox_weight=5.0, giou_weight=2.0, eos_coef=0.1, focal_alpha=0.25, focal_gamma=2.0, flip_prob=0.5,
-      crop_prob=0.0, crop_min_scale=0.5, max_detections=100, vis_examples=8, vis_score=0.5) | overrides)
+      crop_prob=0.0, crop_min_scale=0.5, max_detections=100, vis_examples=8, vis_score=0.5,
+      coord_weight=5.0, noobj_weight=0.5, jitter=0.0, hsv_exposure=1.0, hsv_saturation=1.0, score_threshold=0.001,
+      nms_iou=0.5) | overrides)
 
 
 def model_outputs(out) -> tuple[jax.Array, jax.Array]:
-  """(logits (L, B, Q, K), boxes (L, B, Q, 4)) of a detector's output dict."""
+  """(logits (L, B, Q, K), boxes (L, B, Q, 4)) of a set-prediction detector's output dict."""
   logits = out["logits"] if "logits" in out else out["pred_logits"]
   boxes = out["boxes"] if "boxes" in out else out["pred_boxes"]
   if logits.ndim == 3:
@@ -77,8 +95,13 @@ def model_outputs(out) -> tuple[jax.Array, jax.Array]:
   return logits, boxes
 
 
+def is_grid(out) -> bool:
+  """Whether a detector's output dict is a grid detector's (YOLOv1) rather than a set predictor's."""
+  return "grid" in out
+
+
 def detection_preprocess(image_size: int, max_boxes: int, *, train: bool, flip_prob=0.5, crop_prob=0.0,
-                         crop_min_scale=0.5):
+                         crop_min_scale=0.5, jitter=0.0, hsv_exposure=1.0, hsv_saturation=1.0):
   """Per-example host transform: a detection example → static-shape arrays for the step (see the module
   docstring); boxes normalised cxcywh, `orig_size` the source image's (height, width)."""
 
@@ -89,7 +112,12 @@ def detection_preprocess(image_size: int, max_boxes: int, *, train: bool, flip_p
       example = scenes.hflip(example)
     if train and crop_prob > 0 and rng.random() < crop_prob:
       example = scenes.random_crop(example, rng, crop_min_scale)
-    example = scenes.pad_targets(scenes.resize(example, image_size, image_size), max_boxes)
+    if train and jitter > 0:
+      example = scenes.random_jitter(example, rng, jitter)
+    example = scenes.resize(example, image_size, image_size)
+    if train and (hsv_exposure > 1 or hsv_saturation > 1):
+      example = scenes.random_hsv(example, rng, hsv_exposure, hsv_saturation)
+    example = scenes.pad_targets(example, max_boxes)
     x0, y0, x1, y1 = (example["boxes"] / np.float32(image_size)).T
     boxes = np.stack([(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0], -1)
     image = example["image"]
@@ -123,6 +151,17 @@ def decode_predictions(logits, boxes, orig_size, *, sigmoid: bool, max_detection
     cx, cy, bw, bh = boxes[i][query].T
     xyxy = np.stack([(cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h], -1)
     out.append((xyxy, scores, labels))
+  return out
+
+
+def grid_predictions(decoded) -> list:
+  """Host numpy: a grid detector's decoded batch (models/yolo.py `decode`, plus orig_size) → per image (xyxy
+  boxes in original pixels, scores, labels) of its kept detections."""
+  out = []
+  for boxes, scores, labels, keep, (h, w) in zip(decoded["boxes"], decoded["scores"], decoded["labels"],
+                                                 decoded["keep"], decoded["orig_size"]):
+    scale = np.array([w, h, w, h], np.float64)
+    out.append((np.asarray(boxes[keep], np.float64) * scale, np.asarray(scores[keep], np.float64), labels[keep]))
   return out
 
 
@@ -183,7 +222,8 @@ class DetectionTask:
   def preprocess(self, train: bool):
     d = self.det
     return detection_preprocess(self.config.data.image_size, d.max_boxes, train=train, flip_prob=d.flip_prob,
-                                crop_prob=d.crop_prob, crop_min_scale=d.crop_min_scale)
+                                crop_prob=d.crop_prob, crop_min_scale=d.crop_min_scale, jitter=d.jitter,
+                                hsv_exposure=d.hsv_exposure, hsv_saturation=d.hsv_saturation)
 
   def _sigmoid_head(self, num_logits: int) -> bool:
     if self.det.class_head:
@@ -192,6 +232,10 @@ class DetectionTask:
       raise ConfigError(f"the model gives {num_logits} class logits for {self.num_classes} classes; a detector "
                         "needs num_classes + 1 (softmax with no-object) or num_classes (sigmoid)")
     return num_logits == self.num_classes
+
+  def _grid_loss(self, out, batch, valid):
+    return yolo_objective.yolo_loss(out["grid"], batch["labels"], batch["boxes"], valid, num_classes=self.num_classes,
+                                    coord_weight=self.det.coord_weight, noobj_weight=self.det.noobj_weight)
 
   def _set_loss(self, out, batch, valid):
     logits, boxes = model_outputs(out)
@@ -210,8 +254,12 @@ class DetectionTask:
       model = merge_model(graphdef, params, model_state)
       images = normalize_images(batch["image"], self.mean, self.std)
       out = model(images, train=True, rngs=nnx.Rngs(dropout=rng))
-      loss, parts = self._set_loss(out, batch, batch["box_valid"])
-      metrics = {k: parts[k] for k in ("loss_class", "loss_bbox", "loss_giou", "aux_loss")}
+      if is_grid(out):
+        loss, parts = self._grid_loss(out, batch, batch["box_valid"])
+        metrics = {k: parts[k] for k in ("loss_coord", "loss_obj", "loss_noobj", "loss_class")}
+      else:
+        loss, parts = self._set_loss(out, batch, batch["box_valid"])
+        metrics = {k: parts[k] for k in ("loss_class", "loss_bbox", "loss_giou", "aux_loss")}
       new_model_state = nnx.to_pure_dict(nnx.state(model, nnx.Not(nnx.Param)))
       return loss, (metrics, new_model_state)
     return loss_fn
@@ -221,8 +269,11 @@ class DetectionTask:
       model = merge_model(graphdef, params, model_state)
       out = model(normalize_images(batch["image"], self.mean, self.std), train=False)
       real = batch["mask"].astype(bool)
-      loss, parts = self._set_loss(out, batch, batch["box_valid"] & real[:, None])
       count = real.sum().astype(jnp.float32)
+      if is_grid(out):
+        _, parts = self._grid_loss(out, batch, batch["box_valid"])  # a batch mean: sum the real examples instead
+        return {"loss": jnp.where(real, parts["per_example"], 0.0).sum(), "count": count}
+      loss, parts = self._set_loss(out, batch, batch["box_valid"] & real[:, None])
       return {"loss": loss * count, "loss_bbox": parts["loss_bbox"] * count,
               "loss_giou": parts["loss_giou"] * count, "count": count}
     return eval_fn
@@ -234,8 +285,14 @@ class DetectionTask:
 
       def predict(params, model_state, images, orig_size):
         model = merge_model(graphdef, params, model_state)
-        logits, boxes = model_outputs(model(normalize_images(images, mean, std), train=False))
-        return logits[-1], boxes[-1], orig_size
+        out = model(normalize_images(images, mean, std), train=False)
+        if is_grid(out):
+          d = self.det
+          boxes, scores, labels, keep = yolo.decode(out["grid"], self.num_classes, score_threshold=d.score_threshold,
+                                                    iou_threshold=d.nms_iou, max_detections=d.max_detections)
+          return {"boxes": boxes, "scores": scores, "labels": labels, "keep": keep, "orig_size": orig_size}
+        logits, boxes = model_outputs(out)
+        return {"logits": logits[-1], "boxes": boxes[-1], "orig_size": orig_size}
       # Replicated outputs: every process runs this (the params are global arrays) and may read them.
       self._jitted = {trainer: jax.jit(predict, out_shardings=sharding.replicated(trainer.mesh))}
     return self._jitted[trainer]
@@ -250,11 +307,13 @@ class DetectionTask:
       for local in pipeline.eval_batches(source, self.preprocess(train=False), global_batch=batch_size,
                                          process_index=jax.process_index(), process_count=jax.process_count()):
         batch = sharding.global_batch({k: local[k] for k in ("image", "orig_size")}, trainer.mesh, trainer.rules)
-        logits, boxes, sizes = jax.device_get(predict(state.params, state.model_state, batch["image"],
-                                                      batch["orig_size"]))
-        out += decode_predictions(logits, boxes, sizes,
-                                  sigmoid=self._sigmoid_head(logits.shape[-1]),
-                                  max_detections=self.det.max_detections)
+        got = jax.device_get(predict(state.params, state.model_state, batch["image"], batch["orig_size"]))
+        if "keep" in got:
+          out += grid_predictions(got)
+        else:
+          out += decode_predictions(got["logits"], got["boxes"], got["orig_size"],
+                                    sigmoid=self._sigmoid_head(got["logits"].shape[-1]),
+                                    max_detections=self.det.max_detections)
     return out[:len(source)]
 
   def after_eval(self, trainer, step: int, writer, source, metrics) -> dict:
