@@ -38,6 +38,7 @@ from papers_jax.models import whisper  # noqa: F401  (registers its variants)
 from papers_jax.models import dcgan, vae  # noqa: F401  (register their variants)
 from papers_jax.models import deformable_detr, detr  # noqa: F401  (register their variants)
 from papers_jax.models import dlinear, patchtst  # noqa: F401  (register their variants)
+from papers_jax.models import crossformer, informer  # noqa: F401  (register their variants)
 from papers_jax.models import query_detector  # noqa: F401  (registers its variant)
 from papers_jax.models import danet, pkinet  # noqa: F401  (register their variants)
 from papers_jax.models import cpc, wav2vec2  # noqa: F401  (register their variants)
@@ -54,6 +55,7 @@ FAMILIES = {
     inception.InceptionV3: inception, mixnet.MixNet: mixnet, whisper.Whisper: whisper,
     patchtst.PatchTST: patchtst, patchtst.PatchTSTForPretraining: patchtst, dlinear.DLinear: dlinear,
     dlinear.NLinear: dlinear, danet.DANet: danet, pkinet.PKINet: pkinet,
+    informer.Informer: informer, crossformer.Crossformer: crossformer,
 }
 FLOP_COUNTERS = {cls: family.forward_flops for cls, family in FAMILIES.items()}
 
