@@ -118,6 +118,8 @@ FULL_ONLY = {
     "ssl/swav.py": "ssl/dino.py", "dlinear/ett_like.py": "patchtst/ett_like.py",
     "resnet/digits_cam.py": "resnet/digits.py", "resnet/cifar10.py": "resnet/digits.py",
     "vit/cifar10.py": "vit/digits.py",
+    "informer/ett.py": "patchtst/ett_like.py", "informer/ett_like.py": "patchtst/ett_like.py",
+    "crossformer/ett.py": "patchtst/ett_like.py", "crossformer/ett_like.py": "patchtst/ett_like.py",
 }
 FULL = bool(os.environ.get("PAPERS_JAX_FULL_PARITY"))
 

@@ -13,7 +13,7 @@ Multivariate Time Series Forecasting", ICLR 2023).
        attend to the D channels (`sender`: routers query, channels are keys and values), giving the
        gathered z; then the channels attend to z (`receiver`: channels query, z keys and values), then
        residual + LayerNorm, MLP, residual + LayerNorm. The notes write the second call with the routers
-       as keys and values (docs/PAPERS.md mistake #14); it is the gathered z, as the paper's Eq. 4 and the
+       as keys and values (PAPERS.md mistake #14); it is the gathered z, as the paper's Eq. 4 and the
        official code.
   3. Hierarchical encoder: `encoder_layers` scale blocks; every block but the first begins with segment
      merging (`SegmentMerging`: each `win_size` adjacent segments concatenated, the last repeated to

@@ -21,7 +21,7 @@ query, U = c·⌈ln L_K⌉ keys are sampled and the sparsity measure M(q_i, K) =
 is computed over them; the u = c·⌈ln L_Q⌉ queries with the largest M (the "active" ones) attend to every
 key with a softmax; every other ("lazy") query outputs the mean of V in the encoder, and the cumulative
 sum of V (the values up to its position) in the masked decoder self-attention, as the official code and
-HF. The notes write V.sum(-2) under a comment saying mean (docs/PAPERS.md mistake #15); the mean is right.
+HF. The notes write V.sum(-2) under a comment saying mean (PAPERS.md mistake #15); the mean is right.
 The official code and HF divide the sum of the sampled scores by L_K rather than by U; here the mean of
 the sampled scores is the paper's mean estimated on the sample. c = `factor` (5 in the paper). The key
 samples come from the "dropout" stream in training and a fixed key at evaluation (the official code draws
