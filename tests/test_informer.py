@@ -95,9 +95,6 @@ def test_paper_counts_and_forward_shapes():
   model = nnx.eval_shape(lambda: models.create("informer", rngs=FixedKeyRngs(), num_channels=7))
   assert (model.context_length, model.label_length, model.d_model) == (96, 48, 512)
   assert len(model.encoder) == 2 and len(model.distil) == 1 and len(model.decoder) == 1
-  graphdef, state = nnx.split(model)
-  out = jax.eval_shape(lambda s, x: nnx.merge(graphdef, s)(x), state, jax.ShapeDtypeStruct((2, 96, 7), jnp.float32))
-  assert out.shape == (2, 24, 7)
 
 
 def test_decoder_input_is_the_start_token_then_zeros():
@@ -140,7 +137,8 @@ def _perturbed(model, seed=0):
 
 
 def _load_hf(model, sd):
-  """Copies HF's Informer tensors into ours (torch Linear (out, in) → our (in, heads, head_dim) layout)."""
+  """Copies HF's Informer tensors into ours (torch Linear (out, in) → our (in, heads, head_dim) layout).
+  `model` is abstract (nnx.eval_shape): a tensor left unloaded stays a shape and fails the forward."""
   sd = {k: v.numpy() for k, v in sd.items()}
   d, nh = TINY["d_model"], TINY["num_heads"]
 
@@ -150,10 +148,12 @@ def _load_hf(model, sd):
       w, b = w.reshape(d, nh, d // nh), b.reshape(nh, d // nh)
     if heads_in:
       w = w.reshape(nh, d // nh, d)
-    dst.kernel[...], dst.bias[...] = jnp.asarray(w), jnp.asarray(b)
+    dst.kernel.set_value(jnp.asarray(w))
+    dst.bias.set_value(jnp.asarray(b))
 
   def norm(dst, src):
-    dst.scale[...], dst.bias[...] = jnp.asarray(sd[src + ".weight"]), jnp.asarray(sd[src + ".bias"])
+    dst.scale.set_value(jnp.asarray(sd[src + ".weight"]))
+    dst.bias.set_value(jnp.asarray(sd[src + ".bias"]))
 
   def attention(dst, src):
     for ours, theirs in (("q", "q_proj"), ("k", "k_proj"), ("v", "v_proj")):
@@ -162,8 +162,8 @@ def _load_hf(model, sd):
 
   for side, embed in (("encoder", model.enc_embed), ("decoder", model.dec_embed)):
     w = sd[f"model.{side}.value_embedding.value_projection.weight"]  # (d, C values + 2C static + F time)
-    embed.token.kernel[...] = jnp.asarray(w[:, :C].T[None])
-    embed.time.kernel[...] = jnp.asarray(w[:, 3 * C:].T)
+    embed.token.kernel.set_value(jnp.asarray(w[:, :C].T[None]))
+    embed.time.kernel.set_value(jnp.asarray(w[:, 3 * C:].T))
     norm(embed.norm, f"model.{side}.layernorm_embedding")
   for i, layer in enumerate(model.encoder):
     p = f"model.encoder.layers.{i}"
@@ -174,10 +174,11 @@ def _load_hf(model, sd):
     norm(layer.norm2, p + ".final_layer_norm")
   for i, distil in enumerate(model.distil):
     p = f"model.encoder.conv_layers.{i}"
-    distil.conv.kernel[...] = jnp.asarray(sd[p + ".downConv.weight"].transpose(2, 1, 0))
-    distil.conv.bias[...] = jnp.asarray(sd[p + ".downConv.bias"])
+    distil.conv.kernel.set_value(jnp.asarray(sd[p + ".downConv.weight"].transpose(2, 1, 0)))
+    distil.conv.bias.set_value(jnp.asarray(sd[p + ".downConv.bias"]))
     norm(distil.norm, p + ".norm")
-    distil.norm.mean[...], distil.norm.var[...] = (jnp.asarray(sd[p + ".norm.running_" + s]) for s in ("mean", "var"))
+    distil.norm.mean.set_value(jnp.asarray(sd[p + ".norm.running_mean"]))
+    distil.norm.var.set_value(jnp.asarray(sd[p + ".norm.running_var"]))
   for i, layer in enumerate(model.decoder):
     p = f"model.decoder.layers.{i}"
     attention(layer.self_attn, p + ".self_attn")
@@ -201,9 +202,9 @@ def hf_and_ours():
       encoder_layerdrop=0.0, decoder_layerdrop=0.0, attention_type="full", distil=True)
   torch.manual_seed(0)
   hf = _perturbed(transformers.InformerForPrediction(config))
-  ours = informer.Informer(num_channels=C, context_length=L, prediction_length=H, label_length=0,
-                           num_time_features=F, attention="full", token_kernel_size=1, embed_norm=True,
-                           positions="halves", final_norm=False, rngs=nnx.Rngs(params=0), **TINY)
+  ours = nnx.eval_shape(lambda: informer.Informer(
+      num_channels=C, context_length=L, prediction_length=H, label_length=0, num_time_features=F, attention="full",
+      token_kernel_size=1, embed_norm=True, positions="halves", final_norm=False, rngs=FixedKeyRngs(), **TINY))
   _load_hf(ours, hf.state_dict())
   return hf, ours
 
@@ -245,14 +246,14 @@ def test_full_attention_matches_hf(hf_and_ours):
 # ------------------------------------------------------------------------------ compute accounting
 
 
-@pytest.mark.parametrize("attention", ["prob", "full"])
-def test_forward_flops_match_xla(attention):
+def test_forward_flops_match_xla():
+  """ProbSparse self-attention (encoder and decoder) and full cross-attention, distilling, both embeddings."""
   model = nnx.eval_shape(lambda: models.create(
       "informer", rngs=FixedKeyRngs(), num_channels=2, context_length=96, prediction_length=24,
-      d_model=128, num_heads=4, d_ff=256, attention=attention))
+      d_model=128, num_heads=4, d_ff=256))
   graphdef, state = nnx.split(model)
   x = jax.ShapeDtypeStruct((2, 96, 2), jnp.float32)
   cost = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x)).lower(state, x).cost_analysis()
   xla = (cost[0] if isinstance(cost, (list, tuple)) else cost)["flops"] / 2
   ratio = xla / models.forward_flops(model)
-  assert 0.95 <= ratio <= 1.05, (attention, ratio)
+  assert 0.95 <= ratio <= 1.05, ratio
