@@ -1,6 +1,7 @@
 """Crossformer (Zhang & Yan 2023) on ETTh1, the official ETTh1 script's setting; needs the user's ETTh1.csv.
 
-  python -m papers_jax.main --config configs/crossformer/ett.py:path=/data/ETTh1.csv,horizon=24 --workdir runs/crossformer_etth1_24
+  python -m papers_jax.main --config configs/crossformer/ett.py:path=/data/ETTh1.csv,horizon=24 \
+      --workdir runs/crossformer_etth1_24
 
 Data: ETTh1.csv (not downloaded), all 7 channels, split 12 / 4 / 4 months (the official data_split for
 ETTh1), standardised with the train months' statistics. Model (models/crossformer.py, "crossformer") as

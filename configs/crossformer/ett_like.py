@@ -1,7 +1,9 @@
-"""configs/crossformer/ett.py's Crossformer, shrunk, on the generated ETT-like set or a statsmodels series, offline.
+"""configs/crossformer/ett.py's Crossformer, shrunk, on the generated ETT-like set or a statsmodels series,
+offline.
 
   python -m papers_jax.main --config configs/crossformer/ett_like.py:horizon=96 --workdir runs/crossformer_ett_like_96
-  python -m papers_jax.main --config configs/crossformer/ett_like.py:data=co2,horizon=24 --workdir runs/crossformer_co2_24
+  python -m papers_jax.main --config configs/crossformer/ett_like.py:data=co2,horizon=24 \
+      --workdir runs/crossformer_co2_24
 
 The data, look-back and windows of configs/patchtst/ett_like.py (`data=ett_like` L = 96, `data=co2` L = 104,
 `horizon=`), so the numbers of docs/timeseries.md compare on the same test windows; each run also reports
@@ -9,8 +11,8 @@ the last-value and seasonal-naive forecasts. Segments of 6 (16 at L = 96; 104 is
 
 Departures from the paper: those of configs/crossformer/ett.py, which this config loads, and: generated or
 statsmodels data; look-back 96 / 104 instead of 168; d_model 64, 4 heads, MLP 128 instead of 256 / 4 / 512;
-Adam lr 1e-3 with a cosine decay over 200 steps of batch 32 (6,400 windows, under one epoch) instead of lr 1e-4 halved every epoch for 20
-epochs (the CPU budget).
+Adam lr 1e-3 with a cosine decay over 200 steps of batch 32 (6,400 windows, under one epoch) instead of
+lr 1e-4 halved every epoch for 20 epochs (the CPU budget).
 """
 
 import os

@@ -1,6 +1,7 @@
 """Informer (Zhou et al. 2021) on ETTh1, the paper's multivariate setting; needs the user's ETTh1.csv.
 
-  python -m papers_jax.main --config configs/informer/ett.py:path=/data/ETTh1.csv,horizon=24 --workdir runs/informer_etth1_24
+  python -m papers_jax.main --config configs/informer/ett.py:path=/data/ETTh1.csv,horizon=24 \
+      --workdir runs/informer_etth1_24
 
 Data: ETTh1.csv of the ETDataset (date + HUFL, HULL, MUFL, MULL, LUFL, LULL, OT; not downloaded), all 7
 channels ("features M"), split 12 / 4 / 4 months, standardised with the train months' statistics; look-back

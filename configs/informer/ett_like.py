@@ -10,7 +10,8 @@ the last-value and seasonal-naive forecasts. The start token is the last half of
 
 Departures from the paper: those of configs/informer/ett.py, which this config loads, and: generated or
 statsmodels data; d_model 64, 4 heads, feed-forward 128 instead of 512 / 8 / 2048; Adam lr 1e-3 with a
-cosine decay over 200 steps of batch 32 (6,400 windows, under one epoch) instead of lr 1e-4 halved every epoch for 6 epochs (the CPU budget).
+cosine decay over 200 steps of batch 32 (6,400 windows, under one epoch) instead of lr 1e-4 halved every
+epoch for 6 epochs (the CPU budget).
 """
 
 import os

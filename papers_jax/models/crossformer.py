@@ -32,7 +32,6 @@ and not built).
 
 import math
 
-import jax
 import jax.numpy as jnp
 from flax import nnx
 
