@@ -125,6 +125,8 @@ FULL_ONLY = {
     "vit/cifar10.py": "vit/digits.py", "vilt/scenes_vqa.py": "vilt/scenes_pretrain.py",
     "ts2vec/finetune.py": "ts2vec/ucr.py", "slots/ucr.py": "ts2vec/ucr.py",
     "sam/scenes.py": "", "sam/sa1b.py": "",  # SAM's forward: HF parity in tests/test_sam.py
+    "informer/ett.py": "patchtst/ett_like.py", "informer/ett_like.py": "patchtst/ett_like.py",
+    "crossformer/ett.py": "patchtst/ett_like.py", "crossformer/ett_like.py": "patchtst/ett_like.py",
 }
 FULL = bool(os.environ.get("PAPERS_JAX_FULL_PARITY"))
 

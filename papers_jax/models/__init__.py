@@ -39,6 +39,7 @@ from papers_jax.models import whisper  # noqa: F401  (registers its variants)
 from papers_jax.models import dcgan, vae  # noqa: F401  (register their variants)
 from papers_jax.models import deformable_detr, detr  # noqa: F401  (register their variants)
 from papers_jax.models import dlinear, patchtst  # noqa: F401  (register their variants)
+from papers_jax.models import crossformer, informer  # noqa: F401  (register their variants)
 from papers_jax.models import query_detector  # noqa: F401  (registers its variant)
 from papers_jax.models import yolo  # noqa: F401  (registers its variants)
 from papers_jax.models import danet, pkinet  # noqa: F401  (register their variants)
@@ -66,6 +67,7 @@ FAMILIES = {
     sam.SAM: sam,
     vilt.ViLT: vilt,
     yolo.YOLOv1: yolo,
+    informer.Informer: informer, crossformer.Crossformer: crossformer,
 }
 FLOP_COUNTERS = {cls: family.forward_flops for cls, family in FAMILIES.items()}
 
