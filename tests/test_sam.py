@@ -82,7 +82,8 @@ def _prompts(seed=0):
   return rng.randn(2, 64, 64, 3).astype(np.float32), points, labels, boxes, masks
 
 
-@pytest.mark.parametrize("prompt", ["points", "boxes", "points_box_mask"])
+@pytest.mark.parametrize("prompt", [pytest.param(p, marks=pytest.mark.skipif(not FULL, reason="make test-full"))
+                                    for p in ("points", "boxes")] + ["points_box_mask"])
 def test_matches_hf_sam(pair, prompt):
   hf, model = pair
   images, points, labels, boxes, masks = _prompts()

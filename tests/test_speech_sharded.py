@@ -54,7 +54,7 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("name", ["whisper", pytest.param("cpc", marks=full_only),
+@pytest.mark.parametrize("name", [pytest.param("whisper", marks=full_only), pytest.param("cpc", marks=full_only),
                                   pytest.param("wav2vec2", marks=full_only)])
 def test_sharded_steps_equal_single_device(name):
   path, model = CASES[name]

@@ -190,7 +190,7 @@ def _names_key(error, key) -> bool:
 
 
 _ACCEPTED = {}
-FUZZ_SAMPLE = 1500
+FUZZ_SAMPLE = 800
 
 
 def validation_outcomes(full: bool, data_root):

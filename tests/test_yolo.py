@@ -227,6 +227,7 @@ def test_decode_drops_everything_under_the_threshold():
 
 # ------------------------------------------------------------------ the task, through the loop
 
+@pytest.mark.skipif(not os.environ.get("PAPERS_JAX_FULL_PARITY"), reason="make test-full trains it")
 def test_yolo_run_evaluates_and_draws(tmp_path):
   """configs/yolo/scenes.py in smoke mode through the real loop on 8 devices (tests/test_configs.py leaves it
   to this test): the grid loss trains, the evaluation gives COCO mAP, the PNG and its TensorBoard image."""

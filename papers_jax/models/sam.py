@@ -49,7 +49,7 @@ import numpy as np
 from flax import nnx
 
 from papers_jax.models import conv_flops
-from papers_jax.models.registry import register
+from papers_jax.models.registry import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, register
 from papers_jax.nn.conv import Conv, ConvTranspose
 from papers_jax.nn.linear import Dense, param
 from papers_jax.nn.mlp import Mlp, gelu
@@ -429,8 +429,11 @@ class SAM(nnx.Module):
                        mask_inputs=mask_inputs, multimask_output=multimask_output)
 
 
+# Pixels in [0, 1] normalised with ImageNet's mean and std, as SAM's (pixel_mean / pixel_std over 255). SAM
+# resizes the longer side to 1024 and pads the other; the registry's preprocessing resizes and centre-crops,
+# which is the same for square images.
 for _name, _variant in VARIANTS.items():
-  register(_name, SAM, **_variant)
+  register(_name, SAM, preprocessing=Preprocessing(1024, IMAGENET_MEAN, IMAGENET_STD, crop_pct=1.0), **_variant)
 
 
 # ---------------------------------------------------------------------------------------------- FLOPs

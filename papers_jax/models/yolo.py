@@ -27,7 +27,7 @@ from flax import nnx
 
 from papers_jax.core import sharding
 from papers_jax.models import conv_flops
-from papers_jax.models.registry import register
+from papers_jax.models.registry import Preprocessing, register
 from papers_jax.nn.conv import Conv, max_pool
 from papers_jax.nn.drop import Dropout
 from papers_jax.nn.linear import Dense
@@ -134,8 +134,11 @@ def forward_flops(model: YOLOv1, img_size: int | None = None, *, count_padding: 
   return conv_flops.forward_flops(model, model.img_size, count_padding=count_padding, elementwise=True)
 
 
-register("yolov1", YOLOv1)
-register("yolov1_tiny", YOLOv1, layers=TINY_LAYERS, fc_features=256, batch_norm=True, img_size=64)
+# Darknet's input: the image resized to the network's size (no crop), pixels in [0, 1], no mean or std.
+_RAW = dict(mean=(0.0,) * 3, std=(1.0,) * 3, crop_pct=1.0, interpolation="bilinear")
+register("yolov1", YOLOv1, preprocessing=Preprocessing(448, **_RAW))
+register("yolov1_tiny", YOLOv1, layers=TINY_LAYERS, fc_features=256, batch_norm=True, img_size=64,
+         preprocessing=Preprocessing(64, **_RAW))
 
 # The embedding parameters (models.embedding_params): none, as for any convnet.
 EMBEDDINGS = ()
