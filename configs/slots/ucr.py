@@ -14,6 +14,8 @@ Departures from the paper (its code is not available here, so some are choices w
 - The views: Gaussian jitter σ = 0.03 then per-channel scaling by N(1, 0.1²) (the usual weak time-domain
   augmentations); temperature 0.2 for both contrastive terms.
 - AdamW lr 1e-3 with weight decay 0.01, batch 8, 200 steps, as TS2Vec's runs here, for a like-for-like table.
+- Inherited from configs/ts2vec/ucr.py, which this config loads: each channel standardised with the train
+  split's statistics, and the SVM protocol's cross-validation in one process.
 """
 
 import os

@@ -14,7 +14,10 @@ labelled series only. `smoke` runs it shrunk, on every label.
 
 Departures from the paper: the TS2Vec paper evaluates classification only with the SVM on frozen
 representations; this fine-tuning protocol (semi-supervised fine-tuning on a fraction of the labels, as TS-TCC
-and TF-C report it) takes TS2Vec's optimiser settings, which no paper fixes for it.
+and TF-C report it) takes TS2Vec's optimiser settings, which no paper fixes for it. Inherited from
+configs/ts2vec/ucr.py, which this config loads: every set standardised per channel with the train split's
+statistics (the official code leaves the z-normalised UCR sets as they are), and the SVM's cross-validation
+in one process.
 """
 
 import os
