@@ -19,12 +19,12 @@ demo: $(STAMP)
 	@cat runs/vit_digits/summary.json
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 --dist loadfile --durations=15
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=15
 
 # `test` plus the full-size parity checks (Swin-S/B/L and Mixer-L logits against timm, MAE-B through the
 # converter CLI against HF). Run it before resolving a model issue; record the result in docs/testing.md.
 test-full: $(STAMP)
-	PAPERS_JAX_FULL_PARITY=1 $(PY) -m pytest -q -n 2 --dist loadfile --durations=25 -rs
+	PAPERS_JAX_FULL_PARITY=1 $(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=25 -rs
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

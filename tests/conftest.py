@@ -46,3 +46,23 @@ def config_loader():
 
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+
+# `make test` runs two xdist workers that take one file at a time (`--dist loadfile --no-loadscope-reorder`)
+# in the order below. The files with the longest tests (CI's --durations) go first, so that the run does not end
+# with one worker on a 30 s end-to-end test while the other has nothing left; the rest follow by their number of
+# tests, most first (xdist's own order). A new file with a test over ~15 s belongs in this list.
+SLOW_FILES_FIRST = (
+    "test_configs_more.py", "test_configs.py", "test_ssl_task.py", "test_reliability.py", "test_multihost.py",
+    "test_sweep.py", "test_detection.py", "test_clip.py", "test_core.py", "test_benchmark.py", "test_precision.py",
+    "test_cnn_classics.py", "test_interpret.py", "test_faults.py", "test_validation.py", "test_text_finetune.py",
+    "test_remat.py", "test_run.py")
+
+
+def pytest_collection_modifyitems(config, items):
+  by_file = {}
+  for item in items:
+    by_file.setdefault(item.nodeid.split("::")[0], []).append(item)
+  first = {name: i for i, name in enumerate(SLOW_FILES_FIRST)}
+  rank = lambda path: (first.get(os.path.basename(path), len(first)), -len(by_file[path]))  # noqa: E731
+  items[:] = [item for path in sorted(by_file, key=rank) for item in by_file[path]]
