@@ -129,6 +129,9 @@ FULL_ONLY = {
     "sam/scenes.py": "", "sam/sa1b.py": "",  # SAM's forward: HF parity in tests/test_sam.py
     "informer/ett.py": "patchtst/ett_like.py", "informer/ett_like.py": "patchtst/ett_like.py",
     "crossformer/ett.py": "patchtst/ett_like.py", "crossformer/ett_like.py": "patchtst/ett_like.py",
+    # vit/digits.py's model and task on the canvas data (tests/test_interpret.py checks the canvases);
+    # BERT's classification fine-tuning (tests/test_text_finetune.py builds its Trainer, tracing its step).
+    "vit/digits_canvas.py": "vit/digits.py", "bert/finetune_topics.py": "bert/finetune_numbers.py",
 }
 FULL = bool(os.environ.get("PAPERS_JAX_FULL_PARITY"))
 

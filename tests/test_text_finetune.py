@@ -1,7 +1,8 @@
 """BERT fine-tuning (tasks/text_finetune.py): init_from a pre-training run of configs/bert/python_docs.py.
 
 The losses' HF parity is in tests/test_bert_fnet.py; the formulas' numpy references in
-tests/test_lm_objectives.py; the smoke runs of the two configs in tests/test_configs.py.
+tests/test_lm_objectives.py; the smoke run of bert/finetune_numbers.py in tests/test_configs.py (that of
+bert/finetune_topics.py in make test-full).
 """
 
 import numpy as np
