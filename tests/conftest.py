@@ -26,6 +26,20 @@ jax.config.update("jax_compilation_cache_dir", CACHE_DIR)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
+# Every nnx.Rngs draw under tracing (jit(init), nnx.eval_shape) stores the stream's new count, and flax compares
+# the old and new values' `.sharding` with getattr(..., None). On a tracer that raises an AttributeError whose
+# message JAX builds by scanning the whole trace so far, so an abstract build is quadratic in the model's size
+# (a full-size DANet: 2.5 s of CPU, 0.7 s without the scan). getattr drops the message unread: the suite raises
+# the same AttributeError without it. Only this message changes; jax 0.10.2 (core.Tracer.sharding).
+from jax._src import core as _jax_core  # noqa: E402
+
+
+def _tracer_has_no_sharding(tracer):
+  raise AttributeError(f"The 'sharding' attribute is not available on a tracer ({type(tracer).__name__}).")
+
+
+_jax_core.Tracer.sharding = property(_tracer_has_no_sharding)
+
 # Orbax's replica-parallel save slices every replicated array across the 8 simulated devices, and
 # each new shape compiles its own slice (~4 s per model in this suite); one process writes every
 # byte either way, so the tests save whole arrays. Runs keep Orbax's default.
