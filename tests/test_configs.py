@@ -132,6 +132,8 @@ FULL_ONLY = {
     # vit/digits.py's model and task on the canvas data (tests/test_interpret.py checks the canvases);
     # BERT's classification fine-tuning (tests/test_text_finetune.py builds its Trainer, tracing its step).
     "vit/digits_canvas.py": "vit/digits.py", "bert/finetune_topics.py": "bert/finetune_numbers.py",
+    # The linear protocol: tests/test_ssl_task.py steps this config's Trainer (init_from an SSL run, frozen encoder).
+    "ssl/moco_linear.py": "vit/digits.py",
 }
 FULL = bool(os.environ.get("PAPERS_JAX_FULL_PARITY"))
 
