@@ -178,9 +178,10 @@ def test_reference_times_timm_and_its_gemm_in_the_same_run(benchmark, dtype):
   assert result["jax_to_torch"] == pytest.approx(ref["median_step_s"] / result["median_step_s"])
 
 
+# Both twins are built and checked; the timed run against one (the harness's code is the same for either) is GPT's.
 @pytest.mark.torch
-@pytest.mark.parametrize("config", ["gpt/python_docs.py:smoke", "bert/python_docs.py:smoke"])
-def test_language_models_are_timed_against_transformers_of_the_same_size(benchmark, config):
+@pytest.mark.parametrize("config, timed", [("gpt/python_docs.py:smoke", True), ("bert/python_docs.py:smoke", False)])
+def test_language_models_are_timed_against_transformers_of_the_same_size(benchmark, config, timed):
   pytest.importorskip("transformers")
   import torch
   from papers_jax import tasks
@@ -194,6 +195,8 @@ def test_language_models_are_timed_against_transformers_of_the_same_size(benchma
   ours_count = sum(x.size for x in jax.tree.leaves(nnx.state(ours, nnx.Param)))
   assert sum(p.numel() for p in twin.parameters()) == ours_count
   assert torch.isfinite(loss()) and infer().shape[-1] == 512
+  if not timed:
+    return
   result = benchmark.main(["--config", os.path.join(ROOT, "configs", config), "--batch", "8", "--steps", "1",
                            "--warmup", "1", "--set", "model.vocab_size=512", "--reference", "torch"])
   assert result["torch_reference"]["model"] == type(twin).__name__ and result["jax_to_torch"] > 0
