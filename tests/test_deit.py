@@ -31,16 +31,17 @@ FULL = bool(os.environ.get("PAPERS_JAX_FULL_PARITY"))
 
 def test_param_counts_match_timm():
   assert NAMES == sorted(n for n in __import__("timm").list_models("deit_*distilled*"))
-  for name in NAMES if FULL else ("deit_tiny_distilled_patch16_224", "deit_base_distilled_patch16_384"):
+  # Tiny by default (suite time); the others differ only in the widths of models/vit.py's table.
+  for name in NAMES if FULL else ("deit_tiny_distilled_patch16_224",):
     assert num_params(abstract(name)) == timm_param_count(name), name
 
 
 def test_both_heads_and_their_mean_match_timm():
-  kw = dict(depth=2, num_classes=7)
+  kw = dict(depth=2, num_classes=7, img_size=64)
   ref = random_timm("deit_tiny_distilled_patch16_224", **kw)
   ours, report = load_ours("deit_tiny_distilled_patch16_224", numpy_state_dict(ref), **kw)
   assert not (report.missing or report.unexpected or report.mismatched or report.resized)
-  x = images(224, batch=2)
+  x = images(64, batch=2)
   ref.set_distilled_training(True)
   ref.train()  # timm returns both heads only in training mode; no dropout is set
   with torch.no_grad():
