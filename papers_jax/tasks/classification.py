@@ -136,13 +136,20 @@ class ClassificationTask:
     def eval_fn(params, model_state, batch):
       model = merge_model(graphdef, params, model_state)
       images = normalize_images(batch["image"], self.mean, self.std)
-      logits = model(images, train=False)
       mask = batch["mask"].astype(jnp.float32)
+      heads = {}
+      if hasattr(model, "head_dist"):  # DeiT: each head alone, then their mean (the model's prediction)
+        heads["cls"], heads["dist"] = model(images, train=False, return_distillation=True)
+        logits = (heads["cls"] + heads["dist"]) / 2
+      else:
+        logits = model(images, train=False)
       targets = objective.smooth_labels(batch["label"], self.num_classes)
       losses = objective.softmax_cross_entropy(logits, targets)
       sums = {"loss": (losses * mask).sum(), "accuracy": (objective.correct_top_k(logits, batch["label"]) * mask).sum()}
       if self.num_classes >= 5:
         sums["top5"] = (objective.correct_top_k(logits, batch["label"], 5) * mask).sum()
+      for head, head_logits in heads.items():
+        sums[f"accuracy_{head}_head"] = (objective.correct_top_k(head_logits, batch["label"]) * mask).sum()
       sums["count"] = mask.sum()
       return sums
     return eval_fn
