@@ -91,7 +91,8 @@ def check_smoke_run(config, summary, workdir):
 RUN_ELSEWHERE = {"clip/digits.py": "tests/test_clip.py::test_digits_smoke_run_writes_its_outputs",
                  "detection/scenes_tiny.py": "tests/test_detection.py::test_detection_run_learns_and_sharded_equals_single_device",
                  "vilt/scenes_pretrain.py": "tests/test_vilt.py::test_pretrain_smoke_run_and_sharded_equals_single_device",
-                 "yolo/scenes.py": "tests/test_yolo.py::test_yolo_run_evaluates_and_draws"}
+                 "yolo/scenes.py": "tests/test_yolo.py::test_yolo_run_evaluates_and_draws",
+                 "deit/digits.py": "tests/test_deit.py::test_distillation_run_reads_and_keeps_the_teacher_frozen"}
 
 
 # Configs whose smoke run only `make test-full` (PAPERS_JAX_FULL_PARITY=1) makes; docs/testing.md records its
@@ -123,6 +124,7 @@ FULL_ONLY = {
     "ssl/swav.py": "ssl/simsiam.py", "dlinear/ett_like.py": "patchtst/ett_like.py",
     "resnet/digits_cam.py": "resnet/digits.py", "resnet/cifar10.py": "resnet/digits.py",
     "vit/cifar10.py": "vit/digits.py", "vilt/scenes_vqa.py": "vilt/scenes_pretrain.py",
+    "poolformer/imagenet.py": "poolformer/digits.py", "deit/imagenet.py": "",
     "ts2vec/finetune.py": "", "slots/ucr.py": "", "ts2vec/ucr.py": "",  # tests/test_ts2vec.py: losses, encoder
     "ssl/dino.py": "ssl/simsiam.py", "ssl/cmc.py": "ssl/simclr.py", "ssl/moco_v3.py": "ssl/simclr.py",
     "danet/shapes.py": "",  # tests/test_danet.py: the attention modules and the model

@@ -33,6 +33,7 @@ from papers_jax.convert import hf_wav2vec2  # noqa: F401  (registers its key map
 from papers_jax.convert import diffusers_unet  # noqa: F401  (registers its key map)
 from papers_jax.convert import ts2vec  # noqa: F401  (registers its key map)
 from papers_jax.convert import hf_vilt  # noqa: F401  (registers its key map)
+from papers_jax.convert import timm_poolformer  # noqa: F401  (registers its key map)
 from papers_jax.convert.keymap import (KeyMap, Rule, get_key_map, match, register_key_map, source_key,  # noqa: F401
                                       sources)
 from papers_jax.errors import CheckpointError
@@ -302,14 +303,16 @@ def save_state_dict(state_dict: dict[str, np.ndarray], path: str):
 # ------------------------------------------------------------------- params checkpoints
 
 
-def save_params(params, out_dir: str, *, overwrite: bool = False):
-  """Writes `{"params": params}` (a pure dict) as an orbax checkpoint directory for `config.init_from`."""
+def save_params(params, out_dir: str, *, overwrite: bool = False, model_state=None):
+  """Writes `{"params": params}` (a pure dict; with `model_state`, BatchNorm statistics and the like, too) as
+  an orbax checkpoint directory for `config.init_from` or a frozen teacher."""
   import orbax.checkpoint as ocp
   out_dir = os.path.abspath(out_dir)
   if os.path.exists(out_dir) and not overwrite:
     raise CheckpointError(f"{out_dir} already exists; remove it or choose another output directory.")
   checkpointer = ocp.StandardCheckpointer()
-  checkpointer.save(out_dir, {"params": params}, force=overwrite)
+  item = {"params": params} | ({"model_state": model_state} if model_state else {})
+  checkpointer.save(out_dir, item, force=overwrite)
   checkpointer.wait_until_finished()
   checkpointer.close()
 
@@ -375,7 +378,7 @@ def init_params_from_checkpoint(path: str, params, *, skip=("^head/",), prefix: 
   flat = _flatten(params)
   report = ConversionReport(source=path, ours={k: tuple(v.shape) for k, v in flat.items()},
                             theirs={k: tuple(v.shape) for k, v in theirs.items()})
-  prefix = 1 if "cls_token" in flat else 0
+  prefix = ("cls_token" in flat) + ("dist_token" in flat)
   new = {}
   for key, current in flat.items():
     if key not in theirs:
@@ -400,6 +403,31 @@ def init_params_from_checkpoint(path: str, params, *, skip=("^head/",), prefix: 
                 "Create the model the checkpoint was written for (name, num_classes, global_pool, class_token), "
                 "or add regexes to config.init_skip for params whose shape changed (they keep their init).")
   return _map_with_path(lambda p, v: new.get(p, v), params), str(report)
+
+
+def init_frozen_from_checkpoint(path: str, model_state, prefix: str):
+  """`model_state` with every entry under `prefix` (a frozen module: DeiT's teacher) read from the params and
+  model state of the checkpoint at `path`, at the same path without the prefix. Strict: an entry under the
+  prefix that the checkpoint lacks, or has with another shape, raises CheckpointError."""
+  path = os.path.abspath(path)
+  theirs = _flatten(_restore_params_numpy(path))
+  theirs |= _flatten(_restore_params_numpy(path, "model_state", required=False) or {})
+  bad = []
+
+  def load(key, current):
+    if not key.startswith(prefix):
+      return current
+    value = theirs.get(key[len(prefix):])
+    if value is None or tuple(np.shape(value)) != tuple(current.shape):
+      bad.append(f"{key} {tuple(current.shape)}: " + ("missing" if value is None else f"{np.shape(value)} there"))
+      return current
+    return _place(value, current)
+  out = _map_with_path(load, model_state)
+  if bad:
+    raise CheckpointError(f"checkpoint {path} does not fit the frozen module under {prefix!r}:\n  "
+                          + "\n  ".join(bad[:10]) + ("\n  ..." if len(bad) > 10 else "")
+                          + "\nBuild that module as the checkpoint's run did (name and settings).")
+  return out
 
 
 def init_model_state_from_checkpoint(path: str, model_state, *, prefix: str = ""):

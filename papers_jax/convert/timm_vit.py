@@ -56,5 +56,11 @@ def _hybrid_rules(model) -> list[Rule]:
   ] + _rules(model)
 
 
+def _distilled_rules(model) -> list[Rule]:
+  return [Rule(r"dist_token", "dist_token"), Rule(r"head_dist\.weight", "head_dist/kernel", linear(1)),
+          Rule(r"head_dist\.bias", "head_dist/bias")] + _rules(model)
+
+
 register_key_map("timm", "VisionTransformer", KeyMap(_rules, classes_key="head.weight"))
+register_key_map("timm", "DistilledVisionTransformer", KeyMap(_distilled_rules, classes_key="head.weight"))
 register_key_map("timm", "HybridVisionTransformer", KeyMap(_hybrid_rules, classes_key="head.weight"))

@@ -169,6 +169,10 @@ class Trainer:
                                                                prefix=prefix)
         self.state = self.state.replace(model_state=model_state)
         log.info("init_from %s: %d model-state entries loaded", config.init_from, len(loaded))
+    for prefix, path in getattr(self.task, "frozen_checkpoints", lambda: {})().items():  # e.g. DeiT's teacher
+      from papers_jax.convert import init_frozen_from_checkpoint
+      self.state = self.state.replace(model_state=init_frozen_from_checkpoint(path, self.state.model_state, prefix))
+      log.info("frozen module %s: loaded from %s", prefix, path)
     if config_lib.keeps_weight_average(config):  # after init_from: the average starts at the loaded weights
       self.state, self.shardings = add_weight_ema(self.state, self.shardings)
     self.train_step = step_lib.jit_train_step(

@@ -48,6 +48,7 @@ from papers_jax.models import ddpm_unet, vqvae  # noqa: F401  (register their va
 from papers_jax.models import ts2vec  # noqa: F401  (registers its encoder)
 from papers_jax.models import sam  # noqa: F401  (registers its variants)
 from papers_jax.models import vilt  # noqa: F401  (registers its variant)
+from papers_jax.models import deit, poolformer, vit_mpp  # noqa: F401  (register their variants)
 
 # model class → its family module (with `forward_flops` and `EMBEDDINGS`).
 FAMILIES = {
@@ -68,6 +69,8 @@ FAMILIES = {
     vilt.ViLT: vilt,
     yolo.YOLOv1: yolo,
     informer.Informer: informer, crossformer.Crossformer: crossformer,
+    poolformer.PoolFormer: poolformer, deit.DistilledVisionTransformer: deit,
+    vit_mpp.MaskedPatchPredictionViT: vit_mpp,
 }
 FLOP_COUNTERS = {cls: family.forward_flops for cls, family in FAMILIES.items()}
 

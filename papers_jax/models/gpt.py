@@ -34,7 +34,7 @@ from papers_jax.core import sharding
 from papers_jax.errors import ConfigError, UserError
 from papers_jax.models.registry import register
 from papers_jax.models.vit import REMAT_POLICIES, block_flops, check_remat
-from papers_jax.nn import Attention, Dropout, KVCache, LayerNorm, Mlp, gradient_barrier, param
+from papers_jax.nn import Attention, Dropout, KVCache, LayerNorm, Mlp, gradient_barrier, param, sparse_attention
 
 # The paper's Table 2 (layers, d_model; 64-dim heads). The table lists 117M / 345M / 762M / 1542M
 # parameters; the released models, and these, have 124M / 355M / 774M / 1558M.
@@ -85,8 +85,15 @@ class GPT(nnx.Module):
   def __init__(self, *, vocab_size: int = 50257, context_length: int = 1024, embed_dim: int = 768, depth: int = 12,
                num_heads: int = 12, mlp_ratio: float = 4.0, drop_rate: float = 0.1, embed_drop_rate: float = 0.1,
                attn_drop_rate: float = 0.1, norm_eps: float = 1e-5, init_std: float = 0.02,
-               attention_impl: str | None = None, remat: str = "", dtype=None, param_dtype=jnp.float32,
-               rngs: nnx.Rngs):
+               attention_impl: str | None = None, remat: str = "", attention_pattern: str = "dense",
+               pattern_mode: str = "interleaved", pattern_stride: int = 0, pattern_summary: int = 1, dtype=None,
+               param_dtype=jnp.float32, rngs: nnx.Rngs):
+    if attention_pattern not in sparse_attention.PATTERNS or pattern_mode not in sparse_attention.MODES:
+      raise ConfigError(f"attention_pattern={attention_pattern!r} / pattern_mode={pattern_mode!r}: choose from "
+                        f"{sparse_attention.PATTERNS} / {sparse_attention.MODES}")
+    if pattern_stride < 0 or not 1 <= pattern_summary <= max(pattern_stride, 1):
+      raise ConfigError(f"pattern_stride={pattern_stride} must be ≥ 0 (0: √context) and pattern_summary="
+                        f"{pattern_summary} in [1, stride]")
     if embed_dim % num_heads:
       raise ConfigError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
     if vocab_size < 1 or context_length < 1 or depth < 1:
@@ -97,6 +104,9 @@ class GPT(nnx.Module):
     self.num_heads, self.head_dim = num_heads, embed_dim // num_heads
     self.remat = remat
     self.dtype = dtype
+    # The Sparse Transformer's stride defaults to l = √n (§4.2), n the context.
+    self.pattern = (attention_pattern, pattern_mode, pattern_stride or max(round(context_length ** 0.5), 1),
+                    pattern_summary)
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     init = nnx.initializers.normal(init_std)
     self.token_embed = param(rngs, init, (vocab_size, embed_dim), param_dtype, ("vocab", "embed"))
@@ -151,11 +161,15 @@ class GPT(nnx.Module):
     mask = None
     if segment_ids is not None:  # (B, 1, T, T); the causal part comes from is_causal
       mask = (segment_ids[:, :, None] == segment_ids[:, None, :])[:, None]
+    kind, mode, stride, summary = self.pattern
+    layer_masks = sparse_attention.layer_masks(kind, mode, len(self.blocks), t, stride, summary)
     deterministic = not train
     x = self.embed_drop(self._embed(tokens, positions), deterministic=deterministic, rngs=rngs)
     x = sharding.constrain(x, ("act_batch", "act_len", "act_emb"))
-    for block in self.blocks:
-      x = self._block(block, x, mask, deterministic, rngs)
+    for block, pattern in zip(self.blocks, layer_masks):
+      layer_mask = mask if pattern is None else (
+          jnp.asarray(pattern)[None, None] if mask is None else jnp.logical_and(mask, jnp.asarray(pattern)))
+      x = self._block(block, x, layer_mask, deterministic, rngs)
     return self._logits(x)
 
   # ----------------------------------------------------------------------------- decoding
@@ -174,9 +188,16 @@ class GPT(nnx.Module):
     """
     positions = cache[0].index + jnp.arange(tokens.shape[1], dtype=jnp.int32)[None, :]
     x = self._embed(tokens, positions)
+    kind, mode, stride, summary = self.pattern
+    masks = [None] * len(self.blocks)
+    if kind != "dense":  # the pattern's rows at these positions, over the cache's key slots
+      keys = jnp.arange(cache[0].k.shape[1], dtype=jnp.int32)[None, :]
+      sets = sparse_attention.connectivity(kind, positions[0][:, None], keys, stride, summary)
+      masks = [(sets[0] | sets[1] if len(w) == 2 else sets[w[0]])[None, None]
+               for w in sparse_attention.layer_sets(mode, len(self.blocks))]
     new_cache = []
-    for block, layer_cache in zip(self.blocks, cache):
-      x, layer_cache = block(x, cache=layer_cache, deterministic=True)
+    for block, layer_cache, mask in zip(self.blocks, cache, masks):
+      x, layer_cache = block(x, mask=mask, cache=layer_cache, deterministic=True)
       new_cache.append(layer_cache)
     return self._logits(x), new_cache
 

@@ -254,7 +254,11 @@ class VisionTransformer(nnx.Module):
 
   def forward_features(self, x, *, deterministic=None, rngs=None):
     """Images (B, H, W, C) → normalised tokens (B, prefix + patches, embed)."""
-    x = self.patch_embed(x)
+    return self.encode_patches(self.patch_embed(x), deterministic=deterministic, rngs=rngs)
+
+  def encode_patches(self, x, *, deterministic=None, rngs=None):
+    """Patch embeddings (B, patches, embed) → normalised tokens (B, prefix + patches, embed): the encoder after
+    the patch projection (masked patch prediction corrupts the embeddings in between)."""
     x = self._pos_embed(x)
     x = self.pos_drop(x, deterministic=deterministic, rngs=rngs)
     if self.norm_pre is not None:
