@@ -139,7 +139,7 @@ def gan_mlp_1d(*, z_dim: int = 1, width: int = 32, depth: int = 2, dtype=None, p
 
 # Images scaled to [−1, 1] (G's tanh range): mean ½, std ½ of pixels in [0, 1], no crop. Only the recorded
 # convention of models.preprocessing: tasks/gan.py scales the uint8 images itself.
-for _size in (64, 32, 16):
+for _size in (64, 32, 16, 8):
   register(f"dcgan_{_size}", dcgan, img_size=_size,
            preprocessing=Preprocessing(_size, INCEPTION_MEAN, INCEPTION_STD, crop_pct=1.0))
 register("gan_mlp_1d", gan_mlp_1d)
