@@ -2,16 +2,17 @@
 
   python -m papers_jax.main --config configs/gan/dcgan_digits.py --workdir runs/dcgan_digits
 
-The 1,437 training digits (8×8, grey, scaled to [−1, 1]) train `dcgan_8` (G: z 100 → 4×4×64 → 8×8×1 with tanh;
-D: 8×8×1 → 4×4×64 → logit; BatchNorm in G's hidden layer, none on G's output or D's input layer, which is D's
-only hidden layer; ReLU / LeakyReLU 0.2; N(0, 0.02) init) with two optimizer phases per step (tasks/gan.py):
-the discriminator, then the generator with the non-saturating loss, each with Adam lr 2e-4, β1 = 0.5,
-β2 = 0.999, no weight decay, constant schedule, batch 64, 6,000 steps (~270 epochs). Samples come from an EMA
-of the weights (decay 0.999; BatchNorm on the sample batch's own statistics). At each evaluation, 300 samples
-from fixed noise are resized to 16×16 exactly as the data pipeline resizes the real digits (bilinear) and
-scored with the digits FID against the 16×16 train split, beside the Gaussian-noise baseline and the held-out
-test split, the same protocol as the VAE, DDPM and VQ-VAE demos; a grid of the first 64 goes to
-<workdir>/samples/. docs/generative.md has the runs, their numbers and why 8×8 and the EMA.
+The 1,437 training digits (8×8, grey, scaled to [−1, 1]) train DCGAN at 8×8 (`dcgan_32` with img_size=8:
+G: z 100 → 4×4×64 → 8×8×1 with tanh; D: 8×8×1 → 4×4×64 → logit; BatchNorm in G's hidden layer, none on G's
+output or D's input layer, which is D's only hidden layer; ReLU / LeakyReLU 0.2; N(0, 0.02) init) with two
+optimizer phases per step (tasks/gan.py): the discriminator, then the generator with the non-saturating loss,
+each with Adam lr 2e-4, β1 = 0.5, β2 = 0.999, no weight decay, constant schedule, batch 64, 6,000 steps
+(~270 epochs). Samples come from an EMA of the weights (decay 0.999; BatchNorm on the sample batch's own
+statistics). At each evaluation, 300 samples from fixed noise are resized to 16×16 exactly as the data
+pipeline resizes the real digits (bilinear) and scored with the digits FID against the 16×16 train split,
+beside the Gaussian-noise baseline and the held-out test split: the protocol of the VAE, DDPM and VQ-VAE
+demos. A grid of the first 64 goes to <workdir>/samples/. docs/generative.md has the runs and their numbers,
+and why 8×8 and the EMA.
 
 Departures from the paper (DCGAN's recipe on LSUN / ImageNet / faces at 64×64, batch 128):
 - 8×8 one-channel digits (three stages fewer than the paper's 64×64: the digits' native size; at 16×16, the
@@ -34,7 +35,7 @@ def get_config(arg=None):
   args = parse_arg(arg, smoke=False)
   c = base_config()
   c.task = "gan"
-  c.model = dict(name="dcgan_8", z_dim=100, in_chans=1, g_width=64, d_width=64)
+  c.model = dict(name="dcgan_32", img_size=8, z_dim=100, in_chans=1, g_width=64, d_width=64)
   c.gan = dict(generator_loss="non_saturating", vis_examples=64, sample_seed=0, fid_samples=300, fid_image_size=16)
   c.data.name = "digits"
   c.data.image_size = 8
