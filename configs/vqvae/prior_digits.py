@@ -10,6 +10,8 @@ the two stay the same) encodes the 1,437 training digits at 16×16 into 4×4 gri
 16 indices in raster order, after a BOS token, learns p(c) = Π p(c_i | c_<i); Adam 1e-3, batch 64, 1,500 steps.
 Every evaluation samples 300 grids (temperature 1, one jitted lax.scan), decodes them with the VQ-VAE and
 scores them with the digits FID beside the Gaussian baseline, the test split and grids of independent codes.
+Measured (2-core CPU under a load of ~30, 298 s): FID 3.80 against 8.28 for the Gaussian baseline and 49.8 for
+independent codes; test NLL 2.12 nats per code against 3.19 for independent codes (docs/diffusion.md).
 
 Departures from the paper (van den Oord et al. 2017 fit a PixelCNN prior over 32×32 / 8×8 latent grids of
 ImageNet / CIFAR-10 VQ-VAEs):
