@@ -136,6 +136,7 @@ FULL_ONLY = {
     "vit/digits_canvas.py": "vit/digits.py", "bert/finetune_topics.py": "bert/finetune_numbers.py",
     # The linear protocol: tests/test_ssl_task.py steps this config's Trainer (init_from an SSL run, frozen encoder).
     "ssl/moco_linear.py": "vit/digits.py",
+    "vqvae/prior_digits.py": "vqvae/digits.py",  # tests/test_code_prior.py: the prior's loss, causality, sampler
 }
 FULL = bool(os.environ.get("PAPERS_JAX_FULL_PARITY"))
 

@@ -6,8 +6,8 @@ The paper's image model (models/vqvae.py) at demo size: two 4×4 stride-2 convol
 64 hidden units, 32 codes of dimension 16, β = 0.25; `ema=1` uses the EMA codebook (γ = 0.99) with
 dead-code restarts. Reconstructions go to reconstructions/ and TensorBoard; eval/perplexity and
 eval/codebook_usage show how much of the codebook is used; eval/fid_reconstructions is the digits FID of the
-test split's reconstructions (no prior is trained, so no samples), beside the Gaussian baseline. `smoke`
-shrinks it to seconds.
+test split's reconstructions, beside the Gaussian baseline; configs/vqvae/prior_digits.py trains the prior
+over its codes that gives samples. `smoke` shrinks it to seconds.
 
 Departures from the paper (a CPU demo, not one of its experiments):
 - 16×16 digits instead of CIFAR-10 / ImageNet; 64 hidden units (paper 256), K = 32 codes (paper 512),

@@ -9,7 +9,8 @@ start at N(1, 0.02).
 
 Variants: `dcgan_64` is the paper's 64×64 network (G: 4×4×8g → 8×8×4g → 16×16×2g → 32×32×g → 64×64×C with
 g = 64; D mirrored with 64, 128, 256, 512 channels); `dcgan_32` drops one stage for 32×32 images (CIFAR-10,
-MNIST at 32 px), `dcgan_16` one more (the CPU demo on digits at 16 px); `gan_mlp_1d` is a small MLP pair
+MNIST at 32 px), `dcgan_16` one more; any of them with img_size=8 is one more still (the digits demo at their
+native 8 px: one hidden layer in each network, and so no BatchNorm in D); `gan_mlp_1d` is a small MLP pair
 on scalars for the 1-D toy.
 
 `GAN` holds the pair as `generator` and `discriminator`, so a task's optimizer phases select their params by

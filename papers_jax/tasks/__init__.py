@@ -23,6 +23,7 @@ TASK_CLASSES = {
     "cpc": "CPCTask",
     "diffusion": "DiffusionTask",
     "vqvae": "VQVAETask",
+    "code_prior": "CodePriorTask",
     "ts_representation": "TSRepresentationTask",
     "promptable_segmentation": "PromptableSegmentationTask",
     "vision_language": "VisionLanguageTask",

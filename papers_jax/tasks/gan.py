@@ -17,7 +17,9 @@ samples from fixed noise to <workdir>/samples/step_<step>.png and TensorBoard. W
 (digits only), that many samples from fixed noise (`gan.sample_seed`) are scored with the digits FID against
 the train split (evaluators/fid.py: digits_sample_metrics): eval/fid, beside eval/fid_gaussian (Gaussian noise
 with the data's pixel mean and covariance, as many draws: the floor to beat) and eval/fid_test_split (the
-held-out real digits); the grid then shows the first of those samples. The metrics of the phases
+held-out real digits); the grid then shows the first of those samples. `gan.fid_image_size` (0: the data's
+size) scores the samples at another size, each resized as the data pipeline resizes the real digits (bilinear):
+a generator of the native 8×8 digits is scored at 16×16 beside the other models. The metrics of the phases
 (core/step.py) are discriminator/loss, discriminator/d_real, discriminator/d_fake, generator/loss, ...
 """
 
@@ -32,14 +34,15 @@ from papers_jax import models
 from papers_jax.core import precision, sharding
 from papers_jax.core.optim import Phase
 from papers_jax.core.state import merge_model
-from papers_jax.data import pipeline
+from papers_jax.data import pipeline, preprocess
 from papers_jax.errors import ConfigError
 from papers_jax.evaluators import fid as fid_lib
 from papers_jax.evaluators import reconstruction as vis
 from papers_jax.models import dcgan
 from papers_jax.objectives import gan as objective
 
-RANGES = (("vis_examples", "[0, 1024]"), ("sample_seed", "[0, 4294967295]"), ("fid_samples", "[0, 100000]"))
+RANGES = (("vis_examples", "[0, 1024]"), ("sample_seed", "[0, 4294967295]"), ("fid_samples", "[0, 100000]"),
+          ("fid_image_size", "[0, 1024]"))
 PHASES = (Phase("discriminator", r"^discriminator/"), Phase("generator", r"^generator/"))
 
 
@@ -129,29 +132,38 @@ class GANTask:
     return eval_fn
 
   def sample(self, trainer, n: int, seed: int | None = None) -> np.ndarray:
-    """`n` samples (n, H, W, C) in [0, 1] from the generator in evaluation mode, noise from `seed`."""
+    """`n` samples (n, H, W, C) in [0, 1] from the generator, noise from `seed`: in evaluation mode, or, when
+    the run keeps a weight EMA (`config.ema_decay`), from the EMA weights with BatchNorm on the statistics of
+    the n samples themselves (the running statistics belong to the raw weights)."""
     seed = int(self.gan.sample_seed) if seed is None else seed
+    ema = "ema_params" in trainer.state.extra
     if getattr(self, "_sample_for", None) is not trainer:
       graphdef = trainer.graphdef
 
       def generate(params, model_state, z):
-        return merge_model(graphdef, params, model_state).generator(z, train=False)
+        return merge_model(graphdef, params, model_state).generator(z, train=ema)
       self._sample_jit = jax.jit(generate, out_shardings=sharding.replicated(trainer.mesh))
       self._sample_for = trainer
     z = jax.random.normal(jax.random.key(seed), (n, self.z_dim))
+    params = trainer.state.extra["ema_params"] if ema else trainer.state.params
     with sharding.use_mesh(trainer.mesh, trainer.rules):
-      return to_uint8_range(self._sample_jit(trainer.state.params, trainer.state.model_state, z))
+      return to_uint8_range(self._sample_jit(params, trainer.state.model_state, z))
 
   def after_eval(self, trainer, step: int, writer, source, metrics) -> dict:
     del source, metrics
     n, out = int(self.gan.vis_examples), {}
-    samples = None
+    if not (n or self.fid_samples):
+      return out
+    samples = self.sample(trainer, max(n, self.fid_samples))
+    size = int(self.gan.get("fid_image_size") or self.config.data.image_size)
+    if size != samples.shape[1]:  # resized as the data pipeline resizes the real digits (bilinear, uint8)
+      samples = np.stack([preprocess.resize(np.round(x * 255).astype(np.uint8), size) / 255.0 for x in samples])
+      samples = samples.reshape(len(samples), size, size, -1)
     if self.fid_samples:
-      samples = self.sample(trainer, max(n, self.fid_samples))
-      out = fid_lib.digits_sample_metrics(np.round(samples[:self.fid_samples] * 255).astype(np.uint8),
-                                          self.config.data.image_size, seed=int(self.gan.sample_seed))
+      out = fid_lib.digits_sample_metrics(np.round(samples[:self.fid_samples] * 255).astype(np.uint8), size,
+                                          seed=int(self.gan.sample_seed))
     if n and writer is not None:
-      samples = self.sample(trainer, n) if samples is None else samples[:n]
+      samples = samples[:n]
       cols = int(np.ceil(np.sqrt(n)))
       rows = [samples[i:i + cols] for i in range(0, n - n % cols or n, cols)]
       picture = vis.grid_image(rows, cell=2 * samples.shape[1])

@@ -10,7 +10,7 @@ fraction of codes that the whole eval split uses. With `vqvae.fid` (digits only)
 whole eval split are scored with the digits FID against the train split (evaluators/fid.py:
 digits_sample_metrics): eval/fid_reconstructions, beside eval/fid_gaussian (as many Gaussian-noise draws with the
 data's pixel mean and covariance) and eval/fid_test_split (the real test images themselves: the floor a
-reconstruction can reach). No prior over the codes is trained here, so there are no samples to score.
+reconstruction can reach). Samples need a prior over the codes: tasks/code_prior.py trains one on a finished run.
 """
 
 import os
