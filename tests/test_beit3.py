@@ -140,7 +140,9 @@ def test_experts_route_by_modality(tiny):
   image_alone = lambda m: jnp.concatenate([m.encode(images)[0], jnp.zeros((2, 6, 16))], 1)  # noqa: E731
   assert changes((1, "vl"), image_alone) == (False, False)
   assert changes((1, "vision"), image_alone) == (True, False)
-  text_alone = lambda m: jnp.concatenate([jnp.zeros((2, n, 16)), m.encode(input_ids=ids, text_mask=text_mask)[0]], 1)  # noqa: E731
+  def text_alone(m):
+    return jnp.concatenate([jnp.zeros((2, n, 16)), m.encode(input_ids=ids, text_mask=text_mask)[0]], 1)
+
   assert changes((1, "language"), text_alone) == (False, True)
   assert changes((1, "vision"), text_alone) == (False, False)
 
@@ -158,7 +160,9 @@ def test_prefix_lm_mask(tiny):
   model, images, ids, text_mask = tiny
   n = model.num_image_tokens
   full = jnp.ones_like(text_mask)
-  run = lambda im, t: np.asarray(model.encode(im, t, full, attention_mask=beit3.prefix_lm_mask(n, full))[0])  # noqa: E731
+  def run(im, t):
+    return np.asarray(model.encode(im, t, full, attention_mask=beit3.prefix_lm_mask(n, full))[0])
+
   before = run(images, ids)
   moved = np.abs(run(images, ids.at[:, 3].set((ids[:, 3] + 1) % 50)) - before).max(-1) > 1e-6
   np.testing.assert_array_equal(moved[0], np.arange(n + 6) >= n + 3)
@@ -174,7 +178,9 @@ def test_parameter_counts_against_the_paper():
   per modality and no VL experts: ours with vl_layers=0 plus that second set is 220.0M (−0.9%; the rest is
   its two ITC projections, 1,024 text positions and Magneto's sub-LayerNorms)."""
   giant = nnx.eval_shape(lambda: models.create("beit3_giant_patch14_224", rngs=FixedKeyRngs()))
-  part = lambda name: sum(num_params(getattr(b, name)) for b in giant.blocks if getattr(b, name) is not None)  # noqa: E731
+  def part(name):
+    return sum(num_params(getattr(b, name)) for b in giant.blocks if getattr(b, name) is not None)
+
   assert [round(part(k) / 1e6) for k in ("vision", "language", "vl", "attn")] == [692, 692, 52, 317]
   assert sum(b.vl is not None for b in giant.blocks) == 3 and giant.blocks[-1].vl is not None
   assert num_params(giant) == 1_845_830_528

@@ -21,10 +21,10 @@ Departures from the paper (a CPU demo):
   - the visual tokenizer is a VQ-VAE with 64 codes trained on these scenes (configs/beit3/tokenizer.py), not
     BEiT v2's VQ-KD with 8,192 codes;
   - generated scenes and their captions instead of the paper's corpora; the text-only stream is the captions;
-  - batch 32 of each stream, `steps` steps (700 by default), lr 1e-3 with a 10% warm-up then linear decay,
+  - batch 32 of each stream, `steps` steps (250 by default: 8,000 scenes), lr 1e-3 with a 10% warm-up then linear decay,
     weight decay 0.05 (not on biases and LayerNorm gains), no gradient clipping;
   - no stochastic depth, dropout or augmentation; block masks of at least 2 patches (BEiT's 16 does not fit a
-    4×4 grid); masked text tokens all become [MASK];
+    4×4 grid); masked text tokens follow BERT (80% [MASK], 10% random, 10% kept; data/mlm.py);
   - the shared pre-attention and final LayerNorms of models/beit3.py (VLMo's layout), the attention
     projections shared as the paper says (the released code keeps one set per modality).
 `smoke`: width 32, 2 layers, 4 steps, an untrained VQ-VAE as the tokenizer (the tests').
@@ -35,7 +35,7 @@ from papers_jax.tasks import beit3
 
 
 def get_config(arg=None):
-  args = parse_arg(arg, smoke=False, steps=700)
+  args = parse_arg(arg, smoke=False, steps=250)
   c = base_config()
   c.task = "beit3"
   c.beit3 = beit3.default_config(objective="pretrain")

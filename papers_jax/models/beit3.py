@@ -154,7 +154,8 @@ class BEiT3(nnx.Module):
                       init=init, attention_impl=attention_impl, **kw)
         for i in range(depth)])
     self.norm = LayerNorm(hidden_size, eps=layer_norm_eps, **kw)
-    self.mlm_head = Dense(hidden_size, vocab_size, axes=("embed", "vocab"), kernel_init=init, **kw) if mlm_head else None
+    self.mlm_head = (Dense(hidden_size, vocab_size, axes=("embed", "vocab"), kernel_init=init, **kw)
+                     if mlm_head else None)
     self.mim_head = (Dense(hidden_size, num_visual_tokens, axes=("embed", "classes"), kernel_init=init, **kw)
                      if num_visual_tokens else None)
     self.pooler = Pooler(hidden_size, init=init, **kw) if nlvr_head else None
