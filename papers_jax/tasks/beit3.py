@@ -63,6 +63,13 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
       tokenizer_factor=4) | overrides)
 
 
+@functools.cache
+def _scene_wordpiece(vocab_size: int) -> tokenizers.Tokenizer:
+  """The WordPiece tokenizer of the scenes' training captions and questions and the NLVR training statements."""
+  texts = vqa_scenes.training_texts() + nlvr_scenes.training_statements()
+  return tokenizers.train_wordpiece(texts, vocab_size, min_frequency=1)
+
+
 class BEiT3Task:
   """Model + objectives + evaluation for `config.task = "beit3"`."""
 
@@ -98,8 +105,7 @@ class BEiT3Task:
   def tokenizer(self) -> tokenizers.Tokenizer:
     if self.cfg.tokenizer:
       return tokenizers.load(self.cfg.tokenizer)
-    texts = vqa_scenes.training_texts() + nlvr_scenes.training_statements()
-    return tokenizers.train_wordpiece(texts, int(self.cfg.vocab_size), min_frequency=1)
+    return _scene_wordpiece(int(self.cfg.vocab_size))
 
   def save_assets(self, workdir: str):
     self.tokenizer.save(os.path.join(workdir, tokenizers.FILE_NAME))
