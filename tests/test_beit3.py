@@ -234,6 +234,9 @@ def test_nlvr_statements_and_labels():
   assert {nlvr_scenes.statement(*k) for k in train}.isdisjoint({nlvr_scenes.statement(*k) for k in test})
   for pos in (0, 1):
     assert {k[pos] for k in train} == {k[pos] for k in train | test}
+  colour_train, colour_test = (set(nlvr_scenes.split_statements(s, "colours")) for s in ("train", "test"))
+  assert len(colour_train) == 16 and colour_test <= test and colour_train <= train
+  assert sorted(nlvr_scenes.SUBJECTS[s][0] for _, s in colour_test) == sorted(nlvr_scenes.COLOURS[1:])
   source = nlvr_scenes.NLVRScenesSource("test")
   assert len(source) == 1000 and 0.45 < source.label.mean() < 0.55
   scenes = source.scenes.scenes

@@ -130,7 +130,7 @@ FULL_ONLY = {
     "informer/ett.py": "patchtst/ett_like.py", "informer/ett_like.py": "patchtst/ett_like.py",
     "crossformer/ett.py": "patchtst/ett_like.py", "crossformer/ett_like.py": "patchtst/ett_like.py",
     "beit3/tokenizer.py": "vqvae/digits.py",  # the BEiT-3 configs: tests/test_beit3.py traces both tasks
-    "beit3/scenes_pretrain.py": "", "beit3/nlvr.py": "",
+    "beit3/scenes_pretrain.py": "", "beit3/nlvr.py": "", "beit3/nlvr_colours.py": "",
 }
 FULL = bool(os.environ.get("PAPERS_JAX_FULL_PARITY"))
 

@@ -79,6 +79,7 @@ def main():
   parser.add_argument("--scratch", action="store_true", help="also fine-tune from random weights")
   parser.add_argument("--args", default="", help="extra overrides for every stage, space-separated")
   parser.add_argument("--pretrain_steps", type=int, default=0, help="the pre-training config's steps (0: its default)")
+  parser.add_argument("--nlvr_config", default="nlvr.py", help="nlvr.py, or nlvr_colours.py (colour statements)")
   parser.add_argument("--nlvr_steps", type=int, default=0, help="the NLVR config's steps (0: its default)")
   args = parser.parse_args()
   extra = args.args.split()
@@ -88,16 +89,19 @@ def main():
   pretrain = run(pretrain_config, os.path.join(root, "pretrain"),
                  f"--config.beit3.visual_tokenizer={last_checkpoint(os.path.join(root, 'tokenizer'))}", *extra)
   results = {"pretrain": {k: v for k, v in pretrain.items() if k.startswith("eval/")}}
-  nlvr_config = "nlvr.py" + (f":steps={args.nlvr_steps}" if args.nlvr_steps else "")
-  nlvr = run(nlvr_config, os.path.join(root, "nlvr"),
+  stage = args.nlvr_config[:-len(".py")]
+  nlvr_config = args.nlvr_config + (f":steps={args.nlvr_steps}" if args.nlvr_steps else "")
+  nlvr = run(nlvr_config, os.path.join(root, stage),
              f"--config.init_from={last_checkpoint(os.path.join(root, 'pretrain'))}", *extra)
   results["nlvr"] = {k: v for k, v in nlvr.items() if k.startswith("eval/accuracy")}
   results["nlvr_wall_time_s"] = nlvr.get("wall_time_s")
   if args.scratch:
-    scratch = run(nlvr_config, os.path.join(root, "nlvr_scratch"), *extra)
+    scratch = run(nlvr_config, os.path.join(root, f"{stage}_scratch"), *extra)
     results["nlvr_scratch"] = {k: v for k, v in scratch.items() if k.startswith("eval/accuracy")}
   from papers_jax.data import nlvr_scenes
-  results["baselines"] = nlvr_scenes.label_baselines()
+  from papers_jax.core import config as config_lib
+  subjects = config_lib.load(os.path.join(ROOT, "configs", "beit3", args.nlvr_config)).data.get("subjects", "all")
+  results["baselines"] = nlvr_scenes.label_baselines(subjects)
   results["pretrain_baselines"] = masked_modelling_baselines(last_checkpoint(os.path.join(root, "tokenizer")))
   with open(os.path.join(root, "results.json"), "w") as f:
     json.dump(results, f, indent=1)

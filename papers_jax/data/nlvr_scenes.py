@@ -58,10 +58,20 @@ def is_test_statement(template: int, subject: int) -> bool:
   return (template + subject) % 5 == 2
 
 
-def split_statements(split: str) -> list[tuple[int, int]]:
+# `subjects`: "all" (the 19 subjects), or "colours": only "{colour} object" (20 statements, 4 of them test-only).
+SUBJECT_SETS = ("all", "colours")
+
+
+def _subject_ids(subjects: str) -> list[int]:
+  if subjects not in SUBJECT_SETS:
+    raise DataError(f"nlvr_scenes subjects must be one of {SUBJECT_SETS} (data.subjects), got {subjects!r}")
+  return [s for s, (c, k) in enumerate(SUBJECTS) if subjects == "all" or (c and k == "object")]
+
+
+def split_statements(split: str, subjects: str = "all") -> list[tuple[int, int]]:
   """(template, subject) pairs of a split's statements; train and test share none."""
   test = split != "train"
-  return [(t, s) for t in range(len(TEMPLATES)) for s in range(len(SUBJECTS)) if is_test_statement(t, s) == test]
+  return [(t, s) for t in range(len(TEMPLATES)) for s in _subject_ids(subjects) if is_test_statement(t, s) == test]
 
 
 def scene_counts(split: str) -> np.ndarray:
@@ -88,13 +98,13 @@ def truth(template: int, left, right):
 
 
 @functools.cache
-def examples(split: str) -> tuple[np.ndarray, ...]:
+def examples(split: str, subjects: str = "all") -> tuple[np.ndarray, ...]:
   """(left, right, template, subject, label) int arrays of a split's examples; deterministic."""
   if split not in SPLITS:
     raise DataError(f"Unknown nlvr_scenes split {split!r} (data.train_split / data.eval_split); use one of "
                     f"{list(SPLITS)}.")
   counts = scene_counts(split)
-  statements = split_statements(split)
+  statements = split_statements(split, subjects)
   rng = np.random.default_rng([SEED, _SPLIT_SEED[split]])
   rows = []
   while len(rows) < SPLITS[split]:
@@ -108,15 +118,16 @@ def examples(split: str) -> tuple[np.ndarray, ...]:
 
 
 def training_statements() -> list[str]:
+  """Every training statement of the full set (the tokenizer's texts, whichever `subjects` a run uses)."""
   return [statement(t, s) for t, s in split_statements("train")]
 
 
 class NLVRScenesSource:
   """The pair-reasoning examples of `split`; see the module docstring."""
 
-  def __init__(self, split: str):
+  def __init__(self, split: str, subjects: str = "all"):
     self.split, self.name, self.num_classes = split, "nlvr_scenes", 2
-    self.left, self.right, self.template, self.subject, self.label = examples(split)
+    self.left, self.right, self.template, self.subject, self.label = examples(split, subjects)
     self.scenes = vqa_scenes.VQAScenesSource(split)
 
   def __len__(self) -> int:
@@ -130,12 +141,12 @@ class NLVRScenesSource:
             "label": np.int32(self.label[i]), "template": np.int32(self.template[i]), "scenes": np.int32([l, r])}
 
 
-def label_baselines() -> dict:
+def label_baselines(subjects: str = "all") -> dict:
   """Test accuracy of answers that never look at the images: the majority training label, and the majority
   training label of each exact statement (falling back to the majority label for statements unseen in
   training, which every test statement is)."""
-  _, _, t_tr, s_tr, y_tr = examples("train")
-  _, _, t_te, s_te, y_te = examples("test")
+  _, _, t_tr, s_tr, y_tr = examples("train", subjects)
+  _, _, t_te, s_te, y_te = examples("test", subjects)
   majority = int(np.mean(y_tr) >= 0.5)
   prior = {}
   for key in set(zip(t_tr.tolist(), s_tr.tolist())):

@@ -98,7 +98,7 @@ class BEiT3Task:
   def source(self, split: str):
     if split not in self._sources:
       self._sources[split] = (vqa_scenes.VQAScenesSource(split, "captions") if self.pretrain
-                              else nlvr_scenes.NLVRScenesSource(split))
+                              else nlvr_scenes.NLVRScenesSource(split, self.config.data.get("subjects", "all")))
     return self._sources[split]
 
   @functools.cached_property
