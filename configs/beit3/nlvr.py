@@ -4,10 +4,10 @@
       --config.init_from=runs/beit3_pretrain/checkpoints/250/state
   python -m papers_jax.main --config configs/beit3/nlvr.py --workdir runs/beit3_nlvr_scratch   # no pre-training
 
-The model of configs/beit3/scenes_pretrain.py with the NLVR2 head of BEiT-3 and ViLT: each image of the
-pair is encoded with the statement, the two pooled outputs (LayerNorm → Linear → tanh on the image class
-token) are concatenated, then Linear(2D, 2D) → LayerNorm → GELU → Linear(2D, 2); cross-entropy on true /
-false. init_from loads everything but the MLM/MIM heads (init_skip = tasks.beit3.NLVR_INIT_SKIP). Eval:
+The model of configs/beit3/scenes_pretrain.py with the NLVR2 head of the released BEiT-3 code: each image of
+the pair is encoded with the statement, the outputs at the image class token and at the text's [CLS] of both
+passes are concatenated (4D), then Linear(4D, 2D) → LayerNorm → GELU → Linear(2D, 2); cross-entropy on
+true / false. init_from loads everything but the MLM/MIM heads (init_skip = tasks.beit3.NLVR_INIT_SKIP). Eval:
 accuracy on the 1,000 test pairs (unseen scenes, unseen statements), per template too. Baselines that never
 look at the images (data/nlvr_scenes.py label_baselines): the majority label 52.2%, the majority label of
 each exact statement 52.2% (no test statement occurs in training).

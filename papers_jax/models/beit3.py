@@ -16,9 +16,9 @@ by a learned [MASK] embedding before the positions are added, as BEiT); texts �
 embeddings. `encode` takes either or both, a key-padding mask for the text, and optionally a full
 (B, 1, N, N) attention mask (the captioning prefix-LM mask: `prefix_lm_mask`). A final LayerNorm ends
 the encoder. Heads: `mlm_head` (Linear D → vocab, text tokens), `mim_head` (Linear D → visual tokens,
-image patches), and with `nlvr_head` the BEiT-3/ViLT NLVR2 head: each image of the pair encoded with the
-statement, the pooled outputs (LN → Linear → tanh on the first token, the image class token)
-concatenated, then Linear(2D, 2D) → LayerNorm → GELU → Linear(2D, 2).
+image patches), and with `nlvr_head` the NLVR2 head of the released BEiT-3 code (BEiT3ForVisualReasoning):
+each image of the pair encoded with the statement, the image class token's and the text's first token's
+outputs of both passes concatenated (4D), then Linear(4D, 2D) → LayerNorm → GELU → Linear(2D, 2).
 
 Variants (`beit3_giant_patch14_224` is the paper's Table 2; base and large are the released models'
 sizes, README of microsoft/unilm/beit3): base L12 D768 FFN 3072 H12, large L24 D1024 FFN 4096 H16,
@@ -88,28 +88,16 @@ class MultiwayBlock(nnx.Module):
 
 
 class NLVRHead(nnx.Module):
-  """Linear(2D, 2D) → LayerNorm → GELU → Linear(2D, classes) on the two pooled outputs concatenated."""
+  """Linear(4D, 2D) → LayerNorm → GELU → Linear(2D, classes) on [image cls, text cls] of both images."""
 
   def __init__(self, dim: int, num_classes: int = 2, *, init, dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-    self.fc1 = Dense(2 * dim, 2 * dim, axes=("embed", "mlp"), kernel_init=init, **kw)
+    self.fc1 = Dense(4 * dim, 2 * dim, axes=("embed", "mlp"), kernel_init=init, **kw)
     self.norm = LayerNorm(2 * dim, eps=1e-5, **kw)
     self.fc2 = Dense(2 * dim, num_classes, axes=("mlp", "classes"), kernel_init=init, **kw)
 
   def __call__(self, x):
     return self.fc2(jax.nn.gelu(self.norm(self.fc1(x)), approximate=False)).astype(jnp.float32)
-
-
-class Pooler(nnx.Module):
-  """LayerNorm → Linear → tanh on the first token."""
-
-  def __init__(self, dim: int, *, init, dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
-    kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-    self.norm = LayerNorm(dim, eps=1e-5, **kw)
-    self.dense = Dense(dim, dim, axes=("embed", None), kernel_init=init, **kw)
-
-  def __call__(self, x):
-    return jnp.tanh(self.dense(self.norm(x[:, 0])))
 
 
 def prefix_lm_mask(n_image: int, text_mask):
@@ -158,7 +146,6 @@ class BEiT3(nnx.Module):
                      if mlm_head else None)
     self.mim_head = (Dense(hidden_size, num_visual_tokens, axes=("embed", "classes"), kernel_init=init, **kw)
                      if num_visual_tokens else None)
-    self.pooler = Pooler(hidden_size, init=init, **kw) if nlvr_head else None
     self.nlvr_head = NLVRHead(hidden_size, init=init, **kw) if nlvr_head else None
 
   @property
@@ -207,10 +194,10 @@ class BEiT3(nnx.Module):
   def nlvr_logits(self, images, input_ids, text_mask):
     """images (B, 2, H, W, C) [left, right] and one statement per pair → float32 logits (B, 2)."""
     b = images.shape[0]
-    x, _ = self.encode(images.reshape((2 * b,) + images.shape[2:]), jnp.repeat(input_ids, 2, axis=0),
+    x, n = self.encode(images.reshape((2 * b,) + images.shape[2:]), jnp.repeat(input_ids, 2, axis=0),
                        jnp.repeat(text_mask, 2, axis=0))
-    pooled = self.pooler(x).reshape(b, 2 * self.hidden_size)
-    return self.nlvr_head(pooled)
+    rep = jnp.concatenate([x[:, 0], x[:, n]], axis=-1)  # the image's class token and the text's [CLS]
+    return self.nlvr_head(rep.reshape(b, 4 * self.hidden_size))
 
 
 # The paper's Table 2 (giant) and the released base / large sizes; ImageNet-style normalisation
@@ -240,7 +227,7 @@ def forward_flops(model, text_len: int | None = None, pair_images: int = 1) -> f
   if model.mim_head is not None:
     flops += 2 * model.patch_embed.num_patches * d * model.mim_head.kernel.shape[1]
   if model.nlvr_head is not None:
-    flops += pair_images * 2 * d * d + 2 * (2 * d) ** 2 + 2 * 2 * d * 2
+    flops += 2 * (4 * d) * (2 * d) + 2 * 2 * d * 2
   return float(flops)
 
 

@@ -41,7 +41,7 @@ from papers_jax.tasks.classification import normalize_images
 
 OBJECTIVES = ("pretrain", "nlvr")
 # init_skip of an NLVR run that starts from a pre-training checkpoint: its heads are new, the MLM/MIM heads go.
-NLVR_INIT_SKIP = ("^mlm_head/", "^mim_head/", "^pooler/", "^nlvr_head/")
+NLVR_INIT_SKIP = ("^mlm_head/", "^mim_head/", "^nlvr_head/")
 
 RANGES = (
     ("max_text_len", "[4, 4096]"),
