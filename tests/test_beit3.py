@@ -280,6 +280,11 @@ def test_task_traces_both_objectives(name):
     assert 0.1 < text_frac < 0.25 and 0.4 < pair_frac < 0.6  # 15% of a text alone, 50% of a pair's
   else:
     assert {"accuracy_both", "accuracy_left_more"} <= set(sums) and batch["image"].shape == (4, 2, 64, 64, 3)
+    # The colours subset tests no "left_more" statement: no per-template accuracy over zero examples.
+    colours = load_config("beit3/nlvr_colours.py", "smoke")
+    colour_task = loop.check_config(colours)[1]
+    sums = jax.eval_shape(colour_task.make_eval_fn(graphdef), params, rest, batch | {"mask": jnp.ones(4, bool)})
+    assert set(sums["counts"]) == {"accuracy_both", "accuracy_exactly_one", "accuracy_neither", "accuracy_right_more"}
 
 
 def _run_steps(config, devices):
