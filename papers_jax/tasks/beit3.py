@@ -9,7 +9,7 @@
               of the top layers. Loss = the sum of the four cross-entropies (each averaged over its masked
               positions). Eval: each term's loss and accuracy on the test scenes, with fixed masks.
   "nlvr"      NLVR2-style pair reasoning (data/nlvr_scenes.py): each image of a pair encoded with the
-              statement, the two pooled outputs concatenated into the NLVR head, 2-way cross-entropy
+              statement, the image and text [CLS] outputs of both passes into the NLVR head, 2-way cross-entropy
               (models/beit3.py). Eval: eval/accuracy and eval/accuracy_<template>. Start it from a
               pre-training run with `init_from=<run>/checkpoints/<step>/state`, `init_skip=NLVR_INIT_SKIP`.
 Visual tokens: the codes of a VQ-VAE (`beit3.visual_tokenizer`: a params checkpoint of
