@@ -137,6 +137,8 @@ FULL_ONLY = {
     # The linear protocol: tests/test_ssl_task.py steps this config's Trainer (init_from an SSL run, frozen encoder).
     "ssl/moco_linear.py": "vit/digits.py",
     "vqvae/prior_digits.py": "vqvae/digits.py",  # tests/test_code_prior.py: the prior's loss, causality, sampler
+    "beit3/tokenizer.py": "vqvae/digits.py",  # the BEiT-3 configs: tests/test_beit3.py traces both tasks
+    "beit3/scenes_pretrain.py": "", "beit3/nlvr.py": "", "beit3/nlvr_colours.py": "",
 }
 FULL = bool(os.environ.get("PAPERS_JAX_FULL_PARITY"))
 

@@ -439,6 +439,9 @@ def get_source(data_config, split: str):
     from papers_jax.data.photos import PhotoCropsSource
     return PhotoCropsSource(split, crop=data_config.get("crop", 32), channels=data_config.get("channels", 3),
                             crops_per_photo=data_config.get("crops_per_photo", 512))
+  if name == "vqa_scene_images":  # the BEiT-3 demo's tokenizer images (data/nlvr_scenes.py)
+    from papers_jax.data.nlvr_scenes import SceneImagesSource
+    return SceneImagesSource(split, factor=data_config.get("factor", 4))
   if name == "synthetic":
     # As many channels as the normalisation has; unset (the model name's), three as every registered one.
     mean = data_config.get("mean")

@@ -28,6 +28,7 @@ TASK_CLASSES = {
     "promptable_segmentation": "PromptableSegmentationTask",
     "vision_language": "VisionLanguageTask",
     "masked_patch_prediction": "MaskedPatchPredictionTask",
+    "beit3": "BEiT3Task",
 }
 TASKS = tuple(TASK_CLASSES)
 

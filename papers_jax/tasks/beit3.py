@@ -1,0 +1,295 @@
+"""BEiT-3 masked data modelling and NLVR2-style fine-tuning (`config.task = "beit3"`), Wang et al. 2023.
+
+`config.beit3.objective` selects the recipe:
+  "pretrain"  masked data modelling (§2.2) on the generated scenes (data/vqa_scenes.py), three passes of one
+              Multiway Transformer per step: (1) the image alone with 40% of its patches masked block-wise
+              (objectives/beit3.py `block_mask`), predicting their visual tokens (MIM); (2) a caption alone
+              with 15% of its tokens masked (MLM); (3) the image-text pair with 50% of the text masked and
+              40% of the patches (another block mask), predicting both, through the vision-language experts
+              of the top layers. Loss = the sum of the four cross-entropies (each averaged over its masked
+              positions). Eval: each term's loss and accuracy on the test scenes, with fixed masks.
+  "nlvr"      NLVR2-style pair reasoning (data/nlvr_scenes.py): each image of a pair encoded with the
+              statement, the image and text [CLS] outputs of both passes into the NLVR head, 2-way cross-entropy
+              (models/beit3.py). Eval: eval/accuracy and eval/accuracy_<template>. Start it from a
+              pre-training run with `init_from=<run>/checkpoints/<step>/state`, `init_skip=NLVR_INIT_SKIP`.
+Visual tokens: the codes of a VQ-VAE (`beit3.visual_tokenizer`: a params checkpoint of
+configs/beit3/tokenizer.py, built with `beit3.visual_tokenizer_model`) on each image downsampled by
+`beit3.tokenizer_factor`, one code per patch; computed once per split when its source is first read.
+"random" uses an untrained VQ-VAE (seed 0), for smoke runs and tests only. Text: "[CLS] words [SEP]"
+padded to `beit3.max_text_len`, by a WordPiece tokenizer trained on the scenes' training captions and
+questions and the NLVR training statements (deterministic, so both runs train the same one; saved as
+<workdir>/tokenizer.json), or `beit3.tokenizer` (a tokenizer.json).
+"""
+
+import functools
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from papers_jax import models
+from papers_jax.core.config import image_preprocessing
+from papers_jax.core.state import merge_model
+from papers_jax.data import mlm, nlvr_scenes, tokenizers, vqa_scenes
+from papers_jax.errors import ConfigError
+from papers_jax.models import beit3
+from papers_jax.objectives import beit3 as objective
+from papers_jax.tasks.classification import normalize_images
+
+OBJECTIVES = ("pretrain", "nlvr")
+# init_skip of an NLVR run that starts from a pre-training checkpoint: its heads are new, the MLM/MIM heads go.
+NLVR_INIT_SKIP = ("^mlm_head/", "^mim_head/", "^nlvr_head/")
+
+RANGES = (
+    ("max_text_len", "[4, 4096]"),
+    ("text_mask_prob", "(0, 1]"),
+    ("pair_text_mask_prob", "(0, 1]"),
+    ("image_mask_ratio", "(0, 1)"),
+    ("block_min_patches", "[1, 4096]"),
+    ("tokenizer_factor", "[1, 64]"),
+)
+
+
+def default_config(**overrides) -> ml_collections.ConfigDict:
+  """`config.beit3`, the fields this task reads."""
+  return ml_collections.ConfigDict(dict(
+      objective="pretrain", tokenizer="", vocab_size=320, max_text_len=24, text_mask_prob=0.15,
+      pair_text_mask_prob=0.5, image_mask_ratio=0.4, block_min_patches=2, visual_tokenizer="",
+      visual_tokenizer_model=dict(name="vqvae", in_chans=3, hidden=64, res_hidden=32, num_codes=64, code_dim=16,
+                                  ema_decay=0.99, restart_threshold=0.01),
+      tokenizer_factor=4) | overrides)
+
+
+@functools.cache
+def _scene_wordpiece(vocab_size: int) -> tokenizers.Tokenizer:
+  """The WordPiece tokenizer of the scenes' training captions and questions and the NLVR training statements."""
+  texts = vqa_scenes.training_texts() + nlvr_scenes.training_statements()
+  return tokenizers.train_wordpiece(texts, vocab_size, min_frequency=1)
+
+
+class BEiT3Task:
+  """Model + objectives + evaluation for `config.task = "beit3"`."""
+
+  def __init__(self, config):
+    self.config = config
+    self.cfg = config.beit3
+    if self.cfg.objective not in OBJECTIVES:
+      raise ConfigError(f"beit3.objective must be one of {OBJECTIVES}, got {self.cfg.objective!r}")
+    want = "vqa_scenes" if self.pretrain else "nlvr_scenes"
+    if config.data.name != want:
+      raise ConfigError(f"beit3.objective={self.cfg.objective!r} reads data.name={want!r}, got {config.data.name!r}")
+    if self.pretrain and not self.cfg.visual_tokenizer:
+      raise ConfigError("beit3.visual_tokenizer is empty: set it to the params checkpoint of a "
+                        "configs/beit3/tokenizer.py run (<run>/checkpoints/<step>/state), or 'random' for a smoke run")
+    if self.pretrain and self.cfg.visual_tokenizer != "random" and not os.path.isdir(self.cfg.visual_tokenizer):
+      raise ConfigError(f"beit3.visual_tokenizer={self.cfg.visual_tokenizer!r} is not a checkpoint directory; train "
+                        "one with configs/beit3/tokenizer.py and pass <run>/checkpoints/<step>/state")
+    self.mean, self.std, _ = image_preprocessing(config)
+    self._sources, self._visual_tokens = {}, {}
+
+  @property
+  def pretrain(self) -> bool:
+    return self.cfg.objective == "pretrain"
+
+  # ------------------------------------------------------------------ data
+  def source(self, split: str):
+    if split not in self._sources:
+      self._sources[split] = (vqa_scenes.VQAScenesSource(split, "captions") if self.pretrain
+                              else nlvr_scenes.NLVRScenesSource(split, self.config.data.get("subjects", "all")))
+    return self._sources[split]
+
+  @functools.cached_property
+  def tokenizer(self) -> tokenizers.Tokenizer:
+    if self.cfg.tokenizer:
+      return tokenizers.load(self.cfg.tokenizer)
+    return _scene_wordpiece(int(self.cfg.vocab_size))
+
+  def save_assets(self, workdir: str):
+    self.tokenizer.save(os.path.join(workdir, tokenizers.FILE_NAME))
+
+  def encode_text(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+    tok, t = self.tokenizer, int(self.cfg.max_text_len)
+    ids = np.full((t,), tok.pad_id, np.int32)
+    pieces = [tok.cls_id] + tok.encode(text)[:t - 2] + [tok.sep_id]
+    ids[:len(pieces)] = pieces
+    return ids, (ids != tok.pad_id).astype(np.int32)
+
+  def visual_tokenizer(self):
+    """The VQ-VAE (an nnx module) of `beit3.visual_tokenizer`."""
+    kwargs = dict(self.cfg.visual_tokenizer_model)
+    vq = models.create(kwargs.pop("name"), rngs=nnx.Rngs(0), **kwargs)
+    path = self.cfg.visual_tokenizer
+    if path != "random":
+      from papers_jax.convert import init_model_state_from_checkpoint, init_params_from_checkpoint
+      graphdef, params, rest = nnx.split(vq, nnx.Param, ...)
+      params, _ = init_params_from_checkpoint(path, nnx.to_pure_dict(params), skip=())
+      rest, _ = init_model_state_from_checkpoint(path, nnx.to_pure_dict(rest))
+      vq = merge_model(graphdef, params, rest)
+    return vq
+
+  def visual_tokens(self, split: str) -> np.ndarray:
+    """(scenes, patches) int32: the visual token of every patch of every scene of the split."""
+    if split not in self._visual_tokens:
+      source = vqa_scenes.VQAScenesSource(split)
+      vq = self.visual_tokenizer()
+      factor = int(self.cfg.tokenizer_factor)
+      encode = jax.jit(lambda images: vq.encode(normalize_images(images, self.mean, self.std)))
+      out = []
+      for start in range(0, len(source), 500):
+        images = np.stack([nlvr_scenes.downsample(source.image(i), factor)
+                           for i in range(start, min(start + 500, len(source)))])
+        out.append(np.asarray(encode(images)).reshape(len(images), -1))
+      self._visual_tokens[split] = np.concatenate(out).astype(np.int32)
+    return self._visual_tokens[split]
+
+  def _mask_text(self, ids, rng, prob):
+    tok = self.tokenizer
+    maskable = ~np.isin(ids, [tok.pad_id, tok.cls_id, tok.sep_id])
+    t = len(ids)
+    return mlm.mask_tokens(ids, maskable, rng, mask_id=tok.mask_id, vocab_size=tok.vocab_size,
+                           max_predictions=t, prob=prob)
+
+  def preprocess(self, train: bool):
+    """pretrain: {"image", "visual_tokens" (P,), "image_mask", "pair_image_mask" (P,) bool, "text_*" and
+    "pair_*" MLM inputs}; nlvr: {"image" (2, H, W, C), "input_ids", "text_mask", "label", "template"}."""
+    split = self.config.data.train_split if train else self.config.data.eval_split
+    grid = None
+
+    def fn(example, rng):
+      nonlocal grid
+      if not self.pretrain:
+        ids, mask = self.encode_text(example["statement"])
+        return {"image": example["image"], "input_ids": ids, "text_mask": mask,
+                "label": np.asarray(example["label"], np.int32), "template": np.asarray(example["template"], np.int32)}
+      scene = int(example["label"])
+      if not train:  # fixed masks for evaluation
+        rng = np.random.default_rng(scene)
+      tokens = self.visual_tokens(split)[scene]
+      if grid is None:
+        side = int(round(np.sqrt(len(tokens))))
+        grid = (side, side)
+      count = int(round(float(self.cfg.image_mask_ratio) * len(tokens)))
+      block = dict(min_patches=int(self.cfg.block_min_patches))
+      texts = example["texts"]
+      pick = rng.integers(len(texts), size=2) if train else (0, len(texts) - 1)
+      text_ids, text_mask = self.encode_text(texts[int(pick[0])])
+      pair_ids, pair_mask = self.encode_text(texts[int(pick[1])])
+      t_in, t_pos, t_lab, t_w = self._mask_text(text_ids, rng, float(self.cfg.text_mask_prob))
+      p_in, p_pos, p_lab, p_w = self._mask_text(pair_ids, rng, float(self.cfg.pair_text_mask_prob))
+      return {"image": np.asarray(example["image"], np.uint8), "visual_tokens": tokens,
+              "image_mask": objective.block_mask(grid, count, rng, **block).reshape(-1),
+              "pair_image_mask": objective.block_mask(grid, count, rng, **block).reshape(-1),
+              "text_input_ids": t_in, "text_mask": text_mask, "text_positions": t_pos, "text_labels": t_lab,
+              "text_weights": t_w, "pair_input_ids": p_in, "pair_text_mask": pair_mask, "pair_positions": p_pos,
+              "pair_labels": p_lab, "pair_weights": p_w, "label": np.asarray(scene, np.int32)}
+
+    return fn
+
+  # ------------------------------------------------------------------ model
+  def build_model(self, rngs: nnx.Rngs) -> nnx.Module:
+    kwargs = dict(self.config.model)
+    name = kwargs.pop("name")
+    if kwargs.get("dtype"):
+      kwargs["dtype"] = jnp.dtype(kwargs["dtype"])
+    else:
+      kwargs.pop("dtype", None)
+    kwargs.setdefault("vocab_size", self.tokenizer.vocab_size)
+    kwargs.setdefault("max_text_len", int(self.cfg.max_text_len))
+    codes = int(self.cfg.visual_tokenizer_model["num_codes"])
+    kwargs |= dict(mlm_head=self.pretrain, num_visual_tokens=codes if self.pretrain else 0,
+                   nlvr_head=not self.pretrain)
+    model = models.create(name, rngs=rngs, **kwargs)
+    if not isinstance(model, beit3.BEiT3):
+      raise ConfigError(f"model.name {name!r} is not a BEiT-3 model ({', '.join(beit3.VARIANTS)})")
+    if model.vocab_size < self.tokenizer.vocab_size or model.max_text_len < int(self.cfg.max_text_len):
+      raise ConfigError(f"model vocab_size/max_text_len ({model.vocab_size}, {model.max_text_len}) are below the "
+                        f"tokenizer's {self.tokenizer.vocab_size} / beit3.max_text_len={self.cfg.max_text_len}")
+    return model
+
+  def tokens_per_example(self) -> int:
+    return int(self.cfg.max_text_len)
+
+  def forward_flops(self, model) -> float:
+    """Per example: pretrain counts its three passes as two pair passes (the image alone and the text alone
+    together cost a little less than one pair); nlvr two pair passes and the head."""
+    t = int(self.cfg.max_text_len)
+    if self.pretrain:
+      return 2 * models.forward_flops(model, text_len=t)
+    return models.forward_flops(model, text_len=t, pair_images=2)
+
+  # ------------------------------------------------------------------ losses
+  def _pretrain_terms(self, model, batch) -> dict:
+    """{name: (loss, accuracy, count)} of the four masked-modelling terms."""
+    images = normalize_images(batch["image"], self.mean, self.std)
+    targets = batch["visual_tokens"]
+    x, _ = model.encode(images, image_mask=batch["image_mask"])
+    out = {"mim": objective.masked_token_loss(model.mim_head(x[:, 1:]).astype(jnp.float32), targets,
+                                              batch["image_mask"])}
+    x, _ = model.encode(input_ids=batch["text_input_ids"], text_mask=batch["text_mask"])
+    logits = model.mlm_head(jnp.take_along_axis(x, batch["text_positions"][..., None], axis=1))
+    out["mlm"] = objective.masked_token_loss(logits.astype(jnp.float32), batch["text_labels"], batch["text_weights"])
+    x, n = model.encode(images, batch["pair_input_ids"], batch["pair_text_mask"], image_mask=batch["pair_image_mask"])
+    out["pair_mim"] = objective.masked_token_loss(model.mim_head(x[:, 1:n]).astype(jnp.float32), targets,
+                                                  batch["pair_image_mask"])
+    logits = model.mlm_head(jnp.take_along_axis(x[:, n:], batch["pair_positions"][..., None], axis=1))
+    out["pair_mlm"] = objective.masked_token_loss(logits.astype(jnp.float32), batch["pair_labels"],
+                                                  batch["pair_weights"])
+    return out
+
+  def _nlvr_logits(self, model, batch):
+    images = normalize_images(batch["image"], self.mean, self.std)
+    return model.nlvr_logits(images, batch["input_ids"], batch["text_mask"])
+
+  def make_loss_fn(self, graphdef):
+    def loss_fn(params, model_state, batch, rng):
+      del rng  # no dropout; the masks come from the host
+      model = merge_model(graphdef, params, model_state)
+      if self.pretrain:
+        terms = self._pretrain_terms(model, batch)
+        loss = sum(t[0] for t in terms.values())
+        metrics = {f"{k}_loss": t[0] for k, t in terms.items()} | {f"{k}_accuracy": t[1] for k, t in terms.items()}
+      else:
+        logits = self._nlvr_logits(model, batch)
+        loss = objective.nlvr_loss(logits, batch["label"]).mean()
+        metrics = {"accuracy": (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32).mean()}
+      return loss, (metrics, nnx.to_pure_dict(nnx.state(model, nnx.Not(nnx.Param))))
+
+    return loss_fn
+
+  def make_eval_fn(self, graphdef):
+    """Sums over the real rows; the loop divides by `count` (or by the entry of `counts`). Per-template
+    accuracies only for the templates the eval split has (the colours subset tests four of five)."""
+    templates = [] if self.pretrain else sorted(set(self.source(self.config.data.eval_split).template.tolist()))
+
+    def eval_fn(params, model_state, batch):
+      model = merge_model(graphdef, params, model_state)
+      rows = batch["mask"].astype(jnp.float32)
+      if self.pretrain:
+        # Padded rows carry no masked positions: their weights are zeroed first.
+        weight_keys = {"image_mask": "mim", "text_weights": "mlm", "pair_image_mask": "pair_mim",
+                       "pair_weights": "pair_mlm"}
+        batch = dict(batch) | {k: batch[k] * rows[:, None].astype(batch[k].dtype) for k in weight_keys}
+        terms = self._pretrain_terms(model, batch)
+        out = {"count": rows.sum(), "counts": {}}
+        loss = 0.0
+        for k, (term_loss, accuracy, count) in terms.items():
+          out[f"{k}_loss"], out[f"{k}_accuracy"] = term_loss * count, accuracy * count
+          out["counts"][f"{k}_loss"] = out["counts"][f"{k}_accuracy"] = count
+          loss = loss + term_loss
+        out["loss"] = loss * rows.sum()  # the sum of the four batch means, per example
+        return out
+      logits = self._nlvr_logits(model, batch)
+      correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)
+      out = {"loss": (objective.nlvr_loss(logits, batch["label"]) * rows).sum(), "count": rows.sum(),
+             "accuracy": (correct * rows).sum(), "counts": {}}
+      for k in templates:
+        name = nlvr_scenes.TEMPLATES[k]
+        is_type = (batch["template"] == k).astype(jnp.float32) * rows
+        out[f"accuracy_{name}"] = (correct * is_type).sum()
+        out["counts"][f"accuracy_{name}"] = is_type.sum()
+      return out
+
+    return eval_fn
