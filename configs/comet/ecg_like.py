@@ -4,12 +4,14 @@
   python -m papers_jax.main --config configs/comet/ecg_like.py --workdir runs/comet_ecg_like
 
 COMET's encoder (models/comet.py: TS2Vec's dilated CNN; the paper's hidden 64, 10 blocks, 320 dimensions with
-`paper`, a smaller one by default, below) and its hierarchical loss (objectives/comet.py) at the patient, trial, sample and observation levels, weighted as the
-official PTB configuration (0.1, 0.7, 0.1, 0.1), no mask for the patient and trial levels and continuous
-spans for the other two, τ = 0.1 for the id levels; AdamW (torch's default weight decay 0.01), the uniform
-average of the weights evaluated (the official AveragedModel). The report: an RBF-SVM and a linear probe on
+`paper`, a smaller one by default, below) and its hierarchical loss (objectives/comet.py) at the patient,
+trial, sample and observation levels, weighted as the official PTB configuration (0.1, 0.7, 0.1, 0.1), no
+mask for the patient and trial levels and continuous spans for the other two, τ = 0.1 for the id levels;
+AdamW (torch's default weight decay 0.01), the uniform average of the weights evaluated (the official
+AveragedModel). The report: an RBF-SVM and a linear probe on
 the max-pooled representations of the test patients' heartbeats, beside the SVM on the raw beats and on the
-untrained encoder. `smoke` runs a small encoder for a few steps.
+untrained encoder. `ids=False` drops the patient and trial levels (the ablation: sample and observation levels
+only, ½ and ½). `smoke` runs a small encoder for a few steps.
 
 Departures from the paper:
 - The data: a generated ECG-like set (48 patients, 3 recordings each, 6 beats of 96 steps and 3 leads per
@@ -31,13 +33,14 @@ from papers_jax.tasks import ts_representation
 
 
 def get_config(arg=None):
-  args = parse_arg(arg, steps=100, paper=False, smoke=False)
+  args = parse_arg(arg, steps=100, paper=False, ids=True, smoke=False)
   c = base_config()
   c.task = "ts_representation"
   c.data.name, c.data.path = "ecg_like", ""
   c.data.train_split, c.data.eval_split = "train", "test"
   c.ts_repr = ts_representation.default_config(
-      method="comet", comet_factors=(0.1, 0.7, 0.1, 0.1), comet_temperature=0.1,
+      method="comet", comet_factors=(0.1, 0.7, 0.1, 0.1) if args.ids else (0.0, 0.0, 0.5, 0.5),
+      comet_temperature=0.1,
       comet_masks=("all_true", "all_true", "continuous", "continuous"))
   c.model = dict(name="comet", output_dims=320, hidden_dims=64, depth=10, dropout=0.1)
   if not args.paper:
