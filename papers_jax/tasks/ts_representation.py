@@ -65,7 +65,6 @@ from papers_jax.core.state import merge_model
 from papers_jax.data import ecg_like, timeseries
 from papers_jax.errors import ConfigError
 from papers_jax.evaluators import linear_probe, svm
-from papers_jax.models import comet as comet_model
 from papers_jax.models import tfc as tfc_model
 from papers_jax.models import ts2vec as ts2vec_model
 from papers_jax.objectives import comet as comet_objective
