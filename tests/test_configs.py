@@ -126,6 +126,7 @@ FULL_ONLY = {
     "vit/cifar10.py": "vit/digits.py", "vilt/scenes_vqa.py": "vilt/scenes_pretrain.py",
     "poolformer/imagenet.py": "poolformer/digits.py", "deit/imagenet.py": "",
     "ts2vec/finetune.py": "", "slots/ucr.py": "", "ts2vec/ucr.py": "",  # tests/test_ts2vec.py: losses, encoder
+    "tfc/ucr.py": "", "comet/ucr.py": "", "comet/ecg_like.py": "",  # tests/test_tfc.py, tests/test_comet.py
     "ssl/dino.py": "ssl/simsiam.py", "ssl/cmc.py": "ssl/simclr.py", "ssl/moco_v3.py": "ssl/simclr.py",
     "danet/shapes.py": "",  # tests/test_danet.py: the attention modules and the model
     "sam/scenes.py": "", "sam/sa1b.py": "",  # SAM's forward: HF parity in tests/test_sam.py

@@ -2,8 +2,9 @@
 evaluation protocols.
 
 Data: a UCR/UEA classification set (data/timeseries.py ClassificationSource, `data.name =
-"ucr_uea:<name>"`): series (T, C) with NaN where missing, each channel standardised with the train split's
-statistics. Labels are used only by the evaluation.
+"ucr_uea:<name>"`), or the generated ECG-like set with patient and trial ids (data/ecg_like.py, "ecg_like"):
+series (T, C) with NaN where missing, each channel standardised with the train split's statistics. Labels are
+used only by the evaluation.
 
 `ts_repr.method`:
   "ts2vec"  TS2Vec (Yue et al., 2022): each step draws two overlapping crops of the batch's series, as the
@@ -20,6 +21,14 @@ statistics. Labels are used only by the evaluation.
             two augmented views of every series of the batch (jitter, then per-channel scaling), NT-Xent over
             all of them (the unlabelled contrast), SupCon over the labelled ones (objectives/contrastive.py),
             and cross-entropy of the labelled ones' head logits (both views), weighted by `hybrid_weights`.
+  "tfc"     TF-C (Zhang et al., 2022): models/tfc.py's time and frequency encoders on each series and on one
+            view of it (objectives/tfc.py: a time augmentation from the bank, the spectrum perturbed), NT-Xent
+            within each domain and the time-frequency consistency triplet loss; the representation is
+            [z_time, z_freq] (no pooling over time).
+  "comet"   COMET (Wang et al., 2023): models/comet.py's encoder (TS2Vec's) runs twice on the batch for each level
+            with a nonzero `comet_factors` weight (patient, trial, sample, observation; masks `comet_masks`),
+            and objectives/comet.py's hierarchical loss compares the passes; the patient and trial levels
+            need the ids of data/ecg_like.py's set (`data.name = "ecg_like"`), UCR/UEA sets have none.
   `ts_repr.label_fraction` < 1 keeps the labels of that stratified fraction of the train split (at least one
   series a class; a fixed seed, so runs compare on the same labels); the protocols below fit on those only.
   Series longer than `ts_repr.max_train_length` are trained on a random window of that length per batch.
@@ -38,7 +47,8 @@ test accuracy)
   baseline/svm_random_acc  the same SVM on the representations of the untrained encoder (same init seed).
 
 Config (`config.ts_repr`): method, temporal_unit, alpha, max_train_length, eval_batch, probe, label_fraction,
-label_seed, jitter, scaling, temperature, hybrid_weights (NT-Xent, SupCon, CE).
+label_seed, jitter, scaling, temperature, hybrid_weights (NT-Xent, SupCon, CE); TF-C's max_segments, freq_ratio,
+freq_alpha, margin, tfc_lambda; COMET's comet_factors, comet_masks, comet_temperature.
 """
 
 import functools
@@ -52,13 +62,16 @@ from flax import nnx
 from papers_jax import models
 from papers_jax.core import precision, sharding
 from papers_jax.core.state import merge_model
-from papers_jax.data import timeseries
+from papers_jax.data import ecg_like, timeseries
 from papers_jax.errors import ConfigError
 from papers_jax.evaluators import linear_probe, svm
+from papers_jax.models import tfc as tfc_model
 from papers_jax.models import ts2vec as ts2vec_model
+from papers_jax.objectives import comet as comet_objective
 from papers_jax.objectives import contrastive, ts_contrastive
+from papers_jax.objectives import tfc as tfc_objective
 
-METHODS = ("ts2vec", "finetune", "hybrid")
+METHODS = ("ts2vec", "finetune", "hybrid", "tfc", "comet")
 CLASSIFIER_METHODS = ("finetune", "hybrid")
 EVAL_CROP_SEED = 0
 
@@ -72,6 +85,13 @@ RANGES = (
     ("scaling", "[0, 100]"),
     ("temperature", "(0, 100]"),
     ("hybrid_weights", "[0, 1000]"),
+    ("max_segments", "[1, 1000]"),
+    ("freq_ratio", "[0, 1]"),
+    ("freq_alpha", "[0, 100]"),
+    ("margin", "[0, 100]"),
+    ("tfc_lambda", "[0, 1]"),
+    ("comet_factors", "[0, 1000]"),
+    ("comet_temperature", "(0, 100]"),
 )
 
 
@@ -80,7 +100,10 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(
       method="ts2vec", temporal_unit=0, alpha=0.5, max_train_length=3000, eval_batch=64, probe=True,
       label_fraction=1.0, label_seed=0, jitter=0.03, scaling=0.1, temperature=0.2,
-      hybrid_weights=(1.0, 1.0, 1.0)) | overrides)
+      hybrid_weights=(1.0, 1.0, 1.0),
+      max_segments=5, freq_ratio=0.1, freq_alpha=0.1, margin=1.0, tfc_lambda=0.2,
+      comet_factors=(0.25, 0.25, 0.25, 0.25), comet_masks=("all_true", "all_true", "continuous", "continuous"),
+      comet_temperature=0.1) | overrides)
 
 
 def labelled_indices(labels: np.ndarray, fraction: float, seed: int = 0) -> np.ndarray:
@@ -145,13 +168,19 @@ class TSRepresentationTask:
     self.cfg = config.ts_repr
     if self.cfg.method not in METHODS:
       raise ConfigError(f"ts_repr.method={self.cfg.method!r}; choose one of {METHODS}")
+    if self.cfg.method == "comet" and config.data.name != "ecg_like" and any(self.cfg.comet_factors[:2]):
+      raise ConfigError(f"data.name={config.data.name!r} has no patient or trial ids: set the first two "
+                        f"ts_repr.comet_factors (patient, trial) to 0, or use data.name='ecg_like'")
     self._encode_jit = None
     self._random_scores = None
 
   # ------------------------------------------------------------------ data and model
   @functools.lru_cache(maxsize=4)
   def source(self, split: str):
-    source = timeseries.ClassificationSource(self.config.data, split)
+    if self.config.data.name == "ecg_like":
+      source = ecg_like.ECGLikeSource(self.config.data, split)
+    else:
+      source = timeseries.ClassificationSource(self.config.data, split)
     if split != self.config.data.train_split:
       return source
     labelled = labelled_indices(source.labels, float(self.cfg.label_fraction), int(self.cfg.label_seed))
@@ -179,11 +208,18 @@ class TSRepresentationTask:
         raise ConfigError(f"ts_repr.method={self.cfg.method!r} trains a classifier head: model.name must be "
                           f"'ts2vec_classifier', not {name!r}")
       extra["num_classes"] = self.source(self.config.data.train_split).num_classes
+    if self.cfg.method == "tfc":
+      extra["seq_len"] = self.length
     return models.create(name, rngs=rngs, **kwargs | extra)
 
   def forward_flops(self, model) -> float:
     """TS2Vec and the hybrid loss encode two views of each series per step (TS2Vec's crops are masks at the
     training length); fine-tuning one."""
+    if self.cfg.method == "tfc":  # each series and its view, in both domains
+      return 2 * tfc_model.forward_flops(model)
+    if self.cfg.method == "comet":  # two passes a level
+      views = 2 * sum(1 for f in self.cfg.comet_factors if f)
+      return views * ts2vec_model.forward_flops(model, seq_len=self.length)
     views = 1 if self.cfg.method == "finetune" else 2
     return views * ts2vec_model.forward_flops(model, seq_len=min(self.length, int(self.cfg.max_train_length)))
 
@@ -217,6 +253,35 @@ class TSRepresentationTask:
     loss = w[0] * unsupervised + w[1] * supervised + w[2] * ce / 2
     return loss, {"nt_xent": unsupervised, "supcon": supervised, "ce": ce / 2}
 
+  def _tfc_loss(self, model, series, key, train: bool, rngs=None):
+    """(loss, metrics): TF-C's loss on the series and one view of each (objectives/tfc.py)."""
+    k_time, k_freq = jax.random.split(key)
+    cfg = self.cfg
+    series = jnp.nan_to_num(series)
+    freq = tfc_model.spectrum(series)
+    view = tfc_objective.time_augment(k_time, series, jitter_sigma=float(cfg.jitter), scaling_sigma=float(cfg.scaling),
+                                      max_segments=int(cfg.max_segments))
+    view_freq = tfc_objective.frequency_augment(k_freq, freq, ratio=float(cfg.freq_ratio), alpha=float(cfg.freq_alpha))
+    return tfc_objective.tfc_loss(model(series, freq, train=train, rngs=rngs),
+                                  model(view, view_freq, train=train, rngs=rngs), temperature=float(cfg.temperature),
+                                  margin=float(cfg.margin), lam=float(cfg.tfc_lambda))
+
+  def _comet_loss(self, model, batch, train: bool, rngs=None):
+    """(loss, metrics): COMET's four levels (objectives/comet.py), two passes each. The passes of the levels that
+    share a mask mode run as one call on the batch repeated (masks and dropout are drawn per row, so the
+    passes are independent as separate calls would be): one compiled encoder per mask mode, not per pass."""
+    series, pairs = batch["series"], {}
+    active = [(level, mask) for level, factor, mask in zip(comet_objective.LEVELS, self.cfg.comet_factors,
+                                                           self.cfg.comet_masks) if factor]
+    for mode in sorted({mask for _, mask in active}):
+      levels = [level for level, mask in active if mask == mode]
+      out = model(jnp.tile(series, (2 * len(levels), 1, 1)), mask=mode, train=train, rngs=rngs)
+      passes = jnp.split(out, 2 * len(levels))
+      pairs |= {level: (passes[2 * i], passes[2 * i + 1]) for i, level in enumerate(levels)}
+    return comet_objective.comet_loss(pairs, batch.get("patient"), batch.get("trial"),
+                                      tuple(float(f) for f in self.cfg.comet_factors),
+                                      float(self.cfg.comet_temperature))
+
   @staticmethod
   def _labelled_ce(logits, labels, labelled):
     nll = -jnp.take_along_axis(jax.nn.log_softmax(logits.astype(jnp.float32)), labels[:, None], axis=-1)[:, 0]
@@ -234,6 +299,10 @@ class TSRepresentationTask:
         loss, metrics = self._loss(model, batch["series"], crop_key, True, rngs), {}
       elif method == "hybrid":
         loss, metrics = self._hybrid_loss(model, batch, crop_key, True, rngs)
+      elif method == "tfc":
+        loss, metrics = self._tfc_loss(model, batch["series"], crop_key, True, rngs)
+      elif method == "comet":
+        loss, metrics = self._comet_loss(model, batch, True, rngs)
       else:  # finetune: every series of the (labelled-only) train source
         loss = self._labelled_ce(model(batch["series"], train=True, rngs=rngs), batch["label"],
                                  jnp.ones_like(batch["label"], bool))
@@ -253,7 +322,12 @@ class TSRepresentationTask:
         correct = (logits.argmax(-1) == batch["label"]).astype(jnp.float32)
         return {"loss": (nll * valid).sum(), "accuracy": (correct * valid).sum(), "count": valid.sum()}
       # the batch's series that are padding repeat real ones: their loss is the batch's, weighted as one row each
-      loss = self._loss(model, batch["series"], jax.random.key(EVAL_CROP_SEED), False)
+      if method == "tfc":
+        loss = self._tfc_loss(model, batch["series"], jax.random.key(EVAL_CROP_SEED), False)[0]
+      elif method == "comet":  # in eval mode: no masks, no dropout
+        loss = self._comet_loss(model, batch, False)[0]
+      else:
+        loss = self._loss(model, batch["series"], jax.random.key(EVAL_CROP_SEED), False)
       return {"loss": loss * valid.sum(), "count": valid.sum()}
     return eval_fn
 
@@ -267,6 +341,8 @@ class TSRepresentationTask:
         model = merge_model(graphdef, params, model_state)
         if isinstance(model, ts2vec_model.TS2VecClassifier):
           return model.features(series)
+        if isinstance(model, tfc_model.TFC):
+          return model.represent(series)
         return model(series).max(axis=1)
       self._encode_jit = jax.jit(apply, out_shardings=sharding.replicated(trainer.mesh))
     size, out = int(self.cfg.eval_batch), []
