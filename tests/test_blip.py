@@ -127,3 +127,120 @@ def test_encoder_and_decoder_share_all_but_self_attention():
   shared = set(text) - set(decoder_only) - set(encoder_only)
   assert any("cross_attn" in p for p in shared) and any("/mlp/" in p for p in shared)
   assert any("embeddings" in p for p in shared)
+
+
+# ----------------------------------------------------------------------------- objectives
+def _softmax(x, axis=-1):
+  e = np.exp(x - x.max(axis, keepdims=True))
+  return e / e.sum(axis, keepdims=True)
+
+
+def _log_softmax(x, axis=-1):
+  return x - x.max(axis, keepdims=True) - np.log(np.exp(x - x.max(axis, keepdims=True)).sum(axis, keepdims=True))
+
+
+def test_objectives_against_numpy():
+  from papers_jax.objectives import blip as obj
+  rng = np.random.default_rng(0)
+  feats = [rng.normal(size=(6, 8)).astype(np.float32) for _ in range(4)]
+  feats = [f / np.linalg.norm(f, axis=1, keepdims=True) for f in feats]
+  i, t, i_m, t_m = feats
+  temp, alpha = 0.07, 0.4
+  # ITC with momentum distillation, written out from ALBEF/BLIP's code.
+  eye = np.eye(6)
+  tgt_i2t = alpha * _softmax(i_m @ t_m.T / temp) + (1 - alpha) * eye
+  tgt_t2i = alpha * _softmax(t_m @ i_m.T / temp) + (1 - alpha) * eye
+  want = (-(np.sum(_log_softmax(i @ t_m.T / temp) * tgt_i2t, 1)).mean()
+          - (np.sum(_log_softmax(t @ i_m.T / temp) * tgt_t2i, 1)).mean()) / 2
+  got, sim_i2t, _ = obj.itc_loss(*map(jnp.asarray, feats), temp, alpha)
+  np.testing.assert_allclose(float(got), want, rtol=1e-5)
+  np.testing.assert_allclose(np.asarray(sim_i2t), i @ t_m.T / temp, rtol=1e-5, atol=1e-5)
+  # ITM: 2-way cross-entropy with labels [1]*B + [0]*2B.
+  logits = rng.normal(size=(9, 2)).astype(np.float32)
+  loss, labels = obj.itm_loss(jnp.asarray(logits))
+  np.testing.assert_array_equal(np.asarray(labels), [1, 1, 1, 0, 0, 0, 0, 0, 0])
+  np.testing.assert_allclose(float(loss), -_log_softmax(logits)[np.arange(9), [1] * 3 + [0] * 6].mean(), rtol=1e-6)
+  # LM: torch's label smoothing (1 - ε) one-hot + ε / V, over the real targets only.
+  logits = rng.normal(size=(2, 5, 7)).astype(np.float32)
+  ids = rng.integers(0, 7, (2, 5))
+  mask = np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+  lp = _log_softmax(logits[:, :-1])
+  target = 0.9 * np.eye(7)[ids[:, 1:]] + 0.1 / 7
+  per = -(lp * target).sum(-1)
+  w = mask[:, 1:]
+  got, sums, counts = obj.lm_loss(jnp.asarray(logits), jnp.asarray(ids), jnp.asarray(mask), 0.1)
+  np.testing.assert_allclose(float(got), (per * w).sum() / w.sum(), rtol=1e-5)
+  np.testing.assert_allclose(np.asarray(counts), [4, 2])
+
+
+def test_hard_negatives_follow_the_similarity_softmax():
+  """Draws follow softmax(sim) + 1e-4 over the non-positive pairs, and never a positive (the pair itself or a
+  pair with the same text)."""
+  from papers_jax.objectives import blip as obj
+  sim = jnp.asarray(np.random.default_rng(1).normal(size=(4, 4)) * 2, jnp.float32)
+  positive = jnp.eye(4, dtype=bool).at[0, 2].set(True).at[2, 0].set(True)  # texts 0 and 2 are the same string
+  keys = jax.random.split(jax.random.key(0), 4000)
+  neg_image, neg_text = jax.vmap(lambda k: obj.itm_negatives(k, sim, sim.T, positive))(keys)
+  w = _softmax(np.asarray(sim).T, 1) + 1e-4  # text t → image j by sim_t2i = sim.T
+  w[np.asarray(positive)] = 0
+  w /= w.sum(1, keepdims=True)
+  freq = np.stack([np.bincount(np.asarray(neg_image)[:, t], minlength=4) / 4000 for t in range(4)])
+  np.testing.assert_allclose(freq, w, atol=0.03)
+  assert not np.asarray(positive)[np.arange(4)[None, :], np.asarray(neg_image)].any()
+  assert not np.asarray(positive)[np.arange(4)[None, :], np.asarray(neg_text)].any()
+
+
+# ----------------------------------------------------------------------------- captioning metrics
+def test_cider_d_on_hand_worked_cases():
+  """Worked by hand from the COCO code's definition: N = 2 images, L = log 2 the idf of a term in one image's
+  references, σ = 6, lengths counted in bigrams."""
+  from papers_jax.evaluators import captioning
+  # The hypothesis is its only reference: unigram and bigram cosines 1, no 3- or 4-grams → 10 · (1 + 1) / 4.
+  np.testing.assert_allclose(captioning.cider_d_scores(["a b", "c d"], [["a b"], ["c d"]]), [5.0, 5.0])
+  # "a a b" against "a b": unigram vectors (2L, L) and (L, L): Σ min·ref = 2L², norms √5 L, √2 L → 2/√10;
+  # bigrams {"a a": L, "a b": L} and {"a b": L} → 1/√2; 2 bigrams against 1: penalty exp(−1/72).
+  want = 10 * (2 / math.sqrt(10) + 1 / math.sqrt(2)) * math.exp(-1 / 72) / 4
+  np.testing.assert_allclose(captioning.cider_d_scores(["a a b", "c d"], [["a b"], ["c d"]])[0], want, rtol=1e-12)
+  # Two references, one matched, one disjoint: the mean over references halves the first case.
+  np.testing.assert_allclose(captioning.cider_d_scores(["a b", "c d"], [["a b", "x y"], ["c d"]])[0], 2.5)
+  # Punctuation and case do not count: "A b." is "a b".
+  np.testing.assert_allclose(captioning.cider_d(["A b.", "c d"], [["a b"], ["c, d"]]), 5.0)
+
+
+def test_bleu4_with_several_references():
+  from papers_jax.evaluators import captioning
+  refs = [["from left to right: a red 7 and a blue circle.", "there are one shape and one digit."],
+          ["from top to bottom: a green square, a red 2 and a yellow 7."]]
+  assert captioning.bleu4(["from left to right : a red 7 and a blue circle .",
+                           "from top to bottom: a green square, a red 2 and a yellow 7."], refs) == pytest.approx(100.0)
+  import sacrebleu
+  hyps = ["from left to right a red 7 and a red circle", "from top to bottom a green square a red 2"]
+  want = sacrebleu.corpus_bleu(hyps, [["from left to right a red 7 and a blue circle",
+                                       "from top to bottom a green square a red 2 and a yellow 7"],
+                                      ["there are one shape and one digit", None]]).score
+  assert captioning.bleu4(hyps, refs) == pytest.approx(want)
+  assert 0 < want < 100
+
+
+# ----------------------------------------------------------------------------- generation
+def test_beam_and_nucleus_generation_respect_min_length_and_agree_with_greedy():
+  """With the LM head pushed to [SEP] (EOS), every search must still give min_len − 1 tokens after [DEC] before
+  it; a beam of 1 is greedy decoding; nucleus sampling with a tiny p keeps only the top token (greedy)."""
+  from papers_jax.tasks import blip as task
+  model = blip.BLIP(**TINY, rngs=nnx.Rngs(0))
+  memory = model.encode_image(jnp.asarray(np.random.default_rng(0).normal(size=(2, 32, 32, 3)), jnp.float32))
+  eos, pad, dec = 3, 0, 98
+  kw = dict(max_len=9, min_len=5, eos_id=eos, pad_id=pad)
+  greedy = task.sample_generate(model, memory, [dec, 7], None, temperature=0.0, **kw)
+  beam1 = task.beam_generate(model, memory, [dec, 7], beam_size=1, **kw)
+  nucleus = task.sample_generate(model, memory, [dec, 7], jax.random.key(1), top_p=1e-6, **kw)
+  np.testing.assert_array_equal(np.asarray(beam1), np.asarray(greedy))
+  np.testing.assert_array_equal(np.asarray(nucleus), np.asarray(greedy))
+  model.lm_head.bias[...] = model.lm_head.bias[...].at[eos].set(100.0)
+  for tokens in (task.sample_generate(model, memory, [dec, 7], None, temperature=0.0, **kw),
+                 task.beam_generate(model, memory, [dec, 7], beam_size=3, **kw),
+                 task.sample_generate(model, memory, [dec, 7], jax.random.key(1), **kw)):
+    tokens = np.asarray(tokens)
+    assert tokens.shape == (2, 7)
+    # [DEC] 7 g1 g2 g3 [SEP]: EOS is allowed once 5 tokens are in, then pad.
+    assert (tokens[:, :3] != eos).all() and (tokens[:, 3] == eos).all() and (tokens[:, 4:] == pad).all()

@@ -129,6 +129,7 @@ FULL_ONLY = {
     "sam/scenes.py": "", "sam/sa1b.py": "",  # SAM's forward: HF parity in tests/test_sam.py
     "informer/ett.py": "patchtst/ett_like.py", "informer/ett_like.py": "patchtst/ett_like.py",
     "crossformer/ett.py": "patchtst/ett_like.py", "crossformer/ett_like.py": "patchtst/ett_like.py",
+    "blip/scenes_pretrain.py": "", "blip/scenes_vqa.py": "", "blip/scenes_capfilt.py": "",  # tests/test_blip.py
 }
 FULL = bool(os.environ.get("PAPERS_JAX_FULL_PARITY"))
 
