@@ -244,3 +244,110 @@ def test_beam_and_nucleus_generation_respect_min_length_and_agree_with_greedy():
     assert tokens.shape == (2, 7)
     # [DEC] 7 g1 g2 g3 [SEP]: EOS is allowed once 5 tokens are in, then pad.
     assert (tokens[:, :3] != eos).all() and (tokens[:, 3] == eos).all() and (tokens[:, 4:] == pad).all()
+
+
+# ----------------------------------------------------------------------------- the task
+@pytest.mark.parametrize("name", ["blip/scenes_pretrain.py", "blip/scenes_vqa.py"])
+def test_task_traces_its_objectives(name):
+  """Cheap (no compile): the demo config validates, its examples have static shapes, and the loss and eval
+  functions trace on a batch of them with the smoke model."""
+  from conftest import load_config
+  from papers_jax.core import loop
+  config = load_config(name, "smoke")
+  _, task = loop.check_config(config)
+  source = task.source("test")
+  examples = [task.preprocess(train=True)(dict(source[i]), np.random.default_rng(i)) for i in range(4)]
+  batch = {k: jnp.asarray(np.stack([e[k] for e in examples])) for k in examples[0]}
+  model = task.build_model(nnx.Rngs(0))
+  assert (model.visual_m is not None) == task.pretrain  # the momentum encoders only where ITC needs them
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  params, rest = nnx.to_pure_dict(params), nnx.to_pure_dict(rest)
+  loss, (metrics, new_rest) = jax.eval_shape(task.make_loss_fn(graphdef), params, rest, batch, jax.random.key(0))
+  assert loss.shape == ()
+  sums = jax.eval_shape(task.make_eval_fn(graphdef), params, rest, batch | {"mask": jnp.ones(4, bool)})
+  if task.pretrain:
+    assert {"itc_loss", "itm_loss", "lm_loss", "itm_accuracy", "itc_top1", "temp"} <= set(metrics)
+    assert {"lm_accuracy", "itm_accuracy", "itc_top1"} <= set(sums)
+    # The momentum encoders mirror the online weights, so post_update's EMA maps one tree onto the other.
+    from papers_jax.tasks.blip import MOMENTUM_PAIRS
+    for online, target in MOMENTUM_PAIRS:
+      assert jax.tree.structure(params[online]) == jax.tree.structure(rest[target])
+    updated = jax.eval_shape(task.post_update, params, rest, jnp.zeros((), jnp.int32))
+    assert jax.tree.structure(updated) == jax.tree.structure(rest)
+  else:
+    assert {"accuracy", "accuracy_count", "accuracy_relation"} <= set(sums)
+    assert task.post_update is None
+
+
+def test_momentum_update_is_an_ema_of_the_online_weights():
+  from papers_jax.tasks import blip as task_lib
+  params = {name: {"w": jnp.full((2,), 1.0)} for name, _ in task_lib.MOMENTUM_PAIRS}
+  state = {target: {"w": jnp.full((2,), 3.0)} for _, target in task_lib.MOMENTUM_PAIRS}
+  task = task_lib.BLIPTask.__new__(task_lib.BLIPTask)
+  task.c = task_lib.default_config()
+  new = task.post_update(params, state, jnp.zeros((), jnp.int32))
+  for _, target in task_lib.MOMENTUM_PAIRS:
+    np.testing.assert_allclose(np.asarray(new[target]["w"]), 0.995 * 3.0 + 0.005 * 1.0, rtol=1e-6)
+
+
+def _run_steps(config, devices):
+  from papers_jax.core import loop, sharding
+  from papers_jax.data import pipeline
+  trainer = loop.Trainer(config, "/nonexistent-workdir-unused", devices=devices)
+  batches = pipeline.train_batches(trainer.train_source, trainer._preprocess(train=True),
+                                   global_batch=config.batch_size, seed=config.seed,
+                                   starts=pipeline.batch_starts(0, config.num_steps, config.batch_size))
+  losses, state = [], trainer.state
+  with sharding.use_mesh(trainer.mesh, trainer.rules):
+    for local in batches:
+      state, metrics = trainer.train_step(state, sharding.global_batch(local, trainer.mesh, trainer.rules))
+      losses.append([float(metrics[k]) for k in ("loss", "itc_loss", "itm_loss", "lm_loss")])
+  return np.array(losses)
+
+
+@pytest.mark.skipif(not FULL, reason="make test-full (PAPERS_JAX_FULL_PARITY=1): trains and compiles several steps")
+def test_smoke_runs_and_a_capfilt_round(tmp_path):
+  """configs/blip/scenes_pretrain.py:smoke through the real loop on 8 devices (captioning evaluation and its
+  baselines, checkpoint); one CapFilt round on its checkpoint (tools/blip_capfilt.py) and the second
+  pre-training config reading the file; VQA's smoke run."""
+  import json as json_lib
+  from conftest import load_config
+  from papers_jax.core import loop
+  from test_configs import check_smoke_run
+  config = load_config("blip/scenes_pretrain.py", "smoke")
+  summary = loop.train(config, str(tmp_path / "run"))
+  check_smoke_run(config, summary, str(tmp_path / "run"))
+  assert {"eval/caption_bleu4", "eval/caption_cider", "eval/baseline_nearest_bleu4",
+          "eval/baseline_frequent_cider", "eval/itm_accuracy"} <= set(summary)
+  import importlib.util
+  spec = importlib.util.spec_from_file_location("blip_capfilt", os.path.join(os.path.dirname(__file__), "..", "tools",
+                                                                          "blip_capfilt.py"))
+  blip_capfilt = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(blip_capfilt)
+  out = str(tmp_path / "capfilt.json")
+  root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+  counts = blip_capfilt.main(["--config", os.path.join(root, "configs/blip/scenes_pretrain.py:smoke"), "--checkpoint",
+                              str(tmp_path / "run"), "--out", out, "--set", "blip.generate_batch=500"])
+  with open(out) as f:
+    kept = json_lib.load(f)["captions"]
+  assert len(kept) == 6000 and counts["synthetic"] == 6000
+  from papers_jax.data import vqa_scenes
+  assert counts["original"] == sum(len(s["captions"]) for s in vqa_scenes.scenes("train"))
+  assert sum(len(k) for k in kept) <= counts["original_kept"] + counts["synthetic_kept"]  # duplicates kept once
+  capfilt_config = load_config("blip/scenes_capfilt.py", f"smoke,captions={out}")
+  _, task = loop.check_config(capfilt_config)
+  assert len(task.source("train")) == counts["scenes_kept"]
+  vqa = load_config("blip/scenes_vqa.py", "smoke")
+  summary = loop.train(vqa, str(tmp_path / "vqa"))
+  assert {"eval/accuracy", "eval/baseline_majority"} <= set(summary)
+
+
+@pytest.mark.skipif(not FULL, reason="make test-full (PAPERS_JAX_FULL_PARITY=1): two compiles of the task's step")
+def test_sharded_step_equals_single_device():
+  """The pre-training step's losses on 8 devices against one device: ITC's targets, the hard negatives and the LM
+  mean span the global batch either way."""
+  from conftest import load_config
+  config = load_config("blip/scenes_pretrain.py", "smoke")
+  sharded, single = _run_steps(config, jax.devices()), _run_steps(config, jax.devices()[:1])
+  assert len(jax.devices()) == 8 and sharded.shape == (4, 4)
+  np.testing.assert_allclose(sharded, single, rtol=1e-4, atol=1e-6)

@@ -6,7 +6,7 @@ Then CapFilt on its checkpoint and a second pre-training on the cleaned captions
 (tools/blip_capfilt.py, configs/blip/scenes_capfilt.py), or VQA as generation (configs/blip/scenes_vqa.py).
 Model: `blip_tiny` (models/blip.py): a 64-wide, 2-layer ViT on 64×64 scenes in 8×8 patches (64 patches +
 [CLS]) and 64-wide, 2-layer text layers (shared by the encoder and the decoder but for self-attention),
-captions of at most 32 WordPiece tokens (the tokenizer trained on the training captions and questions).
+captions of at most 24 WordPiece tokens (the tokenizer trained on the training captions and questions).
 Evaluation captions the first `caption_images` test scenes by beam search after the prompt
 "from left to right:" and scores BLEU-4 and CIDEr-D against all of each scene's captions, beside the
 nearest-training-image and most-frequent-caption baselines. docs/vision_language.md gives the numbers.
@@ -37,10 +37,10 @@ from papers_jax.tasks import blip
 
 
 def get_config(arg=None):
-  args = parse_arg(arg, smoke=False, steps=1500)
+  args = parse_arg(arg, smoke=False, steps=900)
   c = base_config()
   c.task = "blip"
-  c.blip = blip.default_config(objective="pretrain", max_text_len=32, caption_prompt="from left to right:",
+  c.blip = blip.default_config(objective="pretrain", max_text_len=24, caption_prompt="from left to right:",
                                caption_images=200, max_caption_len=32)
   c.model = dict(name="blip_tiny")
   c.data.name = "vqa_scenes"
