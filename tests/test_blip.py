@@ -223,6 +223,7 @@ def test_bleu4_with_several_references():
 
 
 # ----------------------------------------------------------------------------- generation
+@pytest.mark.skipif(not FULL, reason="make test-full (PAPERS_JAX_FULL_PARITY=1): compiles six decoding loops")
 def test_beam_and_nucleus_generation_respect_min_length_and_agree_with_greedy():
   """With the LM head pushed to [SEP] (EOS), every search must still give min_len − 1 tokens after [DEC] before
   it; a beam of 1 is greedy decoding; nucleus sampling with a tiny p keeps only the top token (greedy)."""

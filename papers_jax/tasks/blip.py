@@ -482,7 +482,9 @@ class BLIPTask:
     out = {f"caption_{k}": v for k, v in captioning.caption_metrics(hyps, references).items()}
     if n not in self._baselines:
       self._baselines[n] = self.caption_baselines(images, references)
-    self.last_captions = list(zip(hyps, references))
+    if getattr(trainer, "is_main", True) and getattr(trainer, "workdir", None) and os.path.isdir(trainer.workdir):
+      with open(os.path.join(trainer.workdir, f"captions_{step}.json"), "w") as f:  # a sample to read
+        json.dump([{"generated": h, "references": r} for h, r in zip(hyps[:20], references[:20])], f, indent=1)
     return out | self._baselines[n]
 
 
