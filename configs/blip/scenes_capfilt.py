@@ -9,9 +9,10 @@ filter kept (the originals and the captioner's synthetic ones).
 The paper (§3.3) fine-tunes the captioner (LM) and the filter (ITC, ITM) on COCO first, bootstraps the web
 data with them, and pre-trains a new model on the result.
 
-Departures from the paper: those of configs/blip/scenes_pretrain.py, which this config loads; and the captioner and
+Departures from the paper: those of configs/blip/scenes_pretrain.py, which this config loads; the captioner and
 the filter are the pre-trained model itself, not fine-tuned on a human-annotated set first (there is none here
-beside the training captions it was pre-trained on).
+beside the training captions it was pre-trained on); the synthetic captions start with the demo's prompt
+"from left to right:" (BLIP's: "a picture of") and are sampled without the official repetition penalty (1.1).
 `smoke`: the pre-training config's smoke run on the captions file given (without one, on the original captions).
 """
 

@@ -9,10 +9,11 @@ Model: `blip_tiny` (models/blip.py): a 64-wide, 2-layer ViT on 64×64 scenes in 
 captions of at most 24 WordPiece tokens (the tokenizer trained on the training captions and questions).
 Evaluation captions the first `caption_images` test scenes by beam search after the prompt
 "from left to right:" and scores BLEU-4 and CIDEr-D against all of each scene's captions, beside the
-nearest-training-image and most-frequent-caption baselines. docs/vision_language.md gives the numbers.
+nearest-training-image and most-frequent-caption baselines. docs/blip.md gives the numbers.
 
 The paper's recipe (BLIP, §4.1): ViT-B/16 from ImageNet weights and BERT-base, 224×224 random crops and RandAugment,
-AdamW lr 2e-4 (warm-up) with cosine decay, weight decay 0.05, batch 2,880, 20 epochs over 14M (or 129M) image-text pairs, ITC queue of 57,600, momentum 0.995, α = 0.4, label smoothing 0.1.
+AdamW lr 2e-4 (warm-up) with cosine decay, weight decay 0.05, batch 2,880, 20 epochs over 14M (or 129M)
+image-text pairs, ITC queue of 57,600, momentum 0.995, α = 0.4, label smoothing 0.1.
 
 Departures from the paper (a CPU demo):
   - a 64-wide, 2-layer ViT and text stack (BLIP: ViT-B/16 + BERT-base), trained from random weights, dropout 0
@@ -20,7 +21,8 @@ Departures from the paper (a CPU demo):
   - generated scenes instead of COCO, VG, CC, SBU and LAION; their captions are clean, so CapFilt has no web noise
     to remove;
   - lr 1e-3, warm-up 10% then linear decay (BLIP: 2e-4 to 3e-4, cosine), weight decay 0.05 but not on biases or
-    LayerNorm gains, batch 32 for `steps` steps, no image augmentation (BLIP: random crops and RandAugment);
+    LayerNorm gains, batch 32 for `steps` steps (500: 2.7 epochs), no image augmentation (BLIP: random crops and
+    RandAugment);
   - ITC contrasts the global batch with the momentum features of the same batch; BLIP also keeps a 57,600-entry
     queue of momentum features;
   - ITM negatives are never texts equal to the positive's (the scenes' captions repeat, e.g. counts); BLIP's
@@ -37,7 +39,7 @@ from papers_jax.tasks import blip
 
 
 def get_config(arg=None):
-  args = parse_arg(arg, smoke=False, steps=900)
+  args = parse_arg(arg, smoke=False, steps=500)
   c = base_config()
   c.task = "blip"
   c.blip = blip.default_config(objective="pretrain", max_text_len=24, caption_prompt="from left to right:",

@@ -1,7 +1,7 @@
 """BLIP VQA as generation on the generated VQA scenes, from a BLIP pre-training run.
 
   python -m papers_jax.main --config configs/blip/scenes_vqa.py --workdir runs/blip_vqa \
-      --config.init_from=runs/blip_pretrain/checkpoints/1500/state
+      --config.init_from=runs/blip_pretrain/checkpoints/500/state
 
 The image-grounded encoder reads "[ENC] question" against the image; the decoder generates "[DEC] answer [SEP]"
 with cross-attention to the encoded question (tasks/blip.py, objective "vqa"); eval/accuracy counts greedy answers
