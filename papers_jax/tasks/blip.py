@@ -8,8 +8,8 @@
               the online ones by EMA (`blip.momentum` = 0.995) in `post_update`. Eval: eval/loss (the LM
               loss), eval/lm_accuracy (next-token), eval/itm_accuracy (own image vs the next example's),
               eval/itc_top1 (image→text within each eval batch); after each evaluation with
-              `blip.caption_images` = N > 0, captions of the first N eval images by beam search (`beam_size` 3, `max_caption_len` 20,
-              `min_caption_len` 5, lengths counted from [DEC], the prompt included, as the official
+              `blip.caption_images` = N > 0, captions of the first N eval images by beam search
+              (`beam_size` 3, `max_caption_len` 20, `min_caption_len` 5, lengths counted from [DEC], the prompt included, as the official
               generate) scored against all of each image's references: eval/caption_bleu4 (sacrebleu),
               eval/caption_cider (CIDEr-D, evaluators/captioning.py), and the trivial baselines on the same
               images: the caption of the nearest training image by pixel distance (eval/baseline_nearest_*)
