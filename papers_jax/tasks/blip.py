@@ -9,8 +9,8 @@
               loss), eval/lm_accuracy (next-token), eval/itm_accuracy (own image vs the next example's),
               eval/itc_top1 (image→text within each eval batch); after each evaluation with
               `blip.caption_images` = N > 0, captions of the first N eval images by beam search
-              (`beam_size` 3, `max_caption_len` 20, `min_caption_len` 5, lengths counted from [DEC], the prompt included, as the official
-              generate) scored against all of each image's references: eval/caption_bleu4 (sacrebleu),
+              (`beam_size` 3, `max_caption_len` 20, `min_caption_len` 5, lengths counted from [DEC], the
+              prompt included, as the official generate) scored against all of each image's references: eval/caption_bleu4 (sacrebleu),
               eval/caption_cider (CIDEr-D, evaluators/captioning.py), and the trivial baselines on the same
               images: the caption of the nearest training image by pixel distance (eval/baseline_nearest_*)
               and the most frequent training caption (eval/baseline_frequent_*); with a `caption_prompt`
