@@ -1,20 +1,19 @@
 """BLIP pre-training, CapFilt and VQA as generation (`config.task = "blip"`), Li et al. 2022.
 
 `config.blip.objective` selects the recipe:
-  "pretrain"  one step trains the three objectives jointly (the paper's §3.2; not staged, not frozen):
-              ITC with the momentum encoders' soft targets (α = 0.4) over the global batch, ITM on
-              hard negatives drawn by contrastive similarity, and the decoder's LM loss with label
-              smoothing 0.1 (objectives/blip.py); loss = ITC + ITM + LM. The momentum encoders follow
-              the online ones by EMA (`blip.momentum` = 0.995) in `post_update`. Eval: eval/loss (the LM
-              loss), eval/lm_accuracy (next-token), eval/itm_accuracy (own image vs the next example's),
-              eval/itc_top1 (image→text within each eval batch); after each evaluation with
-              `blip.caption_images` = N > 0, captions of the first N eval images by beam search
-              (`beam_size` 3, `max_caption_len` 20, `min_caption_len` 5, lengths counted from [DEC], the
-              prompt included, as the official generate) scored against all of each image's references: eval/caption_bleu4 (sacrebleu),
-              eval/caption_cider (CIDEr-D, evaluators/captioning.py), and the trivial baselines on the same
-              images: the caption of the nearest training image by pixel distance (eval/baseline_nearest_*)
-              and the most frequent training caption (eval/baseline_frequent_*); with a `caption_prompt`
-              both baselines take captions that start with it.
+  "pretrain"  one step trains the three objectives jointly (the paper's §3.2; not staged, not frozen): ITC with the
+              momentum encoders' soft targets (α = 0.4) over the global batch, ITM on hard negatives drawn by
+              contrastive similarity, and the decoder's LM loss with label smoothing 0.1 (objectives/blip.py); loss =
+              ITC + ITM + LM. The momentum encoders follow the online ones by EMA (`blip.momentum` = 0.995) in
+              `post_update`. Eval: eval/loss (the LM loss), eval/lm_accuracy (next-token), eval/itm_accuracy (own image
+              vs the next example's), eval/itc_top1 (image→text within each eval batch); after each evaluation with
+              `blip.caption_images` = N > 0, captions of the first N eval images by beam search (`beam_size` 3,
+              `max_caption_len` 20, `min_caption_len` 5, lengths counted from [DEC], the prompt included, as the
+              official generate) scored against all of each image's references: eval/caption_bleu4 (sacrebleu),
+              eval/caption_cider (CIDEr-D, evaluators/captioning.py), and the trivial baselines on the same images: the
+              caption of the nearest training image by pixel distance (eval/baseline_nearest_*) and the most frequent
+              training caption (eval/baseline_frequent_*); with a `caption_prompt` both baselines take captions that
+              start with it.
   "vqa"       VQA as generation (§5.3): the image-grounded encoder reads "[ENC] question" against the
               image, and the decoder generates "[DEC] answer [SEP]" with cross-attention to the encoded
               question (LM loss, label smoothing 0.1). Eval: eval/accuracy (the greedy answer equals the
