@@ -140,6 +140,7 @@ FULL_ONLY = {
     "vqvae/prior_digits.py": "vqvae/digits.py",  # tests/test_code_prior.py: the prior's loss, causality, sampler
     "beit3/tokenizer.py": "vqvae/digits.py",  # the BEiT-3 configs: tests/test_beit3.py traces both tasks
     "beit3/scenes_pretrain.py": "", "beit3/nlvr.py": "", "beit3/nlvr_colours.py": "",
+    "blip/scenes_pretrain.py": "", "blip/scenes_vqa.py": "", "blip/scenes_capfilt.py": "",  # tests/test_blip.py
 }
 FULL = bool(os.environ.get("PAPERS_JAX_FULL_PARITY"))
 

@@ -29,6 +29,7 @@ TASK_CLASSES = {
     "vision_language": "VisionLanguageTask",
     "masked_patch_prediction": "MaskedPatchPredictionTask",
     "beit3": "BEiT3Task",
+    "blip": "BLIPTask",
 }
 TASKS = tuple(TASK_CLASSES)
 

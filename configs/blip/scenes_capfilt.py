@@ -1,0 +1,32 @@
+"""BLIP's second pre-training after one CapFilt round: configs/blip/scenes_pretrain.py on the captions that the
+filter kept (the originals and the captioner's synthetic ones).
+
+  PYTHONPATH=. python tools/blip_capfilt.py --config configs/blip/scenes_pretrain.py \
+      --checkpoint runs/blip_pretrain --out runs/blip_pretrain/capfilt.json
+  python -m papers_jax.main --config configs/blip/scenes_capfilt.py:captions=runs/blip_pretrain/capfilt.json \
+      --workdir runs/blip_capfilt
+
+The paper (§3.3) fine-tunes the captioner (LM) and the filter (ITC, ITM) on COCO first, bootstraps the web
+data with them, and pre-trains a new model on the result.
+
+Departures from the paper: those of configs/blip/scenes_pretrain.py, which this config loads; the captioner and
+the filter are the pre-trained model itself, not fine-tuned on a human-annotated set first (there is none here
+beside the training captions it was pre-trained on); the synthetic captions start with the demo's prompt
+"from left to right:" (BLIP's: "a picture of") and are sampled without the official repetition penalty (1.1).
+`smoke`: the pre-training config's smoke run on the captions file given (without one, on the original captions).
+"""
+
+import os
+
+from papers_jax.core.config import load, parse_arg
+from papers_jax.errors import ConfigError
+
+
+def get_config(arg=None):
+  args = parse_arg(arg, smoke=False, steps=1500, captions="")
+  if not args.captions and not args.smoke:
+    raise ConfigError("configs/blip/scenes_capfilt.py needs captions=<the JSON file tools/blip_capfilt.py wrote>")
+  c = load(os.path.join(os.path.dirname(os.path.abspath(__file__)), "scenes_pretrain.py")
+           + (":smoke" if args.smoke else f":steps={args.steps}")).unlock()
+  c.blip.train_captions = args.captions
+  return c.lock()
