@@ -39,7 +39,7 @@ from flax import nnx
 from papers_jax.core import sharding
 from papers_jax.errors import ConfigError
 from papers_jax.models.bert import embedding_table, lookup, truncated_normal
-from papers_jax.models.registry import Preprocessing, register
+from papers_jax.models.registry import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, register
 from papers_jax.models.vit import patch_embed_flops
 from papers_jax.nn import Attention, LayerNorm, Mlp, PatchEmbed, param
 from papers_jax.nn.linear import Dense
@@ -200,9 +200,10 @@ class BEiT3(nnx.Module):
     return self.nlvr_head(rep.reshape(b, 4 * self.hidden_size))
 
 
-# The paper's Table 2 (giant) and the released base / large sizes; ImageNet-style normalisation
-# (mean = std = 0.5, as the released code's).
-_PRE = Preprocessing(224, (0.5,) * 3, (0.5,) * 3, crop_pct=1.0)
+# The paper's Table 2 (giant) and the released base / large sizes. The names are timm's, so their
+# preprocessing is timm's pretrained_cfg for them (ImageNet mean / std, crop 1.0); the released
+# pre-training code normalises with mean = std = 0.5 instead (set data.mean / data.std to train that way).
+_PRE = Preprocessing(224, IMAGENET_MEAN, IMAGENET_STD, crop_pct=1.0)
 VARIANTS = {
     "beit3_base_patch16_224": dict(hidden_size=768, depth=12, num_heads=12, mlp_dim=3072, patch_size=16),
     "beit3_large_patch16_224": dict(hidden_size=1024, depth=24, num_heads=16, mlp_dim=4096, patch_size=16),
