@@ -91,6 +91,8 @@ def check_smoke_run(config, summary, workdir):
 RUN_ELSEWHERE = {"clip/digits.py": "tests/test_clip.py::test_digits_smoke_run_writes_its_outputs",
                  "detection/scenes_tiny.py": "tests/test_detection.py::test_detection_run_learns_and_sharded_equals_single_device",
                  "vilt/scenes_pretrain.py": "tests/test_vilt.py::test_pretrain_smoke_run_and_sharded_equals_single_device",
+                 "albef/scenes_pretrain.py":
+                 "tests/test_albef.py::test_pretrain_smoke_run_and_sharded_equals_single_device",
                  "yolo/scenes.py": "tests/test_yolo.py::test_yolo_run_evaluates_and_draws"}
 
 
@@ -129,6 +131,7 @@ FULL_ONLY = {
     "sam/scenes.py": "", "sam/sa1b.py": "",  # SAM's forward: HF parity in tests/test_sam.py
     "informer/ett.py": "patchtst/ett_like.py", "informer/ett_like.py": "patchtst/ett_like.py",
     "crossformer/ett.py": "patchtst/ett_like.py", "crossformer/ett_like.py": "patchtst/ett_like.py",
+    "albef/paper.py": "albef/scenes_pretrain.py", "albef/scenes_retrieval.py": "albef/scenes_pretrain.py",
 }
 FULL = bool(os.environ.get("PAPERS_JAX_FULL_PARITY"))
 

@@ -48,6 +48,7 @@ from papers_jax.models import ddpm_unet, vqvae  # noqa: F401  (register their va
 from papers_jax.models import ts2vec  # noqa: F401  (registers its encoder)
 from papers_jax.models import sam  # noqa: F401  (registers its variants)
 from papers_jax.models import vilt  # noqa: F401  (registers its variant)
+from papers_jax.models import albef  # noqa: F401  (registers its variants)
 
 # model class → its family module (with `forward_flops` and `EMBEDDINGS`).
 FAMILIES = {
@@ -66,6 +67,7 @@ FAMILIES = {
     wav2vec2.Wav2Vec2: wav2vec2, cpc.CPC: cpc,
     sam.SAM: sam,
     vilt.ViLT: vilt,
+    albef.ALBEF: albef,
     yolo.YOLOv1: yolo,
     informer.Informer: informer, crossformer.Crossformer: crossformer,
 }

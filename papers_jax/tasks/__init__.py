@@ -26,6 +26,7 @@ TASK_CLASSES = {
     "ts_representation": "TSRepresentationTask",
     "promptable_segmentation": "PromptableSegmentationTask",
     "vision_language": "VisionLanguageTask",
+    "albef": "ALBEFTask",
 }
 TASKS = tuple(TASK_CLASSES)
 
