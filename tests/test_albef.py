@@ -96,13 +96,15 @@ def test_fusion_layer_matches_hf_bert_cross_attention_layer():
 
 # ----------------------------------------------------------------------------- sizes and FLOPs
 @pytest.fixture(scope="module")
-def paper_model():
+def paper_model(smoke_task):
   """(config, task, abstract model) of configs/albef/paper.py as shipped: albef_base with its momentum copies
-  and 65,536-entry queues, built by the task without allocating anything."""
+  and 65,536-entry queues, built by the task without allocating anything (the tokenizer, the same for both
+  configs, is the smoke task's: training it takes seconds)."""
   from conftest import load_config
   from papers_jax.core import loop
   config = load_config("albef/paper.py")
   _, task = loop.check_config(config)
+  task.__dict__["tokenizer"] = smoke_task[1].tokenizer
   return config, task, nnx.eval_shape(lambda: task.build_model(FixedKeyRngs()))
 
 
