@@ -16,7 +16,9 @@ Departures from the paper (a CPU demo):
   - the tiny model, trained from random weights (the paper starts from DeiT-B/16 and BERT-base);
   - generated 64 px scenes instead of the 4M (or 14M) web and in-domain pairs, no augmentation (the paper:
     random resized crops, horizontal flips, RandAugment; a flip would break the left/right captions);
-  - batch 64 for `steps` steps (1,500 by default: 16 epochs of the 6,000 scenes), lr 1e-3 with warm-up over
+  - ITC on the mean of the tokens (`itc_pool="mean"`), not the [CLS]: from random weights the [CLS] outputs
+    barely differ between inputs, and a run with them kept ITC at chance for 450 steps (docs/vision_language.md);
+  - batch 64 for `steps` steps (700 by default: 7.5 epochs of the 6,000 scenes), lr 1e-3 with warm-up over
     5% and cosine decay per step (the paper: lr 1e-4 with cosine decay per epoch over 30 epochs, warm-up
     from 1e-5 over 1,000 steps);
   - queues of 1,024 features (the paper: 65,536), momentum 0.99 (0.995), the distillation weight α = 0.4
