@@ -92,7 +92,9 @@ RUN_ELSEWHERE = {"clip/digits.py": "tests/test_clip.py::test_digits_smoke_run_wr
                  "detection/scenes_tiny.py": "tests/test_detection.py::test_detection_run_learns_and_sharded_equals_single_device",
                  "vilt/scenes_pretrain.py": "tests/test_vilt.py::test_pretrain_smoke_run_and_sharded_equals_single_device",
                  "yolo/scenes.py": "tests/test_yolo.py::test_yolo_run_evaluates_and_draws",
-                 "deit/digits.py": "tests/test_deit.py::test_distillation_run_reads_and_keeps_the_teacher_frozen"}
+                 "deit/digits.py": "tests/test_deit.py::test_distillation_run_reads_and_keeps_the_teacher_frozen",
+                 "albef/scenes_pretrain.py":
+                 "tests/test_albef.py::test_pretrain_smoke_run_and_sharded_equals_single_device"}
 
 
 # Configs whose smoke run only `make test-full` (PAPERS_JAX_FULL_PARITY=1) makes; docs/testing.md records its
@@ -141,6 +143,7 @@ FULL_ONLY = {
     "beit3/tokenizer.py": "vqvae/digits.py",  # the BEiT-3 configs: tests/test_beit3.py traces both tasks
     "beit3/scenes_pretrain.py": "", "beit3/nlvr.py": "", "beit3/nlvr_colours.py": "",
     "blip/scenes_pretrain.py": "", "blip/scenes_vqa.py": "", "blip/scenes_capfilt.py": "",  # tests/test_blip.py
+    "albef/paper.py": "albef/scenes_pretrain.py", "albef/scenes_retrieval.py": "albef/scenes_pretrain.py",
 }
 FULL = bool(os.environ.get("PAPERS_JAX_FULL_PARITY"))
 

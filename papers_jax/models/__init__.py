@@ -52,6 +52,7 @@ from papers_jax.models import vilt  # noqa: F401  (registers its variant)
 from papers_jax.models import deit, poolformer, vit_mpp  # noqa: F401  (register their variants)
 from papers_jax.models import beit3  # noqa: F401  (registers its variants)
 from papers_jax.models import blip  # noqa: F401  (registers its variants)
+from papers_jax.models import albef  # noqa: F401  (registers its variants)
 
 # model class → its family module (with `forward_flops` and `EMBEDDINGS`).
 FAMILIES = {
@@ -73,6 +74,7 @@ FAMILIES = {
     vilt.ViLT: vilt,
     beit3.BEiT3: beit3,
     blip.BLIP: blip,
+    albef.ALBEF: albef,
     yolo.YOLOv1: yolo,
     informer.Informer: informer, crossformer.Crossformer: crossformer,
     poolformer.PoolFormer: poolformer, deit.DistilledVisionTransformer: deit,

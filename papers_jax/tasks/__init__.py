@@ -30,6 +30,7 @@ TASK_CLASSES = {
     "masked_patch_prediction": "MaskedPatchPredictionTask",
     "beit3": "BEiT3Task",
     "blip": "BLIPTask",
+    "albef": "ALBEFTask",
 }
 TASKS = tuple(TASK_CLASSES)
 
