@@ -21,8 +21,10 @@ def test_unmasked_position_encoding_equals_the_all_ones_mask(offset):
   np.testing.assert_allclose(np.asarray(got)[0], np.asarray(want)[1], atol=1e-6, rtol=0)  # float32 rounding
 
 
-@pytest.mark.parametrize("name,extra", [("detr_resnet50", {}),
-                                        ("deformable_detr_resnet50", dict(two_stage=True, with_box_refine=True, two_stage_num_proposals=4))])
+TWO_STAGE = dict(two_stage=True, with_box_refine=True, two_stage_num_proposals=4)
+
+
+@pytest.mark.parametrize("name,extra", [("detr_resnet50", {}), ("deformable_detr_resnet50", TWO_STAGE)])
 def test_forward_without_a_pixel_mask_has_no_cumsum(name, extra):
   model = abstract(name, num_classes=3, backbone_width=8, backbone_layers=(1, 1, 1, 1), d_model=32, num_heads=4,
                    encoder_layers=1, decoder_layers=1, ffn_dim=32, num_queries=4, dropout=0.0, **extra)
