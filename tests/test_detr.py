@@ -96,7 +96,7 @@ def _forward(graphdef, state, x, mask):
 def ours(model, pixels, pixel_mask):
   graphdef, state = nnx.split(model)
   with jax.default_matmul_precision("highest"):
-    out = _forward(graphdef, state, jnp.asarray(pixels), jnp.asarray(pixel_mask))
+    out = _forward(graphdef, state, jnp.asarray(pixels), None if pixel_mask is None else jnp.asarray(pixel_mask))
   return np.asarray(out["logits"]), np.asarray(out["boxes"])
 
 
@@ -133,8 +133,10 @@ def test_small_detr_matches_hf_every_decoder_layer_with_padding(small_pair):
   assert logits.shape == (2, 2, 5, 4) and boxes.shape == (2, 2, 5, 4)
   np.testing.assert_allclose(logits, want_logits, atol=TOL, rtol=0)
   np.testing.assert_allclose(boxes, want_boxes, atol=TOL, rtol=0)
-  # The padding matters: the same image unpadded gives other outputs.
-  unpadded, _ = ours(model, pixels, np.ones_like(mask))
+  # No pixel mask (the detection task's call) is HF with an all-ones mask; the padding above mattered.
+  want_unpadded, _ = hf_per_layer(hf, pixels, np.ones_like(mask))
+  unpadded, _ = ours(model, pixels, None)
+  np.testing.assert_allclose(unpadded, want_unpadded, atol=TOL, rtol=0)
   assert np.abs(unpadded[:, 1] - logits[:, 1]).max() > 1e-2
 
 

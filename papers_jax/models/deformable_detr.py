@@ -286,8 +286,8 @@ class DeformableDETR(nnx.Module):
     return heads[i] if self.with_box_refine else heads[0]
 
   def features(self, images, pixel_mask, *, train: bool):
-    """→ the levels' flattened maps (B, S, D), position + level embeddings (B, S, D), masks (B, S), shapes,
-    and per-level valid ratios (B, levels, 2)."""
+    """→ the levels' flattened maps (B, S, D), position + level embeddings (B, S, D), masks (B, S) (None
+    without a pixel mask), shapes, and per-level valid ratios (B, levels, 2)."""
     b, h, w, _ = images.shape
     stages = self.backbone.stages(images, train=train)[1:]
     stages = stages[len(stages) - self.num_backbone_levels:]
@@ -302,24 +302,32 @@ class DeformableDETR(nnx.Module):
     flat, pos, masks, shapes, ratios = [], [], [], [], []
     for level, x in enumerate(sources):
       fh, fw = x.shape[1:3]
-      mask = resize_mask(pixel_mask, fh, fw)
-      p = sine_position_embedding(mask, self.d_model // 2, offset=-0.5) + self.level_embed[level].astype(jnp.float32)
+      # No pixel mask: every pixel is real (no key mask, valid ratios 1, a constant position encoding).
+      mask = None if pixel_mask is None else resize_mask(pixel_mask, fh, fw)
+      p = sine_position_embedding(mask, self.d_model // 2, offset=-0.5, size=(fh, fw))
+      p = jnp.broadcast_to(p + self.level_embed[level].astype(jnp.float32), (b, fh, fw, self.d_model))
       flat.append(x.reshape(b, fh * fw, self.d_model))
       pos.append(p.reshape(b, fh * fw, self.d_model).astype(x.dtype))
-      masks.append(mask.reshape(b, fh * fw))
       shapes.append((fh, fw))
-      ratios.append(valid_ratio(mask))
+      if mask is not None:
+        masks.append(mask.reshape(b, fh * fw))
+        ratios.append(valid_ratio(mask))
+    if pixel_mask is None:
+      return jnp.concatenate(flat, 1), jnp.concatenate(pos, 1), None, tuple(shapes), jnp.ones((b, len(shapes), 2))
     return (jnp.concatenate(flat, 1), jnp.concatenate(pos, 1), jnp.concatenate(masks, 1), tuple(shapes),
             jnp.stack(ratios, 1))
 
   def proposals(self, memory, mask, shapes):
     """Two-stage: each real pixel's proposal (inverse-sigmoid cxcywh, +inf where padded or near the border)
-    and its object-query features."""
+    and its object-query features. mask None: every pixel is real."""
     b = memory.shape[0]
     props, start = [], 0
     for level, (h, w) in enumerate(shapes):
-      m = mask[:, start:start + h * w].reshape(b, h, w)
-      valid_h, valid_w = m[:, :, 0].sum(1), m[:, 0, :].sum(1)
+      if mask is None:
+        valid_h, valid_w = jnp.full((b,), h), jnp.full((b,), w)
+      else:
+        m = mask[:, start:start + h * w].reshape(b, h, w)
+        valid_h, valid_w = m[:, :, 0].sum(1), m[:, 0, :].sum(1)
       ys, xs = np.meshgrid(np.arange(h, dtype=np.float32), np.arange(w, dtype=np.float32), indexing="ij")
       grid = jnp.asarray(np.stack([xs, ys], -1))[None]  # (1, h, w, 2)
       scale = jnp.stack([valid_w, valid_h], -1).astype(jnp.float32)[:, None, None, :]
@@ -330,7 +338,7 @@ class DeformableDETR(nnx.Module):
     props = jnp.concatenate(props, 1)
     ok = jnp.all((props > 0.01) & (props < 0.99), -1, keepdims=True)
     props = jnp.log(props / (1 - props))
-    keep = ok & mask[..., None]
+    keep = ok if mask is None else ok & mask[..., None]
     props = jnp.where(keep, props, jnp.inf)
     query = jnp.where(keep, memory, 0)
     return props, self.enc_output_norm(self.enc_output(query))
@@ -338,8 +346,8 @@ class DeformableDETR(nnx.Module):
   def __call__(self, images, *, pixel_mask=None, train: bool | None = None, rngs: nnx.Rngs | None = None):
     deterministic = None if train is None else not train
     d = dict(deterministic=deterministic, rngs=rngs)
-    b, h, w, _ = images.shape
-    pixel_mask = jnp.ones((b, h, w), bool) if pixel_mask is None else pixel_mask.astype(bool)
+    b = images.shape[0]
+    pixel_mask = None if pixel_mask is None else pixel_mask.astype(bool)
     x, pos, mask, shapes, ratios = self.features(images, pixel_mask, train=bool(train))
     refs = encoder_reference_points(shapes, ratios)
     for layer in self.encoder:

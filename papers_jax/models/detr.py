@@ -54,14 +54,22 @@ def resize_mask(mask, height: int, width: int):
 
 
 def sine_position_embedding(mask, num_pos_feats: int, *, temperature: float = 10000.0, normalize: bool = True,
-                            scale: float = 2 * math.pi, offset: float = 0.0):
+                            scale: float = 2 * math.pi, offset: float = 0.0, size=None):
   """DETR's 2-D sine encoding (HF `DetrSinePositionEmbedding`): mask (B, h, w) bool, True = real →
   (B, h, w, 2 · num_pos_feats), y features then x features, each interleaving sin and cos. Positions
   are the cumulative counts of real pixels, normalised to (0, scale] over the real extent; Deformable
-  DETR shifts them by `offset` = -0.5 (pixel centres) before normalising."""
-  m = mask.astype(jnp.float32)
-  y = jnp.cumsum(m, axis=1)
-  x = jnp.cumsum(m, axis=2)
+  DETR shifts them by `offset` = -0.5 (pixel centres) before normalising.
+
+  mask=None with size=(h, w): an unpadded image, → (1, h, w, 2 · num_pos_feats). Its counts are 1..h and
+  1..w, built here in numpy: a cumsum over a constant mask is folded by XLA at compile time, slowly."""
+  if mask is None:
+    h, w = size
+    y = np.broadcast_to(np.arange(1, h + 1, dtype=np.float32)[None, :, None], (1, h, w))
+    x = np.broadcast_to(np.arange(1, w + 1, dtype=np.float32)[None, None, :], (1, h, w))
+  else:
+    m = mask.astype(jnp.float32)
+    y = jnp.cumsum(m, axis=1)
+    x = jnp.cumsum(m, axis=2)
   if normalize:
     eps = 1e-6
     y = (y + offset) / (y[:, -1:, :] + eps) * scale
@@ -196,15 +204,15 @@ class DETR(nnx.Module):
 
   def encode(self, images, pixel_mask=None, *, train: bool = False, deterministic=None, rngs=None):
     """Images (B, H, W, C) → memory (B, h·w, D), its position encoding and key mask (B, h·w)."""
-    b, h, w, _ = images.shape
-    if pixel_mask is None:
-      pixel_mask = jnp.ones((b, h, w), bool)
+    b = images.shape[0]
     feature = self.backbone.forward_features(images, train=train)
     fh, fw = feature.shape[1:3]
-    mask = resize_mask(pixel_mask.astype(bool), fh, fw)
-    pos = sine_position_embedding(mask, self.d_model // 2).reshape(b, fh * fw, self.d_model).astype(feature.dtype)
+    # No pixel mask: every position is real, so no key mask and a constant position encoding.
+    mask = None if pixel_mask is None else resize_mask(pixel_mask.astype(bool), fh, fw)
+    pos = sine_position_embedding(mask, self.d_model // 2, size=(fh, fw))
+    pos = jnp.broadcast_to(pos, (b, fh, fw, self.d_model)).reshape(b, fh * fw, self.d_model).astype(feature.dtype)
     x = self.input_proj(feature).reshape(b, fh * fw, self.d_model)
-    key_mask = mask.reshape(b, fh * fw)
+    key_mask = None if mask is None else mask.reshape(b, fh * fw)
     for layer in self.encoder:
       x = layer(x, pos, key_mask, deterministic=deterministic, rngs=rngs)
     return x, pos, key_mask

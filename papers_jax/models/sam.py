@@ -31,11 +31,11 @@ block's self-attention without) and a final tokens → image attention. The imag
 4× (two 2×2/2 transposed convs, LayerNorm and GELU), and each mask token's 3-layer hypernetwork MLP
 gives the weights of a dot product with the upscaled embedding per pixel: the mask logits at 4× the
 grid. A 3-layer MLP on the IoU token predicts each mask's IoU. `multimask_output=True` returns masks
-1..3, False the single mask 0.
+1..3, False the single mask 0 (the reference's choice for a box or several prompts), None all 4.
 
 Shapes: images (B, H, W, 3); P prompts per image (HF's "point batch"): points (B, P, N, 2) in pixels of
 the input image with labels (B, P, N), boxes (B, P, 4) xyxy pixels, mask_inputs (B, P or 1, 4h, 4w)
-logits. Outputs {"masks": (B, P, M, 4h, 4w) logits, "iou_scores": (B, P, M)} with M = 3 or 1.
+logits. Outputs {"masks": (B, P, M, 4h, 4w) logits, "iou_scores": (B, P, M)} with M = 3, 1 or 4.
 Parameter names are ours; convert/hf_sam.py maps HF `SamModel` onto them.
 
 Departures from the reference code: none in the computation. The two-way blocks' LayerNorm eps is a
@@ -356,8 +356,9 @@ class MaskDecoder(nnx.Module):
     self.hypernetworks = nnx.List([HeadMLP(dim, dim, dim // 8, 3, **kw) for _ in range(self.num_mask_tokens)])
     self.iou_head = HeadMLP(dim, iou_head_hidden_dim, self.num_mask_tokens, iou_head_depth, **kw)
 
-  def __call__(self, image_embeddings, image_pe, sparse, dense, *, multimask_output: bool):
-    """image_embeddings (B, h, w, C), image_pe (h, w, C), sparse (B, P, T, C) or None, dense (B, P|1, h, w, C)."""
+  def __call__(self, image_embeddings, image_pe, sparse, dense, *, multimask_output: bool | None):
+    """image_embeddings (B, h, w, C), image_pe (h, w, C), sparse (B, P, T, C) or None, dense (B, P|1, h, w, C).
+    multimask_output: True → the 3 multimask outputs, False → the single mask, None → all 4 (single first)."""
     b, h, w, c = image_embeddings.shape
     p = 1 if sparse is None else sparse.shape[1]
     dtype = image_embeddings.dtype
@@ -380,6 +381,8 @@ class MaskDecoder(nnx.Module):
     x = x.reshape(b, p, 4 * h, 4 * w, -1)
     masks = jnp.einsum("bpmc,bpyxc->bpmyx", hyper, x)
     iou = self.iou_head(iou_out)
+    if multimask_output is None:  # all of them, the single mask first (training picks per prompt)
+      return masks, iou
     keep = slice(1, None) if multimask_output else slice(0, 1)
     return masks[:, :, keep], iou[:, :, keep]
 
@@ -413,8 +416,9 @@ class SAM(nnx.Module):
     return self.image_encoder(images)
 
   def decode(self, image_embeddings, *, points=None, point_labels=None, boxes=None, mask_inputs=None,
-             multimask_output: bool = True) -> dict:
-    """Masks and IoU scores from precomputed image embeddings (the interactive loop reuses them)."""
+             multimask_output: bool | None = True) -> dict:
+    """Masks and IoU scores from precomputed image embeddings (the interactive loop reuses them).
+    multimask_output None: all 4 outputs, the single mask first."""
     if points is not None and point_labels is None:
       point_labels = jnp.ones(points.shape[:-1], jnp.int32)
     sparse, dense = self.prompt_encoder(points, point_labels, boxes, mask_inputs, batch=image_embeddings.shape[0])

@@ -45,18 +45,30 @@ def mask_iou(logits, target):
   return jnp.where(union > 0, inter / jnp.maximum(union, 1.0), 1.0)
 
 
-def sam_loss(logits, iou_pred, target, valid=None, *, focal_weight: float = FOCAL_WEIGHT,
-             dice_weight: float = DICE_WEIGHT, iou_weight: float = IOU_WEIGHT):
-  """(loss averaged over the valid prompts, parts) for logits (..., M, H, W) against target (..., H, W)."""
+def prompt_losses(logits, iou_pred, target, *, focal_weight: float = FOCAL_WEIGHT, dice_weight: float = DICE_WEIGHT,
+                  iou_weight: float = IOU_WEIGHT) -> dict:
+  """Per prompt (...): "mask_loss" (of the best of the M masks), "iou_loss", their weighted sum "loss", and the
+  "best_iou" (the best mask's IoU), for logits (..., M, H, W) against target (..., H, W)."""
   target = target[..., None, :, :]
   mask_losses = focal_weight * sigmoid_focal_loss(logits, target) + dice_weight * dice_loss(logits, target)  # (..., M)
   best = jnp.argmin(mask_losses, axis=-1)
   mask_loss = jnp.take_along_axis(mask_losses, best[..., None], -1)[..., 0]
   ious = jax.lax.stop_gradient(mask_iou(logits, target))
   iou_loss = jnp.square(iou_pred.astype(jnp.float32) - ious).mean(-1)
-  per_prompt = mask_loss + iou_weight * iou_loss
-  w = jnp.ones(per_prompt.shape, jnp.float32) if valid is None else valid.astype(jnp.float32)
+  return {"loss": mask_loss + iou_weight * iou_loss, "mask_loss": mask_loss, "iou_loss": iou_loss,
+          "best_iou": jnp.take_along_axis(ious, best[..., None], -1)[..., 0]}
+
+
+def mean_over_prompts(per_prompt: dict, valid=None):
+  """(the mean "loss" over the valid prompts, the means of the other parts) of `prompt_losses`' output."""
+  w = jnp.ones(per_prompt["loss"].shape, jnp.float32) if valid is None else valid.astype(jnp.float32)
   n = jnp.maximum(w.sum(), 1.0)
-  parts = {"mask_loss": (mask_loss * w).sum() / n, "iou_loss": (iou_loss * w).sum() / n,
-           "best_iou": (jnp.take_along_axis(ious, best[..., None], -1)[..., 0] * w).sum() / n}
-  return (per_prompt * w).sum() / n, parts
+  means = {k: (v * w).sum() / n for k, v in per_prompt.items()}
+  return means.pop("loss"), means
+
+
+def sam_loss(logits, iou_pred, target, valid=None, *, focal_weight: float = FOCAL_WEIGHT,
+             dice_weight: float = DICE_WEIGHT, iou_weight: float = IOU_WEIGHT):
+  """(loss averaged over the valid prompts, parts) for logits (..., M, H, W) against target (..., H, W)."""
+  return mean_over_prompts(prompt_losses(logits, iou_pred, target, focal_weight=focal_weight, dice_weight=dice_weight,
+                                         iou_weight=iou_weight), valid)

@@ -8,8 +8,10 @@ instance of an image is one prompt (the model's "point batch"), so the image enc
 
 Training step, per instance (all on device, inside the jitted step):
   round 1   with probability `box_prob` the instance's box with noise (each coordinate moved by N(0, σ²),
-            σ = `box_noise` × the box side, at most `box_noise_max` pixels), else a foreground point drawn
-            uniformly from its mask; no mask prompt; the 3-mask (multimask) output, the minimum loss of the 3.
+            σ = `box_noise` × the box side, at most `box_noise_max` pixels) and the single-mask output (a box
+            is not ambiguous: the reference answers a box with `multimask_output=False`), else a foreground
+            point drawn uniformly from its mask and the 3-mask (multimask) output, the minimum loss of the 3;
+            no mask prompt.
   rounds 2..`rounds`: a point drawn uniformly from the error region of the previous prediction, positive
             where it missed the object (false negative) and negative where it spilled over (false positive),
             added to the prompts so far; the previous unthresholded low-resolution mask logits (of the mask
@@ -25,7 +27,8 @@ Evaluation (deterministic, over every real instance): mask mIoU at the input res
   point1    one click at the point farthest from the object's boundary (chessboard distance, first in
             raster order on ties), the 3-mask output, the mask of highest predicted IoU (`miou_point1`)
             and the best of the 3 (`miou_point1_oracle`, the paper's "oracle");
-  box       the exact tight box, likewise (`miou_box`, `miou_box_oracle`);
+  box       the exact tight box and the single-mask output (`miou_box`), and the best of all 4 outputs
+            (`miou_box_oracle`);
   clicks k  from the 1-click prediction, `eval_rounds` − 1 further clicks each at the point farthest from the
             boundary of the larger error region (false negatives → positive, false positives → negative), with
             the previous mask logits as the mask prompt and the single-mask output (`miou_clicks_<k>`).
@@ -204,10 +207,13 @@ class PromptableSegmentationTask:
 
     return fn
 
-  def _loss(self, out, target, valid):
+  def _prompt_losses(self, masks, iou_scores, target):
     ps = self.ps
-    return objective.sam_loss(upsample(out["masks"], self.size), out["iou_scores"], target, valid,
-                              focal_weight=ps.focal_weight, dice_weight=ps.dice_weight, iou_weight=ps.iou_weight)
+    return objective.prompt_losses(upsample(masks, self.size), iou_scores, target, focal_weight=ps.focal_weight,
+                                   dice_weight=ps.dice_weight, iou_weight=ps.iou_weight)
+
+  def _loss(self, out, target, valid):
+    return objective.mean_over_prompts(self._prompt_losses(out["masks"], out["iou_scores"], target), valid)
 
   def make_loss_fn(self, graphdef):
     ps, size = self.ps, self.size
@@ -230,12 +236,19 @@ class PromptableSegmentationTask:
       points, labels = _set_slot(points, labels, 0, jnp.where(use_box[..., None], box[..., :2], fg),
                                  jnp.where(use_box, 2, 1))
       points, labels = _set_slot(points, labels, 1, box[..., 2:], jnp.where(use_box, 3, -1))
-      out = model.decode(embeddings, points=points, point_labels=labels, multimask_output=True)
-      loss, parts = self._loss(out, target, valid)
+      # A point is ambiguous: the 3-mask output, the minimum loss of the 3. A box is not: the single mask,
+      # as the reference predicts for a box (`multimask_output=False`) and for several prompts.
+      out = model.decode(embeddings, points=points, point_labels=labels, multimask_output=None)
+      masks, scores = out["masks"], out["iou_scores"]
+      single = self._prompt_losses(masks[:, :, :1], scores[:, :, :1], target)
+      multi = self._prompt_losses(masks[:, :, 1:], scores[:, :, 1:], target)
+      loss, parts = objective.mean_over_prompts(jax.tree.map(lambda a, b: jnp.where(use_box, a, b), single, multi),
+                                                valid)
       metrics = {"loss_round1": loss, "iou_round1": parts["best_iou"]}
       if rounds == 1:
         return loss, (metrics, nnx.to_pure_dict(nnx.state(model, nnx.Not(nnx.Param))))
-      previous, _ = _best(out)
+      previous = jnp.where(use_box[..., None, None], masks[:, :, 0], _best({"masks": masks[:, :, 1:],
+                                                                             "iou_scores": scores[:, :, 1:]})[0])
 
       # Rounds 2..rounds: a point from the error region (or none) and the previous logits as the mask prompt.
       add_point = jnp.ones((rounds - 1,), bool)
@@ -268,7 +281,7 @@ class PromptableSegmentationTask:
 
   def _evaluate(self, model, batch):
     """(per-instance IoUs (B, P) of the evaluation protocol (module docstring), the 1-click points and the
-    1-click and box mask logits of highest predicted IoU)."""
+    1-click mask logits of highest predicted IoU and the box's single-mask logits)."""
     size, rounds = self.size, int(self.ps.eval_rounds)
     target = batch["instance_masks"]
     b, p = target.shape[:2]
@@ -286,10 +299,10 @@ class PromptableSegmentationTask:
     previous, _ = _best(out)
     box_points, box_labels = _set_slot(*empty, 0, batch["boxes"][..., :2], jnp.full((b, p), 2, jnp.int32))
     box_points, box_labels = _set_slot(box_points, box_labels, 1, batch["boxes"][..., 2:], jnp.full((b, p), 3, jnp.int32))
-    box_out = model.decode(embeddings, points=box_points, point_labels=box_labels, multimask_output=True)
-    shown = (click, previous, _best(box_out)[0])
+    box_masks = model.decode(embeddings, points=box_points, point_labels=box_labels, multimask_output=None)["masks"]
+    shown = (click, previous, box_masks[:, :, 0])
     result = {"miou_point1": ious(previous), "miou_point1_oracle": ious(out["masks"]).max(-1),
-              "miou_box": ious(_best(box_out)[0]), "miou_box_oracle": ious(box_out["masks"]).max(-1),
+              "miou_box": ious(box_masks[:, :, 0]), "miou_box_oracle": ious(box_masks).max(-1),
               "miou_clicks_1": ious(previous)}
 
     def one_round(carry, slot):
