@@ -46,6 +46,7 @@ from papers_jax.models import danet, pkinet  # noqa: F401  (register their varia
 from papers_jax.models import cpc, wav2vec2  # noqa: F401  (register their variants)
 from papers_jax.models import ddpm_unet, vqvae  # noqa: F401  (register their variants)
 from papers_jax.models import ts2vec  # noqa: F401  (registers its encoder)
+from papers_jax.models import timesurl  # noqa: F401  (registers its network)
 from papers_jax.models import sam  # noqa: F401  (registers its variants)
 from papers_jax.models import vilt  # noqa: F401  (registers its variant)
 
@@ -61,6 +62,7 @@ FAMILIES = {
     patchtst.PatchTST: patchtst, patchtst.PatchTSTForPretraining: patchtst, dlinear.DLinear: dlinear,
     dlinear.NLinear: dlinear, danet.DANet: danet, pkinet.PKINet: pkinet,
     ts2vec.TS2VecEncoder: ts2vec, ts2vec.TS2VecClassifier: ts2vec,
+    timesurl.TimesURL: timesurl,
     dcgan.GAN: dcgan, vae.VAE: vae, detr.DETR: detr, deformable_detr.DeformableDETR: deformable_detr,
     query_detector.QueryDetector: query_detector, ddpm_unet.DDPMUNet: ddpm_unet, vqvae.VQVAE: vqvae,
     wav2vec2.Wav2Vec2: wav2vec2, cpc.CPC: cpc,
