@@ -124,7 +124,8 @@ FULL_ONLY = {
     "resnet/digits_cam.py": "resnet/digits.py", "resnet/cifar10.py": "resnet/digits.py",
     "vit/cifar10.py": "vit/digits.py", "vilt/scenes_vqa.py": "vilt/scenes_pretrain.py",
     "ts2vec/finetune.py": "", "slots/ucr.py": "", "ts2vec/ucr.py": "",  # tests/test_ts2vec.py: losses, encoder
-    "timesurl/ucr.py": "",  # tests/test_timesurl.py: the losses and the task's loss on a tiny network
+    "timesurl/ucr.py": "", "timesurl/forecast.py": "",  # tests/test_timesurl.py: the losses, the task's loss
+    "ts2vec/forecast.py": "",  # tests/test_ridge_forecast.py: the ridge protocol and its windows
     "ssl/dino.py": "ssl/simsiam.py", "ssl/cmc.py": "ssl/simclr.py", "ssl/moco_v3.py": "ssl/simclr.py",
     "danet/shapes.py": "",  # tests/test_danet.py: the attention modules and the model
     "sam/scenes.py": "", "sam/sa1b.py": "",  # SAM's forward: HF parity in tests/test_sam.py

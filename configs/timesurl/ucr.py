@@ -44,9 +44,5 @@ def get_config(arg=None):
   c = load(f"{base}:data={args.data},path={args.path},labels={args.labels},steps={args.steps}"
            + (",smoke" if args.smoke else ""))
   c = c.unlock()
-  c.ts_repr.update(method="timesurl", alpha=0.8)
-  c.ts_repr.timesurl = timesurl.default_config()
-  c.model.update(name="timesurl", mask_mode="all_true")
-  c.optimizer.update(lr=1e-4, weight_decay=5e-4)
-  c.schedule.update(name="cosine", warmup_steps=0)
+  timesurl.configure(c)
   return c.lock()

@@ -46,6 +46,16 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
   ) | overrides)
 
 
+def configure(c) -> None:
+  """Turns an unlocked TS2Vec config (configs/ts2vec/*.py) into TimesURL's, with the official code's settings
+  (configs/timesurl/ucr.py lists them)."""
+  c.ts_repr.update(method="timesurl", alpha=0.8)
+  c.ts_repr.timesurl = default_config()
+  c.model.update(name="timesurl", mask_mode="all_true")
+  c.optimizer.update(lr=1e-4, weight_decay=5e-4)
+  c.schedule.update(name="cosine", warmup_steps=0)
+
+
 # ----------------------------------------------------------------------------- augmentation
 
 

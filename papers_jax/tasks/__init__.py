@@ -24,6 +24,7 @@ TASK_CLASSES = {
     "diffusion": "DiffusionTask",
     "vqvae": "VQVAETask",
     "ts_representation": "TSRepresentationTask",
+    "ts_repr_forecast": "TSReprForecastTask",
     "promptable_segmentation": "PromptableSegmentationTask",
     "vision_language": "VisionLanguageTask",
 }
