@@ -129,6 +129,8 @@ FULL_ONLY = {
     "poolformer/imagenet.py": "poolformer/digits.py", "deit/imagenet.py": "",
     "ts2vec/finetune.py": "", "slots/ucr.py": "", "ts2vec/ucr.py": "",  # tests/test_ts2vec.py: losses, encoder
     "tfc/ucr.py": "", "comet/ucr.py": "", "comet/ecg_like.py": "",  # tests/test_tfc.py, tests/test_comet.py
+    "timesurl/ucr.py": "", "timesurl/forecast.py": "",  # tests/test_timesurl.py: the losses, the task's loss
+    "ts2vec/forecast.py": "",  # tests/test_ridge_forecast.py: the ridge protocol and its windows
     "ssl/dino.py": "ssl/simsiam.py", "ssl/cmc.py": "ssl/simclr.py", "ssl/moco_v3.py": "ssl/simclr.py",
     "danet/shapes.py": "",  # tests/test_danet.py: the attention modules and the model
     "sam/scenes.py": "", "sam/sa1b.py": "",  # SAM's forward: HF parity in tests/test_sam.py

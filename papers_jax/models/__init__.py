@@ -47,6 +47,7 @@ from papers_jax.models import cpc, wav2vec2  # noqa: F401  (register their varia
 from papers_jax.models import ddpm_unet, vqvae  # noqa: F401  (register their variants)
 from papers_jax.models import ts2vec  # noqa: F401  (registers its encoder)
 from papers_jax.models import comet, tfc  # noqa: F401  (register their encoders)
+from papers_jax.models import timesurl  # noqa: F401  (registers its network)
 from papers_jax.models import sam  # noqa: F401  (registers its variants)
 from papers_jax.models import vilt  # noqa: F401  (registers its variant)
 from papers_jax.models import deit, poolformer, vit_mpp  # noqa: F401  (register their variants)
@@ -67,6 +68,7 @@ FAMILIES = {
     dlinear.NLinear: dlinear, danet.DANet: danet, pkinet.PKINet: pkinet,
     ts2vec.TS2VecEncoder: ts2vec, ts2vec.TS2VecClassifier: ts2vec,
     tfc.TFC: tfc, comet.COMETEncoder: comet,
+    timesurl.TimesURL: timesurl,
     dcgan.GAN: dcgan, vae.VAE: vae, detr.DETR: detr, deformable_detr.DeformableDETR: deformable_detr,
     query_detector.QueryDetector: query_detector, ddpm_unet.DDPMUNet: ddpm_unet, vqvae.VQVAE: vqvae,
     wav2vec2.Wav2Vec2: wav2vec2, cpc.CPC: cpc,

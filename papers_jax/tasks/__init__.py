@@ -25,6 +25,7 @@ TASK_CLASSES = {
     "vqvae": "VQVAETask",
     "code_prior": "CodePriorTask",
     "ts_representation": "TSRepresentationTask",
+    "ts_repr_forecast": "TSReprForecastTask",
     "promptable_segmentation": "PromptableSegmentationTask",
     "vision_language": "VisionLanguageTask",
     "masked_patch_prediction": "MaskedPatchPredictionTask",

@@ -29,6 +29,10 @@ used only by the evaluation.
             with a nonzero `comet_factors` weight (patient, trial, sample, observation; masks `comet_masks`),
             and objectives/comet.py's hierarchical loss compares the passes; the patient and trial levels
             need the ids of data/ecg_like.py's set (`data.name = "ecg_like"`), UCR/UEA sets have none.
+  "timesurl"  TimesURL (Liu & Chen, 2024; the notes' J4): TS2Vec's crops with the second context's series
+            frequency-mixed, DualCon (the hierarchical loss with instance and temporal Universums) and the masked
+            reconstruction of both contexts through models/timesurl.py's head (`_timesurl_loss`,
+            objectives/timesurl.py; settings in `ts_repr.timesurl`, configs/timesurl/ucr.py).
   `ts_repr.label_fraction` < 1 keeps the labels of that stratified fraction of the train split (at least one
   series a class; a fixed seed, so runs compare on the same labels); the protocols below fit on those only.
   Series longer than `ts_repr.max_train_length` are trained on a random window of that length per batch.
@@ -66,12 +70,13 @@ from papers_jax.data import ecg_like, timeseries
 from papers_jax.errors import ConfigError
 from papers_jax.evaluators import linear_probe, svm
 from papers_jax.models import tfc as tfc_model
+from papers_jax.models import timesurl as timesurl_model
 from papers_jax.models import ts2vec as ts2vec_model
 from papers_jax.objectives import comet as comet_objective
-from papers_jax.objectives import contrastive, ts_contrastive
+from papers_jax.objectives import contrastive, timesurl, ts_contrastive
 from papers_jax.objectives import tfc as tfc_objective
 
-METHODS = ("ts2vec", "finetune", "hybrid", "tfc", "comet")
+METHODS = ("ts2vec", "finetune", "hybrid", "tfc", "comet", "timesurl")
 CLASSIFIER_METHODS = ("finetune", "hybrid")
 EVAL_CROP_SEED = 0
 
@@ -210,6 +215,9 @@ class TSRepresentationTask:
       extra["num_classes"] = self.source(self.config.data.train_split).num_classes
     if self.cfg.method == "tfc":
       extra["seq_len"] = self.length
+    if (self.cfg.method == "timesurl") != (name == "timesurl"):
+      raise ConfigError(f"ts_repr.method={self.cfg.method!r} with model.name={name!r}: TimesURL's method and "
+                        "network go together (configs/timesurl/ucr.py)")
     return models.create(name, rngs=rngs, **kwargs | extra)
 
   def forward_flops(self, model) -> float:
@@ -220,11 +228,17 @@ class TSRepresentationTask:
     if self.cfg.method == "comet":  # two passes a level
       views = 2 * sum(1 for f in self.cfg.comet_factors if f)
       return views * ts2vec_model.forward_flops(model, seq_len=self.length)
+    seq_len = min(self.length, int(self.cfg.max_train_length))
+    if self.cfg.method == "timesurl":  # each context encoded whole, and masked through the reconstruction head
+      return 2 * (ts2vec_model.forward_flops(model, seq_len=seq_len) + timesurl_model.reconstruct_flops(
+          model, seq_len=seq_len))
     views = 1 if self.cfg.method == "finetune" else 2
     return views * ts2vec_model.forward_flops(model, seq_len=min(self.length, int(self.cfg.max_train_length)))
 
   # ------------------------------------------------------------------ train and evaluate
   def _loss(self, model, series, key, train: bool, rngs=None):
+    if self.cfg.method == "timesurl":
+      return self._timesurl_loss(model, series, key, train, rngs)[0]
     window = min(series.shape[1], int(self.cfg.max_train_length))
     crop_key, window_key = jax.random.split(key)
     if window < series.shape[1]:
@@ -235,6 +249,35 @@ class TSRepresentationTask:
     z2 = aligned(model(series, valid=valid2, train=train, rngs=rngs), start)
     return ts_contrastive.hierarchical_contrastive_loss(z1, z2, overlap, alpha=float(self.cfg.alpha),
                                                         temporal_unit=int(self.cfg.temporal_unit))
+
+  def _timesurl_loss(self, model, series, key, train: bool, rngs=None):
+    """(loss, metrics) of TimesURL (objectives/timesurl.py): the crops of `_loss`, the second context's series
+    frequency-mixed first; DualCon between the two contexts' representations on their overlap, and the masked
+    reconstruction of each context's overlap from the context with the masked values zeroed."""
+    cfg = self.cfg.timesurl
+    window = min(series.shape[1], int(self.cfg.max_train_length))
+    crop_key, window_key, mix_key, perm_key, mask_key = jax.random.split(key, 5)
+    if window < series.shape[1]:
+      start = jax.random.randint(window_key, (), 0, series.shape[1] - window + 1)
+      series = jax.lax.dynamic_slice_in_dim(series, start, window, axis=1)
+    observed = ~jnp.isnan(series)
+    mixed = timesurl.frequency_mix(mix_key, jnp.where(observed, series, 0.0), float(cfg.mix_rate))
+    views = (series, jnp.where(observed, mixed, jnp.nan))
+    valid1, valid2, start, overlap = two_crops(crop_key, series.shape[0], window, int(self.cfg.temporal_unit))
+    t = jnp.arange(window)[None]
+    on_overlap = (t >= start[:, None]) & (t < (start + overlap)[:, None])
+    zs, recon = [], 0.0
+    for x, valid, k in zip(views, (valid1, valid2), jax.random.split(mask_key)):
+      zs.append(aligned(model(x, valid=valid, train=train, rngs=rngs), start))
+      masked = timesurl.segment_mask(k, *x.shape, int(cfg.recon_segments), float(cfg.recon_ratio))
+      masked = masked & observed & valid[..., None]
+      rebuilt = model.reconstruct(jnp.where(masked, 0.0, x), valid=valid, train=train, rngs=rngs)
+      recon = recon + timesurl.reconstruction_loss(x, rebuilt, masked & on_overlap[..., None]) / 2
+    dualcon = timesurl.dual_hierarchical_loss(*zs, overlap, perm_key, alpha=float(self.cfg.alpha),
+                                              temporal_unit=int(self.cfg.temporal_unit),
+                                              lam=float(cfg.universum_lambda), temperature=float(cfg.temperature))
+    loss = float(cfg.contrast_weight) * dualcon + float(cfg.recon_weight) * recon
+    return loss, {"dualcon": dualcon, "reconstruction": recon}
 
   def _hybrid_loss(self, model, batch, key, train: bool, rngs=None):
     """(loss, metrics): NT-Xent + SupCon + CE, weighted by `hybrid_weights` (module docstring)."""
@@ -303,6 +346,8 @@ class TSRepresentationTask:
         loss, metrics = self._tfc_loss(model, batch["series"], crop_key, True, rngs)
       elif method == "comet":
         loss, metrics = self._comet_loss(model, batch, True, rngs)
+      elif method == "timesurl":
+        loss, metrics = self._timesurl_loss(model, batch["series"], crop_key, True, rngs)
       else:  # finetune: every series of the (labelled-only) train source
         loss = self._labelled_ce(model(batch["series"], train=True, rngs=rngs), batch["label"],
                                  jnp.ones_like(batch["label"], bool))
