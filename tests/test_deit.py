@@ -93,29 +93,42 @@ def _teacher_checkpoint(config, path):
   return params, state
 
 
-def test_distillation_run_reads_and_keeps_the_teacher_frozen(tmp_path):
-  from test_configs import check_smoke_run
+def _check_teacher(model_state, params, state):
+  flat_saved = convert._flatten(model_state["teacher"])
+  flat_written = convert._flatten(params) | convert._flatten(state)
+  assert set(flat_saved) == set(flat_written)
+  for key, value in flat_written.items():
+    np.testing.assert_array_equal(np.asarray(flat_saved[key]), value, err_msg=key)
+
+
+def test_the_trainer_reads_the_teacher_into_model_state_and_names_a_misfit(tmp_path):
   config = load_config("deit/digits.py", "smoke,kind=hard").unlock()
   with pytest.raises(ConfigError, match="teacher"):
     loop.Trainer(config, str(tmp_path / "no_teacher"))
   params, state = _teacher_checkpoint(config, tmp_path / "teacher")
   config.distillation.teacher = str(tmp_path / "teacher")
-  workdir = str(tmp_path / "run")
-  summary = loop.train(config.lock(), workdir)
-  check_smoke_run(config, summary, workdir)
-  # The run's last checkpoint holds the teacher exactly as written: loaded (BN statistics too), never trained.
-  step = max(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")) if s.isdigit())
-  saved = convert._restore_params_numpy(os.path.join(workdir, "checkpoints", str(step), "state"), "model_state")
-  flat_saved = convert._flatten(saved["teacher"])
-  flat_written = convert._flatten(params) | convert._flatten(state)
-  assert set(flat_saved) == set(flat_written)
-  for key, value in flat_written.items():
-    np.testing.assert_array_equal(flat_saved[key], value, err_msg=key)
-  assert not any(k.startswith("teacher") for k in convert._flatten(
-      convert._restore_params_numpy(os.path.join(workdir, "checkpoints", str(step), "state"))))
+  trainer = loop.Trainer(config.lock(), str(tmp_path / "run"))
+  _check_teacher(trainer.state.model_state, params, state)  # loaded, BatchNorm statistics included
+  assert not any(k.startswith("teacher") for k in convert._flatten(trainer.state.params))  # never trained
   # A teacher_model that does not fit the checkpoint is named, not silently half-loaded.
   bad = load_config("deit/digits.py", "smoke,kind=soft").unlock()
   bad.distillation.teacher = str(tmp_path / "teacher")
   bad.distillation.teacher_model = dict(bad.distillation.teacher_model, layers=(1, 1, 2))
   with pytest.raises(CheckpointError, match="teacher/"):
     loop.Trainer(bad.lock(), str(tmp_path / "bad"))
+
+
+@pytest.mark.skipif(not FULL, reason="make test-full trains it (the loading is checked above, the losses by numpy)")
+def test_distillation_run_reads_and_keeps_the_teacher_frozen(tmp_path):
+  from test_configs import check_smoke_run
+  config = load_config("deit/digits.py", "smoke,kind=hard").unlock()
+  params, state = _teacher_checkpoint(config, tmp_path / "teacher")
+  config.distillation.teacher = str(tmp_path / "teacher")
+  workdir = str(tmp_path / "run")
+  summary = loop.train(config.lock(), workdir)
+  check_smoke_run(config, summary, workdir)
+  # The run's last checkpoint holds the teacher exactly as written: never trained.
+  step = max(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")) if s.isdigit())
+  path = os.path.join(workdir, "checkpoints", str(step), "state")
+  _check_teacher(convert._restore_params_numpy(path, "model_state"), params, state)
+  assert not any(k.startswith("teacher") for k in convert._flatten(convert._restore_params_numpy(path)))
