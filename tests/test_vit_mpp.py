@@ -39,7 +39,7 @@ def test_corruption_draw_and_loss():
 
 
 def test_model_replaces_exactly_the_drawn_embeddings():
-  model = models.create("vit_mpp_tiny_patch16_224", img_size=8, patch_size=2, in_chans=1, embed_dim=16, depth=1,
+  model = models.create("mpp_vit_tiny_patch16_224", img_size=8, patch_size=2, in_chans=1, embed_dim=16, depth=1,
                         num_heads=2, rngs=nnx.Rngs(0))
   assert model.num_colours == 8
   images = jnp.asarray(np.random.RandomState(0).randn(2, 8, 8, 1).astype(np.float32))

@@ -13,20 +13,19 @@ Departures from the paper: those of configs/blip/scenes_pretrain.py, which this 
 the filter are the pre-trained model itself, not fine-tuned on a human-annotated set first (there is none here
 beside the training captions it was pre-trained on); the synthetic captions start with the demo's prompt
 "from left to right:" (BLIP's: "a picture of") and are sampled without the official repetition penalty (1.1).
-`smoke`: the pre-training config's smoke run on the captions file given (without one, on the original captions).
+`captions` defaults to the file the first command writes. `smoke`: the pre-training config's smoke run on the
+captions file given (without one, on the original captions).
 """
 
 import os
 
 from papers_jax.core.config import load, parse_arg
-from papers_jax.errors import ConfigError
 
 
 def get_config(arg=None):
-  args = parse_arg(arg, smoke=False, steps=1500, captions="")
-  if not args.captions and not args.smoke:
-    raise ConfigError("configs/blip/scenes_capfilt.py needs captions=<the JSON file tools/blip_capfilt.py wrote>")
+  # The default is where the command above writes the file; a missing file stops the run with a DataError.
+  args = parse_arg(arg, smoke=False, steps=1500, captions="runs/blip_pretrain/capfilt.json")
   c = load(os.path.join(os.path.dirname(os.path.abspath(__file__)), "scenes_pretrain.py")
            + (":smoke" if args.smoke else f":steps={args.steps}")).unlock()
-  c.blip.train_captions = args.captions
+  c.blip.train_captions = "" if args.smoke and args.captions == "runs/blip_pretrain/capfilt.json" else args.captions
   return c.lock()

@@ -7,12 +7,13 @@ token learns from a ResNet teacher trained here (Touvron et al. 2021, §4).
   python -m papers_jax.main --config configs/deit/digits.py:kind=none --workdir runs/deit_digits_none
 
 `kind`: "hard" (the paper's best: the distillation head learns the teacher's argmax, α = ½), "soft" (KL at
-τ = 3 with λ = 0.1, as the paper) or "none" (the same student and recipe with the true labels on both
-heads: the baseline). The teacher is configs/resnet/digits.py's ResNet-20 (its run's checkpoint, which this
-config's `teacher_model` must match); it sees the student's augmented 16×16 images. The student is
-configs/vit/digits.py's ViT (width 64, depth 4, 4×4 patches) plus the distillation token and head, trained
-for `steps` (default 150, a third of configs/vit/digits.py's 450: distillation matters most when the
-student's own data or schedule is short). Results: docs/deit.md. `smoke` shrinks it to seconds.
+τ = 3 with λ = 0.1, as the paper) or "none" (the default, which needs no teacher: the same student and recipe
+with the mean of its two heads trained on the labels, the baseline). The teacher is configs/resnet/digits.py's
+ResNet-20 (its run's checkpoint, which this config's `teacher_model` must match); it sees the student's
+augmented 16×16 images. The student is configs/vit/digits.py's ViT (width 64, depth 4, 4×4 patches) plus the
+distillation token and head, trained for `steps` (default 150, a third of configs/vit/digits.py's 450:
+distillation matters most when the student's own data or schedule is short). Results: docs/vision_variants.md.
+`smoke` shrinks it to seconds.
 
 Departures from the paper:
 - Those of configs/vit/digits.py's recipe, which this config loads: a small ViT on 16×16 digits instead
@@ -22,8 +23,7 @@ Departures from the paper:
   augmentation; no weight EMA.
 - The teacher is a ResNet-20 trained on the same 1,437 digits (the paper: a RegNetY-16GF trained on
   ImageNet), and the student trains for 150 steps, not 300 epochs.
-- "none" keeps the distillation token and trains the mean of the two heads on the labels, where DeiT without
-  distillation has no such token.
+- "none" keeps the distillation token, where DeiT without distillation has no such token.
 """
 
 import os
@@ -34,7 +34,7 @@ TEACHER = dict(name="resnet20_cifar", in_chans=1, img_size=16)  # configs/resnet
 
 
 def get_config(arg=None):
-  args = parse_arg(arg, kind="hard", steps=150, smoke=False)
+  args = parse_arg(arg, kind="none", steps=150, smoke=False)
   if args.kind not in ("hard", "soft", "none"):
     raise ValueError(f"kind={args.kind!r}; choose hard, soft or none")
   vit = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "vit", "digits.py")

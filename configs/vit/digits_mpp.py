@@ -29,7 +29,7 @@ def get_config(arg=None):
   vit = os.path.join(os.path.dirname(os.path.abspath(__file__)), "digits.py")
   c = load(vit + (":smoke" if args.smoke else "")).unlock()
   c.task = "masked_patch_prediction"
-  c.model.name = "vit_mpp_tiny_patch16_224"
+  c.model.name = "mpp_vit_tiny_patch16_224"
   del c.model["num_classes"]
   c.model.colour_bits = 3
   c.label_smoothing = 0.0

@@ -53,7 +53,7 @@ def forward_flops(model: MaskedPatchPredictionViT) -> float:
 
 
 for _width in ("tiny", "small", "base", "large", "huge"):
-  register(f"vit_mpp_{_width}_patch16_224", MaskedPatchPredictionViT, **vit.WIDTHS[_width], patch_size=16,
+  register(f"mpp_vit_{_width}_patch16_224", MaskedPatchPredictionViT, **vit.WIDTHS[_width], patch_size=16,
            img_size=224)
 
 EMBEDDINGS = ("vit.patch_embed.proj", "vit.pos_embed", "vit.cls_token", "mask_token")

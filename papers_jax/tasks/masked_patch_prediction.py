@@ -29,8 +29,8 @@ class MaskedPatchPredictionTask:
   def __init__(self, config):
     self.config = config
     self.mean, self.std, _ = image_preprocessing(config)
-    if not config.model.name.startswith("vit_mpp_"):
-      raise ConfigError(f"task masked_patch_prediction trains a vit_mpp_* model, not {config.model.name!r}")
+    if not config.model.name.startswith("mpp_vit_"):
+      raise ConfigError(f"task masked_patch_prediction trains an mpp_vit_* model, not {config.model.name!r}")
     self._encode = None
 
   def build_model(self, rngs: nnx.Rngs) -> nnx.Module:
