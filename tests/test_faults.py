@@ -111,6 +111,12 @@ def test_orbax_abandoned_reads_are_dropped_even_when_the_task_repr_does_not_name
   assert not checkpoint._DropOrbaxOrphanedReads().filter(record)
   other = logging.LogRecord("asyncio", logging.ERROR, __file__, 1, message, None, None)
   assert checkpoint._DropOrbaxOrphanedReads().filter(other)  # nothing says orbax: kept
+  # A task that awaited a tensorstore future: asyncio's frames only, the spec in the exception's repr.
+  wrapped = ("Task exception was never retrieved\nfuture: <Task finished name='Task-9' coro=<_wrap_awaitable() "
+             "done, defined at /usr/lib/python3.11/asyncio/tasks.py:687> exception=ValueError('Error opening "
+             "\"zarr\" driver: [tensorstore_spec=\\'{\"driver\":\"zarr\",\"recheck_cached_data\":false}\\']')>")
+  record = logging.LogRecord("asyncio", logging.ERROR, __file__, 1, wrapped, None, None)
+  assert not checkpoint._DropOrbaxOrphanedReads().filter(record)
 
 
 @contextlib.contextmanager

@@ -207,8 +207,11 @@ class _DropOrbaxOrphanedReads(logging.Filter):
     if "Task exception was never retrieved" not in message:
       return True
     # The task's repr names orbax only while its coroutine runs; a finished one's traceback still does.
+    # A task that awaited a tensorstore future directly (asyncio's `_wrap_awaitable`) has neither, but its
+    # exception names its `tensorstore_spec` (seen in CI).
     frames = traceback.extract_tb(record.exc_info[2]) if record.exc_info and record.exc_info[2] else []
-    return not ("orbax" in message or any(f"{os.sep}orbax{os.sep}" in f.filename for f in frames))
+    return not ("orbax" in message or "tensorstore" in message
+                or any(f"{os.sep}{lib}{os.sep}" in f.filename for f in frames for lib in ("orbax", "tensorstore")))
 
 
 logging.getLogger("asyncio").addFilter(_DropOrbaxOrphanedReads())
