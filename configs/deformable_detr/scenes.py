@@ -23,6 +23,7 @@ Departures from the paper (and from configs/deformable_detr/coco.py):
 import os
 
 from papers_jax.core.config import load, parse_arg
+from papers_jax.tasks import detection
 
 
 def get_config(arg=None):
@@ -31,24 +32,6 @@ def get_config(arg=None):
   c.model = dict(name=c.model.name, backbone_block="basic", backbone_layers=(1, 1, 1, 1), backbone_width=16,
                  backbone_norm="batch", d_model=64, num_heads=4, encoder_layers=2, decoder_layers=3, ffn_dim=128,
                  num_queries=12, two_stage_num_proposals=12, dropout=0.0)
-  c.data.name = "shapes_scenes"
-  c.data.train_split, c.data.eval_split = "train", "test"
-  c.data.image_size = 128
-  c.data.mean, c.data.std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
-  c.detection.update(max_boxes=6, vis_examples=8, vis_score=0.3)
-  c.batch_size = 16
-  c.num_epochs = 0
-  c.num_steps = args.steps
   c.optimizer.update(lr=1e-3, lr_multipliers=(), freeze=())
-  c.schedule.update(name="cosine", warmup_steps=100, boundaries=())
-  c.log_every = 50
-  c.eval_every = c.num_steps // 2
-  c.checkpoint_every = c.num_steps
-  if args.smoke:
-    c.batch_size = 8
-    c.num_steps = 4
-    c.schedule.warmup_steps = 1
-    c.log_every = 2
-    c.eval_every = 0
-    c.checkpoint_every = 4
+  detection.shapes_scenes_demo(c, image_size=128, steps=args.steps, vis_score=0.3, batch_size=16, smoke=args.smoke)
   return c

@@ -20,43 +20,20 @@ Departures from the paper:
   set here; the base config's label smoothing does not apply to this task.
 """
 
-from papers_jax.core.config import base_config, parse_arg, phase_sections
+import os
 
-ADAM = {"name": "adam", "lr": 2e-4, "b1": 0.5, "b2": 0.999, "weight_decay": 0.0, "clip_grad_norm": 0.0,
-        "wd_exclude": ()}
+from papers_jax.core.config import load, parse_arg
 
 
 def get_config(arg=None):
+  """configs/gan/dcgan_mnist.py (the same recipe and `smoke`) on 3-channel CIFAR-10."""
   args = parse_arg(arg, smoke=False)
-  c = base_config()
-  c.task = "gan"
-  c.model = dict(name="dcgan_32", z_dim=100, in_chans=3, g_width=64, d_width=64)
-  c.gan = dict(generator_loss="non_saturating", vis_examples=64, sample_seed=0)
+  c = load(os.path.join(os.path.dirname(os.path.abspath(__file__)), "dcgan_mnist.py") + (":smoke" if args.smoke else ""))
+  if args.smoke:
+    return c
+  c = c.unlock()
+  c.model.in_chans = 3
   c.data.name = "tfds:cifar10"
-  c.data.train_split = "train"
-  c.data.eval_split = "test"
-  c.data.image_size = 32
-  c.data.augment = "none"
   c.data.mean = (0.5, 0.5, 0.5)
   c.data.std = (0.5, 0.5, 0.5)
-  c.batch_size = 128
-  c.num_epochs = 25.0
-  # Both phases copy config.optimizer / config.schedule (core/config.py: phase_sections); each may then differ.
-  c.optimizer.update(ADAM)
-  c.schedule.update(name="constant", warmup_steps=0)
-  c.phases = phase_sections(c, discriminator={}, generator={})
-  c.log_every = 100
-  c.eval_every = 2000
-  c.checkpoint_every = 2000
-  if args.smoke:  # the digits demo's smoke run (configs/gan/dcgan_digits.py): bundled data, offline
-    c.model.update(z_dim=16, g_width=8, d_width=8, in_chans=1)
-    c.data.name = "digits"
-    c.data.mean, c.data.std = (0.5,), (0.5,)
-    c.gan.vis_examples = 4
-    c.batch_size = 16
-    c.num_epochs = 0.0
-    c.num_steps = 4
-    c.log_every = 2
-    c.eval_every = 0
-    c.checkpoint_every = 2
   return c.lock()

@@ -22,30 +22,13 @@ Departures from the paper (and from configs/yolo/voc.py):
 import os
 
 from papers_jax.core.config import load, parse_arg
+from papers_jax.tasks import detection
 
 
 def get_config(arg=None):
   args = parse_arg(arg, steps=1000, smoke=False)
   c = load(os.path.join(os.path.dirname(os.path.abspath(__file__)), "voc.py"))
   c.model = dict(name="yolov1_tiny", grid_size=7, boxes_per_cell=2, drop_rate=0.5, img_size=64)
-  c.data.name = "shapes_scenes"
-  c.data.train_split, c.data.eval_split = "train", "test"
-  c.data.image_size = 64
-  c.data.mean, c.data.std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
-  c.detection.update(max_boxes=6, vis_examples=8, vis_score=0.2)
-  c.batch_size = 32
-  c.num_epochs = 0
-  c.num_steps = args.steps
   c.optimizer.update(name="adamw", lr=1e-3, weight_decay=5e-4, wd_exclude=(r"(^|/)bias$", r"(^|/)scale$"))
-  c.schedule.update(name="cosine", warmup_steps=100, boundaries=())
-  c.log_every = 50
-  c.eval_every = c.num_steps // 2
-  c.checkpoint_every = c.num_steps
-  if args.smoke:
-    c.batch_size = 8
-    c.num_steps = 4
-    c.schedule.warmup_steps = 1
-    c.log_every = 2
-    c.eval_every = 0
-    c.checkpoint_every = 4
+  detection.shapes_scenes_demo(c, image_size=64, steps=args.steps, vis_score=0.2, batch_size=32, smoke=args.smoke)
   return c

@@ -86,6 +86,32 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
       nms_iou=0.5) | overrides)
 
 
+def shapes_scenes_demo(config, *, image_size: int, steps: int, vis_score: float, batch_size: int, smoke: bool):
+  """Points a paper config at the bundled `shapes_scenes` demo (up to 6 objects, so 6 padded boxes): data at
+  `image_size` normalised to [-1, 1], `steps` steps with a 100-step warm-up then cosine, evaluation halfway
+  and at the end; `smoke` shrinks it to the tests' 4-step run."""
+  config.data.name = "shapes_scenes"
+  config.data.train_split, config.data.eval_split = "train", "test"
+  config.data.image_size = image_size
+  config.data.mean, config.data.std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+  config.detection.update(max_boxes=6, vis_examples=8, vis_score=vis_score)
+  config.batch_size = batch_size
+  config.num_epochs = 0
+  config.num_steps = steps
+  config.schedule.update(name="cosine", warmup_steps=100, boundaries=())
+  config.log_every = 50
+  config.eval_every = steps // 2
+  config.checkpoint_every = steps
+  if smoke:
+    config.batch_size = 8
+    config.num_steps = 4
+    config.schedule.warmup_steps = 1
+    config.log_every = 2
+    config.eval_every = 0
+    config.checkpoint_every = 4
+  return config
+
+
 def model_outputs(out) -> tuple[jax.Array, jax.Array]:
   """(logits (L, B, Q, K), boxes (L, B, Q, 4)) of a set-prediction detector's output dict."""
   logits = out["logits"] if "logits" in out else out["pred_logits"]
