@@ -31,7 +31,7 @@ Departures from the paper:
   with timm's pipeline.
 """
 
-from papers_jax.core.config import base_config, parse_arg
+from papers_jax.core.config import base_config, parse_arg, synthetic_smoke
 
 IMAGENET_TRAIN = 1_281_167
 VARIANTS = {"Ti": "tiny", "S": "small", "B": "base"}
@@ -77,18 +77,8 @@ def get_config(arg=None):
   c.checkpoint_every = 2_000
   c.keep_every = 50_000
   if args.smoke:  # generated images stand in for the dataset: runs offline, without a teacher
-    c.data.name, c.data.data_dir = "synthetic", None
-    c.data.train_split, c.data.eval_split = "train", "test"
+    synthetic_smoke(c, 32)
     c.data.randaugment = ""
     c.model.update(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=10)
     c.distillation = {}
-    c.data.image_size = 32
-    c.batch_size = 16
-    c.num_epochs = 0.0
-    c.num_steps = 6
-    c.schedule.warmup_steps = 2
-    c.data_threads = 2
-    c.log_every = 2
-    c.eval_every = 0
-    c.checkpoint_every = 3
   return c.lock()

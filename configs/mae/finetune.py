@@ -35,7 +35,7 @@ Departures from the paper:
   ops are bicubic, as the reference's.
 """
 
-from papers_jax.core.config import base_config, parse_arg
+from papers_jax.core.config import base_config, parse_arg, synthetic_smoke
 from papers_jax.tasks.mae import ENCODER_INIT_SKIP
 
 IMAGENET_TRAIN = 1_281_167
@@ -82,19 +82,9 @@ def get_config(arg=None):
   c.checkpoint_every = 2_000
   depth = None
   if args.smoke:  # generated images stand in for the dataset: runs offline
-    c.data.name, c.data.data_dir = "synthetic", None
-    c.data.train_split, c.data.eval_split = "train", "test"
+    synthetic_smoke(c, 32, steps=4, warmup_steps=1, checkpoint_every=4)
     c.model.update(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=10)
     depth = 2
-    c.data.image_size = 32
-    c.batch_size = 16
-    c.num_epochs = 0.0
-    c.num_steps = 4
-    c.schedule.warmup_steps = 1
-    c.data_threads = 2
-    c.log_every = 2
-    c.eval_every = 0
-    c.checkpoint_every = 4
   if args.partial:
     from papers_jax import models
     depth = depth or models.model_config(name)["depth"]

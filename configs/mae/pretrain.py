@@ -25,7 +25,7 @@ Departures from the paper:
 - `epochs` defaults to 800, the reference code's default; the paper's headline numbers use 1600.
 """
 
-from papers_jax.core.config import base_config, parse_arg
+from papers_jax.core.config import base_config, parse_arg, synthetic_smoke
 from papers_jax.tasks.mae import default_config as mae_defaults
 
 IMAGENET_TRAIN = 1_281_167
@@ -60,18 +60,8 @@ def get_config(arg=None):
   c.checkpoint_every = 2_000
   c.keep_every = 50_000
   if args.smoke:  # generated images stand in for the dataset: runs offline
-    c.data.name, c.data.data_dir = "synthetic", None
-    c.data.train_split, c.data.eval_split = "train", "test"
+    synthetic_smoke(c, 32, steps=4, warmup_steps=1, checkpoint_every=4)
     c.model.update(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, decoder_embed_dim=16,
                    decoder_depth=1, decoder_num_heads=2)
-    c.data.image_size = 32
     c.mae.vis_examples = 4
-    c.batch_size = 16
-    c.num_epochs = 0.0
-    c.num_steps = 4
-    c.schedule.warmup_steps = 1
-    c.data_threads = 2
-    c.log_every = 2
-    c.eval_every = 0
-    c.checkpoint_every = 4
   return c.lock()

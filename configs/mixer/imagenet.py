@@ -24,7 +24,7 @@ Departures from the paper:
 - The Inception crop is this codebase's, not compared pixel for pixel with the paper's pipeline.
 """
 
-from papers_jax.core.config import base_config, parse_arg
+from papers_jax.core.config import base_config, parse_arg, synthetic_smoke
 
 VARIANTS = ("S/32", "S/16", "B/32", "B/16", "L/32", "L/16")
 
@@ -55,16 +55,6 @@ def get_config(arg=None):
   c.checkpoint_every = 2_000
   c.keep_every = 50_000
   if args.smoke:  # generated images stand in for the dataset: runs offline
-    c.data.name, c.data.data_dir = "synthetic", None
-    c.data.train_split, c.data.eval_split = "train", "test"
+    synthetic_smoke(c, 64)
     c.model.update(img_size=64, embed_dim=32, num_blocks=2, num_classes=10)
-    c.data.image_size = 64
-    c.batch_size = 16
-    c.num_epochs = 0.0
-    c.num_steps = 6
-    c.schedule.warmup_steps = 2
-    c.data_threads = 2
-    c.log_every = 2
-    c.eval_every = 0
-    c.checkpoint_every = 3
   return c.lock()

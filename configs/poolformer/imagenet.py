@@ -27,7 +27,7 @@ Departures from the paper:
   `batch=4096` too, so a smaller machine needs `batch=...` (the lr scales with it).
 """
 
-from papers_jax.core.config import base_config, parse_arg
+from papers_jax.core.config import base_config, parse_arg, synthetic_smoke
 from papers_jax.models.poolformer import PAPER_DROP_PATH
 
 IMAGENET_TRAIN = 1_281_167
@@ -64,17 +64,7 @@ def get_config(arg=None):
   c.checkpoint_every = 2_000
   c.keep_every = 50_000
   if args.smoke:  # generated images stand in for the dataset: runs offline
-    c.data.name, c.data.data_dir = "synthetic", None
-    c.data.train_split, c.data.eval_split = "train", "test"
+    synthetic_smoke(c, 32)
     c.model.update(img_size=32, depths=(1, 1), dims=(8, 16), num_classes=10)
-    c.data.image_size = 32
     c.data.randaugment = ""
-    c.batch_size = 16
-    c.num_epochs = 0.0
-    c.num_steps = 6
-    c.schedule.warmup_steps = 2
-    c.data_threads = 2
-    c.log_every = 2
-    c.eval_every = 0
-    c.checkpoint_every = 3
   return c.lock()

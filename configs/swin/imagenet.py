@@ -25,7 +25,7 @@ Departures from the paper:
 - The Inception crop is this codebase's, not compared pixel for pixel with the reference's.
 """
 
-from papers_jax.core.config import base_config, parse_arg
+from papers_jax.core.config import base_config, parse_arg, synthetic_smoke
 
 IMAGENET_TRAIN = 1_281_167
 # variant → (timm name, drop path)
@@ -62,16 +62,6 @@ def get_config(arg=None):
   c.checkpoint_every = 2_000
   c.keep_every = 50_000
   if args.smoke:  # generated images stand in for the dataset: runs offline
-    c.data.name, c.data.data_dir = "synthetic", None
-    c.data.train_split, c.data.eval_split = "train", "test"
+    synthetic_smoke(c, 32)
     c.model.update(img_size=32, embed_dim=16, depths=(2, 1), num_heads=(1, 2), window_size=4, num_classes=10)
-    c.data.image_size = 32
-    c.batch_size = 16
-    c.num_epochs = 0.0
-    c.num_steps = 6
-    c.schedule.warmup_steps = 2
-    c.data_threads = 2
-    c.log_every = 2
-    c.eval_every = 0
-    c.checkpoint_every = 3
   return c.lock()

@@ -22,7 +22,7 @@ Departures from the paper:
   fine-tuning; `--config.ema_decay=0.9999` turns the trainer's weight EMA on).
 """
 
-from papers_jax.core.config import base_config, parse_arg
+from papers_jax.core.config import base_config, parse_arg, synthetic_smoke
 
 
 def get_config(arg=None):
@@ -58,16 +58,7 @@ def get_config(arg=None):
   c.eval_every = 2_000
   c.checkpoint_every = 2_000
   if args.smoke:  # generated images stand in for the dataset: runs offline
-    c.data.name, c.data.data_dir = "synthetic", None
-    c.data.train_split, c.data.eval_split = "train", "test"
+    synthetic_smoke(c, 32)
     c.model.update(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2)
-    c.data.image_size = 32
     c.data.augment = "cifar"
-    c.batch_size = 16
-    c.num_epochs = 0.0
-    c.num_steps = 6
-    c.schedule.warmup_steps = 2
-    c.log_every = 2
-    c.eval_every = 0
-    c.checkpoint_every = 3
   return c.lock()

@@ -22,7 +22,7 @@ Departures from the paper:
   TensorFlow pipeline.
 """
 
-from papers_jax.core.config import base_config, parse_arg
+from papers_jax.core.config import base_config, parse_arg, synthetic_smoke
 
 # variant → (timm width name, patch, base LR, epochs)
 VARIANTS = {
@@ -60,17 +60,7 @@ def get_config(arg=None):
   c.checkpoint_every = 2_000
   c.keep_every = 50_000
   if args.smoke:  # generated images stand in for the dataset: runs offline
-    c.data.name, c.data.data_dir = "synthetic", None
-    c.data.train_split, c.data.eval_split = "train", "test"
+    synthetic_smoke(c, 64)
     c.evals.minival.update(split="train", every=0)
     c.model.update(embed_dim=32, depth=2, num_heads=2, img_size=64, patch_size=16)
-    c.data.image_size = 64
-    c.batch_size = 16
-    c.num_epochs = 0.0
-    c.num_steps = 6
-    c.schedule.warmup_steps = 2
-    c.data_threads = 2
-    c.log_every = 2
-    c.eval_every = 0
-    c.checkpoint_every = 3
   return c.lock()

@@ -150,6 +150,24 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+def synthetic_smoke(config, image_size: int, *, steps: int = 6, warmup_steps: int = 2, checkpoint_every: int = 3):
+  """The tests' smoke run of a paper config (tests/test_configs.py): generated images stand in for the
+  dataset, so it runs offline; batch 16, `steps` steps, no evaluation during training. The config shrinks
+  its model itself."""
+  config.data.name, config.data.data_dir = "synthetic", None
+  config.data.train_split, config.data.eval_split = "train", "test"
+  config.data.image_size = image_size
+  config.batch_size = 16
+  config.num_epochs = 0.0
+  config.num_steps = steps
+  config.schedule.warmup_steps = warmup_steps
+  config.data_threads = 2
+  config.log_every = 2
+  config.eval_every = 0
+  config.checkpoint_every = checkpoint_every
+  return config
+
+
 def phase_sections(config, **phases) -> ml_collections.ConfigDict:
   """`config.phases` of a task with optimizer phases (core/optim.py: Phase): for each phase name a dict
   {"optimizer": {...}, "schedule": {...}} of overrides of `config.optimizer` / `config.schedule`, e.g.
