@@ -32,6 +32,7 @@ TASK_CLASSES = {
     "beit3": "BEiT3Task",
     "blip": "BLIPTask",
     "albef": "ALBEFTask",
+    "word2vec": "Word2VecTask",
 }
 TASKS = tuple(TASK_CLASSES)
 
