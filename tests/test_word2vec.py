@@ -19,8 +19,8 @@ def _sigmoid(x):
 
 
 def numpy_loss_and_grads(v, u, target_mask, n, noise_mask):
-  """Eq. 4 per example and its gradients, written out: d/dv = −(1 − σ(u·v)) u + Σ σ(n·v) n, d/du = −(1 − σ(u·v)) v,
-  d/dn = σ(n·v) v, each only where the slot (and the draw) counts."""
+  """Eq. 4 per example and its gradients, written out: d/dv = −(1 − σ(u·v)) u + Σ σ(n·v) n,
+  d/du = −(1 − σ(u·v)) v, d/dn = σ(n·v) v, each only where the slot (and the draw) counts."""
   loss = np.zeros(len(v))
   gv, gu, gn = np.zeros_like(v), np.zeros_like(u), np.zeros_like(n)
   for b in range(len(v)):
@@ -55,6 +55,9 @@ def test_negative_sampling_loss_and_gradients_match_numpy():
 
 def test_noise_distribution_subsampling_and_fasttext_ngrams():
   np.testing.assert_allclose(objective.noise_distribution([1, 16]), np.array([1, 8]) / 9)  # 16^0.75 = 8
+  p = np.array([0.1, 0.6, 0.3])
+  draws = np.asarray(objective.sample_noise(jax.random.key(0), np.cumsum(p), (20000,)))
+  np.testing.assert_allclose(np.bincount(draws, minlength=3) / 20000, p, atol=0.015)
   keep = objective.keep_probability([1, 99], threshold=0.04)  # f = 0.01 (kept), 0.99
   np.testing.assert_allclose(keep, [1.0, np.sqrt(0.04 / 0.99)])
   # The fastText paper's example (§3.2): the 3-grams of "where" and the special sequence <where>.
@@ -101,7 +104,7 @@ def test_task_losses_are_the_objective_on_the_right_vectors():
     task.w2v.update(arch=arch, subwords=subwords)
     got = np.asarray(task._losses(model, batch, keys))
     targets = batch["context"] if arch == "skipgram" else batch["center"][:, None]
-    noise = np.stack([jax.random.categorical(r, task.log_noise, shape=targets.shape[1:] + (k,)) for r in keys])
+    noise = np.stack([objective.sample_noise(r, task.noise_cdf, targets.shape[1:] + (k,)) for r in keys])
     if subwords:  # the mean of the word's own row and its n-gram rows
       rows, mask = batch["center_subwords"], batch["subword_mask"]
       assert (rows[:, 0] == batch["center"]).all() and (rows[mask] >= model.vocab_size).sum() == mask.sum() - 4

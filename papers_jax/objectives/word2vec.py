@@ -31,6 +31,13 @@ def noise_distribution(counts, power: float = 0.75) -> np.ndarray:
   return weights / weights.sum()
 
 
+def sample_noise(key, cdf, shape):
+  """Words drawn from the distribution whose cumulative sums are `cdf` (V,), by inverting it at uniform draws:
+  word2vec.c's unigram table without the table (one uniform per draw, not a Gumbel per word and draw)."""
+  u = jax.random.uniform(key, shape, jnp.float32) * cdf[-1]
+  return jnp.minimum(jnp.searchsorted(jnp.asarray(cdf), u, side="right"), cdf.shape[0] - 1).astype(jnp.int32)
+
+
 def keep_probability(counts, threshold: float) -> np.ndarray:
   """Subsampling (§2.3): word w is discarded with P(w) = 1 − sqrt(t / f(w)), f its relative frequency;
   this is 1 − P(w), clipped to [0, 1] (words rarer than t are always kept)."""

@@ -33,6 +33,7 @@ TASK_CLASSES = {
     "blip": "BLIPTask",
     "albef": "ALBEFTask",
     "word2vec": "Word2VecTask",
+    "simcse": "SimCSETask",
 }
 TASKS = tuple(TASK_CLASSES)
 

@@ -139,8 +139,8 @@ class Word2VecTask:
   # ------------------------------------------------------------------ losses
 
   @functools.cached_property
-  def log_noise(self):
-    return np.log(objective.noise_distribution(self.vocab.counts)).astype(np.float32)  # numpy: a jit constant
+  def noise_cdf(self):
+    return np.cumsum(objective.noise_distribution(self.vocab.counts)).astype(np.float32)  # numpy: a jit constant
 
   def _losses(self, model, batch, key):
     """Per-example negative-sampling losses (B,) with noise words drawn from `key` (one per row, (B,) keys)."""
@@ -154,7 +154,7 @@ class Word2VecTask:
       inputs = model.input_vectors(batch["context"], batch["context_mask"])
       targets, target_mask = batch["center"][:, None], batch["context_mask"].any(-1, keepdims=True)
     k = int(self.w2v.negatives)
-    noise = jax.vmap(lambda r: jax.random.categorical(r, self.log_noise, shape=targets.shape[1:] + (k,)))(key)
+    noise = jax.vmap(lambda r: objective.sample_noise(r, self.noise_cdf, targets.shape[1:] + (k,)))(key)
     return objective.negative_sampling_loss(inputs, model.output_vectors(targets), target_mask,
                                             model.output_vectors(noise), noise != targets[..., None])
 
