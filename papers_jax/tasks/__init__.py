@@ -34,6 +34,7 @@ TASK_CLASSES = {
     "albef": "ALBEFTask",
     "word2vec": "Word2VecTask",
     "simcse": "SimCSETask",
+    "elmo": "ELMoTask",
 }
 TASKS = tuple(TASK_CLASSES)
 
