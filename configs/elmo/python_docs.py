@@ -36,7 +36,7 @@ def get_config(arg=None):
   c.data.train_split, c.data.eval_split = "train", "validation"
   c.batch_size = 32
   c.num_epochs = 6.0
-  c.optimizer.update(name="adam", lr=2e-3, clip_grad_norm=10.0)
+  c.optimizer.update(name="adam", lr=2e-3, clip_grad_norm=10.0, wd_exclude=())  # no weight decay
   c.schedule.update(name="cosine", warmup_steps=50)
   c.log_every = 50
   c.eval_every = 0

@@ -35,7 +35,7 @@ def get_config(arg=None):
   c.data.train_split, c.data.eval_split = "train", "validation"
   c.batch_size = 64
   c.num_steps = 1000
-  c.optimizer.update(name="adamw", lr=1e-3, weight_decay=0.0)
+  c.optimizer.update(name="adamw", lr=1e-3, weight_decay=0.0, clip_grad_norm=0.0, wd_exclude=())
   c.schedule.update(name="linear", warmup_steps=50, end_lr_ratio=0.0)
   c.log_every = 100
   c.eval_every = 500

@@ -40,7 +40,7 @@ def get_config(arg=None):
   c.batch_size = BATCH
   c.num_epochs = 1.0  # one pass over word2vec.passes subsampled passes
   c.optimizer.update(name="sgd", lr=(0.025 if args.arch == "skipgram" else 0.05) * BATCH, momentum=0.0,
-                     weight_decay=0.0)
+                     weight_decay=0.0, clip_grad_norm=0.0, wd_exclude=())  # word2vec.c: plain SGD
   c.schedule.update(name="linear", warmup_steps=0, end_lr_ratio=0.0)
   c.log_every = 100
   c.eval_every = 0
