@@ -67,7 +67,7 @@ def test_task_losses_are_simcse_on_the_models_embeddings():
   two = simcse.sentence_embedding(model, jnp.concatenate([ids, ids]), jnp.concatenate([mask, mask]), mlp=True,
                                   train=True, rngs=nnx.Rngs(dropout=0))
   assert np.abs(np.asarray(two[:6] - two[6:])).max() > 1e-3
-  for _, module in model.iter_modules():  # no dropout: the losses are numpy's on separately computed embeddings
+  for _, module in nnx.iter_modules(model):  # no dropout: the losses are numpy's on separately computed embeddings
     if isinstance(module, Dropout):
       module.rate = 0.0
   h = [np.asarray(simcse.sentence_embedding(model, batch[f"{n}_ids"], batch[f"{n}_mask"], mlp=True))

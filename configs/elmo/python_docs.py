@@ -39,7 +39,7 @@ def get_config(arg=None):
   c.optimizer.update(name="adam", lr=2e-3, clip_grad_norm=10.0, wd_exclude=())  # no weight decay
   c.schedule.update(name="cosine", warmup_steps=50)
   c.log_every = 50
-  c.eval_every = 0
+  c.eval_every = 150
   c.checkpoint_every = 1000
   if args.smoke:
     elmo.smoke(c)
