@@ -19,6 +19,10 @@ passes each document's restarted positions. Decoding: `init_cache` / `decode_ste
 papers_jax/decoding.py's `step_fn` contract (positions come from the cache index), and `generate`
 jits the whole sampling loop.
 
+GPT-3 (Brown et al. 2020, "Language Models are Few-Shot Learners") is this model at the sizes of its
+Table 2.1 (GPT3_VARIANTS, gpt3-small ... gpt3-175b), context 2,048, with its dense / locally banded
+alternating attention (nn/sparse_attention.py's "banded" pattern).
+
 Parameter paths: token_embed (vocab, embed), pos_embed (context, embed), blocks/N/{norm1, attn/qkv,
 attn/proj, norm2, mlp/fc1, mlp/fc2}, norm. convert/hf_gpt2.py maps HF's `GPT2LMHeadModel` onto them.
 """
@@ -91,6 +95,9 @@ class GPT(nnx.Module):
     if attention_pattern not in sparse_attention.PATTERNS or pattern_mode not in sparse_attention.MODES:
       raise ConfigError(f"attention_pattern={attention_pattern!r} / pattern_mode={pattern_mode!r}: choose from "
                         f"{sparse_attention.PATTERNS} / {sparse_attention.MODES}")
+    if attention_pattern == "banded" and pattern_mode == "merged":
+      raise ConfigError("attention_pattern='banded' alternates dense and banded layers; its union is dense "
+                        "attention, so use pattern_mode='interleaved'")
     if pattern_stride < 0 or not 1 <= pattern_summary <= max(pattern_stride, 1):
       raise ConfigError(f"pattern_stride={pattern_stride} must be ≥ 0 (0: √context) and pattern_summary="
                         f"{pattern_summary} in [1, stride]")
@@ -230,8 +237,27 @@ def _generate(graphdef, state, prompt, rng, *, max_len, max_new_tokens, temperat
                            temperature=temperature, top_k=top_k, top_p=top_p, eos_id=eos_id, pad_id=pad_id)
 
 
+# GPT-3 (Brown et al. 2020), Table 2.1: n_layers, d_model, n_heads (d_head = d_model / n_heads), context
+# 2,048, GPT-2's architecture with "alternating dense and locally banded sparse attention" (§2.1). Two rows
+# of the table do not multiply out: XL lists 24 heads of 128 for d_model 2,048 (here 16 × 128) and 13B lists
+# d_model 5,140 with 40 heads of 128 (here 5,120 = 40 × 128). Either way the parameter count is the
+# table's: attention holds 4·d_model² weights whatever the head split. The band width is not given;
+# pattern_stride defaults to √context (45 at 2,048).
+GPT3_VARIANTS = {
+    "gpt3-small": dict(depth=12, embed_dim=768, num_heads=12),  # 125M
+    "gpt3-medium": dict(depth=24, embed_dim=1024, num_heads=16),  # 350M
+    "gpt3-large": dict(depth=24, embed_dim=1536, num_heads=16),  # 760M
+    "gpt3-xl": dict(depth=24, embed_dim=2048, num_heads=16),  # 1.3B
+    "gpt3-2.7b": dict(depth=32, embed_dim=2560, num_heads=32),
+    "gpt3-6.7b": dict(depth=32, embed_dim=4096, num_heads=32),
+    "gpt3-13b": dict(depth=40, embed_dim=5120, num_heads=40),
+    "gpt3-175b": dict(depth=96, embed_dim=12288, num_heads=96),
+}
+
 for _name, _row in VARIANTS.items():
   register(_name, GPT, **_row)
+for _name, _row in GPT3_VARIANTS.items():
+  register(_name, GPT, context_length=2048, attention_pattern="banded", **_row)
 
 
 def forward_flops(model: GPT, seq_len: int | None = None) -> float:

@@ -6,6 +6,11 @@ Each pattern is a pair of connectivity sets (A⁽¹⁾, A⁽²⁾) for output po
            A⁽²⁾ᵢ = {j ≤ i : (i − j) mod l = 0}     (every l-th position before i)
   fixed:   A⁽¹⁾ᵢ = {j ≤ i : ⌊j / l⌋ = ⌊i / l⌋}       (i's own block of l)
            A⁽²⁾ᵢ = {j ≤ i : j mod l ≥ l − c} ∪ {i}   (the last c "summary" cells of every block)
+GPT-3 (Brown et al. 2020, §2.1) uses "alternating dense and locally banded sparse attention patterns in the
+layers of the transformer, similar to the Sparse Transformer":
+  banded:  A⁽¹⁾ᵢ = {j ≤ i}                          (dense causal attention)
+           A⁽²⁾ᵢ = {j ≤ i : i − j < l}            (a local band of width l, the strided A⁽¹⁾)
+interleaved so that layers 1, 3, 5, ... are dense and 2, 4, 6, ... banded. The paper gives no band width.
 The fixed A⁽²⁾ is empty before the first summary cell, so every position also attends to itself there (a
 choice: the paper does not say; the strided sets and the fixed A⁽¹⁾ hold i already). Two attention steps,
 one through each set, connect every position to every earlier one (§4.2). §4.3
@@ -18,7 +23,7 @@ masked logits are dropped, where the paper's block-sparse kernels skip them.
 
 import numpy as np
 
-PATTERNS = ("dense", "strided", "fixed")
+PATTERNS = ("dense", "strided", "fixed", "banded")
 MODES = ("interleaved", "merged")
 
 
@@ -32,6 +37,8 @@ def connectivity(kind: str, i, j, stride: int, summary: int = 1):
     if not 1 <= summary <= stride:
       raise ValueError(f"the fixed pattern's summary cells c={summary} must be in [1, stride={stride}]")
     return causal & (j // stride == i // stride), causal & ((j % stride >= stride - summary) | (j == i))
+  if kind == "banded":
+    return causal, causal & (i - j < stride)
   raise ValueError(f"unknown sparse attention pattern {kind!r}; choose from {PATTERNS[1:]}")
 
 

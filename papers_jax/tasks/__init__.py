@@ -32,6 +32,9 @@ TASK_CLASSES = {
     "beit3": "BEiT3Task",
     "blip": "BLIPTask",
     "albef": "ALBEFTask",
+    "word2vec": "Word2VecTask",
+    "simcse": "SimCSETask",
+    "elmo": "ELMoTask",
 }
 TASKS = tuple(TASK_CLASSES)
 
