@@ -253,10 +253,13 @@ def test_nlvr_statements_and_labels():
   assert nlvr_scenes.statement(2, nlvr_scenes.SUBJECTS.index(("", "circle"))) == "neither image has a circle."
 
 
-@pytest.mark.parametrize("name", ["beit3/scenes_pretrain.py", "beit3/nlvr.py"])
-def test_task_traces_both_objectives(name):
+@pytest.mark.parametrize("name", ["beit3/scenes_pretrain.py", "beit3/nlvr.py", "beit3/scenes_captioning.py"])
+def test_task_traces_every_objective(name, monkeypatch):
   """Cheap (no compile): each demo config validates, its preprocessed examples have static shapes, and the
-  loss and eval functions trace on a batch of them with the smoke model."""
+  loss and eval functions trace on a batch of them with the smoke model; captioning goes through the
+  prefix-LM mask and masks 60% of each caption after [CLS]."""
+  calls = []
+  monkeypatch.setattr(beit3, "prefix_lm_mask", lambda *a: calls.append(a) or _prefix_lm_mask(*a))
   from conftest import load_config
   from papers_jax.core import loop
   config = load_config(name, "smoke")
@@ -272,19 +275,58 @@ def test_task_traces_both_objectives(name):
   loss, (metrics, _) = jax.eval_shape(task.make_loss_fn(graphdef), params, rest, batch, jax.random.key(0))
   assert loss.shape == ()
   sums = jax.eval_shape(task.make_eval_fn(graphdef), params, rest, batch | {"mask": jnp.ones(4, bool)})
-  if task.pretrain:
+  if task.captioning:
+    assert len(calls) == 2 and set(sums) == {"loss", "accuracy", "count"} and "accuracy" in metrics
+    frac = batch["weights"].sum() / (batch["text_mask"].sum() - 4)
+    assert 0.5 < frac < 0.7 and bool(jnp.all(batch["input_ids"][:, 0] == task.tokenizer.cls_id))
+  elif task.pretrain:
     assert {"mim_loss", "mlm_loss", "pair_mim_loss", "pair_mlm_accuracy"} <= set(metrics)
     assert batch["image_mask"].shape == (4, 16) and int(batch["image_mask"].sum()) <= 4 * 6
     text_frac = batch["text_weights"].sum() / (batch["text_mask"].sum() - 8)
     pair_frac = batch["pair_weights"].sum() / (batch["pair_text_mask"].sum() - 8)
     assert 0.1 < text_frac < 0.25 and 0.4 < pair_frac < 0.6  # 15% of a text alone, 50% of a pair's
   else:
+    assert not calls
     assert {"accuracy_both", "accuracy_left_more"} <= set(sums) and batch["image"].shape == (4, 2, 64, 64, 3)
     # The colours subset tests no "left_more" statement: no per-template accuracy over zero examples.
     colours = load_config("beit3/nlvr_colours.py", "smoke")
     colour_task = loop.check_config(colours)[1]
     sums = jax.eval_shape(colour_task.make_eval_fn(graphdef), params, rest, batch | {"mask": jnp.ones(4, bool)})
     assert set(sums["counts"]) == {"accuracy_both", "accuracy_exactly_one", "accuracy_neither", "accuracy_right_more"}
+
+
+_prefix_lm_mask = beit3.prefix_lm_mask
+
+
+def test_caption_logits_and_beam_decoding(tiny):
+  """caption_logits: a text position's logits move only with the tokens at or before it. beam_caption with
+  beam 1 equals greedy decoding written out (append [MASK], take the head's argmax there, [SEP] ruled out
+  before min_len), and beam 3 gives (B, max_len − P) ids."""
+  from papers_jax.tasks.beit3 import beam_caption
+  model, images, ids, text_mask = tiny
+  full = jnp.ones_like(text_mask)
+  base = model.caption_logits(images, ids, full)
+  moved = model.caption_logits(images, ids.at[:, 3].set((ids[:, 3] + 1) % 50), full)
+  change = np.abs(np.asarray(moved - base)).max(axis=(0, 2))
+  assert change[:3].max() == 0 and change[3:].min() > 1e-4
+  prompt, mask_id, eos, pad, min_len, max_len = [1, 7], 3, 4, 0, 4, 8
+  tokens, done = [list(prompt) for _ in range(2)], [False, False]
+  for _ in range(max_len - len(prompt)):
+    seq, seen = np.zeros((2, 8), np.int32), np.zeros((2, 8), np.int32)
+    for b, t in enumerate(tokens):
+      seq[b, :len(t) + 1], seen[b, :len(t) + 1] = t + [mask_id], 1
+    logits = np.asarray(model.caption_logits(images, jnp.asarray(seq), jnp.asarray(seen)))
+    for b, t in enumerate(tokens):
+      row = logits[b, len(t)].copy()
+      if len(t) < min_len:
+        row[eos] = -np.inf
+      t.append(pad if done[b] else int(row.argmax()))
+      done[b] = done[b] or t[-1] == eos
+  kw = dict(max_len=max_len, min_len=min_len, mask_id=mask_id, eos_id=eos, pad_id=pad)
+  greedy = jax.jit(lambda x: beam_caption(model, x, prompt, beam_size=1, **kw))(images)
+  np.testing.assert_array_equal(np.asarray(greedy), np.asarray([t[len(prompt):] for t in tokens]))
+  beams = jax.eval_shape(lambda x: beam_caption(model, x, prompt, beam_size=3, **kw), images)
+  assert beams.shape == (2, max_len - len(prompt))
 
 
 def _run_steps(config, devices):
@@ -303,7 +345,7 @@ def _run_steps(config, devices):
 
 
 @pytest.mark.skipif(not FULL, reason="make test-full (PAPERS_JAX_FULL_PARITY=1): smoke runs and four step compiles")
-@pytest.mark.parametrize("name", ["beit3/scenes_pretrain.py", "beit3/nlvr.py"])
+@pytest.mark.parametrize("name", ["beit3/scenes_pretrain.py", "beit3/nlvr.py", "beit3/scenes_captioning.py"])
 def test_smoke_run_and_sharded_equals_single_device(name, tmp_path):
   """The smoke config through the real loop on 8 devices (evaluation, checkpoint), then its per-step
   losses on 8 devices against one device."""
@@ -313,5 +355,8 @@ def test_smoke_run_and_sharded_equals_single_device(name, tmp_path):
   config = load_config(name, "smoke")
   summary = loop.train(config, str(tmp_path / "run"))
   check_smoke_run(config, summary, str(tmp_path / "run"))
-  assert summary["eval/count"] == (500 if "pretrain" in name else 1000)
+  if "captioning" in name:
+    assert summary["eval/caption_bleu4"] >= 0 and summary["eval/baseline_nearest_bleu4"] > 0
+  else:
+    assert summary["eval/count"] == (500 if "pretrain" in name else 1000)
   np.testing.assert_allclose(_run_steps(config, jax.devices()), _run_steps(config, jax.devices()[:1]), rtol=1e-4)

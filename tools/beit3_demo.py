@@ -1,4 +1,5 @@
-"""The BEiT-3 demo in one command: visual tokenizer → masked data modelling → NLVR2-style fine-tuning.
+"""The BEiT-3 demo in one command: visual tokenizer → masked data modelling → NLVR2-style fine-tuning and
+captioning.
 
   PYTHONPATH=. python tools/beit3_demo.py [--workdir runs/beit3] [--scratch]
 
@@ -7,8 +8,11 @@ Runs, each in its own workdir under --workdir (a stage whose summary.json exists
   pretrain   configs/beit3/scenes_pretrain.py  MIM + MLM + pair masked modelling, with that tokenizer
   nlvr       configs/beit3/nlvr.py             init_from the pre-training run's last checkpoint
   nlvr_scratch (with --scratch)                the same fine-tuning from random weights
+  captioning configs/beit3/scenes_captioning.py  init_from the pre-training run's last checkpoint
 then prints the NLVR test accuracy beside the baselines that never look at the images (the majority
-label, the majority label of each exact statement) and writes them to <workdir>/results.json.
+label, the majority label of each exact statement), the captioning BLEU-4 and CIDEr-D beside the nearest
+training image's caption and the most frequent caption, and writes them to <workdir>/results.json.
+`--stages` picks the fine-tunings (default "nlvr,captioning").
 `--args` passes extra config overrides (e.g. `--args=--config.num_steps=10`) to every stage.
 """
 
@@ -81,6 +85,8 @@ def main():
   parser.add_argument("--pretrain_steps", type=int, default=0, help="the pre-training config's steps (0: its default)")
   parser.add_argument("--nlvr_config", default="nlvr.py", help="nlvr.py, or nlvr_colours.py (colour statements)")
   parser.add_argument("--nlvr_steps", type=int, default=0, help="the NLVR config's steps (0: its default)")
+  parser.add_argument("--captioning_steps", type=int, default=0, help="the captioning config's steps (0: its default)")
+  parser.add_argument("--stages", default="nlvr,captioning", help="fine-tunings to run: nlvr, captioning or both")
   args = parser.parse_args()
   extra = args.args.split()
   root = os.path.abspath(args.workdir)
@@ -89,19 +95,27 @@ def main():
   pretrain = run(pretrain_config, os.path.join(root, "pretrain"),
                  f"--config.beit3.visual_tokenizer={last_checkpoint(os.path.join(root, 'tokenizer'))}", *extra)
   results = {"pretrain": {k: v for k, v in pretrain.items() if k.startswith("eval/")}}
-  stage = args.nlvr_config[:-len(".py")]
-  nlvr_config = args.nlvr_config + (f":steps={args.nlvr_steps}" if args.nlvr_steps else "")
-  nlvr = run(nlvr_config, os.path.join(root, stage),
-             f"--config.init_from={last_checkpoint(os.path.join(root, 'pretrain'))}", *extra)
-  results["nlvr"] = {k: v for k, v in nlvr.items() if k.startswith("eval/accuracy")}
-  results["nlvr_wall_time_s"] = nlvr.get("wall_time_s")
-  if args.scratch:
-    scratch = run(nlvr_config, os.path.join(root, f"{stage}_scratch"), *extra)
-    results["nlvr_scratch"] = {k: v for k, v in scratch.items() if k.startswith("eval/accuracy")}
-  from papers_jax.data import nlvr_scenes
-  from papers_jax.core import config as config_lib
-  subjects = config_lib.load(os.path.join(ROOT, "configs", "beit3", args.nlvr_config)).data.get("subjects", "all")
-  results["baselines"] = nlvr_scenes.label_baselines(subjects)
+  stages = args.stages.split(",")
+  pretrained = f"--config.init_from={last_checkpoint(os.path.join(root, 'pretrain'))}"
+  if "nlvr" in stages:
+    stage = args.nlvr_config[:-len(".py")]
+    nlvr_config = args.nlvr_config + (f":steps={args.nlvr_steps}" if args.nlvr_steps else "")
+    nlvr = run(nlvr_config, os.path.join(root, stage), pretrained, *extra)
+    results["nlvr"] = {k: v for k, v in nlvr.items() if k.startswith("eval/accuracy")}
+    results["nlvr_wall_time_s"] = nlvr.get("wall_time_s")
+    if args.scratch:
+      scratch = run(nlvr_config, os.path.join(root, f"{stage}_scratch"), *extra)
+      results["nlvr_scratch"] = {k: v for k, v in scratch.items() if k.startswith("eval/accuracy")}
+    from papers_jax.core import config as config_lib
+    from papers_jax.data import nlvr_scenes
+    subjects = config_lib.load(os.path.join(ROOT, "configs", "beit3", args.nlvr_config)).data.get("subjects", "all")
+    results["baselines"] = nlvr_scenes.label_baselines(subjects)
+  if "captioning" in stages:
+    config = "scenes_captioning.py" + (f":steps={args.captioning_steps}" if args.captioning_steps else "")
+    caption = run(config, os.path.join(root, "captioning"), pretrained, *extra)
+    results["captioning"] = {k: v for k, v in caption.items() if k.startswith(("eval/caption", "eval/baseline",
+                                                                                   "eval/accuracy"))}
+    results["captioning_wall_time_s"] = caption.get("wall_time_s")
   results["pretrain_baselines"] = masked_modelling_baselines(last_checkpoint(os.path.join(root, "tokenizer")))
   with open(os.path.join(root, "results.json"), "w") as f:
     json.dump(results, f, indent=1)

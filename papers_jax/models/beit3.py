@@ -15,10 +15,11 @@ Inputs: images → a patch projection with a class token and learned positions (
 by a learned [MASK] embedding before the positions are added, as BEiT); texts → word + learned position
 embeddings. `encode` takes either or both, a key-padding mask for the text, and optionally a full
 (B, 1, N, N) attention mask (the captioning prefix-LM mask: `prefix_lm_mask`). A final LayerNorm ends
-the encoder. Heads: `mlm_head` (Linear D → vocab, text tokens), `mim_head` (Linear D → visual tokens,
-image patches), and with `nlvr_head` the NLVR2 head of the released BEiT-3 code (BEiT3ForVisualReasoning):
-each image of the pair encoded with the statement, the image class token's and the text's first token's
-outputs of both passes concatenated (4D), then Linear(4D, 2D) → LayerNorm → GELU → Linear(2D, 2).
+the encoder. Heads: `mlm_head` (Linear D → vocab, text tokens; also the captioner's, `caption_logits`),
+`mim_head` (Linear D → visual tokens, image patches), and with `nlvr_head` the NLVR2 head of the released
+BEiT-3 code (BEiT3ForVisualReasoning): each image of the pair encoded with the statement, the image class
+token's and the text's first token's outputs of both passes concatenated (4D), then Linear(4D, 2D) →
+LayerNorm → GELU → Linear(2D, 2).
 
 Variants (`beit3_giant_patch14_224` is the paper's Table 2; base and large are the released models'
 sizes, README of microsoft/unilm/beit3): base L12 D768 FFN 3072 H12, large L24 D1024 FFN 4096 H16,
@@ -190,6 +191,14 @@ class BEiT3(nnx.Module):
     for block in self.blocks:
       x = block(x, mode=mode, n_image=n_image, mask=mask)
     return self.norm(x), n_image
+
+  def caption_logits(self, images, input_ids, text_mask):
+    """Captioning (§3.2): the pair under `prefix_lm_mask`, so a text token sees the image, the text before it
+    and itself → float32 MLM-head logits (B, T, vocab) at every text position; a [MASK] input at position j
+    is predicted from the image and the caption's first j tokens."""
+    n = self.num_image_tokens
+    x, _ = self.encode(images, input_ids, text_mask, attention_mask=prefix_lm_mask(n, text_mask))
+    return self.mlm_head(x[:, n:]).astype(jnp.float32)
 
   def nlvr_logits(self, images, input_ids, text_mask):
     """images (B, 2, H, W, C) [left, right] and one statement per pair → float32 logits (B, 2)."""

@@ -12,6 +12,19 @@
               statement, the image and text [CLS] outputs of both passes into the NLVR head, 2-way cross-entropy
               (models/beit3.py). Eval: eval/accuracy and eval/accuracy_<template>. Start it from a
               pre-training run with `init_from=<run>/checkpoints/<step>/state`, `init_skip=NLVR_INIT_SKIP`.
+  "captioning" captioning as BEiT-3 fine-tunes it (§3.2; the released BEiT3ForCaptioning): the image and a
+              caption through the prefix-LM mask (models/beit3.py `prefix_lm_mask`: the image sees itself, a text
+              token the image, the tokens before it and itself), `caption_mask_prob` of the caption's tokens
+              ([SEP] included, [CLS] never) replaced by [MASK] and predicted by the MLM head (masked-token
+              cross-entropy, as pre-training's). Decoding appends a [MASK] after the tokens so far and takes
+              the MLM head's prediction there, one token per step, by beam search (beam_search.py; `beam_size`,
+              `max_caption_len` / `min_caption_len` counted from [CLS], the prompt included, `length_alpha`).
+              Eval: eval/loss and eval/accuracy of the masked tokens of each test scene's first caption (fixed
+              masks); then, with `caption_images` = N > 0, captions of the first N test scenes after
+              `caption_prompt`, scored against all of each scene's captions (eval/caption_bleu4, sacrebleu;
+              eval/caption_cider, CIDEr-D), beside the nearest-training-image and most-frequent-caption baselines
+              of tasks/blip.py (eval/baseline_*). Start it from a pre-training run with init_from and
+              `init_skip=CAPTION_INIT_SKIP` (the MLM head is kept).
 Visual tokens: the codes of a VQ-VAE (`beit3.visual_tokenizer`: a params checkpoint of
 configs/beit3/tokenizer.py, built with `beit3.visual_tokenizer_model`) on each image downsampled by
 `beit3.tokenizer_factor`, one code per patch; computed once per split when its source is first read.
@@ -22,6 +35,7 @@ questions and the NLVR training statements (deterministic, so both runs train th
 """
 
 import functools
+import json
 import os
 
 import jax
@@ -30,18 +44,23 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from papers_jax import models
+from papers_jax import beam_search, models
+from papers_jax.core import sharding
 from papers_jax.core.config import image_preprocessing
 from papers_jax.core.state import merge_model
 from papers_jax.data import mlm, nlvr_scenes, tokenizers, vqa_scenes
 from papers_jax.errors import ConfigError
+from papers_jax.evaluators import captioning
 from papers_jax.models import beit3
 from papers_jax.objectives import beit3 as objective
+from papers_jax.tasks import blip
 from papers_jax.tasks.classification import normalize_images
 
-OBJECTIVES = ("pretrain", "nlvr")
+OBJECTIVES = ("pretrain", "nlvr", "captioning")
 # init_skip of an NLVR run that starts from a pre-training checkpoint: its heads are new, the MLM/MIM heads go.
 NLVR_INIT_SKIP = ("^mlm_head/", "^mim_head/", "^nlvr_head/")
+# init_skip of a captioning run: the MLM head stays (it predicts the caption's masked tokens), the MIM head goes.
+CAPTION_INIT_SKIP = ("^mim_head/",)
 
 RANGES = (
     ("max_text_len", "[4, 4096]"),
@@ -50,6 +69,12 @@ RANGES = (
     ("image_mask_ratio", "(0, 1)"),
     ("block_min_patches", "[1, 4096]"),
     ("tokenizer_factor", "[1, 64]"),
+    ("caption_mask_prob", "(0, 1]"),
+    ("beam_size", "[1, 64]"),
+    ("max_caption_len", "[2, 4096]"),
+    ("min_caption_len", "[0, 4096]"),
+    ("caption_images", "[0, 100000]"),
+    ("generate_batch", "[1, 100000]"),
 )
 
 
@@ -60,7 +85,8 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
       pair_text_mask_prob=0.5, image_mask_ratio=0.4, block_min_patches=2, visual_tokenizer="",
       visual_tokenizer_model=dict(name="vqvae", in_chans=3, hidden=64, res_hidden=32, num_codes=64, code_dim=16,
                                   ema_decay=0.99, restart_threshold=0.01),
-      tokenizer_factor=4) | overrides)
+      tokenizer_factor=4, caption_mask_prob=0.6, caption_prompt="", caption_images=0, beam_size=3,
+      max_caption_len=24, min_caption_len=5, length_alpha=1.0, generate_batch=100) | overrides)
 
 
 @functools.cache
@@ -78,7 +104,7 @@ class BEiT3Task:
     self.cfg = config.beit3
     if self.cfg.objective not in OBJECTIVES:
       raise ConfigError(f"beit3.objective must be one of {OBJECTIVES}, got {self.cfg.objective!r}")
-    want = "vqa_scenes" if self.pretrain else "nlvr_scenes"
+    want = "nlvr_scenes" if self.cfg.objective == "nlvr" else "vqa_scenes"
     if config.data.name != want:
       raise ConfigError(f"beit3.objective={self.cfg.objective!r} reads data.name={want!r}, got {config.data.name!r}")
     if self.pretrain and not self.cfg.visual_tokenizer:
@@ -87,18 +113,25 @@ class BEiT3Task:
     if self.pretrain and self.cfg.visual_tokenizer != "random" and not os.path.isdir(self.cfg.visual_tokenizer):
       raise ConfigError(f"beit3.visual_tokenizer={self.cfg.visual_tokenizer!r} is not a checkpoint directory; train "
                         "one with configs/beit3/tokenizer.py and pass <run>/checkpoints/<step>/state")
+    if self.captioning and int(self.cfg.max_caption_len) > int(self.cfg.max_text_len):
+      raise ConfigError(f"beit3.max_caption_len={self.cfg.max_caption_len} exceeds beit3.max_text_len="
+                        f"{self.cfg.max_text_len} (the text positions a caption may use); lower it")
     self.mean, self.std, _ = image_preprocessing(config)
-    self._sources, self._visual_tokens = {}, {}
+    self._sources, self._visual_tokens, self._jitted, self._baselines = {}, {}, {}, {}
 
   @property
   def pretrain(self) -> bool:
     return self.cfg.objective == "pretrain"
 
+  @property
+  def captioning(self) -> bool:
+    return self.cfg.objective == "captioning"
+
   # ------------------------------------------------------------------ data
   def source(self, split: str):
     if split not in self._sources:
-      self._sources[split] = (vqa_scenes.VQAScenesSource(split, "captions") if self.pretrain
-                              else nlvr_scenes.NLVRScenesSource(split, self.config.data.get("subjects", "all")))
+      self._sources[split] = (nlvr_scenes.NLVRScenesSource(split, self.config.data.get("subjects", "all"))
+                              if self.cfg.objective == "nlvr" else vqa_scenes.VQAScenesSource(split, "captions"))
     return self._sources[split]
 
   @functools.cached_property
@@ -152,14 +185,32 @@ class BEiT3Task:
     return mlm.mask_tokens(ids, maskable, rng, mask_id=tok.mask_id, vocab_size=tok.vocab_size,
                            max_predictions=t, prob=prob)
 
+  def _mask_caption(self, ids, rng):
+    """BEiT-3's captioning inputs: `caption_mask_prob` of the caption's tokens after [CLS] ([SEP] included, so
+    the captioner learns to stop) all become [MASK]; returns mask_tokens' (inputs, positions, labels, weights)."""
+    tok = self.tokenizer
+    maskable = ~np.isin(ids, [tok.pad_id, tok.cls_id])
+    return mlm.mask_tokens(ids, maskable, rng, mask_id=tok.mask_id, vocab_size=tok.vocab_size, max_predictions=len(ids),
+                           prob=float(self.cfg.caption_mask_prob), mask_frac=1.0, random_frac=0.0)
+
   def preprocess(self, train: bool):
     """pretrain: {"image", "visual_tokens" (P,), "image_mask", "pair_image_mask" (P,) bool, "text_*" and
-    "pair_*" MLM inputs}; nlvr: {"image" (2, H, W, C), "input_ids", "text_mask", "label", "template"}."""
+    "pair_*" MLM inputs}; nlvr: {"image" (2, H, W, C), "input_ids", "text_mask", "label", "template"};
+    captioning: {"image", "input_ids" (masked), "text_mask", "positions", "labels", "weights", "label"}
+    (a random caption of the scene in training, its first with a fixed mask in evaluation)."""
     split = self.config.data.train_split if train else self.config.data.eval_split
     grid = None
 
     def fn(example, rng):
       nonlocal grid
+      if self.captioning:
+        scene, texts = int(example["label"]), example["texts"]
+        if not train:
+          rng = np.random.default_rng(scene)
+        ids, mask = self.encode_text(texts[int(rng.integers(len(texts)))] if train else texts[0])
+        inputs, positions, labels, weights = self._mask_caption(ids, rng)
+        return {"image": np.asarray(example["image"], np.uint8), "input_ids": inputs, "text_mask": mask,
+                "positions": positions, "labels": labels, "weights": weights, "label": np.asarray(scene, np.int32)}
       if not self.pretrain:
         ids, mask = self.encode_text(example["statement"])
         return {"image": example["image"], "input_ids": ids, "text_mask": mask,
@@ -199,8 +250,8 @@ class BEiT3Task:
     kwargs.setdefault("vocab_size", self.tokenizer.vocab_size)
     kwargs.setdefault("max_text_len", int(self.cfg.max_text_len))
     codes = int(self.cfg.visual_tokenizer_model["num_codes"])
-    kwargs |= dict(mlm_head=self.pretrain, num_visual_tokens=codes if self.pretrain else 0,
-                   nlvr_head=not self.pretrain)
+    kwargs |= dict(mlm_head=self.cfg.objective != "nlvr", num_visual_tokens=codes if self.pretrain else 0,
+                   nlvr_head=self.cfg.objective == "nlvr")
     model = models.create(name, rngs=rngs, **kwargs)
     if not isinstance(model, beit3.BEiT3):
       raise ConfigError(f"model.name {name!r} is not a BEiT-3 model ({', '.join(beit3.VARIANTS)})")
@@ -214,10 +265,13 @@ class BEiT3Task:
 
   def forward_flops(self, model) -> float:
     """Per example: pretrain counts its three passes as two pair passes (the image alone and the text alone
-    together cost a little less than one pair); nlvr two pair passes and the head."""
+    together cost a little less than one pair); nlvr two pair passes and the head; captioning one pair pass
+    (the MLM head counted on every text token)."""
     t = int(self.cfg.max_text_len)
     if self.pretrain:
       return 2 * models.forward_flops(model, text_len=t)
+    if self.captioning:
+      return models.forward_flops(model, text_len=t)
     return models.forward_flops(model, text_len=t, pair_images=2)
 
   # ------------------------------------------------------------------ losses
@@ -239,6 +293,13 @@ class BEiT3Task:
                                                   batch["pair_weights"])
     return out
 
+  def _caption_term(self, model, batch):
+    """(loss, accuracy, count) of the caption's masked tokens, predicted under the prefix-LM mask."""
+    images = normalize_images(batch["image"], self.mean, self.std)
+    logits = model.caption_logits(images, batch["input_ids"], batch["text_mask"])
+    logits = jnp.take_along_axis(logits, batch["positions"][..., None], axis=1)
+    return objective.masked_token_loss(logits, batch["labels"], batch["weights"])
+
   def _nlvr_logits(self, model, batch):
     images = normalize_images(batch["image"], self.mean, self.std)
     return model.nlvr_logits(images, batch["input_ids"], batch["text_mask"])
@@ -251,6 +312,9 @@ class BEiT3Task:
         terms = self._pretrain_terms(model, batch)
         loss = sum(t[0] for t in terms.values())
         metrics = {f"{k}_loss": t[0] for k, t in terms.items()} | {f"{k}_accuracy": t[1] for k, t in terms.items()}
+      elif self.captioning:
+        loss, accuracy, _ = self._caption_term(model, batch)
+        metrics = {"accuracy": accuracy}
       else:
         logits = self._nlvr_logits(model, batch)
         loss = objective.nlvr_loss(logits, batch["label"]).mean()
@@ -262,7 +326,8 @@ class BEiT3Task:
   def make_eval_fn(self, graphdef):
     """Sums over the real rows; the loop divides by `count` (or by the entry of `counts`). Per-template
     accuracies only for the templates the eval split has (the colours subset tests four of five)."""
-    templates = [] if self.pretrain else sorted(set(self.source(self.config.data.eval_split).template.tolist()))
+    templates = (sorted(set(self.source(self.config.data.eval_split).template.tolist()))
+                 if self.cfg.objective == "nlvr" else [])
 
     def eval_fn(params, model_state, batch):
       model = merge_model(graphdef, params, model_state)
@@ -281,6 +346,9 @@ class BEiT3Task:
           loss = loss + term_loss
         out["loss"] = loss * rows.sum()  # the sum of the four batch means, per example
         return out
+      if self.captioning:  # per masked token; padded rows carry none
+        loss, accuracy, count = self._caption_term(model, batch | {"weights": batch["weights"] * rows[:, None]})
+        return {"loss": loss * count, "accuracy": accuracy * count, "count": count}
       logits = self._nlvr_logits(model, batch)
       correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)
       out = {"loss": (objective.nlvr_loss(logits, batch["label"]) * rows).sum(), "count": rows.sum(),
@@ -293,3 +361,81 @@ class BEiT3Task:
       return out
 
     return eval_fn
+
+  # ------------------------------------------------------------------ captioning: decoding and evaluation
+  def prompt_ids(self) -> list[int]:
+    return [self.tokenizer.cls_id] + self.tokenizer.encode(self.cfg.caption_prompt)
+
+  def _generator(self, trainer):
+    """Jitted (params, model_state, images uint8) → the beam's tokens after the prompt (replicated)."""
+    if "beam" not in self._jitted:
+      graphdef, c, tok, prompt = trainer.graphdef, self.cfg, self.tokenizer, self.prompt_ids()
+
+      def generate(params, model_state, images):
+        model = merge_model(graphdef, params, model_state)
+        return beam_caption(model, normalize_images(images, self.mean, self.std), prompt, beam_size=int(c.beam_size),
+                            max_len=int(c.max_caption_len), min_len=int(c.min_caption_len), mask_id=tok.mask_id,
+                            eos_id=tok.sep_id, pad_id=tok.pad_id, alpha=float(c.length_alpha))
+
+      self._jitted["beam"] = jax.jit(generate, out_shardings=sharding.replicated(trainer.mesh))
+    return self._jitted["beam"]
+
+  def generate_captions(self, trainer, images: np.ndarray) -> list[str]:
+    """Captions (the prompt included) of uint8 images (N, H, W, C) by beam search."""
+    fn, batch, tok = self._generator(trainer), int(self.cfg.generate_batch), self.tokenizer
+    out = []
+    with sharding.use_mesh(trainer.mesh, trainer.rules):
+      for start in range(0, len(images), batch):
+        chunk = images[start:start + batch]
+        pad = batch - len(chunk)
+        chunk = np.concatenate([chunk, np.repeat(chunk[:1], pad, axis=0)]) if pad else chunk
+        tokens = np.asarray(fn(trainer.state.params, trainer.state.model_state, chunk))[:len(chunk) - pad]
+        for row in tokens.tolist():
+          row = row[:row.index(tok.sep_id)] if tok.sep_id in row else row
+          out.append(tok.decode(self.prompt_ids()[1:] + [i for i in row if i != tok.pad_id]))
+    return out
+
+  def after_eval(self, trainer, step: int, writer, source, metrics) -> dict:
+    n = min(int(self.cfg.caption_images), len(source)) if self.captioning else 0
+    if n < 1:
+      return {}
+    images = np.stack([source[i]["image"] for i in range(n)])
+    references = [list(source[i]["texts"]) for i in range(n)]
+    hyps = self.generate_captions(trainer, images)
+    out = {f"caption_{k}": v for k, v in captioning.caption_metrics(hyps, references).items()}
+    if n not in self._baselines:
+      self._baselines[n] = blip.caption_baselines(self.config.data.train_split, self.cfg.caption_prompt, images,
+                                                  references)
+    if getattr(trainer, "is_main", True) and getattr(trainer, "workdir", None) and os.path.isdir(trainer.workdir):
+      with open(os.path.join(trainer.workdir, f"captions_{step}.json"), "w") as f:  # a sample to read
+        json.dump([{"generated": h, "references": r} for h, r in zip(hyps[:20], references[:20])], f, indent=1)
+    return out | self._baselines[n]
+
+
+def beam_caption(model, images, prompt, *, beam_size: int, max_len: int, min_len: int, mask_id: int, eos_id: int,
+                 pad_id: int, alpha: float = 1.0):
+  """BEiT-3's decoding by beam search (beam_search.py): normalised images (B, H, W, C) and the prompt (P,) ids
+  ([CLS] first) → the best caption's tokens after the prompt, (B, max_len − P), [SEP] then `pad_id`. Each
+  step writes the last chosen token, puts [MASK] after it and reads the MLM head there (`caption_logits`);
+  the whole sequence is encoded again each step (no KV cache: the demo's captions are short). [SEP] is
+  ruled out until the caption (from [CLS]) has `min_len` tokens."""
+  p, length = len(prompt), model.max_text_len
+  if max_len > length:
+    raise ValueError(f"max_len {max_len} exceeds the model's {length} text positions")
+  b = images.shape[0]
+  tokens = jnp.full((b * beam_size, length), pad_id, jnp.int32).at[:, :p - 1].set(jnp.asarray(prompt[:-1], jnp.int32))
+  cache = dict(images=beam_search.tile_beams(images, beam_size), tokens=tokens, index=jnp.asarray(p - 1, jnp.int32))
+
+  def step(last, cache):
+    i = cache["index"]  # where `last` goes; the [MASK] that predicts the next token goes at i + 1
+    tokens = cache["tokens"].at[:, i].set(last[:, 0])
+    text_mask = jnp.broadcast_to(jnp.arange(length) <= i + 1, tokens.shape).astype(jnp.int32)
+    logits = model.caption_logits(cache["images"], tokens.at[:, i + 1].set(mask_id), text_mask)
+    logits = jax.lax.dynamic_slice_in_dim(logits, i + 1, 1, axis=1)  # (N, 1, V)
+    logits = logits.at[..., eos_id].set(jnp.where(i + 1 < min_len, -1e9, logits[..., eos_id]))
+    return logits, dict(images=cache["images"], tokens=tokens, index=i + 1)
+
+  start = jnp.full((b,), prompt[-1], jnp.int32)
+  out, _ = beam_search.beam_search(step, cache, start, beam_size=beam_size, max_len=max_len - p, eos_id=eos_id,
+                                   alpha=alpha, pad_id=pad_id)
+  return out

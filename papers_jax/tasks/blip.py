@@ -154,6 +154,36 @@ def sample_generate(model, memory, prompt, rng, *, max_len: int, min_len: int, e
                            rng=rng, temperature=temperature, top_p=top_p, eos_id=eos_id, pad_id=pad_id)
 
 
+def caption_baselines(train_split: str, prompt: str, eval_images: np.ndarray, references: list[list[str]]) -> dict:
+  """BLEU-4 and CIDEr-D of two captioners that do not learn from pairs, on the same images: the caption of the
+  nearest training image (L2 on 2×2-averaged pixels) and the most frequent training caption; with a prompt,
+  both use captions starting with it. BLIP's and BEiT-3's captioning evaluations (tasks/beit3.py) report them."""
+  train = vqa_scenes.VQAScenesSource(train_split, "captions")
+
+  def pick(texts):
+    fitting = [t for t in texts if t.startswith(prompt)]
+    return (fitting or list(texts))[0]
+
+  def pooled(images):
+    x = images.astype(np.float32)
+    return x.reshape(x.shape[0], x.shape[1] // 2, 2, x.shape[2] // 2, 2, -1).mean((2, 4)).reshape(x.shape[0], -1)
+
+  train_x = pooled(np.stack([train.image(i) for i in range(len(train))]))
+  test_x = pooled(eval_images)
+  d = (test_x ** 2).sum(1)[:, None] - 2 * test_x @ train_x.T + (train_x ** 2).sum(1)[None, :]
+  nearest = [pick(train.scenes[j]["captions"]) for j in np.argmin(d, axis=1)]
+  counts = {}
+  for s in train.scenes:
+    for t in s["captions"]:
+      if t.startswith(prompt):
+        counts[t] = counts.get(t, 0) + 1
+  frequent = max(counts, key=counts.get)
+  out = {}
+  for name, hyps in (("nearest", nearest), ("frequent", [frequent] * len(references))):
+    out |= {f"baseline_{name}_{k}": v for k, v in captioning.caption_metrics(hyps, references).items()}
+  return out
+
+
 class BLIPTask:
   """Model + objectives + evaluation for `config.task = "blip"`."""
 
@@ -438,34 +468,7 @@ class BLIPTask:
     return [f"{prompt} {t}".strip() for t in out]
 
   def caption_baselines(self, eval_images: np.ndarray, references: list[list[str]]) -> dict:
-    """BLEU-4 and CIDEr-D of two captioners that do not learn from pairs, on the same images: the caption of
-    the nearest training image (L2 on 2×2-averaged pixels) and the most frequent training caption; with a
-    prompt, both use captions starting with it."""
-    train = vqa_scenes.VQAScenesSource(self.config.data.train_split, "captions")
-    prompt = self.c.caption_prompt
-
-    def pick(texts):
-      fitting = [t for t in texts if t.startswith(prompt)]
-      return (fitting or list(texts))[0]
-
-    def pooled(images):
-      x = images.astype(np.float32)
-      return x.reshape(x.shape[0], x.shape[1] // 2, 2, x.shape[2] // 2, 2, -1).mean((2, 4)).reshape(x.shape[0], -1)
-
-    train_x = pooled(np.stack([train.image(i) for i in range(len(train))]))
-    test_x = pooled(eval_images)
-    d = (test_x ** 2).sum(1)[:, None] - 2 * test_x @ train_x.T + (train_x ** 2).sum(1)[None, :]
-    nearest = [pick(train.scenes[j]["captions"]) for j in np.argmin(d, axis=1)]
-    counts = {}
-    for s in train.scenes:
-      for t in s["captions"]:
-        if t.startswith(prompt):
-          counts[t] = counts.get(t, 0) + 1
-    frequent = max(counts, key=counts.get)
-    out = {}
-    for name, hyps in (("nearest", nearest), ("frequent", [frequent] * len(references))):
-      out |= {f"baseline_{name}_{k}": v for k, v in captioning.caption_metrics(hyps, references).items()}
-    return out
+    return caption_baselines(self.config.data.train_split, self.c.caption_prompt, eval_images, references)
 
   def after_eval(self, trainer, step: int, writer, source, metrics) -> dict:
     if not self.pretrain:
