@@ -85,6 +85,27 @@ def test_mim_logits_match_hf(pairs, case):
     assert np.abs(np.asarray(ours(x, None)) - want).max() > 1e-2
 
 
+def test_classifier_logits_match_hf():
+  """BeitForImageClassification with mean pooling (the paper's fine-tuning head): fc_norm and head."""
+  t = _hf()
+  ref = t.BeitForImageClassification(t.BeitConfig(**TINY, num_labels=5, use_relative_position_bias=True)).eval()
+  g = torch.Generator().manual_seed(1)
+  with torch.no_grad():
+    for key, p in ref.named_parameters():
+      base = 1.0 if p.ndim == 1 and "norm" in key and key.endswith(".weight") else 0.0
+      p.copy_(base + (0.3 if p.ndim == 1 else 0.1) * torch.randn(p.shape, generator=g))
+  kw = {k: v for k, v in OURS.items() if k != "num_visual_tokens"}
+  ours = models.create("beit_mim_base_patch16_224", rngs=nnx.Rngs(0), **kw, num_visual_tokens=0, num_classes=5,
+                       rel_pos="layer")
+  convert.load_torch_weights(ours, {k: v.numpy() for k, v in ref.state_dict().items()}, "hf")
+  x = np.random.RandomState(2).randn(2, 16, 16, 3).astype(np.float32)
+  with torch.no_grad():
+    want = ref(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).logits.numpy()
+  with jax.default_matmul_precision("highest"):
+    np.testing.assert_allclose(np.asarray(ours(x)), want, atol=1e-4, rtol=0)
+  assert sorted(convert.export_state_dict(ours, "hf")) == sorted(ref.state_dict())
+
+
 def test_export_round_trips_to_hf_keys(pairs):
   ref, ours, _, _ = pairs["layer"]
   exported = convert.export_state_dict(ours, "hf")

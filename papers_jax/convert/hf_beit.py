@@ -1,4 +1,5 @@
-"""HF transformers `BeitForMaskedImageModeling` state dicts → `papers_jax.models.beit.BEiT` (MIM head).
+"""HF transformers `BeitForMaskedImageModeling` (MIM head) and `BeitForImageClassification` state dicts →
+`papers_jax.models.beit.BEiT`.
 
 Both of HF's layouts are read: transformers ≥ 5 (`beit.layers.N.attention.q_proj`, `mlp.fc1`, the tables
 under `beit.layers.N.relative_position_bias` / `beit.shared_position_bias`) and the one the hub checkpoints
@@ -6,7 +7,8 @@ were saved in (`beit.encoder.layer.N.attention.attention.query`, `intermediate.d
 `beit.encoder.relative_position_bias`). HF's k projection has no bias; `_fuse_qkv` stacks q, k, v into our
 fused qkv with a zero k bias (which cannot change the attention: models/beit.py). HF's `layernorm` before
 `lm_head` is our `norm`; the MIM model is built with `use_mean_pooling=True`, so `beit.layernorm` is an
-identity and absent. Export writes the transformers ≥ 5 layout and drops the k bias.
+identity and absent. A classifier's mean-pooling `beit.pooler.layernorm` is our `fc_norm`, its `classifier`
+our `head`. Export writes the transformers ≥ 5 layout and drops the k bias.
 """
 
 import re
@@ -68,6 +70,12 @@ def _rules(model) -> list[Rule]:
       Rule(r"layernorm\.bias", "norm/bias"),
       Rule(r"lm_head\.weight", "lm_head/kernel", linear(1)),
       Rule(r"lm_head\.bias", "lm_head/bias"),
+      Rule(r"beit\.layernorm\.weight", "norm/scale"),  # BeitForImageClassification without mean pooling
+      Rule(r"beit\.layernorm\.bias", "norm/bias"),
+      Rule(r"beit\.pooler\.layernorm\.weight", "fc_norm/scale"),  # ... with mean pooling
+      Rule(r"beit\.pooler\.layernorm\.bias", "fc_norm/bias"),
+      Rule(r"classifier\.weight", "head/kernel", linear(1)),
+      Rule(r"classifier\.bias", "head/bias"),
   ]
 
 
@@ -77,5 +85,10 @@ def _unprepare(state_dict: dict, model) -> dict:
   return {k: v for k, v in out.items() if not k.endswith("k_proj.bias")}
 
 
-register_key_map("hf", "BEiT", KeyMap(_rules, prepare=_fuse_qkv, unprepare=_unprepare,
-                                      export_rules=lambda m: one_layout(_rules(m), optional=False)))
+def _export_rules(model) -> list[Rule]:
+  """One layout; `norm` is the MIM head's `layernorm` or a [CLS]-pooling classifier's `beit.layernorm`."""
+  drop = r"beit\.layernorm" if model.lm_head is not None else r"layernorm"
+  return [r for r in one_layout(_rules(model), optional=False) if not r.src.startswith(drop + r"\.")]
+
+
+register_key_map("hf", "BEiT", KeyMap(_rules, prepare=_fuse_qkv, unprepare=_unprepare, export_rules=_export_rules))

@@ -76,10 +76,17 @@ class BEiTTask:
       raise ConfigError(f"beit.tokenizer={self.cfg.tokenizer!r} is not a checkpoint directory; train a VQ-VAE "
                         "(configs/vqvae/digits.py) and pass <run>/checkpoints/<step>/state")
     # Built here, eagerly: build_model runs under abstract traces (shardings), the tokenizer must stay concrete.
+    for key, value in dict(self.cfg.tokenizer_model).items():
+      bad_int = isinstance(value, int) and not isinstance(value, bool) and value < 1
+      if bad_int or (isinstance(value, float) and not 0 <= value < 1):
+        raise ConfigError(f"beit.tokenizer_model.{key}={value!r}: sizes must be ≥ 1 and rates in [0, 1); give the "
+                          "settings of the VQ-VAE run that beit.tokenizer comes from")
     try:
       self.tokenizer = load_tokenizer(self.cfg.tokenizer_model, self.cfg.tokenizer)
     except (TypeError, ValueError, KeyError) as e:
-      raise ConfigError(f"beit.tokenizer_model={dict(self.cfg.tokenizer_model)} does not build a tokenizer: {e}") from e
+      first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+      raise ConfigError(f"beit.tokenizer_model={dict(self.cfg.tokenizer_model)} does not build the tokenizer: "
+                        f"{first}") from e
     self.masks = None
     self._encode = None
 
