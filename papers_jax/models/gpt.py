@@ -39,6 +39,7 @@ from papers_jax.errors import ConfigError, UserError
 from papers_jax.models.registry import register
 from papers_jax.models.vit import REMAT_POLICIES, block_flops, check_remat
 from papers_jax.nn import Attention, Dropout, KVCache, LayerNorm, Mlp, gradient_barrier, param, sparse_attention
+from papers_jax.nn.norms import RMSNorm
 
 # The paper's Table 2 (layers, d_model; 64-dim heads). The table lists 117M / 345M / 762M / 1542M
 # parameters; the released models, and these, have 124M / 355M / 774M / 1558M.
@@ -55,26 +56,30 @@ class Block(nnx.Module):
 
   def __init__(self, dim: int, num_heads: int, *, mlp_ratio: float, drop_rate: float, attn_drop_rate: float,
                norm_eps: float, init_std: float, residual_std: float, attention_impl: str | None, dtype,
-               param_dtype, rngs: nnx.Rngs):
+               param_dtype, rngs: nnx.Rngs, act: str = "gelu_tanh", norm: str = "layernorm"):
+    """`act` and `norm` ("layernorm" or "rms") are GPT-2's by default; iGPT's blocks: quick_gelu and rms."""
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     init = nnx.initializers.normal(init_std)
-    self.norm1 = LayerNorm(dim, eps=norm_eps, **kw)
+    Norm = RMSNorm if norm == "rms" else LayerNorm  # noqa: N806
+    self.norm1 = Norm(dim, eps=norm_eps, **kw)
     self.attn = Attention(dim, num_heads, attn_drop=attn_drop_rate, proj_drop=drop_rate, implementation=attention_impl,
                           kernel_init=init, **kw)
-    self.norm2 = LayerNorm(dim, eps=norm_eps, **kw)
+    self.norm2 = Norm(dim, eps=norm_eps, **kw)
     # No dropout between the activation and fc2 (GPT-2 drops only the branch output): Mlp's own is off.
-    self.mlp = Mlp(dim, int(dim * mlp_ratio), act="gelu_tanh", kernel_init=init, bias_init=nnx.initializers.zeros,
+    self.mlp = Mlp(dim, int(dim * mlp_ratio), act=act, kernel_init=init, bias_init=nnx.initializers.zeros,
                    **kw)
     self.mlp_drop = Dropout(drop_rate)
     # The residual projections: N(0, init_std²) scaled to N(0, residual_std²).
     for kernel in (self.attn.proj.kernel, self.mlp.fc2.kernel):
       kernel[...] = kernel[...] * (residual_std / init_std)
 
-  def __call__(self, x, *, mask=None, cache: KVCache | None = None, deterministic=None, rngs=None):
-    """x (B, T, D) → (B, T, D); with `cache`, x continues the cached positions and (y, cache) is returned."""
+  def __call__(self, x, *, mask=None, cache: KVCache | None = None, is_causal: bool = True, deterministic=None,
+               rngs=None):
+    """x (B, T, D) → (B, T, D); with `cache`, x continues the cached positions and (y, cache) is returned.
+    `is_causal=False`: bidirectional attention (iGPT's BERT objective)."""
     kw = dict(deterministic=deterministic, rngs=rngs)
     if cache is None:
-      h = self.attn(self.norm1(x), mask=mask, is_causal=True, **kw)
+      h = self.attn(self.norm1(x), mask=mask, is_causal=is_causal, **kw)
     else:
       h, cache = self.attn(self.norm1(x), mask=mask, cache=cache, **kw)
     x = x + h

@@ -30,6 +30,19 @@ class LayerNorm(nnx.Module):
     return y.astype(dtype)
 
 
+class RMSNorm(nnx.Module):
+  """x / sqrt(mean(x²) + eps) · scale over the last axis, no centring and no bias (iGPT's norm); float32."""
+
+  def __init__(self, num_features: int, *, eps: float = 1e-5, dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
+    self.eps, self.dtype = eps, dtype
+    self.scale = param(rngs, nnx.initializers.ones, (num_features,), param_dtype, ("norm",))
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    x32 = x.astype(jnp.float32)
+    y = x32 * jax.lax.rsqrt(jnp.square(x32).mean(-1, keepdims=True) + self.eps)
+    return (y * self.scale[...].astype(jnp.float32)).astype(self.dtype or x.dtype)
+
+
 class BatchNorm(nnx.Module):
   """BatchNorm over every axis but the last, with PyTorch's conventions (momentum 0.1 for the
   running statistics, unbiased running variance, eps 1e-5), statistics in float32.

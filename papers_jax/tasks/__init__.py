@@ -35,6 +35,7 @@ TASK_CLASSES = {
     "word2vec": "Word2VecTask",
     "simcse": "SimCSETask",
     "elmo": "ELMoTask",
+    "beit": "BEiTTask", "igpt": "IGPTTask", "dae": "DenoisingAutoencoderTask",
 }
 TASKS = tuple(TASK_CLASSES)
 
