@@ -101,19 +101,30 @@ def patch_pairs(tiles, key):
 
 
 # ---------------------------------------------------------------------------- colourisation
+def rgb_to_lab_numpy(rgb: np.ndarray) -> np.ndarray:
+  """data/views.py's rgb_to_lab in numpy (float32): sRGB in [0, 1] (..., 3) → L*a*b*."""
+  from papers_jax.data.views import D65_WHITE, XYZ_FROM_RGB
+  rgb = np.asarray(rgb, np.float32)
+  linear = np.where(rgb > 0.04045, ((rgb + 0.055) / 1.055) ** 2.4, rgb / 12.92)
+  xyz = (linear @ np.asarray(XYZ_FROM_RGB).T) / np.asarray(D65_WHITE)
+  f = np.where(xyz > 0.008856, np.cbrt(xyz), 7.787 * xyz + 16.0 / 116.0)
+  return np.stack([116.0 * f[..., 1] - 16.0, 500.0 * (f[..., 0] - f[..., 1]), 200.0 * (f[..., 1] - f[..., 2])], axis=-1)
+
+
 @functools.cache
 def ab_bins(grid: int = 10, samples: int = 128) -> np.ndarray:
   """(Q, 2) float32 centres of Zhang et al.'s quantised ab space: the bins of a `grid`-wide grid (centres on
-  multiples of `grid`) that some sRGB colour falls in, found by converting a samples³ lattice of the sRGB
-  cube to Lab and rounding its ab to the nearest centre. The paper keeps the 313 bins of ImageNet's
+  multiples of `grid`) that some sRGB colour falls in, found by converting a samples² lattice on each face of
+  the sRGB cube to Lab and rounding its ab to the nearest centre. The paper keeps the 313 bins of ImageNet's
   pixels' hull; the sRGB gamut fills 262 at grid 10 (tests/test_pretext.py)."""
-  from papers_jax.data.views import rgb_to_lab
+  # Lab is a continuous bijection of the cube, and every line along L through the image of the solid cube
+  # meets the image of its surface: the six faces reach the same ab as the whole cube.
   axis = np.linspace(0.0, 1.0, samples, dtype=np.float32)
-  rgb = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), axis=-1).reshape(-1, 3)
-  with jax.ensure_compile_time_eval():  # concrete even when first called under a trace (model building)
-    ab = np.asarray(rgb_to_lab(jnp.asarray(rgb)))[:, 1:]
-  cells = np.unique(np.round(ab / grid).astype(np.int64), axis=0)
-  return (cells * grid).astype(np.float32)
+  u, v = [a.ravel() for a in np.meshgrid(axis, axis, indexing="ij")]
+  faces = [np.insert(np.stack([u, v], axis=1), i, value, axis=1) for i in range(3) for value in (0.0, 1.0)]
+  ab = rgb_to_lab_numpy(np.concatenate(faces))[:, 1:]
+  cells = set(map(tuple, np.unique(np.round(ab / grid).astype(np.int64), axis=0)))
+  return (np.array(sorted(cells), np.int64) * grid).astype(np.float32)
 
 
 def soft_encode(ab, bins, *, neighbours: int = 5, sigma: float = 5.0):

@@ -32,6 +32,7 @@ TASK_CLASSES = {
     "beit3": "BEiT3Task",
     "blip": "BLIPTask",
     "albef": "ALBEFTask",
+    "self_training": "SelfTrainingTask",
 }
 TASKS = tuple(TASK_CLASSES)
 

@@ -128,12 +128,10 @@ def bin_histogram(source, grid: int, max_examples: int) -> np.ndarray:
   bins = pretext.ab_bins(grid)
   lookup = {(int(a), int(b)): i for i, (a, b) in enumerate(np.round(bins / grid).astype(np.int64))}
   counts = np.zeros(len(bins), np.int64)
-  to_lab = jax.jit(views.rgb_to_lab)
   n = min(len(source), max_examples)
   for start in range(0, n, 256):
     images = np.stack([source[i]["image"] for i in range(start, min(n, start + 256))]).astype(np.float32) / 255.0
-    with jax.ensure_compile_time_eval():  # concrete even when first asked for under a trace
-      lab = np.asarray(to_lab(images))
+    lab = pretext.rgb_to_lab_numpy(images)  # numpy: concrete even when first asked for under a trace
     cells = np.round(lab[..., 1:].reshape(-1, 2) / grid).astype(np.int64)
     keys, freq = np.unique(cells, axis=0, return_counts=True)
     for key, f in zip(map(tuple, keys), freq):
