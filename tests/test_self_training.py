@@ -16,7 +16,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _config(arg="smoke"):
-  spec = importlib.util.spec_from_file_location("st_config", os.path.join(ROOT, "configs", "self_training", "digits.py"))
+  path = os.path.join(ROOT, "configs", "self_training", "digits.py")
+  spec = importlib.util.spec_from_file_location("st_config", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module.get_config(arg)

@@ -60,7 +60,8 @@ def run_method(method: str, workdir: str) -> dict:
   if config.data.name != "digits":
     row["digits_after"] = digits_probes(trainer)
   k = f"eval/knn_top1_k{config.ssl.knn_k[0]}"
-  return row | dict(knn_init=at_init[k], knn_after=summary[k], linear_init=at_init[LINEAR], linear_after=summary[LINEAR],
+  return row | dict(knn_init=at_init[k], knn_after=summary[k], linear_init=at_init[LINEAR],
+                    linear_after=summary[LINEAR],
                     loss=summary.get("train/loss"), pretext_accuracy=summary.get("train/pretext_accuracy"),
                     wall_s=wall, load_avg=load, date=time.strftime("%Y-%m-%d"),
                     command=f"python tools/pretext_demo.py --methods {method}")

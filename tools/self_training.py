@@ -60,7 +60,8 @@ def run(args) -> list[dict]:
     summary = trainer.run()
     stats = trainer.task.stats
     rows.append(dict(iteration=k, width=widths[k], role="labelled only" if k == 0 else "student",
-                     train_examples=len(trainer.train_source), **stats, test_accuracy=summary["eval/accuracy"],
+                     train_examples=len(trainer.train_source), **stats,
+                     test_accuracy=summary["eval/accuracy"],
                      steps=summary["steps"], batch=config.batch_size, wall_s=time.time() - t0, load_avg=load,
                      date=time.strftime("%Y-%m-%d")))
     print(json.dumps(rows[-1]), flush=True)
@@ -72,8 +73,8 @@ def run(args) -> list[dict]:
 
 def table(rows, command: str) -> str:
   pct = lambda x: f"{100 * x:.1f}%"  # noqa: E731
-  lines = ["| iteration | model width | trained on | teacher's labels right | test accuracy | steps × batch | run time "
-           "| load | date |", "|---|---|---|---|---|---|---|---|---|"]
+  lines = ["| iteration | model width | trained on | teacher's labels right | test accuracy | steps × batch "
+           "| run time | load | date |", "|---|---|---|---|---|---|---|---|---|"]
   for r in rows:
     on = f"{r['labelled']} labelled" + (f" + {r['pseudo_labelled']} pseudo-labelled" if r["iteration"] else "")
     right = pct(r["pseudo_label_accuracy"]) if r["iteration"] else "—"

@@ -21,6 +21,7 @@ Departures from the paper:
 - The view is the on-device `pretext` crop (8–100% and a flip); no annealed-mean decoding (the demo
   evaluates the encoder, not the colourised pictures).
 - Adam's weight decay is decoupled (AdamW), and no schedule is given here from the paper: constant lr.
+- Weight decay applies to every parameter.
 
 The digits demo colourises photos: the digits are grey, so `digits` trains on crops of scikit-image's
 bundled colour photographs (data/photos.py: 32-px crops resized to 16 px, the 8-way photo label is the
@@ -43,5 +44,6 @@ def get_config(arg=None):
       "ssl.projector_layers": 1, "ssl.projector_bn": False, "ssl.ab_grid": 10.0, "ssl.ab_neighbours": 5,
       "ssl.ab_sigma": 5.0, "ssl.rebalance_lambda": 0.5, "ssl.prior_max_examples": 10000,
       "optimizer.name": "adamw", "optimizer.lr": 3e-5, "optimizer.b1": 0.9, "optimizer.b2": 0.99,
-      "optimizer.eps": 1e-8, "optimizer.weight_decay": 1e-3, "optimizer.clip_grad_norm": 0.0,
+      "optimizer.eps": 1e-8, "optimizer.weight_decay": 1e-3, "optimizer.wd_exclude": (),
+      "optimizer.clip_grad_norm": 0.0,
       "schedule.name": "constant", "schedule.warmup_steps": 0})

@@ -17,6 +17,7 @@ Departures from the paper:
   256 and a random 225 crop; no colour jitter per tile and no grey-scale tiles.
 - The paper's SGD momentum, weight decay and learning-rate drops are not given here from the paper:
   momentum 0.9, weight decay 5e-4 and a constant lr are this config's choices.
+- Weight decay applies to every parameter.
 """
 
 from papers_jax.tasks.ssl import recipe
@@ -31,8 +32,10 @@ DEMO = {"batch_size": 64, "ssl.crop_scale": (0.6, 1.0), "ssl.num_permutations": 
 
 def get_config(arg=None):
   return recipe("jigsaw", arg, demo=DEMO, **{
-      "batch_size": 256, "num_steps": 350_000, "data.image_size": 225, "ssl.view_size": 225, "ssl.views": "pretext",
+      "batch_size": 256, "num_steps": 350_000, "data.image_size": 225, "ssl.view_size": 225,
+      "ssl.views": "pretext",
       "ssl.num_permutations": 1000, "ssl.cell_size": 75, "ssl.tile_size": 64, "ssl.tile_jitter": 5,
       "ssl.tile_view_size": 64, "ssl.projector_layers": 2, "ssl.projector_hidden": 2048, "ssl.projector_bn": True,
-      "optimizer.name": "sgd", "optimizer.lr": 0.01, "optimizer.momentum": 0.9, "optimizer.weight_decay": 5e-4,
+      "optimizer.name": "sgd", "optimizer.lr": 0.01, "optimizer.momentum": 0.9,
+      "optimizer.weight_decay": 5e-4, "optimizer.wd_exclude": (),
       "optimizer.clip_grad_norm": 0.0, "schedule.name": "constant", "schedule.warmup_steps": 0})

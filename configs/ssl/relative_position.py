@@ -14,8 +14,9 @@ Departures from the paper:
 - ResNet-50 patch encoder (the recipe's default) and a 2-layer MLP head on the two pooled features.
 - The 3 × 3 grid (144-px cells: patch + gap) is centred in a 432-px random-resized crop, not sampled
   anywhere in an image resized to 150k-450k pixels; no chromatic-aberration projection or colour dropping.
-- SGD (momentum 0.9, lr 0.01, weight decay 5e-4, batch 128) and the run length are this config's choices,
-  not the paper's (it trained with batch normalisation added late and for about four weeks on one GPU).
+- SGD (momentum 0.9, lr 0.01, weight decay 5e-4, batch 128) and the run length (30 epochs) are this
+  config's choices, not taken from the paper.
+- Weight decay applies to every parameter.
 """
 
 from papers_jax.tasks.ssl import recipe
@@ -28,8 +29,10 @@ DEMO = {"batch_size": 128, "ssl.crop_scale": (0.6, 1.0), "ssl.cell_size": 5, "ss
 
 def get_config(arg=None):
   return recipe("relative_position", arg, demo=DEMO, **{
-      "batch_size": 128, "num_epochs": 30.0, "data.image_size": 432, "ssl.view_size": 432, "ssl.views": "pretext",
+      "batch_size": 128, "num_epochs": 30.0, "data.image_size": 432, "ssl.view_size": 432,
+      "ssl.views": "pretext",
       "ssl.cell_size": 144, "ssl.tile_size": 96, "ssl.tile_jitter": 7, "ssl.tile_view_size": 96,
       "ssl.projector_layers": 2, "ssl.projector_hidden": 2048, "ssl.projector_bn": True,
-      "optimizer.name": "sgd", "optimizer.lr": 0.01, "optimizer.momentum": 0.9, "optimizer.weight_decay": 5e-4,
+      "optimizer.name": "sgd", "optimizer.lr": 0.01, "optimizer.momentum": 0.9,
+      "optimizer.weight_decay": 5e-4, "optimizer.wd_exclude": (),
       "optimizer.clip_grad_norm": 0.0, "schedule.name": "constant", "schedule.warmup_steps": 0})

@@ -16,6 +16,7 @@ Departures from the paper:
 - The step schedule is counted in fractions of training (0.3, 0.6, 0.9) and the last 5 epochs' 1e-5 is
   folded into the third drop.
 - Features are probed on the pooled backbone output only (the recipe's k-NN and linear probe), not per block.
+- Weight decay applies to every parameter (the reference code's SGD decays all of them).
 """
 
 from papers_jax.tasks.ssl import recipe
@@ -30,6 +31,6 @@ def get_config(arg=None):
       "batch_size": 192, "num_epochs": 50.0, "ssl.views": "pretext",
       "ssl.projector_layers": 2, "ssl.projector_hidden": 2048, "ssl.projector_bn": True,
       "optimizer.name": "sgd", "optimizer.lr": 0.01, "optimizer.momentum": 0.9, "optimizer.nesterov": True,
-      "optimizer.weight_decay": 5e-4, "optimizer.clip_grad_norm": 0.0,
+      "optimizer.weight_decay": 5e-4, "optimizer.wd_exclude": (), "optimizer.clip_grad_norm": 0.0,
       "schedule.name": "step", "schedule.boundaries": (0.3, 0.6, 0.9), "schedule.decay_factor": 0.1,
       "schedule.warmup_steps": 0})

@@ -16,14 +16,16 @@ from papers_jax.nn.embed import resample_pos_embed
 from papers_jax.objectives import contrastive, memory
 
 PRETEXT = ("rotation", "jigsaw", "relative_position", "colorization")  # tasks/ssl/pretext.py
-METHODS = ("simclr", "moco_v1", "moco_v2", "moco_v3", "byol", "simsiam", "swav", "dino", "instdisc", "cmc") + PRETEXT
+METHODS = ("simclr", "moco_v1", "moco_v2", "moco_v3", "byol", "simsiam", "swav", "dino", "instdisc",
+           "cmc") + PRETEXT
 MOMENTUM_ENCODER = ("moco_v1", "moco_v2", "moco_v3", "byol", "dino")
 PREDICTOR = ("moco_v3", "byol", "simsiam")
 QUEUE = ("moco_v1", "moco_v2")
 MULTI_CROP = ("swav", "dino")
 MEMORY_BANK = ("instdisc", "cmc")
 MULTI_CROP_VIEWS = ("multi_crop", "swav_multi_crop")
-VIEWS = ("simclr", "moco_v1", "moco_v2", "byol", "instdisc", "cmc", "pretext") + MULTI_CROP_VIEWS  # data/views.py recipes
+# data/views.py recipes
+VIEWS = ("simclr", "moco_v1", "moco_v2", "byol", "instdisc", "cmc", "pretext") + MULTI_CROP_VIEWS
 
 # Allowed values of config.ssl's numbers (core/config.py check_ranges).
 RANGES = (
