@@ -34,8 +34,8 @@ def num_outputs(c) -> int:
 
 
 def _view(task, images, key):
-  """The method's one view (crop + flip), or the images themselves when `ssl.views` makes none."""
-  return views.make_views(images, key, task.recipes)[0] if task.recipes else images
+  """The method's one view (SSLTask checks there is exactly one: `ssl.views = "pretext"`, a crop + flip)."""
+  return views.make_views(images, key, task.recipes)[0]
 
 
 def _accuracy(logits, labels):
