@@ -292,3 +292,10 @@ def cmc(size=224):
 def moco_v1(size=224):
   """MoCo v1: crops of 20–100%, grayscale 0.2, colour jitter (0.4, 0.4, 0.4, 0.4) always, no blur."""
   return [ViewRecipe(size, scale=(0.2, 1.0), jitter=(0.4, 0.4, 0.4, 0.4), jitter_p=1.0)] * 2
+
+
+def pretext(size=224):
+  """The pretext tasks' one view (RotNet, jigsaw, relative position, colourisation): a random-resized crop
+  (8–100%) and a flip, no colour distortion (colourisation needs the colours; the others make their own
+  inputs from the crop)."""
+  return [ViewRecipe(size, scale=(0.08, 1.0), jitter_p=0.0, grayscale_p=0.0)]

@@ -36,6 +36,7 @@ TASK_CLASSES = {
     "simcse": "SimCSETask",
     "elmo": "ELMoTask",
     "beit": "BEiTTask", "igpt": "IGPTTask", "dae": "DenoisingAutoencoderTask",
+    "self_training": "SelfTrainingTask",
 }
 TASKS = tuple(TASK_CLASSES)
 

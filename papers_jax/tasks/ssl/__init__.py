@@ -1,5 +1,6 @@
 """Self-supervised pre-training (`config.task = "ssl"`): SimCLR, MoCo v1/v2/v3, BYOL, SimSiam,
-SwAV, DINO, InstDisc and CMC on one backbone (any registered model built with num_classes=0), one
+SwAV, DINO, InstDisc and CMC, and the pretext tasks rotation, jigsaw, relative position and
+colourisation (tasks/ssl/pretext.py) on one backbone (any registered model built with num_classes=0), one
 view pipeline and one k-NN monitor, so the methods compare on equal terms.
 
 | method   | views              | online                            | target / state                    | loss                         |
@@ -14,6 +15,10 @@ view pipeline and one k-NN monitor, so the methods compare on equal terms.
 | dino     | 2 global + N local | backbone → DINO head (K outputs)  | EMA teacher (cosine m), centre    | centred, sharpened CE        |
 | instdisc | 1                  | backbone → linear 128 → L2        | memory bank (N × 128), NCE Z      | NCE vs m bank draws          |
 | cmc      | L / ab (or 2 crops)| 2 encoders → linear 128 → L2      | 2 memory banks, 2 NCE Z           | NCE across views' banks      |
+| rotation | 1, × 4 rotations   | backbone → MLP → 4                | —                                 | CE of the rotation           |
+| jigsaw   | 1 → 9 tiles        | backbone per tile → concat → MLP  | permutation set (constant)        | CE of the permutation        |
+| rel. pos.| 1 → 2 tiles        | backbone per tile → concat → MLP  | —                                 | CE of the eight positions    |
+| colorize | 1 (L → ab)         | backbone tokens → linear → Q bins | class-rebalancing weights (const.)| rebalanced soft-target CE    |
 
 Views are made on device (data/views.py) from uint8 images. The momentum encoder's weights are
 `EMA` variables in the model state, initialised equal to the online weights and updated after
@@ -61,7 +66,8 @@ the digits demos add `eval/linear_probe/linear_probe_top1` after the last step.
 Layout: `common.py` holds what every method shares (the `config.ssl` fields, `SSLModel`,
 multi-crop encoding, the momentum update's helpers), `task.py` the trainer's interface (`SSLTask`),
 `recipe.py` the configs' builder, and one module per paper its loss: `simclr.py`, `moco.py` (v1/v2
-with shuffle-BN, v3), `byol.py`, `simsiam.py`, `swav.py`, `dino.py`, `instdisc.py`, `cmc.py`. The heads
+with shuffle-BN, v3), `byol.py`, `simsiam.py`, `swav.py`, `dino.py`, `instdisc.py`, `cmc.py`; the
+four pretext tasks share `pretext.py`. The heads
 are models (models/ssl_heads.py).
 """
 

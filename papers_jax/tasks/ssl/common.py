@@ -15,14 +15,17 @@ from papers_jax.nn.drop import Dropout
 from papers_jax.nn.embed import resample_pos_embed
 from papers_jax.objectives import contrastive, memory
 
-METHODS = ("simclr", "moco_v1", "moco_v2", "moco_v3", "byol", "simsiam", "swav", "dino", "instdisc", "cmc")
+PRETEXT = ("rotation", "jigsaw", "relative_position", "colorization")  # tasks/ssl/pretext.py
+METHODS = ("simclr", "moco_v1", "moco_v2", "moco_v3", "byol", "simsiam", "swav", "dino", "instdisc",
+           "cmc") + PRETEXT
 MOMENTUM_ENCODER = ("moco_v1", "moco_v2", "moco_v3", "byol", "dino")
 PREDICTOR = ("moco_v3", "byol", "simsiam")
 QUEUE = ("moco_v1", "moco_v2")
 MULTI_CROP = ("swav", "dino")
 MEMORY_BANK = ("instdisc", "cmc")
 MULTI_CROP_VIEWS = ("multi_crop", "swav_multi_crop")
-VIEWS = ("simclr", "moco_v1", "moco_v2", "byol", "instdisc", "cmc") + MULTI_CROP_VIEWS  # data/views.py recipes
+# data/views.py recipes
+VIEWS = ("simclr", "moco_v1", "moco_v2", "byol", "instdisc", "cmc", "pretext") + MULTI_CROP_VIEWS
 
 # Allowed values of config.ssl's numbers (core/config.py check_ranges).
 RANGES = (
@@ -48,6 +51,16 @@ RANGES = (
     ("knn_k", "[1, 100000]"),
     ("knn_max_train", "[0, inf)"),               # 0: all
     ("feature_batch", "[1, 1048576]"),
+    ("num_permutations", "[1, 362880]"),
+    ("cell_size", "[1, 16384]"),
+    ("tile_size", "[1, 16384]"),
+    ("tile_jitter", "[0, 16384]"),
+    ("tile_view_size", "[1, 16384]"),
+    ("ab_grid", "(0, 110]"),
+    ("ab_neighbours", "[1, 64]"),
+    ("ab_sigma", "(0, 1000]"),
+    ("rebalance_lambda", "[0, 1]"),
+    ("prior_max_examples", "[1, inf)"),
 )
 
 
@@ -64,6 +77,11 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
   `nce_negatives` uniform bank draws per example, `bank_momentum`, `bank_size` (rows; 0: the train
   split's size, read from the source, which must then exist); CMC: `lab_views` (the L and ab
   channels of one crop, else two crops of the same image, one per encoder).
+  Pretext tasks (tasks/ssl/pretext.py): jigsaw / relative position cut a 3 × 3 grid of `cell_size`-px
+  cells centred in the view, a `tile_size` tile per cell jittered by ≤ `tile_jitter` px, resized to
+  `tile_view_size`; jigsaw draws from `num_permutations` permutations of maximal Hamming distance.
+  Colourisation: ab bins of `ab_grid`, soft targets on `ab_neighbours` bins with σ `ab_sigma`, class
+  rebalancing with `rebalance_lambda` (1: none) over the first `prior_max_examples` training images.
   `color_jitter` (brightness, contrast, saturation, hue), when set, replaces the jitter strengths of
   every view (small images: the SimCLR code's `color_jitter_strength` for CIFAR is 0.5, not 1).
   """
@@ -76,7 +94,9 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
       freeze_last_layer_steps=0, teacher_temperature=0.04, warmup_teacher_temperature=0.04,
       warmup_teacher_temperature_steps=0, center_momentum=0.9, norm_last_layer=True,
       nce_negatives=4096, bank_momentum=0.5, bank_size=0, lab_views=False,
-      bn_group_size=0, knn_k=(20, 200), knn_temperature=0.07, knn_max_train=0, feature_batch=256)
+      bn_group_size=0, knn_k=(20, 200), knn_temperature=0.07, knn_max_train=0, feature_batch=256,
+      num_permutations=1000, cell_size=75, tile_size=64, tile_jitter=5, tile_view_size=64,
+      ab_grid=10.0, ab_neighbours=5, ab_sigma=5.0, rebalance_lambda=0.5, prior_max_examples=10000)
       | overrides)
 
 
@@ -131,7 +151,11 @@ class SSLModel(nnx.Module):
     method = c.method
     self.backbone = backbone
     width = _backbone_width(backbone)
-    if method == "dino":
+    if method in PRETEXT:  # the pretext task's classifier on the backbone's features (pretext.NUM_INPUTS of them)
+      from papers_jax.tasks.ssl import pretext
+      self.projector = MLPHead(width * pretext.NUM_INPUTS[method], c.projector_hidden, pretext.num_outputs(c),
+                               layers=c.projector_layers, bn=c.projector_bn, rngs=rngs)
+    elif method == "dino":
       self.projector = DINOHead(width, c.projector_hidden, c.projector_dim, c.num_prototypes,
                                 layers=c.projector_layers, bn=c.projector_bn, norm_last_layer=c.norm_last_layer,
                                 rngs=rngs)

@@ -80,6 +80,7 @@ def recipe(method: str, arg=None, demo=None, **paper):
       c.ssl.queue_size = 128
     c.ssl.num_local_views = min(c.ssl.num_local_views, 2)
     c.ssl.nce_negatives = min(c.ssl.nce_negatives, 64)
+    c.ssl.prior_max_examples = min(c.ssl.prior_max_examples, 256)  # colourisation's colour counts
     c.num_steps = 4
     c.schedule.warmup_steps = 1
     c.log_every, c.eval_every, c.checkpoint_every = 2, 0, 4

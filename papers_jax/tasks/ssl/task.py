@@ -21,15 +21,16 @@ from papers_jax.evaluators import features as features_lib
 from papers_jax.evaluators import knn as knn_lib
 from papers_jax.models import conv_flops
 from papers_jax.objectives import memory
-from papers_jax.tasks.ssl import byol, cmc, dino, instdisc, moco, simclr, simsiam, swav
-from papers_jax.tasks.ssl.common import (MEMORY_BANK, METHODS, MOMENTUM_ENCODER, MULTI_CROP, MULTI_CROP_VIEWS, VIEWS,
-                                         QUEUE, SSLModel, entries_like, replace_entries)
+from papers_jax.objectives import pretext as pretext_objectives
+from papers_jax.tasks.ssl import byol, cmc, dino, instdisc, moco, pretext, simclr, simsiam, swav
+from papers_jax.tasks.ssl.common import (MEMORY_BANK, METHODS, MOMENTUM_ENCODER, MULTI_CROP, MULTI_CROP_VIEWS, PRETEXT,
+                                         VIEWS, QUEUE, SSLModel, entries_like, replace_entries)
 
 log = logging.getLogger(__name__)
 
 LOSSES = {"simclr": simclr.loss, "moco_v1": moco.queue_loss, "moco_v2": moco.queue_loss, "moco_v3": moco.v3_loss,
           "byol": byol.loss, "simsiam": simsiam.loss, "swav": swav.loss, "dino": dino.loss,
-          "instdisc": instdisc.loss, "cmc": cmc.loss}
+          "instdisc": instdisc.loss, "cmc": cmc.loss} | pretext.LOSSES
 
 
 class SSLTask:
@@ -57,6 +58,9 @@ class SSLTask:
         raise ConfigError(f"ssl.color_jitter={tuple(c.color_jitter)}; give (brightness, contrast, saturation, hue)")
       self.recipes = [dataclasses.replace(r, jitter=tuple(c.color_jitter)) for r in self.recipes]
     expected = {"swav": None, "dino": None, "instdisc": 1, "cmc": 1 if c.lab_views else 2}.get(c.method, 2)
+    if c.method in PRETEXT:
+      expected = 1
+      self._check_pretext()
     if c.method in MULTI_CROP and c.views not in MULTI_CROP_VIEWS:
       raise ConfigError(f"ssl.method={c.method!r} needs multi-crop views; set ssl.views to one of {MULTI_CROP_VIEWS}")
     if expected is not None and len(self.recipes) != expected:
@@ -69,6 +73,22 @@ class SSLTask:
     if c.method in MEMORY_BANK:
       self.num_data = c.bank_size or len(get_source(config.data, config.data.train_split))
     self.num_steps = 0  # set by the trainer; the cosine momentum schedule needs it
+
+  def _check_pretext(self):
+    c, size = self.c, self.c.view_size
+    if c.method in ("jigsaw", "relative_position") and not c.tile_size <= c.cell_size <= size // 3:
+      raise ConfigError(f"ssl.tile_size={c.tile_size}, ssl.cell_size={c.cell_size}: a 3×3 grid of cells needs "
+                        f"tile_size <= cell_size <= view_size // 3 = {size // 3}")
+
+  @property
+  def permutations(self):
+    """Jigsaw's permutation set (objectives/pretext.py), built on first use."""
+    return pretext_objectives.maximal_hamming_permutations(self.c.num_permutations)
+
+  @property
+  def rebalancing(self):
+    """Colourisation's class-rebalancing weights over this config's training images."""
+    return pretext.rebalancing(self)
 
   # ---------------------------------------------------------------- model
   def build_model(self, rngs: nnx.Rngs) -> nnx.Module:
@@ -167,6 +187,8 @@ class SSLTask:
       def apply(params, model_state, images):
         model = merge_model(graphdef, params, model_state)
         x = images.astype(jnp.float32) / 255.0
+        if self.c.method == "colorization":  # the encoder sees L only; grey images are their own L
+          return features_lib.named(model.backbone, pretext.lightness(x)[0])
         if self.c.method == "cmc":
           x1, x2 = self._cmc_views(x)
           return jnp.concatenate([features_lib.named(model.backbone, x1), features_lib.named(model.backbone2, x2)],
