@@ -113,7 +113,7 @@ FULL_ONLY = {
     "alexnet/imagenet.py": "alexnet/digits.py", "resnet/imagenet.py": "resnet/digits.py",
     "swin/imagenet.py": "swin/digits.py", "mixer/imagenet.py": "mixer/digits.py", "mae/pretrain.py": "mae/digits.py",
     "clip/paper.py": "clip/digits.py", "gpt/gpt2.py": "gpt/python_docs.py", "bert/wikipedia.py": "bert/python_docs.py",
-    "gpt/gpt3.py": "gpt/python_docs.py",
+    "gpt/gpt3.py": "gpt/python_docs.py", "clip/scenes.py": "clip/digits.py",
     "word2vec/python_docs.py": "", "fasttext/python_docs.py": "",  # tests/test_word2vec.py: the task's losses
     "simcse/sentence_pairs.py": "",  # tests/test_simcse.py: the task's losses on the model's embeddings
     "elmo/python_docs.py": "",  # tests/test_elmo.py: the biLM's loss, layers and directions

@@ -18,6 +18,7 @@ Image-text sources (`source[i] -> {"image": uint8 (H, W, C), "texts": tuple of s
 label = the example's index):
   - "tfds:<name>" with a text feature, e.g. coco_captions ("captions/text", five per image), prepared
     as ArrayRecord: `tfds build coco_captions --file_format=array_record`.
+  - "vqa_scenes": the bundled generated scenes with templated captions (data/vqa_scenes.py).
   - "captions_folder": images with a caption file of the same stem beside them,
     <data_dir>/<split>/**/<id>.{jpg,png,...} + <id>.txt — the `--output_format files` layout of
     img2dataset, which downloads LAION / CC3M / CC12M-style URL lists.
@@ -284,6 +285,9 @@ class CaptionFolderSource:
 def image_text_source(data_config, split: str, text_key: str):
   """The image-text source of `data_config` (None when it names a labelled image source)."""
   name = data_config.name
+  if name == "vqa_scenes":  # the generated scenes' captions (data/vqa_scenes.py)
+    from papers_jax.data.vqa_scenes import VQAScenesSource
+    return VQAScenesSource(split, "captions")
   if name == "captions_folder":
     return CaptionFolderSource(data_config.data_dir, split)
   if name.startswith("tfds:") and text_key:

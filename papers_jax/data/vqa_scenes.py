@@ -261,6 +261,18 @@ class VQAScenesSource:
             "qtype": np.int32(QUESTION_TYPES.index(qtype)), "label": np.int32(ANSWERS.index(answer))}
 
 
+def single_objects(split: str, limit: int | None = None):
+  """Each object of the first `limit` scenes of `split` drawn alone at its place (the scene's noise and
+  no other object): (images uint8 (N, SIZE, SIZE, 3), colour ids into COLOURS, kind ids into KINDS)."""
+  images, colours, kinds = [], [], []
+  for scene in scenes(split)[:limit]:
+    for k, obj in enumerate(scene["objects"]):
+      images.append(render([obj], _digits(split), np.random.default_rng(scene["seed"] + (k,))))
+      colours.append(_COLOUR_NAMES.index(obj["colour"]))
+      kinds.append(KINDS.index(obj["kind"]))
+  return np.stack(images), np.asarray(colours, np.int32), np.asarray(kinds, np.int32)
+
+
 def answer_baselines() -> dict:
   """Test accuracy of two answers that never look at the image: the most frequent training answer
   ("majority") and the most frequent training answer of each exact question string, falling back to

@@ -57,6 +57,7 @@ from papers_jax.models import albef  # noqa: F401  (registers its variants)
 from papers_jax.models import word2vec  # noqa: F401  (registers word2vec, fasttext)
 from papers_jax.models import elmo  # noqa: F401  (registers elmo_original)
 from papers_jax.models import beit, igpt  # noqa: F401  (register their variants)
+from papers_jax.models import groupvit  # noqa: F401  (registers its variants)
 
 # model class → its family module (with `forward_flops` and `EMBEDDINGS`).
 FAMILIES = {
@@ -86,6 +87,7 @@ FAMILIES = {
     vit_mpp.MaskedPatchPredictionViT: vit_mpp,
     word2vec.Word2Vec: word2vec, elmo.ELMo: elmo,
     beit.BEiT: beit, igpt.ImageGPT: igpt,
+    groupvit.GroupViT: groupvit,
 }
 FLOP_COUNTERS = {cls: family.forward_flops for cls, family in FAMILIES.items()}
 

@@ -8,7 +8,8 @@ spans every device's examples). Train metrics add the temperature scale exp(t) a
 image→text top-1 (`in_batch_top1`: own caption, or own class for class captions).
 
 Data (`source(split)`, data/captions.py):
-  - an image-text source ("tfds:<name>" with `clip.text_key`, or "captions_folder"): training
+  - an image-text source ("tfds:<name>" with `clip.text_key`, "captions_folder" or the generated
+    "vqa_scenes", whose tokenizer is trained on its captions and questions when clip.tokenizer is empty): training
     takes a random one of each image's captions, evaluation its first;
   - a labelled image source ("digits", "folder", "tfds:<classification set>"): captions are made
     from the class names (`clip.class_names`, default: the digits' words and numerals, or the
@@ -27,6 +28,9 @@ After each evaluation (`after_eval`), on the eval split:
   - zero-shot classification (evaluators/zero_shot.py) for labelled eval data: class prompts
     through the held-out templates, ensembled: eval/zero_shot_top1 (/top5); and through the
     training templates for comparison: eval/zero_shot_top1_train_templates;
+  - for `data.name = "vqa_scenes"`, zero-shot on single objects: each eval scene's objects drawn
+    alone, classified among the 52 prompts "colour kind" through the eval templates:
+    eval/object_top1, eval/object_colour_top1, eval/object_kind_top1;
   - with `clip.zero_shot_data` (e.g. "tfds:imagenet2012" and `clip.zero_shot_class_names`, a file
     with one class name per line) zero-shot on that labelled set: eval/zero_shot_<name>_top1.
 The class rows are computed once per evaluation and cached by step.
@@ -46,7 +50,7 @@ from papers_jax.core import precision, sharding
 from papers_jax.core.config import image_preprocessing
 from papers_jax.core.state import merge_model
 from papers_jax.data import captions as captions_lib
-from papers_jax.data import pipeline, preprocess
+from papers_jax.data import pipeline, preprocess, vqa_scenes
 from papers_jax.data.sources import ImageFolderSource, get_source
 from papers_jax.errors import ConfigError
 from papers_jax.evaluators import retrieval, zero_shot
@@ -132,7 +136,7 @@ class CLIPTask:
   @property
   def image_text(self) -> bool:
     name = self.config.data.name
-    return name == "captions_folder" or (name.startswith("tfds:") and bool(self.clip.text_key))
+    return name in ("captions_folder", "vqa_scenes") or (name.startswith("tfds:") and bool(self.clip.text_key))
 
   @functools.cached_property
   def class_names(self) -> tuple[tuple[str, ...], ...] | None:
@@ -162,6 +166,8 @@ class CLIPTask:
       names = [n for names in self.class_names for n in names]
       tok = captions_lib.CaptionTokenizer.train(captions_lib.captions(self.clip.train_templates, names),
                                                 self.context_length)
+    elif self.config.data.name == "vqa_scenes":  # every word of the scenes' captions and questions
+      tok = captions_lib.CaptionTokenizer.train(vqa_scenes.training_texts(), self.context_length)
     else:
       raise ConfigError("image-text data needs a tokenizer: set clip.tokenizer to a tokenizers JSON file, e.g. the "
                         "tokenizer.json of HF's openai/clip-vit-base-patch32 (OpenAI's 49,408-token BPE)")
@@ -319,7 +325,25 @@ class CLIPTask:
           out |= {f"zero_shot_{k}{suffix}": v for k, v in scores.items()}
       if self.clip.zero_shot_data:
         out |= self._external_zero_shot(encode_image, encode_text, step)
+      if self.config.data.name == "vqa_scenes":
+        out |= self._scene_objects_zero_shot(encode_image, encode_text, step)
     return out
+
+  def _scene_objects_zero_shot(self, encode_image, encode_text, step) -> dict:
+    """Zero-shot on the eval scenes' objects drawn one per image: the prompts name a colour and a kind
+    ("a red circle."; 4 × 13 classes), the prediction is the most similar one; its colour and its kind
+    are scored apart too (object_colour_top1, object_kind_top1)."""
+    split, limit = self.config.data.eval_split, self.clip.max_eval_images or None
+    images, colours, kinds = vqa_scenes.single_objects(split, limit)
+    n_kinds = len(vqa_scenes.KINDS)
+    examples = [{"image": im, "label": c * n_kinds + k} for im, c, k in zip(images, colours, kinds)]
+    feats, labels, _ = self._image_features(encode_image, examples, None)
+    names = [f"{c} {k}" for c in vqa_scenes.COLOURS for k in vqa_scenes.KINDS]
+    weights = self._classifier("objects", names, self.clip.eval_templates).weights(encode_text, step)
+    pred = np.argmax(zero_shot.l2_normalize(feats) @ weights.T, axis=1)
+    return {"object_top1": float(np.mean(pred == labels)),
+            "object_colour_top1": float(np.mean(pred // n_kinds == colours)),
+            "object_kind_top1": float(np.mean(pred % n_kinds == kinds))}
 
   def _external_zero_shot(self, encode_image, encode_text, step) -> dict:
     c = self.clip
