@@ -133,6 +133,7 @@ FULL_ONLY = {
     "ts2vec/forecast.py": "",  # tests/test_ridge_forecast.py: the ridge protocol and its windows
     "ssl/dino.py": "ssl/simsiam.py", "ssl/cmc.py": "ssl/simclr.py", "ssl/moco_v3.py": "ssl/simclr.py",
     "danet/shapes.py": "",  # tests/test_danet.py: the attention modules and the model
+    "video_clip/clip4clip.py": "", "video_clip/actionclip.py": "",  # tests/test_video_clip.py: losses, modules
     "sam/scenes.py": "", "sam/sa1b.py": "",  # SAM's forward: HF parity in tests/test_sam.py
     "informer/ett.py": "patchtst/ett_like.py", "informer/ett_like.py": "patchtst/ett_like.py",
     "crossformer/ett.py": "patchtst/ett_like.py", "crossformer/ett_like.py": "patchtst/ett_like.py",

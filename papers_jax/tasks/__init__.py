@@ -32,6 +32,7 @@ TASK_CLASSES = {
     "beit3": "BEiT3Task",
     "blip": "BLIPTask",
     "albef": "ALBEFTask",
+    "video_clip": "VideoCLIPTask",
 }
 TASKS = tuple(TASK_CLASSES)
 
