@@ -33,6 +33,7 @@ from papers_jax.models import resnet  # noqa: F401  (registers its variants)
 from papers_jax.models import gpt  # noqa: F401  (registers its variants)
 from papers_jax.models import bert, fnet  # noqa: F401  (register their variants)
 from papers_jax.models import clip  # noqa: F401  (registers its variants)
+from papers_jax.models import video_clip  # noqa: F401  (registers its variants)
 from papers_jax.models import transformer  # noqa: F401  (registers its variants)
 from papers_jax.models import alexnet, inception, mixnet  # noqa: F401  (register their variants)
 from papers_jax.models import whisper  # noqa: F401  (registers its variants)
@@ -88,6 +89,7 @@ FAMILIES = {
     word2vec.Word2Vec: word2vec, elmo.ELMo: elmo,
     beit.BEiT: beit, igpt.ImageGPT: igpt,
     groupvit.GroupViT: groupvit,
+    video_clip.VideoCLIP: video_clip,
 }
 FLOP_COUNTERS = {cls: family.forward_flops for cls, family in FAMILIES.items()}
 

@@ -37,6 +37,7 @@ TASK_CLASSES = {
     "elmo": "ELMoTask",
     "beit": "BEiTTask", "igpt": "IGPTTask", "dae": "DenoisingAutoencoderTask",
     "self_training": "SelfTrainingTask",
+    "video_clip": "VideoCLIPTask",
 }
 TASKS = tuple(TASK_CLASSES)
 
