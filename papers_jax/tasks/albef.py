@@ -17,8 +17,7 @@ Train step (objectives/albef.py), on the global batch:
 Evaluation: eval/loss is the in-batch ITC loss (padding rows left out, no queue, α = 0); eval/itm_accuracy on
 the true pairs and on each text paired with the next example's image; eval/itm_pair_ranking, how often the own
 image gets the higher match log-odds of the two (chance 50%, whatever the head's bias); eval/mlm_accuracy on fixed
-masks. After
-each evaluation, on the first `albef.retrieval_images` eval scenes and all of their captions
+masks. After each evaluation, on the first `albef.retrieval_images` eval scenes and all of their captions
 (evaluators/retrieval.py; image→text counts a hit when any of the image's captions is in the top K):
   eval/itc_{i2t,t2i}_r{1,5,10}   ranked by the ITC similarity of the unimodal features;
   eval/itm_{i2t,t2i}_r{1,5,10}   the ITC top `albef.rerank_k` re-ranked by the ITM match logit (the
