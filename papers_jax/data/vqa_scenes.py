@@ -151,6 +151,23 @@ def scene_captions(objects, rng: np.random.Generator) -> list[str]:
   return out
 
 
+def caption_holds(objects, caption: str) -> bool:
+  """Whether `caption` (any scene's, in scene_captions' templates) describes the scene `objects`: the
+  listings and counts when they equal this scene's, a relation when two of its objects stand so. Matching
+  pairs are more than a scene and its own captions: "there are two shapes and one digit." fits many scenes."""
+  own = scene_captions(objects, np.random.default_rng(0))
+  if caption.startswith(("from left to right:", "from top to bottom:", "there are ")):
+    return caption in own[:3]
+  for relation in _OPPOSITE:
+    head, sep, tail = caption.rstrip(".").partition(f" is {relation} ")
+    if sep:
+      a_words, b_words = head.split(), tail.split()
+      return any(a is not b and _relation(a, b) == relation
+                 and [a["colour"], a["kind"]] == a_words[1:] and [b["colour"], b["kind"]] == b_words[1:]
+                 for a in objects for b in objects)
+  return False
+
+
 def scene_questions(objects, rng: np.random.Generator) -> list[tuple[str, str, str]]:
   """(question, answer, type) triples about one scene."""
   qs, names = [], {id(o): _name(objects, o) for o in objects}

@@ -96,6 +96,14 @@ def rerank_with_itm(itc_scores, itm_fn, k: int, *, fill: float = -100.0):
   return i2t, t2i
 
 
+def add_itc(i2t, t2i, itc_scores, *, fill: float = -100.0):
+  """BLIP's evaluation (the official train_retrieval.py): the re-ranked pairs score ITM + the ITC similarity,
+  so ITC still orders candidates where ITM cannot tell them apart; the pairs outside the top k keep `fill`."""
+  itc_scores = np.asarray(itc_scores, np.float32)
+  return (np.where(i2t != fill, i2t + itc_scores, fill).astype(np.float32),
+          np.where(t2i != fill, t2i + itc_scores.T, fill).astype(np.float32))
+
+
 def chance_recall(image_ids, text_ids, ks=KS) -> dict[str, float]:
   """The expected recall@K of a uniformly random ranking: a query with m matches among n items
   misses them all in its top K with probability C(n − m, K) / C(n, K)."""

@@ -12,7 +12,8 @@ Three encoders, named as the official code (salesforce/ALBEF, models/model_pretr
                   plus BERT's MLM head (dense → GELU → LayerNorm → decoder tied to the word embeddings);
   heads           vision_proj / text_proj: [CLS] → `embed_dim` (256) for ITC; itm_head: the fused [CLS]
                   → 2 logits (`itc_pool="mean"`, a departure for training from scratch, projects the
-                  mean of the tokens instead of the [CLS] for ITC); `temp`, the learnable ITC temperature
+                  mean of the tokens instead of the [CLS] for ITC; `itm_pool="mean"` likewise feeds the
+                  mean of the fused tokens to the ITM head); `temp`, the learnable ITC temperature
                   (init 0.07, used clipped to [0.001, 0.5] as the official code clamps it).
 With `momentum=True` the model also holds the momentum (EMA) copies of the four encoders / projections
 (`visual_encoder_m`, `text_encoder_m`, `vision_proj_m`, `text_proj_m`: the SSL teachers' `EMA` variables, not
@@ -50,6 +51,14 @@ from papers_jax.objectives.memory import init_queue
 # The official code's clamp of the temperature.
 TEMPERATURE_RANGE = (0.001, 0.5)
 MOMENTUM_ENCODERS = ("visual_encoder", "text_encoder", "vision_proj", "text_proj")
+
+
+def pool_tokens(x, attention_mask, pool: str):
+  """(B, T, D) → (B, D): the first token ("cls") or the mean over the real tokens ("mean")."""
+  if pool == "cls":
+    return x[:, 0]
+  weights = attention_mask.astype(x.dtype)[..., None]
+  return (x * weights).sum(1) / jnp.maximum(weights.sum(1), 1.0)
 
 
 class QueueState(nnx.Variable):
@@ -139,17 +148,19 @@ class ALBEF(nnx.Module):
                vocab_size: int = 30522, hidden_size: int = 768, text_layers: int = 6, fusion_layers: int = 6,
                num_heads: int = 12, intermediate_size: int = 3072, max_position_embeddings: int = 512,
                dropout_rate: float = 0.1, embed_dim: int = 256, temperature: float = 0.07, initializer_range=0.02,
-               itc_pool: str = "cls", momentum: bool = False, queue_size: int = 0, attention_impl: str | None = None,
+               itc_pool: str = "cls", itm_pool: str = "cls", momentum: bool = False, queue_size: int = 0,
+               attention_impl: str | None = None,
                dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
     if hidden_size % num_heads or vision_width % vision_heads:
       raise ConfigError(f"widths ({vision_width}, {hidden_size}) must divide by their heads "
                         f"({vision_heads}, {num_heads})")
-    if itc_pool not in ("cls", "mean"):
-      raise ConfigError(f"itc_pool must be 'cls' (the paper's) or 'mean', got {itc_pool!r}")
+    for name, pool in (("itc_pool", itc_pool), ("itm_pool", itm_pool)):
+      if pool not in ("cls", "mean"):
+        raise ConfigError(f"{name} must be 'cls' (the paper's) or 'mean', got {pool!r}")
     if queue_size and not momentum:
       raise ConfigError("the ITC queues hold momentum features: queue_size > 0 needs momentum=True")
     self.vocab_size, self.hidden_size, self.embed_dim, self.queue_size = vocab_size, hidden_size, embed_dim, queue_size
-    self.itc_pool = itc_pool
+    self.itc_pool, self.itm_pool = itc_pool, itm_pool
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     init = truncated_normal(initializer_range)
     self.visual_encoder = VisionTransformer(
@@ -190,12 +201,7 @@ class ALBEF(nnx.Module):
   def encode_text(self, input_ids, attention_mask, *, momentum: bool = False, train: bool = False, rngs=None):
     """(text tokens (B, T, hidden), L2-normalised ITC feature (B, embed_dim))."""
     embeds = self._part("text_encoder", momentum).encode(input_ids, attention_mask, deterministic=not train, rngs=rngs)
-    if self.itc_pool == "cls":
-      pooled = embeds[:, 0]
-    else:  # the mean over the real tokens
-      weights = attention_mask.astype(embeds.dtype)[..., None]
-      pooled = (embeds * weights).sum(1) / jnp.maximum(weights.sum(1), 1.0)
-    return embeds, l2_normalize(self._part("text_proj", momentum)(pooled))
+    return embeds, l2_normalize(self._part("text_proj", momentum)(pool_tokens(embeds, attention_mask, self.itc_pool)))
 
   # ------------------------------------------------------------------ multimodal
   def fuse(self, text_embeds, attention_mask, image_embeds, *, momentum: bool = False, train: bool = False,
@@ -203,8 +209,9 @@ class ALBEF(nnx.Module):
     return self._part("text_encoder", momentum).fuse(text_embeds, attention_mask, image_embeds,
                                                      deterministic=not train, rngs=rngs)
 
-  def itm_logits(self, fused):
-    return self.itm_head(fused[:, 0]).astype(jnp.float32)
+  def itm_logits(self, fused, attention_mask=None):
+    """(B, 2) float32 from the fused [CLS], or with itm_pool="mean" from the mean of the fused real tokens."""
+    return self.itm_head(pool_tokens(fused, attention_mask, self.itm_pool)).astype(jnp.float32)
 
   def mlm_logits(self, input_ids, attention_mask, image_embeds, masked_positions=None, *, momentum: bool = False,
                  train: bool = False, rngs=None):
@@ -222,7 +229,8 @@ class ALBEF(nnx.Module):
     image_embeds, image_feat = self.encode_image(images, **kw)
     text_embeds, text_feat = self.encode_text(input_ids, attention_mask, **kw)
     fused = self.fuse(text_embeds, attention_mask, image_embeds, **kw)
-    return {"image_feat": image_feat, "text_feat": text_feat, "fused": fused, "itm_logits": self.itm_logits(fused),
+    return {"image_feat": image_feat, "text_feat": text_feat, "fused": fused,
+            "itm_logits": self.itm_logits(fused, attention_mask),
             "mlm_logits": self.text_encoder.mlm_logits(fused, masked_positions)}
 
 

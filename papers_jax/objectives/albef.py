@@ -6,8 +6,10 @@
                         are α · softmax(momentum similarities) + (1 − α) · one-hot (the own pair); the loss is
                         the mean of the two directions' soft cross-entropies (Eq. 1-2 and §3.3's L_itc^mod);
   hard_negative_logits  the in-batch ITM sampling distribution: log-weights ∝ the ITC similarity (the
-                        official softmax(sim[:, :B]) with its diagonal zeroed: the own pair is never drawn);
-  sample_hard_negatives one negative text per image and one negative image per text, drawn from those;
+                        official softmax(sim[:, :B]) with its diagonal zeroed: the own pair is never drawn;
+                        optionally other matching pairs left out too);
+  sample_hard_negatives one negative text per image and one negative image per text, drawn from those, never a
+                        caption equal to the positive's when the task passes `same_text`;
   itm_loss              2-way cross-entropy over the B positive and 2B negative fused pairs;
   mlm_distill_loss      masked LM with the momentum model's soft targets: (1 − α) · CE(labels) +
                         α · CE(softmax(momentum logits)), averaged over the masked tokens.
@@ -49,20 +51,31 @@ def itc_loss(image_feat, text_feat, image_feat_m, text_feat_m, image_queue, text
   return loss, sim_i2t, sim_t2i
 
 
-def hard_negative_logits(sim):
+def hard_negative_logits(sim, positive=None):
   """(B, B) in-batch similarities → log-weights of the negative draw: the row's softmax less its
-  diagonal, renormalised, which is the softmax of the row with the diagonal at −inf."""
+  diagonal, renormalised, which is the softmax of the row with the diagonal at −inf. `positive` (B, B)
+  bool also leaves out other pairs that match (equal captions, see `sample_hard_negatives`)."""
   b = sim.shape[0]
-  return jnp.where(jnp.eye(b, dtype=bool), -jnp.inf, jax.lax.stop_gradient(sim[:, :b]).astype(jnp.float32))
+  excluded = jnp.eye(b, dtype=bool) if positive is None else positive | jnp.eye(b, dtype=bool)
+  return jnp.where(excluded, -jnp.inf, jax.lax.stop_gradient(sim[:, :b]).astype(jnp.float32))
 
 
-def sample_hard_negatives(key, sim_i2t, sim_t2i):
+def sample_hard_negatives(key, sim_i2t, sim_t2i, same_text=None):
   """(negative text index per image (B,), negative image index per text (B,)), each drawn with
-  probability ∝ exp(similarity) among the other examples of the batch."""
+  probability ∝ exp(similarity) among the other examples of the batch. `same_text` (B, B) bool marks the
+  pairs of examples with equal captions: a caption of another example that equals the image's own is a
+  true match, not a negative, so those are never drawn (a departure: the official code leaves out only the
+  pair itself). A row with nothing left to draw takes the next example."""
   k_text, k_image = jax.random.split(key)
-  neg_text = jax.random.categorical(k_text, hard_negative_logits(sim_i2t), axis=-1)
-  neg_image = jax.random.categorical(k_image, hard_negative_logits(sim_t2i), axis=-1)
-  return neg_text, neg_image
+  b = sim_i2t.shape[0]
+  fallback = (jnp.arange(b) + 1) % b
+
+  def draw(k, logits):
+    index = jax.random.categorical(k, logits, axis=-1)
+    return jnp.where(jnp.isfinite(logits).any(-1), index, fallback)
+
+  return (draw(k_text, hard_negative_logits(sim_i2t, same_text)),
+          draw(k_image, hard_negative_logits(sim_t2i, same_text)))
 
 
 def itm_labels(batch: int):

@@ -15,12 +15,15 @@ Train step (objectives/albef.py), on the global batch:
   variables) towards the new online weights with `albef.momentum` (0.995) via optax, as the SSL teachers.
 
 Evaluation: eval/loss is the in-batch ITC loss (padding rows left out, no queue, α = 0); eval/itm_accuracy on
-the true pairs and on each text paired with the next example's image; eval/mlm_accuracy on fixed masks. After
-each evaluation, on the first `albef.retrieval_images` eval scenes and all of their captions
+the true pairs and on each text paired with the next example's image; eval/itm_pair_ranking, how often the own
+image gets the higher match log-odds of the two (chance 50%, whatever the head's bias); eval/mlm_accuracy on fixed
+masks. After each evaluation, on the first `albef.retrieval_images` eval scenes and all of their captions
 (evaluators/retrieval.py; image→text counts a hit when any of the image's captions is in the top K):
   eval/itc_{i2t,t2i}_r{1,5,10}   ranked by the ITC similarity of the unimodal features;
   eval/itm_{i2t,t2i}_r{1,5,10}   the ITC top `albef.rerank_k` re-ranked by the ITM match logit (the
                                  official evaluation; the rest keep −100);
+  eval/itm_itc_{i2t,t2i}_r{1,5,10}  the same top k re-ranked by the match logit + the ITC similarity (BLIP's
+                                 official evaluation, which falls back on ITC where ITM cannot tell);
   eval/baseline_*                the same protocol for trivial rankings, computed once per run: chance
                                  (`chance_*`: the expected recall of a random ranking) and the nearest-caption
                                  baseline (`nearest_caption_*`): each eval image takes the captions of its
@@ -197,16 +200,18 @@ class ALBEFTask(VisionLanguageTask):
                 (jnp.zeros((0, model.embed_dim)), jnp.zeros((0, model.embed_dim))))
       itc, sim_i2t, sim_t2i = objective.itc_loss(image_feat, text_feat, image_feat_m, text_feat_m, *queues,
                                                  model.temperature(), alpha)
-      neg_text, neg_image = objective.sample_hard_negatives(k_neg, sim_i2t, sim_t2i)
-      fused = model.fuse(jnp.concatenate([text_embeds, text_embeds, text_embeds[neg_text]]),
-                         jnp.concatenate([mask, mask, mask[neg_text]]),
+      same_text = jnp.all(ids[:, None, :] == ids[None, :, :], axis=-1)
+      neg_text, neg_image = objective.sample_hard_negatives(k_neg, sim_i2t, sim_t2i, same_text)
+      itm_mask = jnp.concatenate([mask, mask, mask[neg_text]])
+      fused = model.fuse(jnp.concatenate([text_embeds, text_embeds, text_embeds[neg_text]]), itm_mask,
                          jnp.concatenate([image_embeds, image_embeds[neg_image], image_embeds]), **kw)
-      itm_logits = model.itm_logits(fused)
+      itm_logits = model.itm_logits(fused, itm_mask)
       labels = objective.itm_labels(b)
       itm = objective.itm_loss(itm_logits, labels)
       loss = itc + itm
+      itm_correct = jnp.argmax(itm_logits, -1) == labels
       metrics = {"itc_loss": itc, "itm_loss": itm, "temperature": model.temperature(), "alpha": alpha,
-                 "itm_accuracy": jnp.mean(jnp.argmax(itm_logits, -1) == labels),
+                 "itm_accuracy": jnp.mean(itm_correct), "itm_positive_accuracy": jnp.mean(itm_correct[:b]),
                  "i2t_top1": jnp.mean(jnp.argmax(sim_i2t[:, :b], -1) == jnp.arange(b))}
       if float(a.mlm_weight):
         mlm_args = (batch["mlm_input_ids"], mask)
@@ -258,14 +263,19 @@ class ALBEFTask(VisionLanguageTask):
       fused = model.fuse(jnp.concatenate([text_embeds, text_embeds]), jnp.concatenate([mask, mask]),
                          jnp.concatenate([image_embeds, shifted]))
       labels = objective.itm_labels(ids.shape[0])[:2 * ids.shape[0]]
-      correct = (jnp.argmax(model.itm_logits(fused), -1) == labels).astype(jnp.float32)
+      itm_logits = model.itm_logits(fused, jnp.concatenate([mask, mask]))
+      correct = (jnp.argmax(itm_logits, -1) == labels).astype(jnp.float32)
       pair_rows = jnp.concatenate([rows, rows * jnp.roll(rows, -1)])
+      # Ranking, not calibration: does the own image get the higher match log-odds than the next scene's?
+      odds = (itm_logits[:, 1] - itm_logits[:, 0]).reshape(2, -1)
+      ranked = (odds[0] > odds[1]).astype(jnp.float32) * pair_rows[ids.shape[0]:]
       logits = model.mlm_logits(batch["mlm_input_ids"], mask, image_embeds, batch["mlm_positions"])
       weights = batch["mlm_weights"] * rows[:, None]
       mlm_correct = (jnp.argmax(logits, -1) == batch["mlm_labels"]).astype(jnp.float32) * weights
       return {"loss": losses.sum(), "count": rows.sum(), "itm_accuracy": (correct * pair_rows).sum(),
-              "mlm_accuracy": mlm_correct.sum(),
-              "counts": {"itm_accuracy": pair_rows.sum(), "mlm_accuracy": weights.sum()}}
+              "itm_pair_ranking": ranked.sum(), "mlm_accuracy": mlm_correct.sum(),
+              "counts": {"itm_accuracy": pair_rows.sum(), "itm_pair_ranking": pair_rows[ids.shape[0]:].sum(),
+                         "mlm_accuracy": weights.sum()}}
 
     return eval_fn
 
@@ -284,7 +294,7 @@ class ALBEFTask(VisionLanguageTask):
 
       def itm_fn(params, model_state, text_embeds, mask, image_embeds):
         model = merge_model(graphdef, params, model_state)
-        return model.itm_logits(model.fuse(text_embeds, mask, image_embeds))[:, 1]
+        return model.itm_logits(model.fuse(text_embeds, mask, image_embeds), mask)[:, 1]
 
       self._jitted["retrieval"] = tuple(jax.jit(f, out_shardings=rep) for f in (image_fn, text_fn, itm_fn))
     return self._jitted["retrieval"]
@@ -343,4 +353,7 @@ class ALBEFTask(VisionLanguageTask):
 
       i2t, t2i = retrieval.rerank_with_itm(itc, itm_scores, int(self.a.rerank_k))
       out |= {f"itm_{k}": v for k, v in retrieval.recall_from_scores(i2t, image_ids, text_ids, t2i_scores=t2i).items()}
+      i2t, t2i = retrieval.add_itc(i2t, t2i, itc)
+      out |= {f"itm_itc_{k}": v
+              for k, v in retrieval.recall_from_scores(i2t, image_ids, text_ids, t2i_scores=t2i).items()}
     return out | self.baselines(trainer, images, texts, image_ids, text_ids)

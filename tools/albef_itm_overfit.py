@@ -1,0 +1,84 @@
+"""Overfit ALBEF's ITM alone on N fixed training scenes with easy negatives (docs/vision_language.md, "Why ITM
+did not learn"): each caption (the scene's first) with its own image (1) and with the previous scene's image (0),
+so neither input alone predicts the label. Adam on the ITM loss only; prints loss, accuracy and gradient norms.
+
+  PYTHONPATH=. python tools/albef_itm_overfit.py --pairs 64 --steps 300
+  PYTHONPATH=. python tools/albef_itm_overfit.py --pairs 32 --steps 150 --init 0.125 --mean-pool
+  PYTHONPATH=. python tools/albef_itm_overfit.py --checkpoint runs/albef_pretrain/checkpoints/700/state --new-fusion
+"""
+
+import argparse
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from papers_jax.convert import init_params_from_checkpoint
+from papers_jax.core.config import load
+from papers_jax.tasks.albef import ALBEFTask
+from papers_jax.tasks.classification import normalize_images
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--pairs", type=int, default=64)
+  parser.add_argument("--steps", type=int, default=300)
+  parser.add_argument("--lr", type=float, default=1e-3)
+  parser.add_argument("--init", type=float, default=0.02, help="the text side's initialisation std")
+  parser.add_argument("--mean-pool", action="store_true", help="ITM head on the mean of the fused tokens")
+  parser.add_argument("--checkpoint", default="", help="start from a scenes_pretrain run's params checkpoint")
+  parser.add_argument("--new-fusion", action="store_true", help="with --checkpoint: new fusion layers and ITM head")
+  args = parser.parse_args()
+
+  config = load(f"configs/albef/scenes_pretrain.py:init={args.init}").unlock()
+  if args.mean_pool:
+    config.model.itm_pool = "mean"
+  task = ALBEFTask(config)
+  source, preprocess = task.source("train"), task.preprocess(train=False)
+  examples = [preprocess(source[i], np.random.default_rng(i)) for i in range(args.pairs)]
+  batch = {k: np.stack([e[k] for e in examples]) for k in examples[0]}
+  graphdef, params, rest = nnx.split(task.build_model(nnx.Rngs(0)), nnx.Param, ...)
+  if args.checkpoint:
+    loaded, _ = init_params_from_checkpoint(args.checkpoint, nnx.to_pure_dict(params), skip=())
+    if args.new_fusion:
+      fresh = nnx.to_pure_dict(params)
+      loaded["text_encoder"]["fusion_layers"] = fresh["text_encoder"]["fusion_layers"]
+      loaded["itm_head"] = fresh["itm_head"]
+    nnx.replace_by_pure_dict(params, loaded)
+  images = normalize_images(jnp.asarray(batch["image"]), task.mean, task.std)
+  ids, mask = jnp.asarray(batch["input_ids"]), jnp.asarray(batch["attention_mask"])
+  labels = jnp.concatenate([jnp.ones(args.pairs, jnp.int32), jnp.zeros(args.pairs, jnp.int32)])
+  optimizer = optax.adam(args.lr)
+
+  def loss_fn(params):
+    model = nnx.merge(graphdef, params, rest)
+    image_embeds, _ = model.encode_image(images, train=True)
+    text_embeds, _ = model.encode_text(ids, mask, train=True)
+    pair_mask = jnp.concatenate([mask, mask])
+    fused = model.fuse(jnp.concatenate([text_embeds, text_embeds]), pair_mask,
+                       jnp.concatenate([image_embeds, jnp.roll(image_embeds, 1, axis=0)]), train=True)
+    logits = model.itm_logits(fused, pair_mask)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), \
+        jnp.mean(jnp.argmax(logits, -1) == labels)
+
+  @jax.jit
+  def step(params, opt_state):
+    (loss, accuracy), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    norms = {k: optax.global_norm(grads[k]) for k in ("visual_encoder", "text_encoder", "itm_head")}
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss, accuracy, norms
+
+  opt_state, start = optimizer.init(params), time.time()
+  for s in range(args.steps):
+    params, opt_state, loss, accuracy, norms = step(params, opt_state)
+    if s % 25 == 0 or s == args.steps - 1:
+      grads = " ".join(f"{k} {float(v):.2e}" for k, v in norms.items())
+      print(f"step {s}: loss {float(loss):.4f} accuracy {float(accuracy):.3f} grad norms: {grads} "
+            f"({time.time() - start:.0f} s)", flush=True)
+
+
+if __name__ == "__main__":
+  main()
