@@ -3,12 +3,14 @@ trained on the labelled part and its teacher's pseudo-labels and then becoming t
 (papers_jax/tasks/self_training.py; configs/self_training/digits.py).
 
   python tools/self_training.py [--iterations 2] [--widths 64,64,96] [--arg labels=hard,threshold=0.9]
+                                [--student-steps 900] [--teacher-run runs/self_training]
                                 [--workdir runs/self_training]
 
 Iteration 0 is the labelled-only baseline (the config without a teacher). Iteration k's model is the
 config's with embed_dim = the k-th of `--widths` (num_heads = width / 16), so students are equal to or
 larger than their teachers. Each iteration is one normal trainer run in <workdir>/iteration<k>; its
-teacher is the previous run's last checkpoint. Prints and writes <workdir>/results.json and table.md: test
+teacher is the previous run's last checkpoint. `--teacher-run DIR` reuses DIR's iteration 0 (a variant's
+students then start from the same labelled-only teacher); `--student-steps` trains the students longer. Prints and writes <workdir>/results.json and table.md: test
 accuracy per iteration, how many unlabelled digits the teacher labelled and how many of those labels were
 right (read for the table only; the student never sees the true labels of the unlabelled part).
 """
@@ -47,11 +49,20 @@ def run(args) -> list[dict]:
   if len(widths) < args.iterations + 1 or any(b < a for a, b in zip(widths, widths[1:])):
     raise SystemExit(f"--widths needs {args.iterations + 1} non-decreasing widths (teacher, then each student)")
   rows, teacher = [], None
-  for k in range(args.iterations + 1):
+  if args.teacher_run:  # iteration 0 from an earlier run of this tool
+    first = os.path.join(os.path.abspath(args.teacher_run), "iteration0")
+    rows.append(json.load(open(os.path.join(first, "row.json"))))
+    model = json.load(open(os.path.join(first, "config.json")))["config"]["model"]
+    model.pop("num_classes", None)
+    teacher = (last_checkpoint(first), model)
+  for k in range(len(rows), args.iterations + 1):
     config = load_config(args.config, args.arg).unlock()
     config.model.update(embed_dim=widths[k], num_heads=max(1, widths[k] // 16))
     if teacher is not None:
       config.self_training.teacher, config.self_training.teacher_model = teacher
+    if k and args.student_steps:
+      config.num_steps = args.student_steps
+      config.checkpoint_every = args.student_steps
     config.lock()
     workdir = os.path.join(args.workdir, f"iteration{k}")
     shutil.rmtree(workdir, ignore_errors=True)
@@ -65,6 +76,8 @@ def run(args) -> list[dict]:
                      steps=summary["steps"], batch=config.batch_size, wall_s=time.time() - t0, load_avg=load,
                      date=time.strftime("%Y-%m-%d")))
     print(json.dumps(rows[-1]), flush=True)
+    with open(os.path.join(workdir, "row.json"), "w") as f:
+      json.dump(rows[-1], f)
     model = dict(config.model)
     model.pop("num_classes", None)
     teacher = (last_checkpoint(workdir), model)
@@ -89,6 +102,8 @@ def main(argv=None):
   parser.add_argument("--arg", default=None, help="the config's argument, e.g. labels=hard,threshold=0.9")
   parser.add_argument("--iterations", type=int, default=2)
   parser.add_argument("--widths", default="64,64,96")
+  parser.add_argument("--student-steps", type=int, default=0, help="the students' steps (0: the config's)")
+  parser.add_argument("--teacher-run", default="", help="reuse this earlier workdir's iteration 0")
   parser.add_argument("--workdir", default="runs/self_training")
   args = parser.parse_args(argv)
   import logging
