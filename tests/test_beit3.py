@@ -360,3 +360,18 @@ def test_smoke_run_and_sharded_equals_single_device(name, tmp_path):
   else:
     assert summary["eval/count"] == (500 if "pretrain" in name else 1000)
   np.testing.assert_allclose(_run_steps(config, jax.devices()), _run_steps(config, jax.devices()[:1]), rtol=1e-4)
+
+
+def test_scene_configs_centre_the_images():
+  """Every BEiT-3 scenes config normalises the dark scenes to about zero mean and unit std per channel (with
+  0.5 / 0.5 the background was a constant -0.86 and the patch projection's response to it drowned the
+  objects; docs/beit3.md), while the visual tokenizer keeps the 0.5 / 0.5 it was trained with."""
+  from conftest import load_config
+  from papers_jax.data import vqa_scenes
+  source = vqa_scenes.VQAScenesSource("train")
+  pixels = np.stack([source.image(i) for i in range(0, 6000, 60)]).astype(np.float32) / 255
+  for name in ("beit3/scenes_pretrain.py", "beit3/nlvr_colours.py", "beit3/scenes_captioning.py"):
+    config = load_config(name)
+    x = (pixels - np.asarray(config.data.mean)) / np.asarray(config.data.std)
+    assert np.abs(x.mean((0, 1, 2))).max() < 0.1 and np.all(np.abs(x.std((0, 1, 2)) - 1) < 0.15), name
+    assert tuple(config.beit3.visual_tokenizer_mean) == tuple(load_config("beit3/tokenizer.py").data.mean)

@@ -6,9 +6,10 @@ captioning.
 Runs, each in its own workdir under --workdir (a stage whose summary.json exists is not run again):
   tokenizer  configs/beit3/tokenizer.py        the VQ-VAE that gives each 16×16 patch its visual token
   pretrain   configs/beit3/scenes_pretrain.py  MIM + MLM + pair masked modelling, with that tokenizer
-  nlvr       configs/beit3/nlvr.py             init_from the pre-training run's last checkpoint
-  nlvr_scratch (with --scratch)                the same fine-tuning from random weights
   captioning configs/beit3/scenes_captioning.py  init_from the pre-training run's last checkpoint
+  nlvr       configs/beit3/nlvr.py (or --nlvr_config)  init_from the pre-training run's last checkpoint, or
+             with --nlvr_init=captioning the captioning run's (workdir <nlvr config>_from_captioning)
+  nlvr_scratch (with --scratch)                the same fine-tuning from random weights
 then prints the NLVR test accuracy beside the baselines that never look at the images (the majority
 label, the majority label of each exact statement), the captioning BLEU-4 and CIDEr-D beside the nearest
 training image's caption and the most frequent caption, and writes them to <workdir>/results.json.
@@ -87,6 +88,8 @@ def main():
   parser.add_argument("--nlvr_steps", type=int, default=0, help="the NLVR config's steps (0: its default)")
   parser.add_argument("--captioning_steps", type=int, default=0, help="the captioning config's steps (0: its default)")
   parser.add_argument("--stages", default="nlvr,captioning", help="fine-tunings to run: nlvr, captioning or both")
+  parser.add_argument("--nlvr_init", default="pretrain", choices=("pretrain", "captioning"),
+                      help="the run NLVR starts from: the pre-training, or the captioning fine-tuning of it")
   args = parser.parse_args()
   extra = args.args.split()
   root = os.path.abspath(args.workdir)
@@ -97,25 +100,40 @@ def main():
   results = {"pretrain": {k: v for k, v in pretrain.items() if k.startswith("eval/")}}
   stages = args.stages.split(",")
   pretrained = f"--config.init_from={last_checkpoint(os.path.join(root, 'pretrain'))}"
-  if "nlvr" in stages:
-    stage = args.nlvr_config[:-len(".py")]
-    nlvr_config = args.nlvr_config + (f":steps={args.nlvr_steps}" if args.nlvr_steps else "")
-    nlvr = run(nlvr_config, os.path.join(root, stage), pretrained, *extra)
-    results["nlvr"] = {k: v for k, v in nlvr.items() if k.startswith("eval/accuracy")}
-    results["nlvr_wall_time_s"] = nlvr.get("wall_time_s")
-    if args.scratch:
-      scratch = run(nlvr_config, os.path.join(root, f"{stage}_scratch"), *extra)
-      results["nlvr_scratch"] = {k: v for k, v in scratch.items() if k.startswith("eval/accuracy")}
-    from papers_jax.core import config as config_lib
-    from papers_jax.data import nlvr_scenes
-    subjects = config_lib.load(os.path.join(ROOT, "configs", "beit3", args.nlvr_config)).data.get("subjects", "all")
-    results["baselines"] = nlvr_scenes.label_baselines(subjects)
-  if "captioning" in stages:
+
+  def captioning():
     config = "scenes_captioning.py" + (f":steps={args.captioning_steps}" if args.captioning_steps else "")
     caption = run(config, os.path.join(root, "captioning"), pretrained, *extra)
     results["captioning"] = {k: v for k, v in caption.items() if k.startswith(("eval/caption", "eval/baseline",
                                                                                    "eval/accuracy"))}
     results["captioning_wall_time_s"] = caption.get("wall_time_s")
+
+  def nlvr():
+    stage = args.nlvr_config[:-len(".py")] + ("_from_captioning" if args.nlvr_init == "captioning" else "")
+    start = pretrained if args.nlvr_init == "pretrain" else \
+        f"--config.init_from={last_checkpoint(os.path.join(root, 'captioning'))}"
+    nlvr_config = args.nlvr_config + (f":steps={args.nlvr_steps}" if args.nlvr_steps else "")
+    summary = run(nlvr_config, os.path.join(root, stage), start, *extra)
+    results["nlvr"] = {k: v for k, v in summary.items() if k.startswith("eval/accuracy")}
+    results["nlvr_init"] = args.nlvr_init
+    results["nlvr_wall_time_s"] = summary.get("wall_time_s")
+    if args.scratch:
+      scratch = run(nlvr_config, os.path.join(root, f"{args.nlvr_config[:-len('.py')]}_scratch"), *extra)
+      results["nlvr_scratch"] = {k: v for k, v in scratch.items() if k.startswith("eval/accuracy")}
+    from papers_jax.core import config as config_lib
+    from papers_jax.data import nlvr_scenes
+    subjects = config_lib.load(os.path.join(ROOT, "configs", "beit3", args.nlvr_config)).data.get("subjects", "all")
+    results["baselines"] = nlvr_scenes.label_baselines(subjects)
+
+  if args.nlvr_init == "captioning":  # NLVR starts from the captioning run, which must come first
+    captioning()
+    if "nlvr" in stages:
+      nlvr()
+  else:
+    if "nlvr" in stages:
+      nlvr()
+    if "captioning" in stages:
+      captioning()
   results["pretrain_baselines"] = masked_modelling_baselines(last_checkpoint(os.path.join(root, "tokenizer")))
   with open(os.path.join(root, "results.json"), "w") as f:
     json.dump(results, f, indent=1)

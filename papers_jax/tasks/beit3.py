@@ -27,7 +27,8 @@
               `init_skip=CAPTION_INIT_SKIP` (the MLM head is kept).
 Visual tokens: the codes of a VQ-VAE (`beit3.visual_tokenizer`: a params checkpoint of
 configs/beit3/tokenizer.py, built with `beit3.visual_tokenizer_model`) on each image downsampled by
-`beit3.tokenizer_factor`, one code per patch; computed once per split when its source is first read.
+`beit3.tokenizer_factor` and normalised as the tokenizer was trained (`visual_tokenizer_mean` / `_std`, 0.5),
+one code per patch; computed once per split when its source is first read.
 "random" uses an untrained VQ-VAE (seed 0), for smoke runs and tests only. Text: "[CLS] words [SEP]"
 padded to `beit3.max_text_len`, by a WordPiece tokenizer trained on the scenes' training captions and
 questions and the NLVR training statements (deterministic, so both runs train the same one; saved as
@@ -85,7 +86,8 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
       pair_text_mask_prob=0.5, image_mask_ratio=0.4, block_min_patches=2, visual_tokenizer="",
       visual_tokenizer_model=dict(name="vqvae", in_chans=3, hidden=64, res_hidden=32, num_codes=64, code_dim=16,
                                   ema_decay=0.99, restart_threshold=0.01),
-      tokenizer_factor=4, caption_mask_prob=0.6, caption_prompt="", caption_images=0, beam_size=3,
+      tokenizer_factor=4, visual_tokenizer_mean=(0.5, 0.5, 0.5), visual_tokenizer_std=(0.5, 0.5, 0.5),
+      caption_mask_prob=0.6, caption_prompt="", caption_images=0, beam_size=3,
       max_caption_len=24, min_caption_len=5, length_alpha=1.0, generate_batch=100) | overrides)
 
 
@@ -169,7 +171,9 @@ class BEiT3Task:
       source = vqa_scenes.VQAScenesSource(split)
       vq = self.visual_tokenizer()
       factor = int(self.cfg.tokenizer_factor)
-      encode = jax.jit(lambda images: vq.encode(normalize_images(images, self.mean, self.std)))
+      # The tokenizer's own normalisation (configs/beit3/tokenizer.py's), whatever the model's data.mean / std.
+      mean, std = tuple(self.cfg.visual_tokenizer_mean), tuple(self.cfg.visual_tokenizer_std)
+      encode = jax.jit(lambda images: vq.encode(normalize_images(images, mean, std)))
       out = []
       for start in range(0, len(source), 500):
         images = np.stack([nlvr_scenes.downsample(source.image(i), factor)
