@@ -70,16 +70,17 @@ def _gpt(depth, **kw):
                        **kw)
 
 
-def test_banded_gpt_attends_through_the_band_and_decodes_as_it_forwards():
+def test_banded_gpt_reaches_outside_the_band_through_its_dense_layers():
   tokens = jnp.asarray(np.random.RandomState(0).randint(0, 11, (2, 10)))
   # Layer 1 is dense, so a token 9 positions back (outside the band of 4) still moves the last logits.
   model = _gpt(2)
   base = model(tokens)
   changed = model(tokens.at[:, 0].set((tokens[:, 0] + 1) % 11))
   assert np.abs(np.asarray(changed - base))[:, 9].max() > 1e-6
-  logits, cache = model.decode_step(tokens[:, :9], model.init_cache(2, 16))
-  last, _ = model.decode_step(tokens[:, 9:], cache)
-  np.testing.assert_allclose(np.concatenate([logits, last], axis=1), base, atol=2e-5)
+  if FULL:  # cached decoding through the alternating layers (tests/test_sparse_attention.py: the other patterns)
+    logits, cache = model.decode_step(tokens[:, :9], model.init_cache(2, 16))
+    last, _ = model.decode_step(tokens[:, 9:], cache)
+    np.testing.assert_allclose(np.concatenate([logits, last], axis=1), base, atol=2e-5)
   with pytest.raises(ConfigError, match="interleaved"):
     _gpt(1, pattern_mode="merged")
 

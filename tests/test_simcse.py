@@ -1,7 +1,6 @@
 """SimCSE: both losses against numpy, the generated NLI-style triples and graded pairs, and the task's losses
 on the model's own sentence embeddings (dropout as the unsupervised noise)."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx

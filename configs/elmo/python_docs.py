@@ -16,7 +16,7 @@ Departures from the paper:
   paper's softmax is sampled; here it is the full softmax).
 - The small sizes above instead of 2,048 filters, 2 highway layers, projection 512 and 4,096 cells.
 - Adam (lr 2e-3, 50 warm-up steps, cosine) with gradient clipping at 10 instead of Adagrad at lr 0.2; batch 32
-  rows instead of 128 × 20 steps per GPU on 3 GPUs; 6 epochs of 57k words instead of 10 of 1B words.
+  rows instead of 128 × 20 steps per GPU on 3 GPUs; 3 epochs of 57k words instead of 10 of 1B words.
 - Rows are cut from the concatenated documents without carrying the LSTM state from one row to the next
   (the released training code carries it).
 """
@@ -35,11 +35,11 @@ def get_config(arg=None):
   c.data.name = "python_docs"
   c.data.train_split, c.data.eval_split = "train", "validation"
   c.batch_size = 32
-  c.num_epochs = 6.0
+  c.num_epochs = 3.0
   c.optimizer.update(name="adam", lr=2e-3, clip_grad_norm=10.0, wd_exclude=())  # no weight decay
   c.schedule.update(name="cosine", warmup_steps=50)
   c.log_every = 50
-  c.eval_every = 150
+  c.eval_every = 100
   c.checkpoint_every = 1000
   if args.smoke:
     elmo.smoke(c)

@@ -14,7 +14,6 @@ perplexity of the training text's unigram distribution (add-one smoothed) on the
 import functools
 import math
 
-import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
