@@ -75,6 +75,24 @@ def pretrain(name: str, workdir: str, steps: int, tokenizer_path: str) -> dict:
               eval_loss=summary.get("eval/loss"), summary={k: v for k, v in summary.items() if k.startswith("eval/")})
 
 
+def igpt_layers(name: str, workdir: str, steps: int) -> list[float]:
+  """The linear probe on each block's feature of a finished iGPT run (the Trainer resumes its last step): the
+  paper's probe-by-depth curve."""
+  from papers_jax.core import evals, loop, sharding
+  config = load(METHODS[name][0], num_steps=steps, **{"schedule.warmup_steps": max(steps // 10, 1)}).unlock()
+  config.evals = {}
+  trainer = loop.Trainer(config.lock(), workdir)
+  spec = evals.Eval("linear_probe", "linear_probe", config.data.eval_split, 0, train_split=config.data.train_split)
+  out = []
+  for layer in range(trainer.task.depth):
+    features_fn, preprocess = trainer.task.features(trainer, layer)
+    with sharding.use_mesh(trainer.mesh, trainer.rules):
+      metrics = evals.feature_metrics(spec, features_fn, trainer.eval_sources[spec.train_split],
+                                      trainer.eval_sources[spec.split], preprocess)
+    out.append(float(metrics["linear_probe_top1"]))
+  return out
+
+
 def pixel_probe() -> float:
   """The linear probe on the raw 16×16 pixels (the evaluation preprocessing of configs/mae/digits.py)."""
   import numpy as np
@@ -113,6 +131,9 @@ def table(results: dict, args, device: str) -> str:
       f"configs/vqvae/digits.py (`ema=1`), {results['tokenizer_steps']} steps ({results['tokenizer_s']:.0f} s).",
       "", "| method | probe, random init | probe, pre-trained | gain (points) | pre-training time |",
       "|---|---|---|---|---|", *rows, "",
+      *[f"iGPT's probe by block ({label}; blocks 0-3 of 4, the table's row is block 2): "
+        + ", ".join(pct(x) for x in results[name]["layers"]) + "." for name, label in
+        (("igpt_ar", "autoregressive"), ("igpt_bert", "BERT")) if "layers" in results.get(name, {})], "",
   ])
 
 
@@ -123,6 +144,7 @@ def main():
   parser.add_argument("--tokenizer-steps", type=int, default=1000)
   parser.add_argument("--methods", default=",".join(METHODS))
   parser.add_argument("--docs", default="")
+  parser.add_argument("--skip-layers", action="store_true", help="no probe-by-block curve of the iGPT runs")
   args = parser.parse_args()
   import jax
   run = os.path.abspath(args.workdir)
@@ -141,6 +163,10 @@ def main():
     results[name] = pretrain(name, os.path.join(run, name), args.steps, results["tokenizer"])
     json.dump(results, open(path, "w"), indent=2, default=str)
     print(name, {k: results[name][k] for k in ("at_init", "trained", "pretrain_s")}, flush=True)
+  for name in ("igpt_ar", "igpt_bert"):
+    if name in results and "layers" not in results[name] and not args.skip_layers:
+      results[name]["layers"] = igpt_layers(name, os.path.join(run, name), args.steps)
+      json.dump(results, open(path, "w"), indent=2, default=str)
   text = table(results, args, device)
   out_dir = args.docs or run
   os.makedirs(out_dir, exist_ok=True)

@@ -16,8 +16,8 @@ import re
 import numpy as np
 
 from papers_jax.convert.hf_mae import _numpy
-from papers_jax.convert.keymap import KeyMap, Rule, conv_kernel, linear, one_layout, register_key_map, reshape, \
-    split_qkv
+from papers_jax.convert.keymap import (KeyMap, Rule, conv_kernel, linear, one_layout, register_key_map, reshape,
+                                      split_qkv)
 
 _QKV = re.compile(r"(.*\.attention)\.(?:(q|k|v)_proj|attention\.(query|key|value))\.(weight|bias)")
 

@@ -58,7 +58,7 @@ class IGPTTask:
       raise ConfigError(f"igpt.objective must be one of {OBJECTIVES}, got {self.cfg.objective!r}")
     self.causal = self.cfg.objective == "autoregressive"
     self.depth = None
-    self._encode = None
+    self._encode = {}
 
   @functools.cached_property
   def palette(self) -> np.ndarray:
@@ -143,17 +143,18 @@ class IGPTTask:
       raise ConfigError(f"igpt.probe_layer={layer} but the model has {depth} blocks (0-based; -1: the middle)")
     return depth // 2 if layer < 0 else layer
 
-  def features(self, trainer):
-    """(uint8 images → the probe feature (see the module docstring), the evaluation preprocessing)."""
-    if self._encode is None:
+  def features(self, trainer, layer: int | None = None):
+    """(uint8 images → the probe feature (see the module docstring) of block `layer` (default
+    `igpt.probe_layer`), the evaluation preprocessing)."""
+    layer = self.probe_layer(self.depth) if layer is None else layer
+    if layer not in self._encode:
       graphdef = trainer.graphdef
-      layer = self.probe_layer(self.depth)
 
       def encode(params, model_state, images):
         model = merge_model(graphdef, params, model_state)
         out = model.forward_intermediates(self._inputs(self._ids(images)), indices=[layer], stop_early=True,
                                           causal=self.causal)
         return model.norm(out[f"block{layer:02d}/+mlp"]).astype(jnp.float32).mean(axis=1)
-      self._encode = jax.jit(encode, out_shardings=sharding.replicated(trainer.mesh))
-    state = trainer.state
-    return (lambda images: self._encode(state.params, state.model_state, images)), self.preprocess(train=False)
+      self._encode[layer] = jax.jit(encode, out_shardings=sharding.replicated(trainer.mesh))
+    state, encode = trainer.state, self._encode[layer]
+    return (lambda images: encode(state.params, state.model_state, images)), self.preprocess(train=False)
