@@ -32,6 +32,8 @@ TASK_CLASSES = {
     "beit3": "BEiT3Task",
     "blip": "BLIPTask",
     "albef": "ALBEFTask",
+    "groupvit": "GroupViTTask",
+    "lseg": "LSegTask",
 }
 TASKS = tuple(TASK_CLASSES)
 
