@@ -54,7 +54,7 @@ from papers_jax.models import deit, poolformer, vit_mpp  # noqa: F401  (register
 from papers_jax.models import beit3  # noqa: F401  (registers its variants)
 from papers_jax.models import blip  # noqa: F401  (registers its variants)
 from papers_jax.models import albef  # noqa: F401  (registers its variants)
-from papers_jax.models import groupvit  # noqa: F401  (registers its variants)
+from papers_jax.models import groupvit, lseg  # noqa: F401  (register their variants)
 
 # model class → its family module (with `forward_flops` and `EMBEDDINGS`).
 FAMILIES = {
@@ -82,7 +82,7 @@ FAMILIES = {
     informer.Informer: informer, crossformer.Crossformer: crossformer,
     poolformer.PoolFormer: poolformer, deit.DistilledVisionTransformer: deit,
     vit_mpp.MaskedPatchPredictionViT: vit_mpp,
-    groupvit.GroupViT: groupvit,
+    groupvit.GroupViT: groupvit, lseg.LSeg: lseg,
 }
 FLOP_COUNTERS = {cls: family.forward_flops for cls, family in FAMILIES.items()}
 
