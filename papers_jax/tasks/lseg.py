@@ -62,7 +62,7 @@ def clip_text_encoder(run_dir: str):
     raise CheckpointError(f"lseg.clip_run={run_dir!r} is not a finished CLIP run (config.json, tokenizer.json and "
                           "checkpoints/<step>/ expected); train one with configs/clip/scenes.py first")
   with open(config_path) as f:
-    model_config = dict(json.load(f)["model"])
+    model_config = dict(json.load(f)["config"]["model"])
   name = model_config.pop("name")
   tokenizer = CaptionTokenizer.from_file(tok_path, int(model_config.get("context_length", 77)))
   model_config.setdefault("vocab_size", tokenizer.vocab_size)
