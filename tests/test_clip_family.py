@@ -4,12 +4,22 @@ and the straight-through assignment against numpy, the task's nouns and segmenta
 (where it coincides with HF's CLIPSeg, its logits and spatial blocks against numpy). The GroupViT-S
 parameter count and the CLIPSeg comparison run in `make test-full` (PAPERS_JAX_FULL_PARITY=1)."""
 
+import importlib.util
+import os
+
+import jax
+import jax.numpy as jnp
 import numpy as np
+import pytest
+from flax import nnx
 
 from conftest import load_config
+from papers_jax import convert, models
 from papers_jax.data import vqa_scenes
 from papers_jax.evaluators import zero_shot
+from papers_jax.models import groupvit
 from papers_jax.tasks.clip import CLIPTask
+from timm_parity import FixedKeyRngs, num_params
 
 
 def test_clip_reads_the_scenes_captions_and_scores_single_objects():
@@ -44,18 +54,6 @@ def test_clip_reads_the_scenes_captions_and_scores_single_objects():
 
 
 # ----------------------------------------------------------------------------- GroupViT
-
-import importlib.util  # noqa: E402
-import os  # noqa: E402
-
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import pytest  # noqa: E402
-from flax import nnx  # noqa: E402
-
-from papers_jax import convert, models  # noqa: E402
-from papers_jax.models import groupvit  # noqa: E402
-from timm_parity import FixedKeyRngs, num_params  # noqa: E402
 
 FULL = bool(os.environ.get("PAPERS_JAX_FULL_PARITY"))
 full_only = pytest.mark.skipif(not FULL, reason="make test-full (PAPERS_JAX_FULL_PARITY=1)")

@@ -130,6 +130,14 @@ class LSegTask(SegmentationTask):
 
     return fn
 
+  def make_loss_fn(self, graphdef):
+    self.label_features  # noqa: B018  (the frozen text tower runs now, not inside the traced step)
+    return super().make_loss_fn(graphdef)
+
+  def make_eval_fn(self, graphdef):
+    self.label_features  # noqa: B018
+    return super().make_eval_fn(graphdef)
+
   def _outputs(self, model, batch, *, train: bool, rng=None):
     images = normalize_images(batch["image"], self.mean, self.std)
     rows = self.label_features[self.seen] if train else self.label_features
