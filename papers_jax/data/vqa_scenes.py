@@ -93,15 +93,46 @@ def render(objects, digits, rng: np.random.Generator) -> np.ndarray:
       region = image[y:y + s, x:x + s]
       image[y:y + s, x:x + s] = np.maximum(region, ink.astype(np.uint8))
       continue
-    rows, cols = np.mgrid[0:s, 0:s] + 0.5
-    if obj["kind"] == "circle":
-      mask = (rows - s / 2) ** 2 + (cols - s / 2) ** 2 <= (s / 2) ** 2
-    elif obj["kind"] == "square":
-      mask = np.ones((s, s), bool)
-    else:  # an upward triangle
-      mask = np.abs(cols - s / 2) <= rows / 2
-    image[y:y + s, x:x + s][mask] = colour.astype(np.uint8)
+    image[y:y + s, x:x + s][_shape_mask(obj["kind"], s)] = colour.astype(np.uint8)
   return image
+
+
+def _shape_mask(kind: str, s: int) -> np.ndarray:
+  rows, cols = np.mgrid[0:s, 0:s] + 0.5
+  if kind == "circle":
+    return (rows - s / 2) ** 2 + (cols - s / 2) ** 2 <= (s / 2) ** 2
+  if kind == "square":
+    return np.ones((s, s), bool)
+  return np.abs(cols - s / 2) <= rows / 2  # an upward triangle
+
+
+def object_masks(objects, digits) -> np.ndarray:
+  """(objects, SIZE, SIZE) bool: each object's pixels (a digit's: its ink at half intensity or more)."""
+  out = np.zeros((len(objects), SIZE, SIZE), bool)
+  for mask, obj in zip(out, objects):
+    x, y, s = obj["x"], obj["y"], obj["size"]
+    if obj["digit_index"] >= 0:
+      mask[y:y + s, x:x + s] = np.kron(digits[obj["digit_index"]]["image"][..., 0], np.ones((2, 2), np.uint8)) >= 128
+    else:
+      mask[y:y + s, x:x + s] = _shape_mask(obj["kind"], s)
+  return out
+
+
+def semantic_labels(split: str, limit: int | None = None):
+  """The first `limit` scenes of `split` with per-pixel labels: (images uint8 (N, SIZE, SIZE, 3),
+  colour labels int32 (N, SIZE, SIZE): 0 background, 1 + index into COLOURS, kind labels: 0
+  background, 1 + index into KINDS). Objects do not overlap."""
+  images, colour_maps, kind_maps = [], [], []
+  source = VQAScenesSource(split)
+  for i, scene in enumerate(scenes(split)[:limit]):
+    images.append(source.image(i))
+    colour_map, kind_map = np.zeros((SIZE, SIZE), np.int32), np.zeros((SIZE, SIZE), np.int32)
+    for mask, obj in zip(object_masks(scene["objects"], _digits(split)), scene["objects"]):
+      colour_map[mask] = 1 + _COLOUR_NAMES.index(obj["colour"])
+      kind_map[mask] = 1 + KINDS.index(obj["kind"])
+    colour_maps.append(colour_map)
+    kind_maps.append(kind_map)
+  return np.stack(images), np.stack(colour_maps), np.stack(kind_maps)
 
 
 def _unique(objects, **match):
@@ -307,3 +338,33 @@ def answer_baselines() -> dict:
   return {"majority_answer": majority,
           "majority": float(np.mean([a == majority for _, a in qa])),
           "question_prior": float(np.mean([a == prior.get(q, majority) for q, a in qa]))}
+
+
+# Per-pixel labels for open-vocabulary segmentation (tasks/lseg.py): 0 background, then one class per
+# (colour, kind) pair, 1 + colour index · len(KINDS) + kind index.
+PAIR_CLASSES = ("background",) + tuple(f"{c} {k}" for c in COLOURS for k in KINDS)
+
+
+def held_out_pair(colour: str, kind: str) -> bool:
+  """The pairs never labelled in LSeg's training: a quarter of them, every colour and kind still seen
+  in other pairs (colour index + kind index divisible by 4; e.g. red circle, green 2, yellow square)."""
+  return (_COLOUR_NAMES.index(colour) + KINDS.index(kind)) % 4 == 0
+
+
+class SegmentationScenesSource:
+  """The scenes of `split` as {"image", "label": int32 (SIZE, SIZE) into PAIR_CLASSES}."""
+
+  def __init__(self, split: str):
+    self.split, self.name = split, "vqa_scenes"
+    self.scenes = scenes(split)
+    self.num_classes = len(PAIR_CLASSES)
+
+  def __len__(self) -> int:
+    return len(self.scenes)
+
+  def __getitem__(self, i) -> dict:
+    scene = self.scenes[int(i)]
+    label = np.zeros((SIZE, SIZE), np.int32)
+    for mask, obj in zip(object_masks(scene["objects"], _digits(self.split)), scene["objects"]):
+      label[mask] = PAIR_CLASSES.index(f"{obj['colour']} {obj['kind']}")
+    return {"image": VQAScenesSource(self.split).image(int(i)), "label": label}

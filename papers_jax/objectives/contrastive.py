@@ -135,3 +135,21 @@ def clip_loss(image_embeddings, text_embeddings, logit_scale):
   logits = logit_scale * (i @ t.T)
   labels = jnp.arange(i.shape[0])
   return 0.5 * (_cross_entropy(logits, labels).mean() + _cross_entropy(logits.T, labels).mean())
+
+
+def multi_label_contrastive_loss(image_embeddings, text_embeddings, valid, logit_scale):
+  """GroupViT's multi-label image-text loss (Xu et al. 2022, eqs. 4-5): each image i against K
+  prompted nouns of its caption, `text_embeddings` (B, K, D) with `valid` (B, K) marking the real
+  ones (at least one per image).
+    image → texts: −log(Σ_k exp(s(x_i, y_i^k)) / Σ_j Σ_k exp(s(x_i, y_j^k))), the mean over images;
+    texts → image: −log(exp(s(y_i^k, x_i)) / Σ_j exp(s(y_i^k, x_j))), the mean over the valid (i, k);
+  s = logit_scale · cosine. Returns the mean of the two directions."""
+  b, k, _ = text_embeddings.shape
+  x, y = l2_normalize(image_embeddings), l2_normalize(text_embeddings)
+  logits = logit_scale * jnp.einsum("id,jkd->ijk", x, y)  # (images, captions, nouns)
+  masked = jnp.where(valid[None], logits, -jnp.inf)
+  own = jnp.diagonal(masked, axis1=0, axis2=1).T  # (B, K): image i with its own nouns
+  i2t = jax.nn.logsumexp(masked.reshape(b, b * k), axis=1) - jax.nn.logsumexp(own, axis=1)
+  t2i = jax.nn.logsumexp(logits, axis=0) - jnp.diagonal(logits, axis1=0, axis2=1).T  # (B, K)
+  t2i = jnp.sum(jnp.where(valid, t2i, 0.0)) / jnp.maximum(valid.sum(), 1)
+  return 0.5 * (i2t.mean() + t2i)

@@ -38,6 +38,8 @@ TASK_CLASSES = {
     "beit": "BEiTTask", "igpt": "IGPTTask", "dae": "DenoisingAutoencoderTask",
     "self_training": "SelfTrainingTask",
     "video_clip": "VideoCLIPTask",
+    "groupvit": "GroupViTTask",
+    "lseg": "LSegTask",
 }
 TASKS = tuple(TASK_CLASSES)
 

@@ -112,6 +112,12 @@ def in_batch_top1(image_embeddings, text_embeddings, ids):
   return jnp.mean(ids[jnp.argmax(sims, axis=1)] == ids)
 
 
+@functools.cache
+def scenes_tokenizer(context_length: int) -> captions_lib.CaptionTokenizer:
+  """The word-level tokenizer of the generated scenes' texts (trained once per process)."""
+  return captions_lib.CaptionTokenizer.train(vqa_scenes.training_texts(), context_length)
+
+
 class CLIPTask:
   """Model + loss + evaluation for `config.task = "clip"`."""
 
@@ -167,7 +173,7 @@ class CLIPTask:
       tok = captions_lib.CaptionTokenizer.train(captions_lib.captions(self.clip.train_templates, names),
                                                 self.context_length)
     elif self.config.data.name == "vqa_scenes":  # every word of the scenes' captions and questions
-      tok = captions_lib.CaptionTokenizer.train(vqa_scenes.training_texts(), self.context_length)
+      tok = scenes_tokenizer(self.context_length)
     else:
       raise ConfigError("image-text data needs a tokenizer: set clip.tokenizer to a tokenizers JSON file, e.g. the "
                         "tokenizer.json of HF's openai/clip-vit-base-patch32 (OpenAI's 49,408-token BPE)")
