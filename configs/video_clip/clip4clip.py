@@ -32,6 +32,7 @@ Departures from the paper:
 """
 
 from papers_jax.core.config import base_config, parse_arg
+from papers_jax.data import clips
 from papers_jax.errors import ConfigError
 from papers_jax.tasks.video_clip import default_config as video_clip_defaults
 
@@ -50,19 +51,20 @@ def get_config(arg=None):
                  vision_width=64, vision_layers=3, vision_heads=4, vision_mlp_ratio=2.0, text_width=64,
                  text_layers=2, text_heads=4, text_mlp_ratio=2.0, context_length=16, temporal_layers=2,
                  temporal_heads=4, temporal_mlp_ratio=2.0, max_frames=16)
-  c.video_clip = video_clip_defaults(method="clip4clip", retrieval_ks=(1, 5, 10))
+  c.video_clip = video_clip_defaults(method="clip4clip", caption_templates=clips.SHAPE_MOTION_TEMPLATES,
+                                     retrieval_ks=(1, 5, 10))
   c.data.name = "moving_shapes"
   c.data.image_size = 32
   c.data.mean = (0.5, 0.5, 0.5)
   c.data.std = (0.5, 0.5, 0.5)
   c.batch_size = 32
-  c.num_steps = 600
+  c.num_steps = 400
   c.optimizer.update(name="adamw", lr=1e-3, b1=0.9, b2=0.98, eps=1e-6, weight_decay=0.2, clip_grad_norm=0.0)
   c.optimizer.wd_exclude = (r"(^|/)bias$", r"(^|/)scale$", r"pos_embed", r"type_embed", r"cls_token", "logit_scale")
   c.schedule.update(name="cosine", warmup_steps=30, end_lr_ratio=0.0)
   c.log_every = 50
-  c.eval_every = 300
-  c.checkpoint_every = 300
+  c.eval_every = 200
+  c.checkpoint_every = 200
   if args.smoke:
     c.model.update(embed_dim=32, vision_width=32, vision_layers=1, vision_heads=2, text_width=32, text_layers=1,
                    text_heads=2, temporal_layers=1, temporal_heads=2)

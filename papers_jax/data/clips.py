@@ -43,6 +43,9 @@ COLOURS = {"red": (225, 45, 45), "green": (45, 195, 70), "blue": (60, 100, 245),
 SHAPES = ("triangle", "square", "bar", "cross")
 CAPTION_TEMPLATES = ("a {colour} {shape} {motion}.", "a video of a {colour} {shape} {motion}.",
                      "the {colour} {shape} is {motion}.", "a clip of a {shape}, {colour}, {motion}.")
+# Without the colour: 48 captions, so that a batch holds many clips told apart by their motion alone.
+SHAPE_MOTION_TEMPLATES = ("a {shape} {motion}.", "a video of a {shape} {motion}.", "the {shape} is {motion}.",
+                          "a clip of a {shape} {motion}.")
 # ActionCLIP's prompts ("a video of {}"-style; the label name alone is one of them).
 ACTION_TEMPLATES = ("{}.", "a video of a shape {}.", "a clip of something {}.", "a shape is {}.",
                     "a video of an object {}.", "something {}.", "a clip of a shape {}.", "an object is {}.")
