@@ -45,7 +45,7 @@ NAMES = {"single_frame": "actionclip_meanp_vit_base_patch32", "mean": "actioncli
 
 
 def get_config(arg=None):
-  args = parse_arg(arg, mode="supervised", fusion="transformer", shots=8, smoke=False)
+  args = parse_arg(arg, mode="supervised", fusion="transformer", shots=8, init="", init_step=400, smoke=False)
   if args.fusion not in NAMES:
     raise ConfigError(f"fusion must be one of {tuple(NAMES)}, got {args.fusion!r}")
   if args.mode not in MODES:
@@ -69,6 +69,16 @@ def get_config(arg=None):
   c.log_every = 50
   c.eval_every = 300
   c.checkpoint_every = 300
+  if args.init:  # "pre-train, prompt, fine-tune": start from a CLIP4Clip run of configs/video_clip/clip4clip.py
+    c.init_from = f"{args.init}/checkpoints/{args.init_step}/state"
+    c.init_skip = ("^temporal_transformer/",) if args.fusion != "transformer" else ()
+    c.video_clip.tokenizer = f"{args.init}/tokenizer.json"  # its vocabulary: prompts made of its words
+    c.video_clip.train_templates = ("{}.", "a video of {}.", "the video is {}.")
+    c.video_clip.eval_templates = ("a clip of {}.", "the clip is {}.")
+    c.model.max_frames = 16  # as the CLIP4Clip run's
+    c.num_steps = 300
+    c.eval_every = 150
+    c.checkpoint_every = 150
   if args.smoke:
     c.model.update(embed_dim=32, vision_width=32, vision_layers=1, vision_heads=2, text_width=32, text_layers=1,
                    text_heads=2, temporal_layers=1, temporal_heads=2)

@@ -102,7 +102,8 @@ def render(shape: str, colour, centres, sizes, angles, *, size: int, noise, supe
   dy = (grid[None, :, None] - cy + size / 2) % size - size / 2
   dx, dy = np.broadcast_arrays(dx, dy)                                  # (T, size·s, size·s)
   c, sn, s = np.cos(angles)[:, None, None], np.sin(angles)[:, None, None], sizes[:, None, None]
-  local = np.stack([(c * dx + sn * dy) / s, (-sn * dx + c * dy) / s], axis=-1).astype(np.float32)  # rotated by −angle, unit size
+  # rotated by −angle, in units of the half-size
+  local = np.stack([(c * dx + sn * dy) / s, (-sn * dx + c * dy) / s], axis=-1).astype(np.float32)
   cover = _coverage(local, _POLYGONS[shape]).astype(np.float32)
   cover = cover.reshape(-1, size, supersample, size, supersample).mean(axis=(2, 4))[..., None]
   frames = noise * (1 - cover) + cover * np.asarray(colour, np.float32)

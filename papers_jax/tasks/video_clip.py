@@ -264,7 +264,8 @@ class VideoCLIPTask:
 
   def _retrieval(self, enc, frames, ids, batch) -> dict:
     """Recall@K over the clips and their distinct captions (clips with the same caption under the first
-    template, e.g. the same colour, shape and motion, share it; it matches all of them); and motion recognition by caption: each clip against the 12
+    template, e.g. the same colour, shape and motion, share it; it matches all of them); and motion
+    recognition by caption: each clip against the 12
     captions of its own colour and shape (motion_top1, chance 1/12), and against its motion's and the reversed
     motion's (motion_reversal_top1, chance 1/2: an order-blind summary of the frames scores 1/2)."""
     ks = tuple(self.vc.retrieval_ks)
