@@ -5,6 +5,7 @@ papers' reference modules, the data's properties. The demo trainings run in make
 FULL_ONLY)."""
 
 import importlib.util
+import os
 
 import jax
 import jax.numpy as jnp
@@ -26,6 +27,7 @@ else:
   import torch
 
 needs_torch = pytest.mark.skipif(torch is None, reason="needs torch and transformers")
+full_only = pytest.mark.skipif(not os.environ.get("PAPERS_JAX_FULL_PARITY"), reason="make test-full")
 
 
 # ----------------------------------------------------------------------------- data
@@ -120,18 +122,18 @@ def _tiny(temporal, **kw):
 
 @needs_torch
 def test_temporal_transformer_matches_hf_xclip_mit():
-  from transformers import XCLIPConfig, XCLIPModel
+  from transformers.models.x_clip.configuration_x_clip import XCLIPVisionConfig
+  from transformers.models.x_clip.modeling_x_clip import XCLIPMultiframeIntegrationTransformer
   torch.manual_seed(0)
-  vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=16,
-                patch_size=8, num_frames=8, mit_hidden_size=32, mit_intermediate_size=64, mit_num_hidden_layers=2,
-                mit_num_attention_heads=4)
-  text = dict(vocab_size=20, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-              max_position_embeddings=8)
-  mit = XCLIPModel(XCLIPConfig(text_config=text, vision_config=vision, projection_dim=32)).mit.eval()
+  # XCLIPModel builds its MIT from the vision config with the mit_* sizes (hidden, intermediate, layers, heads).
+  config = XCLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                             num_frames=8)
+  mit = XCLIPMultiframeIntegrationTransformer(config).eval()
   g = torch.Generator().manual_seed(1)
   with torch.no_grad():
     for key, p in mit.state_dict().items():  # every tensor random, norms around 1
-      p.copy_((1.0 if "layer_norm" in key and key.endswith("weight") else 0.0) + 0.1 * torch.randn(p.shape, generator=g))
+      norm = "layer_norm" in key and key.endswith("weight")
+      p.copy_((1.0 if norm else 0.0) + 0.1 * torch.randn(p.shape, generator=g))
   sd = {k: v.numpy() for k, v in mit.state_dict().items()}
   ours = video_clip.TemporalTransformer(32, 2, 4, max_frames=8, mlp_ratio=2.0, rngs=nnx.Rngs(0))
   ours.pos_embed[...] = sd["position_embedding"][0]
@@ -212,24 +214,33 @@ def test_parameter_counts_match_the_papers_reference_modules():
   """The registered names add to CLIP ViT-B/32 what the official code builds: CLIP4Clip's seqTransf 4
   residual attention blocks of width 512 (8 heads) and a 128-entry frame-position table, its seqLSTM
   nn.LSTM(512, 512); ActionCLIP's fusion 6 such blocks and 8 frame positions."""
-  clip_b32 = num_params(nnx.eval_shape(lambda: models.create("clip_vit_base_patch32", rngs=FixedKeyRngs())))
-  added = lambda name: num_params(nnx.eval_shape(lambda: models.create(name, rngs=FixedKeyRngs()))) - clip_b32  # noqa
+  def added(name):  # the registered variant's temporal part, built abstractly at its sizes
+    config = models.model_config(name)
+    model = nnx.eval_shape(lambda: models.create(name, rngs=FixedKeyRngs(), vision_layers=0, text_layers=0))
+    assert config["embed_dim"] == 512 and config["vision_width"] == 768 and config["patch_size"] == 32
+    parts = [getattr(model, p) for p in ("temporal_transformer", "lstm", "tight")]
+    return sum(num_params(p) for p in parts if p is not None)
+
   width = 512
-  block = (4 * width * width + 4 * width) + 2 * 2 * width + (2 * width * 4 * width + 4 * width + width)  # attn, LNs, MLP
+  attn, norms, mlp = 4 * width * width + 4 * width, 2 * 2 * width, 2 * width * 4 * width + 4 * width + width
+  block = attn + norms + mlp
   if torch is not None:  # CLIP's ResidualAttentionBlock as the references define it
     ref = torch.nn.ModuleDict(dict(attn=torch.nn.MultiheadAttention(width, 8), ln_1=torch.nn.LayerNorm(width),
                                    c_fc=torch.nn.Linear(width, 4 * width), c_proj=torch.nn.Linear(4 * width, width),
                                    ln_2=torch.nn.LayerNorm(width)))
     assert block == sum(p.numel() for p in ref.parameters())
-    assert added("clip4clip_seqlstm_vit_base_patch32") == sum(p.numel() for p in torch.nn.LSTM(width, width).parameters())
-  assert added("clip4clip_meanp_vit_base_patch32") == 0
+    lstm = torch.nn.LSTM(width, width)
+    assert added("clip4clip_seqlstm_vit_base_patch32") == sum(p.numel() for p in lstm.parameters())
+  assert added("clip4clip_meanp_vit_base_patch32") == added("actionclip_meanp_vit_base_patch32") == 0
   assert added("clip4clip_seqtransf_vit_base_patch32") == 4 * block + 128 * width == 12_675_072
   assert added("actionclip_transf_vit_base_patch32") == 6 * block + 8 * width == 18_918_400
   # tight: 4 blocks, 128 positions, 2 token types, the pooler (LayerNorm + Linear) and the 1-output head.
-  assert added("clip4clip_tight_vit_base_patch32") == 4 * block + 130 * width + 2 * width + width * width + width + width + 1
+  pooler_and_head = 2 * width + width * width + width + width + 1
+  assert added("clip4clip_tight_vit_base_patch32") == 4 * block + 130 * width + pooler_and_head
 
 
-@pytest.mark.parametrize("temporal", ["transformer", "lstm", "tight"])
+@pytest.mark.parametrize("temporal", [pytest.param("transformer", marks=full_only),
+                                      pytest.param("lstm", marks=full_only), "tight"])
 def test_forward_flops_match_xla(temporal):
   from papers_jax.models import conv_flops
   overrides = dict(embed_dim=256, img_size=32, patch_size=8, vision_width=256, vision_layers=1, vision_heads=4,
@@ -248,3 +259,29 @@ def test_forward_flops_match_xla(temporal):
   xla = conv_flops.xla_flops(lambda s, v, t: forward(nnx.merge(graphdef, s), v, t), state, videos, tokens) / 2
   analytic = video_clip.forward_flops(model, num_frames=4)
   assert 1.0 <= xla / analytic < 1.05, xla / analytic
+
+
+def test_retrieval_and_motion_metrics_on_an_oracle_encoder():
+  """tasks/video_clip.py's CLIP4Clip evaluation with encoders that know each clip's caption exactly (recall 1),
+  and with one that sees the reversed motion's caption (reversal accuracy 0)."""
+  from conftest import load_config
+  from papers_jax.tasks.video_clip import VideoCLIPTask
+  task = VideoCLIPTask(load_config("video_clip/clip4clip.py", "smoke"))
+  source = clips.MovingShapesSource("test")
+  ids = source.caption_ids()[:96]
+  text_fn = lambda tokens: np.asarray(tokens, np.float32) + 1.0  # noqa: E731  distinct captions, distinct vectors
+
+  def frames_of(caption_ids):  # each clip's "frames": its caption's vector, 3 times
+    captions = [clips.caption(tuple(clips.COLOURS)[i % 4], clips.SHAPES[i // 4 % 4], clips.MOTIONS[i // 16],
+                              task.vc.caption_templates[0]) for i in caption_ids]
+    return np.repeat(text_fn(task.tokenizer(captions))[:, None], 3, axis=1)
+
+  enc = {"text": text_fn, "video": lambda f: np.asarray(f).mean(axis=1)}
+  out = task._retrieval(enc, frames_of(ids), ids, batch=32)
+  assert out["t2v_r1"] == out["v2t_r1"] == out["motion_top1"] == out["motion_reversal_top1"] == 1.0
+  assert out["captions"] == len(np.unique(ids // 16 * 4 + ids // 4 % 4))  # the templates leave the colour out
+  assert out["chance_t2v_r1"] < 0.1
+  flip = dict(clips.REVERSED_PAIRS + tuple((b, a) for a, b in clips.REVERSED_PAIRS))
+  reversed_ids = np.asarray([flip[i // 16] * 16 + i % 16 for i in ids])
+  out = task._retrieval(enc, frames_of(reversed_ids), ids, batch=32)
+  assert out["motion_reversal_top1"] == 0.0 and out["t2v_r1"] < 0.1

@@ -43,6 +43,9 @@ COLOURS = {"red": (225, 45, 45), "green": (45, 195, 70), "blue": (60, 100, 245),
 SHAPES = ("triangle", "square", "bar", "cross")
 CAPTION_TEMPLATES = ("a {colour} {shape} {motion}.", "a video of a {colour} {shape} {motion}.",
                      "the {colour} {shape} is {motion}.", "a clip of a {shape}, {colour}, {motion}.")
+# Without the colour: 48 captions, so that a batch holds many clips told apart by their motion alone.
+SHAPE_MOTION_TEMPLATES = ("a {shape} {motion}.", "a video of a {shape} {motion}.", "the {shape} is {motion}.",
+                          "a clip of a {shape} {motion}.")
 # ActionCLIP's prompts ("a video of {}"-style; the label name alone is one of them).
 ACTION_TEMPLATES = ("{}.", "a video of a shape {}.", "a clip of something {}.", "a shape is {}.",
                     "a video of an object {}.", "something {}.", "a clip of a shape {}.", "an object is {}.")
@@ -99,7 +102,8 @@ def render(shape: str, colour, centres, sizes, angles, *, size: int, noise, supe
   dy = (grid[None, :, None] - cy + size / 2) % size - size / 2
   dx, dy = np.broadcast_arrays(dx, dy)                                  # (T, size·s, size·s)
   c, sn, s = np.cos(angles)[:, None, None], np.sin(angles)[:, None, None], sizes[:, None, None]
-  local = np.stack([(c * dx + sn * dy) / s, (-sn * dx + c * dy) / s], axis=-1).astype(np.float32)  # rotated by −angle, unit size
+  # rotated by −angle, in units of the half-size
+  local = np.stack([(c * dx + sn * dy) / s, (-sn * dx + c * dy) / s], axis=-1).astype(np.float32)
   cover = _coverage(local, _POLYGONS[shape]).astype(np.float32)
   cover = cover.reshape(-1, size, supersample, size, supersample).mean(axis=(2, 4))[..., None]
   frames = noise * (1 - cover) + cover * np.asarray(colour, np.float32)

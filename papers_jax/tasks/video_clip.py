@@ -234,10 +234,10 @@ class VideoCLIPTask:
     return {k: functools.partial(f, state.params, state.model_state) for k, f in self._jitted["encoders"].items()}
 
   def _features(self, enc, source):
-    """(frame features (N, T, E), labels, caption ids, captions) of the first max_eval_videos clips."""
+    """(frame features (N, T, E), labels, caption ids) of the first max_eval_videos clips."""
     n = len(source) if not self.vc.max_eval_videos else min(int(self.vc.max_eval_videos), len(source))
     fn, batch = self.preprocess(train=False), int(self.vc.feature_batch)
-    frames, labels, ids, tokens = [], [], [], []
+    frames, labels, ids = [], [], []
     for start in range(0, n, batch):
       examples = [fn(dict(source[i]), None) for i in range(start, min(start + batch, n))]
       x = np.stack([e["frames"] for e in examples])
@@ -247,8 +247,7 @@ class VideoCLIPTask:
       frames.append(np.asarray(enc["frames"](x), np.float32)[:len(examples)])
       labels += [int(e["label"]) for e in examples]
       ids += [int(e["caption_id"]) for e in examples]
-      tokens += [e["tokens"] for e in examples]
-    return np.concatenate(frames), np.asarray(labels), np.asarray(ids), np.stack(tokens)
+    return np.concatenate(frames), np.asarray(labels), np.asarray(ids)
 
   def _pooled(self, enc, frames):
     batch = int(self.vc.feature_batch)
@@ -258,26 +257,46 @@ class VideoCLIPTask:
     enc = self._encoders(trainer)
     batch = int(self.vc.feature_batch)
     with sharding.use_mesh(trainer.mesh, trainer.rules):
-      frames, labels, ids, tokens = self._features(enc, source)
+      frames, labels, ids = self._features(enc, source)
       if self.vc.method == "clip4clip":
-        return self._retrieval(enc, frames, ids, tokens, batch)
+        return self._retrieval(enc, frames, ids, batch)
       return self._action_recognition(enc, frames, labels, batch)
 
-  def _retrieval(self, enc, frames, ids, tokens, batch) -> dict:
-    """Recall@K over the clips and their distinct captions (clips sharing colour, shape and motion share one
-    caption, which matches all of them)."""
+  def _retrieval(self, enc, frames, ids, batch) -> dict:
+    """Recall@K over the clips and their distinct captions (clips with the same caption under the first
+    template, e.g. the same colour, shape and motion, share it; it matches all of them); and motion
+    recognition by caption: each clip against the 12
+    captions of its own colour and shape (motion_top1, chance 1/12), and against its motion's and the reversed
+    motion's (motion_reversal_top1, chance 1/2: an order-blind summary of the frames scores 1/2)."""
     ks = tuple(self.vc.retrieval_ks)
-    text_ids, first = np.unique(ids, return_index=True)
-    text = zero_shot.encode_in_batches(enc["text"], tokens[first], batch)
+    combos = [(c, s, m) for m in range(len(clips.MOTIONS)) for s in range(len(clips.SHAPES))
+              for c in range(len(clips.COLOURS))]  # in caption_id order
+    assert [clips.caption_id(*x) for x in combos] == list(range(len(combos)))
+    texts = [clips.caption(tuple(clips.COLOURS)[c], clips.SHAPES[s], clips.MOTIONS[m], self.vc.caption_templates[0])
+             for c, s, m in combos]
+    texts, text_of = np.unique(texts, return_inverse=True)  # templates may leave colour or shape out
+    text = zero_shot.encode_in_batches(enc["text"], self.tokenizer(list(texts)), batch)
     if self.temporal == "tight":
       scores = np.concatenate([np.concatenate([np.asarray(enc["tight"](text[i:i + batch], frames[j:j + batch]))
                                                for j in range(0, len(frames), batch)], axis=1)
-                               for i in range(0, len(text), batch)])  # (texts, videos)
-      out = retrieval.recall_from_scores(scores.T, ids, text_ids, ks)
+                               for i in range(0, len(text), batch)]).T  # (videos, captions)
     else:
-      out = retrieval.recall_at_k(self._pooled(enc, frames), text, ids, text_ids, ks)
-    out |= {f"chance_{k}": v for k, v in retrieval.chance_recall(ids, text_ids, ks).items()}
-    return {k.replace("i2t", "v2t").replace("t2i", "t2v"): v for k, v in out.items()} | {"captions": float(len(text_ids))}
+      scores = zero_shot.l2_normalize(self._pooled(enc, frames)) @ zero_shot.l2_normalize(text).T
+    video_ids = text_of[ids]
+    text_ids = np.unique(video_ids)
+    out = retrieval.recall_from_scores(scores[:, text_ids], video_ids, text_ids, ks)
+    out |= {f"chance_{k}": v for k, v in retrieval.chance_recall(video_ids, text_ids, ks).items()}
+    out = {k.replace("i2t", "v2t").replace("t2i", "t2v"): v for k, v in out.items()}
+    motion, rest = ids // (len(clips.SHAPES) * len(clips.COLOURS)), ids % (len(clips.SHAPES) * len(clips.COLOURS))
+    per_motion = rest[:, None] + np.arange(len(clips.MOTIONS))[None, :] * len(clips.SHAPES) * len(clips.COLOURS)
+    own = np.take_along_axis(scores, text_of[per_motion], axis=1)           # (videos, motions)
+    reverse = np.asarray([dict(clips.REVERSED_PAIRS + tuple((b, a) for a, b in clips.REVERSED_PAIRS))[m]
+                          for m in motion])
+    rows = np.arange(len(ids))
+    return out | {"captions": float(len(text_ids)), "motion_top1": float(np.mean(own.argmax(axis=1) == motion)),
+                  "chance_motion_top1": 1 / len(clips.MOTIONS),
+                  "motion_reversal_top1": float(np.mean(own[rows, motion] > own[rows, reverse])),
+                  "chance_motion_reversal_top1": 0.5}
 
   def _action_recognition(self, enc, frames, labels, batch) -> dict:
     if self.temporal == "tight":
