@@ -1,8 +1,11 @@
 """The SSL task's state: momentum encoders start equal to the online weights and follow them by
-EMA inside the jitted step; MoCo's queue advances by the global batch; every method trains."""
+EMA inside the jitted step; MoCo's queue advances by the global batch; every method trains (three in make test-full)."""
+
+import os
 
 import jax
 import numpy as np
+
 import pytest
 from flax import nnx
 
@@ -13,6 +16,10 @@ from papers_jax.core.config import set_path
 from papers_jax.data import pipeline
 from papers_jax.errors import ConfigError
 from papers_jax.objectives import memory
+
+# Three of the per-method Trainer tests run in make test-full only (CI time); the other methods' stay.
+full_only = pytest.mark.skipif(not os.environ.get("PAPERS_JAX_FULL_PARITY"),
+                               reason="make test-full (PAPERS_JAX_FULL_PARITY=1)")
 
 
 def trainer_for(method, **overrides):
@@ -125,6 +132,7 @@ def test_train_batches_carry_each_rows_dataset_index():
   np.testing.assert_array_equal(batch["image"], np.stack([source[i]["image"] for i in expected]))
 
 
+@full_only
 def test_instdisc_bank_rows_at_the_batch_are_momentum_mixed_and_renormalised_others_untouched():
   from papers_jax.data import views
   from papers_jax.objectives import contrastive
@@ -163,6 +171,7 @@ def test_instdisc_bank_rows_at_the_batch_are_momentum_mixed_and_renormalised_oth
   assert float(jax.device_get(trainer.state.model_state["nce_normalizer"])[0]) == normalizer
 
 
+@full_only
 def test_cmc_updates_both_banks_at_the_batch_and_fixes_both_normalizers():
   trainer = trainer_for("cmc")
   state = jax.device_get(trainer.state)
@@ -428,6 +437,7 @@ def moco_v3_sincos_table(h, w, dim, temperature=10_000.0):
   return np.concatenate([np.sin(out_w), np.cos(out_w), np.sin(out_h), np.cos(out_h)], axis=1)
 
 
+@full_only
 def test_moco_v3_vit_has_fixed_sincos_position_embeddings_and_a_patch_projection_that_never_changes():
   """The paper's ViT: the 2-D sin-cos table is added to the patch tokens (nothing to the class token)
   and is no parameter; the random patch projection is frozen through the optimizer, so a step leaves
