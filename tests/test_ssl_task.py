@@ -1,5 +1,5 @@
 """The SSL task's state: momentum encoders start equal to the online weights and follow them by
-EMA inside the jitted step; MoCo's queue advances by the global batch; every method trains (three in make test-full)."""
+EMA inside the jitted step; MoCo's queue advances by the global batch; every method trains (four in make test-full)."""
 
 import os
 
@@ -17,7 +17,7 @@ from papers_jax.data import pipeline
 from papers_jax.errors import ConfigError
 from papers_jax.objectives import memory
 
-# Three of the per-method Trainer tests run in make test-full only (CI time); the other methods' stay.
+# Four of the per-method Trainer tests run in make test-full only (CI time); the other methods' stay.
 full_only = pytest.mark.skipif(not os.environ.get("PAPERS_JAX_FULL_PARITY"),
                                reason="make test-full (PAPERS_JAX_FULL_PARITY=1)")
 
@@ -268,6 +268,7 @@ def test_dino_teacher_is_the_ema_centre_the_momentum_mean_and_last_layer_weight_
   assert head.scale is not None and head.scale.shape == (c.num_prototypes,)
 
 
+@full_only
 def test_swav_prototypes_unit_norm_frozen_first_and_queue_used_once_full():
   trainer = trainer_for("swav", **{"ssl.queue_size": 64, "ssl.queue_start_steps": 0,
                                    "ssl.freeze_last_layer_steps": 1, "schedule.warmup_steps": 0})

@@ -22,6 +22,8 @@ Departures from the paper (a CPU demo, not one of its experiments):
   the last upsampling is to the input size (8 × the patch grid is already the input here).
 - The temperature is learned as CLIP's (initial 1/0.07); no augmentation; no "other" class name
   (background is the prompt "no objects.", words the scenes' tokenizer knows).
+- AdamW lr 1e-3, weight decay 0.01 not on biases, norm gains, position / class embeddings or the temperature,
+  gradients clipped to norm 1.0 (the paper trains with SGD and a polynomial schedule).
 """
 
 from papers_jax.core.config import base_config, parse_arg
@@ -44,7 +46,8 @@ def get_config(arg=None):
   c.data.std = (0.5, 0.5, 0.5)
   c.batch_size = 32
   c.num_steps = 600
-  c.optimizer.update(name="adamw", lr=1e-3, b1=0.9, b2=0.999, weight_decay=0.01, clip_grad_norm=1.0)
+  c.optimizer.update(name="adamw", lr=1e-3, b1=0.9, b2=0.999, weight_decay=0.01, clip_grad_norm=1.0,
+                     wd_exclude=(r"(^|/)bias$", r"(^|/)scale$", r"pos_embed", r"cls_token", "logit_scale"))
   c.schedule.update(name="cosine", warmup_steps=30, end_lr_ratio=0.0)
   c.log_every = 50
   c.eval_every = 300
