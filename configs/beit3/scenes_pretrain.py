@@ -23,7 +23,7 @@ Departures from the paper (a CPU demo):
   - generated scenes and their captions instead of the paper's corpora; the text-only stream is the captions;
   - batch 32 of each stream, `steps` steps (250 by default: 8,000 scenes), lr 1e-3 with a 10% warm-up then linear decay,
     weight decay 0.05 (not on biases and LayerNorm gains), no gradient clipping;
-  - images normalised with the scenes' own mean and std (SCENE_MEAN / SCENE_STD below), not 0.5 / 0.5;
+  - images normalised with the scenes' own mean and std (data/vqa_scenes.py MEAN / STD), not 0.5 / 0.5;
   - no stochastic depth, dropout or augmentation; block masks of at least 2 patches (BEiT's 16 does not fit a
     4×4 grid); masked text tokens follow BERT (80% [MASK], 10% random, 10% kept; data/mlm.py);
   - the shared pre-attention and final LayerNorms of models/beit3.py (VLMo's layout), the attention
@@ -32,13 +32,8 @@ Departures from the paper (a CPU demo):
 """
 
 from papers_jax.core.config import base_config, parse_arg
+from papers_jax.data import vqa_scenes
 from papers_jax.tasks import beit3
-
-
-# Per-channel mean and std of the training scenes' pixels (every 6th scene, in [0, 1]). With the released code's
-# 0.5 / 0.5 the dark background is a constant of about -0.86 on all 768 inputs of a patch, and the first demo
-# runs grew the patch projection's response to it 8-fold (docs/beit3.md), drowning the objects.
-SCENE_MEAN, SCENE_STD = (0.114, 0.113, 0.102), (0.161, 0.148, 0.132)
 
 
 def get_config(arg=None):
@@ -51,7 +46,7 @@ def get_config(arg=None):
   c.data.name = "vqa_scenes"
   c.data.train_split, c.data.eval_split = "train", "test"
   c.data.image_size = 64
-  c.data.mean, c.data.std = SCENE_MEAN, SCENE_STD
+  c.data.mean, c.data.std = vqa_scenes.MEAN, vqa_scenes.STD
   c.batch_size = 32
   c.num_steps = args.steps
   c.optimizer.update(name="adamw", lr=1e-3, b1=0.9, b2=0.98, eps=1e-6, weight_decay=0.05, clip_grad_norm=0.0,
