@@ -6,7 +6,8 @@
   # the supervised baseline on the same frozen features: a linear classifier (16 shots, or every training cloud)
   python -m papers_jax.main --config configs/pointclip/shapes.py:head=linear --workdir runs/pointclip_linear \\
       --config.pointclip.clip_run=runs/clip_scenes
-  python -m papers_jax.main --config configs/pointclip/shapes.py:head=linear,shots=0 --workdir runs/pointclip_linear_all \\
+  python -m papers_jax.main --config configs/pointclip/shapes.py:head=linear,shots=0 \\
+      --workdir runs/pointclip_linear_all \\
       --config.pointclip.clip_run=runs/clip_scenes
 
 Data (data/point_clouds.py): cube, sphere, cylinder, cone, pyramid, torus; 1,024 points per cloud; 16 training

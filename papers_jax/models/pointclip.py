@@ -110,7 +110,8 @@ def class_text_features(clip, tokens, num_templates: int):
 
 
 def zero_shot_logits(view_features, text, view_weights):
-  """(B, M, D) view features, (K, D) normalised class texts, (M,) view weights → (B, K) = 100 Σ_i α_i cos(f_i, t)."""
+  """(B, M, D) view features, (K, D) normalised class texts, (M,) view weights α → (B, K) logits,
+  100 Σ_i α_i cos(f_i, t_k)."""
   return 100.0 * jnp.einsum("bmd,kd,m->bk", l2_normalize(view_features), text, jnp.asarray(view_weights))
 
 

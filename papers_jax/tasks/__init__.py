@@ -41,6 +41,7 @@ TASK_CLASSES = {
     "groupvit": "GroupViTTask",
     "lseg": "LSegTask",
     "pointclip": "PointCLIPTask",
+    "depthclip": "DepthCLIPTask",
 }
 TASKS = tuple(TASK_CLASSES)
 
