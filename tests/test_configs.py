@@ -146,6 +146,8 @@ FULL_ONLY = {
     "ssl/rotation.py": "ssl/simclr.py", "ssl/jigsaw.py": "ssl/simclr.py",  # tests/test_pretext.py: the objectives
     "ssl/relative_position.py": "ssl/simclr.py", "ssl/colorization.py": "ssl/simclr.py",
     "video_clip/clip4clip.py": "", "video_clip/actionclip.py": "",  # tests/test_video_clip.py: losses, modules
+    "pointclip/shapes.py": "",  # tests/test_pointclip.py: projection, adapter, loss, zero-shot readout
+    "depthclip/scenes.py": "clip/digits.py",  # the clip task; tests/test_depthclip.py: readout, metrics, scenes
     "self_training/digits.py": "",  # tests/test_self_training.py: the split, the pseudo-labels, a saved teacher
     "sam/scenes.py": "", "sam/sa1b.py": "",  # SAM's forward: HF parity in tests/test_sam.py
     "informer/ett.py": "patchtst/ett_like.py", "informer/ett_like.py": "patchtst/ett_like.py",

@@ -40,6 +40,8 @@ TASK_CLASSES = {
     "video_clip": "VideoCLIPTask",
     "groupvit": "GroupViTTask",
     "lseg": "LSegTask",
+    "pointclip": "PointCLIPTask",
+    "depthclip": "DepthCLIPTask",
 }
 TASKS = tuple(TASK_CLASSES)
 
