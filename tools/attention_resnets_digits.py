@@ -1,6 +1,6 @@
 """Stand-alone self-attention and Axial-ResNet against the convolutional ResNet of the same layout, on digits.
 
-  PYTHONPATH=. python tools/attention_resnets_digits.py [--steps 450] [--workdir runs/attention_resnets_digits]
+  PYTHONPATH=. python tools/attention_resnets_digits.py [--steps 450] [--batch-size 256] [--workdir DIR]
 
 Trains, one after the other through the one trainer (`loop.train`), configs/sasa/digits.py:conv=True (the
 bottleneck ResNet with its 3×3 convolutions), configs/sasa/digits.py (those convolutions replaced by 7×7 local
@@ -29,6 +29,7 @@ RUNS = {  # name: (config, argument)
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--steps", type=int, default=0, help="override the configs' 450 steps")
+  parser.add_argument("--batch-size", type=int, default=0, help="override the configs' batch of 256")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--workdir", default=os.path.join(ROOT, "runs", "attention_resnets_digits"))
   parser.add_argument("--only", default="", help="comma-separated names from " + ", ".join(RUNS))
@@ -47,6 +48,9 @@ def main(argv=None):
     if args.steps:
       config.num_steps = config.checkpoint_every = args.steps
       config.eval_every = max(args.steps // 3, 1)
+      config.schedule.warmup_steps = min(config.schedule.warmup_steps, args.steps // 10)
+    if args.batch_size:
+      config.batch_size = args.batch_size
     workdir = os.path.join(args.workdir, name)
     shutil.rmtree(workdir, ignore_errors=True)  # a fresh run, never a resumed one
     start = time.time()
