@@ -2,7 +2,8 @@
 numpy loop on tiny inputs (every tensor random, BatchNorm statistics included), parameter counts of the papers'
 networks (shape-only builds), and the FLOP counters against XLA's cost analysis. No reference implementation
 builds offline, so the counts are checked against the numbers the authors give: Table 1 of Ramachandran et al.
-(2019) and the Axial-DeepLab code's model zoo (Axial-ResNet-26-S)."""
+(2019), the Axial-DeepLab PyTorch code's model zoo (Axial-ResNet-26-S) and the official TF code's (deeplab2) exact
+backbone counts of Axial-ResNet-S and -L."""
 
 import os
 
@@ -207,6 +208,10 @@ def test_parameter_counts_match_the_papers():
       assert abs(count - sasa.PAPER_PARAMS_M[name][0]) <= 0.05, (name, count)
   count = num_params(abstract("axial_resnet26_s")) / 1e6
   assert abs(count - axial.PAPER_PARAMS_M["axial_resnet26_s"]) < 0.05, count
+  # The official TF code's own backbone counts, exactly (its relative tables and stem width; no classifier).
+  for name in axial.DEEPLAB2_BACKBONE_PARAMS if FULL else ["axial_resnet50_s"]:
+    model = abstract(name, num_classes=0, span=axial.DEEPLAB2_SPAN, stem_width=axial.DEEPLAB2_STEM_WIDTH)
+    assert num_params(model) == axial.DEEPLAB2_BACKBONE_PARAMS[name], name
 
 
 TINY = {

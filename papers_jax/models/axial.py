@@ -25,7 +25,10 @@ larger map).
 
 Axial-ResNet (the authors' ImageNet code): the ResNet conv stem with 64·s channels (7×7/2 conv, BN, ReLU,
 3×3/2 max pool), stages of (3, 4, 6, 3) blocks (26-layer: (1, 2, 4, 1)) with 128·s, 256·s, 512·s, 1024·s planes,
-average pooling and a linear classifier: Axial-ResNet-S, M and L are s = 0.5, 0.75 and 1. This is the paper's
+average pooling and a linear classifier: Axial-ResNet-S, M and L are s = 0.5, 0.75 and 1. The official TF code
+(deeplab2) builds the same layers (its bottleneck: 1×1 to 2·f, attention with key depth f and value depth 2·f,
+1×1 to 4·f, f = 64·s·2^i), with two differences in size only: 64 stem channels at every width and relative tables
+for 255 positions; `span=255, stem_width=64` reproduces its parameter counts exactly. This is the paper's
 "Conv-Stem + Axial-Attention" network; its "Full Axial-Attention" model also replaces the stem, which is not
 built here. `forward_flops(model)` traces one forward pass (models/conv_flops.py), element-wise work included.
 """
@@ -53,8 +56,13 @@ VARIANTS = {
     "axial_resnet50_m": ((3, 4, 6, 3), 0.75),
     "axial_resnet50_l": ((3, 4, 6, 3), 1.0),
 }
-# Millions of parameters the authors give: Axial-ResNet-26-S in their code's model zoo (README).
+# Millions of parameters the authors give: Axial-ResNet-26-S in their PyTorch code's model zoo (README).
 PAPER_PARAMS_M = {"axial_resnet26_s": 5.9}
+# The official TF code's (deeplab2) exact counts of its `axial_resnet_s` / `axial_resnet_l` backbones without the
+# classifier (axial_resnet_instances_test.py), whose relative tables span 255 positions (its MAX_SPAN) and whose
+# stem keeps 64 channels at every width: our `span=255, stem_width=64, num_classes=0`.
+DEEPLAB2_BACKBONE_PARAMS = {"axial_resnet50_s": 11_466_912, "axial_resnet50_l": 43_714_048}
+DEEPLAB2_SPAN, DEEPLAB2_STEM_WIDTH = 255, 64
 EXPANSION = 2
 MEDT_GATE_INIT = (0.1, 0.1, 1.0, 0.1)  # g_q, g_k, g_v1, g_v2
 
@@ -163,13 +171,15 @@ class AxialBlock(nnx.Module):
 class AxialResNet(nnx.Module):
   """Axial-ResNet (module docstring). `layers`: blocks per stage; `width_multiplier`: s (S 0.5, M 0.75, L 1);
   `stem`: "imagenet" (7×7/2 conv + 3×3/2 max pool, the authors') or "cifar" (3×3/1 conv, for small images, not in
-  the paper); `img_size` sets every layer's span (the map side it sees) and what `forward_flops` assumes; a
-  smaller input works, a larger one does not."""
+  the paper); `img_size` sets every layer's span (the map side it sees, as the PyTorch code) and what
+  `forward_flops` assumes; a smaller input works, a larger one does not. `span` instead sizes every relative
+  table for that many positions (the TF code's 255); `stem_width` overrides the stem's 64·s channels (the TF
+  code keeps 64)."""
 
   def __init__(self, *, layers=(3, 4, 6, 3), width_multiplier: float = 0.5, num_classes: int = 1000,
                in_chans: int = 3, stem: str = "imagenet", num_heads: int = 8, gated: bool = False,
-               zero_init_last: bool = True, img_size: int = 224, bn_group_size=None, dtype=None,
-               param_dtype=jnp.float32, rngs: nnx.Rngs):
+               zero_init_last: bool = True, img_size: int = 224, span: int | None = None, stem_width: int | None = None,
+               bn_group_size=None, dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
     if stem not in ("imagenet", "cifar"):
       raise ConfigError(f"stem={stem!r}; choose 'imagenet' (7×7/2 conv + max pool) or 'cifar' (3×3/1 conv)")
     if not (0 < width_multiplier <= 64 and int(64 * width_multiplier) >= 1):
@@ -177,7 +187,7 @@ class AxialResNet(nnx.Module):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.stem, self.num_classes, self.in_chans, self.img_size = stem, num_classes, in_chans, img_size
     s = width_multiplier
-    stem_width = int(64 * s)
+    stem_width = stem_width or int(64 * s)
     self.conv1 = (Conv(in_chans, stem_width, 7, stride=2, **kw) if stem == "imagenet"
                   else Conv(in_chans, stem_width, 3, **kw))
     self.bn1 = BatchNorm(stem_width, group_size=bn_group_size, **kw)
@@ -188,7 +198,7 @@ class AxialResNet(nnx.Module):
       blocks = []
       for j in range(depth):
         stride = 2 if (i > 0 and j == 0) else 1
-        blocks.append(AxialBlock(features, planes, stride, span=side, num_heads=num_heads, gated=gated,
+        blocks.append(AxialBlock(features, planes, stride, span=span or side, num_heads=num_heads, gated=gated,
                                  zero_init_last=zero_init_last, bn_group_size=bn_group_size, **kw))
         features, side = EXPANSION * planes, side // stride
       stages.append(nnx.List(blocks))
