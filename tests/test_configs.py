@@ -164,6 +164,8 @@ FULL_ONLY = {
     "albef/paper.py": "albef/scenes_pretrain.py", "albef/scenes_retrieval.py": "albef/scenes_pretrain.py",
     # The MIM baselines: tests/test_mim.py traces each task's loss, tests/test_beit.py / test_igpt.py the models.
     "beit/digits.py": "", "igpt/digits.py": "", "mae/digits_dae.py": "mae/digits.py",
+    # tests/test_attention_resnets.py: the layers against numpy loops; vit/digits.py: the task and recipe.
+    "sasa/digits.py": "vit/digits.py", "axial/digits.py": "vit/digits.py",
 }
 FULL = bool(os.environ.get("PAPERS_JAX_FULL_PARITY"))
 

@@ -60,6 +60,7 @@ from papers_jax.models import elmo  # noqa: F401  (registers elmo_original)
 from papers_jax.models import beit, igpt  # noqa: F401  (register their variants)
 from papers_jax.models import groupvit, lseg  # noqa: F401  (register their variants)
 from papers_jax.models import pointclip  # noqa: E402
+from papers_jax.models import axial, sasa  # noqa: F401  (register their variants)
 
 # model class → its family module (with `forward_flops` and `EMBEDDINGS`).
 FAMILIES = {
@@ -92,6 +93,7 @@ FAMILIES = {
     groupvit.GroupViT: groupvit, lseg.LSeg: lseg,
     video_clip.VideoCLIP: video_clip,
     pointclip.PointCLIP: pointclip,
+    sasa.SAResNet: sasa, axial.AxialResNet: axial,
 }
 FLOP_COUNTERS = {cls: family.forward_flops for cls, family in FAMILIES.items()}
 
