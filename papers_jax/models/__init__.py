@@ -59,6 +59,7 @@ from papers_jax.models import word2vec  # noqa: F401  (registers word2vec, fastt
 from papers_jax.models import elmo  # noqa: F401  (registers elmo_original)
 from papers_jax.models import beit, igpt  # noqa: F401  (register their variants)
 from papers_jax.models import groupvit, lseg  # noqa: F401  (register their variants)
+from papers_jax.models import dpt, setr  # noqa: F401  (register their variants)
 
 # model class → its family module (with `forward_flops` and `EMBEDDINGS`).
 FAMILIES = {
@@ -88,7 +89,7 @@ FAMILIES = {
     vit_mpp.MaskedPatchPredictionViT: vit_mpp,
     word2vec.Word2Vec: word2vec, elmo.ELMo: elmo,
     beit.BEiT: beit, igpt.ImageGPT: igpt,
-    groupvit.GroupViT: groupvit, lseg.LSeg: lseg,
+    groupvit.GroupViT: groupvit, lseg.LSeg: lseg, dpt.DPT: dpt, setr.SETR: setr,
     video_clip.VideoCLIP: video_clip,
 }
 FLOP_COUNTERS = {cls: family.forward_flops for cls, family in FAMILIES.items()}
