@@ -1,6 +1,6 @@
 """SETR (Naïve, PUP, MLA) and DPT against the majority class on the generated shape scenes.
 
-  python tools/dense_demo.py [--workdir runs/dense_shapes] [--steps 600] [--only setr_pup,dpt] [--docs docs]
+  python tools/dense_demo.py [--workdir runs/dense_shapes] [--steps 300] [--only setr_pup,dpt] [--docs docs]
 
 Trains configs/setr/shapes.py (each decoder) and configs/dpt/shapes.py, one after the other, each in
 <workdir>/<name>, and reads their final test-split evaluation (512 scenes): mIoU, pixel accuracy and the
@@ -85,7 +85,7 @@ def table(results: dict) -> str:
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--workdir", default="runs/dense_shapes")
-  parser.add_argument("--steps", type=int, default=600)
+  parser.add_argument("--steps", type=int, default=300)
   parser.add_argument("--only", default=",".join(RUNS))
   parser.add_argument("--docs", default=None)
   args = parser.parse_args()
