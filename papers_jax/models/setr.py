@@ -18,7 +18,8 @@ Auxiliary heads (`return_aux=True`, the task weighs their losses by `segmentatio
 the official configs): for Naïve at `aux_layers` Z10, Z15, Z20, each a Naïve head; for PUP at Z10, Z15,
 Z20, Z24, each LayerNorm → 3×3 conv → BN → ReLU → ×4 upsampling → 1×1 classifier conv; for MLA one 1×1
 conv (no bias) on each of the four aggregated streams. These follow the official code's configs
-(github.com/fudan-zvg/SETR, Cityscapes 768×768).
+(github.com/fudan-zvg/SETR, Cityscapes 768×768). That code keeps the pre-trained ViT's class token in the
+Naïve / PUP encoders (and drops it in MLA's); here there is none, as in the paper's text.
 
 The LayerNorm on the last layer (Naïve / PUP's decoder, MLA's deepest stream) is the ViT's final norm.
 Parameter counts against the paper's Table 2: tests/test_dense_prediction.py.
