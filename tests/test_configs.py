@@ -132,6 +132,7 @@ FULL_ONLY = {
     "detr/scenes.py": "detection/scenes_tiny.py", "deformable_detr/scenes.py": "detection/scenes_tiny.py",
     "yolo/voc.py": "yolo/scenes.py",
     "danet/cityscapes.py": "",
+    "setr/shapes.py": "", "dpt/shapes.py": "",  # tests/test_dense_prediction.py: models, loss with aux heads
     "ssl/moco_v1.py": "ssl/simclr.py", "ssl/moco_v2.py": "ssl/simclr.py", "vit/imagenet.py": "vit/digits.py", "ssl/byol.py": "ssl/simsiam.py", "ssl/instdisc.py": "ssl/simclr.py",
     "ssl/swav.py": "ssl/simsiam.py", "dlinear/ett_like.py": "patchtst/ett_like.py",
     "resnet/digits_cam.py": "resnet/digits.py", "resnet/cifar10.py": "resnet/digits.py",

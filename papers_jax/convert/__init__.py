@@ -37,6 +37,7 @@ from papers_jax.convert import timm_poolformer  # noqa: F401  (registers its key
 from papers_jax.convert import hf_blip  # noqa: F401  (registers its key map)
 from papers_jax.convert import hf_beit, hf_imagegpt  # noqa: F401  (register their key maps)
 from papers_jax.convert import hf_groupvit  # noqa: F401  (registers its key map)
+from papers_jax.convert import hf_dpt  # noqa: F401  (registers its key map)
 from papers_jax.convert.keymap import (KeyMap, Rule, get_key_map, match, register_key_map, source_key,  # noqa: F401
                                       sources)
 from papers_jax.errors import CheckpointError

@@ -61,6 +61,7 @@ from papers_jax.models import beit, igpt  # noqa: F401  (register their variants
 from papers_jax.models import groupvit, lseg  # noqa: F401  (register their variants)
 from papers_jax.models import pointclip  # noqa: E402
 from papers_jax.models import axial, sasa  # noqa: F401  (register their variants)
+from papers_jax.models import dpt, setr  # noqa: F401  (register their variants)
 
 # model class → its family module (with `forward_flops` and `EMBEDDINGS`).
 FAMILIES = {
@@ -90,7 +91,7 @@ FAMILIES = {
     vit_mpp.MaskedPatchPredictionViT: vit_mpp,
     word2vec.Word2Vec: word2vec, elmo.ELMo: elmo,
     beit.BEiT: beit, igpt.ImageGPT: igpt,
-    groupvit.GroupViT: groupvit, lseg.LSeg: lseg,
+    groupvit.GroupViT: groupvit, lseg.LSeg: lseg, dpt.DPT: dpt, setr.SETR: setr,
     video_clip.VideoCLIP: video_clip,
     pointclip.PointCLIP: pointclip,
     sasa.SAResNet: sasa, axial.AxialResNet: axial,

@@ -7,7 +7,8 @@ per-pixel embeddings are compared with the text embeddings of any label set.
     concatenated to every patch token and projected back, as DPT's `project` readout; a 1×1 conv;
     resampled ×4, ×2, ×1, ×½ by a stride-f transposed conv / identity / a stride-2 3×3 conv; a 3×3
     conv to `features` channels) and fused from coarse to fine by RefineNet-style blocks (two
-    residual conv units, ×2 bilinear upsampling with aligned corners, a 1×1 conv). A 1×1 conv
+    residual conv units, ×2 bilinear upsampling with aligned corners, a 1×1 conv); the blocks are
+    DPT's own (models/dpt.py, compared with HF's DPT there). A 1×1 conv
     (`head`) maps the finest map to the text width: the per-pixel embeddings.
   - Logits: the temperature times the cosine of each pixel embedding with each label's text
     embedding (from a frozen CLIP text tower; computed outside this module), (B, h, w, K).
@@ -30,16 +31,15 @@ import math
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
 from papers_jax.errors import ConfigError
 from papers_jax.models import conv_flops
+from papers_jax.models.dpt import FusionBlock, Reassemble, resize_align_corners
 from papers_jax.models.registry import Preprocessing, register
 from papers_jax.models.vit import BlockOptions, VisionTransformer
 from papers_jax.nn import LayerNorm, PatchEmbed, param
-from papers_jax.nn.conv import Conv, ConvTranspose
-from papers_jax.nn.linear import Dense
+from papers_jax.nn.conv import Conv
 
 VARIANTS = {
     # The paper's LSeg: ViT-L/16 (DPT-Large) hooks 5, 11, 17, 23, 256 decoder features, CLIP ViT-B/32's 512-d texts.
@@ -50,74 +50,6 @@ VARIANTS = {
     "lseg_vit_tiny": dict(img_size=64, patch_size=8, width=64, depth=4, num_heads=4, hooks=(0, 1, 2, 3),
                           reassemble=(32, 64, 64, 64), features=32, embed_dim=64, mlp_ratio=2.0),
 }
-
-
-def resize_align_corners(x, height: int, width: int):
-  """Bilinear resize of (B, h, w, C) with aligned corners (torch's align_corners=True), as two matmuls."""
-  def matrix(n_out, n_in):
-    if n_in == 1:
-      return np.ones((n_out, 1), np.float32)
-    pos = np.arange(n_out) * (n_in - 1) / max(n_out - 1, 1)
-    lo = np.minimum(np.floor(pos).astype(int), n_in - 2)
-    frac = (pos - lo).astype(np.float32)
-    m = np.zeros((n_out, n_in), np.float32)
-    m[np.arange(n_out), lo] = 1 - frac
-    m[np.arange(n_out), lo + 1] += frac
-    return m
-  mh, mw = matrix(height, x.shape[1]), matrix(width, x.shape[2])
-  return jnp.einsum("Hh,bhwc,Ww->bHWc", jnp.asarray(mh, x.dtype), x, jnp.asarray(mw, x.dtype))
-
-
-class ResidualConvUnit(nnx.Module):
-  """x + conv(relu(conv(relu(x)))), 3×3 convs with bias (DPT's)."""
-
-  def __init__(self, features: int, *, rngs, **kw):
-    self.conv1 = Conv(features, features, 3, padding=1, use_bias=True, rngs=rngs, **kw)
-    self.conv2 = Conv(features, features, 3, padding=1, use_bias=True, rngs=rngs, **kw)
-
-  def __call__(self, x):
-    return x + self.conv2(jax.nn.relu(self.conv1(jax.nn.relu(x))))
-
-
-class FusionBlock(nnx.Module):
-  """RefineNet-style fusion: (coarser path [+ RCU(skip)]) → RCU → ×2 bilinear (aligned corners) → 1×1 conv."""
-
-  def __init__(self, features: int, *, with_skip: bool, rngs, **kw):
-    self.skip_unit = ResidualConvUnit(features, rngs=rngs, **kw) if with_skip else None
-    self.unit = ResidualConvUnit(features, rngs=rngs, **kw)
-    self.out_conv = Conv(features, features, 1, use_bias=True, rngs=rngs, **kw)
-
-  def __call__(self, x, skip=None):
-    if skip is not None:
-      x = x + self.skip_unit(skip)
-    x = self.unit(x)
-    x = resize_align_corners(x, 2 * x.shape[1], 2 * x.shape[2])
-    return self.out_conv(x)
-
-
-class Reassemble(nnx.Module):
-  """Tokens (B, 1 + N, width) → a (B, f·g, f·g, features) map (DPT's reassemble with the `project` readout)."""
-
-  def __init__(self, width: int, channels: int, features: int, factor: float, grid, *, rngs, **kw):
-    self.grid, self.factor = grid, factor
-    self.readout = Dense(2 * width, width, axes=("embed", None), rngs=rngs, **kw)
-    self.project = Conv(width, channels, 1, use_bias=True, rngs=rngs, **kw)
-    if factor > 1:
-      self.resample = ConvTranspose(channels, channels, int(factor), stride=int(factor), use_bias=True, rngs=rngs, **kw)
-    elif factor < 1:
-      self.resample = Conv(channels, channels, 3, stride=2, padding=1, use_bias=True, rngs=rngs, **kw)
-    else:
-      self.resample = None
-    self.to_features = Conv(channels, features, 3, padding=1, rngs=rngs, **kw)
-
-  def __call__(self, tokens):
-    cls, patches = tokens[:, :1], tokens[:, 1:]
-    x = jax.nn.gelu(self.readout(jnp.concatenate([patches, jnp.broadcast_to(cls, patches.shape)], -1)),
-                    approximate=False)
-    x = self.project(x.reshape(x.shape[0], *self.grid, x.shape[-1]))
-    if self.resample is not None:
-      x = self.resample(x)
-    return self.to_features(x)
 
 
 class LSeg(nnx.Module):
