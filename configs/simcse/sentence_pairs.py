@@ -29,19 +29,20 @@ from papers_jax.tasks import simcse
 
 
 def get_config(arg=None):
-  args = parse_arg(arg, mode="unsupervised", init="", smoke=False)
+  args = parse_arg(arg, mode="unsupervised", init="", init_prefix="", lr=0.0, smoke=False)
   c = base_config()
   c.task = "simcse"
   c.simcse = simcse.default_config(mode=args.mode)
   c.model = dict(name="bert-base-uncased", vocab_size=0, hidden_size=64, num_layers=2, num_heads=4,
                  intermediate_size=256, max_position_embeddings=32)
   c.init_from = args.init  # a run's <workdir>/checkpoints/<step>/state: the encoder to start from
+  c.init_prefix = args.init_prefix  # "bert/" when that run is a mode=mlm one (BertForPreTraining's encoder)
   c.data.name = "sentence_pairs"
   c.data.train_split, c.data.eval_split = "train", "validation"
   c.batch_size = 64
-  c.num_steps = 1000 if args.mode == "unsupervised" else 500
+  c.num_steps = 500 if args.mode == "supervised" else 1000
   # Supervised at 1e-3 collapsed at once (every embedding the same, the loss at log 2N): 2e-4 there.
-  lr = 1e-3 if args.mode == "unsupervised" else 2e-4
+  lr = args.lr or (2e-4 if args.mode == "supervised" else 1e-3)
   c.optimizer.update(name="adamw", lr=lr, weight_decay=0.0, clip_grad_norm=0.0, wd_exclude=())
   c.schedule.update(name="linear", warmup_steps=50, end_lr_ratio=0.0)
   c.log_every = 100
