@@ -9,7 +9,9 @@ ViT paper's masked patch prediction (configs/vit/digits_mpp.py, its own recipe);
 evaluators/linear_probe.py on each task's frozen features of the 1,437 training digits and tests it on the 360
 test digits, at the random initialisation (the trivial baseline: the same encoder untrained) and after
 pre-training; and a probe on the raw pixels. Writes <workdir>/results.json after every method and the table
-mim_digits.md to the workdir, or to `--docs DIR`. Every number is measured by the command that writes it.
+mim_digits.md to the workdir, or to `--docs DIR`. Every number is measured by the command that writes it;
+`--reuse OTHER/results.json` takes the methods this run lacks from an earlier run of the same settings, and
+the table then names each row's run.
 """
 
 import argparse
@@ -57,7 +59,7 @@ def probe(trainer) -> float:
   return float(trainer.run_eval(spec, 0)["eval/linear_probe/linear_probe_top1"])
 
 
-def pretrain(name: str, workdir: str, steps: int, tokenizer_path: str) -> dict:
+def pretrain(name: str, workdir: str, steps: int, tokenizer_path: str | None) -> dict:
   from papers_jax.core import loop
   spec = METHODS[name][0]
   overrides = {"num_steps": steps, "schedule.warmup_steps": max(steps // 10, 1), "checkpoint_every": steps,
@@ -76,12 +78,12 @@ def pretrain(name: str, workdir: str, steps: int, tokenizer_path: str) -> dict:
 
 
 def igpt_layers(name: str, workdir: str, steps: int) -> list[float]:
-  """The linear probe on each block's feature of a finished iGPT run (the Trainer resumes its last step): the
-  paper's probe-by-depth curve."""
+  """The linear probe on each block's feature of a finished iGPT run: the paper's probe-by-depth curve."""
   from papers_jax.core import evals, loop, sharding
   config = load(METHODS[name][0], num_steps=steps, **{"schedule.warmup_steps": max(steps // 10, 1)}).unlock()
   config.evals = {}
   trainer = loop.Trainer(config.lock(), workdir)
+  trainer.run()  # restores the finished run's last checkpoint (no steps left); the constructor alone holds the init
   spec = evals.Eval("linear_probe", "linear_probe", config.data.eval_split, 0, train_split=config.data.train_split)
   out = []
   for layer in range(trainer.task.depth):
@@ -113,24 +115,30 @@ def pixel_probe() -> float:
 
 def table(results: dict, args, device: str) -> str:
   pct = lambda x: f"{100 * x:.1f}%"  # noqa: E731
-  rows = [f"| raw pixels (16×16 = 256 features) | — | — | {pct(results['pixels'])} | — |"]
+  runs = sorted({results[name].get("run", args.workdir) for name in METHODS if name in results})
+  run_column = len(runs) > 1
+  label = lambda r: f" {chr(ord('A') + runs.index(r.get('run', args.workdir)))} |" if run_column else ""  # noqa: E731
+  rows = [f"| raw pixels (16×16 = 256 features) | — | — | {pct(results['pixels'])} | — |"
+          + " — |" * run_column]
   for name in METHODS:
     r = results.get(name)
     if r is None:
       continue
     rows.append(f"| {METHODS[name][1]} (`configs/{r['spec']}`) | {pct(r['at_init'])} | {pct(r['trained'])} | "
-                f"{100 * (r['trained'] - r['at_init']):+.1f} | {r['pretrain_s']:.0f} s |")
+                f"{100 * (r['trained'] - r['at_init']):+.1f} | {r['pretrain_s']:.0f} s |" + label(r))
   return "\n".join([
       "# Masked image modelling baselines against MAE, by linear probe on digits", "",
-      f"Measured by `python tools/mim_demo.py --workdir {args.workdir} --steps {args.steps}"
-      f"{' --docs ' + args.docs if args.docs else ''}` on {device}, {time.strftime('%Y-%m-%d')}: every method",
+      f"Measured by `python tools/mim_demo.py {' '.join(sys.argv[1:])}` on {device}, {time.strftime('%Y-%m-%d')}:"
+      " every method",
       f"pre-trained for {args.steps} steps of batch 256 on the 1,437 training digits (no labels), then a linear",
       "probe (evaluators/linear_probe.py: softmax regression on standardised frozen features) fitted on the",
       "training digits and tested on the fixed 360-image test split. \"random init\" is the same encoder before",
-      "pre-training (the trivial baseline each method must beat). BEiT's tokenizer: the VQ-VAE of",
-      f"configs/vqvae/digits.py (`ema=1`), {results['tokenizer_steps']} steps ({results['tokenizer_s']:.0f} s).",
-      "", "| method | probe, random init | probe, pre-trained | gain (points) | pre-training time |",
-      "|---|---|---|---|---|", *rows, "",
+      "pre-training (the trivial baseline each method must beat).",
+      *([f"BEiT's tokenizer: the VQ-VAE of configs/vqvae/digits.py (`ema=1`), {results['tokenizer_steps']} steps "
+         f"({results['tokenizer_s']:.0f} s)."] if "tokenizer" in results else []),
+      *([""] + [f"Run {chr(ord('A') + i)}: `{run}`." for i, run in enumerate(runs)] if run_column else []),
+      "", "| method | probe, random init | probe, pre-trained | gain (points) | pre-training time |"
+      + " run |" * run_column, "|---|---|---|---|---|" + "---|" * run_column, *rows, "",
       *[f"iGPT's probe by block ({label}; blocks 0-3 of 4, the table's row is block 2): "
         + ", ".join(pct(x) for x in results[name]["layers"]) + "." for name, label in
         (("igpt_ar", "autoregressive"), ("igpt_bert", "BERT")) if "layers" in results.get(name, {})], "",
@@ -144,6 +152,7 @@ def main():
   parser.add_argument("--tokenizer-steps", type=int, default=1000)
   parser.add_argument("--methods", default=",".join(METHODS))
   parser.add_argument("--docs", default="")
+  parser.add_argument("--reuse", default="", help="an earlier run's results.json: the methods this run lacks")
   parser.add_argument("--skip-layers", action="store_true", help="no probe-by-block curve of the iGPT runs")
   args = parser.parse_args()
   import jax
@@ -152,19 +161,25 @@ def main():
   path = os.path.join(run, "results.json")
   results = json.load(open(path)) if os.path.exists(path) else {}
   device = f"{jax.devices()[0].device_kind} ({os.cpu_count()} cores, shared with other jobs)"
+  if args.reuse:
+    for name, r in json.load(open(args.reuse)).items():
+      if name in METHODS and name not in results:
+        results[name] = r | {"run": r.get("run", os.path.dirname(os.path.abspath(args.reuse)))}
+        if name == "beit":  # the tokenizer that run's BEiT read
+          results.update({k: v for k, v in json.load(open(args.reuse)).items() if k.startswith("tokenizer")})
   if "pixels" not in results:
     results["pixels"] = pixel_probe()
-  if "tokenizer" not in results:
-    results["tokenizer"], results["tokenizer_s"] = tokenizer(os.path.join(run, "tokenizer"), args.tokenizer_steps)
-    results["tokenizer_steps"] = args.tokenizer_steps
   for name in args.methods.split(","):
     if name in results:
       continue
-    results[name] = pretrain(name, os.path.join(run, name), args.steps, results["tokenizer"])
+    if name == "beit" and "tokenizer" not in results:  # only BEiT reads the tokenizer
+      results["tokenizer"], results["tokenizer_s"] = tokenizer(os.path.join(run, "tokenizer"), args.tokenizer_steps)
+      results["tokenizer_steps"] = args.tokenizer_steps
+    results[name] = pretrain(name, os.path.join(run, name), args.steps, results.get("tokenizer"))
     json.dump(results, open(path, "w"), indent=2, default=str)
     print(name, {k: results[name][k] for k in ("at_init", "trained", "pretrain_s")}, flush=True)
   for name in ("igpt_ar", "igpt_bert"):
-    if name in results and "layers" not in results[name] and not args.skip_layers:
+    if name in results and "layers" not in results[name] and "run" not in results[name] and not args.skip_layers:
       results[name]["layers"] = igpt_layers(name, os.path.join(run, name), args.steps)
       json.dump(results, open(path, "w"), indent=2, default=str)
   text = table(results, args, device)

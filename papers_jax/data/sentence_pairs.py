@@ -89,15 +89,16 @@ def nli_triples(n: int, seed: int = 0) -> list[tuple[str, str, str]]:
   return out
 
 
-def similarity_pairs(n: int, seed: int = 0) -> list[tuple[str, str, float]]:
+def similarity_pairs(n: int, seed: int = 0, templates=HELD_OUT_TEMPLATES) -> list[tuple[str, str, float]]:
+  """`templates`: the wordings (two different ones per pair); the training ones only for diagnosis."""
   rng = np.random.default_rng((seed, 2))
   out = []
   for _ in range(n):
     a = random_attributes(rng)
     shared = rng.permutation(len(SLOTS))[:rng.integers(len(SLOTS) + 1)]
     b = {slot: a[slot] if i in shared else _other(slot, a[slot], rng) for i, slot in enumerate(SLOTS)}
-    ta, tb = rng.choice(len(HELD_OUT_TEMPLATES), size=2, replace=False)
-    out.append((describe(a, HELD_OUT_TEMPLATES[ta], rng), describe(b, HELD_OUT_TEMPLATES[tb], rng),
+    ta, tb = rng.choice(len(templates), size=2, replace=False)
+    out.append((describe(a, templates[ta], rng), describe(b, templates[tb], rng),
                 float(len(shared))))
   return out
 

@@ -1,6 +1,10 @@
 """SimCSE (`config.task = "simcse"`): contrastive sentence embeddings on our BERT (Gao, Yao, Chen 2021).
 
 `config.simcse.mode`:
+  "mlm"           BERT's masked-LM pre-training (15% of the tokens, 80/10/10, data/mlm.py; no next-sentence
+                  prediction, as RoBERTa) on the unsupervised training sentences: the pre-trained encoder the
+                  paper starts from, on the only text these sentences' words occur in. The SimCSE modes load it
+                  with `init_from=<run>/checkpoints/<step>/state` and `init_prefix="bert/"`.
   "unsupervised"  each sentence is encoded twice in one batch, with independent dropout masks, and the two
                   encodings are the positive pair; the other sentences are the negatives (§3, Eq. 4).
   "supervised"    NLI triples: the entailment is the positive, the contradiction a hard negative, and all the
@@ -31,14 +35,16 @@ from scipy import stats
 
 from papers_jax import models
 from papers_jax.core.state import merge_model
-from papers_jax.data import sentence_pairs, tokenizers
+from papers_jax.data import mlm, sentence_pairs, tokenizers
 from papers_jax.data import text as text_data
 from papers_jax.errors import ConfigError
 from papers_jax.models import bert, registry
+from papers_jax.objectives import lm as lm_objective
 from papers_jax.objectives import simcse as objective
 
-MODES = ("unsupervised", "supervised")
-NAMES = {"unsupervised": ("sentence",), "supervised": ("premise", "entailment", "contradiction")}
+MODES = ("mlm", "unsupervised", "supervised")
+NAMES = {"mlm": ("sentence",), "unsupervised": ("sentence",), "supervised": ("premise", "entailment", "contradiction")}
+MLM_PROB = 0.15
 RANGES = (("temperature", "(0, inf)"), ("max_seq_len", "[4, inf)"), ("train_examples", "[1, inf)"),
           ("eval_pairs", "[2, inf)"), ("vocab_size", "[16, inf)"))
 
@@ -101,8 +107,8 @@ class SimCSETask:
     if split not in self._sources:
       n, seed = int(self.s.train_examples), self.config.seed
       if split == "train":
-        rows = (sentence_pairs.training_sentences(n, seed) if self.s.mode == "unsupervised"
-                else sentence_pairs.nli_triples(n, seed))
+        rows = (sentence_pairs.nli_triples(n, seed) if self.s.mode == "supervised"
+                else sentence_pairs.training_sentences(n, seed))
         names = NAMES[self.s.mode]
       elif split == "validation":
         rows, names = sentence_pairs.similarity_pairs(int(self.s.eval_pairs), seed=12345), ("a", "b")
@@ -113,8 +119,18 @@ class SimCSETask:
     return self._sources[split]
 
   def preprocess(self, train: bool):
-    del train
-    return text_data.identity
+    if not (train and self.s.mode == "mlm"):
+      return text_data.identity
+    tok = self.tokenizer
+    max_predictions = max(1, round(MLM_PROB * int(self.s.max_seq_len)))
+
+    def mask(example, rng):
+      ids = example["sentence_ids"]
+      inputs, positions, labels, weights = mlm.mask_tokens(
+          ids, ~np.isin(ids, [tok.pad_id, tok.cls_id, tok.sep_id]), rng, mask_id=tok.mask_id,
+          vocab_size=tok.vocab_size, max_predictions=max_predictions, prob=MLM_PROB)
+      return example | {"sentence_ids": inputs, "positions": positions, "labels": labels, "weights": weights}
+    return mask
 
   def save_assets(self, workdir: str):
     self.tokenizer.save(os.path.join(workdir, tokenizers.FILE_NAME))
@@ -125,11 +141,15 @@ class SimCSETask:
     kwargs = dict(self.config.model)
     name = kwargs.pop("name")
     kwargs["vocab_size"] = int(kwargs.get("vocab_size") or 0) or self.tokenizer.vocab_size
-    return bert.BertModel(**(models.model_config(name) | kwargs), rngs=rngs)
+    cls = bert.BertForPreTraining if self.s.mode == "mlm" else bert.BertModel
+    return cls(**(models.model_config(name) | kwargs), rngs=rngs)
+
+  def encoder(self, model) -> bert.BertModel:
+    return model.bert if self.s.mode == "mlm" else model
 
   def forward_flops(self, model) -> float:
     """Per training example: the encoder on each of its sentences (two dropout passes, or a triple)."""
-    passes = 2 if self.s.mode == "unsupervised" else 3
+    passes = {"mlm": 1, "unsupervised": 2, "supervised": 3}[self.s.mode]
     return passes * models.forward_flops(model, seq_len=int(self.s.max_seq_len))
 
   def tokens_per_example(self) -> int:
@@ -140,6 +160,11 @@ class SimCSETask:
   def losses(self, model, batch, rngs):
     """Per-example losses (B,) of one training batch (dropout on)."""
     tau = float(self.s.temperature)
+    if self.s.mode == "mlm":
+      logits, _ = model(batch["sentence_ids"], None, batch["sentence_mask"], masked_positions=batch["positions"],
+                        train=True, rngs=rngs)
+      losses, weights = lm_objective.masked_lm_loss(logits, batch["labels"], batch["weights"])
+      return (losses * weights).sum(-1) / jnp.maximum(weights.sum(-1), 1.0)
     if self.s.mode == "unsupervised":
       ids, mask = batch["sentence_ids"], batch["sentence_mask"]
       h = sentence_embedding(model, jnp.concatenate([ids, ids]), jnp.concatenate([mask, mask]), mlp=True,
@@ -161,7 +186,7 @@ class SimCSETask:
 
     @jax.jit
     def embed(params, model_state, ids, mask):
-      model = merge_model(graphdef, params, model_state)
+      model = self.encoder(merge_model(graphdef, params, model_state))
       x, _ = model(ids, None, mask)
       weights = mask.astype(jnp.float32)[..., None]
       return sentence_embedding(model, ids, mask, mlp=mlp), (x * weights).sum(1) / weights.sum(1)
