@@ -162,6 +162,8 @@ FULL_ONLY = {
     "albef/paper.py": "albef/scenes_pretrain.py", "albef/scenes_retrieval.py": "albef/scenes_pretrain.py",
     # The MIM baselines: tests/test_mim.py traces each task's loss, tests/test_beit.py / test_igpt.py the models.
     "beit/digits.py": "", "igpt/digits.py": "", "mae/digits_dae.py": "mae/digits.py",
+    # tests/test_super_resolution.py: the metrics, the data, the attentions, the task's eval step and loss trace.
+    "super_resolution/photos.py": "", "super_resolution/div2k.py": "",
 }
 FULL = bool(os.environ.get("PAPERS_JAX_FULL_PARITY"))
 

@@ -59,6 +59,7 @@ from papers_jax.models import word2vec  # noqa: F401  (registers word2vec, fastt
 from papers_jax.models import elmo  # noqa: F401  (registers elmo_original)
 from papers_jax.models import beit, igpt  # noqa: F401  (register their variants)
 from papers_jax.models import groupvit, lseg  # noqa: F401  (register their variants)
+from papers_jax.models import atd, dat, swinir  # noqa: F401  (super-resolution: register their variants)
 
 # model class → its family module (with `forward_flops` and `EMBEDDINGS`).
 FAMILIES = {
@@ -90,6 +91,7 @@ FAMILIES = {
     beit.BEiT: beit, igpt.ImageGPT: igpt,
     groupvit.GroupViT: groupvit, lseg.LSeg: lseg,
     video_clip.VideoCLIP: video_clip,
+    swinir.SwinIR: swinir, dat.DAT: dat, atd.ATD: atd,
 }
 FLOP_COUNTERS = {cls: family.forward_flops for cls, family in FAMILIES.items()}
 

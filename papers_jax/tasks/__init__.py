@@ -40,6 +40,7 @@ TASK_CLASSES = {
     "video_clip": "VideoCLIPTask",
     "groupvit": "GroupViTTask",
     "lseg": "LSegTask",
+    "super_resolution": "SuperResolutionTask",
 }
 TASKS = tuple(TASK_CLASSES)
 
