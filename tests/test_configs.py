@@ -167,6 +167,8 @@ FULL_ONLY = {
     "beit/digits.py": "", "igpt/digits.py": "", "mae/digits_dae.py": "mae/digits.py",
     # tests/test_attention_resnets.py: the layers against numpy loops; vit/digits.py: the task and recipe.
     "sasa/digits.py": "vit/digits.py", "axial/digits.py": "vit/digits.py",
+    # tests/test_super_resolution.py: the metrics, the data, the attentions, the task's eval step and loss trace.
+    "super_resolution/photos.py": "", "super_resolution/div2k.py": "",
 }
 FULL = bool(os.environ.get("PAPERS_JAX_FULL_PARITY"))
 

@@ -62,6 +62,7 @@ from papers_jax.models import groupvit, lseg  # noqa: F401  (register their vari
 from papers_jax.models import pointclip  # noqa: E402
 from papers_jax.models import axial, sasa  # noqa: F401  (register their variants)
 from papers_jax.models import dpt, setr  # noqa: F401  (register their variants)
+from papers_jax.models import atd, dat, swinir  # noqa: F401  (super-resolution: register their variants)
 
 # model class → its family module (with `forward_flops` and `EMBEDDINGS`).
 FAMILIES = {
@@ -95,6 +96,7 @@ FAMILIES = {
     video_clip.VideoCLIP: video_clip,
     pointclip.PointCLIP: pointclip,
     sasa.SAResNet: sasa, axial.AxialResNet: axial,
+    swinir.SwinIR: swinir, dat.DAT: dat, atd.ATD: atd,
 }
 FLOP_COUNTERS = {cls: family.forward_flops for cls, family in FAMILIES.items()}
 

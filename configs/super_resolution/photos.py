@@ -1,0 +1,81 @@
+"""×2 super-resolution on crops of the bundled scikit-image photographs (offline; CPU, minutes): a tiny SwinIR,
+DAT or ATD against bicubic upscaling.
+
+  python -m papers_jax.main --config configs/super_resolution/photos.py:model=swinir --workdir runs/sr_swinir
+  python -m papers_jax.main --config configs/super_resolution/photos.py:model=dat --workdir runs/sr_dat
+  python -m papers_jax.main --config configs/super_resolution/photos.py:model=atd --workdir runs/sr_atd
+
+Data ("photo_crops", data/photos.py): 48×48 HR crops of the eight photographs, 512 per photo from the left 80%
+of each (train, 4,096 crops) and 128 per photo from the right 20% (test, 1,024 crops), fixed; the LR input is
+MATLAB's bicubic ×1/2 (24×24; data/super_resolution.py). Every evaluation reports PSNR / SSIM on the Y channel
+with 2 border pixels cut, of the model and of MATLAB-bicubic upscaling of the same LR crops.
+
+The models are the papers' architectures at demo size (each about 0.2M parameters):
+  swinir  swinir_light cut to width 48, two RSTBs of 4 Swin blocks, 4 heads, window 8
+  dat     dat_light cut to width 48, two residual groups of 4 blocks (DSTB, DCTB, DSTB, DCTB), 4 heads,
+          windows 8 × 12 and 12 × 8 (24 = 2 · 12: no padding)
+  atd     atd_light cut to two groups of 4 layers at width 48, 4 heads, window 8, dictionaries of 32 tokens,
+          categories of 64 tokens
+Measured numbers: docs/super_resolution.md.
+
+Departures from the papers (DIV2K / DF2K at ×2, 500k iterations of batch 32 (DAT; ATD-light 16 × 64² LR
+patches ... see configs/super_resolution/div2k.py for the papers' recipes):
+  - Data: 48×48 crops of eight bundled photographs (LR 24×24), not DIV2K's 800 2K images with 64×64 LR patches
+    (SwinIR-light and DAT-light train on 64×64 LR patches too); evaluation on 48×48 test crops, not whole
+    Set5 / Set14 / Urban100 images.
+  - Models: the lightweight variants cut in width and depth (listed above), with smaller windows, dictionaries
+    and categories for 24×24 inputs.
+  - Recipe: Adam lr 5e-4, cosine decay with 100 warm-up steps, batch 16, 3,000 steps (papers: Adam 2e-4 (5e-4
+    for ATD-light / SwinIR-light), halved at 50/80/90/95% of 500k iterations).
+  - Set explicitly, overriding the base config: no weight decay (base: 1e-4), no gradient clipping.
+`smoke` shrinks the model and the run to a few steps.
+"""
+
+from papers_jax.core.config import base_config, parse_arg
+from papers_jax.tasks.super_resolution import default_config
+
+MODELS = {
+    "swinir": dict(name="swinir_light", embed_dim=32, depths=(2, 2), num_heads=(2, 2), window_size=8),
+    "dat": dict(name="dat_light", embed_dim=32, depths=(2, 2), num_heads=(2, 2), split_size=(8, 12),
+                resi_connection="1conv"),
+    "atd": dict(name="atd_light", embed_dim=32, depths=(2, 2), num_heads=(2, 2), window_size=8, category_size=64,
+                num_tokens=16),
+}
+SMOKE = {"swinir": dict(embed_dim=16, depths=(2,), num_heads=(2,)),
+         "dat": dict(embed_dim=32, depths=(2,), num_heads=(2,)),
+         "atd": dict(embed_dim=16, depths=(2,), num_heads=(2,), num_tokens=8)}
+
+
+def get_config(arg=None):
+  args = parse_arg(arg, model="swinir", smoke=False)
+  if args.model not in MODELS:
+    from papers_jax.errors import ConfigError
+    raise ConfigError(f"model={args.model!r}; choose from {sorted(MODELS)}")
+  c = base_config()
+  c.task = "super_resolution"
+  c.super_resolution = default_config(scale=2, hr_crop=48, augment=True)
+  c.data.name = "photo_crops"
+  c.data.crop = 48
+  c.data.crops_per_photo = 512
+  c.data.channels = 3
+  c.data.image_size = 48
+  c.model = dict(MODELS[args.model])
+  c.batch_size = 16
+  c.num_steps = 3000
+  c.optimizer.update(name="adam", lr=5e-4, b1=0.9, b2=0.99, eps=1e-8, weight_decay=0.0, clip_grad_norm=0.0,
+                     wd_exclude=())
+  c.schedule.update(name="cosine", warmup_steps=100)
+  c.log_every = 100
+  c.eval_every = 1000
+  c.checkpoint_every = 1000
+  c.async_checkpoint = False
+  if args.smoke:
+    c.model.update(SMOKE[args.model])
+    c.data.crops_per_photo = 8
+    c.batch_size = 8
+    c.num_steps = 2
+    c.schedule.warmup_steps = 0
+    c.log_every = 2
+    c.eval_every = 0
+    c.checkpoint_every = 2
+  return c.lock()
