@@ -15,8 +15,8 @@ Departures (see tools/clipasso.py for the demo's):
 - The CLIP is ours, a ViT; the paper takes the geometric loss from layers 3 and 4 of CLIP's ResNet-101 and the
   semantic loss and the saliency from ViT-B/32. Here both losses and the saliency come from one ViT, the
   geometric loss from the token activations of blocks `layers` (the patch tokens, as a spatial map).
-- Saliency: attention rollout of the [CLS] token (evaluators/interpret.py) times a Sobel edge map, in place of
-  the relevancy map of Chefer et al. times XDoG edges.
+- Saliency: attention rollout of the [CLS] token (evaluators/interpret.py) on a thresholded Sobel edge map, in
+  place of the relevancy map of Chefer et al. on thresholded XDoG edges.
 """
 
 import dataclasses
@@ -133,9 +133,11 @@ def load_clip_run(run_dir: str):
   name = model_config.pop("name")
   if not name.startswith("clip_"):
     raise CheckpointError(f"{run_dir!r} trained {name!r}, not a CLIP")
-  if "vocab_size" not in model_config:
-    with open(os.path.join(run_dir, "tokenizer.json")) as f:
-      model_config["vocab_size"] = len(json.load(f)["vocab"])
+  if "vocab_size" not in model_config:  # a run on captions sizes its text tower by the tokenizer it wrote
+    from papers_jax.data.captions import CaptionTokenizer
+    tokenizer = CaptionTokenizer.from_file(os.path.join(run_dir, "tokenizer.json"),
+                                           int(model_config.get("context_length", 77)))
+    model_config["vocab_size"] = tokenizer.vocab_size
   clip = models.create(name, rngs=nnx.Rngs(0), **model_config)
   state = nnx.state(clip, nnx.Param)
   params, _ = init_params_from_checkpoint(os.path.join(ckpt_dir, str(steps[-1]), "state"), nnx.to_pure_dict(state),
@@ -154,9 +156,10 @@ def image_features(clip, images, layers):
   return embedding, [out[f"block{i:02d}/+mlp"].astype(jnp.float32) for i in layers]
 
 
-def saliency_map(clip, image, mean, std):
-  """(H, W) probabilities-to-be in [0, 1]: the [CLS] attention rollout over the patches, upsampled, times the
-  image's Sobel edge magnitude, rescaled to [0, 1]."""
+def saliency_map(clip, image, mean, std, edge_threshold: float = 0.25):
+  """(H, W) in [0, 1], zero off the edges: the [CLS] attention rollout over the patches, upsampled, on the
+  pixels whose Sobel edge magnitude is at least `edge_threshold` of its maximum (a binary edge map, as the
+  released code's thresholded XDoG), rescaled to [0, 1] there."""
   normalised = (image[None] - jnp.asarray(mean)) / jnp.asarray(std)
   rollout = interpret.attention_rollout(interpret.attention_maps(clip.visual, normalised))
   attention = interpret.upsample(interpret.cls_maps(clip.visual, rollout), image.shape[:2])[0]
@@ -164,20 +167,24 @@ def saliency_map(clip, image, mean, std):
   gx = jnp.zeros_like(gray).at[:, 1:-1].set(gray[:, 2:] - gray[:, :-2])
   gy = jnp.zeros_like(gray).at[1:-1].set(gray[2:] - gray[:-2])
   edges = jnp.sqrt(gx ** 2 + gy ** 2)
-  s = _unit(attention) * _unit(edges)
-  return _unit(s)
-
-
-def _unit(x):
-  return (x - x.min()) / jnp.maximum(x.max() - x.min(), 1e-12)
+  on_edge = edges >= edge_threshold * edges.max()
+  a = jnp.where(on_edge, attention, jnp.inf)
+  low = a.min()
+  high = jnp.where(on_edge, attention, -jnp.inf).max()
+  # Every edge pixel keeps a little weight (the edge's least attended pixel is not excluded).
+  return jnp.where(on_edge, 0.05 + 0.95 * (attention - low) / jnp.maximum(high - low, 1e-12), 0.0)
 
 
 def initial_strokes(key, saliency, config: SketchConfig):
   """(num_strokes, 4, 2) control points: start points drawn without replacement from softmax(saliency / T)
-  over the pixels, each followed by three random steps of at most init_radius · size per coordinate."""
+  over the pixels where the saliency is positive (the released code's rule; uniform where it is zero
+  everywhere), each followed by three random steps of at most init_radius · size per coordinate."""
   h, w = saliency.shape
   k_start, k_walk = jax.random.split(key)
-  logits = saliency.ravel() / config.temperature
+  flat = saliency.ravel()
+  positive = flat > 0
+  logits = jnp.where(positive, flat / config.temperature, -jnp.inf)
+  logits = jnp.where(positive.sum() >= config.num_strokes, logits, 0.0)
   index = jax.random.choice(k_start, h * w, (config.num_strokes,), replace=False, p=jax.nn.softmax(logits))
   start = jnp.stack([index % w + 0.5, index // w + 0.5], -1).astype(jnp.float32)
   steps = jax.random.uniform(k_walk, (config.num_strokes, 3, 2), minval=-1.0, maxval=1.0) * config.init_radius * w
