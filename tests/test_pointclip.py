@@ -165,3 +165,26 @@ def test_point_clouds_lie_on_their_shapes_and_splits_are_fixed():
   np.testing.assert_array_equal(a.points[:12], b.points)  # k shots: the first k clouds of each class
   assert list(b.labels) == [0, 1, 2, 3, 4, 5] * 2 and not np.allclose(a.points[0], test.points[0])
   np.testing.assert_allclose(np.linalg.norm(a.points, axis=2).max(1), 1, atol=1e-6)  # in the unit sphere
+
+
+def test_a_clip_run_that_does_not_fit_is_refused_before_training(tmp_path):
+  import json
+
+  from papers_jax.core.config import load
+  from papers_jax.errors import CheckpointError, ConfigError
+  from papers_jax.tasks import get_task
+  config = load("configs/pointclip/shapes.py").unlock()
+  config.pointclip.clip_run = str(tmp_path)
+  with pytest.raises(CheckpointError, match="not a finished CLIP run"):
+    get_task(config)
+  (tmp_path / "checkpoints" / "5").mkdir(parents=True)
+  (tmp_path / "tokenizer.json").write_text("{}")
+  run = {"model": dict(config.model) | {"vision_width": 32}, "data": {"mean": [0.5] * 3, "std": [0.5] * 3}}
+  (tmp_path / "config.json").write_text(json.dumps({"config": run}))
+  with pytest.raises(ConfigError, match="vision_width"):
+    get_task(config)
+  run["model"]["vision_width"] = config.model.vision_width
+  run["data"]["mean"] = [0.1] * 3
+  (tmp_path / "config.json").write_text(json.dumps({"config": run}))
+  with pytest.raises(ConfigError, match="normalise the depth maps"):
+    get_task(config)

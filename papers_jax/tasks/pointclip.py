@@ -60,8 +60,9 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
 def last_checkpoint(run_dir: str) -> str:
   ckpt_dir = os.path.join(run_dir, "checkpoints")
   steps = sorted(int(s) for s in os.listdir(ckpt_dir) if s.isdigit()) if os.path.isdir(ckpt_dir) else []
-  if not (os.path.isfile(os.path.join(run_dir, "tokenizer.json")) and steps):
-    raise CheckpointError(f"pointclip.clip_run={run_dir!r} is not a finished CLIP run (tokenizer.json and "
+  files = ("tokenizer.json", "config.json")
+  if not (all(os.path.isfile(os.path.join(run_dir, f)) for f in files) and steps):
+    raise CheckpointError(f"pointclip.clip_run={run_dir!r} is not a finished CLIP run (config.json, tokenizer.json and "
                           "checkpoints/<step>/ expected); train one with configs/clip/scenes.py first")
   return os.path.join(ckpt_dir, str(steps[-1]), "state")
 
@@ -82,8 +83,15 @@ class PointCLIPTask:
     self.mean, self.std, _ = image_preprocessing(config)
     self.num_classes = len(point_clouds.CLASSES)
     if self.pc.clip_run:
+      last_checkpoint(self.pc.clip_run)
       with open(os.path.join(self.pc.clip_run, "config.json")) as f:
-        data = json.load(f)["config"]["data"]
+        run = json.load(f)["config"]
+      data, theirs = run["data"], dict(run["model"])
+      ours = dict(config.model)
+      differ = sorted(k for k in set(ours) | set(theirs) if k != "vocab_size" and ours.get(k) != theirs.get(k))
+      if differ:
+        raise ConfigError(f"config.model differs from the CLIP run's model in {differ}: set config.model to the "
+                          f"CLIP run's ({os.path.join(self.pc.clip_run, 'config.json')})")
       if tuple(data["mean"]) != tuple(self.mean) or tuple(data["std"]) != tuple(self.std):
         raise ConfigError(f"data.mean / std {self.mean} / {self.std} differ from the CLIP run's {data['mean']} / "
                           f"{data['std']}: normalise the depth maps as that CLIP's images were")
