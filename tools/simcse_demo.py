@@ -105,7 +105,7 @@ def table(results: dict, args, device: str) -> str:
   rows = [f"| bag of words (cosine of word counts) | — | **{base['spearman_bag_of_words']:.1f}** | |"
           + wordings(base, "spearman_bag_of_words"),
           f"| bag of words, each value's two synonyms merged (an oracle: the generator's table) | — | "
-          f"{synonym_oracle():.1f} | |",
+          f"{synonym_oracle():.1f} | | |",
           f"| untrained BERT | [CLS] | {base['spearman_untrained_cls']:.1f} | {base['spearman_untrained_avg']:.1f} |"
           + wordings(base, "spearman_untrained_cls")]
   for name, r in results.items():
@@ -119,7 +119,7 @@ def table(results: dict, args, device: str) -> str:
       f"{time.strftime('%Y-%m-%d')}. Spearman's ρ × 100 between the cosine of two sentences' embeddings and their",
       "grade (0-4 shared attributes) on the same 1,000 held-out pairs in wordings never trained on",
       "(tasks/simcse.py). The paper's protocol: unsupervised SimCSE is tested on [CLS] without the MLP, supervised",
-      "with it; the mean of the last layer's token outputs is the second column. The last column is a diagnosis,",
+      "with it; the fourth column pools the mean of the last layer's token outputs. The last column is a diagnosis,",
       "not the benchmark: the same pooling on 1,000 pairs graded alike but written in the training wordings.", "",
       "| sentence embedding | pooling | ρ × 100 | ρ × 100, mean of tokens | ρ × 100, training wordings |",
       "|---|---|---|---|---|", *rows, ""])
