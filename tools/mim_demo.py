@@ -73,6 +73,8 @@ def pretrain(name: str, workdir: str, steps: int, tokenizer_path: str | None) ->
   t0 = time.time()
   summary = trainer.run()
   wall = time.time() - t0
+  if summary["steps"] < steps:  # stopped early (SIGTERM: a preemption checkpoint): nothing to record
+    sys.exit(f"{name} stopped at step {summary['steps']} of {steps}; rerun the command to resume it")
   return dict(spec=spec, steps=steps, at_init=at_init, trained=probe(trainer), pretrain_s=wall,
               eval_loss=summary.get("eval/loss"), summary={k: v for k, v in summary.items() if k.startswith("eval/")})
 

@@ -1,24 +1,25 @@
 """SimCSE (Gao, Yao, Chen 2021) on our BERT, unsupervised or supervised, on generated sentences.
 
-  python tools/simcse_demo.py --workdir runs/simcse_demo      # all three stages below, one table
+  python tools/simcse_demo.py --workdir runs/simcse_demo      # the three stages below, one table
 
   python -m papers_jax.main --config configs/simcse/sentence_pairs.py:mode=mlm --workdir runs/simcse_mlm
   python -m papers_jax.main --config configs/simcse/sentence_pairs.py:init=runs/simcse_mlm/checkpoints/1000/\
 state,init_prefix=bert/,lr=3e-4 --workdir runs/simcse_unsup
-  python -m papers_jax.main --config configs/simcse/sentence_pairs.py:mode=supervised,init=runs/simcse_mlm/\
-checkpoints/1000/state,init_prefix=bert/,lr=3e-4 --workdir runs/simcse_sup
+  python -m papers_jax.main --config configs/simcse/sentence_pairs.py:mode=supervised,init=runs/simcse_unsup/\
+checkpoints/1000/state --workdir runs/simcse_sup
 
 `mode=mlm` pre-trains the encoder with BERT's masked LM (15%, 80/10/10, no next-sentence prediction) on the
 unsupervised training sentences: the stand-in for the pre-trained BERT the paper starts both SimCSEs from
-(`init=<its checkpoint>,init_prefix=bert/`). Unsupervised: dropout (0.1, BERT's) as the only noise, in-batch
-InfoNCE at temperature 0.05, the [CLS] output through an MLP (BERT's pooler: dense + tanh, untrained by the
-MLM stage, as the paper's freshly initialised MLP) in training and without it at test. Supervised: generated
-NLI-style triples (premise, entailment as the positive, contradiction as the hard negative), the MLP kept at
-test. Without `init` both start from random initialisation (the supervised one then collapsed: every
-embedding the same, the loss at log 2N, at lr 1e-3 and 2e-4). The paper's batch 64 (unsupervised); Adam.
-Evaluation: Spearman's ρ × 100 on 1,000 held-out pairs graded 0-4 (in wordings never trained on) against the
-untrained model and a bag-of-words baseline (tasks/simcse.py); docs/language_extras.md has the measured
-numbers. `smoke` shrinks it to seconds.
+(`init=<its checkpoint>,init_prefix=bert/`); supervised SimCSE straight from it collapsed at lr 3e-4 (every
+embedding alike, the loss at log 2N), so the demo starts it from the unsupervised run. Unsupervised: dropout
+(0.1, BERT's) as the only noise, in-batch InfoNCE at temperature 0.05, the [CLS] output through an MLP (BERT's
+pooler: dense + tanh, untrained by the MLM stage, as the paper's freshly initialised MLP) in training and
+without it at test. Supervised: generated NLI-style triples (premise, entailment as the positive,
+contradiction as the hard negative), the MLP kept at test. Without `init` both start from random
+initialisation (the supervised one then collapsed: every embedding the same, the loss at log 2N, at lr 1e-3
+and 2e-4). The paper's batch 64 (unsupervised); Adam. Evaluation: Spearman's ρ × 100 on 1,000 held-out pairs
+graded 0-4 (in wordings never trained on) against the untrained model and a bag-of-words baseline
+(tasks/simcse.py); docs/language_extras.md has the measured numbers. `smoke` shrinks it to seconds.
 
 Departures from the paper:
 - Generated sentences (data/sentence_pairs.py) instead of 10^6 Wikipedia sentences (unsupervised) and
@@ -26,9 +27,10 @@ Departures from the paper:
   set is bundled and nothing downloads.
 - A small BERT (hidden 64, 2 layers, 4 heads) pre-trained here (`mode=mlm`: masked LM only, 1,000 steps of
   batch 64 at lr 1e-3 on the unsupervised sentences) instead of the released BERT-base (BooksCorpus +
-  Wikipedia, MLM + NSP); SimCSE from it at lr 3e-4 (given as `lr=`; the paper: 3e-5 unsupervised, 5e-5
-  supervised), from random initialisation at lr 1e-3 (unsupervised) / 2e-4 (supervised; 1e-3 collapsed every
-  embedding to one point); 50 warm-up steps and a linear decay (the paper: linear decay, no warm-up).
+  Wikipedia, MLM + NSP); unsupervised SimCSE from it at lr 3e-4 (given as `lr=`; the paper: 3e-5), supervised
+  from the unsupervised run at 2e-4 (the paper: 5e-5, from BERT); without `init` lr 1e-3 (unsupervised) / 2e-4
+  (supervised; 1e-3 collapsed every embedding to one point); 50 warm-up steps and a linear decay (the paper:
+  linear decay, no warm-up).
 - Supervised: batch 64 instead of 512, 500 steps; unsupervised 1,000 steps (the paper: one epoch of 10^6).
 - Sequences cut to 24 tokens (the generated sentences are shorter).
 """
