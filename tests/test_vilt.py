@@ -291,6 +291,7 @@ def test_pretrain_smoke_run_and_sharded_equals_single_device(tmp_path):
   config = load_config("vilt/scenes_pretrain.py", "smoke")
   summary = loop.train(config, str(tmp_path / "run"))
   check_smoke_run(config, summary, str(tmp_path / "run"))
-  assert {"eval/i2t_r1", "eval/t2i_r1", "eval/itm_accuracy", "eval/mlm_accuracy"} <= set(summary)
+  assert {"eval/i2t_r1", "eval/t2i_r10", "eval/itm_accuracy", "eval/mlm_accuracy", "eval/baseline_chance_i2t_r1",
+          "eval/baseline_nearest_caption_t2i_r1"} <= set(summary)
   assert summary["eval/count"] == 500
   np.testing.assert_allclose(_run_steps(config, jax.devices()), _run_steps(config, jax.devices()[:1]), rtol=1e-4)

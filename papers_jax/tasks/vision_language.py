@@ -7,9 +7,13 @@
               (objectives/vision_language.py `itm_pairs`), plus the word-patch alignment loss (IPOT)
               on that pass's text and patch outputs. Loss = MLM + ITM + wpa_weight (0.1) × WPA, as the
               official code. Eval: eval/loss and its parts, eval/itm_accuracy (on fixed pairs),
-              eval/mlm_accuracy; after each evaluation, with `vl.retrieval_images` = N > 0, image↔text
-              retrieval by the ITM score over the first N eval scenes and their first captions
-              (N² pairs): eval/i2t_r1, eval/t2i_r1 (chance 1/N).
+              eval/mlm_accuracy; after each evaluation, with `vl.retrieval_images` = N > 1, image↔text
+              retrieval (evaluators/retrieval.py) by the ITM match log-odds of every pair of the first N
+              eval scenes and all of their captions, as ALBEF's evaluation (tasks/albef.py; an image→text
+              hit is any of the image's captions): eval/{i2t,t2i}_r{1,5,10}, and on the same set
+              eval/baseline_chance_* (the expected recall of a random ranking) and
+              eval/baseline_nearest_caption_* (the captions of the nearest training image in pixels,
+              ranked by bag-of-words cosine).
   "vqa"       the question and the image through the model, the pooled output into the VQA head,
               binary cross-entropy on the answer scores (one-hot here: a generated question has one
               answer; VQA v2's soft scores plug into the same loss). Eval: eval/accuracy (argmax over the
@@ -42,6 +46,7 @@ from papers_jax.core.state import merge_model
 from papers_jax.data import mlm, tokenizers, vqa_scenes
 from papers_jax.data.randaugment import RandAugment
 from papers_jax.errors import ConfigError
+from papers_jax.evaluators import retrieval
 from papers_jax.models import vilt
 from papers_jax.objectives import lm
 from papers_jax.objectives import vision_language as objective
@@ -80,7 +85,7 @@ class VisionLanguageTask:
     self.mean, self.std, _ = image_preprocessing(config)
     self.augment = (dataclasses.replace(RandAugment.parse(self.vl.randaugment), exclude=("Invert",))
                     if self.vl.randaugment else None)
-    self._sources, self._jitted = {}, {}
+    self._sources, self._jitted, self._baselines = {}, {}, None
 
   # ------------------------------------------------------------------ data
   @property
@@ -251,7 +256,7 @@ class VisionLanguageTask:
 
   # ------------------------------------------------------------------ after each evaluation
   def after_eval(self, trainer, step: int, writer, source, metrics) -> dict:
-    """Retrieval by the ITM score (pre-training, vl.retrieval_images > 0)."""
+    """Retrieval by the ITM score (pre-training, vl.retrieval_images > 1): see the module docstring."""
     n = min(int(self.vl.retrieval_images), len(source)) if self.pretrain else 0
     if n < 2:
       return {}
@@ -265,18 +270,33 @@ class VisionLanguageTask:
         return logits[:, 1] - logits[:, 0]
 
       self._jitted["itm"] = jax.jit(score, out_shardings=sharding.replicated(trainer.mesh))
-    images = np.stack([source[i]["image"] for i in range(n)])
-    ids, mask = self.encode_texts([source[i]["texts"][0] for i in range(n)])
-    pairs_i, pairs_t = np.repeat(np.arange(n), n), np.tile(np.arange(n), n)
+    examples = [source[i] for i in range(n)]
+    images = np.stack([e["image"] for e in examples])
+    texts = [t for e in examples for t in e["texts"]]
+    image_ids, text_ids = np.arange(n), np.repeat(np.arange(n), [len(e["texts"]) for e in examples])
+    ids, mask = self.encode_texts(texts)
+    pairs_i, pairs_t = np.repeat(np.arange(n), len(texts)), np.tile(np.arange(len(texts)), n)
     batch, scores = int(self.vl.retrieval_batch), []
     state = trainer.state
     with sharding.use_mesh(trainer.mesh, trainer.rules):
-      for start in range(0, n * n, batch):
+      for start in range(0, len(pairs_i), batch):
         i, t = pairs_i[start:start + batch], pairs_t[start:start + batch]
         pad = batch - len(i)
         i, t = np.concatenate([i, np.zeros(pad, int)]), np.concatenate([t, np.zeros(pad, int)])
         out = self._jitted["itm"](state.params, state.model_state, images[i], ids[t], mask[t])
         scores.append(np.asarray(out)[:batch - pad])
-    scores = np.concatenate(scores).reshape(n, n)  # [image, text]
-    return {"i2t_r1": float(np.mean(np.argmax(scores, 1) == np.arange(n))),
-            "t2i_r1": float(np.mean(np.argmax(scores, 0) == np.arange(n)))}
+    scores = np.concatenate(scores).reshape(n, len(texts))  # [image, text]
+    return retrieval.recall_from_scores(scores, image_ids, text_ids) | self.retrieval_baselines(
+        trainer, images, texts, image_ids, text_ids)
+
+  def retrieval_baselines(self, trainer, images, texts, image_ids, text_ids) -> dict:
+    """baseline_chance_* and baseline_nearest_caption_* on the retrieval set (ALBEF's), computed once."""
+    if self._baselines is None:
+      from papers_jax.tasks.albef import nearest_caption_scores  # tasks/albef.py imports this module
+      out = {f"baseline_chance_{k}": v for k, v in retrieval.chance_recall(image_ids, text_ids).items()}
+      train = trainer.train_source
+      train_images = np.stack([train.image(i) for i in range(len(train))])
+      scores = nearest_caption_scores(train_images, [scene["captions"] for scene in train.scenes], images, texts)
+      recall = retrieval.recall_from_scores(scores, image_ids, text_ids)
+      self._baselines = out | {f"baseline_nearest_caption_{k}": v for k, v in recall.items()}
+    return self._baselines
