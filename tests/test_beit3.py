@@ -236,8 +236,25 @@ def test_nlvr_statements_and_labels():
     assert {k[pos] for k in train} == {k[pos] for k in train | test}
   colour_train, colour_test = (set(nlvr_scenes.split_statements(s, "colours")) for s in ("train", "test"))
   assert len(colour_train) == 16 and colour_test <= test and colour_train <= train
-  assert sorted(nlvr_scenes.SUBJECTS[s][0] for _, s in colour_test) == sorted(nlvr_scenes.COLOURS[1:])
-  source = nlvr_scenes.NLVRScenesSource("test")
+  assert sorted(nlvr_scenes.SUBJECTS[s][0] for _, s, _ in colour_test) == sorted(nlvr_scenes.COLOURS[1:])
+  # held_out="wordings": unseen sentences whose meaning (template, subject) is trained in two other wordings,
+  # and whose wording is trained with other subjects; all in whole words of the tokenizer (no [UNK]).
+  from papers_jax.tasks.beit3 import _scene_wordpiece
+  tokenizer = _scene_wordpiece(320)
+  for subjects in ("all", "colours"):
+    train, test = (set(nlvr_scenes.split_statements(s, subjects, "wordings")) for s in ("train", "test"))
+    assert not train & test and len(test) * 2 == len(train)
+    train_text = {nlvr_scenes.statement(*k) for k in train}
+    assert train_text.isdisjoint({nlvr_scenes.statement(*k) for k in test})
+    for t, s, w in test:
+      assert sum((t, s, v) in train for v in range(3)) == 2
+      assert any(k[0] == t and k[2] == w for k in train)
+    for k in train | test:
+      sentence = nlvr_scenes.statement(*k)
+      words = sentence.rstrip(".").split()
+      assert [tokenizer.encode(x) for x in words] == [[tokenizer.token_to_id(x)] for x in words], k
+      assert len(tokenizer.encode(sentence)) + 2 <= 16  # [CLS] … [SEP] fit configs/beit3/nlvr.py's max_text_len
+  source = nlvr_scenes.NLVRScenesSource("test", "all", "wordings")
   assert len(source) == 1000 and 0.45 < source.label.mean() < 0.55
   scenes = source.scenes.scenes
   for i in range(0, 1000, 50):
@@ -248,7 +265,7 @@ def test_nlvr_statements_and_labels():
     left, right = ex["scenes"]
     assert bool(nlvr_scenes.truth(int(ex["template"]), count(left), count(right))) == bool(ex["label"])
     assert ex["image"].shape == (2, 64, 64, 3) and ex["statement"] == nlvr_scenes.statement(
-        int(source.template[i]), int(source.subject[i]))
+        int(source.template[i]), int(source.subject[i]), int(source.wording[i]))
     np.testing.assert_array_equal(ex["image"][0], source.scenes.image(int(left)))
   assert nlvr_scenes.statement(2, nlvr_scenes.SUBJECTS.index(("", "circle"))) == "neither image has a circle."
 
@@ -287,9 +304,12 @@ def test_task_traces_every_objective(name, monkeypatch):
     assert 0.1 < text_frac < 0.25 and 0.4 < pair_frac < 0.6  # 15% of a text alone, 50% of a pair's
   else:
     assert not calls
-    assert {"accuracy_both", "accuracy_left_more"} <= set(sums) and batch["image"].shape == (4, 2, 64, 64, 3)
-    # The colours subset tests no "left_more" statement: no per-template accuracy over zero examples.
-    colours = load_config("beit3/nlvr_colours.py", "smoke")
+    assert {"accuracy_both", "accuracy_left_more", "accuracy_blank_images"} <= set(sums)
+    assert batch["image"].shape == (4, 2, 64, 64, 3)
+    # Held out by combinations, the colours subset tests no "left_more" statement: no per-template accuracy
+    # over zero examples.
+    colours = load_config("beit3/nlvr_colours.py", "smoke").unlock()
+    colours.data.held_out = "combinations"
     colour_task = loop.check_config(colours)[1]
     sums = jax.eval_shape(colour_task.make_eval_fn(graphdef), params, rest, batch | {"mask": jnp.ones(4, bool)})
     assert set(sums["counts"]) == {"accuracy_both", "accuracy_exactly_one", "accuracy_neither", "accuracy_right_more"}

@@ -11,7 +11,8 @@ Runs, each in its own workdir under --workdir (a stage whose summary.json exists
              with --nlvr_init=captioning the captioning run's (workdir <nlvr config>_from_captioning)
   nlvr_scratch (with --scratch)                the same fine-tuning from random weights
 then prints the NLVR test accuracy beside the baselines that never look at the images (the majority
-label, the majority label of each exact statement), the captioning BLEU-4 and CIDEr-D beside the nearest
+label, the majority label of each exact statement and of each meaning; the same model with blank images is
+in the run's eval/accuracy_blank_images), the captioning BLEU-4 and CIDEr-D beside the nearest
 training image's caption and the most frequent caption, and writes them to <workdir>/results.json.
 `--stages` picks the fine-tunings (default "nlvr,captioning").
 `--args` passes extra config overrides (e.g. `--args=--config.num_steps=10`) to every stage.
@@ -122,8 +123,9 @@ def main():
       results["nlvr_scratch"] = {k: v for k, v in scratch.items() if k.startswith("eval/accuracy")}
     from papers_jax.core import config as config_lib
     from papers_jax.data import nlvr_scenes
-    subjects = config_lib.load(os.path.join(ROOT, "configs", "beit3", args.nlvr_config)).data.get("subjects", "all")
-    results["baselines"] = nlvr_scenes.label_baselines(subjects)
+    data = config_lib.load(os.path.join(ROOT, "configs", "beit3", args.nlvr_config)).data
+    held_out = data.get("held_out", "combinations")
+    results["baselines"] = nlvr_scenes.label_baselines(data.get("subjects", "all"), held_out)
 
   if args.nlvr_init == "captioning":  # NLVR starts from the captioning run, which must come first
     captioning()

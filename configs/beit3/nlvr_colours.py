@@ -4,8 +4,8 @@
       --config.init_from=runs/beit3_pretrain/checkpoints/250/state
 
 configs/beit3/nlvr.py on the easier subset of data/nlvr_scenes.py: every statement is about "{colour}
-objects" (20 statements; 4 of them, one per colour and each with another template, only in testing), so a
-patch's colour is all the vision it needs. Baselines: the majority label 52.2%, the statement prior 52.2%.
+objects" (20 meanings in 3 wordings each; 20 of the 60 sentences only in testing), so a patch's colour is all
+the vision it needs. Baselines: the majority label 52.2%, the statement prior 52.2%, the meaning prior 50.4%.
 
 Departures from the paper: those of configs/beit3/nlvr.py (which lists the ones it inherits from
 configs/beit3/scenes_pretrain.py), and templated statements about colours only.

@@ -10,18 +10,24 @@ training) and one statement about the pair, true or false:
   the right image has more {colour} {kinds} than the left image.
 where {colour} is one of vqa_scenes' four colours or empty (any colour) and {kind} a shape (circle,
 square, triangle) or "object" (shapes and digits alike; "object" without a colour is left out: every
-scene has one). That gives 5 templates × 19 subjects = 95 statements. About a fifth of them (those with
-(template + subject) % 5 == 2) are test statements and never occur in training; every template, colour
-and kind still does, in other combinations.
+scene has one). That gives 5 templates × 19 subjects = 95 meanings. Each template has three wordings
+(WORDINGS; the first is the line above), so 285 statements.
+
+Which statements only occur in testing (`held_out`; never in training either way):
+  "combinations"  the first wording of the meanings with (template + subject) % 5 == 2 (19 of 95; 4 of the 20
+                  colour meanings): a test statement pairs a template with a subject it is never trained with.
+  "wordings"      the wording (template + subject) % 3 of every meaning (95 of 285 statements; 20 of 60 for
+                  the colour subjects): a test statement is a sentence never seen in training, whose meaning
+                  is trained in its two other wordings, and whose wording is trained with other subjects.
+Either way every template, wording, colour and kind occurs in training.
 
 Labels are balanced per statement: an example picks a statement of its split uniformly, a label at
 even odds, then a pair of scenes for which the statement has that truth value (rejection over random
 pairs). So a statement alone says nothing about its label; `label_baselines()` measures that on the
 test set. Fixed seeds: train 10,000 pairs, test 1,000; example i is the same on every call.
 
-  NLVRScenesSource(split)  source[i] → {"image": (2, 64, 64, 3) uint8 [left, right], "statement",
-                                        "label": 1 true / 0 false, "template": index into TEMPLATES,
-                                        "scenes": (left, right) scene indices}
+  NLVRScenesSource(split, subjects, held_out)  source[i] → {"image": (2, 64, 64, 3) uint8 [left, right],
+      "statement", "label": 1 true / 0 false, "template": index into TEMPLATES, "scenes": (left, right)}
 """
 
 import functools
@@ -40,21 +46,32 @@ TEMPLATES = ("both", "exactly_one", "neither", "left_more", "right_more")
 SUBJECTS = tuple((c, k) for c in COLOURS for k in KINDS if (c, k) != ("", "object"))
 
 
-def statement(template: int, subject: int) -> str:
+# Three wordings of each template ({a}: "a" or "an", {s}: the subject, {p}: its plural), all in words of the
+# scenes' captions and questions, so the WordPiece vocabulary (built on the first wording) covers them whole.
+WORDINGS = {
+    "both": ("both images have {a} {s}.", "the left image and the right image have {a} {s}.",
+             "both the left and the right image have {a} {s}."),
+    "exactly_one": ("exactly one image has {a} {s}.", "exactly one of the images has {a} {s}.",
+                    "one image has {a} {s} and one has no {s}."),
+    "neither": ("neither image has {a} {s}.", "neither of the images has {a} {s}.", "no image has {a} {s}."),
+    "left_more": ("the left image has more {p} than the right image.",
+                  "the left image has more {p} than the right one.", "there are more {p} left than right."),
+    "right_more": ("the right image has more {p} than the left image.",
+                   "the right image has more {p} than the left one.", "there are more {p} right than left."),
+}
+HELD_OUT = ("combinations", "wordings")
+
+
+def statement(template: int, subject: int, wording: int = 0) -> str:
   colour, kind = SUBJECTS[subject]
   singular = f"{colour} {kind}".strip()
-  plural = f"{colour} {kind}s".strip()
   article = "an" if singular[0] in "aeiou" else "a"
-  return {
-      "both": f"both images have {article} {singular}.",
-      "exactly_one": f"exactly one image has {article} {singular}.",
-      "neither": f"neither image has {article} {singular}.",
-      "left_more": f"the left image has more {plural} than the right image.",
-      "right_more": f"the right image has more {plural} than the left image.",
-  }[TEMPLATES[template]]
+  return WORDINGS[TEMPLATES[template]][wording].format(a=article, s=singular, p=f"{colour} {kind}s".strip())
 
 
-def is_test_statement(template: int, subject: int) -> bool:
+def is_test_statement(template: int, subject: int, wording: int = 0, held_out: str = "combinations") -> bool:
+  if held_out == "wordings":
+    return wording == (template + subject) % 3
   return (template + subject) % 5 == 2
 
 
@@ -68,10 +85,14 @@ def _subject_ids(subjects: str) -> list[int]:
   return [s for s, (c, k) in enumerate(SUBJECTS) if subjects == "all" or (c and k == "object")]
 
 
-def split_statements(split: str, subjects: str = "all") -> list[tuple[int, int]]:
-  """(template, subject) pairs of a split's statements; train and test share none."""
+def split_statements(split: str, subjects: str = "all", held_out: str = "combinations") -> list[tuple[int, int, int]]:
+  """(template, subject, wording) of a split's statements; train and test share none."""
+  if held_out not in HELD_OUT:
+    raise DataError(f"nlvr_scenes held_out must be one of {HELD_OUT} (data.held_out), got {held_out!r}")
   test = split != "train"
-  return [(t, s) for t in range(len(TEMPLATES)) for s in _subject_ids(subjects) if is_test_statement(t, s) == test]
+  wordings = range(len(WORDINGS["both"])) if held_out == "wordings" else (0,)
+  return [(t, s, w) for t in range(len(TEMPLATES)) for s in _subject_ids(subjects) for w in wordings
+          if is_test_statement(t, s, w, held_out) == test]
 
 
 def scene_counts(split: str) -> np.ndarray:
@@ -98,36 +119,38 @@ def truth(template: int, left, right):
 
 
 @functools.cache
-def examples(split: str, subjects: str = "all") -> tuple[np.ndarray, ...]:
-  """(left, right, template, subject, label) int arrays of a split's examples; deterministic."""
+def examples(split: str, subjects: str = "all", held_out: str = "combinations") -> tuple[np.ndarray, ...]:
+  """(left, right, template, subject, wording, label) int arrays of a split's examples; deterministic."""
   if split not in SPLITS:
     raise DataError(f"Unknown nlvr_scenes split {split!r} (data.train_split / data.eval_split); use one of "
                     f"{list(SPLITS)}.")
   counts = scene_counts(split)
-  statements = split_statements(split, subjects)
+  statements = split_statements(split, subjects, held_out)
   rng = np.random.default_rng([SEED, _SPLIT_SEED[split]])
   rows = []
   while len(rows) < SPLITS[split]:
-    template, subject = statements[int(rng.integers(len(statements)))]
+    template, subject, wording = statements[int(rng.integers(len(statements)))]
     label = bool(rng.integers(2))
     left, right = rng.integers(len(counts), size=(2, 4096))
     ok = np.flatnonzero(truth(template, counts[left, subject], counts[right, subject]) == label)
     if len(ok):  # otherwise draw another statement (never seen: every statement is common enough)
-      rows.append((left[ok[0]], right[ok[0]], template, subject, int(label)))
+      rows.append((left[ok[0]], right[ok[0]], template, subject, wording, int(label)))
   return tuple(np.asarray(col, np.int32) for col in zip(*rows))
 
 
 def training_statements() -> list[str]:
-  """Every training statement of the full set (the tokenizer's texts, whichever `subjects` a run uses)."""
-  return [statement(t, s) for t, s in split_statements("train")]
+  """The tokenizer's texts, whichever `subjects` and `held_out` a run uses: the training statements of the full
+  set held out by "combinations" (first wordings only, so the vocabulary, and the checkpoints built on it, stay
+  what they were before the other wordings existed; those use the same words, and no test sentence is here)."""
+  return [statement(t, s) for t, s, _ in split_statements("train")]
 
 
 class NLVRScenesSource:
   """The pair-reasoning examples of `split`; see the module docstring."""
 
-  def __init__(self, split: str, subjects: str = "all"):
+  def __init__(self, split: str, subjects: str = "all", held_out: str = "combinations"):
     self.split, self.name, self.num_classes = split, "nlvr_scenes", 2
-    self.left, self.right, self.template, self.subject, self.label = examples(split, subjects)
+    self.left, self.right, self.template, self.subject, self.wording, self.label = examples(split, subjects, held_out)
     self.scenes = vqa_scenes.VQAScenesSource(split)
 
   def __len__(self) -> int:
@@ -137,25 +160,28 @@ class NLVRScenesSource:
     i = int(i)
     l, r = int(self.left[i]), int(self.right[i])
     return {"image": np.stack([self.scenes.image(l), self.scenes.image(r)]),
-            "statement": statement(int(self.template[i]), int(self.subject[i])),
+            "statement": statement(int(self.template[i]), int(self.subject[i]), int(self.wording[i])),
             "label": np.int32(self.label[i]), "template": np.int32(self.template[i]), "scenes": np.int32([l, r])}
 
 
-def label_baselines(subjects: str = "all") -> dict:
-  """Test accuracy of answers that never look at the images: the majority training label, and the majority
+def label_baselines(subjects: str = "all", held_out: str = "combinations") -> dict:
+  """Test accuracy of answers that never look at the images: the majority training label; the majority
   training label of each exact statement (falling back to the majority label for statements unseen in
-  training, which every test statement is)."""
-  _, _, t_tr, s_tr, y_tr = examples("train", subjects)
-  _, _, t_te, s_te, y_te = examples("test", subjects)
+  training, which every test statement is); and the majority training label of each meaning (template and
+  subject, any wording; the same fallback)."""
+  _, _, t_tr, s_tr, w_tr, y_tr = examples("train", subjects, held_out)
+  _, _, t_te, s_te, w_te, y_te = examples("test", subjects, held_out)
   majority = int(np.mean(y_tr) >= 0.5)
-  prior = {}
-  for key in set(zip(t_tr.tolist(), s_tr.tolist())):
-    sel = (t_tr == key[0]) & (s_tr == key[1])
-    prior[key] = int(np.mean(y_tr[sel]) >= 0.5)
-  guesses = np.asarray([prior.get(k, majority) for k in zip(t_te.tolist(), s_te.tolist())])
-  return {"majority_label": majority, "majority": float(np.mean(y_te == majority)),
-          "statement_prior": float(np.mean(y_te == guesses)),
-          "unseen_test_statements": float(np.mean([k not in prior for k in zip(t_te.tolist(), s_te.tolist())]))}
+
+  def prior_accuracy(train_keys, test_keys):
+    prior = {k: int(np.mean(y_tr[np.all(train_keys == k, axis=1)]) >= 0.5) for k in set(map(tuple, train_keys))}
+    guesses = np.asarray([prior.get(tuple(k), majority) for k in test_keys])
+    return float(np.mean(y_te == guesses)), float(np.mean([tuple(k) not in prior for k in test_keys]))
+
+  statement_prior, unseen = prior_accuracy(np.stack([t_tr, s_tr, w_tr], 1), np.stack([t_te, s_te, w_te], 1))
+  meaning_prior, _ = prior_accuracy(np.stack([t_tr, s_tr], 1), np.stack([t_te, s_te], 1))
+  return {"majority_label": majority, "majority": float(np.mean(y_te == majority)), "statement_prior": statement_prior,
+          "meaning_prior": meaning_prior, "unseen_test_statements": unseen}
 
 
 def downsample(images: np.ndarray, factor: int) -> np.ndarray:

@@ -132,7 +132,9 @@ class BEiT3Task:
   # ------------------------------------------------------------------ data
   def source(self, split: str):
     if split not in self._sources:
-      self._sources[split] = (nlvr_scenes.NLVRScenesSource(split, self.config.data.get("subjects", "all"))
+      data = self.config.data
+      self._sources[split] = (nlvr_scenes.NLVRScenesSource(split, data.get("subjects", "all"),
+                                                           data.get("held_out", "combinations"))
                               if self.cfg.objective == "nlvr" else vqa_scenes.VQAScenesSource(split, "captions"))
     return self._sources[split]
 
@@ -355,8 +357,11 @@ class BEiT3Task:
         return {"loss": loss * count, "accuracy": accuracy * count, "count": count}
       logits = self._nlvr_logits(model, batch)
       correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)
+      # A text-only baseline: the same model with both images blank (the mean image, 0 once normalised).
+      blank = model.nlvr_logits(jnp.zeros(batch["image"].shape, jnp.float32), batch["input_ids"], batch["text_mask"])
+      blank_correct = (jnp.argmax(blank, -1) == batch["label"]).astype(jnp.float32)
       out = {"loss": (objective.nlvr_loss(logits, batch["label"]) * rows).sum(), "count": rows.sum(),
-             "accuracy": (correct * rows).sum(), "counts": {}}
+             "accuracy": (correct * rows).sum(), "accuracy_blank_images": (blank_correct * rows).sum(), "counts": {}}
       for k in templates:
         name = nlvr_scenes.TEMPLATES[k]
         is_type = (batch["template"] == k).astype(jnp.float32) * rows
