@@ -343,3 +343,19 @@ def test_pixel_shuffle_is_torchs():
   x = RNG.normal(size=(1, 3, 4, 2 * 2 * 5)).astype(np.float32)
   ref = torch.nn.functional.pixel_shuffle(torch.tensor(x).permute(0, 3, 1, 2), 2).permute(0, 2, 3, 1).numpy()
   np.testing.assert_array_equal(np.asarray(sr_common.pixel_shuffle(jnp.asarray(x), 2)), ref)
+
+
+@pytest.mark.skipif(not FULL, reason="lowers three models (CI time); make test-full runs it")
+@pytest.mark.parametrize("name, overrides", [
+    ("swinir_light", dict(embed_dim=16, depths=(2,), num_heads=(2,))),
+    ("dat_light", dict(embed_dim=32, depths=(2,), num_heads=(2,), split_size=(4, 8))),
+    ("atd_light", dict(embed_dim=16, depths=(2,), num_heads=(2,), window_size=8, category_size=32, num_tokens=8)),
+])
+def test_forward_flops_match_xla(name, overrides):
+  from papers_jax.models import conv_flops
+  model = nnx.eval_shape(lambda: models.create(name, img_size=16, upscale=2, rngs=FixedKeyRngs(), **overrides))
+  analytic = models.forward_flops(model, count_padding=False)
+  graphdef, state = nnx.split(model)
+  x = jax.ShapeDtypeStruct((2, 16, 16, 3), jnp.float32)
+  xla = conv_flops.xla_flops(lambda s, a: nnx.merge(graphdef, s)(a, train=False), state, x) / 2
+  assert 0.95 < xla / analytic < 1.05, (name, xla / analytic)
