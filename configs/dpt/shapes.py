@@ -6,6 +6,9 @@ config loads (data, batch 32, 600 steps, flips, evaluation: mIoU against the maj
 The encoder is the same 4-block ViT of width 64 over 8×8 patches as configs/setr/shapes.py (plus the class
 token DPT's readout needs), read at all four blocks; reassemble widths 16, 32, 64, 64 and 16 fusion
 features; the segmentation head and the auxiliary head (weight 0.4, as HF's DPTForSemanticSegmentation).
+The decoder's and heads' convolutions start from N(0, 0.02) as HF's DPT initialises them (`decoder_init_std`):
+with the project's He-normal default the untrained decoder's logits are of order 10^6 and a 300-step run
+stayed at the majority class (docs/segmentation.md).
 Measured numbers: docs/segmentation.md.
 
 Departures from the paper (ADE20K, DPT-Hybrid / DPT-Large pre-trained on ImageNet, 480×480 crops):
@@ -29,6 +32,6 @@ def get_config(arg=None):
   args = parse_arg(arg, smoke=False)
   base = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "setr", "shapes.py")
   c = load(base + (":smoke=true" if args.smoke else "")).unlock()
-  c.model = dict(name="dpt_vit_tiny", num_classes=5, img_size=c.data.image_size)
+  c.model = dict(name="dpt_vit_tiny", num_classes=5, img_size=c.data.image_size, decoder_init_std=0.02)
   c.optimizer.wd_exclude = (r"(^|/)bias$", r"(^|/)scale$", r"pos_embed", r"cls_token")
   return c.lock()

@@ -148,6 +148,7 @@ class SegmentationHead(nnx.Module):
 
   def __init__(self, features: int, num_classes: int, *, upsample: bool, drop_rate: float, rngs, **kw):
     self.conv = Conv(features, features, 3, padding=1, rngs=rngs, **kw)
+    kw.pop("kernel_init", None)
     self.bn = BatchNorm(features, rngs=rngs, **kw)
     self.drop = Dropout(drop_rate)
     self.classifier = Conv(features, num_classes, 1, use_bias=True, rngs=rngs, **kw)
@@ -166,7 +167,7 @@ class DPT(nnx.Module):
                depth: int = 24, num_heads: int = 16, mlp_ratio: float = 4.0, hooks=(5, 11, 17, 23),
                reassemble=(256, 512, 1024, 1024), features: int = 256, num_classes: int = 150,
                aux_head: bool = True, norm_eps: float = 1e-12, drop_rate: float = 0.1, drop_path_rate: float = 0.0,
-               dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
+               decoder_init_std: float = 0.0, dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
     if len(hooks) != 4 or len(reassemble) != 4 or max(hooks) >= depth:
       raise ConfigError(f"DPT reads four blocks (hooks {hooks}, all below depth {depth}) with four reassemble "
                         f"widths (got {reassemble})")
@@ -180,9 +181,12 @@ class DPT(nnx.Module):
     grid = self.backbone.patch_embed.grid_size
     if min(grid) < 2:
       raise ConfigError(f"DPT needs a patch grid of at least 2×2 (its coarsest map is half of it); got {grid}")
-    self.decoder = DPTDecoder(width, reassemble, features, grid, rngs=rngs, **kw)
-    self.head = SegmentationHead(features, num_classes, upsample=True, drop_rate=drop_rate, rngs=rngs, **kw)
-    self.aux_head = (SegmentationHead(features, num_classes, upsample=False, drop_rate=0.1, rngs=rngs, **kw)
+    # decoder_init_std > 0: every decoder and head conv / linear drawn from N(0, std²) as HF's DPT (0.02);
+    # 0: the project's defaults (He-normal convolutions).
+    init = dict(kernel_init=nnx.initializers.normal(decoder_init_std)) if decoder_init_std else {}
+    self.decoder = DPTDecoder(width, reassemble, features, grid, rngs=rngs, **kw, **init)
+    self.head = SegmentationHead(features, num_classes, upsample=True, drop_rate=drop_rate, rngs=rngs, **kw, **init)
+    self.aux_head = (SegmentationHead(features, num_classes, upsample=False, drop_rate=0.1, rngs=rngs, **kw, **init)
                      if aux_head else None)
 
   def hooked_tokens(self, images, *, train: bool | None = None, rngs=None) -> list:
