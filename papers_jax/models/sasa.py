@@ -27,8 +27,8 @@ have (1, 2, 4, 1), (2, 3, 5, 2) and (3, 4, 6, 3) bottlenecks per stage at widths
 The paper's ImageNet table (Table 1; params in millions; both attention models have the same count to 0.1M):
 `PAPER_PARAMS_M`. The attention counts (10.3 / 14.1 / 18.0) were checked against a reimplementation's README
 that quotes the table, the ResNet-26 baseline's 13.7 against the Axial-DeepLab code's README; the table itself
-could not be read here, so ResNet-38's 19.6 is unchecked (our ResNet gives 19.63). `forward_flops(model)` traces one forward pass (models/conv_flops.py), element-wise work
-included.
+could not be read here, so ResNet-38's 19.6 is unchecked (our ResNet gives 19.63). `forward_flops(model)`
+traces one forward pass (models/conv_flops.py), element-wise work included.
 """
 
 import math
