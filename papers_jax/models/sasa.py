@@ -27,8 +27,8 @@ have (1, 2, 4, 1), (2, 3, 5, 2) and (3, 4, 6, 3) bottlenecks per stage at widths
 The paper's ImageNet table (Table 1; params in millions; both attention models have the same count to 0.1M):
 `PAPER_PARAMS_M`. The attention counts (10.3 / 14.1 / 18.0) were checked against a reimplementation's README
 that quotes the table, the ResNet-26 baseline's 13.7 against the Axial-DeepLab code's README; the table itself
-could not be read here, so ResNet-38's 19.6 is unchecked (our ResNet gives 19.63). `forward_flops(model)` traces one forward pass (models/conv_flops.py), element-wise work
-included.
+could not be read here, so ResNet-38's 19.6 is unchecked (our ResNet gives 19.63). `forward_flops(model)`
+traces one forward pass (models/conv_flops.py), element-wise work included.
 """
 
 import math
@@ -57,16 +57,17 @@ STEMS = ("attention", "imagenet", "cifar")
 EMBED_INIT = nnx.initializers.normal(1.0)
 
 
-def _window_shifts(x, k: int):
-  """The k × k neighbours of every pixel as k² shifted copies of x (B, H, W, C), zero outside the map, and the
-  (H, W, k²) mask of the neighbours inside it. Offsets run from -(k-1)//2 to k//2 (centred for odd k)."""
+def _neighbourhoods(x, k: int):
+  """The k × k neighbours of every pixel of x (B, H, W, C) as (B, H, W, k², C), zero outside the map (one gather),
+  and the (H, W, k²) mask of the neighbours inside it. Offsets run from -(k-1)//2 to k//2 (centred for odd k)."""
   lo = (k - 1) // 2
   h, w = x.shape[1:3]
   xp = jnp.pad(x, ((0, 0), (lo, k - 1 - lo), (lo, k - 1 - lo), (0, 0)))
-  inside = np.pad(np.ones((h, w), bool), ((lo, k - 1 - lo), (lo, k - 1 - lo)))
-  shifts = [xp[:, dy:dy + h, dx:dx + w] for dy in range(k) for dx in range(k)]
-  mask = np.stack([inside[dy:dy + h, dx:dx + w] for dy in range(k) for dx in range(k)], axis=-1)
-  return shifts, mask
+  dy, dx = np.divmod(np.arange(k * k), k)  # row-major over the window
+  rows = np.arange(h)[:, None, None] + dy[None, None, :]  # (H, 1, k²) into the padded map
+  cols = np.arange(w)[None, :, None] + dx[None, None, :]  # (1, W, k²)
+  inside = (rows >= lo) & (rows < h + lo) & (cols >= lo) & (cols < w + lo)
+  return xp[:, rows, cols], np.broadcast_to(inside, (h, w, k * k))
 
 
 class LocalSelfAttention(nnx.Module):
@@ -100,16 +101,16 @@ class LocalSelfAttention(nnx.Module):
     b, h, w, _ = x.shape
     split = lambda t: t.reshape(b, h, w, self.num_heads, self.head_dim)
     q = split(self.query(x))
-    keys, mask = _window_shifts(self.key(x), self.kernel_size)
-    values, _ = _window_shifts(self.value(x), self.kernel_size)
-    keys, values = [split(t) for t in keys], [split(t) for t in values]
+    keys, mask = _neighbourhoods(self.key(x), self.kernel_size)
+    values, _ = _neighbourhoods(self.value(x), self.kernel_size)
+    window = lambda t: t.reshape(b, h, w, -1, self.num_heads, self.head_dim)  # (B, H, W, k², heads, d)
+    keys, values = window(keys), window(values)
     rel = self.relative_embeddings().astype(q.dtype)
     # (B, H, W, heads, k²): content logits per neighbour, plus the relative logits qᵀr.
-    logits = jnp.stack([(q * kk).sum(-1) for kk in keys], axis=-1) + jnp.einsum("bhwnd,md->bhwnm", q, rel)
+    logits = jnp.einsum("bhwnd,bhwmnd->bhwnm", q, keys) + jnp.einsum("bhwnd,md->bhwnm", q, rel)
     logits = jnp.where(mask[:, :, None, :], logits.astype(jnp.float32), jnp.finfo(jnp.float32).min)
     weights = jax.nn.softmax(logits, axis=-1).astype(q.dtype)
-    y = sum(weights[..., m, None] * vv for m, vv in enumerate(values))
-    y = y.reshape(b, h, w, -1)
+    y = jnp.einsum("bhwnm,bhwmnd->bhwnd", weights, values).reshape(b, h, w, -1)
     return avg_pool(y, 2, 2) if self.stride > 1 else y
 
 
