@@ -56,6 +56,8 @@ def main(argv=None) -> dict:
     result = blip.capfilt(trainer.task, trainer, args.out, threshold=args.threshold, seed=args.seed)
     print(json.dumps({"checkpoint": what, "out": args.out, **result}), flush=True)
     if args.workdir:
+      if not result["scenes_kept"]:
+        raise UserError(f"the filter kept no caption at --threshold {args.threshold}; nothing to pre-train on")
       del trainer
       steps = args.steps or first_steps
       spec = args.second_config + ("," if ":" in args.second_config else ":")
