@@ -36,6 +36,8 @@ def main(argv=None) -> dict:
   parser.add_argument("--out", required=True, help="the JSON file of kept captions")
   parser.add_argument("--threshold", type=float, default=0.5)
   parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--scenes", type=int, default=0, help="only the first N training scenes (measures the "
+                      "filter; its file cannot feed a second pre-training)")
   parser.add_argument("--workdir", default="", help="the second pre-training's workdir (none: only the round)")
   parser.add_argument("--second_config", default="configs/blip/scenes_capfilt.py", help="its arguments, if any, come "
                       "before the captions and steps that the tool adds")
@@ -47,13 +49,16 @@ def main(argv=None) -> dict:
   from papers_jax.errors import UserError
   from papers_jax.tasks import blip
   try:
+    if args.workdir and args.scenes:
+      raise UserError("--scenes makes a partial round; a second pre-training (--workdir) needs every scene")
     if args.workdir and os.path.exists(os.path.join(args.workdir, "summary.json")):
       raise UserError(f"{args.workdir} holds a finished run; give a new --workdir")
     trainer, what = cli._restored_trainer(args)
     if not isinstance(trainer.task, blip.BLIPTask) or not trainer.task.pretrain:
       raise UserError(f"{args.config} is not a BLIP pre-training config (task blip, objective pretrain)")
     first_steps = int(trainer.config.num_steps)
-    result = blip.capfilt(trainer.task, trainer, args.out, threshold=args.threshold, seed=args.seed)
+    result = blip.capfilt(trainer.task, trainer, args.out, threshold=args.threshold, seed=args.seed,
+                          scenes=args.scenes)
     print(json.dumps({"checkpoint": what, "out": args.out, **result}), flush=True)
     if args.workdir:
       if not result["scenes_kept"]:

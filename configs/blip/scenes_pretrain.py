@@ -2,7 +2,7 @@
 
   python -m papers_jax.main --config configs/blip/scenes_pretrain.py --workdir runs/blip_pretrain
 
-Then CapFilt on its checkpoint and a second pre-training on the cleaned captions
+Then CapFilt on its checkpoint and a second pre-training on the bootstrapped captions, one command
 (tools/blip_capfilt.py, configs/blip/scenes_capfilt.py), or VQA as generation (configs/blip/scenes_vqa.py).
 Model: `blip_tiny` (models/blip.py): a 64-wide, 2-layer ViT on 64×64 scenes in 8×8 patches (64 patches +
 [CLS]) and 64-wide, 2-layer text layers (shared by the encoder and the decoder but for self-attention),

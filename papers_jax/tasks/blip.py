@@ -591,11 +591,14 @@ def filter_quality(counts: dict) -> dict:
   return out
 
 
-def capfilt(task: BLIPTask, trainer, path: str, *, threshold: float = 0.5, seed: int = 0) -> dict:
+def capfilt(task: BLIPTask, trainer, path: str, *, threshold: float = 0.5, seed: int = 0,
+            scenes: int | None = None) -> dict:
   """One bootstrap round on the training split: synthetic captions by nucleus sampling, the ITM filter over
   the original and synthetic captions, the kept captions written to `path` (JSON). Returns the counts and
   `filter_quality`. The filter also scores one corrupted caption per scene (`corrupted_captions`): those
-  measure it and never enter the file. Whether a caption is true of its scene is vqa_scenes.caption_holds."""
+  measure it and never enter the file. Whether a caption is true of its scene is vqa_scenes.caption_holds.
+  `scenes` limits the round to the first scenes (a measurement of the filter: a second pre-training needs them
+  all)."""
   source = vqa_scenes.VQAScenesSource(trainer.config.data.train_split, "captions")
   graphdef, c = trainer.graphdef, task.c
   if "itm" not in task._jitted:
@@ -610,8 +613,9 @@ def capfilt(task: BLIPTask, trainer, path: str, *, threshold: float = 0.5, seed:
   corrupted = corrupted_captions(source, seed)
   kinds = ("original", "corrupted", "synthetic")
   kept, counts = [], {f"{k}{part}": 0 for k in kinds for part in ("", "_kept", "_true", "_true_kept")}
-  for start in range(0, len(source), batch):
-    idx = list(range(start, min(start + batch, len(source))))
+  n = len(source) if not scenes else min(int(scenes), len(source))
+  for start in range(0, n, batch):
+    idx = list(range(start, min(start + batch, n)))
     images = np.stack([source.image(i) for i in idx])
     synthetic = task.generate_captions(trainer, images, "sample", seed=seed + start)
     rows = [(k, t, "original") for k, i in enumerate(idx) for t in source.scenes[i]["captions"]]
