@@ -330,7 +330,13 @@ def test_smoke_runs_and_a_capfilt_round(tmp_path):
   out = str(tmp_path / "capfilt.json")
   root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
   counts = blip_capfilt.main(["--config", os.path.join(root, "configs/blip/scenes_pretrain.py:smoke"), "--checkpoint",
-                              str(tmp_path / "run"), "--out", out, "--set", "blip.generate_batch=500"])
+                              str(tmp_path / "run"), "--out", out, "--set", "blip.generate_batch=500",
+                              "--workdir", str(tmp_path / "second"), "--threshold", "0",  # the 4-step filter keeps nothing
+                              "--second_config", os.path.join(root, "configs/blip/scenes_capfilt.py:smoke")])
+  assert counts["corrupted"] == 6000 and counts["corrupted_true"] == 0 and counts["original_true"] == counts["original"]
+  assert 0 <= counts["filter"]["precision"] <= 1 and 0 <= counts["filter"]["recall"] <= 1
+  assert counts["comparison"]["bootstrapped"]["caption_bleu4"] is not None
+  assert counts["comparison"]["first"]["itc_i2t_r1"] is not None  # the smoke config's retrieval evaluation
   with open(out) as f:
     kept = json_lib.load(f)["captions"]
   assert len(kept) == 6000 and counts["synthetic"] == 6000

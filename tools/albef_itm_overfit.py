@@ -5,6 +5,13 @@ so neither input alone predicts the label. Adam on the ITM loss only; prints los
   PYTHONPATH=. python tools/albef_itm_overfit.py --pairs 64 --steps 300
   PYTHONPATH=. python tools/albef_itm_overfit.py --pairs 32 --steps 150 --init 0.125 --mean-pool
   PYTHONPATH=. python tools/albef_itm_overfit.py --checkpoint runs/albef_pretrain/checkpoints/700/state --new-fusion
+
+Before and after training it also prints how much the fused [CLS] and the ITM match log-odds depend on the
+pairing: each of the first 16 captions is fused with each of the first 16 images, and the (caption × image) grid
+of outputs is split as in a two-way ANOVA into caption effect + image effect + interaction. Only the
+interaction can tell a matching image from another (the labels here are balanced over both), so its share of
+the variance is the signal ITM has to work with; "own image ahead" is how often a caption's own image gets
+higher log-odds than the mean of the other images. `--steps 0` only reports.
 """
 
 import argparse
@@ -71,6 +78,32 @@ def main():
     updates, opt_state = optimizer.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss, accuracy, norms
 
+  grid = min(16, args.pairs)
+  pairs_t, pairs_i = np.repeat(np.arange(grid), grid), np.tile(np.arange(grid), grid)
+
+  @jax.jit
+  def grid_outputs(params):
+    model = nnx.merge(graphdef, params, rest)
+    image_embeds, _ = model.encode_image(images[:grid])
+    text_embeds, _ = model.encode_text(ids[:grid], mask[:grid])
+    fused = model.fuse(text_embeds[pairs_t], mask[pairs_t], image_embeds[pairs_i])
+    logits = model.itm_logits(fused, mask[pairs_t])
+    return fused[:, 0], logits[:, 1] - logits[:, 0]
+
+  def report(params, when: str):
+    cls, odds = (np.asarray(x, np.float64).reshape(grid, grid, -1) for x in grid_outputs(params))
+    line = [when]
+    for name, x in (("fused [CLS]", cls), ("ITM log-odds", odds)):
+      mean = x.mean((0, 1), keepdims=True)
+      caption, image = x.mean(1, keepdims=True) - mean, x.mean(0, keepdims=True) - mean
+      total = ((x - mean) ** 2).sum()
+      shares = [((e + 0 * x) ** 2).sum() / total for e in (caption, image, x - mean - caption - image)]
+      line.append(f"{name}: caption {shares[0]:.1%}, image {shares[1]:.1%}, interaction {100 * shares[2]:.2g}%")
+    d = odds[..., 0]
+    ahead = np.mean([d[i, i] > np.delete(d[i], i).mean() for i in range(grid)])
+    print("; ".join(line) + f"; own image ahead {ahead:.0%} of {grid} captions", flush=True)
+
+  report(params, "before training")
   opt_state, start = optimizer.init(params), time.time()
   for s in range(args.steps):
     params, opt_state, loss, accuracy, norms = step(params, opt_state)
@@ -78,6 +111,8 @@ def main():
       grads = " ".join(f"{k} {float(v):.2e}" for k, v in norms.items())
       print(f"step {s}: loss {float(loss):.4f} accuracy {float(accuracy):.3f} grad norms: {grads} "
             f"({time.time() - start:.0f} s)", flush=True)
+  if args.steps:
+    report(params, "after training")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,10 @@ Departures from the paper (a CPU demo):
   - the tiny model, trained from random weights (the paper starts from DeiT-B/16 and BERT-base);
   - generated 64 px scenes instead of the 4M (or 14M) web and in-domain pairs, no augmentation (the paper:
     random resized crops, horizontal flips, RandAugment; a flip would break the left/right captions);
+  - images normalised with the scenes' own per-channel mean and std (vqa_scenes.MEAN / STD; the paper: CLIP's):
+    the scenes are dark (mean 0.11, std 0.15), so with 0.5 / 0.5 the background is a constant of about −0.8 on
+    every input of a patch, which swamped the patch projection of BEiT-3's demo (docs/beit3.md) and was used
+    here until 2026-12-07 (docs/vision_language.md gives the runs with each);
   - ITC on the mean of the tokens (`itc_pool="mean"`), not the [CLS]: from random weights the [CLS] outputs
     barely differ between inputs, and a run with them kept ITC at chance for 450 steps (docs/vision_language.md);
   - batch 64 for `steps` steps (700 by default: 7.5 epochs of the 6,000 scenes), lr 1e-3 with warm-up over
@@ -37,6 +41,7 @@ left ITC worse: docs/vision_language.md). `smoke`: width 32, one layer each, que
 """
 
 from papers_jax.core.config import base_config, parse_arg
+from papers_jax.data import vqa_scenes
 from papers_jax.tasks import albef
 
 
@@ -50,7 +55,7 @@ def get_config(arg=None):
   c.data.name = "vqa_scenes"
   c.data.train_split, c.data.eval_split = "train", "test"
   c.data.image_size = 64
-  c.data.mean, c.data.std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+  c.data.mean, c.data.std = vqa_scenes.MEAN, vqa_scenes.STD
   c.batch_size = 64
   c.num_steps = args.steps
   c.optimizer.update(name="adamw", lr=1e-3, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.02, clip_grad_norm=0.0,

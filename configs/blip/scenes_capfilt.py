@@ -2,7 +2,11 @@
 filter kept (the originals and the captioner's synthetic ones).
 
   PYTHONPATH=. python tools/blip_capfilt.py --config configs/blip/scenes_pretrain.py \
-      --checkpoint runs/blip_pretrain --out runs/blip_pretrain/capfilt.json
+      --checkpoint runs/blip_pretrain --out runs/blip_pretrain/capfilt.json --workdir runs/blip_capfilt
+
+runs the round and then this config (a new model from random weights, as many steps as the first run) in one
+command; on its own, after a round without --workdir:
+
   python -m papers_jax.main --config configs/blip/scenes_capfilt.py:captions=runs/blip_pretrain/capfilt.json \
       --workdir runs/blip_capfilt
 

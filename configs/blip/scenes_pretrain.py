@@ -2,14 +2,16 @@
 
   python -m papers_jax.main --config configs/blip/scenes_pretrain.py --workdir runs/blip_pretrain
 
-Then CapFilt on its checkpoint and a second pre-training on the cleaned captions
+Then CapFilt on its checkpoint and a second pre-training on the bootstrapped captions, one command
 (tools/blip_capfilt.py, configs/blip/scenes_capfilt.py), or VQA as generation (configs/blip/scenes_vqa.py).
 Model: `blip_tiny` (models/blip.py): a 64-wide, 2-layer ViT on 64×64 scenes in 8×8 patches (64 patches +
 [CLS]) and 64-wide, 2-layer text layers (shared by the encoder and the decoder but for self-attention),
 captions of at most 24 WordPiece tokens (the tokenizer trained on the training captions and questions).
 Evaluation captions the first `caption_images` test scenes by beam search after the prompt
 "from left to right:" and scores BLEU-4 and CIDEr-D against all of each scene's captions, beside the
-nearest-training-image and most-frequent-caption baselines. docs/blip.md gives the numbers.
+nearest-training-image and most-frequent-caption baselines; then retrieval R@1/5/10 over the first 100 test scenes
+and all of their captions by ITC, and its top 16 re-ranked by ITM (+ ITC, BLIP's evaluation), beside chance and
+the nearest-caption baseline (tasks/albef.py's protocol). docs/blip.md gives the numbers.
 
 The paper's recipe (BLIP, §4.1): ViT-B/16 from ImageNet weights and BERT-base, 224×224 random crops and RandAugment,
 AdamW lr 2e-4 (warm-up) with cosine decay, weight decay 0.05, batch 2,880, 20 epochs over 14M (or 129M)
@@ -20,6 +22,10 @@ Departures from the paper (a CPU demo):
     (BLIP's text layers use 0.1);
   - generated scenes instead of COCO, VG, CC, SBU and LAION; their captions are clean, so CapFilt has no web noise
     to remove;
+  - images normalised with the scenes' own per-channel mean and std (vqa_scenes.MEAN / STD; BLIP: CLIP's): the
+    scenes are dark (mean 0.11, std 0.15), so with 0.5 / 0.5 the background is a constant of about −0.8 on every
+    input of a patch, which swamped the patch projection of BEiT-3's demo (docs/beit3.md); 0.5 / 0.5 was used
+    here until 2026-12-07 (docs/blip.md gives the runs with each);
   - lr 1e-3, warm-up 10% then linear decay (BLIP: 2e-4 to 3e-4, cosine), weight decay 0.05 but not on biases or
     LayerNorm gains, batch 32 for `steps` steps (500: 2.7 epochs), no image augmentation (BLIP: random crops and
     RandAugment);
@@ -35,6 +41,7 @@ Departures from the paper (a CPU demo):
 """
 
 from papers_jax.core.config import base_config, parse_arg
+from papers_jax.data import vqa_scenes
 from papers_jax.tasks import blip
 
 
@@ -43,12 +50,12 @@ def get_config(arg=None):
   c = base_config()
   c.task = "blip"
   c.blip = blip.default_config(objective="pretrain", max_text_len=24, caption_prompt="from left to right:",
-                               caption_images=200, max_caption_len=32)
+                               caption_images=200, max_caption_len=32, retrieval_images=100, rerank_k=16)
   c.model = dict(name="blip_tiny")
   c.data.name = "vqa_scenes"
   c.data.train_split, c.data.eval_split = "train", "test"
   c.data.image_size = 64
-  c.data.mean, c.data.std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+  c.data.mean, c.data.std = vqa_scenes.MEAN, vqa_scenes.STD
   c.batch_size = 32
   c.num_steps = args.steps
   c.optimizer.update(name="adamw", lr=1e-3, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.05, clip_grad_norm=0.0,
@@ -62,6 +69,7 @@ def get_config(arg=None):
                    intermediate_size=64, embed_dim=16, img_size=64, patch_size=16)
     c.blip.caption_images = 4
     c.blip.generate_batch = 4
+    c.blip.update(retrieval_images=8, rerank_k=4)
     c.batch_size = 16
     c.num_steps = 4
     c.schedule.warmup_steps = 1

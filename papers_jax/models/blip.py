@@ -42,6 +42,7 @@ from flax import nnx
 
 from papers_jax.core import sharding
 from papers_jax.errors import ConfigError
+from papers_jax.models.albef import SCENES_MEAN, SCENES_STD
 from papers_jax.models.bert import MaskedLMHead, embedding_table, lookup, truncated_normal
 from papers_jax.models.registry import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, Preprocessing, register
 from papers_jax.models.vit import BlockOptions, VisionTransformer
@@ -297,11 +298,11 @@ def _normalize(x, eps: float = 1e-12):
 register("blip_base", BLIP, img_size=224, patch_size=16, vision_width=768, vision_depth=12, vision_heads=12,
          hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072, vocab_size=30524, embed_dim=256,
          preprocessing=Preprocessing(224, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, crop_pct=1.0))
-# A demo size for the 64×64 generated scenes (configs/blip/).
+# A demo size for the 64×64 generated scenes (configs/blip/), normalised with their own mean and std.
 register("blip_tiny", BLIP, img_size=64, patch_size=8, vision_width=64, vision_depth=2, vision_heads=4,
          hidden_size=64, num_layers=2, num_heads=4, intermediate_size=256, vocab_size=256,
          max_position_embeddings=40, embed_dim=64, dropout_rate=0.0, attention_dropout_rate=0.0,
-         preprocessing=Preprocessing(64, (0.5,) * 3, (0.5,) * 3, crop_pct=1.0))
+         preprocessing=Preprocessing(64, SCENES_MEAN, SCENES_STD, crop_pct=1.0))
 
 
 def forward_flops(model, text_len: int | None = None) -> float:

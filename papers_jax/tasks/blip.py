@@ -13,7 +13,10 @@
               eval/caption_cider (CIDEr-D, evaluators/captioning.py), and the trivial baselines on the same images: the
               caption of the nearest training image by pixel distance (eval/baseline_nearest_*) and the most frequent
               training caption (eval/baseline_frequent_*); with a `caption_prompt` both baselines take captions that
-              start with it.
+              start with it. With `blip.retrieval_images` = N > 0, retrieval over the first N eval scenes and all of
+              their captions (tasks/albef.py's protocol and baselines): eval/itc_* by the ITC similarity,
+              eval/itm_* its top `rerank_k` re-ranked by the ITM match logit, eval/itm_itc_* by the match logit +
+              the ITC similarity (BLIP's official evaluation), eval/baseline_{chance,nearest_caption}_*.
   "vqa"       VQA as generation (§5.3): the image-grounded encoder reads "[ENC] question" against the
               image, and the decoder generates "[DEC] answer [SEP]" with cross-attention to the encoded
               question (LM loss, label smoothing 0.1). Eval: eval/accuracy (the greedy answer equals the
@@ -52,9 +55,10 @@ from papers_jax.core.config import image_preprocessing
 from papers_jax.core.state import merge_model
 from papers_jax.data import tokenizers, vqa_scenes
 from papers_jax.errors import ConfigError, DataError
-from papers_jax.evaluators import captioning
+from papers_jax.evaluators import captioning, retrieval
 from papers_jax.models import blip as blip_model
 from papers_jax.objectives import blip as objective
+from papers_jax.tasks import albef  # its batching and nearest-caption baseline
 from papers_jax.tasks.classification import normalize_images
 
 OBJECTIVES = ("pretrain", "vqa")
@@ -73,6 +77,8 @@ RANGES = (
     ("top_p", "(0, 1]"),
     ("answer_max_len", "[1, 64]"),
     ("generate_batch", "[1, 100000]"),
+    ("retrieval_images", "[0, 100000]"),
+    ("rerank_k", "[1, 100000]"),
 )
 
 
@@ -81,7 +87,8 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(
       objective="pretrain", tokenizer="", vocab_size=256, max_text_len=32, alpha=0.4, momentum=0.995,
       label_smoothing=0.1, train_captions="", caption_prompt="", caption_images=0, beam_size=3,
-      max_caption_len=20, min_caption_len=5, length_alpha=1.0, top_p=0.9, answer_max_len=5, generate_batch=100)
+      max_caption_len=20, min_caption_len=5, length_alpha=1.0, top_p=0.9, answer_max_len=5, generate_batch=100,
+      retrieval_images=0, rerank_k=128)
       | overrides)
 
 
@@ -470,6 +477,60 @@ class BLIPTask:
   def caption_baselines(self, eval_images: np.ndarray, references: list[list[str]]) -> dict:
     return caption_baselines(self.config.data.train_split, self.c.caption_prompt, eval_images, references)
 
+  def retrieval_metrics(self, trainer, source) -> dict:
+    """Recall@1/5/10 both ways on the first `retrieval_images` scenes of `source` (module docstring)."""
+    if "retrieval" not in self._jitted:
+      graphdef, rep = trainer.graphdef, sharding.replicated(trainer.mesh)
+
+      def image_fn(params, model_state, images):
+        model = merge_model(graphdef, params, model_state)
+        embeds = model.encode_image(normalize_images(images, self.mean, self.std))
+        return embeds, model.image_feature(embeds)
+
+      def text_fn(params, model_state, ids, mask):
+        model = merge_model(graphdef, params, model_state)
+        return model.text_feature(model.encode_text(ids, mask))
+
+      def itm_fn(params, model_state, ids, mask, image_embeds):
+        model = merge_model(graphdef, params, model_state)
+        return model.itm_logits(model.encode_multimodal(ids.at[:, 0].set(self.enc_id), mask, image_embeds))[:, 1]
+
+      self._jitted["retrieval"] = tuple(jax.jit(f, out_shardings=rep) for f in (image_fn, text_fn, itm_fn))
+    image_fn, text_fn, itm_fn = self._jitted["retrieval"]
+    n = min(int(self.c.retrieval_images), len(source))
+    examples = [source[i] for i in range(n)]
+    images = np.stack([e["image"] for e in examples])
+    texts = [t for e in examples for t in e["texts"]]
+    image_ids, text_ids = np.arange(n), np.repeat(np.arange(n), [len(e["texts"]) for e in examples])
+    ids, mask = self.encode_texts(texts)
+    state, batch, in_batches = trainer.state, int(self.c.generate_batch), albef.ALBEFTask._in_batches
+    p, s = state.params, state.model_state
+    with sharding.use_mesh(trainer.mesh, trainer.rules):
+      image_embeds, image_feat = in_batches(lambda x: image_fn(p, s, x), [images], batch)
+      text_feat = in_batches(lambda i, m: text_fn(p, s, i, m), [ids, mask], batch)
+      itc = image_feat @ text_feat.T
+      out = {f"itc_{k}": v for k, v in retrieval.recall_from_scores(itc, image_ids, text_ids).items()}
+
+      def itm_scores(text_idx, image_idx):
+        return in_batches(lambda t, m, x: itm_fn(p, s, t, m, x), [ids[text_idx], mask[text_idx],
+                                                                   image_embeds[image_idx]], batch)
+
+      i2t, t2i = retrieval.rerank_with_itm(itc, itm_scores, int(self.c.rerank_k))
+      out |= {f"itm_{k}": v for k, v in retrieval.recall_from_scores(i2t, image_ids, text_ids, t2i_scores=t2i).items()}
+      i2t, t2i = retrieval.add_itc(i2t, t2i, itc)
+      out |= {f"itm_itc_{k}": v
+              for k, v in retrieval.recall_from_scores(i2t, image_ids, text_ids, t2i_scores=t2i).items()}
+    key = ("retrieval", n)
+    if key not in self._baselines:  # against the original training captions, whatever this run trained on
+      ks = (1, 5, 10)
+      base = {f"baseline_chance_{k}": v for k, v in retrieval.chance_recall(image_ids, text_ids, ks).items()}
+      train = vqa_scenes.VQAScenesSource(self.config.data.train_split, "captions")
+      scores = albef.nearest_caption_scores(np.stack([train.image(i) for i in range(len(train))]),
+                                            [scene["captions"] for scene in train.scenes], images, texts)
+      recall = retrieval.recall_from_scores(scores, image_ids, text_ids, ks)
+      self._baselines[key] = base | {f"baseline_nearest_caption_{k}": v for k, v in recall.items()}
+    return out | self._baselines[key]
+
   def after_eval(self, trainer, step: int, writer, source, metrics) -> dict:
     if not self.pretrain:
       if "majority" not in self._baselines:
@@ -484,6 +545,8 @@ class BLIPTask:
     out = {f"caption_{k}": v for k, v in captioning.caption_metrics(hyps, references).items()}
     if n not in self._baselines:
       self._baselines[n] = self.caption_baselines(images, references)
+    if int(self.c.retrieval_images) > 1:
+      out |= self.retrieval_metrics(trainer, source)
     if getattr(trainer, "is_main", True) and getattr(trainer, "workdir", None) and os.path.isdir(trainer.workdir):
       with open(os.path.join(trainer.workdir, f"captions_{step}.json"), "w") as f:  # a sample to read
         json.dump([{"generated": h, "references": r} for h, r in zip(hyps[:20], references[:20])], f, indent=1)
@@ -491,9 +554,51 @@ class BLIPTask:
 
 
 # ---------------------------------------------------------------------------------------------- CapFilt
-def capfilt(task: BLIPTask, trainer, path: str, *, threshold: float = 0.5, seed: int = 0) -> dict:
+def tidy_caption(text: str) -> str:
+  """A decoded caption in the scenes' spelling: WordPiece's decoder spaces out ':' and ',' ("right : a red 7 ,"),
+  and a repeated final '.' is one."""
+  text = " ".join(text.replace(" :", ":").replace(" ,", ",").split())
+  return text.rstrip(". ") + "." if text.endswith(".") else text
+
+
+def corrupted_captions(source, seed: int = 0) -> list[str]:
+  """One noisy caption per scene of `source`, standing in for the web's mismatched alt-texts: the caption of a
+  random other scene that does not hold for this one (vqa_scenes.caption_holds)."""
+  rng, out = np.random.default_rng(seed), []
+  for i, scene in enumerate(source.scenes):
+    while True:
+      other = source.scenes[(i + 1 + int(rng.integers(len(source) - 1))) % len(source)]["captions"]
+      text = other[int(rng.integers(len(other)))]
+      if not vqa_scenes.caption_holds(scene["objects"], text):
+        out.append(text)
+        break
+  return out
+
+
+def filter_quality(counts: dict) -> dict:
+  """The ITM filter as a classifier of captions that hold for their scene, from `capfilt`'s counts:
+  precision and recall over all candidates, and the share kept of each kind (original, corrupted,
+  synthetic) and of the synthetic captions that hold and that do not."""
+  kinds = ("original", "corrupted", "synthetic")
+  kept = sum(counts[f"{k}_kept"] for k in kinds)
+  true_kept = sum(counts[f"{k}_true_kept"] for k in kinds)
+  true = sum(counts[f"{k}_true"] for k in kinds)
+  out = {"precision": true_kept / max(kept, 1), "recall": true_kept / max(true, 1)}
+  out |= {f"{k}_kept_share": counts[f"{k}_kept"] / max(counts[k], 1) for k in kinds}
+  false = counts["synthetic"] - counts["synthetic_true"]
+  out["synthetic_true_kept_share"] = counts["synthetic_true_kept"] / max(counts["synthetic_true"], 1)
+  out["synthetic_false_kept_share"] = (counts["synthetic_kept"] - counts["synthetic_true_kept"]) / max(false, 1)
+  return out
+
+
+def capfilt(task: BLIPTask, trainer, path: str, *, threshold: float = 0.5, seed: int = 0,
+            scenes: int | None = None) -> dict:
   """One bootstrap round on the training split: synthetic captions by nucleus sampling, the ITM filter over
-  the original and synthetic captions, the kept captions written to `path` (JSON). Returns the counts."""
+  the original and synthetic captions, the kept captions written to `path` (JSON). Returns the counts and
+  `filter_quality`. The filter also scores one corrupted caption per scene (`corrupted_captions`): those
+  measure it and never enter the file. Whether a caption is true of its scene is vqa_scenes.caption_holds.
+  `scenes` limits the round to the first scenes (a measurement of the filter: a second pre-training needs them
+  all)."""
   source = vqa_scenes.VQAScenesSource(trainer.config.data.train_split, "captions")
   graphdef, c = trainer.graphdef, task.c
   if "itm" not in task._jitted:
@@ -505,13 +610,17 @@ def capfilt(task: BLIPTask, trainer, path: str, *, threshold: float = 0.5, seed:
     task._jitted["itm"] = jax.jit(match_prob, out_shardings=sharding.replicated(trainer.mesh))
   itm = task._jitted["itm"]
   batch, state = int(c.generate_batch), trainer.state
-  kept, counts = [], dict(original=0, original_kept=0, synthetic=0, synthetic_kept=0)
-  for start in range(0, len(source), batch):
-    idx = list(range(start, min(start + batch, len(source))))
+  corrupted = corrupted_captions(source, seed)
+  kinds = ("original", "corrupted", "synthetic")
+  kept, counts = [], {f"{k}{part}": 0 for k in kinds for part in ("", "_kept", "_true", "_true_kept")}
+  n = len(source) if not scenes else min(int(scenes), len(source))
+  for start in range(0, n, batch):
+    idx = list(range(start, min(start + batch, n)))
     images = np.stack([source.image(i) for i in idx])
     synthetic = task.generate_captions(trainer, images, "sample", seed=seed + start)
-    rows = [(k, t, False) for k, i in enumerate(idx) for t in source.scenes[i]["captions"]]
-    rows += [(k, t, True) for k, t in enumerate(synthetic)]
+    rows = [(k, t, "original") for k, i in enumerate(idx) for t in source.scenes[i]["captions"]]
+    rows += [(k, corrupted[i], "corrupted") for k, i in enumerate(idx)]
+    rows += [(k, tidy_caption(t), "synthetic") for k, t in enumerate(synthetic)]
     probs = []
     with sharding.use_mesh(trainer.mesh, trainer.rules):
       for r0 in range(0, len(rows), batch):
@@ -521,17 +630,21 @@ def capfilt(task: BLIPTask, trainer, path: str, *, threshold: float = 0.5, seed:
         p = itm(state.params, state.model_state, images[[k for k, _, _ in full]], ids, mask)
         probs += [float(x) for x in np.asarray(p)[:len(chunk)]]
     by_scene = [[] for _ in idx]
-    for (k, t, is_synthetic), p in zip(rows, probs):
-      kind = "synthetic" if is_synthetic else "original"
+    for (k, t, kind), p in zip(rows, probs):
+      holds = vqa_scenes.caption_holds(source.scenes[idx[k]]["objects"], t)
       counts[kind] += 1
+      counts[kind + "_true"] += holds
       if p > threshold:
         counts[kind + "_kept"] += 1
-        if t not in by_scene[k]:
+        counts[kind + "_true_kept"] += holds
+        if kind != "corrupted" and t not in by_scene[k]:
           by_scene[k].append(t)
     kept += by_scene
   counts["scenes_kept"] = sum(bool(k) for k in kept)
+  quality = filter_quality(counts)
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   with open(path + ".tmp", "w") as f:
-    json.dump({"split": source.split, "threshold": threshold, "counts": counts, "captions": kept}, f)
+    json.dump({"split": source.split, "threshold": threshold, "counts": counts, "filter": quality,
+               "captions": kept}, f)
   os.replace(path + ".tmp", path)
-  return counts
+  return counts | {"filter": quality}
