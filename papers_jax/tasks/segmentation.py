@@ -26,6 +26,7 @@ from papers_jax.core import precision
 from papers_jax.core.config import image_preprocessing
 from papers_jax.core.state import merge_model
 from papers_jax.data import segmentation as data
+from papers_jax.errors import ConfigError
 from papers_jax.objectives import segmentation as objective
 from papers_jax.tasks.classification import normalize_images
 
@@ -52,6 +53,9 @@ class SegmentationTask:
     self.config = config
     self.seg = config.segmentation
     self.num_classes = config.model.num_classes
+    if self.num_classes < 1:  # the base config's 0 means "no head", which a per-pixel classifier cannot be
+      raise ConfigError(f"model.num_classes={self.num_classes}: segmentation predicts a class per pixel; set "
+                        "--config.model.num_classes to the number of classes (background included)")
     self.class_names = _class_names(config.data, self.num_classes)
     self.mean, self.std, _ = image_preprocessing(config)
     self.ignore_index = int(self.seg.ignore_index)
