@@ -10,9 +10,10 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# constraints.txt pins every package (CPU torch included), so pip never pulls CUDA wheels.
-	# --no-compile: Python compiles only the modules that get imported, on first import; compiling every
-	# installed file up front cost about a minute of CPU here (torch and transformers are most of it).
+	# pip compiles the installed files to bytecode one at a time; compileall does it on every core. Every test
+	# process reads that bytecode (where PYTHONDONTWRITEBYTECODE is set, as on this CI, none would be cached).
 	$(PY) -m pip install --quiet --no-compile -c constraints.txt -e '.[test,torch]'
+	$(PY) -c "import compileall, sysconfig; [compileall.compile_dir(d, quiet=2, workers=0) for d in (sysconfig.get_paths()['purelib'], 'papers_jax')]"
 	touch $(STAMP)
 
 demo: $(STAMP)

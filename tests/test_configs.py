@@ -125,7 +125,7 @@ FULL_ONLY = {
     "groupvit/scenes.py": "", "lseg/scenes.py": "",  # tests/test_clip_family.py: models, losses, tasks' pieces
     "fnet/c4.py": "bert/python_docs.py", "transformer/wmt14.py": "transformer/numbers.py",
     "gan/dcgan_mnist.py": "gan/dcgan_digits.py", "gan/dcgan_cifar10.py": "gan/dcgan_digits.py",
-    "vae/mnist.py": "vae/digits.py", "vae/cifar10.py": "vae/digits.py", "ddpm/cifar10.py": "ddpm/digits.py",
+    "vae/mnist.py": "vae/digits.py", "vae/cifar10.py": "vae/digits.py", "ddpm/cifar10.py": "",
     "patchtst/etth1.py": "patchtst/ett_like.py", "dlinear/etth1.py": "patchtst/ett_like.py",
     "wav2vec2/librispeech_base.py": "wav2vec2/spoken_digits_pretrain.py",
     "detr/coco.py": "detection/scenes_tiny.py", "deformable_detr/coco.py": "detection/scenes_tiny.py",
@@ -165,6 +165,10 @@ FULL_ONLY = {
     "albef/paper.py": "albef/scenes_pretrain.py", "albef/scenes_retrieval.py": "albef/scenes_pretrain.py",
     # The MIM baselines: tests/test_mim.py traces each task's loss, tests/test_beit.py / test_igpt.py the models.
     "beit/digits.py": "", "igpt/digits.py": "", "mae/digits_dae.py": "mae/digits.py",
+    # CI time (2026-12-07, sixth session): tests/test_ddpm.py checks the UNet against diffusers, the losses and
+    # the samplers, tests/test_generative_eval.py the FID path; the CTC model against HF's Wav2Vec2ForCTC in
+    # tests/test_speech_benchmark.py, its encoder through the loop in wav2vec2/spoken_digits_pretrain.py.
+    "ddpm/digits.py": "", "wav2vec2/spoken_numbers_ctc.py": "wav2vec2/spoken_digits_pretrain.py",
     # tests/test_attention_resnets.py: the layers against numpy loops; vit/digits.py: the task and recipe.
     "sasa/digits.py": "vit/digits.py", "axial/digits.py": "vit/digits.py",
     # tests/test_super_resolution.py: the metrics, the data, the attentions, the task's eval step and loss trace.
