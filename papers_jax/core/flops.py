@@ -41,9 +41,9 @@ def run_peak(config) -> tuple[float | None, str]:
 
 
 TRAIN_PER_FORWARD = 3
-CONVENTION = ("analytic, 2 FLOPs per multiply-add, matmuls and convolutions only (FNet's FFT as 5·N·log2 N; MixNet, "
-              "the SSL steps, DLinear and the generative, detection and speech families add their element-wise work); "
-              "training = 3 × forward")
+CONVENTION = ("analytic, 2 FLOPs per multiply-add: matmuls and convolutions, plus element-wise work where a family's "
+              "counter traces it (models/conv_flops.py's jaxpr_flops with elementwise=True; FNet's FFT as "
+              "5·N·log2 N); training = 3 × forward")
 
 
 def forward_flops(model, task=None) -> float | None:

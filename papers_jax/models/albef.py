@@ -37,6 +37,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from papers_jax.core import sharding
+from papers_jax.data import vqa_scenes
 from papers_jax.errors import ConfigError
 from papers_jax.models.bert import (BertEmbeddings, BertLayer, MaskedLMHead, apply_layers, gather_positions,
                                     truncated_normal)
@@ -246,8 +247,8 @@ VARIANTS = {
                        vocab_size=256, hidden_size=64, text_layers=2, fusion_layers=2, num_heads=4,
                        intermediate_size=256, max_position_embeddings=32, embed_dim=64, dropout_rate=0.0),
 }
-# The demo model's: the generated scenes' own mean and std (data/vqa_scenes.py MEAN / STD, which the tests compare).
-SCENES_MEAN, SCENES_STD = (0.114, 0.113, 0.102), (0.161, 0.148, 0.132)
+# The demo model's: the generated scenes' own mean and std.
+SCENES_MEAN, SCENES_STD = vqa_scenes.MEAN, vqa_scenes.STD
 for _name, _row in VARIANTS.items():
   register(_name, ALBEF, **_row, preprocessing=Preprocessing(
       _row["img_size"], SCENES_MEAN if _name == "albef_tiny" else ALBEF_MEAN,
