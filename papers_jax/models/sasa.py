@@ -38,11 +38,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from papers_jax.core import sharding
 from papers_jax.errors import ConfigError
-from papers_jax.models import conv_flops, intermediates
+from papers_jax.models import conv_flops
 from papers_jax.models.registry import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, register
 from papers_jax.models.resnet import _uniform, _zero_scale
+from papers_jax.models.staged import StagedBackbone
 from papers_jax.nn.activations import relu
 from papers_jax.nn.conv import Conv, avg_pool, max_pool
 from papers_jax.nn.linear import Dense, param
@@ -203,7 +203,7 @@ class AttentionBottleneck(nnx.Module):
     return relu(y + shortcut)
 
 
-class SAResNet(nnx.Module):
+class SAResNet(StagedBackbone, nnx.Module):
   """A stand-alone self-attention ResNet (module docstring). `layers`: bottlenecks per stage (stage i has
   width·2^i planes and, after the first, starts with a stride-2 block); `stem`: "attention", "imagenet" or
   "cifar"; `img_size`: the resolution `forward_flops` assumes."""
@@ -250,41 +250,6 @@ class SAResNet(nnx.Module):
       return self.stem(x, train=train)
     x = relu(self.bn1(self.conv1(x), train=train))
     return max_pool(x) if self.stem_kind == "imagenet" else x
-
-  def forward_features(self, x, *, train: bool = False):
-    x = self._stem(x, train)
-    for stage in self.stages:
-      for block in stage:
-        x = block(x, train=train)
-      x = sharding.constrain(x, ("act_batch", None, None, None))
-    return x
-
-  def forward_intermediates(self, x, *, indices=None, stop_early: bool = False, train: bool = False) -> dict:
-    """Named features, NHWC (models/intermediates.py): "stem", "stage{i}" for the stages `indices` picks, then
-    "encoded", "pre_logits" and "logits" unless `stop_early`."""
-    picked = intermediates.select(indices, len(self.stages))
-    out = {"stem": (x := intermediates.tap("stem", self._stem(x, train)))}
-    if stop_early and not picked:
-      return out
-    for i, stage in enumerate(self.stages):
-      for block in stage:
-        x = block(x, train=train)
-      x = intermediates.tap(f"stage{i}", x)
-      if i in picked:
-        out[f"stage{i}"] = x
-      if stop_early and i == picked[-1]:
-        return out
-    return intermediates.add_head_outputs(out, self, x)
-
-  def forward_head(self, x, *, pre_logits: bool = False):
-    x = x.astype(jnp.float32).mean(axis=(1, 2))
-    if pre_logits or self.fc is None:
-      return x
-    return self.fc(x)
-
-  def __call__(self, x, *, train: bool | None = None, rngs: nnx.Rngs | None = None):
-    del rngs  # no dropout
-    return self.forward_head(self.forward_features(x, train=bool(train)))
 
 
 PAPER_IN1K = Preprocessing(224, IMAGENET_MEAN, IMAGENET_STD, crop_pct=0.875)
