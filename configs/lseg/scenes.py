@@ -27,6 +27,7 @@ Departures from the paper (a CPU demo, not one of its experiments):
 """
 
 from papers_jax.core.config import base_config, parse_arg
+from papers_jax.data import vqa_scenes
 from papers_jax.tasks.lseg import default_config as lseg_defaults
 from papers_jax.tasks.segmentation import default_config as segmentation_defaults
 
@@ -42,8 +43,8 @@ def get_config(arg=None):
   c.data.train_split = "train"
   c.data.eval_split = "test"
   c.data.image_size = 64
-  c.data.mean = (0.5, 0.5, 0.5)
-  c.data.std = (0.5, 0.5, 0.5)
+  c.data.mean = vqa_scenes.MEAN  # the scenes are dark (mean 0.11): 0.5 / 0.5 hides the objects
+  c.data.std = vqa_scenes.STD
   c.batch_size = 32
   c.num_steps = 600
   c.optimizer.update(name="adamw", lr=1e-3, b1=0.9, b2=0.999, weight_decay=0.01, clip_grad_norm=1.0,

@@ -13,7 +13,7 @@
 Data (data/point_clouds.py): cube, sphere, cylinder, cone, pyramid, torus; 1,024 points per cloud; 16 training
 clouds per class (the paper's 16-shot), the 300 test clouds (50 per class). Each cloud becomes six depth
 maps of 64×64 (front, right, back, left, top, bottom; perspective, the nearest point's depth per pixel,
-2×2 pixels per point), normalised with the CLIP run's mean / std (0.5 / 0.5) and read by its image tower
+2×2 pixels per point), normalised with the CLIP run's mean / std (the scenes') and read by its image tower
 (configs/clip/scenes.py: a ViT of width 64, depth 4, 8×8 patches; 64-d joint space). Prompts: the
 paper's template "point cloud depth map of a {}." with the classes' view words ("square", "circle",
 "square and a circle", "triangle and a circle", "triangle and a square", "0": data/point_clouds.py);
@@ -39,6 +39,7 @@ Departures from the paper (a CPU demo, not one of its experiments):
 """
 
 from papers_jax.core.config import base_config, parse_arg
+from papers_jax.data import vqa_scenes
 from papers_jax.tasks.pointclip import default_config as pointclip_defaults
 
 # The scenes CLIP's architecture (configs/clip/scenes.py): the frozen checkpoint is read strictly.
@@ -57,8 +58,8 @@ def get_config(arg=None):
   c.data.train_split = "train"
   c.data.eval_split = "test"
   c.data.image_size = 64
-  c.data.mean = (0.5, 0.5, 0.5)
-  c.data.std = (0.5, 0.5, 0.5)
+  c.data.mean = vqa_scenes.MEAN  # the scenes are dark (mean 0.11): 0.5 / 0.5 hides the objects
+  c.data.std = vqa_scenes.STD
   c.batch_size = 32
   c.num_steps = 300
   c.optimizer.update(name="adamw", lr=1e-3, b1=0.9, b2=0.999, weight_decay=1e-4, clip_grad_norm=0.0,
