@@ -81,3 +81,21 @@ def test_image_free_baselines():
   assert b["majority_answer"] == "yes"
   assert b["majority"] == pytest.approx(0.2149, abs=1e-3)
   assert b["question_prior"] == pytest.approx(0.4359, abs=1e-3)
+
+
+def test_the_detection_view_boxes_each_objects_mask_and_names_its_kind():
+  import ml_collections
+
+  from papers_jax.data.scenes import get_detection_source, pad_targets
+
+  source = get_detection_source(ml_collections.ConfigDict({"name": "vqa_scenes"}), "test")
+  assert isinstance(source, vs.DetectionScenesSource) and len(source) == 500 and source.num_classes == len(vs.KINDS)
+  for i in range(20):
+    example = source[i]
+    for box, mask, label, phrase in zip(example["boxes"], example["instance_masks"], example["labels"],
+                                        source.phrases(i)):
+      rows, cols = np.nonzero(mask)
+      assert list(box) == [cols.min(), rows.min(), cols.max() + 1, rows.max() + 1]
+      assert phrase.endswith(" " + vs.KINDS[label])
+    assert len(source.colours(i)) == len(example["labels"])
+    assert pad_targets(example, 5)["box_valid"].sum() == len(example["labels"])

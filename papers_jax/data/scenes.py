@@ -223,17 +223,21 @@ def write_coco(source, root: str, split: str, count: int | None = None) -> str:
 
 
 def get_detection_source(data_config, split: str):
-  """The detection source of `data_config.name`: "shapes_scenes", "digits_scenes" or "coco"."""
+  """The detection source of `data_config.name`: "shapes_scenes", "digits_scenes", "vqa_scenes" or "coco"."""
   name = data_config.name
   if name == "shapes_scenes":
     return ShapesScenesSource(split, size=data_config.get("scene_size", 64), max_objects=data_config.get("max_objects", 6))
   if name == "digits_scenes":
     return DigitsScenesSource(split, size=data_config.get("scene_size", 64), max_objects=data_config.get("max_objects", 5))
+  if name == "vqa_scenes":
+    from papers_jax.data.vqa_scenes import DetectionScenesSource
+
+    return DetectionScenesSource(split)
   if name == "coco":
     if not data_config.get("data_dir"):
       raise DataError('data.name="coco" needs data.data_dir: the folder holding annotations/ and the split folders')
     return CocoSource(data_config.data_dir, split)
-  raise DataError(f"Unknown detection data.name {name!r}; use shapes_scenes, digits_scenes or coco")
+  raise DataError(f"Unknown detection data.name {name!r}; use shapes_scenes, digits_scenes, vqa_scenes or coco")
 
 
 # --- Augmentation that keeps boxes and masks consistent (host numpy, per example) ---

@@ -372,3 +372,34 @@ class SegmentationScenesSource:
     for mask, obj in zip(object_masks(scene["objects"], _digits(self.split)), scene["objects"]):
       label[mask] = PAIR_CLASSES.index(f"{obj['colour']} {obj['kind']}")
     return {"image": VQAScenesSource(self.split).image(int(i)), "label": label}
+
+
+class DetectionScenesSource:
+  """The scenes of `split` as a detection source (data/scenes.py's format) for the CLIP family's open-vocabulary
+  detectors: {"image", "boxes" (xyxy pixel edges), "labels" (index into KINDS: 13 classes), "instance_masks"}.
+  Per object, in the same order: `colours(i)` (index into COLOURS) and `phrases(i)` ("a red circle"), so that
+  captions ground to boxes. (Kept out of the example: box augmentations drop objects without knowing them.)"""
+
+  class_names = KINDS
+  num_classes = len(KINDS)
+
+  def __init__(self, split: str):
+    self.split, self.name = split, "vqa_scenes"
+    self.scenes = scenes(split)
+
+  def __len__(self) -> int:
+    return len(self.scenes)
+
+  def phrases(self, i) -> tuple[str, ...]:
+    return tuple(_phrase(obj) for obj in self.scenes[int(i)]["objects"])
+
+  def colours(self, i) -> np.ndarray:
+    return np.array([_COLOUR_NAMES.index(o["colour"]) for o in self.scenes[int(i)]["objects"]], np.int32)
+
+  def __getitem__(self, i) -> dict:
+    from papers_jax.data.scenes import tight_box
+
+    objects = self.scenes[int(i)]["objects"]
+    masks = object_masks(objects, _digits(self.split))
+    return {"image": VQAScenesSource(self.split).image(int(i)), "boxes": np.stack([tight_box(m) for m in masks]),
+            "labels": np.array([KINDS.index(o["kind"]) for o in objects], np.int32), "instance_masks": masks}
