@@ -8,10 +8,7 @@ Runs, each in its own workdir under --workdir (a stage whose summary.json exists
   pretrain   configs/beit3/scenes_pretrain.py  MIM + MLM + pair masked modelling, with that tokenizer
   captioning configs/beit3/scenes_captioning.py  init_from the pre-training run's last checkpoint
   nlvr       configs/beit3/nlvr.py (or --nlvr_config)  init_from the pre-training run's last checkpoint, or
-             with --nlvr_init=captioning the captioning run's (workdir <nlvr config>_from_captioning), or
-             with --nlvr_init=one_hop a curriculum: configs/beit3/nlvr_one_hop.py from the captioning run
-             (workdir nlvr_one_hop_from_captioning, --one_hop_steps), then the NLVR config from that run, its head
-             included (workdir <nlvr config>_from_one_hop)
+             with --nlvr_init=captioning the captioning run's (workdir <nlvr config>_from_captioning)
   nlvr_scratch (with --scratch)                the same fine-tuning from random weights
 then prints the NLVR test accuracy beside the baselines that never look at the images (the majority
 label, the majority label of each exact statement and of each meaning; the same model with blank images is
@@ -92,10 +89,8 @@ def main():
   parser.add_argument("--nlvr_steps", type=int, default=0, help="the NLVR config's steps (0: its default)")
   parser.add_argument("--captioning_steps", type=int, default=0, help="the captioning config's steps (0: its default)")
   parser.add_argument("--stages", default="nlvr,captioning", help="fine-tunings to run: nlvr, captioning or both")
-  parser.add_argument("--nlvr_init", default="pretrain", choices=("pretrain", "captioning", "one_hop"),
-                      help="the run NLVR starts from: the pre-training, the captioning fine-tuning of it, or the "
-                      "one-hop NLVR fine-tuning of that")
-  parser.add_argument("--one_hop_steps", type=int, default=600, help="nlvr_one_hop.py's steps (--nlvr_init=one_hop)")
+  parser.add_argument("--nlvr_init", default="pretrain", choices=("pretrain", "captioning"),
+                      help="the run NLVR starts from: the pre-training, or the captioning fine-tuning of it")
   args = parser.parse_args()
   extra = args.args.split()
   root = os.path.abspath(args.workdir)
@@ -115,15 +110,9 @@ def main():
     results["captioning_wall_time_s"] = caption.get("wall_time_s")
 
   def nlvr():
-    stage = args.nlvr_config[:-len(".py")] + {"pretrain": "", "captioning": "_from_captioning",
-                                              "one_hop": "_from_one_hop"}[args.nlvr_init]
+    stage = args.nlvr_config[:-len(".py")] + ("_from_captioning" if args.nlvr_init == "captioning" else "")
     start = pretrained if args.nlvr_init == "pretrain" else \
         f"--config.init_from={last_checkpoint(os.path.join(root, 'captioning'))}"
-    if args.nlvr_init == "one_hop":  # the curriculum's first stage; the NLVR head (same shapes) carries over
-      one_hop = run(f"nlvr_one_hop.py:steps={args.one_hop_steps}", os.path.join(root, "nlvr_one_hop_from_captioning"),
-                    start, *extra)
-      results["nlvr_one_hop"] = {k: v for k, v in one_hop.items() if k.startswith("eval/accuracy")}
-      start = f"--config.init_from={last_checkpoint(os.path.join(root, 'nlvr_one_hop_from_captioning'))}"
     nlvr_config = args.nlvr_config + (f":steps={args.nlvr_steps}" if args.nlvr_steps else "")
     summary = run(nlvr_config, os.path.join(root, stage), start, *extra)
     results["nlvr"] = {k: v for k, v in summary.items() if k.startswith("eval/accuracy")}
@@ -139,7 +128,7 @@ def main():
     results["baselines"] = nlvr_scenes.label_baselines(data.get("subjects", "all"), held_out,
                                                        data.get("templates", "pair"))
 
-  if args.nlvr_init != "pretrain":  # NLVR starts from the captioning run, which must come first
+  if args.nlvr_init == "captioning":  # NLVR starts from the captioning run, which must come first
     captioning()
     if "nlvr" in stages:
       nlvr()
