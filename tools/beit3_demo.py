@@ -125,7 +125,8 @@ def main():
     from papers_jax.data import nlvr_scenes
     data = config_lib.load(os.path.join(ROOT, "configs", "beit3", args.nlvr_config)).data
     held_out = data.get("held_out", "combinations")
-    results["baselines"] = nlvr_scenes.label_baselines(data.get("subjects", "all"), held_out)
+    results["baselines"] = nlvr_scenes.label_baselines(data.get("subjects", "all"), held_out,
+                                                       data.get("templates", "pair"))
 
   if args.nlvr_init == "captioning":  # NLVR starts from the captioning run, which must come first
     captioning()

@@ -11,7 +11,10 @@ training) and one statement about the pair, true or false:
 where {colour} is one of vqa_scenes' four colours or empty (any colour) and {kind} a shape (circle,
 square, triangle) or "object" (shapes and digits alike; "object" without a colour is left out: every
 scene has one). That gives 5 templates × 19 subjects = 95 meanings. Each template has three wordings
-(WORDINGS; the first is the line above), so 285 statements.
+(WORDINGS; the first is the line above), so 285 statements. With `templates="one_hop"` the templates are
+instead "both images have …", "the left image has {a} {colour} {kind}." and "the right image has …", each a
+single lookup per image whose evidence always counts the same way (easier than "neither" and "exactly one",
+which reverse or cancel it).
 
 Which statements only occur in testing (`held_out`; never in training either way):
   "combinations"  the first wording of the meanings with (template + subject) % 5 == 2 (19 of 95; 4 of the 20
@@ -26,8 +29,8 @@ even odds, then a pair of scenes for which the statement has that truth value (r
 pairs). So a statement alone says nothing about its label; `label_baselines()` measures that on the
 test set. Fixed seeds: train 10,000 pairs, test 1,000; example i is the same on every call.
 
-  NLVRScenesSource(split, subjects, held_out)  source[i] → {"image": (2, 64, 64, 3) uint8 [left, right],
-      "statement", "label": 1 true / 0 false, "template": index into TEMPLATES, "scenes": (left, right)}
+  NLVRScenesSource(split, subjects, held_out, templates)  source[i] → {"image": (2, 64, 64, 3) uint8
+      [left, right], "statement", "label": 1 true / 0 false, "template": index into TEMPLATES, "scenes": (left, right)}
 """
 
 import functools
@@ -42,7 +45,11 @@ _SPLIT_SEED = {"train": 0, "test": 1}
 SEED = 404
 COLOURS = ("",) + tuple(vqa_scenes.COLOURS)     # "" = any colour
 KINDS = ("object",) + vqa_scenes.SHAPES           # "object" = any kind, digits included
-TEMPLATES = ("both", "exactly_one", "neither", "left_more", "right_more")
+TEMPLATES = ("both", "exactly_one", "neither", "left_more", "right_more", "left_has", "right_has")
+# `templates`: "pair" (the first five; NLVR2-like, each needs both images and some reverse the evidence) or
+# "one_hop" (one lookup per image, all with the same sign: "the left image has …", "the right image has …",
+# "both images have …"; where a model cannot get off the ln 2 plateau on "pair", see docs/beit3.md).
+TEMPLATE_SETS = {"pair": TEMPLATES[:5], "one_hop": ("left_has", "right_has", "both")}
 SUBJECTS = tuple((c, k) for c in COLOURS for k in KINDS if (c, k) != ("", "object"))
 
 
@@ -58,6 +65,10 @@ WORDINGS = {
                   "the left image has more {p} than the right one.", "there are more {p} left than right."),
     "right_more": ("the right image has more {p} than the left image.",
                    "the right image has more {p} than the left one.", "there are more {p} right than left."),
+    "left_has": ("the left image has {a} {s}.", "the image to the left has {a} {s}.",
+                 "the left one of the two images has {a} {s}."),
+    "right_has": ("the right image has {a} {s}.", "the image to the right has {a} {s}.",
+                  "the right one of the two images has {a} {s}."),
 }
 HELD_OUT = ("combinations", "wordings")
 
@@ -85,14 +96,17 @@ def _subject_ids(subjects: str) -> list[int]:
   return [s for s, (c, k) in enumerate(SUBJECTS) if subjects == "all" or (c and k == "object")]
 
 
-def split_statements(split: str, subjects: str = "all", held_out: str = "combinations") -> list[tuple[int, int, int]]:
+def split_statements(split: str, subjects: str = "all", held_out: str = "combinations",
+                     templates: str = "pair") -> list[tuple[int, int, int]]:
   """(template, subject, wording) of a split's statements; train and test share none."""
   if held_out not in HELD_OUT:
     raise DataError(f"nlvr_scenes held_out must be one of {HELD_OUT} (data.held_out), got {held_out!r}")
+  if templates not in TEMPLATE_SETS:
+    raise DataError(f"nlvr_scenes templates must be one of {list(TEMPLATE_SETS)} (data.templates), got {templates!r}")
   test = split != "train"
   wordings = range(len(WORDINGS["both"])) if held_out == "wordings" else (0,)
-  return [(t, s, w) for t in range(len(TEMPLATES)) for s in _subject_ids(subjects) for w in wordings
-          if is_test_statement(t, s, w, held_out) == test]
+  return [(t, s, w) for t in range(len(TEMPLATES)) if TEMPLATES[t] in TEMPLATE_SETS[templates]
+          for s in _subject_ids(subjects) for w in wordings if is_test_statement(t, s, w, held_out) == test]
 
 
 def scene_counts(split: str) -> np.ndarray:
@@ -115,17 +129,22 @@ def truth(template: int, left, right):
     return (left == 0) & (right == 0)
   if name == "left_more":
     return left > right
-  return right > left
+  if name == "right_more":
+    return right > left
+  if name == "left_has":
+    return left > 0
+  return right > 0
 
 
 @functools.cache
-def examples(split: str, subjects: str = "all", held_out: str = "combinations") -> tuple[np.ndarray, ...]:
+def examples(split: str, subjects: str = "all", held_out: str = "combinations",
+             templates: str = "pair") -> tuple[np.ndarray, ...]:
   """(left, right, template, subject, wording, label) int arrays of a split's examples; deterministic."""
   if split not in SPLITS:
     raise DataError(f"Unknown nlvr_scenes split {split!r} (data.train_split / data.eval_split); use one of "
                     f"{list(SPLITS)}.")
   counts = scene_counts(split)
-  statements = split_statements(split, subjects, held_out)
+  statements = split_statements(split, subjects, held_out, templates)
   rng = np.random.default_rng([SEED, _SPLIT_SEED[split]])
   rows = []
   while len(rows) < SPLITS[split]:
@@ -148,9 +167,10 @@ def training_statements() -> list[str]:
 class NLVRScenesSource:
   """The pair-reasoning examples of `split`; see the module docstring."""
 
-  def __init__(self, split: str, subjects: str = "all", held_out: str = "combinations"):
+  def __init__(self, split: str, subjects: str = "all", held_out: str = "combinations", templates: str = "pair"):
     self.split, self.name, self.num_classes = split, "nlvr_scenes", 2
-    self.left, self.right, self.template, self.subject, self.wording, self.label = examples(split, subjects, held_out)
+    self.left, self.right, self.template, self.subject, self.wording, self.label = examples(
+        split, subjects, held_out, templates)
     self.scenes = vqa_scenes.VQAScenesSource(split)
 
   def __len__(self) -> int:
@@ -164,13 +184,13 @@ class NLVRScenesSource:
             "label": np.int32(self.label[i]), "template": np.int32(self.template[i]), "scenes": np.int32([l, r])}
 
 
-def label_baselines(subjects: str = "all", held_out: str = "combinations") -> dict:
+def label_baselines(subjects: str = "all", held_out: str = "combinations", templates: str = "pair") -> dict:
   """Test accuracy of answers that never look at the images: the majority training label; the majority
   training label of each exact statement (falling back to the majority label for statements unseen in
   training, which every test statement is); and the majority training label of each meaning (template and
   subject, any wording; the same fallback)."""
-  _, _, t_tr, s_tr, w_tr, y_tr = examples("train", subjects, held_out)
-  _, _, t_te, s_te, w_te, y_te = examples("test", subjects, held_out)
+  _, _, t_tr, s_tr, w_tr, y_tr = examples("train", subjects, held_out, templates)
+  _, _, t_te, s_te, w_te, y_te = examples("test", subjects, held_out, templates)
   majority = int(np.mean(y_tr) >= 0.5)
 
   def prior_accuracy(train_keys, test_keys):

@@ -134,7 +134,8 @@ class BEiT3Task:
     if split not in self._sources:
       data = self.config.data
       self._sources[split] = (nlvr_scenes.NLVRScenesSource(split, data.get("subjects", "all"),
-                                                           data.get("held_out", "combinations"))
+                                                           data.get("held_out", "combinations"),
+                                                           data.get("templates", "pair"))
                               if self.cfg.objective == "nlvr" else vqa_scenes.VQAScenesSource(split, "captions"))
     return self._sources[split]
 
