@@ -2,6 +2,7 @@
 count at the paper's sizes, the generated sounds."""
 
 import math
+import os
 
 import jax
 import jax.numpy as jnp
@@ -13,6 +14,8 @@ from papers_jax.data import sounds
 from papers_jax.models import audioclip as model_lib
 from papers_jax.objectives import audioclip as objective
 from tests.timm_parity import FixedKeyRngs
+
+FULL = bool(os.environ.get("PAPERS_JAX_FULL_PARITY"))
 
 
 # ---------------------------------------------------------------- the loss
@@ -170,3 +173,27 @@ def test_sounds_are_fixed_balanced_and_paired():
   digit = source[0]
   assert digit["text"].endswith(f" {sounds.KINDS[int(digit['label'])]}.") and digit["label"] >= 3
   assert len(sounds.SoundSource("test", num_speakers=5, repeats=1, limit=13)) == 13
+
+
+@pytest.mark.skipif(not FULL, reason="make test-full: imports timm and compiles a ResNeXt (the grouped blocks)")
+def test_grouped_bottlenecks_match_timm_resnext():
+  """The ResNeXt blocks the audio tower stacks (models/resnet.py Block with groups) against timm's, every tensor
+  perturbed, in evaluation mode."""
+  import chex
+  import torch
+
+  from papers_jax import convert
+  from papers_jax.convert.torch_compat import import_timm
+  from papers_jax.models.resnet import ResNet
+  from tests.test_resnet import perturb
+  timm = import_timm()
+  from timm.models.resnet import Bottleneck
+  ref = perturb(timm.models.resnet.ResNet(Bottleneck, [1, 2, 1, 1], cardinality=4, base_width=8, num_classes=10))
+  ours = ResNet(layers=(1, 2, 1, 1), groups=4, width_per_group=8, num_classes=10, rngs=nnx.Rngs(0))
+  convert.load_torch_weights(ours, ref.state_dict(), source="timm")
+  x = np.random.default_rng(6).standard_normal((2, 40, 40, 3)).astype(np.float32)
+  with torch.no_grad():
+    expected = ref(torch.from_numpy(x).permute(0, 3, 1, 2)).numpy()
+  with jax.default_matmul_precision("highest"):
+    logits = np.asarray(ours(x, train=False))
+  chex.assert_trees_all_close(logits, expected, atol=1e-4, rtol=1e-4)

@@ -125,12 +125,14 @@ class ResNet(nnx.Module):
   last stages by dilation, as the segmentation networks' dilated FCN does (DANet, DeepLab): each such
   stage doubles the dilation, its first block keeping the previous one (torchvision's
   `replace_stride_with_dilation`, DANet's code).
-  `multi_grid` gives the last stage's dilations block by block, cycled (DANet's Cityscapes model: 4, 8, 16)."""
+  `multi_grid` gives the last stage's dilations block by block, cycled (DANet's Cityscapes model: 4, 8, 16).
+  `groups` / `width_per_group` make the bottlenecks ResNeXt's (timm's cardinality / base_width)."""
 
   def __init__(self, *, block: str = "bottleneck", layers=(3, 4, 6, 3), num_classes: int = 1000, in_chans: int = 3,
                stem: str = "imagenet", width: int = 64, zero_init_last: bool = True, shortcut: str = "B",
                residual: bool = True, img_size: int | None = None, output_stride: int | None = None, multi_grid=None,
-               bn_group_size=None, norm: str = "batch", dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
+               bn_group_size=None, norm: str = "batch", groups: int = 1, width_per_group: int = 64, dtype=None,
+               param_dtype=jnp.float32, rngs: nnx.Rngs):
     if stem not in ("imagenet", "cifar"):
       raise ConfigError(f"stem={stem!r}; choose 'imagenet' (7×7/2 conv + max pool) or 'cifar' (3×3/1 conv)")
     if shortcut not in SHORTCUTS:
@@ -165,7 +167,8 @@ class ResNet(nnx.Module):
       for j in range(depth):
         stride = stage_stride if j == 0 else 1
         blocks.append(Block(block, features, planes, stride, zero_init_last=zero_init_last, shortcut=shortcut,
-                            residual=residual, dilation=dilations[j], bn_group_size=bn_group_size, norm=norm, **kw))
+                            residual=residual, dilation=dilations[j], bn_group_size=bn_group_size, norm=norm,
+                            groups=groups, base_width=width_per_group, **kw))
         features = planes * EXPANSION[block]
       stages.append(nnx.List(blocks))
     self.num_stages = len(stages)
