@@ -50,15 +50,6 @@ def test_loss_matches_numpy(pairs):
   assert set(terms) == set(pairs)
 
 
-def test_loss_falls_when_audio_matches():
-  rng = np.random.default_rng(1)
-  image, text = (jnp.asarray(rng.standard_normal((8, 4)), jnp.float32) for _ in range(2))
-  scales = (jnp.float32(20.0),) * 3
-  matched, _ = objective.audioclip_loss(image + text, image, text, scales)
-  shuffled, _ = objective.audioclip_loss((image + text)[::-1], image, text, scales)
-  assert float(matched) < float(shuffled)
-
-
 # ---------------------------------------------------------------- the FBSP transform, framing, pooling
 def _fbsp_weights_np(m, fb, fc, n, normalized, eps=1e-8):
   """The official `_materialize_weights` in complex numpy."""
@@ -87,14 +78,15 @@ def test_fbsp_weights_match_numpy(normalized):
 
 
 def test_fbsp_starts_as_a_fourier_transform_with_unit_norms():
-  fbsp = model_lib.LinearFBSP(17, normalized=True, rngs=nnx.Rngs(0))
-  frames = np.random.default_rng(3).standard_normal((2, 3, 32)).astype(np.float32)
-  re, im = fbsp(jnp.asarray(frames))
-  t = np.pi * np.linspace(-1.0, 1.0, 32) + 1e-8
-  ref = frames @ np.exp(-1j * np.arange(17)[:, None] * t[None, :]).T / np.sqrt(32)
-  np.testing.assert_allclose(np.asarray(re), ref.real, atol=1e-4)
-  np.testing.assert_allclose(np.asarray(im), ref.imag, atol=1e-4)
-  assert float(fbsp.norm_loss(32)) < 1e-10
+  """At its initialisation (m = 0, fb = 1, fc = k) the transform is exp(−i k t) / √n: a DFT-like basis, boxcar
+  window, each frequency's weights of norm 1, so the regulariser starts at 0."""
+  k, n = 9, 32                                                  # the shapes above: no new compilation
+  re, im = model_lib.fbsp_weights(jnp.zeros(k), jnp.ones(k), jnp.arange(k, dtype=jnp.float32), n, True)
+  t = np.pi * np.linspace(-1.0, 1.0, n) + 1e-8
+  ref = np.exp(-1j * np.arange(k)[:, None] * t[None, :]) / np.sqrt(n)
+  np.testing.assert_allclose(np.asarray(re), ref.real, atol=1e-5)
+  np.testing.assert_allclose(np.asarray(im), ref.imag, atol=1e-5)
+  np.testing.assert_allclose(np.sqrt((np.asarray(re) ** 2 + np.asarray(im) ** 2).sum(-1)), 1.0, atol=1e-5)
 
 
 def test_frame_signal_pads_half_each_side_and_windows():
