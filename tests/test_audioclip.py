@@ -72,7 +72,8 @@ def test_fbsp_weights_match_numpy(normalized):
   re, im = model_lib.fbsp_weights(jnp.asarray(m, jnp.float32), jnp.asarray(fb, jnp.float32),
                                   jnp.asarray(fc, jnp.float32), n, normalized)
   ref = _fbsp_weights_np(m, fb, fc, n, normalized)
-  assert (np.sinc(fb[:, None] * (np.pi * np.linspace(-1, 1, n)) / m[:, None] / np.pi) < 0).any()  # the phase case is hit
+  t = np.pi * np.linspace(-1, 1, n)
+  assert (np.sinc(fb[:, None] * t / m[:, None] / np.pi) < 0).any()  # a negative lobe: the phase case is hit
   np.testing.assert_allclose(np.asarray(re), ref.real, atol=2e-5)
   np.testing.assert_allclose(np.asarray(im), ref.imag, atol=2e-5)
 

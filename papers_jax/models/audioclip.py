@@ -108,7 +108,7 @@ class LinearFBSP(nnx.Module):
 
 
 def adaptive_max_pool(x, size: tuple[int, int]):
-  """torch's adaptive_max_pool2d on NHWC: output cell i covers rows ⌊iH/h⌋ … ⌈(i+1)H/h⌉ − 1 (and columns alike)."""
+  """torch's adaptive_max_pool2d on NHWC: cell i covers rows ⌊iH/h⌋ … ⌈(i+1)H/h⌉ − 1 (columns alike)."""
   for axis, out in zip((1, 2), size):
     n = x.shape[axis]
     if n == out:
