@@ -248,7 +248,6 @@ def esresnext_forward_flops(model: ESResNeXt, num_samples: int | None = None) ->
   total += f
   h, w = (h + 2 - 3) // 2 + 1, (w + 2 - 3) // 2 + 1
   for i, stage in enumerate(model.layers):
-    h_in, w_in = h, w
     for block in stage:
       hb, wb = h, w
       for conv in (block.conv1, block.conv2, block.conv3):
@@ -259,7 +258,6 @@ def esresnext_forward_flops(model: ESResNeXt, num_samples: int | None = None) ->
     if model.apply_attention:
       att = model.attention[i]
       total += conv_flops(att.conv_depth, h, w)[0] + conv_flops(att.conv_point, h, w)[0]
-    del h_in, w_in
   if model.apply_attention:
     total += conv_flops(model.attention_pool.conv_depth, 1, 1)[0] + conv_flops(model.attention_pool.conv_point, 1, 1)[0]
   return float(total + 2 * model.num_features * model.out_dim)
