@@ -60,6 +60,7 @@ from papers_jax.models import elmo  # noqa: F401  (registers elmo_original)
 from papers_jax.models import beit, igpt  # noqa: F401  (register their variants)
 from papers_jax.models import groupvit, lseg  # noqa: F401  (register their variants)
 from papers_jax.models import pointclip  # noqa: E402
+from papers_jax.models import audioclip  # noqa: E402
 from papers_jax.models import axial, sasa  # noqa: F401  (register their variants)
 from papers_jax.models import dpt, setr  # noqa: F401  (register their variants)
 from papers_jax.models import atd, dat, swinir  # noqa: F401  (super-resolution: register their variants)
@@ -95,6 +96,7 @@ FAMILIES = {
     groupvit.GroupViT: groupvit, lseg.LSeg: lseg, dpt.DPT: dpt, setr.SETR: setr,
     video_clip.VideoCLIP: video_clip,
     pointclip.PointCLIP: pointclip,
+    audioclip.AudioCLIP: audioclip,
     sasa.SAResNet: sasa, axial.AxialResNet: axial,
     swinir.SwinIR: swinir, dat.DAT: dat, atd.ATD: atd,
 }

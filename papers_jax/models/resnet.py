@@ -54,11 +54,12 @@ CIFAR_PAPER_PARAMS_M = {20: 0.27, 32: 0.46, 44: 0.66, 56: 0.85, 110: 1.7}
 
 class Block(nnx.Module):
   """A residual block: BasicBlock (two 3×3) or Bottleneck (1×1, 3×3 with the stride, 1×1 ×4), with the
-  shortcut of option A, B or C, or none (`residual=False`, a plain block)."""
+  shortcut of option A, B or C, or none (`residual=False`, a plain block). A bottleneck's 3×3 may be grouped
+  (ResNeXt, torchvision's layout: int(planes · base_width / 64) · groups inner channels)."""
 
   def __init__(self, kind: str, in_features: int, planes: int, stride: int, *, zero_init_last: bool,
                shortcut: str = "B", residual: bool = True, dilation: int = 1, bn_group_size=None, norm: str = "batch",
-               dtype=None,
+               groups: int = 1, base_width: int = 64, dtype=None,
                param_dtype=jnp.float32, rngs: nnx.Rngs):
     out = planes * EXPANSION[kind]
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
@@ -71,9 +72,10 @@ class Block(nnx.Module):
       self.conv2, self.bn2 = Conv(planes, planes, 3, dilation=dilation, **kw), bn(planes, last=True)
       self.conv3 = self.bn3 = None
     else:
-      self.conv1, self.bn1 = Conv(in_features, planes, 1, **kw), bn(planes)
-      self.conv2, self.bn2 = Conv(planes, planes, 3, stride=stride, dilation=dilation, **kw), bn(planes)
-      self.conv3, self.bn3 = Conv(planes, out, 1, **kw), bn(out, last=True)
+      inner = int(planes * base_width / 64) * groups
+      self.conv1, self.bn1 = Conv(in_features, inner, 1, **kw), bn(inner)
+      self.conv2, self.bn2 = Conv(inner, inner, 3, stride=stride, dilation=dilation, groups=groups, **kw), bn(inner)
+      self.conv3, self.bn3 = Conv(inner, out, 1, **kw), bn(out, last=True)
     self.residual, self.stride, self.pad_channels = residual, stride, 0
     changes_shape = stride != 1 or in_features != out
     if residual and (shortcut == "C" or (shortcut == "B" and changes_shape)):
@@ -123,12 +125,14 @@ class ResNet(nnx.Module):
   last stages by dilation, as the segmentation networks' dilated FCN does (DANet, DeepLab): each such
   stage doubles the dilation, its first block keeping the previous one (torchvision's
   `replace_stride_with_dilation`, DANet's code).
-  `multi_grid` gives the last stage's dilations block by block, cycled (DANet's Cityscapes model: 4, 8, 16)."""
+  `multi_grid` gives the last stage's dilations block by block, cycled (DANet's Cityscapes model: 4, 8, 16).
+  `groups` / `width_per_group` make the bottlenecks ResNeXt's (timm's cardinality / base_width)."""
 
   def __init__(self, *, block: str = "bottleneck", layers=(3, 4, 6, 3), num_classes: int = 1000, in_chans: int = 3,
                stem: str = "imagenet", width: int = 64, zero_init_last: bool = True, shortcut: str = "B",
                residual: bool = True, img_size: int | None = None, output_stride: int | None = None, multi_grid=None,
-               bn_group_size=None, norm: str = "batch", dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
+               bn_group_size=None, norm: str = "batch", groups: int = 1, width_per_group: int = 64, dtype=None,
+               param_dtype=jnp.float32, rngs: nnx.Rngs):
     if stem not in ("imagenet", "cifar"):
       raise ConfigError(f"stem={stem!r}; choose 'imagenet' (7×7/2 conv + max pool) or 'cifar' (3×3/1 conv)")
     if shortcut not in SHORTCUTS:
@@ -163,7 +167,8 @@ class ResNet(nnx.Module):
       for j in range(depth):
         stride = stage_stride if j == 0 else 1
         blocks.append(Block(block, features, planes, stride, zero_init_last=zero_init_last, shortcut=shortcut,
-                            residual=residual, dilation=dilations[j], bn_group_size=bn_group_size, norm=norm, **kw))
+                            residual=residual, dilation=dilations[j], bn_group_size=bn_group_size, norm=norm,
+                            groups=groups, base_width=width_per_group, **kw))
         features = planes * EXPANSION[block]
       stages.append(nnx.List(blocks))
     self.num_stages = len(stages)
