@@ -22,6 +22,10 @@ Measured with mean = std = 0.5, before the scenes' own mean / std (seed 0, 45 mi
 shared with seven other jobs, load 20-30): image→text R@1 56.0% and text→image R@1 48.9% (44.6% and 39.4% at step 500; chance 0.2%), single-object colour
 100% and kind 32.7% (docs/clip_family.md).
 
+`:grey=0.5` (PointCLIP's CLIP, configs/pointclip/shapes.py): half of the training pairs are greyscale, their
+captions without the colour words ("from left to right: a circle and a 7."), so that the towers learn the
+shapes apart from their colour, as a depth map shows them. The paper has no such augmentation.
+
 Departures from the paper (a CPU demo, not one of its experiments):
 - Tiny towers, generated scenes and captions and a word-level tokenizer instead of WIT and OpenAI's BPE;
   batch 128; no augmentation (captions name left and right, so no flips).
@@ -39,7 +43,7 @@ OBJECT_TEMPLATES = ("a {}.", "from left to right: a {}.", "from top to bottom: a
 
 
 def get_config(arg=None):
-  args = parse_arg(arg, smoke=False)
+  args = parse_arg(arg, grey=0.0, smoke=False)
   c = base_config()
   c.task = "clip"
   c.model = dict(name="clip_vit_base_patch32", embed_dim=64, img_size=64, patch_size=8, in_chans=3, vision_width=64,
@@ -54,6 +58,8 @@ def get_config(arg=None):
   c.data.augment = "none"
   c.data.mean = vqa_scenes.MEAN  # the scenes are dark (mean 0.11): 0.5 / 0.5 hides the objects
   c.data.std = vqa_scenes.STD
+  if args.grey:  # PointCLIP's CLIP: shapes apart from colour (docstring)
+    c.clip.update(grey_prob=float(args.grey), grey_drop_words=tuple(vqa_scenes.COLOURS))
   c.batch_size = 128
   c.num_steps = 1000
   c.optimizer.update(name="adamw", lr=1e-3, b1=0.9, b2=0.98, eps=1e-6, weight_decay=0.2, clip_grad_norm=0.0)

@@ -44,6 +44,7 @@ def get_config(arg=None):
   here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   c = load(os.path.join(here, "clip", "scenes.py") + (":smoke" if args.smoke else "")).unlock()
   c.task = "depthclip"
+  c.model.vision_pool = "avg"  # the image feature is the mean of the projected patch features (docstring)
   c.depthclip = depthclip_defaults()
   c.data.name = "depth_scenes"
   c.data.mean = depth_scenes.MEAN

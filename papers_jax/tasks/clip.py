@@ -66,6 +66,7 @@ RANGES = (
     ("retrieval_ks", "[1, 100000]"),
     ("feature_batch", "[1, 1048576]"),
     ("max_eval_images", "[0, inf)"),             # 0: all
+    ("grey_prob", "[0, 1]"),
 )
 
 
@@ -75,7 +76,15 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
       tokenizer="", text_key="", class_names=(),
       train_templates=captions_lib.PAPER_TEMPLATES, eval_templates=captions_lib.PAPER_TEMPLATES,
       zero_shot_data="", zero_shot_split="validation", zero_shot_class_names="",
-      retrieval_ks=(1, 5, 10), feature_batch=256, max_eval_images=0) | overrides)
+      retrieval_ks=(1, 5, 10), feature_batch=256, max_eval_images=0, grey_prob=0.0, grey_drop_words=()) | overrides)
+
+
+def grey_pair(image: np.ndarray, caption: str, drop_words) -> tuple[np.ndarray, str]:
+  """The greyscale augmentation: the image's luminance (ITU-R 601) in every channel, and the caption without
+  the words a grey image cannot show (`drop_words`, e.g. the colours), so that shapes are learned apart from colour."""
+  grey = np.asarray(image, np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+  image = np.repeat(np.clip(np.round(grey), 0, 255).astype(np.uint8)[..., None], 3, axis=-1)
+  return image, " ".join(w for w in caption.split(" ") if w not in set(drop_words))
 
 
 def masked_clip_losses(image_embeddings, text_embeddings, logit_scale, valid):
@@ -208,10 +217,14 @@ class CLIPTask:
   def preprocess(self, train: bool):
     """example → {"image": uint8 (H, W, C), "tokens": int32 (context_length,), "label": int32}."""
     image_fn = self.image_preprocess(train)
+    grey_prob = float(self.clip.grey_prob) if train else 0.0
 
     def fn(example, rng):
       out = image_fn(example, rng)
-      out["tokens"] = self.tokenizer([self.caption(example, rng, train=train)])[0]
+      caption = self.caption(example, rng, train=train)
+      if grey_prob and rng.random() < grey_prob:
+        out["image"], caption = grey_pair(out["image"], caption, self.clip.grey_drop_words)
+      out["tokens"] = self.tokenizer([caption])[0]
       return out
 
     return fn
