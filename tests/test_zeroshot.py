@@ -61,3 +61,24 @@ def test_per_view_zero_shot_against_a_loop():
   # Each class is its own (side, top) pair of outlines, so the views together can tell all six apart.
   pairs = {(point_clouds.SIDE_WORDS[c], point_clouds.TOP_WORDS[c]) for c in point_clouds.CLASSES}
   assert len(pairs) == len(point_clouds.CLASSES)
+
+
+def test_shape_motion_classes_and_the_held_out_pairs():
+  from papers_jax.data import clips
+  from papers_jax.tasks.video_clip import VideoCLIPTask
+  c = load("configs/video_clip/actionclip.py:mode=zero_shot,classes=shape_motion,smoke=True")
+  task = VideoCLIPTask(c)
+  held = np.asarray(c.video_clip.held_out_classes)
+  # Each held-out pair's shape and motion are both seen in training, each with other partners.
+  shapes, motions = held // 12, held % 12
+  assert sorted(np.bincount(shapes)) == [2, 2, 2, 2] and all((motions == m).sum() == 2 for m in set(motions))
+  train = task.source("train")
+  seen = set(train.labels.tolist())
+  assert not seen & set(held.tolist())
+  for s, m in zip(shapes, motions, strict=True):
+    assert any(x // 12 == s for x in seen) and any(x % 12 == m for x in seen)
+  example = train[0]
+  assert example["label"] == example["shape"] * 12 + example["motion"]
+  assert clips.LABELS["shape_motion"][int(example["label"])] == f"{clips.SHAPES[example['shape']]} " \
+                                                                 f"{clips.MOTIONS[example['motion']]}"
+  assert task.caption(example, None) == c.video_clip.eval_templates[0].format(task.class_names[int(example["label"])])

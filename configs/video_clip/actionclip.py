@@ -48,12 +48,20 @@ from papers_jax.errors import ConfigError
 from papers_jax.tasks.video_clip import MODES
 from papers_jax.tasks.video_clip import default_config as video_clip_defaults
 
+# Each shape with two of four motions on different axes (left, up, growing, clockwise), each motion with two
+# shapes: class shape · 12 + motion (data/clips.py LABELS["shape_motion"]).
+_AXES = (0, 2, 8, 10)
+HELD_OUT_PAIRS = tuple(sorted(s * 12 + _AXES[(s + k) % 4] for s in range(4) for k in range(2)))
+PAIR_TEMPLATES = ("{}.", "a video of a {}.", "a clip of a {}.", "a {}.", "there is a {}.", "the video shows a {}.",
+                  "a clip that shows a {}.", "this is a {}.")
+PAIR_HELD_OUT_TEMPLATES = ("a video that shows a {}.", "there is a clip of a {}.")
 NAMES = {"single_frame": "actionclip_meanp_vit_base_patch32", "mean": "actionclip_meanp_vit_base_patch32",
          "transformer": "actionclip_transf_vit_base_patch32"}
 
 
 def get_config(arg=None):
-  args = parse_arg(arg, mode="supervised", fusion="transformer", shots=8, init="", init_step=400, smoke=False)
+  args = parse_arg(arg, mode="supervised", fusion="transformer", classes="motion", shots=8, init="", init_step=400,
+                   smoke=False)
   if args.fusion not in NAMES:
     raise ConfigError(f"fusion must be one of {tuple(NAMES)}, got {args.fusion!r}")
   if args.mode not in MODES:
@@ -64,7 +72,10 @@ def get_config(arg=None):
                  vision_width=64, vision_layers=3, vision_heads=4, vision_mlp_ratio=2.0, text_width=64,
                  text_layers=2, text_heads=4, text_mlp_ratio=2.0, context_length=16, temporal_layers=2,
                  temporal_heads=4, temporal_mlp_ratio=2.0, max_frames=8)
-  c.video_clip = video_clip_defaults(method="actionclip", mode=args.mode, shots=args.shots)
+  c.video_clip = video_clip_defaults(method="actionclip", mode=args.mode, shots=args.shots, classes=args.classes)
+  if args.classes == "shape_motion":  # compositional zero-shot (docstring): held-out shape-motion pairs
+    c.video_clip.update(held_out_classes=HELD_OUT_PAIRS, train_templates=PAIR_TEMPLATES,
+                        eval_templates=PAIR_HELD_OUT_TEMPLATES)
   c.data.name = "moving_shapes"
   c.data.image_size = 32
   c.data.mean = (0.5, 0.5, 0.5)
