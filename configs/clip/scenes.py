@@ -24,7 +24,8 @@ shared with seven other jobs, load 20-30): image→text R@1 56.0% and text→ima
 
 `:grey=0.5` (PointCLIP's CLIP, configs/pointclip/shapes.py): half of the training pairs are greyscale, their
 captions without the colour words ("from left to right: a circle and a 7."), so that the towers learn the
-shapes apart from their colour, as a depth map shows them. The paper has no such augmentation.
+shapes apart from their colour, as a depth map shows them. The paper has no such augmentation. `init=<run>` starts
+from a finished run of this config and trains 300 steps (PointCLIP's CLIP: `:grey=0.5,init=runs/clip_scenes`).
 
 Departures from the paper (a CPU demo, not one of its experiments):
 - Tiny towers, generated scenes and captions and a word-level tokenizer instead of WIT and OpenAI's BPE;
@@ -43,7 +44,7 @@ OBJECT_TEMPLATES = ("a {}.", "from left to right: a {}.", "from top to bottom: a
 
 
 def get_config(arg=None):
-  args = parse_arg(arg, grey=0.0, smoke=False)
+  args = parse_arg(arg, grey=0.0, init="", smoke=False)
   c = base_config()
   c.task = "clip"
   c.model = dict(name="clip_vit_base_patch32", embed_dim=64, img_size=64, patch_size=8, in_chans=3, vision_width=64,
@@ -68,6 +69,9 @@ def get_config(arg=None):
   c.log_every = 50
   c.eval_every = 500
   c.checkpoint_every = 500
+  if args.init:  # fine-tune a finished run of this config (its last checkpoint, 1,000 steps) for 300 steps
+    c.init_from = f"{args.init}/checkpoints/1000/state"
+    c.num_steps, c.eval_every, c.checkpoint_every = 300, 300, 300
   if args.smoke:
     c.model.update(embed_dim=32, vision_width=32, vision_layers=1, vision_heads=2, text_width=32, text_layers=1,
                    text_heads=2)

@@ -30,7 +30,8 @@ After each evaluation (`after_eval`), on the eval split:
     training templates for comparison: eval/zero_shot_top1_train_templates;
   - for `data.name = "vqa_scenes"`, zero-shot on single objects: each eval scene's objects drawn
     alone, classified among the 52 prompts "colour kind" through the eval templates:
-    eval/object_top1, eval/object_colour_top1, eval/object_kind_top1;
+    eval/object_top1, eval/object_colour_top1, eval/object_kind_top1 (and with `clip.grey_prob`, the objects
+    in grey among the 13 "kind" prompts: eval/object_kind_top1_grey);
   - with `clip.zero_shot_data` (e.g. "tfds:imagenet2012" and `clip.zero_shot_class_names`, a file
     with one class name per line) zero-shot on that labelled set: eval/zero_shot_<name>_top1.
 The class rows are computed once per evaluation and cached by step.
@@ -360,9 +361,16 @@ class CLIPTask:
     names = [f"{c} {k}" for c in vqa_scenes.COLOURS for k in vqa_scenes.KINDS]
     weights = self._classifier("objects", names, self.clip.eval_templates).weights(encode_text, step)
     pred = np.argmax(zero_shot.l2_normalize(feats) @ weights.T, axis=1)
-    return {"object_top1": float(np.mean(pred == labels)),
-            "object_colour_top1": float(np.mean(pred // n_kinds == colours)),
-            "object_kind_top1": float(np.mean(pred % n_kinds == kinds))}
+    out = {"object_top1": float(np.mean(pred == labels)),
+           "object_colour_top1": float(np.mean(pred // n_kinds == colours)),
+           "object_kind_top1": float(np.mean(pred % n_kinds == kinds))}
+    if self.clip.grey_prob:  # the same objects in grey among the 13 kinds ("a circle."): shape without colour
+      grey = [{"image": grey_pair(im, "", ())[0], "label": k} for im, k in zip(images, kinds)]
+      feats, labels, _ = self._image_features(encode_image, grey, None)
+      weights = self._classifier("kinds", list(vqa_scenes.KINDS), self.clip.eval_templates).weights(encode_text, step)
+      out["object_kind_top1_grey"] = float(np.mean(np.argmax(zero_shot.l2_normalize(feats) @ weights.T, axis=1)
+                                                   == labels))
+    return out
 
   def _external_zero_shot(self, encode_image, encode_text, step) -> dict:
     c = self.clip
