@@ -17,6 +17,16 @@ right", are held out of training; their words all occur in the seen class names)
 used in training, the prompt features averaged: eval/top1 over the 12 classes; in zero_shot mode also
 eval/unseen_top1 (held-out clips among the 3 held-out classes), eval/seen_top1, and eval/chance_*.
 
+`classes=shape_motion` (compositional zero-shot): a clip's class is its shape and motion, 48 classes named
+"triangle moving left"; with mode=zero_shot eight pairs are held out (HELD_OUT_PAIRS: each shape with two of
+the motions left, up, growing, clockwise, each of those motions with two shapes), so every held-out pair's
+shape and motion are each trained with other partners and its name is composed of trained words. The motion
+classes above cannot be zero-shot here: a held-out motion's name puts trained words in an order no clip was
+ever matched with ("moving down" from "moving up" and "moving down and left"), and nothing tells the text
+tower where that lands. Prompts: PAIR_TEMPLATES in training, PAIR_HELD_OUT_TEMPLATES in evaluation; besides
+eval/unseen_top1 (chance 1/8), eval/unseen_shape_top1 and eval/unseen_motion_top1 say which half of the pair
+the prediction gets right, and eval/shape_only_unseen_top1 is what reading the shape alone scores (1/2).
+
 `init=<run>` starts from a configs/video_clip/clip4clip.py:temporal=transformer run (the paper's "pre-train,
 prompt, fine-tune"): its params (the fusion transformer from its seqTransf transformer; `init_skip` drops it
 for fusion=mean / single_frame), its tokenizer, prompts made of its vocabulary ("a video of {}.", ...;
@@ -40,6 +50,8 @@ Departures from the paper:
   reference averages the softmaxed similarities over the prompts. One view per clip (no multi-view testing).
 - Batch 32, lr 1e-3 for every weight (the paper: 5e-6 for CLIP, 10× for the fusion), 600 steps (300 with
   `init`); few-shot and zero-shot on this generated data, not HMDB-51/UCF-101.
+- `classes=shape_motion` is this demo's: the paper's classes are actions and its zero-shot split holds out
+  whole classes (half of HMDB-51's or UCF-101's), whose names OpenAI's CLIP already knows from web text.
 - Inherited from the base config: no gradient clipping, no weight EMA, float32.
 """
 
