@@ -26,6 +26,8 @@ ever matched with ("moving down" from "moving up" and "moving down and left"), a
 tower where that lands. Prompts: PAIR_TEMPLATES in training, PAIR_HELD_OUT_TEMPLATES in evaluation; besides
 eval/unseen_top1 (chance 1/8), eval/unseen_shape_top1 and eval/unseen_motion_top1 say which half of the pair
 the prediction gets right, and eval/shape_only_unseen_top1 is what reading the shape alone scores (1/2).
+Measured (600 steps from random weights, seed 0, shared 2-core CPU at load ~30, 12 minutes; docs/clip_family.md):
+held-out pairs 35.3% (chance 12.5%; single frame 28.2%), the pair's shape right 60.0%, its motion 42.4%.
 
 `init=<run>` starts from a configs/video_clip/clip4clip.py:temporal=transformer run (the paper's "pre-train,
 prompt, fine-tune"): its params (the fusion transformer from its seqTransf transformer; `init_skip` drops it
