@@ -25,6 +25,9 @@ training captions (data/captions.py's `CaptionTokenizer`, saved as <workdir>/tok
                 features averaged, evaluators/zero_shot.py): eval/top1 over all classes, and in
                 "zero_shot" mode eval/unseen_top1 (held-out clips among the held-out classes only) and
                 eval/seen_top1 (the seen clips among the seen classes), beside chance (eval/chance_*).
+                `video_clip.classes`: "motion" (12 classes) or "shape_motion" (48, "triangle moving left":
+                held-out pairs are compositions of trained words; also eval/unseen_shape_top1,
+                eval/unseen_motion_top1 and eval/shape_only_unseen_top1, what reading the shape alone scores).
 `eval/loss` is the method's loss within each eval batch (padding left out).
 """
 
