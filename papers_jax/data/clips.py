@@ -50,6 +50,9 @@ SHAPE_MOTION_TEMPLATES = ("a {shape} {motion}.", "a video of a {shape} {motion}.
 ACTION_TEMPLATES = ("{}.", "a video of a shape {}.", "a clip of something {}.", "a shape is {}.",
                     "a video of an object {}.", "something {}.", "a clip of a shape {}.", "an object is {}.")
 ACTION_HELD_OUT_TEMPLATES = ("a video of something {}.", "an object {}.")
+# The class of a clip: its motion, or (ActionCLIP's compositional zero-shot) its shape and motion, class
+# shape · 12 + motion, named "triangle moving left".
+LABELS = {"motion": MOTIONS, "shape_motion": tuple(f"{s} {m}" for s in SHAPES for m in MOTIONS)}
 SPLITS = {"train": 4800, "test": 480}
 _SPLIT_SEED = {"train": 0, "test": 1}
 SEED = 3232
@@ -143,28 +146,31 @@ class MovingShapesSource:
   """The clips of `split` (see the module docstring)."""
 
   def __init__(self, split: str, *, num_frames: int = 8, size: int = 32, classes=None, shots: int = 0,
-               seed: int = SEED):
+               seed: int = SEED, labels: str = "motion"):
     if split not in SPLITS:
       raise DataError(f"moving_shapes has splits {tuple(SPLITS)}, not {split!r}")
     if num_frames < 2 or size < 16:
       raise DataError(f"moving_shapes needs at least 2 frames of at least 16×16 (got {num_frames} × {size})")
+    if labels not in LABELS:
+      raise DataError(f"moving_shapes labels must be one of {tuple(LABELS)}, got {labels!r}")
     self.split, self.num_frames, self.size, self.seed = split, int(num_frames), int(size), int(seed)
-    self.name, self.num_classes = "moving_shapes", len(MOTIONS)
-    self.class_names = MOTIONS
+    self.class_names = LABELS[labels]
+    self.name, self.num_classes, self.label_kind = "moving_shapes", len(self.class_names), labels
     n = SPLITS[split]
     rng = np.random.default_rng([self.seed, _SPLIT_SEED[split]])
     self._labels = np.arange(n) % len(MOTIONS)                            # balanced, then shuffled
     rng.shuffle(self._labels)
     self._colours = rng.integers(len(COLOURS), size=n)
     self._shapes = rng.integers(len(SHAPES), size=n)
+    self._classes = self._labels if labels == "motion" else self._shapes * len(MOTIONS) + self._labels
     keep = np.arange(n)
     if classes is not None and len(classes):
       classes = [int(c) for c in classes]
-      if any(c < 0 or c >= len(MOTIONS) for c in classes):
-        raise DataError(f"moving_shapes classes must lie in [0, {len(MOTIONS)}), got {classes}")
-      keep = keep[np.isin(self._labels, classes)]
+      if any(c < 0 or c >= self.num_classes for c in classes):
+        raise DataError(f"moving_shapes classes must lie in [0, {self.num_classes}), got {classes}")
+      keep = keep[np.isin(self._classes, classes)]
     if shots:
-      keep = np.concatenate([keep[self._labels[keep] == c][:shots] for c in np.unique(self._labels[keep])])
+      keep = np.concatenate([keep[self._classes[keep] == c][:shots] for c in np.unique(self._classes[keep])])
       keep.sort()
     self._keep = keep
 
@@ -173,7 +179,7 @@ class MovingShapesSource:
 
   @property
   def labels(self) -> np.ndarray:
-    return self._labels[self._keep].astype(np.int32)
+    return self._classes[self._keep].astype(np.int32)
 
   def caption_ids(self) -> np.ndarray:
     i = self._keep
@@ -188,5 +194,6 @@ class MovingShapesSource:
     background = rng.uniform(10, 40)
     noise = background + 8 * rng.standard_normal((self.num_frames, self.size, self.size, 1))
     frames = render(shape_name, COLOURS[colour_name], centres, sizes, angles, size=self.size, noise=noise)
-    return {"frames": frames, "label": np.int32(motion), "caption": caption(colour_name, shape_name, MOTIONS[motion]),
-            "colour": np.int32(colour), "shape": np.int32(shape)}
+    return {"frames": frames, "label": np.int32(self._classes[j]),
+            "caption": caption(colour_name, shape_name, MOTIONS[motion]), "colour": np.int32(colour),
+            "shape": np.int32(shape), "motion": np.int32(motion)}

@@ -13,6 +13,9 @@ Splits (fixed seeds): "train" 100 clouds per class, "test" 50 per class, from di
 outlines its views show ("square" for the cube; "triangle and a circle" for the cone, a triangle from
 the side and a circle from above; "0" for the ring of the torus). The classes' own names ("cube",
 "sphere", ...) never occur in that CLIP's captions: its tokenizer maps them to [UNK].
+`SIDE_WORDS` and `TOP_WORDS` split those outlines by view: what each shape's depth map shows from the side
+(front, right, back, left) and from above or below (top, bottom); the torus's flat band seen from the side is
+the nearest outline the scenes name, a "square" (a wide rectangle). Each class is a different (side, top) pair.
 """
 
 import numpy as np
@@ -22,6 +25,10 @@ from papers_jax.errors import DataError
 CLASSES = ("cube", "sphere", "cylinder", "cone", "pyramid", "torus")
 VIEW_WORDS = {"cube": "square", "sphere": "circle", "cylinder": "square and a circle",
               "cone": "triangle and a circle", "pyramid": "triangle and a square", "torus": "0"}
+SIDE_WORDS = {"cube": "square", "sphere": "circle", "cylinder": "square", "cone": "triangle", "pyramid": "triangle",
+              "torus": "square"}
+TOP_WORDS = {"cube": "square", "sphere": "circle", "cylinder": "circle", "cone": "circle", "pyramid": "square",
+             "torus": "0"}
 SPLITS = {"train": (100, 1000), "test": (50, 2000)}  # clouds per class, seed
 TORUS_RADII = (1.0, 0.35)
 

@@ -304,7 +304,9 @@ class CLIP(nnx.Module):
   ViT tower: img_size, patch_size, vision_width, vision_layers (depth), vision_heads (default
   width/64). ResNet tower: vision_layers (blocks per stage), vision_width (stem width; the last
   stage has 32×), vision_heads (attention pooling; default 32·width/64). Text tower: context_length,
-  vocab_size, text_width, text_layers, text_heads (default width/64), eos_token_id.
+  vocab_size, text_width, text_layers, text_heads (default width/64), eos_token_id. `vision_pool="avg"` (ViT
+  only): the image feature is the mean of the patch tokens after the final LayerNorm instead of the class token's,
+  so it is the mean of the projected patch features (DepthCLIP's dense readout relies on that).
   """
 
   def __init__(self, *, embed_dim: int = 512, vision: str = "vit", img_size: int = 224, patch_size: int = 32,
@@ -314,9 +316,12 @@ class CLIP(nnx.Module):
                text_mlp_ratio: float = 4.0, eos_token_id: int | None = None, act: str = "quick_gelu",
                norm_eps: float = 1e-5, logit_scale_init: float = math.log(1 / 0.07), max_logit_scale: float = 100.0,
                drop_path_rate: float = 0.0, bn_group_size: int | None = None, attention_impl: str | None = None,
-               remat: str = "", scan: bool = False, dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
+               remat: str = "", scan: bool = False, vision_pool: str = "token", dtype=None,
+               param_dtype=jnp.float32, rngs: nnx.Rngs):
     if vision not in ("vit", "resnet"):
       raise ConfigError(f"vision must be 'vit' or 'resnet', got {vision!r}")
+    if vision_pool not in ("token", "avg"):
+      raise ConfigError(f"vision_pool must be 'token' or 'avg', got {vision_pool!r}")
     check_remat(remat)
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.vision, self.embed_dim, self.dtype = vision, embed_dim, dtype
@@ -325,7 +330,7 @@ class CLIP(nnx.Module):
       # A plain ViT with CLIP's parts: no patch-embedding bias, ln_pre after the position embeddings,
       # its activation and LayerNorm eps; no head (the class token's feature is projected below).
       self.visual = VisionTransformer(
-          num_classes=0, global_pool="token", embed_dim=vision_width, depth=int(vision_layers),
+          num_classes=0, global_pool=vision_pool, fc_norm=False, embed_dim=vision_width, depth=int(vision_layers),
           num_heads=vision_heads or max(1, vision_width // 64), drop_path_rate=drop_path_rate, remat=remat, scan=scan,
           block=BlockOptions(mlp_ratio=vision_mlp_ratio, act=act, norm_eps=norm_eps, attention_impl=attention_impl),
           patch_embed=PatchEmbed(img_size, patch_size, in_chans, vision_width, bias=False, **kw),

@@ -30,7 +30,8 @@ After each evaluation (`after_eval`), on the eval split:
     training templates for comparison: eval/zero_shot_top1_train_templates;
   - for `data.name = "vqa_scenes"`, zero-shot on single objects: each eval scene's objects drawn
     alone, classified among the 52 prompts "colour kind" through the eval templates:
-    eval/object_top1, eval/object_colour_top1, eval/object_kind_top1;
+    eval/object_top1, eval/object_colour_top1, eval/object_kind_top1 (and with `clip.grey_prob`, the objects
+    in grey among the 13 "kind" prompts: eval/object_kind_top1_grey);
   - with `clip.zero_shot_data` (e.g. "tfds:imagenet2012" and `clip.zero_shot_class_names`, a file
     with one class name per line) zero-shot on that labelled set: eval/zero_shot_<name>_top1.
 The class rows are computed once per evaluation and cached by step.
@@ -66,6 +67,7 @@ RANGES = (
     ("retrieval_ks", "[1, 100000]"),
     ("feature_batch", "[1, 1048576]"),
     ("max_eval_images", "[0, inf)"),             # 0: all
+    ("grey_prob", "[0, 1]"),
 )
 
 
@@ -75,7 +77,15 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
       tokenizer="", text_key="", class_names=(),
       train_templates=captions_lib.PAPER_TEMPLATES, eval_templates=captions_lib.PAPER_TEMPLATES,
       zero_shot_data="", zero_shot_split="validation", zero_shot_class_names="",
-      retrieval_ks=(1, 5, 10), feature_batch=256, max_eval_images=0) | overrides)
+      retrieval_ks=(1, 5, 10), feature_batch=256, max_eval_images=0, grey_prob=0.0, grey_drop_words=()) | overrides)
+
+
+def grey_pair(image: np.ndarray, caption: str, drop_words) -> tuple[np.ndarray, str]:
+  """The greyscale augmentation: the image's luminance (ITU-R 601) in every channel, and the caption without
+  the words a grey image cannot show (`drop_words`, e.g. the colours), so that shapes are learned apart from colour."""
+  grey = np.asarray(image, np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+  image = np.repeat(np.clip(np.round(grey), 0, 255).astype(np.uint8)[..., None], 3, axis=-1)
+  return image, " ".join(w for w in caption.split(" ") if w not in set(drop_words))
 
 
 def masked_clip_losses(image_embeddings, text_embeddings, logit_scale, valid):
@@ -208,10 +218,14 @@ class CLIPTask:
   def preprocess(self, train: bool):
     """example → {"image": uint8 (H, W, C), "tokens": int32 (context_length,), "label": int32}."""
     image_fn = self.image_preprocess(train)
+    grey_prob = float(self.clip.grey_prob) if train else 0.0
 
     def fn(example, rng):
       out = image_fn(example, rng)
-      out["tokens"] = self.tokenizer([self.caption(example, rng, train=train)])[0]
+      caption = self.caption(example, rng, train=train)
+      if grey_prob and rng.random() < grey_prob:
+        out["image"], caption = grey_pair(out["image"], caption, self.clip.grey_drop_words)
+      out["tokens"] = self.tokenizer([caption])[0]
       return out
 
     return fn
@@ -347,9 +361,16 @@ class CLIPTask:
     names = [f"{c} {k}" for c in vqa_scenes.COLOURS for k in vqa_scenes.KINDS]
     weights = self._classifier("objects", names, self.clip.eval_templates).weights(encode_text, step)
     pred = np.argmax(zero_shot.l2_normalize(feats) @ weights.T, axis=1)
-    return {"object_top1": float(np.mean(pred == labels)),
-            "object_colour_top1": float(np.mean(pred // n_kinds == colours)),
-            "object_kind_top1": float(np.mean(pred % n_kinds == kinds))}
+    out = {"object_top1": float(np.mean(pred == labels)),
+           "object_colour_top1": float(np.mean(pred // n_kinds == colours)),
+           "object_kind_top1": float(np.mean(pred % n_kinds == kinds))}
+    if self.clip.grey_prob:  # the same objects in grey among the 13 kinds ("a circle."): shape without colour
+      grey = [{"image": grey_pair(im, "", ())[0], "label": k} for im, k in zip(images, kinds)]
+      feats, labels, _ = self._image_features(encode_image, grey, None)
+      weights = self._classifier("kinds", list(vqa_scenes.KINDS), self.clip.eval_templates).weights(encode_text, step)
+      out["object_kind_top1_grey"] = float(np.mean(np.argmax(zero_shot.l2_normalize(feats) @ weights.T, axis=1)
+                                                   == labels))
+    return out
 
   def _external_zero_shot(self, encode_image, encode_text, step) -> dict:
     c = self.clip

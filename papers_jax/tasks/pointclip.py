@@ -97,7 +97,9 @@ class PointCLIPTask:
                           f"{data['std']}: normalise the depth maps as that CLIP's images were")
 
   def class_texts(self, kind: str) -> list[str]:
-    return [point_clouds.VIEW_WORDS[c] if kind == "view_words" else c for c in point_clouds.CLASSES]
+    words = {"view_words": point_clouds.VIEW_WORDS, "side_words": point_clouds.SIDE_WORDS,
+             "top_words": point_clouds.TOP_WORDS}.get(kind)
+    return [words[c] if words else c for c in point_clouds.CLASSES]
 
   @functools.cached_property
   def tokenizer(self) -> CaptionTokenizer:
@@ -196,7 +198,10 @@ class PointCLIPTask:
       paper_text = text(tuple(self.pc.templates), self.pc.class_texts)
       scenes_text = text(SCENES_TEMPLATES, self.pc.class_texts)
       names_text = text(tuple(self.pc.templates), "names")
-    return zero_shot_report(test_feats, test_labels, shot_feats, shot_labels, paper_text, scenes_text, names_text)
+      per_view = {t: per_view_texts(text(t, "side_words"), text(t, "top_words"))
+                  for t in (tuple(self.pc.templates), SCENES_TEMPLATES)}
+    out = zero_shot_report(test_feats, test_labels, shot_feats, shot_labels, paper_text, scenes_text, names_text)
+    return out | per_view_report(test_feats, test_labels, shot_feats, shot_labels, *per_view.values())
 
   @staticmethod
   def _features(view_features, state, batch: int, source):
@@ -216,14 +221,25 @@ def zs_texts(class_texts, templates) -> list[str]:
   return [t.format(c) for c in class_texts for t in templates]
 
 
+def per_view_texts(side, top) -> np.ndarray:
+  """(K, D) side-view and top-view class texts → (M, K, D), one row per view of models/pointclip.py's VIEWS."""
+  return np.stack([side if name in ("front", "right", "back", "left") else top for name in model_lib.VIEW_NAMES])
+
+
+def _view_logits(features, text) -> np.ndarray:
+  """(N, M, D), (K, D) or per view (M, K, D) normalised texts → (N, M, K) = 100 cos(f_i, t_k) (of view i's t_k)."""
+  spec = "nmd,mkd->nmk" if text.ndim == 3 else "nmd,kd->nmk"
+  return 100.0 * np.einsum(spec, zs.l2_normalize(features), text)
+
+
 def zero_shot_logits_np(features, text, weights) -> np.ndarray:
-  """Numpy: (N, M, D), (K, D) normalised, (M,) → (N, K) = 100 Σ_i w_i cos(f_i, t_k)."""
-  return 100.0 * np.einsum("nmd,kd,m->nk", zs.l2_normalize(features), text, np.asarray(weights, np.float32))
+  """Numpy: (N, M, D), (K, D) or (M, K, D) normalised, (M,) → (N, K) = 100 Σ_i w_i cos(f_i, t_k)."""
+  return np.einsum("nmk,m->nk", _view_logits(features, text), np.asarray(weights, np.float32))
 
 
 def search_view_weights(features, labels, text, grid=SEARCH_GRID) -> np.ndarray:
   """The view weights of `grid`^M with the best accuracy on (features, labels); ties: the first found."""
-  per_view = 100.0 * np.einsum("nmd,kd->nmk", zs.l2_normalize(features), text)
+  per_view = _view_logits(features, text)
   best, best_acc = None, -1.0
   for weights in itertools.product(grid, repeat=features.shape[1]):
     if not any(weights):
@@ -249,4 +265,17 @@ def zero_shot_report(test_feats, test_labels, shot_feats, shot_labels, text, sce
   flat = lambda f: zs.l2_normalize(zs.l2_normalize(f).reshape(len(f), -1))  # noqa: E731
   prototypes = zs.l2_normalize(np.stack([flat(shot_feats)[shot_labels == k].mean(0) for k in range(text.shape[0])]))
   out["prototype_accuracy"] = acc(flat(test_feats) @ prototypes.T)
+  return out
+
+
+def per_view_report(test_feats, test_labels, shot_feats, shot_labels, text, scenes_text) -> dict:
+  """Zero-shot with per-view class texts ((M, K, D): what each view shows, `per_view_texts`), through the
+  configured templates and through the CLIP's own caption templates; equal and searched view weights."""
+  acc = lambda logits: float(np.mean(logits.argmax(-1) == test_labels))  # noqa: E731
+  ones = np.ones(test_feats.shape[1], np.float32)
+  out = {}
+  for tag, t in (("", text), ("_scenes_templates", scenes_text)):
+    out[f"zero_shot_per_view{tag}"] = acc(zero_shot_logits_np(test_feats, t, ones))
+    weights = search_view_weights(shot_feats, shot_labels, t)
+    out[f"zero_shot_per_view_searched{tag}"] = acc(zero_shot_logits_np(test_feats, t, weights))
   return out

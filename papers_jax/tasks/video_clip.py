@@ -25,6 +25,9 @@ training captions (data/captions.py's `CaptionTokenizer`, saved as <workdir>/tok
                 features averaged, evaluators/zero_shot.py): eval/top1 over all classes, and in
                 "zero_shot" mode eval/unseen_top1 (held-out clips among the held-out classes only) and
                 eval/seen_top1 (the seen clips among the seen classes), beside chance (eval/chance_*).
+                `video_clip.classes`: "motion" (12 classes) or "shape_motion" (48, "triangle moving left":
+                held-out pairs are compositions of trained words; also eval/unseen_shape_top1,
+                eval/unseen_motion_top1 and eval/shape_only_unseen_top1, what reading the shape alone scores).
 `eval/loss` is the method's loss within each eval batch (padding left out).
 """
 
@@ -67,6 +70,7 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
       method="clip4clip", mode="supervised", num_frames=8, frame_size=32, tokenizer="",
       caption_templates=clips.CAPTION_TEMPLATES, train_templates=clips.ACTION_TEMPLATES,
       eval_templates=clips.ACTION_HELD_OUT_TEMPLATES, held_out_classes=(3, 4, 7), shots=8, target_scale=10.0,
+      classes="motion",
       retrieval_ks=(1, 5, 10), feature_batch=64, max_eval_videos=0) | overrides)
 
 
@@ -84,10 +88,13 @@ class VideoCLIPTask:
       raise ConfigError("video_clip.mode applies to method='actionclip' only; CLIP4Clip trains on every clip")
     if config.data.name != "moving_shapes":
       raise ConfigError(f"task video_clip reads data.name='moving_shapes' (data/clips.py), got {config.data.name!r}")
-    bad = [c for c in vc.held_out_classes if not 0 <= int(c) < len(clips.MOTIONS)]
+    if vc.classes not in clips.LABELS:
+      raise ConfigError(f"video_clip.classes must be one of {tuple(clips.LABELS)}, got {vc.classes!r}")
+    self.class_names = clips.LABELS[vc.classes]
+    bad = [c for c in vc.held_out_classes if not 0 <= int(c) < len(self.class_names)]
     if bad or (vc.mode == "zero_shot" and not vc.held_out_classes):
-      raise ConfigError(f"video_clip.held_out_classes must be a non-empty subset of 0..{len(clips.MOTIONS) - 1} "
-                        f"(data/clips.py MOTIONS), got {tuple(vc.held_out_classes)}")
+      raise ConfigError(f"video_clip.held_out_classes must be a non-empty subset of 0..{len(self.class_names) - 1} "
+                        f"(data/clips.py LABELS[{vc.classes!r}]), got {tuple(vc.held_out_classes)}")
     if vc.mode == "few_shot" and vc.shots < 1:
       raise ConfigError("video_clip.mode='few_shot' needs video_clip.shots >= 1")
     self.mean, self.std, _ = image_preprocessing(config)
@@ -98,12 +105,13 @@ class VideoCLIPTask:
   @property
   def seen_classes(self) -> tuple[int, ...]:
     held = {int(c) for c in self.vc.held_out_classes} if self.vc.mode == "zero_shot" else set()
-    return tuple(c for c in range(len(clips.MOTIONS)) if c not in held)
+    return tuple(c for c in range(len(self.class_names)) if c not in held)
 
   def source(self, split: str):
     if split not in self._sources:
       train = split == self.config.data.train_split
-      kw = dict(num_frames=self.vc.num_frames, size=self.vc.frame_size)
+      kw = dict(num_frames=self.vc.num_frames, size=self.vc.frame_size,
+                labels=self.vc.classes if self.vc.method == "actionclip" else "motion")
       if train and self.vc.method == "actionclip":
         kw |= dict(classes=self.seen_classes, shots=self.vc.shots if self.vc.mode == "few_shot" else 0)
       self._sources[split] = clips.MovingShapesSource(split, **kw)
@@ -115,7 +123,7 @@ class VideoCLIPTask:
     if self.vc.method == "clip4clip":
       return [t.format(colour=c, shape=s, motion=m) for t in self.vc.caption_templates for c in clips.COLOURS
               for s in clips.SHAPES for m in clips.MOTIONS]
-    return captions_lib.captions(self.vc.train_templates, [clips.MOTIONS[c] for c in self.seen_classes])
+    return captions_lib.captions(self.vc.train_templates, [self.class_names[c] for c in self.seen_classes])
 
   @property
   def context_length(self) -> int:
@@ -128,7 +136,7 @@ class VideoCLIPTask:
     else:
       tok = captions_lib.CaptionTokenizer.train(self.training_texts(), self.context_length)
     if self.vc.method == "actionclip":  # held-out prompts and class names: only words training has seen
-      unknown = tok.unknown_words(captions_lib.captions(self.vc.eval_templates, clips.MOTIONS))
+      unknown = tok.unknown_words(captions_lib.captions(self.vc.eval_templates, self.class_names))
       if unknown:
         raise ConfigError(f"evaluation prompts use words the training captions never contain: {sorted(unknown)}; "
                           "change video_clip.eval_templates or video_clip.held_out_classes")
@@ -143,13 +151,14 @@ class VideoCLIPTask:
 
   def caption(self, example, rng) -> str:
     colour, shape = tuple(clips.COLOURS)[int(example["colour"])], clips.SHAPES[int(example["shape"])]
-    motion = clips.MOTIONS[int(example["label"])]
+    motion = clips.MOTIONS[int(example["motion"])]
     if self.vc.method == "clip4clip":
       templates = self.vc.caption_templates
       template = templates[int(rng.integers(len(templates)))] if rng is not None else templates[0]
       return template.format(colour=colour, shape=shape, motion=motion)
     templates = self.vc.train_templates if rng is not None else self.vc.eval_templates
-    return templates[int(rng.integers(len(templates))) if rng is not None else 0].format(motion)
+    name = self.class_names[int(example["label"])]
+    return templates[int(rng.integers(len(templates))) if rng is not None else 0].format(name)
 
   def preprocess(self, train: bool):
     """example → {"frames": uint8 (T, H, W, C), "tokens": int32 (context_length,), "label": motion,
@@ -157,7 +166,7 @@ class VideoCLIPTask:
     def fn(example, rng):
       return {"frames": example["frames"], "tokens": self.tokenizer([self.caption(example, rng if train else None)])[0],
               "label": np.int32(example["label"]),
-              "caption_id": np.int32(clips.caption_id(example["colour"], example["shape"], example["label"]))}
+              "caption_id": np.int32(clips.caption_id(example["colour"], example["shape"], example["motion"]))}
     return fn
 
   # ------------------------------------------------------------------ model and losses
@@ -213,7 +222,7 @@ class VideoCLIPTask:
     tokens = rng.integers(1, vocab - 2, (batch, length), dtype=np.int32)
     tokens[:, 0], tokens[:, length // 2], tokens[:, length // 2 + 1:] = vocab - 2, vocab - 1, 0
     return {"frames": rng.integers(0, 256, (batch, t, s, s, 3), dtype=np.uint8), "tokens": tokens,
-            "label": rng.integers(0, len(clips.MOTIONS), batch).astype(np.int32),
+            "label": rng.integers(0, len(self.class_names), batch).astype(np.int32),
             "caption_id": np.arange(batch, dtype=np.int32)}
 
   # ------------------------------------------------------------------ after each evaluation
@@ -302,7 +311,7 @@ class VideoCLIPTask:
     if self.temporal == "tight":
       raise ConfigError("ActionCLIP's evaluation needs video vectors; temporal='tight' has none")
     video = self._pooled(enc, frames)
-    names = list(clips.MOTIONS)
+    names = list(self.class_names)
 
     def top1(classes, mask):
       clf = zero_shot.ZeroShotClassifier([names[c] for c in classes], self.vc.eval_templates, self.tokenizer,
@@ -320,9 +329,24 @@ class VideoCLIPTask:
               "seen_top1": top1(list(self.seen_classes), ~held), "chance_seen_top1": 1 / len(self.seen_classes),
               "unseen_top1_among_all": float(np.mean(np.asarray(self._predict_all(enc, video[held], batch))
                                                      == labels[held]))}
+      if self.vc.classes == "shape_motion":  # which half of a held-out pair the prediction gets right
+        out |= self._unseen_parts(enc, video[held], labels[held], unseen, batch)
     return out
 
+  def _unseen_parts(self, enc, video, labels, unseen, batch) -> dict:
+    """Held-out clips among the held-out pairs: how often the predicted pair has the clip's shape, its motion;
+    and the top-1 a shape-only reader would get (the right shape, then a uniform pick among that shape's pairs)."""
+    clf = zero_shot.ZeroShotClassifier([self.class_names[c] for c in unseen], self.vc.eval_templates, self.tokenizer,
+                                       batch_size=batch)
+    pred = np.asarray(unseen)[np.argmax(zero_shot.l2_normalize(video) @ clf.weights(enc["text"], key=None).T, axis=1)]
+    m = len(clips.MOTIONS)
+    per_shape = np.bincount(np.asarray(unseen) // m, minlength=len(clips.SHAPES))
+    return {"unseen_shape_top1": float(np.mean(pred // m == labels // m)),
+            "unseen_motion_top1": float(np.mean(pred % m == labels % m)),
+            "shape_only_unseen_top1": float(np.mean(1 / per_shape[labels // m]))}
+
   def _predict_all(self, enc, video, batch):
-    clf = zero_shot.ZeroShotClassifier(list(clips.MOTIONS), self.vc.eval_templates, self.tokenizer, batch_size=batch)
+    clf = zero_shot.ZeroShotClassifier(list(self.class_names), self.vc.eval_templates, self.tokenizer,
+                                       batch_size=batch)
     scores = zero_shot.l2_normalize(video) @ clf.weights(enc["text"], key=None).T
     return np.argmax(scores, axis=1)
