@@ -20,6 +20,10 @@ Departures from the paper (a CPU demo):
     the scenes are dark (mean 0.11, std 0.15), so with 0.5 / 0.5 the background is a constant of about −0.8 on
     every input of a patch, which swamped the patch projection of BEiT-3's demo (docs/beit3.md) and was used
     here until 2026-12-07 (docs/vision_language.md gives the runs with each);
+  - the fusion layers' cross-attention kernels (query, key, value, output) initialised with std 0.125
+    (1/√64) instead of BERT's 0.02 (`cross_init`; the paper starts the fusion from BERT-base and the image
+    side from DeiT): at width 64, std 0.02 leaves the cross-attention uniform and adding about 1% to the
+    text, so the ITM score had no caption × image interaction and stayed at chance (docs/vision_language.md);
   - ITC on the mean of the tokens (`itc_pool="mean"`), not the [CLS]: from random weights the [CLS] outputs
     barely differ between inputs, and a run with them kept ITC at chance for 450 steps (docs/vision_language.md);
   - batch 64 for `steps` steps (700 by default: 7.5 epochs of the 6,000 scenes), lr 1e-3 with warm-up over
@@ -37,7 +41,8 @@ Departures from the paper (a CPU demo):
     (as the official optimizer's filter);
   - no gradient clipping, float32.
 `init`: the text side's initialisation std (BERT's 0.02; `init=0.125`, the ViT side's 1/√64, was tried for ITM and
-left ITC worse: docs/vision_language.md). `smoke`: width 32, one layer each, queue 32, 4 steps (the tests').
+left ITC worse: docs/vision_language.md). `cross_init`: the fusion's cross-attention init std (0.125; 0.02 is BERT's
+and the demo's before 2026-12-07). `smoke`: width 32, one layer each, queue 32, 4 steps (the tests').
 """
 
 from papers_jax.core.config import base_config, parse_arg
@@ -46,12 +51,13 @@ from papers_jax.tasks import albef
 
 
 def get_config(arg=None):
-  args = parse_arg(arg, smoke=False, steps=700, init=0.02)
+  args = parse_arg(arg, smoke=False, steps=700, init=0.02, cross_init=0.125)
   c = base_config()
   c.task = "albef"
   c.albef = albef.default_config(max_text_len=24, queue_size=1024, momentum=0.99, alpha_warmup_steps=94,
                                  retrieval_images=100, rerank_k=16)
-  c.model = dict(name="albef_tiny", itc_pool="mean", initializer_range=args.init)
+  c.model = dict(name="albef_tiny", itc_pool="mean", initializer_range=args.init,
+                 cross_initializer_range=args.cross_init)
   c.data.name = "vqa_scenes"
   c.data.train_split, c.data.eval_split = "train", "test"
   c.data.image_size = 64

@@ -30,6 +30,10 @@ Sizes: `albef_base` is the paper's model (§3.5): ViT-B/16 at 256 px and BERT-ba
 which tests/test_albef.py checks. `albef_tiny` is a demo model for the bundled scenes.
 Initialisation: BERT's truncated normal (std 0.02) for the text side and the heads, ViT's for the image
 side (the paper starts both from pre-trained weights: DeiT ImageNet-1k and BERT-base).
+`cross_initializer_range` (default: `initializer_range`) is the std of the fusion layers' cross-attention
+kernels (query, key, value, output); the scenes demo sets it to 1/√width (0.125 at width 64): with 0.02 at
+width 64 the cross-attention starts uniform and adds about 1% to the text, so ITM has no caption × image
+interaction to learn from (docs/vision_language.md).
 """
 
 import jax
@@ -74,14 +78,15 @@ class FusionLayer(nnx.Module):
   """BERT layer with cross-attention to the image (HF BertLayer with add_cross_attention=True)."""
 
   def __init__(self, hidden_size: int, num_heads: int, intermediate_size: int, *, encoder_width: int, act: str,
-               dropout_rate: float, attention_dropout_rate: float, eps: float, init, attention_impl=None, dtype=None,
-               param_dtype=jnp.float32, rngs: nnx.Rngs):
+               dropout_rate: float, attention_dropout_rate: float, eps: float, init, cross_init=None,
+               attention_impl=None, dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.attn = Attention(hidden_size, num_heads, attn_drop=attention_dropout_rate, proj_drop=dropout_rate,
                           implementation=attention_impl, kernel_init=init, **kw)
     self.attn_norm = LayerNorm(hidden_size, eps=eps, **kw)
     self.cross_attn = CrossAttention(hidden_size, num_heads, kv_dim=encoder_width, attn_drop=attention_dropout_rate,
-                                     proj_drop=dropout_rate, implementation=attention_impl, kernel_init=init, **kw)
+                                     proj_drop=dropout_rate, implementation=attention_impl,
+                                     kernel_init=cross_init or init, **kw)
     self.cross_norm = LayerNorm(hidden_size, eps=eps, **kw)
     self.mlp = Mlp(hidden_size, intermediate_size, act=act, kernel_init=init, bias_init=nnx.initializers.zeros, **kw)
     self.mlp_drop = Dropout(dropout_rate)
@@ -103,7 +108,7 @@ class ALBEFTextEncoder(nnx.Module):
   def __init__(self, *, vocab_size: int, hidden_size: int, text_layers: int, fusion_layers: int, num_heads: int,
                intermediate_size: int, max_position_embeddings: int, encoder_width: int, type_vocab_size: int = 2,
                hidden_act: str = "gelu", dropout_rate: float = 0.1, layer_norm_eps: float = 1e-12, init,
-               attention_impl=None, dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
+               cross_init=None, attention_impl=None, dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     layer_kw = dict(act=hidden_act, dropout_rate=dropout_rate, attention_dropout_rate=dropout_rate, eps=layer_norm_eps,
                     init=init, attention_impl=attention_impl, **kw)
@@ -112,7 +117,8 @@ class ALBEFTextEncoder(nnx.Module):
     self.layers = nnx.List([BertLayer(hidden_size, num_heads, intermediate_size, **layer_kw)
                             for _ in range(text_layers)])
     self.fusion_layers = nnx.List([
-        FusionLayer(hidden_size, num_heads, intermediate_size, encoder_width=encoder_width, **layer_kw)
+        FusionLayer(hidden_size, num_heads, intermediate_size, encoder_width=encoder_width, cross_init=cross_init,
+                    **layer_kw)
         for _ in range(fusion_layers)])
     self.mlm_head = MaskedLMHead(hidden_size, vocab_size, act=hidden_act, eps=layer_norm_eps, init=init, **kw)
 
@@ -149,6 +155,7 @@ class ALBEF(nnx.Module):
                vocab_size: int = 30522, hidden_size: int = 768, text_layers: int = 6, fusion_layers: int = 6,
                num_heads: int = 12, intermediate_size: int = 3072, max_position_embeddings: int = 512,
                dropout_rate: float = 0.1, embed_dim: int = 256, temperature: float = 0.07, initializer_range=0.02,
+               cross_initializer_range: float | None = None,
                itc_pool: str = "cls", itm_pool: str = "cls", momentum: bool = False, queue_size: int = 0,
                attention_impl: str | None = None,
                dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
@@ -171,7 +178,8 @@ class ALBEF(nnx.Module):
     self.text_encoder = ALBEFTextEncoder(
         vocab_size=vocab_size, hidden_size=hidden_size, text_layers=text_layers, fusion_layers=fusion_layers,
         num_heads=num_heads, intermediate_size=intermediate_size, max_position_embeddings=max_position_embeddings,
-        encoder_width=vision_width, dropout_rate=dropout_rate, init=init, attention_impl=attention_impl, **kw)
+        encoder_width=vision_width, dropout_rate=dropout_rate, init=init, attention_impl=attention_impl,
+        cross_init=None if cross_initializer_range is None else truncated_normal(cross_initializer_range), **kw)
     self.vision_proj = Dense(vision_width, embed_dim, axes=("embed", None), kernel_init=init, **kw)
     self.text_proj = Dense(hidden_size, embed_dim, axes=("embed", None), kernel_init=init, **kw)
     self.itm_head = Dense(hidden_size, 2, axes=("embed", "classes"), kernel_init=init, **kw)
