@@ -6,11 +6,13 @@ Loads the run's checkpoint (params and BatchNorm statistics) with configs/groupv
 `--scenes` test scenes (colour labels: background + 4 colours), prints the colour mIoU of:
   - the task's rule (soft grouping, the threshold chosen on training scenes), as eval/seg_colour_miou;
   - hard grouping: each pixel takes its most likely final segment (the assignments' argmax through the stages);
-  - the grouping with oracle labels: each pixel's hard segment labelled with that segment's majority true
-    colour (background included) in its own scene: how far the groups follow the objects;
+  - the grouping with oracle labels: each pixel's hard segment (final, and of the first grouping block)
+    labelled with that segment's majority true colour (background included) in its own scene: how far the
+    groups follow the objects (the bound for 8×8-patch labels is about 0.5);
   - image swap: each scene's prediction scored against the next scene's labels (a model that ignores the image
     scores the same as on its own scene);
-and, per scene, whether the segments' best colour similarities say which colours the scene holds (AUROC).
+how often a pixel falls in the segment that it takes in most scenes (grouping by position), and, per scene,
+whether the segments' best colour similarities say which colours the scene holds (AUROC).
 """
 
 import argparse
@@ -72,17 +74,18 @@ def main():
     text = jnp.asarray(rows) / jnp.linalg.norm(rows, axis=-1, keepdims=True)
     soft = model.pixel_grouping(assignments, *images.shape[1:3])
     hard = [jax.nn.one_hot(a.argmax(1), a.shape[1], axis=1) for a in assignments]
-    hard = model.pixel_grouping(hard, *images.shape[1:3]).argmax(-1)  # (B, H, W) segment index
-    return seg @ text.T, soft, hard
+    first = model.pixel_grouping(hard[:1], *images.shape[1:3]).argmax(-1)  # the first grouping block's segments
+    hard = model.pixel_grouping(hard, *images.shape[1:3]).argmax(-1)  # (B, H, W) final segment index
+    return seg @ text.T, soft, hard, first
 
   def run(images):
     outs = [forward(images[s:s + 50]) for s in range(0, len(images), 50)]
-    return [np.concatenate([np.asarray(o[i]) for o in outs]) for i in range(3)]
+    return [np.concatenate([np.asarray(o[i]) for o in outs]) for i in range(4)]
 
   images_tr, colours_tr, _ = vqa_scenes.semantic_labels("train", int(task.gv.calibration_scenes))
-  seg_tr, soft_tr, hard_tr = run(images_tr)
+  seg_tr, soft_tr, hard_tr, _ = run(images_tr)
   images, colours, kinds = vqa_scenes.semantic_labels("test", args.scenes)
-  seg, soft, hard = run(images)
+  seg, soft, hard, first = run(images)
 
   def best_threshold(sims):
     candidates = np.quantile(sims.max(-1), np.linspace(0.0, 0.99, 100))
@@ -96,11 +99,13 @@ def main():
   t_hard = best_threshold(hard_sims(seg_tr, hard_tr))
   pred_soft = threshold_predictions(soft_sims(seg, soft), t_soft)
   pred_hard = threshold_predictions(hard_sims(seg, hard), t_hard)
-  oracle = np.zeros_like(colours)
-  for i in range(len(images)):
-    for g in np.unique(hard[i]):
-      where = hard[i] == g
-      oracle[i][where] = np.bincount(colours[i][where], minlength=nc + 1).argmax()
+  def oracle_labels(segments):
+    out = np.zeros_like(colours)
+    for i in range(len(images)):
+      for g in np.unique(segments[i]):
+        where = segments[i] == g
+        out[i][where] = np.bincount(colours[i][where], minlength=nc + 1).argmax()
+    return out
   bright = images.max(-1) > 100
   majority = 1 + int(np.argmax(np.bincount(colours_tr[colours_tr > 0] - 1, minlength=nc)))
   print(f"step {step}, {len(images)} test scenes, colour mIoU (background + {nc} colours):")
@@ -108,7 +113,8 @@ def main():
                                                                    np.where(bright, majority, 0)),
                      (f"soft grouping, threshold {t_soft:.3f} (the task's rule)", pred_soft),
                      (f"hard grouping, threshold {t_hard:.3f}", pred_hard),
-                     ("hard grouping, oracle segment labels", oracle),
+                     ("hard grouping, oracle segment labels", oracle_labels(hard)),
+                     ("first grouping block's segments, oracle labels", oracle_labels(first)),
                      ("bright pixels, oracle colour", np.where(bright, colours, 0))):
     print(f"  {name:55s} {miou(pred, colours, nc + 1):.3f}")
   print(f"  {'image swap: soft rule against the next scene':55s} "
@@ -118,6 +124,9 @@ def main():
   used = np.array([len(np.unique(h)) for h in hard])
   print(f"segments used per scene (hard): mean {used.mean():.2f} of {seg.shape[1]}; objects per scene "
         f"{np.mean([len(np.unique(k)) - 1 for k in kinds]):.2f}")
+  mode = np.apply_along_axis(lambda v: np.bincount(v).argmax(), 0, hard.reshape(len(hard), -1))
+  same = np.mean(hard.reshape(len(hard), -1) == mode)
+  print(f"pixels in the segment that the same pixel takes in most scenes: {same:.3f} (1.0: by position alone)")
   fg = colours > 0
   purity = [np.mean([np.bincount(fg[i][hard[i] == g]).max() / (hard[i] == g).sum() for g in np.unique(hard[i])])
             for i in range(len(images))]
@@ -127,7 +136,7 @@ def main():
   best = seg[..., :nc].max(1)
   print("per colour, AUROC of the best segment similarity for 'the scene holds this colour':",
         " ".join(f"{c} {auroc(best[:, k], present[:, k]):.3f}" for k, c in enumerate(vqa_scenes.COLOURS)))
-  print("per colour, AUROC of the image feature's similarity:",
+  print("per colour, AUROC of the segments' mean similarity:",
         " ".join(f"{c} {auroc(seg[..., k].mean(1), present[:, k]):.3f}" for k, c in enumerate(vqa_scenes.COLOURS)))
 
 
