@@ -18,9 +18,10 @@ Evaluation on the 500 test scenes (their captions never occur among the training
     parts, eval/object_colour_top1 (majority-class baseline 26.5%) and eval/object_kind_top1 (13 kinds,
     majority baseline "square" 21.4%).
 
-Measured with mean = std = 0.5, before the scenes' own mean / std (seed 0, 45 minutes on a 2-core CPU
-shared with seven other jobs, load 20-30): image→text R@1 56.0% and text→image R@1 48.9% (44.6% and 39.4% at step 500; chance 0.2%), single-object colour
-100% and kind 32.7% (docs/clip_family.md).
+Measured (seed 0, the scenes' own mean / std; 29 minutes on a 2-core CPU shared with seven other jobs, load
+2-25): image→text R@1 51.0% and text→image R@1 43.7% (37.4% and 34.0% at step 500; chance 0.2%),
+single-object colour 100% and kind 26.3% (docs/clip_family.md). An earlier run with mean = std = 0.5:
+56.0% / 48.9%, kind 32.7%.
 
 `:grey=0.5` (tried for PointCLIP's grey depth maps): half of the training pairs are greyscale, their
 captions without the colour words ("from left to right: a circle and a 7."), so that the towers learn the
