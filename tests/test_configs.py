@@ -175,6 +175,9 @@ FULL_ONLY = {
     "sasa/digits.py": "vit/digits.py", "axial/digits.py": "vit/digits.py",
     # tests/test_super_resolution.py: the metrics, the data, the attentions, the task's eval step and loss trace.
     "super_resolution/photos.py": "", "super_resolution/div2k.py": "",
+    # tests/test_dualvit.py: the semantic pathway and blocks against numpy, the counts, the FLOP counter and the
+    # named features; vit/digits.py: the task and recipe this config loads.
+    "dualvit/digits.py": "vit/digits.py",
 }
 FULL = bool(os.environ.get("PAPERS_JAX_FULL_PARITY"))
 

@@ -64,6 +64,7 @@ from papers_jax.models import audioclip  # noqa: E402
 from papers_jax.models import axial, sasa  # noqa: F401  (register their variants)
 from papers_jax.models import dpt, setr  # noqa: F401  (register their variants)
 from papers_jax.models import atd, dat, swinir  # noqa: F401  (super-resolution: register their variants)
+from papers_jax.models import dualvit  # noqa: F401  (registers its variants)
 
 # model class → its family module (with `forward_flops` and `EMBEDDINGS`).
 FAMILIES = {
@@ -99,6 +100,7 @@ FAMILIES = {
     audioclip.AudioCLIP: audioclip,
     sasa.SAResNet: sasa, axial.AxialResNet: axial,
     swinir.SwinIR: swinir, dat.DAT: dat, atd.ATD: atd,
+    dualvit.DualViT: dualvit,
 }
 FLOP_COUNTERS = {cls: family.forward_flops for cls, family in FAMILIES.items()}
 
