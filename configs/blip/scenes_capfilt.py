@@ -17,6 +17,8 @@ Departures from the paper: those of configs/blip/scenes_pretrain.py, which this 
 the filter are the pre-trained model itself, not fine-tuned on a human-annotated set first (there is none here
 beside the training captions it was pre-trained on); the synthetic captions start with the demo's prompt
 "from left to right:" (BLIP's: "a picture of") and are sampled without the official repetition penalty (1.1).
+The demo's round used `--threshold 0.3333` instead of the paper's 0.5: its ITM head, trained on 1 positive to 2
+negatives, stayed at that prior, so no match probability reached 0.5 (docs/blip.md).
 `captions` defaults to the file the first command writes. `smoke`: the pre-training config's smoke run on the
 captions file given (without one, on the original captions).
 """

@@ -17,7 +17,9 @@ Departures from the paper (a CPU demo):
     the decoder its own copy, initialised from the pre-trained one), so the vision and text widths must be equal;
   - inherited from configs/blip/scenes_pretrain.py: the 64-wide, 2-layer model, the generated scenes, lr 1e-3 with
     warm-up and linear decay (here 1,000 steps), batch 64, weight decay 0.05 not on biases and LayerNorm gains,
-    no augmentation, no gradient clipping, dropout 0;
+    no augmentation, no gradient clipping, dropout 0, the images normalised with the scenes' own mean / std, the
+    cross-attention's query and key initialised at std 0.125 (for a run without init_from), ITC on the mean of the
+    tokens (unused here);
   - answers are generated greedily (at most 5 tokens) and must equal the reference exactly; VQA2's accuracy
     averages over 10 human answers.
 `smoke`: the pre-training config's smoke model, 4 steps.

@@ -32,7 +32,11 @@ self-attention, projections and ITM head.
 
 Sizes (`blip_base`): ViT-B/16 at 224 (the pre-training resolution; fine-tuning uses 384), BERT-base
 text layers with BERT-base-uncased's vocabulary plus [DEC] and [ENC] (30,524), embed_dim 256.
-`blip_tiny` is a demo size. Choices: text LayerNorm eps 1e-12 (BERT's), image LayerNorm eps 1e-6
+`blip_tiny` is a demo size. Two options for training from random weights, both off by default (the paper's):
+`cross_attention_qk_std` initialises the cross-attention's query and key kernels at that std instead of
+`initializer_range` (at width 64 and std 0.02 the attention logits are about 0.03, so every word takes the same mean
+of the image and ITM has no caption × image interaction to start from), and `itc_pool="mean"` projects the mean of
+the tokens for ITC instead of the [CLS] (ALBEF's demo does the same). Choices: text LayerNorm eps 1e-12 (BERT's), image LayerNorm eps 1e-6
 (the official timm ViT's; HF's BlipVisionConfig defaults to 1e-5).
 """
 
@@ -42,7 +46,7 @@ from flax import nnx
 
 from papers_jax.core import sharding
 from papers_jax.errors import ConfigError
-from papers_jax.models.albef import SCENES_MEAN, SCENES_STD
+from papers_jax.models.albef import SCENES_MEAN, SCENES_STD, pool_tokens
 from papers_jax.models.bert import MaskedLMHead, embedding_table, lookup, truncated_normal
 from papers_jax.models.registry import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, Preprocessing, register
 from papers_jax.models.vit import BlockOptions, VisionTransformer
@@ -100,8 +104,8 @@ class TextLayer(nnx.Module):
   cross-attention, then the shared FFN; each sub-layer post-LN: x = LN(x + Dropout(f(x)))."""
 
   def __init__(self, hidden_size: int, num_heads: int, intermediate_size: int, *, memory_width: int, act: str,
-               dropout_rate: float, attention_dropout_rate: float, eps: float, init, attention_impl=None,
-               dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
+               dropout_rate: float, attention_dropout_rate: float, eps: float, init, cross_qk_init=None,
+               attention_impl=None, dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     attn = dict(attn_drop=attention_dropout_rate, proj_drop=dropout_rate, implementation=attention_impl,
                 kernel_init=init)
@@ -110,6 +114,10 @@ class TextLayer(nnx.Module):
     self.dec_self_attn = Attention(hidden_size, num_heads, **attn, **kw)
     self.dec_self_attn_norm = LayerNorm(hidden_size, eps=eps, **kw)
     self.cross_attn = CrossAttention(hidden_size, num_heads, kv_dim=memory_width, **attn, **kw)
+    if cross_qk_init is not None:  # the query and key kernels only; the values and output keep `init`
+      q, kv = self.cross_attn.q.kernel, self.cross_attn.kv.kernel
+      q[...] = cross_qk_init(rngs.params(), q.shape, param_dtype)
+      kv[...] = kv[...].at[:, 0].set(cross_qk_init(rngs.params(), kv[:, 0].shape, param_dtype))
     self.cross_norm = LayerNorm(hidden_size, eps=eps, **kw)
     self.mlp = Mlp(hidden_size, intermediate_size, act=act, kernel_init=init, bias_init=nnx.initializers.zeros, **kw)
     self.mlp_drop = Dropout(dropout_rate)
@@ -137,15 +145,15 @@ class TextModel(nnx.Module):
 
   def __init__(self, *, vocab_size: int, hidden_size: int, num_layers: int, num_heads: int, intermediate_size: int,
                max_position_embeddings: int, memory_width: int, hidden_act: str, dropout_rate: float,
-               attention_dropout_rate: float, layer_norm_eps: float, init, attention_impl=None, dtype=None,
-               param_dtype=jnp.float32, rngs: nnx.Rngs):
+               attention_dropout_rate: float, layer_norm_eps: float, init, cross_qk_init=None, attention_impl=None,
+               dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.embeddings = TextEmbeddings(vocab_size, hidden_size, max_position_embeddings, dropout_rate=dropout_rate,
                                      eps=layer_norm_eps, init=init, **kw)
     self.layers = nnx.List([
         TextLayer(hidden_size, num_heads, intermediate_size, memory_width=memory_width, act=hidden_act,
                   dropout_rate=dropout_rate, attention_dropout_rate=attention_dropout_rate, eps=layer_norm_eps,
-                  init=init, attention_impl=attention_impl, **kw)
+                  init=init, cross_qk_init=cross_qk_init, attention_impl=attention_impl, **kw)
         for _ in range(num_layers)])
 
   def memory_kv(self, memory):
@@ -181,14 +189,18 @@ class BLIP(nnx.Module):
                hidden_size: int = 768, num_layers: int = 12, num_heads: int = 12, intermediate_size: int = 3072,
                max_position_embeddings: int = 512, hidden_act: str = "gelu", dropout_rate: float = 0.1,
                attention_dropout_rate: float = 0.1, layer_norm_eps: float = 1e-12, initializer_range: float = 0.02,
-               embed_dim: int = 256, temp: float = 0.07, momentum: bool = False, attention_impl: str | None = None,
+               embed_dim: int = 256, temp: float = 0.07, cross_attention_qk_std: float | None = None,
+               itc_pool: str = "cls", momentum: bool = False, attention_impl: str | None = None,
                dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
     if hidden_act not in ACTIVATIONS:
       raise ConfigError(f"hidden_act must be one of {sorted(ACTIVATIONS)}, got {hidden_act!r}")
     if hidden_size % num_heads or vision_width % vision_heads:
       raise ConfigError(f"widths ({vision_width}, {hidden_size}) must be divisible by their heads "
                         f"({vision_heads}, {num_heads})")
+    if itc_pool not in ("cls", "mean"):
+      raise ConfigError(f"itc_pool must be 'cls' (the paper's) or 'mean', got {itc_pool!r}")
     self.vocab_size, self.hidden_size, self.vision_width = vocab_size, hidden_size, vision_width
+    self.itc_pool = itc_pool
     self.max_text_len = max_position_embeddings
     self.dtype = dtype
     init = truncated_normal(initializer_range)
@@ -202,6 +214,7 @@ class BLIP(nnx.Module):
         intermediate_size=intermediate_size, max_position_embeddings=max_position_embeddings,
         memory_width=vision_width, hidden_act=hidden_act, dropout_rate=dropout_rate,
         attention_dropout_rate=attention_dropout_rate, layer_norm_eps=layer_norm_eps, init=init,
+        cross_qk_init=None if cross_attention_qk_std is None else truncated_normal(cross_attention_qk_std),
         attention_impl=attention_impl, **kw)
     self.vision_proj = Dense(vision_width, embed_dim, axes=("embed", None), kernel_init=init, **kw)
     self.text_proj = Dense(hidden_size, embed_dim, axes=("embed", None), kernel_init=init, **kw)
@@ -228,13 +241,14 @@ class BLIP(nnx.Module):
     return text(input_ids, attention_mask, mode="text", train=train, rngs=rngs)
 
   def image_feature(self, image_embeds, *, momentum: bool = False):
-    """L2-normalised projection of the image [CLS] (B, embed_dim), float32."""
+    """L2-normalised projection of the image [CLS] (or the mean of its tokens) (B, embed_dim), float32."""
     proj = self.vision_proj_m if momentum else self.vision_proj
-    return _normalize(proj(image_embeds[:, 0]).astype(jnp.float32))
+    return _normalize(proj(_pool(image_embeds, None, self.itc_pool)).astype(jnp.float32))
 
-  def text_feature(self, text_embeds, *, momentum: bool = False):
+  def text_feature(self, text_embeds, attention_mask=None, *, momentum: bool = False):
+    """The same for the text [CLS] (or the mean of the tokens that `attention_mask` marks)."""
     proj = self.text_proj_m if momentum else self.text_proj
-    return _normalize(proj(text_embeds[:, 0]).astype(jnp.float32))
+    return _normalize(proj(_pool(text_embeds, attention_mask, self.itc_pool)).astype(jnp.float32))
 
   def encode_multimodal(self, input_ids, attention_mask, image_embeds, image_mask=None, *, train: bool = False,
                         rngs=None):
@@ -282,10 +296,17 @@ class BLIP(nnx.Module):
     cosine similarities, "itm_logits" (B, 2), "lm_logits" (B, T, vocab)}."""
     image_embeds = self.encode_image(images, train=train, rngs=rngs)
     text_embeds = self.encode_text(input_ids, attention_mask, train=train, rngs=rngs)
-    itc = self.image_feature(image_embeds) @ self.text_feature(text_embeds).T
+    itc = self.image_feature(image_embeds) @ self.text_feature(text_embeds, attention_mask).T
     mm = self.encode_multimodal(input_ids, attention_mask, image_embeds, train=train, rngs=rngs)
     lm = self.decoder_logits(input_ids, attention_mask, image_embeds, train=train, rngs=rngs)
     return {"itc": itc, "itm_logits": self.itm_logits(mm), "lm_logits": lm}
+
+
+def _pool(x, attention_mask, pool: str):
+  """(B, T, D) → (B, D): the first token ("cls") or the mean of the tokens (those `attention_mask` marks)."""
+  if pool == "cls":
+    return x[:, 0]
+  return x.mean(1) if attention_mask is None else pool_tokens(x, attention_mask, "mean")
 
 
 def _normalize(x, eps: float = 1e-12):

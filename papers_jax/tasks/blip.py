@@ -332,10 +332,10 @@ class BLIPTask:
     ids, mask = batch["input_ids"], batch["attention_mask"]
     image_embeds = model.encode_image(self._images(batch), **kw)
     image_feat = model.image_feature(image_embeds)
-    text_feat = model.text_feature(model.encode_text(ids, mask, **kw))
+    text_feat = model.text_feature(model.encode_text(ids, mask, **kw), mask)
     image_feat_m = jax.lax.stop_gradient(model.image_feature(model.encode_image(self._images(batch), momentum=True),
                                                              momentum=True))
-    text_feat_m = jax.lax.stop_gradient(model.text_feature(model.encode_text(ids, mask, momentum=True),
+    text_feat_m = jax.lax.stop_gradient(model.text_feature(model.encode_text(ids, mask, momentum=True), mask,
                                                            momentum=True))
     temp = jnp.clip(model.temp[...].astype(jnp.float32), 0.001, 0.5)
     itc, sim_i2t, sim_t2i = objective.itc_loss(image_feat, text_feat, image_feat_m, text_feat_m, temp,
@@ -409,7 +409,7 @@ class BLIPTask:
       pred = jnp.argmax(logits_itm, -1).reshape(2, -1)
       itm_correct = ((pred[0] == 1).astype(jnp.float32) + (pred[1] == same).astype(jnp.float32)) / 2
       # ITC: in-batch image → text over the real rows; a caption equal to the image's own counts.
-      sims = model.image_feature(image_embeds) @ model.text_feature(model.encode_text(ids, mask)).T
+      sims = model.image_feature(image_embeds) @ model.text_feature(model.encode_text(ids, mask), mask).T
       sims = jnp.where(rows[None, :] > 0, sims, -jnp.inf)
       same_text = jnp.all(ids[:, None, :] == ids[None, :, :], axis=-1)
       top1 = same_text[jnp.arange(ids.shape[0]), jnp.argmax(sims, 1)].astype(jnp.float32)
@@ -489,7 +489,7 @@ class BLIPTask:
 
       def text_fn(params, model_state, ids, mask):
         model = merge_model(graphdef, params, model_state)
-        return model.text_feature(model.encode_text(ids, mask))
+        return model.text_feature(model.encode_text(ids, mask), mask)
 
       def itm_fn(params, model_state, ids, mask, image_embeds):
         model = merge_model(graphdef, params, model_state)
