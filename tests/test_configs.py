@@ -173,6 +173,8 @@ FULL_ONLY = {
     "sasa/digits.py": "vit/digits.py", "axial/digits.py": "vit/digits.py",
     # tests/test_super_resolution.py: the metrics, the data, the attentions, the task's eval step and loss trace.
     "super_resolution/photos.py": "", "super_resolution/div2k.py": "",
+    # tests/test_glip.py: the losses and X-MHA against numpy, the prompts, the task's loss traced on a smoke batch.
+    "glip/scenes.py": "",
 }
 FULL = bool(os.environ.get("PAPERS_JAX_FULL_PARITY"))
 

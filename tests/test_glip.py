@@ -1,10 +1,14 @@
 """GLIP (models/glip.py, objectives/glip.py, tasks/glip.py): numpy references for the word-region alignment loss,
 ATSS's assignment and the X-MHA fusion layer; the fusion / head parameter counts at GLIP-T's sizes against the
-official code's shapes; the prompts' positive maps."""
+official code's shapes; the prompts' positive maps; the task's loss (traced) and detection scoring. The FLOP
+counter against XLA runs with PAPERS_JAX_FULL_PARITY=1."""
+
+import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import nnx
 
 from papers_jax import models
@@ -173,3 +177,55 @@ def test_prompts_ground_each_box_to_its_phrase():
   det = glip_task.glip_preprocess(64, 4, 32, prompt="detection", num_phrases=8)(dict(source[0]), None)
   for j, kind in enumerate(source[0]["labels"]):
     assert [glip_task.WORDS[t] for t in det["input_ids"][det["positive_map"][j]]] == [glip_task.KINDS[kind]]
+
+
+def test_task_loss_traces_and_detection_reads_class_tokens():
+  """The smoke config's task: its loss traced (eval_shape) on a preprocessed training batch; `detect` on
+  hand-made outputs: a class's score is the mean of its tokens' sigmoid scores with the centerness, and the
+  duplicate box of the same class is suppressed."""
+  from conftest import load_config
+  from papers_jax.core import loop
+  config = load_config("glip/scenes.py", "smoke")
+  _, task = loop.check_config(config)
+  source = task.source("train")
+  fn = task.preprocess(True)
+  examples = [fn(dict(source[i]), np.random.default_rng(i)) for i in range(2)]
+  batch = {k: jnp.asarray(np.stack([e[k] for e in examples])) for k in examples[0]}
+  model = nnx.eval_shape(lambda: task.build_model(FixedKeyRngs()))
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  loss, (metrics, _) = jax.eval_shape(task.make_loss_fn(graphdef), nnx.to_pure_dict(params), nnx.to_pure_dict(rest),
+                                      batch, jax.random.key(0))
+  assert loss.shape == () and metrics["loss_align"].shape == ()
+
+  ids, mask, spans = glip_task.encode_prompt(glip_task.PAIR_PHRASES[:3], 12)  # red circle / square / triangle
+  matrix = jnp.asarray(glip_task.class_token_matrix(spans, 12))
+  logits = np.full((1, 3, 12), -8.0, np.float32)
+  logits[0, 0, spans[1]] = 4.0   # anchors 0 and 1: "red square", the same box
+  logits[0, 1, spans[1]] = 3.0
+  logits[0, 2, spans[2][0]] = 4.0  # anchor 2: only "red" of "red triangle"
+  boxes = np.array([[[0, 0, 10, 10], [0, 0, 10, 10], [20, 20, 30, 30]]], np.float32)
+  out = {"logits": jnp.asarray(logits), "boxes": jnp.asarray(boxes), "centerness": jnp.zeros((1, 3))}
+  got = glip_task.detect(out, matrix, score_threshold=0.05, nms_iou=0.6, pre_nms_top_n=9, max_detections=4)
+  keep = np.asarray(got["keep"][0])
+  sig = lambda x: 1 / (1 + np.exp(-x))  # noqa: E731
+  want_square = np.sqrt(sig(4.0) * 0.5)
+  want_triangle = np.sqrt((sig(4.0) + sig(-8.0)) / 2 * 0.5)
+  np.testing.assert_allclose(np.asarray(got["scores"][0])[keep][:2], [want_square, want_triangle], rtol=1e-5)
+  np.testing.assert_array_equal(np.asarray(got["labels"][0])[keep][:2], [1, 2])
+  np.testing.assert_allclose(np.asarray(got["boxes"][0])[keep][0], boxes[0, 0])
+  assert 1 not in np.asarray(got["labels"][0])[keep][2:]  # anchor 1's "red square" suppressed by anchor 0's
+
+
+@pytest.mark.skipif(not os.environ.get("PAPERS_JAX_FULL_PARITY"), reason="CI time: PAPERS_JAX_FULL_PARITY=1")
+def test_flop_counter_matches_xla():
+  """`forward_flops` (the jaxpr count, element-wise work included) against XLA's cost analysis of the lowered
+  forward pass (nothing compiled), on the scenes demo's model, within 5%."""
+  from papers_jax.models import conv_flops
+  model = nnx.eval_shape(lambda: models.create("glip_tiny_scenes", vocab_size=21, max_text_len=32,
+                                               rngs=FixedKeyRngs()))
+  graphdef, state = nnx.split(model)
+  x = jax.ShapeDtypeStruct((2, 64, 64, 3), jnp.float32)
+  ids = jax.ShapeDtypeStruct((2, 20), jnp.int32)
+  xla = conv_flops.xla_flops(lambda s, x, i: nnx.merge(graphdef, s)(x, i, i), state, x, ids) / 2
+  analytic = models.forward_flops(model, img_size=64, seq_len=20)
+  assert 0.95 < xla / analytic < 1.05, xla / analytic
