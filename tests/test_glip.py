@@ -12,6 +12,7 @@ import pytest
 from flax import nnx
 
 from papers_jax import models
+from papers_jax.errors import ConfigError
 from papers_jax.models import glip as glip_model
 from papers_jax.objectives import glip as objective
 from papers_jax.tasks import glip as glip_task
@@ -196,6 +197,10 @@ def test_task_loss_traces_and_detection_reads_class_tokens():
   loss, (metrics, _) = jax.eval_shape(task.make_loss_fn(graphdef), nnx.to_pure_dict(params), nnx.to_pure_dict(rest),
                                       batch, jax.random.key(0))
   assert loss.shape == () and metrics["loss_align"].shape == ()
+  short = config.copy_and_resolve_references()
+  short.model.max_text_len = 64  # the 52-phrase evaluation prompt takes 158 tokens
+  with pytest.raises(ConfigError, match="max_text_len"):
+    loop.check_config(short)
 
   ids, mask, spans = glip_task.encode_prompt(glip_task.PAIR_PHRASES[:3], 12)  # red circle / square / triangle
   matrix = jnp.asarray(glip_task.class_token_matrix(spans, 12))

@@ -22,7 +22,7 @@ Cap4M at 800-1333 pixels):
   convolution, no DyReLU, no spatial or cross-level attention); 2 fusion layers instead of 6, X-MHA of 4 heads
   in 128 dimensions instead of 8 in 2048.
 - A word-level vocabulary of the scenes' 17 words (+ [PAD], [CLS], [SEP], ".") instead of BERT's WordPiece.
-- Grounding data: templated object phrases with 4-5 random negative phrases per prompt (the paper samples
+- Grounding data: templated object phrases with 4-6 random negative phrases per prompt (the paper samples
   negative class names for detection data and uses captions for grounding data); no captions, no pseudo
   labels, no detection data mixed in (the point of the demo is the transfer).
 - One 16-pixel anchor per cell (ATSS: 8 × stride); box coding in continuous pixels (no "+1").

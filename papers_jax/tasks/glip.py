@@ -92,6 +92,11 @@ def encode_prompt(phrases, text_len: int):
   return np.array(ids + [0] * (text_len - len(ids)), np.int32), mask, spans
 
 
+def prompt_length(phrases) -> int:
+  """Tokens of a prompt: [CLS], each phrase's words and its ".", [SEP]."""
+  return 2 + sum(len(p) + 1 for p in phrases)
+
+
 def class_token_matrix(spans, text_len: int) -> np.ndarray:
   """(text_len, classes): column c averages class c's tokens (the MEAN aggregation of token scores)."""
   out = np.zeros((text_len, len(spans)), np.float32)
@@ -164,10 +169,14 @@ class GLIPTask:
       raise ConfigError(f"glip.train_prompt={self.cfg.train_prompt!r}; choose one of {PROMPTS}")
     if config.data.image_size % 4:
       raise ConfigError(f"data.image_size={config.data.image_size} must be a multiple of 4 (the stem's stride)")
-    text_len = int(self.cfg.text_len)
-    if text_len > config.model.get("max_text_len", 64):
-      raise ConfigError(f"glip.text_len={text_len} is more than model.max_text_len="
-                        f"{config.model.get('max_text_len', 64)}; raise model.max_text_len")
+    max_text_len = config.model.get("max_text_len", 64)
+    pair_len = prompt_length(PAIR_PHRASES) if self.cfg.pair_eval else 0
+    for name, length in (("glip.text_len", int(self.cfg.text_len)),
+                         ("the 52-phrase prompt of glip.pair_eval", pair_len),
+                         ("the class-name prompt", prompt_length(DETECTION_PHRASES))):
+      if length > max_text_len:
+        raise ConfigError(f"{name} takes {length} tokens, more than model.max_text_len={max_text_len} (the text "
+                          "encoder's positions); raise model.max_text_len")
     self.mean, self.std, _ = image_preprocessing(config)
     self.class_names = KINDS
     self.num_classes = len(KINDS)
@@ -236,7 +245,7 @@ class GLIPTask:
     """Per image of `source`: (xyxy boxes in its pixels, scores, class indices into `phrases`), detected with
     the prompt of `phrases`."""
     state = trainer.state if state is None else state
-    text_len = max(int(self.cfg.text_len), 2 + sum(len(p) + 1 for p in phrases))
+    text_len = max(int(self.cfg.text_len), prompt_length(phrases))
     ids, mask, spans = encode_prompt(phrases, text_len)
     matrix = class_token_matrix(spans, text_len)
     predict = self._predict_fn(trainer, matrix)
@@ -247,14 +256,14 @@ class GLIPTask:
       for local in pipeline.eval_batches(source, detection_preprocess(size, 1, train=False),
                                          global_batch=batch_size, process_index=jax.process_index(),
                                          process_count=jax.process_count()):
-        n = len(local["image"])
+        n = len(local["image"])  # padded rows included
         text = {"input_ids": np.repeat(ids[None], n, 0), "text_mask": np.repeat(mask[None], n, 0)}
         batch = sharding.global_batch({"image": local["image"]} | text, trainer.mesh, trainer.rules)
         got = jax.device_get(predict(state.params, state.model_state, batch["image"], batch["input_ids"],
                                      batch["text_mask"], jnp.asarray(matrix)))
         for i in range(len(got["boxes"])):
           keep = got["keep"][i]
-          h, w = local["orig_size"][i] if i < n else (size, size)
+          h, w = local["orig_size"][i]
           scale = np.array([w / size, h / size, w / size, h / size])
           out.append((np.asarray(got["boxes"][i][keep], np.float64) * scale,
                       np.asarray(got["scores"][i][keep], np.float64), np.asarray(got["labels"][i][keep])))
