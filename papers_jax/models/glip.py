@@ -153,6 +153,8 @@ class DyConv(nnx.Module):
 
 
 class GLIP(nnx.Module):
+  """`model(images (B, H, W, 3) normalised, input_ids (B, T), text_mask (B, T))` → the module docstring's outputs.
+  `num_convs` fusion + DyHead layers (L); `fusion=False` drops the X-MHA and the extra BERT layers."""
 
   def __init__(self, *, vocab_size: int = 32, max_text_len: int = 64, img_size: int | None = None, in_chans: int = 3,
                stem_channels=(32, 64),
