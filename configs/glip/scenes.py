@@ -15,10 +15,9 @@ scene's objects ("red circle. blue 7.") shuffled among random absent colour-kind
 500 test scenes, COCO mAP with the prompt "circle. square. triangle. 0. ... 9." (`det_`) and with the prompt of
 all 52 colour-kind phrases (`pair_`).
 
-Measured (seed 0, stopped after the halfway evaluation at step 500 of 1,000, on a shared 2-core CPU at
-load 20-30; docs/clip_family.md): with the class-name prompt AP 0.569 / AP50 0.727 on the 500 test scenes, against
-0.0003 / 0.0013 for image-blind boxes; with the 52 phrases AP 0.503. `fusion=False` at the same step: AP 0.618 / AP50
-0.767, 52 phrases AP 0.511 (deep fusion does not help on these scenes).
+Measured (seed 0, on a shared 2-core CPU at load 15-30; docs/clip_family.md): at step 1,000 with the class-name
+prompt AP 0.635 / AP50 0.786 on the 500 test scenes, against 0.0003 / 0.0013 for image-blind boxes; with the 52
+phrases AP 0.567. `fusion=False`: AP 0.686 / AP50 0.841, 52 phrases AP 0.574 (deep fusion does not help here).
 
 Departures from the paper (GLIP-T: Swin-T + BERT-base + 6 DyHead / fusion layers, on Objects365, GoldG and
 Cap4M at 800-1333 pixels):
