@@ -178,6 +178,8 @@ FULL_ONLY = {
     # tests/test_dualvit.py: the semantic pathway and blocks against numpy, the counts, the FLOP counter and the
     # named features; vit/digits.py: the task and recipe this config loads.
     "dualvit/digits.py": "vit/digits.py",
+    # tests/test_glip.py: the losses and X-MHA against numpy, the prompts, the task's loss traced on a smoke batch.
+    "glip/scenes.py": "",
 }
 FULL = bool(os.environ.get("PAPERS_JAX_FULL_PARITY"))
 

@@ -65,6 +65,7 @@ from papers_jax.models import axial, sasa  # noqa: F401  (register their variant
 from papers_jax.models import dpt, setr  # noqa: F401  (register their variants)
 from papers_jax.models import atd, dat, swinir  # noqa: F401  (super-resolution: register their variants)
 from papers_jax.models import dualvit  # noqa: F401  (registers its variants)
+from papers_jax.models import glip  # noqa: F401  (registers its variants)
 
 # model class → its family module (with `forward_flops` and `EMBEDDINGS`).
 FAMILIES = {
@@ -101,6 +102,7 @@ FAMILIES = {
     sasa.SAResNet: sasa, axial.AxialResNet: axial,
     swinir.SwinIR: swinir, dat.DAT: dat, atd.ATD: atd,
     dualvit.DualViT: dualvit,
+    glip.GLIP: glip,
 }
 FLOP_COUNTERS = {cls: family.forward_flops for cls, family in FAMILIES.items()}
 

@@ -43,6 +43,7 @@ TASK_CLASSES = {
     "pointclip": "PointCLIPTask",
     "depthclip": "DepthCLIPTask",
     "audioclip": "AudioCLIPTask",
+    "glip": "GLIPTask",
     "super_resolution": "SuperResolutionTask",
 }
 TASKS = tuple(TASK_CLASSES)
