@@ -63,6 +63,7 @@ from papers_jax.models import pointclip  # noqa: E402
 from papers_jax.models import axial, sasa  # noqa: F401  (register their variants)
 from papers_jax.models import dpt, setr  # noqa: F401  (register their variants)
 from papers_jax.models import atd, dat, swinir  # noqa: F401  (super-resolution: register their variants)
+from papers_jax.models import vild  # noqa: F401  (registers its detector)
 
 # model class → its family module (with `forward_flops` and `EMBEDDINGS`).
 FAMILIES = {
@@ -97,6 +98,7 @@ FAMILIES = {
     pointclip.PointCLIP: pointclip,
     sasa.SAResNet: sasa, axial.AxialResNet: axial,
     swinir.SwinIR: swinir, dat.DAT: dat, atd.ATD: atd,
+    vild.ViLDDetector: vild,
 }
 FLOP_COUNTERS = {cls: family.forward_flops for cls, family in FAMILIES.items()}
 

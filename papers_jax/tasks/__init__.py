@@ -42,6 +42,7 @@ TASK_CLASSES = {
     "lseg": "LSegTask",
     "pointclip": "PointCLIPTask",
     "depthclip": "DepthCLIPTask",
+    "vild": "ViLDTask",
     "super_resolution": "SuperResolutionTask",
 }
 TASKS = tuple(TASK_CLASSES)
