@@ -21,7 +21,8 @@ import numpy as np
 from flax import nnx
 
 from papers_jax.models import conv_flops
-from papers_jax.models.registry import register
+from papers_jax.data.vqa_scenes import MEAN as SCENES_MEAN, STD as SCENES_STD
+from papers_jax.models.registry import Preprocessing, register
 from papers_jax.ops import boxes as box_ops
 from papers_jax.ops.roi_align import decode_boxes, roi_align
 
@@ -127,8 +128,9 @@ class ViLDDetector(nnx.Module):
             "image_embed": image_embed, "box_deltas": deltas, "background": self.background_embedding()}
 
 
-# Trained from scratch on the scenes; a config sets data.mean / data.std (no checkpoint, no preprocessing).
-register("vild_detector_tiny", ViLDDetector)
+# Trained from scratch on the 64-pixel scenes, normalised with their own mean / std (as the scenes CLIP is).
+register("vild_detector_tiny", ViLDDetector,
+         preprocessing=Preprocessing(64, SCENES_MEAN, SCENES_STD, crop_pct=1.0, interpolation="bilinear"))
 
 
 def refined_boxes(out, img_size: int):
