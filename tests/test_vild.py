@@ -205,8 +205,8 @@ def test_rpn_and_box_losses_match_numpy():
   gt_valid = np.array([[True, True, False], [True, False, False]])
   logits = rng.normal(size=(2, len(anchors))).astype(np.float32)
   deltas = 0.1 * rng.normal(size=(2, len(anchors), 4)).astype(np.float32)
-  obj, box = jax.jit(objective.rpn_loss)(jnp.asarray(logits), jnp.asarray(deltas), jnp.asarray(anchors), jnp.asarray(gt),
-                                jnp.asarray(gt_valid))
+  obj, box = jax.jit(objective.rpn_loss)(jnp.asarray(logits), jnp.asarray(deltas), jnp.asarray(anchors),
+                                         jnp.asarray(gt), jnp.asarray(gt_valid))
   pos_bce, neg_bce, l1 = [], [], []
   for b in range(2):
     g = gt[b][gt_valid[b]]

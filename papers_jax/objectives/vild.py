@@ -5,7 +5,8 @@
 - ViLD-image (eq. 3): (1/M) Σ_r ||V(crop(I, r)) − e_r||_1 over the M precomputed proposals r, with V the frozen
   CLIP image encoder's normalised embedding of the proposal's crops and e_r the region embedding.
 - The total (eq. 4): L_ViLD-text + w · L_ViLD-image (+ the detector's RPN and box-regression losses).
-- ViLD-ensemble's score (§3.4): p = p_text^λ · p_image^(1−λ) for base classes, p_text^(1−λ) · p_image^λ for novel.
+- ViLD-ensemble's score (§3.4): p = p_text^λ · p_image^(1−λ) for base classes, p_text^(1−λ) · p_image^λ for
+  novel ones.
 
 The RPN's: anchors with IoU ≥ fg_iou with a ground-truth box, or the best anchor of a box, are positive, below
 bg_iou negative, others ignored; binary cross-entropy (the positives' mean and the negatives' mean, summed,

@@ -13,8 +13,10 @@ Distillation targets (ViLD-image), computed once before training (the paper cach
 training scene, up to `vild.num_distill` class-agnostic proposals: the connected bright regions of the image
 (pixels brighter than `vild.proposal_threshold` in some channel, joined across one-pixel gaps), found without any
 label, for novel objects as for base ones. Each proposal is cropped at the scales `vild.crop_scales` (1× and 1.5×
-as the paper) and resized to the CLIP's input (bilinear: RoIAlign on the image); the CLIP image embeddings of the
-crops are normalised, summed and normalised again (the paper's ensemble of the two crops).
+as the paper): `vild.crop_mode="in_place"` keeps the crop at its place and scale on the scenes' dark noise canvas
+(the scale this CLIP was trained at), "resize" resizes it to the CLIP's input as the paper (bilinear: RoIAlign on
+the image); the CLIP image embeddings of the crops are normalised, summed and normalised again (the paper's
+ensemble of the two crops).
 
 Training loss (objectives/vild.py): the RPN's objectness and box losses, the RoI head's class-agnostic box
 regression, L_ViLD-text over the proposals plus the ground-truth boxes (the paper samples RoIs from them;
