@@ -26,7 +26,7 @@ precomputed proposals (ViLD-ensemble: the text head and the image head are separ
 Evaluation: the eval step's RPN losses on every object of the eval split (novel ones included); after it, the
 detections on the RPN's proposals refined by the box head, scored four ways over all 13 classes, each with
 per-class NMS at `vild.nms_iou` and the `vild.max_detections` best kept, and COCO box mAP (evaluators/coco.py)
-over all classes, the novel classes and the base classes:
+over all classes, the novel classes and the base classes (and each novel class alone, `<scoring>/AP_<class>`):
   ensemble/   ViLD-ensemble: p_text^λ p_image^(1−λ) for base classes, p_text^(1−λ) p_image^λ for novel, λ =
               `vild.ensemble_weight` (each head's probability: softmax over background + the 13 classes)
   text/       the text head alone (ViLD-text's scoring); image/ the image head alone
@@ -481,4 +481,6 @@ class ViLDTask:
       for part, classes in (("all", np.arange(self.num_classes)), ("novel", self.novel_ids), ("base", self.base_ids)):
         got = split_map(truth, preds, classes, self.num_classes)
         result |= {f"{k}/{part}_AP": got["AP"], f"{k}/{part}_AP50": got["AP50"], f"{k}/{part}_AR100": got["AR100"]}
+      for c in self.novel_ids:  # each novel class alone
+        result[f"{k}/AP_{self.class_names[c]}"] = split_map(truth, preds, [c], self.num_classes)["AP"]
     return result
