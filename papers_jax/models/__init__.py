@@ -66,6 +66,7 @@ from papers_jax.models import dpt, setr  # noqa: F401  (register their variants)
 from papers_jax.models import atd, dat, swinir  # noqa: F401  (super-resolution: register their variants)
 from papers_jax.models import dualvit  # noqa: F401  (registers its variants)
 from papers_jax.models import glip  # noqa: F401  (registers its variants)
+from papers_jax.models import vild  # noqa: F401  (registers its detector)
 
 # model class → its family module (with `forward_flops` and `EMBEDDINGS`).
 FAMILIES = {
@@ -103,6 +104,7 @@ FAMILIES = {
     swinir.SwinIR: swinir, dat.DAT: dat, atd.ATD: atd,
     dualvit.DualViT: dualvit,
     glip.GLIP: glip,
+    vild.ViLDDetector: vild,
 }
 FLOP_COUNTERS = {cls: family.forward_flops for cls, family in FAMILIES.items()}
 

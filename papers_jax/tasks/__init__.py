@@ -44,6 +44,7 @@ TASK_CLASSES = {
     "depthclip": "DepthCLIPTask",
     "audioclip": "AudioCLIPTask",
     "glip": "GLIPTask",
+    "vild": "ViLDTask",
     "super_resolution": "SuperResolutionTask",
 }
 TASKS = tuple(TASK_CLASSES)
