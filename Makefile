@@ -14,10 +14,9 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# constraints.txt pins every package (CPU torch included), so pip never pulls CUDA wheels.
-	# pip compiles the installed files to bytecode one at a time; compileall does it on every core. Every test
-	# process reads that bytecode (and, with `unexport` below, caches whatever compileall missed).
+	# No bytecode at install (pip would compile every file of torch and transformers, one at a time): Python
+	# compiles and caches what is imported, about a quarter of site-packages (see `unexport` below).
 	$(PY) -m pip install --quiet --no-compile -c constraints.txt -e '.[test,torch]'
-	$(PY) -c "import compileall, sysconfig; [compileall.compile_dir(d, quiet=2, workers=0) for d in (sysconfig.get_paths()['purelib'], 'papers_jax')]"
 	touch $(STAMP)
 
 demo: $(STAMP)

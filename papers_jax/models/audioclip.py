@@ -37,7 +37,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from scipy import signal as sps
 
 from papers_jax.models import clip as clip_lib
 from papers_jax.models import resnet
@@ -206,7 +205,9 @@ class ESResNeXt(nnx.Module):
     return self.fc(pooled[:, 0, 0])
 
   def window_samples(self) -> np.ndarray:
-    return np.asarray(sps.get_window(self.window, self.win_length, fftbins=True), np.float32)
+    from scipy import signal  # at call time: importing scipy.signal costs every process ~1 s
+
+    return np.asarray(signal.get_window(self.window, self.win_length, fftbins=True), np.float32)
 
   def fbsp_norm_loss(self):
     return self.fbsp.norm_loss(self.n_fft)
