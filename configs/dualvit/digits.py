@@ -11,8 +11,9 @@ the ViT of configs/vit/digits.py: docs/vision_variants.md ("Dual-ViT").
 Departures from the paper (a CPU demo, not one of its experiments):
 - Those of configs/vit/digits.py's recipe, which this config loads: a small model on 8×8 digits instead of
   ImageNet at 224²; AdamW lr 4e-3 at batch 256, 30 warm-up steps then cosine, global-norm clipping at 1, weight
-  decay 0.05 not on biases and norm gains, label smoothing 0.1 and random affine warps (the paper: 310 epochs of
-  AdamW at batch 1024 with token labeling, RandAugment, Mixup / CutMix, drop path 0.15 for S).
+  decay 0.05 not on biases and norm gains, label smoothing 0.1 and random affine warps (the official training
+  command: 310 epochs at batch 128 on each of 8 GPUs with token labeling; its config: drop path 0.15 for S; the
+  rest of its ImageNet recipe was not checked here).
 - No token labeling (no dense targets from an annotator here): the plain class head, and no drop path.
 - The narrow layout above, a 2×2 semantic pool on the 4×4 map (the paper: 7×7 on 56×56, 64 tokens) and one block
   per stage (the paper's S: 3 / 4 / 6 / 3).
