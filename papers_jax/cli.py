@@ -37,12 +37,30 @@ def _load_config(spec: str, overrides: list[str]):
     if not sep:
       raise config_lib.ConfigError(f"--set {item!r}: give key=value")
     current = config
-    for name in key.split(".")[:-1]:
-      current = current[name]
-    old = current[key.split(".")[-1]]
-    value = json.loads(text) if not isinstance(old, str) else text
+    try:
+      for name in key.split(".")[:-1]:
+        current = current[name]
+      old = current[key.split(".")[-1]]
+    except (KeyError, TypeError):
+      raise config_lib.ConfigError(f"--set {item!r}: the config has no field {key!r}") from None
+    value = text if isinstance(old, str) else _override_value(item, text)
     config_lib.set_path(config, key, tuple(value) if isinstance(old, tuple) else value)
   return config.lock()
+
+
+def _override_value(item: str, text: str):
+  """A --set value as JSON, or as a Python literal (True, None, (1, 2)) as configs spell them."""
+  import ast
+  from papers_jax.core import config as config_lib
+  try:
+    return json.loads(text)
+  except json.JSONDecodeError:
+    pass
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    raise config_lib.ConfigError(f"--set {item!r}: {text!r} is neither JSON nor a Python literal "
+                                 "(strings need no quotes only where the field is a string)") from None
 
 
 def _restored_trainer(args):

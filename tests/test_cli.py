@@ -122,3 +122,13 @@ def test_a_config_files_own_error_is_not_reported_as_a_bad_override(tmp_path, ca
     main._parse_flags(["main", f"--config={bad}"])
   err = capsys.readouterr().err
   assert "bad.py" in err and "AttributeError" in err and "override" not in err, err
+
+
+def test_set_takes_python_literals_and_names_bad_overrides():
+  from papers_jax.errors import ConfigError
+  config = cli._load_config(CONFIG, ["deterministic=True", "optimizer.nesterov=true", "num_steps=7"])
+  assert config.deterministic is True and config.optimizer.nesterov is True and config.num_steps == 7
+  with pytest.raises(ConfigError, match="neither JSON nor a Python literal"):
+    cli._load_config(CONFIG, ["num_steps=seven"])
+  with pytest.raises(ConfigError, match="no field 'optimizer.nesterovv'"):
+    cli._load_config(CONFIG, ["optimizer.nesterovv=1"])
