@@ -3,7 +3,8 @@
 `debug.kill_at="<phase>:<n>[:<ms>]"` makes the run SIGKILL itself <ms> after it reaches a phase for the
 n-th time (core/loop.py: KillPoint). One chain of runs in one workdir meets a seeded random point of
 each phase in turn (a step before the first checkpoint, start-up, a save, an evaluation, a later step,
-the summary), each run resuming the previous one; the last run gets no kill. The final train state
+the summary), each run resuming the previous one; the last run gets no kill. The mid-step kill comes after
+a synchronous save, so the chain always trains on from a committed mid-run checkpoint. The final train state
 (params, optimizer state, task state such as MoCo's queue), every metrics row except throughput, and
 the summary must equal the uninterrupted run's.
 
@@ -90,13 +91,15 @@ def kill_plan(rng, checkpoint_every):
       ("start-up", f"startup:1:{rng.integers(0, 2000)}"),
       ("mid-save", f"save:1:{rng.integers(0, 150)}"),
       ("mid-eval", f"eval:1:{rng.integers(0, 300)}"),
-      ("mid-step", f"step:{rng.integers(1, checkpoint_every)}:{rng.integers(0, 30)}"),
+      # Past this run's first save, which is synchronous here (killed_run): the next run trains on from a committed
+      # mid-run checkpoint, so a resume that restored only part of the state (the optimizer's moments, say) shows.
+      ("mid-step", f"step:{checkpoint_every + rng.integers(1, checkpoint_every)}:{rng.integers(0, 30)}"),
       ("summary", f"summary:1:{rng.integers(0, 20)}"),
   ]
 
 
-def killed_run(task, workdir, kill_at):
-  proc = run(task, workdir, f"--config.debug.kill_at={kill_at}", check=False)
+def killed_run(task, workdir, kill_at, *extra):
+  proc = run(task, workdir, f"--config.debug.kill_at={kill_at}", *extra, check=False)
   # A delayed kill fires even after the run's end: the timer thread keeps the process alive until then.
   assert proc.returncode == -signal.SIGKILL, f"kill_at={kill_at} never fired:\n{proc.stderr[-3000:]}"
 
@@ -104,9 +107,11 @@ def killed_run(task, workdir, kill_at):
 def kill_in_every_phase(task, reference, workdir, seed=22):
   t = TASKS[task]
   for phase, kill_at in kill_plan(np.random.default_rng(seed), t["checkpoint_every"]):
-    killed_run(task, workdir, kill_at)
+    killed_run(task, workdir, kill_at, *(["--config.async_checkpoint=false"] if phase == "mid-step" else []))
     if phase == "before the first checkpoint":
       assert committed_steps(workdir) == [] and os.path.getsize(os.path.join(workdir, "metrics.jsonl")), kill_at
+    if phase == "mid-step":
+      assert 0 < committed_steps(workdir)[-1] < t["num_steps"], (kill_at, committed_steps(workdir))
   run(task, workdir)  # the same command finishes the run
   assert_same_as_reference(workdir, reference, t["num_steps"])
 

@@ -82,7 +82,8 @@ MUTATIONS = (
         "restored_optimizer_state", "papers_jax/core/loop.py",
         "    self.state, meta = restored\n",
         "    self.state, meta = restored[0].replace(opt_state=self.state.opt_state), restored[1]\n",
-        ("tests/test_run.py::test_sigkill_then_resume_matches_uninterrupted",),
+        ("tests/test_run.py::test_sigkill_then_resume_matches_uninterrupted",
+         "tests/test_reliability.py::test_kill_9_in_every_phase_then_resume_equals_an_uninterrupted_run"),
         "a resumed run restarts the optimizer's moments instead of restoring them"),
     Mutation(
         "bert_mlm_labels", "papers_jax/data/mlm.py",
