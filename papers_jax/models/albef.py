@@ -143,8 +143,8 @@ class ALBEFTextEncoder(nnx.Module):
 
 def _as_momentum(module: nnx.Module) -> nnx.Module:
   """The SSL teachers' conversion (tasks/ssl/common.py): every Param becomes an EMA variable, dropout off."""
-  from papers_jax.tasks.ssl.common import _as_ema  # imported here: tasks import the models package
-  return _as_ema(module)
+  from papers_jax.tasks.ssl.common import as_ema  # imported here: tasks import the models package
+  return as_ema(module)
 
 
 class ALBEF(nnx.Module):

@@ -52,6 +52,7 @@ from papers_jax.models.registry import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, Prepro
 from papers_jax.models.vit import BlockOptions, VisionTransformer
 from papers_jax.nn import Attention, Dropout, LayerNorm, Mlp, param
 from papers_jax.nn.attention import CrossAttention, KVCache
+from papers_jax.nn.frozen import params_as
 from papers_jax.nn.linear import Dense
 from papers_jax.nn.mlp import ACTIVATIONS
 
@@ -65,16 +66,7 @@ class Momentum(nnx.Variable):
 def as_momentum(module: nnx.Module) -> nnx.Module:
   """Turns every Param of `module` into a Momentum variable (same value and metadata) and switches its
   dropout off (the momentum features are targets)."""
-  for _, node in list(nnx.iter_graph(module)):
-    if isinstance(node, Dropout):
-      node.rate = 0.0
-    if isinstance(node, (Attention, CrossAttention)):
-      node.attn_drop = 0.0
-    if isinstance(node, nnx.Module):
-      for name, value in list(vars(node).items()):
-        if isinstance(value, nnx.Param):
-          setattr(node, name, Momentum(value[...], **value.get_metadata()))
-  return module
+  return params_as(module, Momentum, deterministic=True)
 
 
 class TextEmbeddings(nnx.Module):

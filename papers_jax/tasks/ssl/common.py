@@ -11,8 +11,8 @@ from flax import nnx
 from papers_jax.data import views
 from papers_jax.errors import ConfigError
 from papers_jax.models.ssl_heads import DINOHead, MLPHead, WeightNormDense, unit_columns_init
-from papers_jax.nn.drop import Dropout
 from papers_jax.nn.embed import resample_pos_embed
+from papers_jax.nn.frozen import params_as
 from papers_jax.objectives import contrastive, memory
 
 PRETEXT = ("rotation", "jigsaw", "relative_position", "colorization")  # tasks/ssl/pretext.py
@@ -116,17 +116,10 @@ class SSLState(nnx.Variable):
   """Other state the objective carries: DINO's centre, the NCE normalisers, the step counter."""
 
 
-def _as_ema(module: nnx.Module) -> nnx.Module:
+def as_ema(module: nnx.Module) -> nnx.Module:
   """Turns every Param of `module` into an EMA variable with the same value and metadata, and
   switches its dropout / stochastic depth off (targets are deterministic functions of the input)."""
-  for _, node in list(nnx.iter_graph(module)):
-    if isinstance(node, Dropout):
-      node.rate = 0.0
-    if isinstance(node, nnx.Module):
-      for name, value in list(vars(node).items()):
-        if isinstance(value, nnx.Param):
-          setattr(node, name, EMA(value[...], **value.get_metadata()))
-  return module
+  return params_as(module, EMA, deterministic=True)
 
 
 def _backbone_width(backbone) -> int:
@@ -172,8 +165,8 @@ class SSLModel(nnx.Module):
                                layers=c.projector_layers, bn=c.projector_bn, last_bn=c.projector_last_bn, rngs=rngs)
                        if backbone2 is not None else None)
     if method in MOMENTUM_ENCODER:  # initialised equal to the online encoder
-      self.target_backbone = _as_ema(nnx.clone(self.backbone))
-      self.target_projector = _as_ema(nnx.clone(self.projector))
+      self.target_backbone = as_ema(nnx.clone(self.backbone))
+      self.target_projector = as_ema(nnx.clone(self.projector))
     else:
       self.target_backbone = self.target_projector = None
     if method in QUEUE:
