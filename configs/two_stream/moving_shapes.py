@@ -19,9 +19,10 @@ Departures from the paper:
   - Data: generated 32×32 clips (the paper: UCF-101 / HMDB-51 at 256 px, 224 crops), 16 frames a clip, 480
     training clips; 28 px crops (the paper's 224/256 ratio). Flow: skimage's TV-L1 with its defaults on grey
     frames (the paper: OpenCV's GPU Brox et al. flow), stored as uint8 at 1/16 px steps (±7.9 px).
-  - Network 1/8 as wide (conv 12/32/64/64/64, full6 512, full7 256) with conv1 and conv2 at stride 1 (a
-    28 px crop at the paper's strides is 1×1 after conv5); default inits (the paper names none).
-  - Training: Adam (lr 1e-3, no weight decay), batch 64, 1,500 steps (spatial and temporal alike), cosine
+  - Network 1/8 as wide (conv 12/32/64/64/64, full6 512, full7 256), conv1 padded by 3 and conv2 at stride 1
+    (a 28 px crop at the paper's strides leaves no map after pool5): maps 28 → 14 → 7 → 7 → 3 → 3 → 1.
+    torch's default weight init, zero biases (the paper names none).
+  - Training: Adam (lr 1e-3, no weight decay), batch 64, 2,000 steps (spatial and temporal alike), cosine
     decay after 50 warm-up steps, dropout 0.5 (the paper: SGD with momentum 0.9, batch 256, lr 1e-2 ÷10 at
     50K and 70K of 80K iterations for the temporal net, dropout 0.5 or 0.9 (Table 1)). No gradient clipping,
     no label smoothing, no weight-decay exclusions (none needed without weight decay).
@@ -62,13 +63,13 @@ def get_config(arg=None):
   else:  # flow is stored as 128 + 16·d (data/flow_clips.py): normalised, d in pixels
     c.data.mean, c.data.std = (128 / 255,), (16 / 255,)
   c.batch_size = 64
-  c.num_steps = 1500
+  c.num_steps = 2000
   c.optimizer.update(name="adam", lr=1e-3, weight_decay=0.0, wd_exclude=(), clip_grad_norm=0.0)
   c.schedule.update(name="cosine", warmup_steps=50, end_lr_ratio=0.0)
   c.label_smoothing = 0.0
   c.log_every = 50
-  c.eval_every = 250
-  c.checkpoint_every = 500
+  c.eval_every = 500
+  c.checkpoint_every = 1000
   c.async_checkpoint = False
   if args.smoke:
     c.model.update(drop_rate=0.0)

@@ -15,9 +15,9 @@ Variants (`VARIANTS`):
     90,707,781 parameters, counted from Fig. 1 (the paper prints no count; tests/test_two_stream.py checks
     these against a hand computation).
   - `two_stream_{spatial,temporal}_demo`: the same layers at 1/8 of the widths (12/32/64/64/64, full6 512,
-    full7 256) for 28 px crops of the 32 px generated clips: conv1 and conv2 at stride 1 with "same"
-    padding, so that the maps are 28 → 14 → 14 → 7 → 7 → 3 before full6 (at the paper's strides a 28 px
-    crop is 1×1 after conv5).
+    full7 256) for 28 px crops of the 32 px generated clips: conv1 with padding 3 and conv2 at stride 1
+    with padding 2, so that the maps are 28 → 14 → 7 → 7 → 3 → 3 → 1 (at the paper's strides and paddings
+    a 28 px crop leaves no map after pool5).
 """
 
 import chex
@@ -37,7 +37,7 @@ POOL_AFTER = (True, True, False, False, True)
 LRN = dict(size=5, alpha=1e-4, beta=0.75, k=2.0)  # CNN-M's (AlexNet's)
 PAPER = dict(channels=(96, 256, 512, 512, 512), strides=(2, 2, 1, 1, 1), paddings=(0, 1, 1, 1, 1),
              fc_features=(4096, 2048), num_classes=101, img_size=224)
-DEMO = dict(channels=(12, 32, 64, 64, 64), strides=(1, 1, 1, 1, 1), paddings=(3, 2, 1, 1, 1),
+DEMO = dict(channels=(12, 32, 64, 64, 64), strides=(2, 1, 1, 1, 1), paddings=(3, 2, 1, 1, 1),
             fc_features=(512, 256), num_classes=12, img_size=28)
 # The paper names no init: torch's default weights (uniform ±1/√fan_in), zero biases. He init (fan-out) grew
 # the activations ~3× a layer on the smooth flow inputs (no normalisation but LRN), logits ~100 at the start.
