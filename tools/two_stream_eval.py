@@ -1,11 +1,13 @@
 """Two-Stream ConvNets' evaluation and fusion (evaluators/two_stream.py) of a trained spatial and temporal run:
 test accuracy of each stream alone (one view: the middle position's centre crop; and the paper's 25
 positions × 10 crops), and of the fusions by averaging and by a linear SVM on the stacked L2-normalised
-scores (fitted on the training clips' 25 × 10 scores), beside chance and the majority class.
+scores (fitted on the 25 × 10 scores of `--train_per_class` training clips a class, 20 by default), beside
+chance and the majority class.
 
   PYTHONPATH=. python tools/two_stream_eval.py --spatial runs/ts_spatial --temporal runs/ts_temporal
 
-`--spatial_config` / `--temporal_config` default to configs/two_stream/moving_shapes.py with that stream.
+`--spatial_config` / `--temporal_config` default to configs/two_stream/moving_shapes.py with that stream;
+`--set key=value` changes both (e.g. the data settings).
 Writes the table and the numbers (JSON) to `--out` when given.
 """
 
@@ -24,9 +26,10 @@ from papers_jax.tasks.classification import normalize_images
 CONFIG = "configs/two_stream/moving_shapes.py:stream={}"
 
 
-def stream_scores(config: str, run: str, splits=("train", "test")) -> dict:
+def stream_scores(config: str, run: str, overrides=(), splits=("train", "test"), train_per_class: int = 0) -> dict:
   """{split: (clip scores (N, K) of 25 × 10 views, one-view softmax scores (N, K), labels (N,))}."""
-  trainer, where = cli._restored_trainer(types.SimpleNamespace(config=config, set=[], checkpoint=run, step=None))
+  trainer, where = cli._restored_trainer(types.SimpleNamespace(config=config, set=list(overrides), checkpoint=run,
+                                                               step=None))
   print(f"{config}: {where}", flush=True)
   model, task, t = cli._model(trainer), trainer.task, trainer.config.two_stream
 
@@ -36,15 +39,19 @@ def stream_scores(config: str, run: str, splits=("train", "test")) -> dict:
 
   out = {}
   for split in splits:
-    source, t0 = task.source(split), time.time()
-    scores, single = [], []
-    for i in range(len(source)):
+    name = trainer.config.data.train_split if split == "train" else trainer.config.data.eval_split
+    source, t0 = task.source(name), time.time()
+    scores, single, labels = [], [], np.asarray(source.labels)
+    keep = np.arange(len(source))
+    if split == "train" and train_per_class:  # the first clips of each class
+      keep = np.sort(np.concatenate([keep[labels == c][:train_per_class] for c in np.unique(labels)]))
+    for i in keep:
       views = ts.clip_views(source[i]["image"], task.stream, task.length, task.crop)
       p = np.asarray(probs(views))
       scores.append(ts.clip_scores(p))
       single.append(p[ts.NUM_CROPS * (ts.NUM_POSITIONS // 2) + 4])  # the middle position's centre crop
-    out[split] = (np.stack(scores), np.stack(single), np.asarray(source.labels))
-    print(f"  {split}: {len(source)} clips × {len(views)} views in {time.time() - t0:.0f} s", flush=True)
+    out[split] = (np.stack(scores), np.stack(single), labels[keep])
+    print(f"  {split}: {len(keep)} clips × {len(views)} views in {time.time() - t0:.0f} s", flush=True)
   return out
 
 
@@ -54,11 +61,13 @@ def main(argv=None):
   p.add_argument("--temporal", required=True, help="the temporal stream's run directory")
   p.add_argument("--spatial_config", default=CONFIG.format("spatial"))
   p.add_argument("--temporal_config", default=CONFIG.format("temporal"))
+  p.add_argument("--set", action="append", default=[], help="key=value for both configs (repeat)")
   p.add_argument("--svm_c", type=float, default=1.0)
+  p.add_argument("--train_per_class", type=int, default=20, help="training clips a class for the SVM (0: all)")
   p.add_argument("--out", default="")
   args = p.parse_args(argv)
-  s = stream_scores(args.spatial_config, args.spatial)
-  t = stream_scores(args.temporal_config, args.temporal)
+  s = stream_scores(args.spatial_config, args.spatial, args.set, train_per_class=args.train_per_class)
+  t = stream_scores(args.temporal_config, args.temporal, args.set, train_per_class=args.train_per_class)
   labels = s["test"][2]
   if not (np.array_equal(labels, t["test"][2]) and np.array_equal(s["train"][2], t["train"][2])):
     raise SystemExit("the two runs' clips differ: give both streams the same data settings")

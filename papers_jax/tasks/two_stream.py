@@ -32,7 +32,8 @@ class TwoStreamTask(ClassificationTask):
     self.stream, self.length, self.crop = t.stream, int(t.flow_length), int(t.crop)
     chans = 3 if self.stream == "spatial" else 2 * self.length
     if config.model.get("in_chans") != chans:
-      raise ConfigError(f"the {self.stream} stream takes {chans} channels; model.in_chans={config.model.get('in_chans')}")
+      raise ConfigError(f"the {self.stream} stream takes {chans} channels; "
+                        f"model.in_chans={config.model.get('in_chans')}")
     if flow_clips.num_positions(self.stream, int(t.num_frames), self.length) < 1:
       raise ConfigError(f"{t.num_frames} frames hold no stack of {self.length} flow fields")
 
