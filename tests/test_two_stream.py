@@ -155,3 +155,5 @@ def test_svm_fusion_learns_to_trust_the_informative_stream():
   fused = ts.fuse_svm(scores(train_y, False), scores(train_y, True), train_y, scores(test_y, False),
                       scores(test_y, True))
   assert fused.shape == (100, 4) and ts.accuracy(fused, test_y) > 0.8
+  crossfit = ts.fuse_svm_crossfit(scores(test_y, False), scores(test_y, True), test_y)
+  assert crossfit.shape == (100, 4) and ts.accuracy(crossfit, test_y) > 0.8
