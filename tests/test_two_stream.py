@@ -43,6 +43,7 @@ def test_paper_nets_have_fig1_parameter_counts():
 def test_demo_net_forward():
   model = models.create("two_stream_temporal_demo", rngs=nnx.Rngs(0))
   assert model.flat_features == 1 * 1 * 64
+  assert num_params(model) == 281_448  # docs/two_stream.md
   out = model(jnp.ones((2, 28, 28, 20)), train=False)
   assert out.shape == (2, 12) and bool(jnp.all(jnp.isfinite(out)))
 

@@ -9,7 +9,8 @@ SVM fitted on the other half).
   PYTHONPATH=. python tools/two_stream_eval.py --spatial runs/ts_spatial --temporal runs/ts_temporal
 
 `--spatial_config` / `--temporal_config` default to configs/two_stream/moving_shapes.py with that stream;
-`--set key=value` changes both (e.g. the data settings).
+`--set key=value` changes both (e.g. the data settings), `--temporal_set` the temporal one (e.g. L = 1:
+`--temporal_set two_stream.flow_length=1 --temporal_set model.in_chans=2`).
 Writes the table and the numbers (JSON) to `--out` when given.
 """
 
@@ -64,12 +65,14 @@ def main(argv=None):
   p.add_argument("--spatial_config", default=CONFIG.format("spatial"))
   p.add_argument("--temporal_config", default=CONFIG.format("temporal"))
   p.add_argument("--set", action="append", default=[], help="key=value for both configs (repeat)")
+  p.add_argument("--temporal_set", action="append", default=[], help="key=value for the temporal config (repeat)")
   p.add_argument("--svm_c", type=float, default=1.0)
   p.add_argument("--train_per_class", type=int, default=20, help="training clips a class for the SVM (0: all)")
   p.add_argument("--out", default="")
   args = p.parse_args(argv)
   s = stream_scores(args.spatial_config, args.spatial, args.set, train_per_class=args.train_per_class)
-  t = stream_scores(args.temporal_config, args.temporal, args.set, train_per_class=args.train_per_class)
+  t = stream_scores(args.temporal_config, args.temporal, args.set + args.temporal_set,
+                    train_per_class=args.train_per_class)
   labels = s["test"][2]
   if not (np.array_equal(labels, t["test"][2]) and np.array_equal(s["train"][2], t["train"][2])):
     raise SystemExit("the two runs' clips differ: give both streams the same data settings")
