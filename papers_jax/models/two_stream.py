@@ -26,7 +26,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from papers_jax.models import conv_flops
-from papers_jax.models.registry import register
+from papers_jax.models.registry import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, register
 from papers_jax.nn.conv import Conv, max_pool
 from papers_jax.nn.drop import Dropout
 from papers_jax.nn.linear import Dense
@@ -109,9 +109,21 @@ def forward_flops(model: TwoStreamConvNet, img_size: int | None = None, *, count
   return conv_flops.forward_flops(model, img_size or model.img_size, count_padding=count_padding)
 
 
+# Inputs: RGB frames (the paper's 224 crops of 256 px frames, its mean subtraction given ImageNet's statistics
+# here; the demo's 28 crops of 32 px clips with their own pixel statistics), or the uint8 flow store (128 + 16·d,
+# data/flow_clips.py), normalised back to pixels for every one of the 2L channels.
+_FLOW = dict(mean=(128 / 255,), std=(16 / 255,), crop_pct=0.875, interpolation="bilinear")
+_PREPROCESSING = {
+    "two_stream_spatial": Preprocessing(224, IMAGENET_MEAN, IMAGENET_STD, crop_pct=0.875, interpolation="bilinear"),
+    "two_stream_spatial_demo": Preprocessing(28, (0.125,) * 3, (0.13,) * 3, crop_pct=0.875, interpolation="bilinear"),
+    "two_stream_temporal": Preprocessing(224, **_FLOW),
+    "two_stream_temporal_demo": Preprocessing(28, **_FLOW),
+}
 for _stream, _chans, _lrn in (("spatial", 3, (True, True)), ("temporal", 2 * FLOW_LENGTH, (True, False))):
-  register(f"two_stream_{_stream}", TwoStreamConvNet, in_chans=_chans, lrn=_lrn, **PAPER)
-  register(f"two_stream_{_stream}_demo", TwoStreamConvNet, in_chans=_chans, lrn=_lrn, **DEMO)
+  register(f"two_stream_{_stream}", TwoStreamConvNet, in_chans=_chans, lrn=_lrn,
+           preprocessing=_PREPROCESSING[f"two_stream_{_stream}"], **PAPER)
+  register(f"two_stream_{_stream}_demo", TwoStreamConvNet, in_chans=_chans, lrn=_lrn,
+           preprocessing=_PREPROCESSING[f"two_stream_{_stream}_demo"], **DEMO)
 
 # The embedding parameters (models.embedding_params): none, as for any convnet.
 EMBEDDINGS = ()
