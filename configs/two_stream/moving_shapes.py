@@ -19,6 +19,7 @@ Departures from the paper:
   - Data: generated 32×32 clips (the paper: UCF-101 / HMDB-51 at 256 px, 224 crops), 16 frames a clip, 480
     training clips; 28 px crops (the paper's 224/256 ratio). Flow: skimage's TV-L1 with its defaults on grey
     frames (the paper: OpenCV's GPU Brox et al. flow), stored as uint8 at 1/16 px steps (±7.9 px).
+    Frames normalised by the clips' mean and std (0.125, 0.13; the paper subtracts the mean only).
   - Network 1/8 as wide (conv 12/32/64/64/64, full6 512, full7 256), conv1 padded by 3 and conv2 at stride 1
     (a 28 px crop at the paper's strides leaves no map after pool5): maps 28 → 14 → 7 → 7 → 3 → 3 → 1.
     torch's default weight init, zero biases (the paper names none).
