@@ -148,6 +148,7 @@ FULL_ONLY = {
     "ssl/rotation.py": "ssl/simclr.py", "ssl/jigsaw.py": "ssl/simclr.py",  # tests/test_pretext.py: the objectives
     "ssl/relative_position.py": "ssl/simclr.py", "ssl/colorization.py": "ssl/simclr.py",
     "video_clip/clip4clip.py": "", "video_clip/actionclip.py": "",  # tests/test_video_clip.py: losses, modules
+    "two_stream/moving_shapes.py": "",  # tests/test_two_stream.py: counts, flow inputs, 10 crops, fusions
     "pointclip/shapes.py": "",  # tests/test_pointclip.py: projection, adapter, loss, zero-shot readout
     "vild/scenes.py": "",  # tests/test_vild.py: RoIAlign, the region heads, the losses, the task's targets
     "depthclip/scenes.py": "clip/digits.py",  # the clip task; tests/test_depthclip.py: readout, metrics, scenes

@@ -46,6 +46,7 @@ TASK_CLASSES = {
     "glip": "GLIPTask",
     "vild": "ViLDTask",
     "super_resolution": "SuperResolutionTask",
+    "two_stream": "TwoStreamTask",
 }
 TASKS = tuple(TASK_CLASSES)
 
