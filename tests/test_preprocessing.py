@@ -35,7 +35,7 @@ def test_every_image_model_has_preprocessing_and_text_models_none():
     img_size = models.model_config(name).get("img_size", registry._parameters(registry.model_class(name))[0]
                                              ["img_size"].default)
     assert p.img_size == img_size or img_size is None, name  # None: any size (ResNet)
-    # One value for every channel (a two-stream temporal net's 2L flow channels), or one a colour channel.
+    # One value for every channel (a two-stream temporal net's 2L flow channels), or one per colour channel.
     assert len(p.mean) == len(p.std) in (1, 3) and 0 < p.crop_pct <= 1 and p.interpolation in preprocess.INTERPOLATIONS
   with pytest.raises(ConfigError, match="unknown model name"):
     models.preprocessing("vit_nonexistent")
