@@ -40,32 +40,35 @@ MODELS = {
     "atd": dict(name="atd_light", embed_dim=32, depths=(2, 2), num_heads=(2, 2), window_size=8, category_size=64,
                 num_tokens=16),
 }
+MIN_TEXTURE = 2.0  # grey levels of mean |neighbour difference| of the HR crop's luma (data/photos.py `texture`)
+STEPS = {"swinir": 2000, "dat": 1500, "atd": 800}
 SMOKE = {"swinir": dict(embed_dim=16, depths=(2,), num_heads=(2,)),
          "dat": dict(embed_dim=32, depths=(2,), num_heads=(2,)),
          "atd": dict(embed_dim=16, depths=(2,), num_heads=(2,), num_tokens=8)}
 
 
 def get_config(arg=None):
-  args = parse_arg(arg, model="swinir", smoke=False)
+  args = parse_arg(arg, model="swinir", smoke=False, bicubic_residual=True, steps=0)
   if args.model not in MODELS:
     from papers_jax.errors import ConfigError
     raise ConfigError(f"model={args.model!r}; choose from {sorted(MODELS)}")
   c = base_config()
   c.task = "super_resolution"
-  c.super_resolution = default_config(scale=2, hr_crop=48, augment=True)
+  c.super_resolution = default_config(scale=2, hr_crop=48, augment=True, bicubic_residual=args.bicubic_residual)
   c.data.name = "photo_crops"
   c.data.crop = 48
   c.data.crops_per_photo = 256
+  c.data.min_texture = MIN_TEXTURE
   c.data.channels = 3
   c.data.image_size = 48
   c.model = dict(MODELS[args.model])
   c.batch_size = 8
-  c.num_steps = 400
+  c.num_steps = args.steps or STEPS[args.model]
   c.optimizer.update(name="adam", lr=5e-4, b1=0.9, b2=0.99, eps=1e-8, weight_decay=0.0, clip_grad_norm=0.0,
                      wd_exclude=())
   c.schedule.update(name="cosine", warmup_steps=40)
   c.log_every = 20
-  c.eval_every = 200
+  c.eval_every = 100
   c.checkpoint_every = 100
   c.async_checkpoint = False
   if args.smoke:
