@@ -13,8 +13,8 @@ index in `PHOTOS`, so the source also serves as an eight-way classification toy.
 `min_texture` > 0 keeps only the crops whose `texture` (the mean absolute difference between neighbouring
 pixels of the crop's BT.601 luma, in grey levels, over both axes) reaches it, in both splits: the fixed
 positions are drawn as before and the flat ones dropped, so the splits hold fewer crops, a different number per
-photo (the super-resolution demo: flat crops of sky or black background make bicubic upscaling near exact).
-This reads the photos when the source is built.
+photo (the super-resolution demo: on flat crops, such as the retina's dark background, bicubic upscaling is
+near exact). This reads the photos when the source is built.
 
 Config: data.name = "photo_crops", data.crop (32), data.crops_per_photo (512), data.channels (3),
 data.min_texture (0: every crop).
