@@ -33,3 +33,21 @@ def test_photo_crops_are_fixed_disjoint_and_from_the_photos():
     photos.PhotoCropsSource("val")
   with pytest.raises(DataError, match="data.crop"):
     photos.PhotoCropsSource("train", crop=100)
+
+
+def test_texture_by_hand_and_the_filter_keeps_the_textured_crops():
+  assert photos.texture(np.full((6, 6, 3), 77, np.uint8)) == 0.0
+  stripes = np.zeros((4, 6, 3), np.uint8)
+  stripes[:, 1::2] = 255  # luma 16 and 235: every horizontal step 219, every vertical step 0
+  assert np.isclose(photos.texture(stripes), 219 / 2)
+  ramp = np.tile(np.arange(0, 50, 10, dtype=np.uint8)[:, None, None], (1, 5, 3))  # grey rows 0, 10, ..., 40
+  assert np.isclose(photos.texture(ramp), 0.5 * 10 * 219 / 255)  # luma per grey level: (65.481+128.553+24.966)/255
+  kept = photos.PhotoCropsSource("test", crop=16, crops_per_photo=32, min_texture=4.0)
+  every = photos.PhotoCropsSource("test", crop=16, crops_per_photo=32)
+  textures = np.array([photos.texture(every[i]["image"]) for i in range(len(every))])
+  assert 0 < len(kept) == (textures >= 4.0).sum() < len(every)
+  np.testing.assert_array_equal(kept._corners, every._corners[textures >= 4.0])  # same positions, same order
+  labels = np.array([every[i]["label"] for i in range(len(every))])[textures >= 4.0]
+  np.testing.assert_array_equal([kept[i]["label"] for i in range(len(kept))], labels)
+  with pytest.raises(DataError, match="min_texture"):
+    photos.PhotoCropsSource("test", crop=16, crops_per_photo=8, min_texture=1e3)

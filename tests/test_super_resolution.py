@@ -333,6 +333,11 @@ def test_task_pairs_losses_and_metrics():
   assert float(sums["count"]) == 1.0
   assert np.isclose(float(sums["bicubic_psnr"]), 10 * np.log10(255 ** 2 / np.mean((y_bic - y_hr) ** 2)), atol=2e-3)
   assert np.isclose(float(sums["bicubic_ssim"]), np_ssim(y_bic, y_hr), atol=2e-5)
+  # The demo's bicubic residual with the last conv at zero: the untrained model is bicubic upscaling (unrounded).
+  assert task.bicubic_residual
+  upscaled = np.einsum("ah,bw,hwc->abc", task.upscale_matrix, task.upscale_matrix, evaluation["lr"] / 255.0)
+  np.testing.assert_allclose(upscaled, data.imresize(evaluation["lr"], 2.0, round_to_uint8=False) / 255.0, atol=1e-6)
+  assert abs(float(sums["psnr"]) - float(sums["bicubic_psnr"])) < 0.02
   loss, _ = jax.eval_shape(task.make_loss_fn(graphdef), nnx.to_pure_dict(params), nnx.to_pure_dict(rest),
                            {k: batch[k] for k in ("lr", "hr")}, jax.random.key(0))
   assert loss.shape == ()

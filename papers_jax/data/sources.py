@@ -438,7 +438,8 @@ def get_source(data_config, split: str):
   if name == "photo_crops":  # crops of scikit-image's bundled photographs (data/photos.py)
     from papers_jax.data.photos import PhotoCropsSource
     return PhotoCropsSource(split, crop=data_config.get("crop", 32), channels=data_config.get("channels", 3),
-                            crops_per_photo=data_config.get("crops_per_photo", 512))
+                            crops_per_photo=data_config.get("crops_per_photo", 512),
+                            min_texture=data_config.get("min_texture", 0.0))
   if name == "vqa_scene_images":  # the BEiT-3 demo's tokenizer images (data/nlvr_scenes.py)
     from papers_jax.data.nlvr_scenes import SceneImagesSource
     return SceneImagesSource(split, factor=data_config.get("factor", 4))
