@@ -31,24 +31,31 @@ Departures from the paper:
 import os
 
 from papers_jax.core.config import load, parse_arg
+from papers_jax.errors import ConfigError
 from papers_jax.tasks.groupvit import default_config as groupvit_defaults
 
 
 def get_config(arg=None):
-  args = parse_arg(arg, smoke=False)
+  args = parse_arg(arg, stages=2, smoke=False)
   c = load(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "clip", "scenes.py")
            + (":smoke" if args.smoke else "")).unlock()
   c.task = "groupvit"
   c.model = dict(name="groupvit_small_patch16", img_size=64, patch_size=8, width=64, depths=(2, 1, 1),
                  num_group_tokens=(16, 8, 0), num_output_groups=(16, 8, 8), num_heads=4, context_length=24,
                  text_width=64, text_layers=2, text_heads=4, embed_dim=64, projection_hidden=256)
+  if args.stages == 1:  # the paper's one-stage ablation: the first grouping block's segments are the output
+    c.model.update(depths=(2, 2), num_group_tokens=(16, 0), num_output_groups=(16, 16))
+  elif args.stages != 2:
+    raise ConfigError(f"stages must be 1 or 2, got {args.stages}")
   c.groupvit = groupvit_defaults()
   c.num_steps = 800
-  c.eval_every = 400
-  c.checkpoint_every = 400
+  c.eval_every = 200
+  c.checkpoint_every = 200
   if args.smoke:
-    c.model.update(width=32, depths=(1, 1, 1), num_group_tokens=(8, 4, 0), num_output_groups=(8, 4, 4),
-                   num_heads=2, text_width=32, text_layers=1, text_heads=2, embed_dim=32, projection_hidden=64)
+    c.model.update(width=32, depths=(1, 1, 1), num_group_tokens=(8, 4, 0), num_output_groups=(8, 4, 4))
+    if args.stages == 1:
+      c.model.update(depths=(1, 1), num_group_tokens=(8, 0), num_output_groups=(8, 8))
+    c.model.update(num_heads=2, text_width=32, text_layers=1, text_heads=2, embed_dim=32, projection_hidden=64)
     c.num_steps = 4
     c.eval_every = 0
     c.checkpoint_every = 4
