@@ -1,6 +1,7 @@
 """Does a GroupViT run on the scenes segment? Which part fails: the groups, their labels, or the threshold?
 
   PYTHONPATH=. python tools/groupvit_diagnose.py --run runs/groupvit_scenes [--step 800] [--scenes 200]
+  PYTHONPATH=. python tools/groupvit_diagnose.py --run runs/groupvit_1stage --config configs/groupvit/scenes.py:stages=1
 
 Loads the run's checkpoint (params and BatchNorm statistics) with configs/groupvit/scenes.py and, on the first
 `--scenes` test scenes (colour labels: background + 4 colours), prints the colour mIoU of:
@@ -38,7 +39,8 @@ def main():
   parser.add_argument("--run", required=True)
   parser.add_argument("--step", type=int, default=None)
   parser.add_argument("--scenes", type=int, default=200)
-  parser.add_argument("--config", default=os.path.join(ROOT, "configs", "groupvit", "scenes.py"))
+  parser.add_argument("--config", default=os.path.join(ROOT, "configs", "groupvit", "scenes.py"),
+                      help="the run's config, with its arguments (configs/groupvit/scenes.py:stages=1)")
   args = parser.parse_args()
   import jax
   import jax.numpy as jnp
