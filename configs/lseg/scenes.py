@@ -12,8 +12,9 @@ CLIP run, frozen. Model: `lseg_vit_tiny` (models/lseg.py): a CLIP-style ViT of w
 8×8 patches, a DPT-style decoder reading all four blocks, here narrower than the variant's (reassemble
 widths 16, 32, 32, 32; 16 features; 0.15 GFLOP per image forward against 0.28), 64-d pixel embeddings,
 two bottleneck spatial-regularisation blocks. AdamW, lr 1e-3, cosine, batch 16, 300 steps. Evaluation:
-eval/miou over the 500 test scenes and all 53 classes, eval/miou_seen, eval/miou_unseen (the held-out pairs), eval/colour_miou (background + 4 colours,
-never a training label set) beside eval/colour_miou_all_background.
+eval/miou over the 500 test scenes and all 53 classes, eval/miou_seen, eval/miou_unseen (the held-out
+pairs), eval/colour_miou (background + 4 colours, never a training label set) beside
+eval/colour_miou_all_background.
 
 An earlier session's run (the variant's 32-feature decoder, batch 32, 400 steps) was measured only at step 94
 (1.7 images/s on a 2-core CPU at load 23-34): mIoU 0.0170 (all background 0.0173), zero-shot colour mIoU 0.177
