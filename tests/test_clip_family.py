@@ -82,28 +82,46 @@ def perturbed_(module, seed=0):
   return module
 
 
-@pytest.fixture(scope="module")
-def groupvit_pair():
-  """(ours, HF's GroupViTModel in eval mode) on the same perturbed random weights."""
+def make_groupvit_pair(**layout):
+  """(ours, HF's GroupViTModel in eval mode, the conversion report) on the same perturbed random weights;
+  `layout`: depths, num_group_tokens, num_output_groups (default GROUPVIT_TINY's)."""
   from papers_jax.convert.torch_compat import import_timm
   import_timm()
   from transformers import GroupViTConfig, GroupViTModel
-  vision = dict(hidden_size=32, intermediate_size=128, depths=[2, 1, 1], num_group_tokens=[8, 4, 0],
-                num_output_groups=[8, 4, 4], num_attention_heads=2, image_size=32, patch_size=8)
+  layout = {k: GROUPVIT_TINY[k] for k in ("depths", "num_group_tokens", "num_output_groups")} | layout
+  vision = dict(hidden_size=32, intermediate_size=128, num_attention_heads=2, image_size=32, patch_size=8,
+                **{k: list(v) for k, v in layout.items()})
   text = dict(vocab_size=99, hidden_size=32, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
               max_position_embeddings=16, eos_token_id=2, bos_token_id=1, pad_token_id=0)
   hf = perturbed_(GroupViTModel(GroupViTConfig(text_config=text, vision_config=vision, projection_dim=24,
                                                projection_intermediate_dim=48))).eval()
-  ours = nnx.eval_shape(lambda: models.create("groupvit_small_patch16", rngs=FixedKeyRngs(), **GROUPVIT_TINY))
+  ours = nnx.eval_shape(lambda: models.create("groupvit_small_patch16", rngs=FixedKeyRngs(),
+                                              **(GROUPVIT_TINY | layout)))
   sd = {k: v.detach().numpy().copy() for k, v in hf.state_dict().items()}
   report = convert.load_torch_weights(ours, sd, source="hf")
   return ours, hf, report
 
 
+@pytest.fixture(scope="module")
+def groupvit_pair():
+  return make_groupvit_pair()
+
+
 @needs_torch
 def test_groupvit_matches_hf_including_segmentation_logits(groupvit_pair):
+  check_groupvit_against_hf(*groupvit_pair)
+
+
+@full_only
+@needs_torch
+def test_one_stage_groupvit_matches_hf_including_segmentation_logits():
+  """The paper's one-stage ablation (configs/groupvit/scenes.py:stages=1): one grouping block, its segments the
+  output, two more blocks over them."""
+  check_groupvit_against_hf(*make_groupvit_pair(depths=(2, 2), num_group_tokens=(8, 0), num_output_groups=(8, 8)))
+
+
+def check_groupvit_against_hf(ours, hf, report):
   import torch
-  ours, hf, report = groupvit_pair
   assert not report.missing and not report.unexpected
   rng = np.random.default_rng(0)
   images = rng.normal(size=(2, 32, 32, 3)).astype(np.float32)

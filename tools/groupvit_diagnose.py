@@ -1,6 +1,7 @@
 """Does a GroupViT run on the scenes segment? Which part fails: the groups, their labels, or the threshold?
 
   PYTHONPATH=. python tools/groupvit_diagnose.py --run runs/groupvit_scenes [--step 800] [--scenes 200]
+  PYTHONPATH=. python tools/groupvit_diagnose.py --run runs/groupvit_1stage --config configs/groupvit/scenes.py:stages=1
 
 Loads the run's checkpoint (params and BatchNorm statistics) with configs/groupvit/scenes.py and, on the first
 `--scenes` test scenes (colour labels: background + 4 colours), prints the colour mIoU of:
@@ -11,6 +12,7 @@ Loads the run's checkpoint (params and BatchNorm statistics) with configs/groupv
     groups follow the objects (the bound for 8×8-patch labels is about 0.5);
   - image swap: each scene's prediction scored against the next scene's labels (a model that ignores the image
     scores the same as on its own scene);
+where the rules' errors are (background called an object, objects called background or the wrong colour),
 how often a pixel falls in the segment that it takes in most scenes (grouping by position), and, per scene,
 whether the segments' best colour similarities say which colours the scene holds (AUROC).
 """
@@ -38,7 +40,8 @@ def main():
   parser.add_argument("--run", required=True)
   parser.add_argument("--step", type=int, default=None)
   parser.add_argument("--scenes", type=int, default=200)
-  parser.add_argument("--config", default=os.path.join(ROOT, "configs", "groupvit", "scenes.py"))
+  parser.add_argument("--config", default=os.path.join(ROOT, "configs", "groupvit", "scenes.py"),
+                      help="the run's config, with its arguments (configs/groupvit/scenes.py:stages=1)")
   args = parser.parse_args()
   import jax
   import jax.numpy as jnp
@@ -121,13 +124,16 @@ def main():
         f"{miou(pred_soft, np.roll(colours, 1, axis=0), nc + 1):.3f}")
   print(f"  {'image swap: hard rule against the next scene':55s} "
         f"{miou(pred_hard, np.roll(colours, 1, axis=0), nc + 1):.3f}")
+  fg = colours > 0
+  for name, pred in (("soft rule", pred_soft), ("hard rule", pred_hard)):
+    print(f"{name}: background pixels given a colour {np.mean(pred[~fg] > 0):.3f}; object pixels called background "
+          f"{np.mean(pred[fg] == 0):.3f}, given a wrong colour {np.mean((pred[fg] > 0) & (pred[fg] != colours[fg])):.3f}")
   used = np.array([len(np.unique(h)) for h in hard])
   print(f"segments used per scene (hard): mean {used.mean():.2f} of {seg.shape[1]}; objects per scene "
         f"{np.mean([len(np.unique(k)) - 1 for k in kinds]):.2f}")
   mode = np.apply_along_axis(lambda v: np.bincount(v).argmax(), 0, hard.reshape(len(hard), -1))
   same = np.mean(hard.reshape(len(hard), -1) == mode)
   print(f"pixels in the segment that the same pixel takes in most scenes: {same:.3f} (1.0: by position alone)")
-  fg = colours > 0
   purity = [np.mean([np.bincount(fg[i][hard[i] == g]).max() / (hard[i] == g).sum() for g in np.unique(hard[i])])
             for i in range(len(images))]
   print(f"object/background purity of the hard segments: {np.mean(purity):.3f} (all one segment: "
