@@ -58,8 +58,8 @@ def get_config(arg=None):
   c.task = "blip"
   c.blip = blip.default_config(objective="pretrain", max_text_len=24, caption_prompt="from left to right:",
                                caption_images=200, max_caption_len=32, retrieval_images=100, rerank_k=16,
-                               momentum=0.99)
-  c.model = dict(name="blip_tiny", cross_attention_qk_std=0.125, itc_pool="mean")
+                               momentum=0.99, itm_known_matches=True)
+  c.model = dict(name="blip_tiny", cross_attention_qk_std=0.125, cross_attention_vo_std=0.125, itc_pool="mean")
   c.data.name = "vqa_scenes"
   c.data.train_split, c.data.eval_split = "train", "test"
   c.data.image_size = 64

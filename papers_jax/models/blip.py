@@ -105,7 +105,7 @@ class TextLayer(nnx.Module):
 
   def __init__(self, hidden_size: int, num_heads: int, intermediate_size: int, *, memory_width: int, act: str,
                dropout_rate: float, attention_dropout_rate: float, eps: float, init, cross_qk_init=None,
-               attention_impl=None, dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
+               cross_vo_init=None, attention_impl=None, dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     attn = dict(attn_drop=attention_dropout_rate, proj_drop=dropout_rate, implementation=attention_impl,
                 kernel_init=init)
@@ -114,10 +114,13 @@ class TextLayer(nnx.Module):
     self.dec_self_attn = Attention(hidden_size, num_heads, **attn, **kw)
     self.dec_self_attn_norm = LayerNorm(hidden_size, eps=eps, **kw)
     self.cross_attn = CrossAttention(hidden_size, num_heads, kv_dim=memory_width, **attn, **kw)
-    if cross_qk_init is not None:  # the query and key kernels only; the values and output keep `init`
-      q, kv = self.cross_attn.q.kernel, self.cross_attn.kv.kernel
+    q, kv, out = self.cross_attn.q.kernel, self.cross_attn.kv.kernel, self.cross_attn.proj.kernel
+    if cross_qk_init is not None:  # the query and key kernels
       q[...] = cross_qk_init(rngs.params(), q.shape, param_dtype)
       kv[...] = kv[...].at[:, 0].set(cross_qk_init(rngs.params(), kv[:, 0].shape, param_dtype))
+    if cross_vo_init is not None:  # the value and output kernels
+      kv[...] = kv[...].at[:, 1].set(cross_vo_init(rngs.params(), kv[:, 1].shape, param_dtype))
+      out[...] = cross_vo_init(rngs.params(), out.shape, param_dtype)
     self.cross_norm = LayerNorm(hidden_size, eps=eps, **kw)
     self.mlp = Mlp(hidden_size, intermediate_size, act=act, kernel_init=init, bias_init=nnx.initializers.zeros, **kw)
     self.mlp_drop = Dropout(dropout_rate)
@@ -145,15 +148,16 @@ class TextModel(nnx.Module):
 
   def __init__(self, *, vocab_size: int, hidden_size: int, num_layers: int, num_heads: int, intermediate_size: int,
                max_position_embeddings: int, memory_width: int, hidden_act: str, dropout_rate: float,
-               attention_dropout_rate: float, layer_norm_eps: float, init, cross_qk_init=None, attention_impl=None,
-               dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
+               attention_dropout_rate: float, layer_norm_eps: float, init, cross_qk_init=None, cross_vo_init=None,
+               attention_impl=None, dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.embeddings = TextEmbeddings(vocab_size, hidden_size, max_position_embeddings, dropout_rate=dropout_rate,
                                      eps=layer_norm_eps, init=init, **kw)
     self.layers = nnx.List([
         TextLayer(hidden_size, num_heads, intermediate_size, memory_width=memory_width, act=hidden_act,
                   dropout_rate=dropout_rate, attention_dropout_rate=attention_dropout_rate, eps=layer_norm_eps,
-                  init=init, cross_qk_init=cross_qk_init, attention_impl=attention_impl, **kw)
+                  init=init, cross_qk_init=cross_qk_init, cross_vo_init=cross_vo_init, attention_impl=attention_impl,
+                  **kw)
         for _ in range(num_layers)])
 
   def memory_kv(self, memory):
@@ -190,8 +194,8 @@ class BLIP(nnx.Module):
                max_position_embeddings: int = 512, hidden_act: str = "gelu", dropout_rate: float = 0.1,
                attention_dropout_rate: float = 0.1, layer_norm_eps: float = 1e-12, initializer_range: float = 0.02,
                embed_dim: int = 256, temp: float = 0.07, cross_attention_qk_std: float | None = None,
-               itc_pool: str = "cls", momentum: bool = False, attention_impl: str | None = None,
-               dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
+               cross_attention_vo_std: float | None = None, itc_pool: str = "cls", momentum: bool = False,
+               attention_impl: str | None = None, dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
     if hidden_act not in ACTIVATIONS:
       raise ConfigError(f"hidden_act must be one of {sorted(ACTIVATIONS)}, got {hidden_act!r}")
     if hidden_size % num_heads or vision_width % vision_heads:
@@ -215,6 +219,7 @@ class BLIP(nnx.Module):
         memory_width=vision_width, hidden_act=hidden_act, dropout_rate=dropout_rate,
         attention_dropout_rate=attention_dropout_rate, layer_norm_eps=layer_norm_eps, init=init,
         cross_qk_init=None if cross_attention_qk_std is None else truncated_normal(cross_attention_qk_std),
+        cross_vo_init=None if cross_attention_vo_std is None else truncated_normal(cross_attention_vo_std),
         attention_impl=attention_impl, **kw)
     self.vision_proj = Dense(vision_width, embed_dim, axes=("embed", None), kernel_init=init, **kw)
     self.text_proj = Dense(hidden_size, embed_dim, axes=("embed", None), kernel_init=init, **kw)
