@@ -6,7 +6,7 @@ cross-attention's init stds given here); prints the loss and accuracy every 25 s
   PYTHONPATH=. python tools/blip_itm_overfit.py --pairs 32 --steps 150 --qk_std 0.02 --vo_std 0.02  # BERT's
   PYTHONPATH=. python tools/blip_itm_overfit.py --pairs 32 --steps 150 --qk_std 0.125 --vo_std 0.02
   PYTHONPATH=. python tools/blip_itm_overfit.py --pairs 32 --steps 150     # the scenes config's (both 0.125)
-  PYTHONPATH=. python tools/blip_itm_overfit.py --steps 0 --checkpoint runs/blip_pretrain   # probe a trained run
+  PYTHONPATH=. python tools/blip_itm_overfit.py --checkpoint runs/blip_pretrain   # probe a trained run
 
 Before and after training (or for --checkpoint, a pre-training run's workdir, on test scenes) it probes whether the
 image reaches ITM: each of 16 captions is read against each of the 16 images, and the (caption × image) grid of
@@ -35,7 +35,7 @@ def probe(model, task, images, ids, mask, grid: int = 16) -> str:
   """The (caption × image) split of the ITM match log-odds of the first `grid` pairs (module docstring)."""
   t, i = np.repeat(np.arange(grid), grid), np.tile(np.arange(grid), grid)
   embeds = model.encode_image(images[:grid])
-  logits = model.itm_logits(model.encode_multimodal(ids[t].at[:, 0].set(task.enc_id), mask[t], embeds[i]))
+  logits = model.itm_logits(model.encode_multimodal(ids[t].at[:, 0].set(task.enc_id), mask[t], embeds[i]), mask[t])
   x = np.asarray(logits[:, 1] - logits[:, 0], np.float64).reshape(grid, grid)
   mean = x.mean()
   caption, image = x.mean(1, keepdims=True) - mean, x.mean(0, keepdims=True) - mean
@@ -63,14 +63,16 @@ def main():
   parser.add_argument("--lr", type=float, default=1e-3)
   parser.add_argument("--qk_std", type=float, default=0.125, help="the cross-attention query and key init std")
   parser.add_argument("--vo_std", type=float, default=0.125, help="the cross-attention value and output init std")
+  parser.add_argument("--itm_pool", default=None, help="'mean': the ITM head on the mean of the fused tokens")
   parser.add_argument("--checkpoint", default="", help="probe a pre-training run (its workdir) on test scenes")
   parser.add_argument("--config", default="configs/blip/scenes_pretrain.py")
+  parser.add_argument("--set", action="append", default=[], help="config override key=value (with --checkpoint)")
   args = parser.parse_args()
   if args.checkpoint:
     from papers_jax import cli
     from papers_jax.core.state import merge_model
-    trainer, what = cli._restored_trainer(SimpleNamespace(config=args.config, set=[], checkpoint=args.checkpoint,
-                                                          step=None))
+    trainer, what = cli._restored_trainer(SimpleNamespace(config=args.config, set=args.set,
+                                                          checkpoint=args.checkpoint, step=None))
     task = trainer.task
     model = merge_model(trainer.graphdef, trainer.state.params, trainer.state.model_state)
     for split in ("train", "test"):
@@ -78,6 +80,8 @@ def main():
     return
   config = load(args.config).unlock()
   config.model.update(cross_attention_qk_std=args.qk_std, cross_attention_vo_std=args.vo_std)
+  if args.itm_pool:
+    config.model.itm_pool = args.itm_pool
   task = BLIPTask(config.lock())
   images, ids, mask = batch_of(task, "train", args.pairs)
   graphdef, params, rest = nnx.split(task.build_model(nnx.Rngs(0)), nnx.Param, ...)
@@ -89,7 +93,7 @@ def main():
   def loss_fn(params):
     model = nnx.merge(graphdef, params, rest)
     embeds = model.encode_image(images)
-    logits = model.itm_logits(model.encode_multimodal(ids2, mask2, jnp.concatenate([embeds, embeds[previous]])))
+    logits = model.itm_logits(model.encode_multimodal(ids2, mask2, jnp.concatenate([embeds, embeds[previous]])), mask2)
     loss = -jnp.take_along_axis(jax.nn.log_softmax(logits, -1), labels[:, None], 1).mean()
     return loss, (jnp.argmax(logits, -1) == labels).mean()
 

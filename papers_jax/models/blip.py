@@ -32,11 +32,14 @@ self-attention, projections and ITM head.
 
 Sizes (`blip_base`): ViT-B/16 at 224 (the pre-training resolution; fine-tuning uses 384), BERT-base
 text layers with BERT-base-uncased's vocabulary plus [DEC] and [ENC] (30,524), embed_dim 256.
-`blip_tiny` is a demo size. Two options for training from random weights, both off by default (the paper's):
+`blip_tiny` is a demo size. Options for training from random weights, all off by default (the paper's):
 `cross_attention_qk_std` initialises the cross-attention's query and key kernels at that std instead of
 `initializer_range` (at width 64 and std 0.02 the attention logits are about 0.03, so every word takes the same mean
-of the image and ITM has no caption × image interaction to start from), and `itc_pool="mean"` projects the mean of
-the tokens for ITC instead of the [CLS] (ALBEF's demo does the same). Choices: text LayerNorm eps 1e-12 (BERT's), image LayerNorm eps 1e-6
+of the image and ITM has no caption × image interaction to start from); `cross_attention_vo_std` does the same for
+its value and output kernels (at 0.02 the cross-attention adds little to the text; ALBEF's demo needed both);
+`itc_pool="mean"` projects the mean of the tokens for ITC instead of the [CLS] (ALBEF's demo does the same), and
+`itm_pool="mean"` feeds the ITM head the mean of the fused tokens instead of the [ENC] output.
+Choices: text LayerNorm eps 1e-12 (BERT's), image LayerNorm eps 1e-6
 (the official timm ViT's; HF's BlipVisionConfig defaults to 1e-5).
 """
 
@@ -194,17 +197,19 @@ class BLIP(nnx.Module):
                max_position_embeddings: int = 512, hidden_act: str = "gelu", dropout_rate: float = 0.1,
                attention_dropout_rate: float = 0.1, layer_norm_eps: float = 1e-12, initializer_range: float = 0.02,
                embed_dim: int = 256, temp: float = 0.07, cross_attention_qk_std: float | None = None,
-               cross_attention_vo_std: float | None = None, itc_pool: str = "cls", momentum: bool = False,
+               cross_attention_vo_std: float | None = None, itc_pool: str = "cls", itm_pool: str = "cls",
+               momentum: bool = False,
                attention_impl: str | None = None, dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
     if hidden_act not in ACTIVATIONS:
       raise ConfigError(f"hidden_act must be one of {sorted(ACTIVATIONS)}, got {hidden_act!r}")
     if hidden_size % num_heads or vision_width % vision_heads:
       raise ConfigError(f"widths ({vision_width}, {hidden_size}) must be divisible by their heads "
                         f"({vision_heads}, {num_heads})")
-    if itc_pool not in ("cls", "mean"):
-      raise ConfigError(f"itc_pool must be 'cls' (the paper's) or 'mean', got {itc_pool!r}")
+    for name, pool in (("itc_pool", itc_pool), ("itm_pool", itm_pool)):
+      if pool not in ("cls", "mean"):
+        raise ConfigError(f"{name} must be 'cls' (the paper's) or 'mean', got {pool!r}")
     self.vocab_size, self.hidden_size, self.vision_width = vocab_size, hidden_size, vision_width
-    self.itc_pool = itc_pool
+    self.itc_pool, self.itm_pool = itc_pool, itm_pool
     self.max_text_len = max_position_embeddings
     self.dtype = dtype
     init = truncated_normal(initializer_range)
@@ -261,8 +266,9 @@ class BLIP(nnx.Module):
     return self.text(input_ids, attention_mask, mode="multimodal", memory=image_embeds, memory_mask=image_mask,
                      train=train, rngs=rngs)
 
-  def itm_logits(self, multimodal_embeds):
-    return self.itm_head(multimodal_embeds[:, 0]).astype(jnp.float32)
+  def itm_logits(self, multimodal_embeds, attention_mask=None):
+    """The ITM head on the [ENC] output (or the mean of the tokens `attention_mask` marks): (B, 2) float32."""
+    return self.itm_head(_pool(multimodal_embeds, attention_mask, self.itm_pool)).astype(jnp.float32)
 
   def decoder_logits(self, input_ids, attention_mask, memory, memory_mask=None, *, train: bool = False, rngs=None):
     """Image-grounded text decoder ("[DEC] text", causal): next-token logits (B, T, vocab), float32."""
@@ -304,7 +310,7 @@ class BLIP(nnx.Module):
     itc = self.image_feature(image_embeds) @ self.text_feature(text_embeds, attention_mask).T
     mm = self.encode_multimodal(input_ids, attention_mask, image_embeds, train=train, rngs=rngs)
     lm = self.decoder_logits(input_ids, attention_mask, image_embeds, train=train, rngs=rngs)
-    return {"itc": itc, "itm_logits": self.itm_logits(mm), "lm_logits": lm}
+    return {"itc": itc, "itm_logits": self.itm_logits(mm, attention_mask), "lm_logits": lm}
 
 
 def _pool(x, attention_mask, pool: str):

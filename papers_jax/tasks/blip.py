@@ -5,8 +5,14 @@
               momentum encoders' soft targets (α = 0.4) over the global batch, ITM on hard negatives drawn by
               contrastive similarity, and the decoder's LM loss with label smoothing 0.1 (objectives/blip.py); loss =
               ITC + ITM + LM. The momentum encoders follow the online ones by EMA (`blip.momentum` = 0.995) in
-              `post_update`. Eval: eval/loss (the LM loss), eval/lm_accuracy (next-token), eval/itm_accuracy (own image
-              vs the next example's), eval/itc_top1 (image→text within each eval batch); after each evaluation with
+              `post_update`. Two options for the scenes, off by default: `itm_known_matches` also leaves out of
+              the ITM negatives the pairs whose count or relation caption holds for the other scene (caption_code,
+              scene_facts; "there are two shapes and one digit." fits about 13% of scenes, and the hard negatives,
+              drawn by similarity, fit it more often), and `itm_weight` scales the ITM loss. Eval: eval/loss (the
+              LM loss), eval/lm_accuracy (next-token), eval/itm_accuracy (own image vs the next example's),
+              eval/itm_pair_ranking (how often the own image gets higher match log-odds
+              than the next example's, where that one is no known match; chance 50% whatever the head's bias),
+              eval/itc_top1 (image→text within each eval batch); after each evaluation with
               `blip.caption_images` = N > 0, captions of the first N eval images by beam search (`beam_size` 3,
               `max_caption_len` 20, `min_caption_len` 5, lengths counted from [DEC], the prompt included, as the
               official generate) scored against all of each image's references: eval/caption_bleu4 (sacrebleu),
@@ -79,6 +85,7 @@ RANGES = (
     ("generate_batch", "[1, 100000]"),
     ("retrieval_images", "[0, 100000]"),
     ("rerank_k", "[1, 100000]"),
+    ("itm_weight", "[0, 1000]"),
 )
 
 
@@ -88,7 +95,8 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
       objective="pretrain", tokenizer="", vocab_size=256, max_text_len=32, alpha=0.4, momentum=0.995,
       label_smoothing=0.1, train_captions="", caption_prompt="", caption_images=0, beam_size=3,
       max_caption_len=20, min_caption_len=5, length_alpha=1.0, top_p=0.9, answer_max_len=5, generate_batch=100,
-      retrieval_images=0, rerank_k=128, itm_known_matches=False)
+      retrieval_images=0, rerank_k=128, itm_known_matches=False, itm_weight=1.0,
+      itm_hard_negatives=True)
       | overrides)
 
 
@@ -416,11 +424,12 @@ class BLIPTask:
     enc_ids = ids.at[:, 0].set(self.enc_id)
     same_text = jnp.all(ids[:, None, :] == ids[None, :, :], axis=-1)
     positive = same_text | known_matches(batch) if self.c.itm_known_matches else same_text
-    neg_image, neg_text = objective.itm_negatives(key, sim_i2t, sim_t2i, positive)
+    hard = float(self.c.itm_hard_negatives)  # 0: every other pair equally likely
+    neg_image, neg_text = objective.itm_negatives(key, hard * sim_i2t, hard * sim_t2i, positive)
     mm_ids = jnp.concatenate([enc_ids, enc_ids, enc_ids[neg_text]])
     mm_mask = jnp.concatenate([mask, mask, mask[neg_text]])
     mm_images = jnp.concatenate([image_embeds, image_embeds[neg_image], image_embeds])
-    itm_logits = model.itm_logits(model.encode_multimodal(mm_ids, mm_mask, mm_images, **kw))
+    itm_logits = model.itm_logits(model.encode_multimodal(mm_ids, mm_mask, mm_images, **kw), mm_mask)
     itm, itm_labels = objective.itm_loss(itm_logits)
     # LM on [DEC] text.
     dec_ids = ids.at[:, 0].set(self.dec_id)
@@ -449,7 +458,7 @@ class BLIPTask:
       rngs = nnx.Rngs(dropout=k_drop)
       if self.pretrain:
         r = self._pretrain_losses(model, batch, k_itm, train=True, rngs=rngs)
-        loss = r["itc"] + r["itm"] + r["lm"]
+        loss = r["itc"] + float(self.c.itm_weight) * r["itm"] + r["lm"]
         metrics = {"itc_loss": r["itc"], "itm_loss": r["itm"], "lm_loss": r["lm"], "temp": r["temp"],
                    "itm_accuracy": r["itm_correct"].mean(), "itc_top1": r["i2t_correct"].mean()}
       else:
@@ -478,7 +487,7 @@ class BLIPTask:
       same = jnp.all(ids == ids[other], axis=-1)
       logits_itm = model.itm_logits(model.encode_multimodal(
           jnp.concatenate([enc_ids, enc_ids]), jnp.concatenate([mask, mask]),
-          jnp.concatenate([image_embeds, image_embeds[other]])))
+          jnp.concatenate([image_embeds, image_embeds[other]])), jnp.concatenate([mask, mask]))
       pred = jnp.argmax(logits_itm, -1).reshape(2, -1)
       itm_correct = ((pred[0] == 1).astype(jnp.float32) + (pred[1] == same).astype(jnp.float32)) / 2
       # Ranking, not calibration: the own image's match log-odds above the next scene's, where that one is no match.
@@ -571,7 +580,8 @@ class BLIPTask:
 
       def itm_fn(params, model_state, ids, mask, image_embeds):
         model = merge_model(graphdef, params, model_state)
-        return model.itm_logits(model.encode_multimodal(ids.at[:, 0].set(self.enc_id), mask, image_embeds))[:, 1]
+        mm = model.encode_multimodal(ids.at[:, 0].set(self.enc_id), mask, image_embeds)
+        return model.itm_logits(mm, mask)[:, 1]
 
       self._jitted["retrieval"] = tuple(jax.jit(f, out_shardings=rep) for f in (image_fn, text_fn, itm_fn))
     image_fn, text_fn, itm_fn = self._jitted["retrieval"]
@@ -683,7 +693,7 @@ def capfilt(task: BLIPTask, trainer, path: str, *, threshold: float = 0.5, seed:
     def match_prob(params, model_state, images, ids, mask):
       model = merge_model(graphdef, params, model_state)
       embeds = model.encode_image(normalize_images(images, task.mean, task.std))
-      logits = model.itm_logits(model.encode_multimodal(ids.at[:, 0].set(task.enc_id), mask, embeds))
+      logits = model.itm_logits(model.encode_multimodal(ids.at[:, 0].set(task.enc_id), mask, embeds), mask)
       return jax.nn.softmax(logits, -1)[:, 1]
     task._jitted["itm"] = jax.jit(match_prob, out_shardings=sharding.replicated(trainer.mesh))
   itm = task._jitted["itm"]
