@@ -81,4 +81,5 @@ def test_scenes_config_uses_the_options():
   from conftest import load_config
   config = load_config("blip/scenes_pretrain.py")
   assert config.model.cross_attention_qk_std == 0.125 and config.model.cross_attention_vo_std == 0.125
-  assert config.model.itc_pool == "mean" and config.blip.itm_known_matches
+  assert config.model.itc_pool == config.model.itm_pool == "mean" and config.blip.itm_known_matches
+  assert config.blip.itm_weight == 3.0
