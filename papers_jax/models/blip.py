@@ -32,11 +32,14 @@ self-attention, projections and ITM head.
 
 Sizes (`blip_base`): ViT-B/16 at 224 (the pre-training resolution; fine-tuning uses 384), BERT-base
 text layers with BERT-base-uncased's vocabulary plus [DEC] and [ENC] (30,524), embed_dim 256.
-`blip_tiny` is a demo size. Two options for training from random weights, both off by default (the paper's):
+`blip_tiny` is a demo size. Options for training from random weights, all off by default (the paper's):
 `cross_attention_qk_std` initialises the cross-attention's query and key kernels at that std instead of
 `initializer_range` (at width 64 and std 0.02 the attention logits are about 0.03, so every word takes the same mean
-of the image and ITM has no caption × image interaction to start from), and `itc_pool="mean"` projects the mean of
-the tokens for ITC instead of the [CLS] (ALBEF's demo does the same). Choices: text LayerNorm eps 1e-12 (BERT's), image LayerNorm eps 1e-6
+of the image and ITM has no caption × image interaction to start from); `cross_attention_vo_std` does the same for
+its value and output kernels (at 0.02 the cross-attention adds little to the text; ALBEF's demo needed both);
+`itc_pool="mean"` projects the mean of the tokens for ITC instead of the [CLS] (ALBEF's demo does the same), and
+`itm_pool="mean"` feeds the ITM head the mean of the fused tokens instead of the [ENC] output.
+Choices: text LayerNorm eps 1e-12 (BERT's), image LayerNorm eps 1e-6
 (the official timm ViT's; HF's BlipVisionConfig defaults to 1e-5).
 """
 
@@ -97,7 +100,7 @@ class TextLayer(nnx.Module):
 
   def __init__(self, hidden_size: int, num_heads: int, intermediate_size: int, *, memory_width: int, act: str,
                dropout_rate: float, attention_dropout_rate: float, eps: float, init, cross_qk_init=None,
-               attention_impl=None, dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
+               cross_vo_init=None, attention_impl=None, dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     attn = dict(attn_drop=attention_dropout_rate, proj_drop=dropout_rate, implementation=attention_impl,
                 kernel_init=init)
@@ -106,10 +109,13 @@ class TextLayer(nnx.Module):
     self.dec_self_attn = Attention(hidden_size, num_heads, **attn, **kw)
     self.dec_self_attn_norm = LayerNorm(hidden_size, eps=eps, **kw)
     self.cross_attn = CrossAttention(hidden_size, num_heads, kv_dim=memory_width, **attn, **kw)
-    if cross_qk_init is not None:  # the query and key kernels only; the values and output keep `init`
-      q, kv = self.cross_attn.q.kernel, self.cross_attn.kv.kernel
+    q, kv, out = self.cross_attn.q.kernel, self.cross_attn.kv.kernel, self.cross_attn.proj.kernel
+    if cross_qk_init is not None:  # the query and key kernels
       q[...] = cross_qk_init(rngs.params(), q.shape, param_dtype)
       kv[...] = kv[...].at[:, 0].set(cross_qk_init(rngs.params(), kv[:, 0].shape, param_dtype))
+    if cross_vo_init is not None:  # the value and output kernels
+      kv[...] = kv[...].at[:, 1].set(cross_vo_init(rngs.params(), kv[:, 1].shape, param_dtype))
+      out[...] = cross_vo_init(rngs.params(), out.shape, param_dtype)
     self.cross_norm = LayerNorm(hidden_size, eps=eps, **kw)
     self.mlp = Mlp(hidden_size, intermediate_size, act=act, kernel_init=init, bias_init=nnx.initializers.zeros, **kw)
     self.mlp_drop = Dropout(dropout_rate)
@@ -137,15 +143,16 @@ class TextModel(nnx.Module):
 
   def __init__(self, *, vocab_size: int, hidden_size: int, num_layers: int, num_heads: int, intermediate_size: int,
                max_position_embeddings: int, memory_width: int, hidden_act: str, dropout_rate: float,
-               attention_dropout_rate: float, layer_norm_eps: float, init, cross_qk_init=None, attention_impl=None,
-               dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
+               attention_dropout_rate: float, layer_norm_eps: float, init, cross_qk_init=None, cross_vo_init=None,
+               attention_impl=None, dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.embeddings = TextEmbeddings(vocab_size, hidden_size, max_position_embeddings, dropout_rate=dropout_rate,
                                      eps=layer_norm_eps, init=init, **kw)
     self.layers = nnx.List([
         TextLayer(hidden_size, num_heads, intermediate_size, memory_width=memory_width, act=hidden_act,
                   dropout_rate=dropout_rate, attention_dropout_rate=attention_dropout_rate, eps=layer_norm_eps,
-                  init=init, cross_qk_init=cross_qk_init, attention_impl=attention_impl, **kw)
+                  init=init, cross_qk_init=cross_qk_init, cross_vo_init=cross_vo_init, attention_impl=attention_impl,
+                  **kw)
         for _ in range(num_layers)])
 
   def memory_kv(self, memory):
@@ -182,17 +189,19 @@ class BLIP(nnx.Module):
                max_position_embeddings: int = 512, hidden_act: str = "gelu", dropout_rate: float = 0.1,
                attention_dropout_rate: float = 0.1, layer_norm_eps: float = 1e-12, initializer_range: float = 0.02,
                embed_dim: int = 256, temp: float = 0.07, cross_attention_qk_std: float | None = None,
-               itc_pool: str = "cls", momentum: bool = False, attention_impl: str | None = None,
-               dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
+               cross_attention_vo_std: float | None = None, itc_pool: str = "cls", itm_pool: str = "cls",
+               momentum: bool = False,
+               attention_impl: str | None = None, dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
     if hidden_act not in ACTIVATIONS:
       raise ConfigError(f"hidden_act must be one of {sorted(ACTIVATIONS)}, got {hidden_act!r}")
     if hidden_size % num_heads or vision_width % vision_heads:
       raise ConfigError(f"widths ({vision_width}, {hidden_size}) must be divisible by their heads "
                         f"({vision_heads}, {num_heads})")
-    if itc_pool not in ("cls", "mean"):
-      raise ConfigError(f"itc_pool must be 'cls' (the paper's) or 'mean', got {itc_pool!r}")
+    for name, pool in (("itc_pool", itc_pool), ("itm_pool", itm_pool)):
+      if pool not in ("cls", "mean"):
+        raise ConfigError(f"{name} must be 'cls' (the paper's) or 'mean', got {pool!r}")
     self.vocab_size, self.hidden_size, self.vision_width = vocab_size, hidden_size, vision_width
-    self.itc_pool = itc_pool
+    self.itc_pool, self.itm_pool = itc_pool, itm_pool
     self.max_text_len = max_position_embeddings
     self.dtype = dtype
     init = truncated_normal(initializer_range)
@@ -207,6 +216,7 @@ class BLIP(nnx.Module):
         memory_width=vision_width, hidden_act=hidden_act, dropout_rate=dropout_rate,
         attention_dropout_rate=attention_dropout_rate, layer_norm_eps=layer_norm_eps, init=init,
         cross_qk_init=None if cross_attention_qk_std is None else truncated_normal(cross_attention_qk_std),
+        cross_vo_init=None if cross_attention_vo_std is None else truncated_normal(cross_attention_vo_std),
         attention_impl=attention_impl, **kw)
     self.vision_proj = Dense(vision_width, embed_dim, axes=("embed", None), kernel_init=init, **kw)
     self.text_proj = Dense(hidden_size, embed_dim, axes=("embed", None), kernel_init=init, **kw)
@@ -248,8 +258,9 @@ class BLIP(nnx.Module):
     return self.text(input_ids, attention_mask, mode="multimodal", memory=image_embeds, memory_mask=image_mask,
                      train=train, rngs=rngs)
 
-  def itm_logits(self, multimodal_embeds):
-    return self.itm_head(multimodal_embeds[:, 0]).astype(jnp.float32)
+  def itm_logits(self, multimodal_embeds, attention_mask=None):
+    """The ITM head on the [ENC] output (or the mean of the tokens `attention_mask` marks): (B, 2) float32."""
+    return self.itm_head(_pool(multimodal_embeds, attention_mask, self.itm_pool)).astype(jnp.float32)
 
   def decoder_logits(self, input_ids, attention_mask, memory, memory_mask=None, *, train: bool = False, rngs=None):
     """Image-grounded text decoder ("[DEC] text", causal): next-token logits (B, T, vocab), float32."""
@@ -291,7 +302,7 @@ class BLIP(nnx.Module):
     itc = self.image_feature(image_embeds) @ self.text_feature(text_embeds, attention_mask).T
     mm = self.encode_multimodal(input_ids, attention_mask, image_embeds, train=train, rngs=rngs)
     lm = self.decoder_logits(input_ids, attention_mask, image_embeds, train=train, rngs=rngs)
-    return {"itc": itc, "itm_logits": self.itm_logits(mm), "lm_logits": lm}
+    return {"itc": itc, "itm_logits": self.itm_logits(mm, attention_mask), "lm_logits": lm}
 
 
 def _pool(x, attention_mask, pool: str):

@@ -5,8 +5,14 @@
               momentum encoders' soft targets (α = 0.4) over the global batch, ITM on hard negatives drawn by
               contrastive similarity, and the decoder's LM loss with label smoothing 0.1 (objectives/blip.py); loss =
               ITC + ITM + LM. The momentum encoders follow the online ones by EMA (`blip.momentum` = 0.995) in
-              `post_update`. Eval: eval/loss (the LM loss), eval/lm_accuracy (next-token), eval/itm_accuracy (own image
-              vs the next example's), eval/itc_top1 (image→text within each eval batch); after each evaluation with
+              `post_update`. Two options for the scenes, off by default: `itm_known_matches` also leaves out of
+              the ITM negatives the pairs whose count or relation caption holds for the other scene (caption_code,
+              scene_facts; "there are two shapes and one digit." fits about 13% of scenes, and the hard negatives,
+              drawn by similarity, fit it more often), and `itm_weight` scales the ITM loss. Eval: eval/loss (the
+              LM loss), eval/lm_accuracy (next-token), eval/itm_accuracy (own image vs the next example's),
+              eval/itm_pair_ranking (how often the own image gets higher match log-odds
+              than the next example's, where that one is no known match; chance 50% whatever the head's bias),
+              eval/itc_top1 (image→text within each eval batch); after each evaluation with
               `blip.caption_images` = N > 0, captions of the first N eval images by beam search (`beam_size` 3,
               `max_caption_len` 20, `min_caption_len` 5, lengths counted from [DEC], the prompt included, as the
               official generate) scored against all of each image's references: eval/caption_bleu4 (sacrebleu),
@@ -79,6 +85,7 @@ RANGES = (
     ("generate_batch", "[1, 100000]"),
     ("retrieval_images", "[0, 100000]"),
     ("rerank_k", "[1, 100000]"),
+    ("itm_weight", "[0, 1000]"),
 )
 
 
@@ -88,7 +95,8 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
       objective="pretrain", tokenizer="", vocab_size=256, max_text_len=32, alpha=0.4, momentum=0.995,
       label_smoothing=0.1, train_captions="", caption_prompt="", caption_images=0, beam_size=3,
       max_caption_len=20, min_caption_len=5, length_alpha=1.0, top_p=0.9, answer_max_len=5, generate_batch=100,
-      retrieval_images=0, rerank_k=128)
+      retrieval_images=0, rerank_k=128, itm_known_matches=False, itm_weight=1.0,
+      itm_hard_negatives=True)
       | overrides)
 
 
@@ -114,6 +122,62 @@ class CaptionsFile:
   def __getitem__(self, i):
     s = self.index[int(i)]
     return dict(self.source[s]) | {"texts": tuple(self.captions[s])}
+
+
+# ---------------------------------------------------------------------------------------------- known matches
+RELATIONS = ("left of", "right of", "above", "below")
+MAX_FACTS = 16  # at most 4 objects: 12 ordered pairs, and the counts
+_NO_FACT = -2
+_COUNTS = 20000
+
+
+def _object_code(colour: str, kind: str) -> int:
+  return vqa_scenes._COLOUR_NAMES.index(colour) * len(vqa_scenes.KINDS) + vqa_scenes.KINDS.index(kind)
+
+
+def caption_code(caption: str) -> int:
+  """The fact a scene caption states as an int (vqa_scenes' templates): the counts, or a relation between two
+  (colour, kind) objects; −1 for anything else (the listings, which hold only for a scene whose own listing is
+  this text). A caption holds for a scene whose `scene_facts` hold its code (vqa_scenes.caption_holds)."""
+  words = caption.rstrip(".").split()
+  if caption.startswith("there are ") and len(words) == 7 and words[2] in vqa_scenes._NUMBER_WORDS \
+     and words[5] in vqa_scenes._NUMBER_WORDS:
+    return _COUNTS + 5 * vqa_scenes._NUMBER_WORDS.index(words[2]) + vqa_scenes._NUMBER_WORDS.index(words[5])
+  for r, relation in enumerate(RELATIONS):
+    head, sep, tail = caption.rstrip(".").partition(f" is {relation} ")
+    a, b = head.split()[1:], tail.split()[1:]
+    if sep and len(a) == len(b) == 2 and a[0] in vqa_scenes.COLOURS and b[0] in vqa_scenes.COLOURS \
+       and a[1] in vqa_scenes.KINDS and b[1] in vqa_scenes.KINDS:
+      return (_object_code(*a) * len(RELATIONS) + r) * len(vqa_scenes.KINDS) * len(vqa_scenes.COLOURS) + \
+          _object_code(*b)
+  return -1
+
+
+def scene_facts(objects) -> np.ndarray:
+  """The codes (`caption_code`) of every count and relation caption that holds for a scene, padded: (MAX_FACTS,)."""
+  shapes = sum(o["kind"] in vqa_scenes.SHAPES for o in objects)
+  codes = [_COUNTS + 5 * shapes + len(objects) - shapes]
+  for a in objects:
+    for b in objects:
+      relation = vqa_scenes._relation(a, b) if a is not b else None
+      if relation:
+        codes.append(caption_code(f"a {a['colour']} {a['kind']} is {relation} a {b['colour']} {b['kind']}."))
+  return np.asarray(codes + [_NO_FACT] * (MAX_FACTS - len(codes)), np.int32)
+
+
+class WithFacts:
+  """A captions source whose examples also carry their scene's `scene_facts` ("scene_facts")."""
+
+  def __init__(self, source, scenes):
+    self.source, self.scenes = source, scenes
+    self.split, self.name, self.num_classes = source.split, source.name, source.num_classes
+
+  def __len__(self):
+    return len(self.source)
+
+  def __getitem__(self, i):
+    example = self.source[i]
+    return example | {"scene_facts": scene_facts(self.scenes[int(example["label"])]["objects"])}
 
 
 # ---------------------------------------------------------------------------------------------- generation
@@ -191,6 +255,16 @@ def caption_baselines(train_split: str, prompt: str, eval_images: np.ndarray, re
   return out
 
 
+def known_matches(batch):
+  """(B, B) bool: [t, i] where caption t states a count or relation that holds for scene i (caption_code,
+  scene_facts); all False without those fields."""
+  if "caption_code" not in batch:
+    b = batch["input_ids"].shape[0]
+    return jnp.zeros((b, b), bool)
+  codes = batch["caption_code"]
+  return jnp.any(codes[:, None, None] == batch["scene_facts"][None, :, :], axis=-1) & (codes >= 0)[:, None]
+
+
 class BLIPTask:
   """Model + objectives + evaluation for `config.task = "blip"`."""
 
@@ -217,8 +291,11 @@ class BLIPTask:
   def source(self, split: str):
     if split not in self._sources:
       src = vqa_scenes.VQAScenesSource(split, "captions" if self.pretrain else "vqa")
+      scenes = src.scenes if self.pretrain else None
       if self.c.train_captions and split == self.config.data.train_split:
         src = CaptionsFile(src, self.c.train_captions)
+      if self.pretrain:
+        src = WithFacts(src, scenes)
       self._sources[split] = src
     return self._sources[split]
 
@@ -267,8 +344,11 @@ class BLIPTask:
       out = {"image": np.asarray(example["image"], np.uint8), "label": np.asarray(example["label"], np.int32)}
       if self.pretrain:
         texts = example["texts"]
-        ids, mask = self.encode_texts([texts[int(rng.integers(len(texts)))] if train else texts[0]])
-        return out | {"input_ids": ids[0], "attention_mask": mask[0]}
+        text = texts[int(rng.integers(len(texts)))] if train else texts[0]
+        ids, mask = self.encode_texts([text])
+        facts = example.get("scene_facts", np.full((MAX_FACTS,), _NO_FACT, np.int32))
+        return out | {"input_ids": ids[0], "attention_mask": mask[0], "scene_facts": np.asarray(facts, np.int32),
+                      "caption_code": np.int32(caption_code(text))}
       q_ids, q_mask = self.encode_texts([example["question"]])
       a_ids, a_mask = self.encode_texts([vqa_scenes.ANSWERS[int(example["answer"])]], self.c.answer_max_len + 1)
       return out | {"input_ids": q_ids[0], "attention_mask": q_mask[0], "answer_ids": a_ids[0],
@@ -343,11 +423,13 @@ class BLIPTask:
     # ITM on [ENC] text: the positives, each text with a hard negative image, each image with a hard negative text.
     enc_ids = ids.at[:, 0].set(self.enc_id)
     same_text = jnp.all(ids[:, None, :] == ids[None, :, :], axis=-1)
-    neg_image, neg_text = objective.itm_negatives(key, sim_i2t, sim_t2i, same_text)
+    positive = same_text | known_matches(batch) if self.c.itm_known_matches else same_text
+    hard = float(self.c.itm_hard_negatives)  # 0: every other pair equally likely
+    neg_image, neg_text = objective.itm_negatives(key, hard * sim_i2t, hard * sim_t2i, positive)
     mm_ids = jnp.concatenate([enc_ids, enc_ids, enc_ids[neg_text]])
     mm_mask = jnp.concatenate([mask, mask, mask[neg_text]])
     mm_images = jnp.concatenate([image_embeds, image_embeds[neg_image], image_embeds])
-    itm_logits = model.itm_logits(model.encode_multimodal(mm_ids, mm_mask, mm_images, **kw))
+    itm_logits = model.itm_logits(model.encode_multimodal(mm_ids, mm_mask, mm_images, **kw), mm_mask)
     itm, itm_labels = objective.itm_loss(itm_logits)
     # LM on [DEC] text.
     dec_ids = ids.at[:, 0].set(self.dec_id)
@@ -376,7 +458,7 @@ class BLIPTask:
       rngs = nnx.Rngs(dropout=k_drop)
       if self.pretrain:
         r = self._pretrain_losses(model, batch, k_itm, train=True, rngs=rngs)
-        loss = r["itc"] + r["itm"] + r["lm"]
+        loss = r["itc"] + float(self.c.itm_weight) * r["itm"] + r["lm"]
         metrics = {"itc_loss": r["itc"], "itm_loss": r["itm"], "lm_loss": r["lm"], "temp": r["temp"],
                    "itm_accuracy": r["itm_correct"].mean(), "itc_top1": r["i2t_correct"].mean()}
       else:
@@ -405,9 +487,13 @@ class BLIPTask:
       same = jnp.all(ids == ids[other], axis=-1)
       logits_itm = model.itm_logits(model.encode_multimodal(
           jnp.concatenate([enc_ids, enc_ids]), jnp.concatenate([mask, mask]),
-          jnp.concatenate([image_embeds, image_embeds[other]])))
+          jnp.concatenate([image_embeds, image_embeds[other]])), jnp.concatenate([mask, mask]))
       pred = jnp.argmax(logits_itm, -1).reshape(2, -1)
       itm_correct = ((pred[0] == 1).astype(jnp.float32) + (pred[1] == same).astype(jnp.float32)) / 2
+      # Ranking, not calibration: the own image's match log-odds above the next scene's, where that one is no match.
+      odds = (logits_itm[:, 1] - logits_itm[:, 0]).reshape(2, -1)
+      no_match = ~(same | known_matches(batch)[jnp.arange(ids.shape[0]), other])
+      pair_rows = rows * rows[other] * no_match.astype(jnp.float32)
       # ITC: in-batch image → text over the real rows; a caption equal to the image's own counts.
       sims = model.image_feature(image_embeds) @ model.text_feature(model.encode_text(ids, mask), mask).T
       sims = jnp.where(rows[None, :] > 0, sims, -jnp.inf)
@@ -415,7 +501,8 @@ class BLIPTask:
       top1 = same_text[jnp.arange(ids.shape[0]), jnp.argmax(sims, 1)].astype(jnp.float32)
       return {"loss": (sums / jnp.maximum(counts, 1.0) * rows).sum(), "count": rows.sum(),
               "lm_accuracy": correct.sum(), "itm_accuracy": (itm_correct * rows).sum(), "itc_top1": (top1 * rows).sum(),
-              "counts": {"lm_accuracy": weights.sum()}}
+              "itm_pair_ranking": ((odds[0] > odds[1]) * pair_rows).sum(),
+              "counts": {"lm_accuracy": weights.sum(), "itm_pair_ranking": pair_rows.sum()}}
 
     def vqa_sums(model, batch, rows):
       memory = self._vqa_memory(model, batch, train=False)
@@ -493,7 +580,8 @@ class BLIPTask:
 
       def itm_fn(params, model_state, ids, mask, image_embeds):
         model = merge_model(graphdef, params, model_state)
-        return model.itm_logits(model.encode_multimodal(ids.at[:, 0].set(self.enc_id), mask, image_embeds))[:, 1]
+        mm = model.encode_multimodal(ids.at[:, 0].set(self.enc_id), mask, image_embeds)
+        return model.itm_logits(mm, mask)[:, 1]
 
       self._jitted["retrieval"] = tuple(jax.jit(f, out_shardings=rep) for f in (image_fn, text_fn, itm_fn))
     image_fn, text_fn, itm_fn = self._jitted["retrieval"]
@@ -605,7 +693,7 @@ def capfilt(task: BLIPTask, trainer, path: str, *, threshold: float = 0.5, seed:
     def match_prob(params, model_state, images, ids, mask):
       model = merge_model(graphdef, params, model_state)
       embeds = model.encode_image(normalize_images(images, task.mean, task.std))
-      logits = model.itm_logits(model.encode_multimodal(ids.at[:, 0].set(task.enc_id), mask, embeds))
+      logits = model.itm_logits(model.encode_multimodal(ids.at[:, 0].set(task.enc_id), mask, embeds), mask)
       return jax.nn.softmax(logits, -1)[:, 1]
     task._jitted["itm"] = jax.jit(match_prob, out_shardings=sharding.replicated(trainer.mesh))
   itm = task._jitted["itm"]
