@@ -427,3 +427,20 @@ def test_one_hop_statements_split_and_labels():
                                                           int(source.wording[0]))
   assert nlvr_scenes.statement(5, nlvr_scenes.SUBJECTS.index(("red", "object")), 1) == \
       "the image to the left has a red object."
+
+
+def test_mixed_templates_train_on_seven_and_test_on_the_five(monkeypatch):
+  """configs/beit3/nlvr_mixed.py: training statements from all seven templates, none a test sentence; the test
+  pairs are nlvr_colours.py's (the five pair templates), so its baselines hold. The task's sources are stubbed:
+  generating the 10,000 training pairs costs ~10 s of CPU."""
+  from papers_jax.core import config as config_lib
+  from papers_jax.tasks import beit3 as beit3_task
+  train = set(nlvr_scenes.split_statements("train", "colours", "wordings", "mixed"))
+  test = set(nlvr_scenes.split_statements("test", "colours", "wordings", "pair"))
+  assert {nlvr_scenes.TEMPLATES[t] for t, _, _ in train} == set(nlvr_scenes.TEMPLATES) and not train & test
+  assert set(nlvr_scenes.split_statements("train", "colours", "wordings", "pair")) < train
+  monkeypatch.setattr(beit3_task.nlvr_scenes, "NLVRScenesSource", lambda *args: args)
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  task = beit3_task.BEiT3Task(config_lib.load(os.path.join(root, "configs", "beit3", "nlvr_mixed.py")))
+  assert task.source("train") == ("train", "colours", "wordings", "mixed")
+  assert task.source("test") == ("test", "colours", "wordings", "pair")

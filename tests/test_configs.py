@@ -164,7 +164,7 @@ FULL_ONLY = {
     "vqvae/prior_digits.py": "vqvae/digits.py",  # tests/test_code_prior.py: the prior's loss, causality, sampler
     "beit3/tokenizer.py": "vqvae/digits.py",  # the BEiT-3 configs: tests/test_beit3.py traces each task
     "beit3/scenes_pretrain.py": "", "beit3/nlvr.py": "", "beit3/nlvr_colours.py": "", "beit3/scenes_captioning.py": "",
-    "beit3/nlvr_one_hop.py": "",
+    "beit3/nlvr_one_hop.py": "", "beit3/nlvr_mixed.py": "",  # its sources: test_beit3.py's mixed_templates test
     "blip/scenes_pretrain.py": "", "blip/scenes_vqa.py": "", "blip/scenes_capfilt.py": "",  # tests/test_blip.py
     "albef/paper.py": "albef/scenes_pretrain.py", "albef/scenes_retrieval.py": "albef/scenes_pretrain.py",
     # The MIM baselines: tests/test_mim.py traces each task's loss, tests/test_beit.py / test_igpt.py the models.

@@ -14,7 +14,7 @@ scene has one). That gives 5 templates × 19 subjects = 95 meanings. Each templa
 (WORDINGS; the first is the line above), so 285 statements. With `templates="one_hop"` the templates are
 instead "both images have …", "the left image has {a} {colour} {kind}." and "the right image has …", each a
 single lookup per image whose evidence always counts the same way (easier than "neither" and "exactly one",
-which reverse or cancel it).
+which reverse or cancel it). `templates="mixed"` draws from all seven.
 
 Which statements only occur in testing (`held_out`; never in training either way):
   "combinations"  the first wording of the meanings with (template + subject) % 5 == 2 (19 of 95; 4 of the 20
@@ -49,7 +49,9 @@ TEMPLATES = ("both", "exactly_one", "neither", "left_more", "right_more", "left_
 # `templates`: "pair" (the first five; NLVR2-like, each needs both images and some reverse the evidence) or
 # "one_hop" (one lookup per image, all with the same sign: "the left image has …", "the right image has …",
 # "both images have …"; where a model cannot get off the ln 2 plateau on "pair", see docs/beit3.md).
-TEMPLATE_SETS = {"pair": TEMPLATES[:5], "one_hop": ("left_has", "right_has", "both")}
+# "mixed": the five pair templates and the two one-hop ones, drawn uniformly, for training a model on the
+# five while the one-hop statements give the colour words a first-order signal (a curriculum by mixing).
+TEMPLATE_SETS = {"pair": TEMPLATES[:5], "one_hop": ("left_has", "right_has", "both"), "mixed": TEMPLATES}
 SUBJECTS = tuple((c, k) for c in COLOURS for k in KINDS if (c, k) != ("", "object"))
 
 

@@ -133,9 +133,11 @@ class BEiT3Task:
   def source(self, split: str):
     if split not in self._sources:
       data = self.config.data
+      templates = data.get("templates", "pair")
+      if split != data.train_split:  # e.g. train on "mixed", test on the five "pair" templates
+        templates = data.get("eval_templates", "") or templates
       self._sources[split] = (nlvr_scenes.NLVRScenesSource(split, data.get("subjects", "all"),
-                                                           data.get("held_out", "combinations"),
-                                                           data.get("templates", "pair"))
+                                                           data.get("held_out", "combinations"), templates)
                               if self.cfg.objective == "nlvr" else vqa_scenes.VQAScenesSource(split, "captions"))
     return self._sources[split]
 
