@@ -67,6 +67,7 @@ from papers_jax.models import atd, dat, swinir  # noqa: F401  (super-resolution:
 from papers_jax.models import dualvit  # noqa: F401  (registers its variants)
 from papers_jax.models import glip  # noqa: F401  (registers its variants)
 from papers_jax.models import vild  # noqa: F401  (registers its detector)
+from papers_jax.models import unclip  # noqa: E402
 
 # model class → its family module (with `forward_flops` and `EMBEDDINGS`).
 FAMILIES = {
@@ -105,6 +106,7 @@ FAMILIES = {
     dualvit.DualViT: dualvit,
     glip.GLIP: glip,
     vild.ViLDDetector: vild,
+    unclip.DiffusionPrior: unclip, unclip.UnCLIPDecoder: unclip,
 }
 FLOP_COUNTERS = {cls: family.forward_flops for cls, family in FAMILIES.items()}
 

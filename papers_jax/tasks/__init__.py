@@ -46,6 +46,7 @@ TASK_CLASSES = {
     "glip": "GLIPTask",
     "vild": "ViLDTask",
     "super_resolution": "SuperResolutionTask",
+    "unclip": "UnCLIPTask",
 }
 TASKS = tuple(TASK_CLASSES)
 
