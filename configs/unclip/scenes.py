@@ -13,8 +13,8 @@ the measured numbers.)
 - Prior: a causal Transformer of width 128, depth 4, 4 heads over [24 caption token encodings, text embedding,
   timestep, z_t, query] (models/unclip.py), x₀-prediction, text dropped 10%; cosine schedule, T = 1000; sampled
   with 64 DDIM steps, the better of two draws by dot product with the text embedding.
-- Decoder: the DDPM UNet at 32×32 (base width 32, levels 32/16/8 px, widths 32/64/64, one residual block per
-  level, self-attention at 16×16 and 8×8 attending also to the context tokens), conditioned on the CLIP image
+- Decoder: the DDPM UNet at 32×32 (base width 16, levels 32/16 px, widths 16/32, one residual block per level,
+  self-attention at 16×16 attending also to the context tokens), conditioned on the CLIP image
   embedding (added to the timestep embedding and as 4 context tokens) and on the caption's CLIP token encodings;
   the embedding dropped 10%, the caption 50%; cosine schedule, T = 1000; sampled with 25 DDIM steps and guidance
   scale 3.
@@ -43,9 +43,9 @@ from papers_jax.tasks.unclip import default_config as unclip_defaults
 SCENES_CLIP = dict(name="clip_vit_base_patch32", embed_dim=64, img_size=64, patch_size=8, in_chans=3,
                    vision_width=64, vision_layers=4, vision_heads=4, vision_mlp_ratio=2.0, text_width=64,
                    text_layers=2, text_heads=4, text_mlp_ratio=2.0, context_length=24)
-PRIOR = dict(name="unclip_prior", width=128, depth=4, num_heads=4)
+PRIOR = dict(name="unclip_prior", width=64, depth=4, num_heads=4)
 DECODER = dict(name="unclip_decoder", num_clip_tokens=4,
-               unet=dict(in_chans=3, ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, attn_levels=(1, 2), num_groups=8,
+               unet=dict(in_chans=3, ch=16, ch_mult=(1, 2), num_res_blocks=1, attn_levels=(1,), num_groups=8,
                          dropout=0.1))
 
 
@@ -63,16 +63,15 @@ def get_config(arg=None):
   c.data.augment = "none"
   c.data.mean = vqa_scenes.MEAN  # the CLIP's normalisation (the scenes are dark); the decoder works in [-1, 1]
   c.data.std = vqa_scenes.STD
-  c.batch_size = 64 if prior else 32
-  c.num_steps = args.steps or (3000 if prior else 4000)
-  c.optimizer.update(name="adamw", lr=1e-3 if prior else 5e-4, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0,
+  c.batch_size = 64 if prior else 16
+  c.num_steps = args.steps or (1500 if prior else 1600)
+  c.optimizer.update(name="adamw", lr=1e-3, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0,
                      clip_grad_norm=1.0, wd_exclude=())
   c.schedule.update(name="constant", warmup_steps=100)
   c.ema_decay = 0.995
   c.log_every = 50
-  c.eval_every = 500
-  c.checkpoint_every = 500
-  c.max_eval_batches = 4
+  c.eval_every = 500 if prior else 400
+  c.checkpoint_every = 500 if prior else 200
   if args.smoke:
     c.model.update(embed_dim=32, vision_width=32, vision_layers=1, vision_heads=2, text_width=32, text_layers=1,
                    text_heads=2)
@@ -86,5 +85,4 @@ def get_config(arg=None):
     c.log_every = 1
     c.eval_every = 2
     c.checkpoint_every = 2
-    c.max_eval_batches = 1
   return c.lock()

@@ -68,8 +68,8 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
       stage="prior", clip_run="", prior={}, decoder={}, num_timesteps=1000, schedule="cosine",
       prior_text_drop=0.1, decoder_clip_drop=0.1, decoder_text_drop=0.5, decoder_size=32,
       prior_sampler="ddim", prior_steps=64, prior_guidance=1.0, prior_candidates=2,
-      decoder_sampler="ddim", decoder_steps=25, decoder_guidance=3.0, eval_captions=128, eval_images=64,
-      variations_per_image=3, sample_seed=0) | overrides)
+      decoder_sampler="ddim", decoder_steps=25, decoder_guidance=3.0, eval_captions=64, eval_images=32,
+      sample_seed=0) | overrides)
 
 
 def last_checkpoint(run_dir: str) -> str:
@@ -129,6 +129,35 @@ class UnCLIPStage(nnx.Module):
     self.clip, self.net = clip, net
 
 
+class FeatureSource:
+  """The frozen CLIP's features of a scenes split, computed once: one example per (scene, caption) with
+  `every_caption`, else per scene with its first caption. Example: image_embedding (D,) and text_embedding (D,),
+  L2-normalised, encodings (L, width), mask_ (L,) bool (`text_features`), scene (int)."""
+
+  def __init__(self, task, scenes, *, every_caption: bool, batch: int = 256):
+    clip, tok = task.frozen_clip, task.tokenizer
+    image_fn = jax.jit(lambda m, x: l2_normalize(m.encode_image(normalize_images(x, task.mean, task.std))))
+    text_fn = jax.jit(lambda m, t: (lambda e, x, k: (l2_normalize(e), x, k))(*text_features(m, t)))
+    images = np.stack([scenes[i]["image"] for i in range(len(scenes))])
+    image_emb = np.concatenate([np.asarray(image_fn(clip, images[s:s + batch])) for s in range(0, len(images), batch)])
+    pairs = [(i, c) for i in range(len(scenes)) for c in (scenes[i]["texts"] if every_caption
+                                                           else scenes[i]["texts"][:1])]
+    tokens = np.asarray(tok([c for _, c in pairs]), np.int32)
+    outs = [text_fn(clip, tokens[s:s + batch]) for s in range(0, len(tokens), batch)]
+    scene = np.array([i for i, _ in pairs], np.int32)
+    self.arrays = {"image_embedding": image_emb[scene],
+                   "text_embedding": np.concatenate([np.asarray(o[0]) for o in outs]),
+                   "encodings": np.concatenate([np.asarray(o[1]) for o in outs]).astype(np.float32),
+                   "mask_": np.concatenate([np.asarray(o[2]) for o in outs]), "scene": scene}
+    self.name = "vqa_scenes CLIP features"
+
+  def __len__(self) -> int:
+    return len(self.arrays["scene"])
+
+  def __getitem__(self, i) -> dict:
+    return {k: v[int(i)] for k, v in self.arrays.items()}
+
+
 class UnCLIPTask:
   """Model + losses + evaluation for `config.task = "unclip"` (module docstring)."""
 
@@ -154,7 +183,7 @@ class UnCLIPTask:
                           f"run's ({os.path.join(self.u.clip_run, 'config.json')})")
       if tuple(run["data"]["mean"]) != tuple(self.mean) or tuple(run["data"]["std"]) != tuple(self.std):
         raise ConfigError(f"data.mean / std {self.mean} / {self.std} differ from the CLIP run's")
-    self._jitted = {}
+    self._jitted, self._features = {}, {}
 
   # ------------------------------------------------------------------ data
   @functools.cached_property
@@ -166,15 +195,35 @@ class UnCLIPTask:
     return scenes_tokenizer(context)
 
   def source(self, split: str):
-    return captions_lib.image_text_source(self.config.data, split, "")
+    """The decoder reads the scenes; the prior reads their frozen-CLIP features, computed once (`FeatureSource`)."""
+    scenes = captions_lib.image_text_source(self.config.data, split, "")
+    if self.u.stage == "decoder":
+      return scenes
+    if split not in self._features:
+      self._features[split] = FeatureSource(self, scenes, every_caption=split == self.config.data.train_split)
+    return self._features[split]
 
   def preprocess(self, train: bool):
-    """example → {"image": uint8 (S, S, 3), "tokens": int32 (L,)}: a random caption for training, the first else."""
+    """Decoder: example → {"image": uint8 (S, S, 3), "tokens": int32 (L,)}, a random caption for training, the first
+    else. Prior: the example's CLIP features as they are."""
+    if self.u.stage == "prior":
+      return lambda example, rng: dict(example)
+
     def fn(example, rng):
       texts = example["texts"]
       caption = texts[int(rng.integers(len(texts)))] if train and rng is not None else texts[0]
       return {"image": np.asarray(example["image"], np.uint8), "tokens": self.tokenizer([caption])[0]}
     return fn
+
+  @functools.cached_property
+  def frozen_clip(self) -> nnx.Module:
+    """The CLIP of `clip_run` (random with clip_run="": smoke runs), outside the trainer, for the prior's features."""
+    if self.u.clip_run:
+      from papers_jax.sketch import load_clip_run
+      return load_clip_run(self.u.clip_run)[0]
+    name, kwargs = precision.model_kwargs(self.config)
+    kwargs.setdefault("vocab_size", self.tokenizer.vocab_size)
+    return models.create(name, rngs=nnx.Rngs(self.config.seed), **kwargs)
 
   def save_assets(self, workdir: str):
     self.tokenizer.save(os.path.join(workdir, "tokenizer.json"))
@@ -214,7 +263,10 @@ class UnCLIPTask:
 
   # ------------------------------------------------------------------ losses
   def _losses(self, model, batch, key, *, train: bool, dropout_key=None):
-    image, text, encodings, mask = self.clip_inputs(model.clip, batch["image"], batch["tokens"])
+    if self.u.stage == "prior":  # the features, computed once (FeatureSource)
+      image, text, encodings, mask = (batch[k] for k in ("image_embedding", "text_embedding", "encodings", "mask_"))
+    else:
+      image, text, encodings, mask = self.clip_inputs(model.clip, batch["image"], batch["tokens"])
     b = image.shape[0]
     keys = jax.random.split(key, 5)
     t = jax.random.randint(keys[0], (b,), 0, self.schedule.num_steps)
@@ -265,9 +317,11 @@ class UnCLIPTask:
     null_text, null_mask = jnp.zeros_like(text), jnp.zeros_like(mask)
 
     def predict(z_t, t):
+      if guidance == 1.0:  # the conditional model alone
+        return prior(z_t, t, text, encodings, mask)
       both = prior(jnp.concatenate([z_t, z_t]), jnp.concatenate([t, t]), jnp.concatenate([text, null_text]),
                    jnp.concatenate([encodings, encodings]), jnp.concatenate([mask, null_mask]))
-      return objective.guided(both[b:], both[:b], guidance) if guidance != 1.0 else both[:b]
+      return objective.guided(both[b:], both[:b], guidance)
 
     draws = jnp.stack([objective.sample_from_x0(predict, self.schedule, (b, d), jax.random.fold_in(key, k),
                                                 method=self.u.prior_sampler, num_steps=int(self.u.prior_steps))
@@ -314,15 +368,16 @@ class UnCLIPTask:
     return self._decoder_eval(trainer, params, state.model_state, step, writer)
 
   def _prior_eval(self, trainer, params, model_state) -> dict:
-    n = int(self.u.eval_captions)
+    src = self.source(self.config.data.eval_split)
+    n = min(int(self.u.eval_captions), len(src))
     if not n:
       return {}
-    images, tokens = self._eval_examples(n)
+    feats = {k: v[:n] for k, v in src.arrays.items()}
     graphdef = trainer.graphdef
     if "prior" not in self._jitted:
-      def run(params, model_state, images, tokens, key):
+      def run(params, model_state, feats, key):
         model = merge_model(graphdef, params, model_state)
-        image, text, encodings, mask = self.clip_inputs(model.clip, images, tokens)
+        image, text, encodings, mask = (feats[k] for k in ("image_embedding", "text_embedding", "encodings", "mask_"))
         sampled = self.sample_prior(model.net, text, encodings, mask, key, guidance=float(self.u.prior_guidance),
                                     candidates=int(self.u.prior_candidates))
         other = jnp.roll(image, 1, axis=0)  # another scene's real embedding
@@ -331,7 +386,7 @@ class UnCLIPTask:
                 "real_cos_text": cos(image, text), "random_cos_text": cos(other, text)}
       self._jitted["prior"] = jax.jit(run, out_shardings=sharding.replicated(trainer.mesh))
     with sharding.use_mesh(trainer.mesh, trainer.rules):
-      out = self._jitted["prior"](params, model_state, images, tokens, jax.random.key(int(self.u.sample_seed)))
+      out = self._jitted["prior"](params, model_state, feats, jax.random.key(int(self.u.sample_seed)))
     return {k: float(np.mean(v)) for k, v in out.items()}
 
   def _decoder_eval(self, trainer, params, model_state, step, writer) -> dict:
