@@ -135,24 +135,29 @@ class FeatureSource:
   L2-normalised, encodings (L, width), mask_ (L,) bool (`text_features`), scene (int)."""
 
   def __init__(self, task, scenes, *, every_caption: bool, batch: int = 256):
-    clip, tok = task.frozen_clip, task.tokenizer
-    image_fn = jax.jit(lambda m, x: l2_normalize(m.encode_image(normalize_images(x, task.mean, task.std))))
-    text_fn = jax.jit(lambda m, t: (lambda e, x, k: (l2_normalize(e), x, k))(*text_features(m, t)))
-    images = np.stack([scenes[i]["image"] for i in range(len(scenes))])
-    image_emb = np.concatenate([np.asarray(image_fn(clip, images[s:s + batch])) for s in range(0, len(images), batch)])
-    pairs = [(i, c) for i in range(len(scenes)) for c in (scenes[i]["texts"] if every_caption
-                                                           else scenes[i]["texts"][:1])]
-    tokens = np.asarray(tok([c for _, c in pairs]), np.int32)
-    outs = [text_fn(clip, tokens[s:s + batch]) for s in range(0, len(tokens), batch)]
-    scene = np.array([i for i, _ in pairs], np.int32)
-    self.arrays = {"image_embedding": image_emb[scene],
-                   "text_embedding": np.concatenate([np.asarray(o[0]) for o in outs]),
-                   "encodings": np.concatenate([np.asarray(o[1]) for o in outs]).astype(np.float32),
-                   "mask_": np.concatenate([np.asarray(o[2]) for o in outs]), "scene": scene}
+    self.task, self.scenes, self.batch = task, scenes, batch
+    self.pairs = [(i, c) for i, scene in enumerate(scenes.scenes)
+                  for c in (scene["captions"] if every_caption else scene["captions"][:1])]
     self.name = "vqa_scenes CLIP features"
 
+  @functools.cached_property
+  def arrays(self) -> dict:
+    """Computed at first use (a config check builds the source without reading it)."""
+    task, scenes, batch = self.task, self.scenes, self.batch
+    clip = task.frozen_clip
+    image_fn = jax.jit(lambda m, x: l2_normalize(m.encode_image(normalize_images(x, task.mean, task.std))))
+    text_fn = jax.jit(lambda m, t: (lambda e, x, k: (l2_normalize(e), x, k))(*text_features(m, t)))
+    images = np.stack([scenes.image(i) for i in range(len(scenes))])
+    image_emb = np.concatenate([np.asarray(image_fn(clip, images[s:s + batch])) for s in range(0, len(images), batch)])
+    tokens = np.asarray(task.tokenizer([c for _, c in self.pairs]), np.int32)
+    outs = [text_fn(clip, tokens[s:s + batch]) for s in range(0, len(tokens), batch)]
+    scene = np.array([i for i, _ in self.pairs], np.int32)
+    return {"image_embedding": image_emb[scene], "text_embedding": np.concatenate([np.asarray(o[0]) for o in outs]),
+            "encodings": np.concatenate([np.asarray(o[1]) for o in outs]).astype(np.float32),
+            "mask_": np.concatenate([np.asarray(o[2]) for o in outs]), "scene": scene}
+
   def __len__(self) -> int:
-    return len(self.arrays["scene"])
+    return len(self.pairs)
 
   def __getitem__(self, i) -> dict:
     return {k: v[int(i)] for k, v in self.arrays.items()}
