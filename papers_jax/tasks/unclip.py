@@ -13,7 +13,8 @@ must be that run's model section). `unclip.stage` picks the network:
   the better of `prior_candidates` draws by dot product with the text embedding, as the paper) and scored:
   eval/prior_cos_text (cosine of the sampled embedding and the caption's text embedding), eval/prior_cos_image
   (with the embedding of the caption's own image), next to eval/real_cos_text (the real image embeddings
-  against their captions) and eval/random_cos_text (real embeddings of other scenes against the same captions).
+  against their captions), eval/random_cos_text (real embeddings of other scenes against the same captions) and
+  eval/random_cos_image (another scene's real embedding against the caption's own image's).
 - "decoder" (UnCLIPDecoder, `unclip.decoder`): images at `decoder_size` (the scenes' 64×64 average-pooled to
   32×32 by default), scaled to [−1, 1], with ε-prediction (L_simple) conditioned on the L2-normalised CLIP image
   embedding of the full-size image and on the caption's token encodings; the embedding is set to zero
@@ -388,7 +389,8 @@ class UnCLIPTask:
         other = jnp.roll(image, 1, axis=0)  # another scene's real embedding
         cos = lambda a, b: jnp.sum(a * b, axis=-1)  # noqa: E731
         return {"prior_cos_text": cos(sampled, text), "prior_cos_image": cos(sampled, image),
-                "real_cos_text": cos(image, text), "random_cos_text": cos(other, text)}
+                "real_cos_text": cos(image, text), "random_cos_text": cos(other, text),
+                "random_cos_image": cos(other, image)}
       self._jitted["prior"] = jax.jit(run, out_shardings=sharding.replicated(trainer.mesh))
     with sharding.use_mesh(trainer.mesh, trainer.rules):
       out = self._jitted["prior"](params, model_state, feats, jax.random.key(int(self.u.sample_seed)))
