@@ -81,7 +81,8 @@ def text2image(args) -> dict:
   prior_task, prior, prior_ckpt = load_net(args.prior)
   dec_task, decoder, dec_ckpt = load_net(args.decoder)
   if os.path.abspath(prior_task.u.clip_run) != os.path.abspath(dec_task.u.clip_run):
-    raise SystemExit(f"the prior ({prior_task.u.clip_run}) and the decoder ({dec_task.u.clip_run}) read different CLIPs")
+    raise SystemExit(f"the prior ({prior_task.u.clip_run}) and the decoder ({dec_task.u.clip_run}) read "
+                     "different CLIPs")
   clip = dec_task.frozen_clip
   scenes = None
   if args.caption:
@@ -121,7 +122,8 @@ def text2image(args) -> dict:
   generated, z = np.concatenate(generated), np.concatenate(z)
   os.makedirs(args.out, exist_ok=True)
   out = {"prior_checkpoint": os.path.abspath(prior_ckpt), "decoder_checkpoint": os.path.abspath(dec_ckpt),
-         "clip_run": os.path.abspath(dec_task.u.clip_run) if dec_task.u.clip_run else "(random)", "captions": len(captions), "seed": args.seed,
+         "clip_run": os.path.abspath(dec_task.u.clip_run) if dec_task.u.clip_run else "(random)",
+         "captions": len(captions), "seed": args.seed,
          "clip_score_generated": float(np.mean(score(clip, jnp.asarray(generated, jnp.float32), tokens)))}
   if scenes is not None:
     real = np.stack([s["image"] for s in scenes]).astype(np.uint8)

@@ -4,8 +4,8 @@
 - The prior predicts the unnoised image embedding: `prior_loss` = ‖f(z_t, t, y) − z_0‖², the mean over the
   embedding's dimensions (x₀-prediction; the paper's E_t ‖f_θ(z_i^(t), t, y) − z_i‖²).
 - The decoder predicts the noise: L_simple (objectives/diffusion.py).
-- Classifier-free guidance: conditioning dropped at training time (`keep_mask`: the CLIP embedding 10% and
-  the caption 50% of the time for the decoder, the text 10% for the prior), and at sampling time
+- Classifier-free guidance: conditioning dropped at training time (`keep_mask`: the CLIP embedding 10% and the
+  caption 50% of the time for the decoder, the text 10% for the prior), and at sampling time
   `guided(u, c, s)` = u + s · (c − u) on the model's outputs (ε for the decoder, ẑ_0 for the prior).
 - `x0_step`: one ancestral step from an x₀ prediction, x_{t−1} ~ q(x_{t−1} | x_t, x̂_0) with σ²_t = β̃_t or β_t
   (no σ·z at t = 0), computed from x̂_0 directly (recovering ε from x̂_0 divides by √(1 − ᾱ_t) only).
