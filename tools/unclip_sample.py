@@ -16,7 +16,8 @@ prior bypassed). Writes metrics.json.
 variations: each of the first `--num` test images → its CLIP image embedding → the decoder with `--per_image`
 seeds and no caption (guided by the embedding alone), saved as rows [image | variations]; the CLIP score of the
 variations against the source image's first caption is measured too.
-Both read the weight EMA of each run's last checkpoint, and the frozen CLIP the runs were trained on.
+Both read the weight EMA of each run's last checkpoint (`--weights raw`: the raw weights), and the frozen CLIP the runs
+were trained on; `--guidance` overrides the decoder's guidance scale.
 """
 
 import argparse
@@ -28,8 +29,9 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def load_net(run_dir: str):
-  """(task, the stage's network with the weight EMA of the run's last checkpoint) of a configs/unclip run."""
+def load_net(run_dir: str, weights: str = "ema"):
+  """(task, the stage's network with the weight EMA (or the raw weights) of the run's last checkpoint, the
+  checkpoint) of a configs/unclip run."""
   import jax
   import ml_collections
   import numpy as np
@@ -47,7 +49,7 @@ def load_net(run_dir: str):
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
   checkpoint = last_checkpoint(run_dir)
   extra = convert._restore_params_numpy(os.path.abspath(checkpoint), "extra", required=False) or {}
-  if "ema_params" in extra:
+  if weights == "ema" and "ema_params" in extra:
     flat = convert._flatten(extra["ema_params"])
     loaded = convert._map_with_path(lambda path, t: np.asarray(flat[path], t.dtype), nnx.to_pure_dict(params))
   else:
@@ -78,8 +80,10 @@ def text2image(args) -> dict:
 
   from papers_jax.tasks import unclip as lib
 
-  prior_task, prior, prior_ckpt = load_net(args.prior)
-  dec_task, decoder, dec_ckpt = load_net(args.decoder)
+  prior_task, prior, prior_ckpt = load_net(args.prior, args.weights)
+  dec_task, decoder, dec_ckpt = load_net(args.decoder, args.weights)
+  if args.guidance is not None:
+    dec_task.u.unlock().decoder_guidance = args.guidance
   if os.path.abspath(prior_task.u.clip_run) != os.path.abspath(dec_task.u.clip_run):
     raise SystemExit(f"the prior ({prior_task.u.clip_run}) and the decoder ({dec_task.u.clip_run}) read "
                      "different CLIPs")
@@ -123,7 +127,8 @@ def text2image(args) -> dict:
   os.makedirs(args.out, exist_ok=True)
   out = {"prior_checkpoint": os.path.abspath(prior_ckpt), "decoder_checkpoint": os.path.abspath(dec_ckpt),
          "clip_run": os.path.abspath(dec_task.u.clip_run) if dec_task.u.clip_run else "(random)",
-         "captions": len(captions), "seed": args.seed,
+         "captions": len(captions), "seed": args.seed, "weights": args.weights,
+         "decoder_guidance": float(dec_task.u.decoder_guidance),
          "clip_score_generated": float(np.mean(score(clip, jnp.asarray(generated, jnp.float32), tokens)))}
   if scenes is not None:
     real = np.stack([s["image"] for s in scenes]).astype(np.uint8)
@@ -155,7 +160,9 @@ def variations(args) -> dict:
 
   from papers_jax.tasks import unclip as lib
 
-  task, decoder, ckpt = load_net(args.decoder)
+  task, decoder, ckpt = load_net(args.decoder, args.weights)
+  if args.guidance is not None:
+    task.u.unlock().decoder_guidance = args.guidance
   clip = task.frozen_clip
   scenes = _scenes(task, args.num)
   real = np.stack([s["image"] for s in scenes]).astype(np.uint8)
@@ -177,7 +184,8 @@ def variations(args) -> dict:
   _save_grid([np.concatenate([real[i:i + 1], samples[i]]) for i in range(len(real))],
              os.path.join(args.out, "variations.png"), "unCLIP image variations: image | decoder seeds")
   flat = samples.reshape((-1,) + samples.shape[2:]).astype(np.float32)
-  return {"decoder_checkpoint": os.path.abspath(ckpt), "images": len(real), "per_image": args.per_image,
+  return {"decoder_checkpoint": os.path.abspath(ckpt), "weights": args.weights,
+          "guidance": float(task.u.decoder_guidance), "images": len(real), "per_image": args.per_image,
           "clip_score_variations": float(np.mean(score(clip, jnp.asarray(flat), np.repeat(tokens, args.per_image, 0)))),
           "clip_score_real": float(np.mean(score(clip, jnp.asarray(real, jnp.float32), tokens))),
           "clip_score_random_real": float(np.mean(score(clip, jnp.asarray(np.roll(real, 1, 0), jnp.float32), tokens))),
@@ -201,6 +209,8 @@ def main(argv=None):
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--weights", choices=("ema", "raw"), default="ema")
+    p.add_argument("--guidance", type=float, default=None, help="the decoder's guidance scale (default: the run's)")
   args = parser.parse_args(argv)
   out = text2image(args) if args.command == "text2image" else variations(args)
   with open(os.path.join(args.out, "metrics.json"), "w") as f:
