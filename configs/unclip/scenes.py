@@ -10,7 +10,7 @@
 (`:clip=<run>` names another CLIP run; tasks/unclip.py describes the stages and their evaluations, docs/unclip.md
 the measured numbers.)
 
-- Prior: a causal Transformer of width 128, depth 4, 4 heads over [24 caption token encodings, text embedding,
+- Prior: a causal Transformer of width 64, depth 4, 4 heads over [24 caption token encodings, text embedding,
   timestep, z_t, query] (models/unclip.py), x₀-prediction, text dropped 10%; cosine schedule, T = 1000; sampled
   with 64 DDIM steps, the better of two draws by dot product with the text embedding.
 - Decoder: the DDPM UNet at 32×32 (base width 16, levels 32/16 px, widths 16/32, one residual block per level,
@@ -31,8 +31,10 @@ Departures from the paper (a CPU demo, not one of its experiments):
   L2-normalised embedding for the decoder. Dropped CLIP embeddings are zeros (the paper: zero or learned).
 - Samplers: DDIM (η = 0) with 64 prior steps (the paper's 64 with an analytic variance) and 25 decoder steps (the
   paper: 250 steps for the 64×64 decoder, we read); the decoder's guidance scale 3 is this demo's.
-- Optimisation: AdamW lr 1e-3 (prior) / 5e-4 (decoder), batch 64 / 32, a few thousand steps, weight EMA 0.995;
-  the paper trains for hundreds of thousands of steps at batch 4096 / 2048.
+- Optimisation: AdamW lr 1e-3 without weight decay, gradient clipping at 1, 100 warm-up steps, batch 64 (prior) /
+  16 (decoder), 1,500 / 1,600 steps, weight EMA 0.995; the paper trains for hundreds of thousands of steps at
+  batches in the thousands (its Adam settings differ per model).
+- The frozen CLIP of the measured demo was the scenes CLIP at its step 500 (`clip=runs/clip_scenes_500`, docs/unclip.md).
 """
 
 from papers_jax.core.config import base_config, parse_arg
