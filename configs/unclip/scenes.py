@@ -34,7 +34,7 @@ Departures from the paper (a CPU demo, not one of its experiments):
 - Optimisation: AdamW lr 1e-3 without weight decay, gradient clipping at 1, 100 warm-up steps, batch 64 (prior) /
   16 (decoder), 1,500 / 1,600 steps, weight EMA 0.995; the paper trains for hundreds of thousands of steps at
   batches in the thousands (its Adam settings differ per model).
-- The frozen CLIP of the measured demo was the scenes CLIP at its step 500 (`clip=runs/clip_scenes_500`, docs/unclip.md).
+- The measured demo's frozen CLIP was the scenes CLIP at its step 500 (`clip=runs/clip_scenes_500`; docs/unclip.md).
 """
 
 from papers_jax.core.config import base_config, parse_arg
