@@ -182,6 +182,9 @@ FULL_ONLY = {
     "dualvit/digits.py": "vit/digits.py",
     # tests/test_glip.py: the losses and X-MHA against numpy, the prompts, the task's loss traced on a smoke batch.
     "glip/scenes.py": "",
+    # tests/test_unclip.py: the prior (against diffusers' PriorTransformer), the UNet's context attention, the
+    # losses, guidance and samplers; its smoke run (both stages and tools/unclip_sample.py) in docs/testing.md.
+    "unclip/scenes.py": "",
 }
 FULL = bool(os.environ.get("PAPERS_JAX_FULL_PARITY"))
 

@@ -9,6 +9,8 @@ padding here, as XLA does. CPC's GRU is a `scan`, whose body XLA counts once: `c
 the other steps.
 """
 
+import os
+
 import jax
 import jax.numpy as jnp
 import pytest
@@ -70,6 +72,14 @@ CASES = {
                 (S((B, 96, 2), jnp.float32),), {}),
     "cpc": ("cpc_audio", dict(channels=16, context_dim=64), lambda m, a: m(a), (audio(3200),),
             dict(num_samples=3200)),
+    "unclip_prior": ("unclip_prior", dict(width=32, depth=1, num_heads=2), lambda m, z, t, e, x: m(z, t, e, x),
+                     (S((B, 64), jnp.float32), S((B,), jnp.int32), S((B, 64), jnp.float32),
+                      S((B, 24, 64), jnp.float32)), {}),
+    "unclip_decoder": ("unclip_decoder", dict(unet=dict(ch=16, ch_mult=(1, 2), attn_levels=(1,), num_groups=8,
+                                                        dropout=0.0)),
+                       lambda m, x, t, e, c: m(x, t, e, c),
+                       (images(8), S((B,), jnp.int32), S((B, 64), jnp.float32), S((B, 24, 64), jnp.float32)),
+                       dict(img_size=8)),
 }
 
 
@@ -88,8 +98,14 @@ EMBEDDING_PARAMS = {
 }
 
 
+# CI time: these run with make test-full (PAPERS_JAX_FULL_PARITY=1) only.
+FULL_ONLY_CASES = {"unclip_prior", "unclip_decoder"}
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_forward_flops_match_xla(case):
+  if case in FULL_ONLY_CASES and not os.environ.get("PAPERS_JAX_FULL_PARITY"):
+    pytest.skip("make test-full (PAPERS_JAX_FULL_PARITY=1): CI time")
   name, overrides, forward, inputs, lengths = CASES[case]
   model = abstract(name, **overrides)
   no_padding = {} if case == "dlinear" else dict(count_padding=False)  # DLinear has no convolution

@@ -67,6 +67,14 @@ def linear_schedule(num_steps: int = 1000, beta_start: float = 1e-4, beta_end: f
   return Schedule(np.linspace(beta_start, beta_end, num_steps, dtype=np.float64))
 
 
+def cosine_schedule(num_steps: int = 1000, s: float = 0.008, max_beta: float = 0.999) -> Schedule:
+  """The cosine schedule (Nichol & Dhariwal 2021, eq. 17; GLIDE's and unCLIP's): ᾱ(t) = f(t) / f(0) with
+  f(t) = cos²((t/T + s) / (1 + s) · π/2), β_t = min(1 − ᾱ(t+1) / ᾱ(t), max_beta)."""
+  f = lambda i: np.cos((i / num_steps + s) / (1 + s) * np.pi / 2) ** 2  # noqa: E731
+  i = np.arange(num_steps, dtype=np.float64)
+  return Schedule(np.minimum(1.0 - f(i + 1) / f(i), max_beta))
+
+
 def _at(values: np.ndarray, t, ndim: int):
   """values[t] as float32, shaped (B, 1, ..., 1) to broadcast over images of `ndim` dims."""
   v = jnp.asarray(values, jnp.float32)[jnp.asarray(t)]

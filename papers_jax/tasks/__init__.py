@@ -47,6 +47,7 @@ TASK_CLASSES = {
     "vild": "ViLDTask",
     "super_resolution": "SuperResolutionTask",
     "two_stream": "TwoStreamTask",
+    "unclip": "UnCLIPTask",
 }
 TASKS = tuple(TASK_CLASSES)
 
