@@ -39,7 +39,8 @@ def load_net(run_dir: str, weights: str = "ema"):
 
   from papers_jax import convert
   from papers_jax.core import config as config_lib
-  from papers_jax.tasks.unclip import UnCLIPTask, last_checkpoint
+  from papers_jax.tasks.clip import finished_clip_run
+  from papers_jax.tasks.unclip import UnCLIPTask
 
   with open(os.path.join(run_dir, "config.json")) as f:
     config = ml_collections.ConfigDict(json.load(f)["config"])
@@ -47,7 +48,7 @@ def load_net(run_dir: str, weights: str = "ema"):
   task = UnCLIPTask(config)
   model = task.build_model(nnx.Rngs(0))
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-  checkpoint = last_checkpoint(run_dir)
+  checkpoint = finished_clip_run(run_dir, "run", kind="unCLIP stage", hint="train it with configs/unclip/scenes.py")
   extra = convert._restore_params_numpy(os.path.abspath(checkpoint), "extra", required=False) or {}
   if weights == "ema" and "ema_params" in extra:
     flat = convert._flatten(extra["ema_params"])

@@ -26,7 +26,6 @@ and after each evaluation (numpy, on embeddings of the whole train and test spli
 """
 
 import functools
-import json
 import os
 
 import jax
@@ -49,7 +48,7 @@ from papers_jax.models import audioclip as model_lib
 from papers_jax.nn.frozen import freeze
 from papers_jax.objectives import audioclip as objective
 from papers_jax.tasks.classification import normalize_images
-from papers_jax.tasks.pointclip import last_checkpoint
+from papers_jax.tasks.clip import check_clip_run, finished_clip_run
 
 RANGES = (("fbsp_weight", "[0, inf)"), ("max_shift", "[0, 1)"), ("feature_batch", "[1, inf)"),
           ("num_speakers", "[5, 256]"), ("repeats", "[1, inf)"), ("limit", "[0, inf)"))
@@ -83,17 +82,7 @@ class AudioCLIPTask:
       raise ConfigError("audioclip.templates: one or more prompts, each with one '{}' for 'colour kind'")
     self.mean, self.std, _ = image_preprocessing(config)
     if self.ac.clip_run:
-      last_checkpoint(self.ac.clip_run)
-      with open(os.path.join(self.ac.clip_run, "config.json")) as f:
-        run = json.load(f)["config"]
-      theirs, ours = dict(run["model"]), dict(config.model)
-      differ = sorted(k for k in set(ours) | set(theirs) if k != "vocab_size" and ours.get(k) != theirs.get(k))
-      if differ:
-        raise ConfigError(f"config.model differs from the CLIP run's model in {differ}: set config.model to the "
-                          f"CLIP run's ({os.path.join(self.ac.clip_run, 'config.json')})")
-      if tuple(run["data"]["mean"]) != tuple(self.mean) or tuple(run["data"]["std"]) != tuple(self.std):
-        raise ConfigError(f"data.mean / std {self.mean} / {self.std} differ from the CLIP run's "
-                          f"{run['data']['mean']} / {run['data']['std']}: normalise the images as that CLIP's were")
+      check_clip_run(self.ac.clip_run, "audioclip.clip_run", config.model, self.mean, self.std)
 
   # ------------------------------------------------------------------ text
   def class_prompts(self) -> list[str]:
@@ -119,7 +108,7 @@ class AudioCLIPTask:
     return feats / jnp.linalg.norm(feats, axis=-1, keepdims=True)
 
   def frozen_checkpoints(self) -> dict:
-    return {"clip/": last_checkpoint(self.ac.clip_run)} if self.ac.clip_run else {}
+    return {"clip/": finished_clip_run(self.ac.clip_run, "audioclip.clip_run")} if self.ac.clip_run else {}
 
   def save_assets(self, workdir: str):
     if not self.ac.clip_run:  # a tokenizer made here: keep it with the run

@@ -38,6 +38,7 @@ The class rows are computed once per evaluation and cached by step.
 """
 
 import functools
+import json
 import os
 
 import jax
@@ -53,7 +54,7 @@ from papers_jax.core.state import merge_model
 from papers_jax.data import captions as captions_lib
 from papers_jax.data import pipeline, preprocess, vqa_scenes
 from papers_jax.data.sources import ImageFolderSource, get_source
-from papers_jax.errors import ConfigError
+from papers_jax.errors import CheckpointError, ConfigError
 from papers_jax.evaluators import retrieval, zero_shot
 from papers_jax.objectives import contrastive
 from papers_jax.tasks.classification import normalize_images
@@ -123,6 +124,34 @@ def in_batch_top1(image_embeddings, text_embeddings, ids):
 
 
 @functools.cache
+def finished_clip_run(run_dir: str, field: str, kind: str = "CLIP",
+                      hint: str = "train one with configs/clip/scenes.py first") -> str:
+  """The state of the last checkpoint of a finished run with a caption tokenizer: the frozen CLIP of ViLD,
+  PointCLIP, AudioCLIP and unCLIP, or unCLIP's own stages. `field` names what gave `run_dir`, for the error."""
+  ckpt_dir = os.path.join(run_dir, "checkpoints")
+  steps = sorted(int(s) for s in os.listdir(ckpt_dir) if s.isdigit()) if os.path.isdir(ckpt_dir) else []
+  if not (all(os.path.isfile(os.path.join(run_dir, f)) for f in ("tokenizer.json", "config.json")) and steps):
+    raise CheckpointError(f"{field}={run_dir!r} is not a finished {kind} run (config.json, tokenizer.json and "
+                          f"checkpoints/<step>/ expected); {hint}")
+  return os.path.join(ckpt_dir, str(steps[-1]), "state")
+
+
+def check_clip_run(run_dir: str, field: str, model: dict, mean, std, inputs: str = "images") -> None:
+  """Stops a run whose config.model or image normalisation differs from the frozen CLIP run's: its checkpoint is
+  read strictly, and its towers only know inputs normalised as its own were."""
+  finished_clip_run(run_dir, field)
+  with open(os.path.join(run_dir, "config.json")) as f:
+    run = json.load(f)["config"]
+  theirs, ours = dict(run["model"]), dict(model)
+  differ = sorted(k for k in set(ours) | set(theirs) if k != "vocab_size" and ours.get(k) != theirs.get(k))
+  if differ:
+    raise ConfigError(f"config.model differs from the CLIP run's model in {differ}: set config.model to the CLIP "
+                      f"run's ({os.path.join(run_dir, 'config.json')})")
+  if tuple(run["data"]["mean"]) != tuple(mean) or tuple(run["data"]["std"]) != tuple(std):
+    raise ConfigError(f"data.mean / std {tuple(mean)} / {tuple(std)} differ from the CLIP run's {run['data']['mean']} "
+                      f"/ {run['data']['std']}: normalise the {inputs} as that CLIP's images were")
+
+
 def scenes_tokenizer(context_length: int) -> captions_lib.CaptionTokenizer:
   """The word-level tokenizer of the generated scenes' texts (trained once per process)."""
   return captions_lib.CaptionTokenizer.train(vqa_scenes.training_texts(), context_length)

@@ -21,7 +21,6 @@ Training (the few-shot head only: the adapter, or the linear baseline): DGCNN-sm
 
 import functools
 import itertools
-import json
 import os
 
 import jax
@@ -36,11 +35,12 @@ from papers_jax.core.config import image_preprocessing
 from papers_jax.core.state import merge_model
 from papers_jax.data import point_clouds
 from papers_jax.data.captions import CaptionTokenizer
-from papers_jax.errors import CheckpointError, ConfigError
+from papers_jax.errors import ConfigError
 from papers_jax.evaluators import zero_shot as zs
 from papers_jax.models import pointclip as model_lib
 from papers_jax.nn.frozen import freeze
 from papers_jax.objectives import pointclip as objective
+from papers_jax.tasks.clip import check_clip_run, finished_clip_run
 
 RANGES = (("shots", "[0, inf)"), ("label_smoothing", "[0, 1)"), ("residual_ratio", "[0, 1]"),
           ("num_points", "[1, inf)"), ("splat", "[1, inf)"))
@@ -55,16 +55,6 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
       clip_run="", head="adapter", shots=16, num_points=1024, train_per_class=0, test_per_class=0,
       templates=(PAPER_TEMPLATE,), class_texts="view_words", label_smoothing=0.2, residual_ratio=0.6,
       fusion_init=0.5, dropout=0.075, camera_distance=2.0, focal=1.5, splat=2) | overrides)
-
-
-def last_checkpoint(run_dir: str) -> str:
-  ckpt_dir = os.path.join(run_dir, "checkpoints")
-  steps = sorted(int(s) for s in os.listdir(ckpt_dir) if s.isdigit()) if os.path.isdir(ckpt_dir) else []
-  files = ("tokenizer.json", "config.json")
-  if not (all(os.path.isfile(os.path.join(run_dir, f)) for f in files) and steps):
-    raise CheckpointError(f"pointclip.clip_run={run_dir!r} is not a finished CLIP run (config.json, tokenizer.json and "
-                          "checkpoints/<step>/ expected); train one with configs/clip/scenes.py first")
-  return os.path.join(ckpt_dir, str(steps[-1]), "state")
 
 
 class PointCLIPTask:
@@ -83,18 +73,7 @@ class PointCLIPTask:
     self.mean, self.std, _ = image_preprocessing(config)
     self.num_classes = len(point_clouds.CLASSES)
     if self.pc.clip_run:
-      last_checkpoint(self.pc.clip_run)
-      with open(os.path.join(self.pc.clip_run, "config.json")) as f:
-        run = json.load(f)["config"]
-      data, theirs = run["data"], dict(run["model"])
-      ours = dict(config.model)
-      differ = sorted(k for k in set(ours) | set(theirs) if k != "vocab_size" and ours.get(k) != theirs.get(k))
-      if differ:
-        raise ConfigError(f"config.model differs from the CLIP run's model in {differ}: set config.model to the "
-                          f"CLIP run's ({os.path.join(self.pc.clip_run, 'config.json')})")
-      if tuple(data["mean"]) != tuple(self.mean) or tuple(data["std"]) != tuple(self.std):
-        raise ConfigError(f"data.mean / std {self.mean} / {self.std} differ from the CLIP run's {data['mean']} / "
-                          f"{data['std']}: normalise the depth maps as that CLIP's images were")
+      check_clip_run(self.pc.clip_run, "pointclip.clip_run", config.model, self.mean, self.std, "depth maps")
 
   def class_texts(self, kind: str) -> list[str]:
     words = {"view_words": point_clouds.VIEW_WORDS, "side_words": point_clouds.SIDE_WORDS,
@@ -105,7 +84,7 @@ class PointCLIPTask:
   def tokenizer(self) -> CaptionTokenizer:
     context = int(self.config.model.get("context_length", 77))
     if self.pc.clip_run:
-      last_checkpoint(self.pc.clip_run)
+      finished_clip_run(self.pc.clip_run, "pointclip.clip_run")
       return CaptionTokenizer.from_file(os.path.join(self.pc.clip_run, "tokenizer.json"), context)
     texts = zs_texts(self.class_texts("view_words") + self.class_texts("names"),
                      tuple(self.pc.templates) + SCENES_TEMPLATES)
@@ -116,7 +95,7 @@ class PointCLIPTask:
     return np.asarray(self.tokenizer(zs_texts(self.class_texts(kind), tuple(templates))), np.int32)
 
   def frozen_checkpoints(self) -> dict:
-    return {"clip/": last_checkpoint(self.pc.clip_run)} if self.pc.clip_run else {}
+    return {"clip/": finished_clip_run(self.pc.clip_run, "pointclip.clip_run")} if self.pc.clip_run else {}
 
   def source(self, split: str):
     shots = int(self.pc.shots) if split == self.config.data.train_split else 0

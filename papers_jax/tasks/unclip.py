@@ -31,7 +31,6 @@ With `clip_run=""` the CLIP is random (smoke runs and tests only).
 """
 
 import functools
-import json
 import math
 import os
 
@@ -46,7 +45,7 @@ from papers_jax.core import precision, sharding
 from papers_jax.core.config import image_preprocessing
 from papers_jax.core.state import merge_model
 from papers_jax.data import captions as captions_lib
-from papers_jax.errors import CheckpointError, ConfigError
+from papers_jax.errors import ConfigError
 from papers_jax.evaluators import reconstruction as vis
 from papers_jax.models import unclip as unclip_models
 from papers_jax.models.clip import eos_positions
@@ -55,6 +54,7 @@ from papers_jax.nn.frozen import freeze
 from papers_jax.objectives import diffusion
 from papers_jax.objectives import unclip as objective
 from papers_jax.tasks.classification import normalize_images
+from papers_jax.tasks.clip import check_clip_run, finished_clip_run
 
 STAGES = ("prior", "decoder")
 EVAL_NOISE_SEED = 0
@@ -71,15 +71,6 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
       prior_sampler="ddim", prior_steps=64, prior_guidance=1.0, prior_candidates=2,
       decoder_sampler="ddim", decoder_steps=25, decoder_guidance=3.0, eval_captions=64, eval_images=32,
       sample_seed=0) | overrides)
-
-
-def last_checkpoint(run_dir: str) -> str:
-  ckpt_dir = os.path.join(run_dir, "checkpoints")
-  steps = sorted(int(s) for s in os.listdir(ckpt_dir) if s.isdigit()) if os.path.isdir(ckpt_dir) else []
-  if not (all(os.path.isfile(os.path.join(run_dir, f)) for f in ("tokenizer.json", "config.json")) and steps):
-    raise CheckpointError(f"{run_dir!r} is not a finished run (config.json, tokenizer.json and checkpoints/<step>/ "
-                          "expected)")
-  return os.path.join(ckpt_dir, str(steps[-1]), "state")
 
 
 def schedule_of(name: str, num_steps: int) -> diffusion.Schedule:
@@ -179,16 +170,7 @@ class UnCLIPTask:
       if sampler not in diffusion.METHODS:
         raise ConfigError(f"unclip.{which}_sampler={sampler!r}; choose from {diffusion.METHODS}")
     if self.u.clip_run:
-      last_checkpoint(self.u.clip_run)
-      with open(os.path.join(self.u.clip_run, "config.json")) as f:
-        run = json.load(f)["config"]
-      theirs, ours = dict(run["model"]), dict(config.model)
-      differ = sorted(k for k in set(ours) | set(theirs) if k != "vocab_size" and ours.get(k) != theirs.get(k))
-      if differ:
-        raise ConfigError(f"config.model differs from the CLIP run's model in {differ}: set config.model to the CLIP "
-                          f"run's ({os.path.join(self.u.clip_run, 'config.json')})")
-      if tuple(run["data"]["mean"]) != tuple(self.mean) or tuple(run["data"]["std"]) != tuple(self.std):
-        raise ConfigError(f"data.mean / std {self.mean} / {self.std} differ from the CLIP run's")
+      check_clip_run(self.u.clip_run, "unclip.clip_run", config.model, self.mean, self.std)
     self._jitted, self._features = {}, {}
 
   # ------------------------------------------------------------------ data
@@ -235,7 +217,7 @@ class UnCLIPTask:
     self.tokenizer.save(os.path.join(workdir, "tokenizer.json"))
 
   def frozen_checkpoints(self) -> dict:
-    return {"clip/": last_checkpoint(self.u.clip_run)} if self.u.clip_run else {}
+    return {"clip/": finished_clip_run(self.u.clip_run, "unclip.clip_run")} if self.u.clip_run else {}
 
   # ------------------------------------------------------------------ model
   @property

@@ -53,12 +53,13 @@ from papers_jax.core.config import image_preprocessing
 from papers_jax.core.state import merge_model
 from papers_jax.data import pipeline, scenes, vqa_scenes
 from papers_jax.data.captions import CaptionTokenizer
-from papers_jax.errors import CheckpointError, ConfigError
+from papers_jax.errors import ConfigError
 from papers_jax.evaluators import coco
 from papers_jax.models import vild as vild_model
 from papers_jax.objectives import vild as objective
 from papers_jax.ops.roi_align import roi_align
 from papers_jax.tasks.classification import normalize_images
+from papers_jax.tasks.clip import finished_clip_run
 
 RANGES = (
     ("temperature", "(0, 10]"),
@@ -87,15 +88,6 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
       proposal_threshold=100,
       max_boxes=6, fg_iou=0.5, rpn_fg_iou=0.7, rpn_bg_iou=0.3, nms_iou=0.5, max_detections=100,
       clip_baseline=True) | overrides)
-
-
-def last_checkpoint(run_dir: str) -> str:
-  ckpt_dir = os.path.join(run_dir, "checkpoints")
-  steps = sorted(int(s) for s in os.listdir(ckpt_dir) if s.isdigit()) if os.path.isdir(ckpt_dir) else []
-  if not (all(os.path.isfile(os.path.join(run_dir, f)) for f in ("tokenizer.json", "config.json")) and steps):
-    raise CheckpointError(f"vild.clip_run={run_dir!r} is not a finished CLIP run (config.json, tokenizer.json and "
-                          "checkpoints/<step>/ expected); train one with configs/clip/scenes.py first")
-  return os.path.join(ckpt_dir, str(steps[-1]), "state")
 
 
 def bright_regions(image: np.ndarray, threshold: float, max_regions: int) -> np.ndarray:
@@ -247,7 +239,7 @@ class ViLDTask:
       raise ConfigError("vild.templates: one or more prompts, each with one '{}' for the class phrase")
     self.mean, self.std, _ = image_preprocessing(config)
     if self.cfg.clip_run:
-      last_checkpoint(self.cfg.clip_run)
+      finished_clip_run(self.cfg.clip_run, "vild.clip_run")
       with open(os.path.join(self.cfg.clip_run, "config.json")) as f:
         data = json.load(f)["config"]["data"]
       if tuple(data["mean"]) != tuple(self.mean) or tuple(data["std"]) != tuple(self.std):
@@ -285,7 +277,8 @@ class ViLDTask:
     clip = models.create(name, rngs=nnx.Rngs(0), **model_config)
     if self.cfg.clip_run:
       state = nnx.state(clip, nnx.Param)
-      params, _ = init_params_from_checkpoint(last_checkpoint(self.cfg.clip_run), nnx.to_pure_dict(state), skip=())
+      checkpoint = finished_clip_run(self.cfg.clip_run, "vild.clip_run")
+      params, _ = init_params_from_checkpoint(checkpoint, nnx.to_pure_dict(state), skip=())
       nnx.replace_by_pure_dict(state, params)
       nnx.update(clip, state)
     return tokenizer, clip, int(model_config.get("img_size", 224))
