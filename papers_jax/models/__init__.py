@@ -42,6 +42,7 @@ from papers_jax.models import deformable_detr, detr  # noqa: F401  (register the
 from papers_jax.models import dlinear, patchtst  # noqa: F401  (register their variants)
 from papers_jax.models import crossformer, informer  # noqa: F401  (register their variants)
 from papers_jax.models import query_detector  # noqa: F401  (registers its variant)
+from papers_jax.models import bevformer  # noqa: F401  (registers its variants)
 from papers_jax.models import yolo  # noqa: F401  (registers its variants)
 from papers_jax.models import danet, pkinet  # noqa: F401  (register their variants)
 from papers_jax.models import cpc, wav2vec2  # noqa: F401  (register their variants)

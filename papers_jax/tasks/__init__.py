@@ -46,6 +46,7 @@ TASK_CLASSES = {
     "glip": "GLIPTask",
     "vild": "ViLDTask",
     "super_resolution": "SuperResolutionTask",
+    "bev_detection": "BEVDetectionTask",
 }
 TASKS = tuple(TASK_CLASSES)
 
