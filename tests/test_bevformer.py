@@ -313,7 +313,7 @@ def test_simulator_is_deterministic_and_consistent():
   boxes, labels = src.targets(3)
   np.testing.assert_array_equal(boxes, a["boxes"])
   np.testing.assert_array_equal(labels, a["labels"])
-  assert a["images"].shape == (2, 4, 48, 48, 3) and a["images"].dtype == np.uint8
+  assert a["images"].shape == (2, 4, bev_scenes.IMAGE, bev_scenes.IMAGE, 3) and a["images"].dtype == np.uint8
   assert len(bev_scenes.BEVScenes("train")) == 6000 and len(src) == 300
   # Each box's centre projects, in some camera of the current frame, onto a pixel of its class colour under
   # one of the face shades (a face of the box is in front of its centre).
@@ -322,7 +322,7 @@ def test_simulator_is_deterministic_and_consistent():
     seen = False
     for c in range(4):
       u, v, d, _ = l2i[c] @ np.array([box[0], box[1], box[2], 1.0])
-      if d > 0 and 0 <= u / d < 48 and 0 <= v / d < 48:
+      if d > 0 and 0 <= u / d < bev_scenes.IMAGE and 0 <= v / d < bev_scenes.IMAGE:
         pixel = a["images"][1, c, int(v / d), int(u / d)].astype(float)
         seen |= min(np.abs(pixel - s * bev_scenes.COLOURS[label]).max() for s in (0.6, 0.8, 1.0)) < 50
     assert seen, (box, label)

@@ -5,7 +5,7 @@
 
 Model: `bevformer_sim` (models/bevformer.py): BEVFormer's encoder (temporal self-attention to the aligned
 previous BEV, spatial cross-attention from 4 pillar points into the hit views, FFN) and decoder head with
-box refinement, at a small size: 4 cameras of 48×48, a 3-stage conv stem of 16/32/64 channels (2 levels: strides 4, 8),
+box refinement, small: 4 cameras of 32×32, a 3-stage conv stem of 16/32/64 channels (2 levels: strides 4, 8),
 d 64, 4 heads, FFN 128, a 16×16 BEV over ±16 m (2 m cells), 2 encoder layers, 3 decoder layers, 24 queries,
 3 classes, code size 8 (no velocity). `temporal=False` is the ablation without history.
 Loss and matching: the official (focal 2.0 with α 0.25 γ 2, L1 0.25 on the box code; costs 2.0 / 0.25).
@@ -32,7 +32,7 @@ from papers_jax.tasks.bev_detection import default_config as bev_defaults
 
 
 def get_config(arg=None):
-  args = parse_arg(arg, steps=1200, temporal=True, smoke=False)
+  args = parse_arg(arg, steps=900, temporal=True, smoke=False)
   c = base_config()
   c.task = "bev_detection"
   c.data.name = "bev_scenes"
