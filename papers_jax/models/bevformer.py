@@ -115,8 +115,9 @@ class SpatialCrossAttention(nnx.Module):
     self.num_heads, self.num_levels, self.num_points = num_heads, num_levels, num_points
     self.dense_sampling = dense_sampling
     zeros = nnx.initializers.zeros
-    self.sampling_offsets = Dense(dim, (num_heads, num_levels, num_points, 2), axes=("embed", "heads", None, None, None),
-                                  kernel_init=zeros, bias_init=offset_bias_init(num_heads, num_levels, num_points), **kw)
+    self.sampling_offsets = Dense(dim, (num_heads, num_levels, num_points, 2),
+                                  axes=("embed", "heads", None, None, None), kernel_init=zeros,
+                                  bias_init=offset_bias_init(num_heads, num_levels, num_points), **kw)
     self.attention_weights = Dense(dim, (num_heads, num_levels * num_points), axes=("embed", "heads", None),
                                    kernel_init=zeros, **kw)
     self.value_proj = Dense(dim, (num_heads, dim // num_heads), axes=("embed", "heads", "kv"),
@@ -315,7 +316,8 @@ class BEVFormer(nnx.Module):
     value, shapes = self.camera_features(images)
     pos = jnp.broadcast_to(self.bev_position()[None].astype(value.dtype), (b,) + (self.bev_h * self.bev_w,
                                                                                self.d_model))
-    bev_query = self.bev_embedding[...][None].astype(value.dtype) + self.can_bus(ego_motion)[:, None].astype(value.dtype)
+    bev_query = (self.bev_embedding[...][None].astype(value.dtype)
+                 + self.can_bus(ego_motion)[:, None].astype(value.dtype))
     points = jnp.asarray(pillar_points(self.bev_h, self.bev_w, self.pillar_points, self.pc_range))
     reference_cam, mask = project_pillars(points, lidar2img, images.shape[2:4])
     hit = mask.any(-1)
