@@ -51,7 +51,7 @@ def get_config(arg=None):
   c.eval_every = max(1, c.num_steps // 3)
   c.checkpoint_every = c.num_steps
   if args.smoke:
-    c.batch_size = 2
+    c.batch_size = 8
     c.num_steps = 2
     c.schedule.warmup_steps = 1
     c.log_every = 1

@@ -106,6 +106,7 @@ FAMILIES = {
     dualvit.DualViT: dualvit,
     glip.GLIP: glip,
     vild.ViLDDetector: vild,
+    bevformer.BEVFormer: bevformer,
 }
 FLOP_COUNTERS = {cls: family.forward_flops for cls, family in FAMILIES.items()}
 

@@ -45,6 +45,7 @@ from flax import nnx
 from papers_jax.models.deformable_detr import (XAVIER, DecoderLayer, bilinear_sample, inverse_sigmoid,
                                                ms_deform_attn, ms_deform_attn_dense, offset_bias_init)
 from papers_jax.models.detr import TORCH_LN_EPS
+from papers_jax.models import conv_flops
 from papers_jax.models.registry import register
 from papers_jax.models.resnet import EXPANSION, VARIANTS, ResNet
 from papers_jax.nn.conv import Conv
@@ -394,3 +395,17 @@ register("bevformer_sim", BEVFormer, backbone="conv", num_cams=4, num_classes=3,
          decoder_layers=3, num_queries=24, num_levels=2, stem_channels=(16, 32, 64), dense_sampling=True)
 
 EMBEDDINGS = ("level_embeds", "cams_embeds", "bev_embedding", "row_embed", "col_embed", "query_embedding")
+
+
+def forward_flops(model: BEVFormer, image_size: int = 32, *, frames: int = 2, count_padding: bool = True) -> float:
+  """FLOPs of one forward pass on one example of `frames` frames of the model's cameras at image_size ×
+  image_size (default: the simulator's), element-wise work included (models/conv_flops.py): the backbone
+  and encoder on every frame (the history's too), the dense or gathered deformable sampling's arithmetic,
+  the decoder and every layer's branches."""
+  cams = model.cams_embeds.shape[0]
+  in_chans = 3
+  s = jax.ShapeDtypeStruct
+  return conv_flops.traced_flops(lambda m, x, l, e: m(x, l, e, train=False), model,
+                                 s((1, frames, cams, image_size, image_size, in_chans), jnp.float32),
+                                 s((1, frames, cams, 4, 4), jnp.float32), s((1, 3), jnp.float32),
+                                 count_padding=count_padding)

@@ -117,6 +117,10 @@ class BEVDetectionTask:
     name, kwargs = precision.model_kwargs(self.config)
     return models.create(name, rngs=rngs, **kwargs | {"num_classes": self.num_classes})
 
+  def forward_flops(self, model) -> float:
+    """FLOPs per example: BEVFormer on both frames of the simulator's cameras (the set loss left out)."""
+    return models.forward_flops(model, image_size=bev_scenes.IMAGE, frames=bev_scenes.FRAMES)
+
   def preprocess(self, train: bool):
     del train
     max_boxes = int(self.det.max_boxes)
