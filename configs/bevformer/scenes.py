@@ -32,7 +32,7 @@ from papers_jax.tasks.bev_detection import default_config as bev_defaults
 
 
 def get_config(arg=None):
-  args = parse_arg(arg, steps=900, temporal=True, smoke=False)
+  args = parse_arg(arg, steps=300, temporal=True, smoke=False)
   c = base_config()
   c.task = "bev_detection"
   c.data.name = "bev_scenes"
@@ -48,7 +48,7 @@ def get_config(arg=None):
                      wd_exclude=(r"(^|/)bias$", r"(^|/)scale$"))
   c.schedule.update(name="cosine", warmup_steps=100)
   c.log_every = 25
-  c.eval_every = max(1, c.num_steps // 3)
+  c.eval_every = max(1, c.num_steps // 2)
   c.checkpoint_every = c.num_steps
   if args.smoke:
     c.batch_size = 8
