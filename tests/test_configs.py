@@ -150,6 +150,7 @@ FULL_ONLY = {
     "video_clip/clip4clip.py": "", "video_clip/actionclip.py": "",  # tests/test_video_clip.py: losses, modules
     "two_stream/moving_shapes.py": "",  # tests/test_two_stream.py: counts, flow inputs, 10 crops, fusions
     "pointclip/shapes.py": "",  # tests/test_pointclip.py: projection, adapter, loss, zero-shot readout
+    "bevformer/scenes.py": "",  # tests/test_bevformer.py: SCA, TSA, alignment, loss, mAP, simulator
     "vild/scenes.py": "",  # tests/test_vild.py: RoIAlign, the region heads, the losses, the task's targets
     "depthclip/scenes.py": "clip/digits.py",  # the clip task; tests/test_depthclip.py: readout, metrics, scenes
     "self_training/digits.py": "",  # tests/test_self_training.py: the split, the pseudo-labels, a saved teacher

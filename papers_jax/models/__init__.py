@@ -42,6 +42,7 @@ from papers_jax.models import deformable_detr, detr  # noqa: F401  (register the
 from papers_jax.models import dlinear, patchtst  # noqa: F401  (register their variants)
 from papers_jax.models import crossformer, informer  # noqa: F401  (register their variants)
 from papers_jax.models import query_detector  # noqa: F401  (registers its variant)
+from papers_jax.models import bevformer  # noqa: F401  (registers its variants)
 from papers_jax.models import yolo  # noqa: F401  (registers its variants)
 from papers_jax.models import danet, pkinet  # noqa: F401  (register their variants)
 from papers_jax.models import cpc, wav2vec2  # noqa: F401  (register their variants)
@@ -109,6 +110,7 @@ FAMILIES = {
     vild.ViLDDetector: vild,
     two_stream.TwoStreamConvNet: two_stream,
     unclip.DiffusionPrior: unclip, unclip.UnCLIPDecoder: unclip,
+    bevformer.BEVFormer: bevformer,
 }
 FLOP_COUNTERS = {cls: family.forward_flops for cls, family in FAMILIES.items()}
 

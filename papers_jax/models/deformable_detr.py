@@ -89,7 +89,26 @@ def ms_deform_attn(value, shapes, locations, weights):
   return out.transpose(0, 2, 1, 3).reshape(b, q, heads * head_dim)
 
 
-def _offset_bias_init(heads: int, levels: int, points: int):
+def ms_deform_attn_dense(value, shapes, locations, weights):
+  """`ms_deform_attn` as dense products, the same numbers: bilinear sampling with zero padding is the sum over
+  the map's pixels of the tent weights max(0, 1 - |x - j|)·max(0, 1 - |y - i|), so each query's attention
+  weights and taps fold into one (h·w) row and the values are read by a matmul. Memory O(Q·h·w) per head:
+  for small maps (a simulator's cameras and BEV), where it is much faster than gathers on CPU."""
+  b, _, heads, head_dim = value.shape
+  out, start = 0.0, 0
+  for level, (h, w) in enumerate(shapes):
+    v = value[:, start:start + h * w].reshape(b, h, w, heads, head_dim)
+    x = locations[:, :, :, level, :, 0].astype(jnp.float32) * w - 0.5  # (B, Q, heads, points)
+    y = locations[:, :, :, level, :, 1].astype(jnp.float32) * h - 0.5
+    tent_x = jnp.maximum(0.0, 1 - jnp.abs(x[..., None] - jnp.arange(w, dtype=jnp.float32)))
+    tent_y = jnp.maximum(0.0, 1 - jnp.abs(y[..., None] - jnp.arange(h, dtype=jnp.float32)))
+    rows = jnp.einsum("bqmp,bqmpi,bqmpj->bqmij", weights[:, :, :, level].astype(jnp.float32), tent_y, tent_x)
+    out = out + jnp.einsum("bqmij,bijmd->bqmd", rows.astype(value.dtype), v)
+    start += h * w
+  return out.reshape(out.shape[:2] + (heads * head_dim,))
+
+
+def offset_bias_init(heads: int, levels: int, points: int):
   """The official init: head i's offsets point along angle 2πi/heads (scaled to the unit square's
   border), the k-th point k+1 times as far."""
   def init(key, shape, dtype=jnp.float32):
@@ -105,15 +124,16 @@ def _offset_bias_init(heads: int, levels: int, points: int):
 class MSDeformAttn(nnx.Module):
   """Multi-scale deformable attention: offsets and weights from the query, values from the memory."""
 
-  def __init__(self, dim: int, num_heads: int, num_levels: int, num_points: int, *, dtype=None,
-               param_dtype=jnp.float32, rngs: nnx.Rngs):
+  def __init__(self, dim: int, num_heads: int, num_levels: int, num_points: int, *, dense_sampling: bool = False,
+               dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
     if dim % num_heads:
       raise ValueError(f"d_model {dim} is not divisible by num_heads {num_heads}")
     self.num_heads, self.num_levels, self.num_points = num_heads, num_levels, num_points
+    self.dense_sampling = dense_sampling  # ms_deform_attn_dense: the same numbers, faster on small maps
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     zeros = nnx.initializers.zeros
     self.sampling_offsets = Dense(dim, (num_heads, num_levels, num_points, 2), axes=("embed", "heads", None, None, None),
-                                  kernel_init=zeros, bias_init=_offset_bias_init(num_heads, num_levels, num_points), **kw)
+                                  kernel_init=zeros, bias_init=offset_bias_init(num_heads, num_levels, num_points), **kw)
     self.attention_weights = Dense(dim, (num_heads, num_levels * num_points), axes=("embed", "heads", None),
                                    kernel_init=zeros, **kw)
     self.value_proj = Dense(dim, (num_heads, dim // num_heads), axes=("embed", "heads", "kv"),
@@ -140,7 +160,8 @@ class MSDeformAttn(nnx.Module):
       locations = ref[..., :2] + offsets / self.num_points * ref[..., 2:] * 0.5
     else:
       raise ValueError(f"reference points end in 2 or 4 coordinates, not {reference_points.shape[-1]}")
-    out = ms_deform_attn(value, shapes, locations, weights.astype(value.dtype))
+    attend = ms_deform_attn_dense if self.dense_sampling else ms_deform_attn
+    out = attend(value, shapes, locations, weights.astype(value.dtype))
     return self.output_proj(out)
 
 
@@ -166,12 +187,12 @@ class DecoderLayer(nnx.Module):
   """Post-norm: self-attention over the queries (query position on q and k), deformable cross-attention
   to the encoder memory around the reference points, then the FFN."""
 
-  def __init__(self, dim, num_heads, num_levels, num_points, ffn_dim, dropout, *, dtype=None,
-               param_dtype=jnp.float32, rngs: nnx.Rngs):
+  def __init__(self, dim, num_heads, num_levels, num_points, ffn_dim, dropout, *, dense_sampling: bool = False,
+               dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.self_attn = DetrAttention(dim, num_heads, attn_drop=dropout, **kw)
     self.norm1 = LayerNorm(dim, eps=TORCH_LN_EPS, **kw)
-    self.cross_attn = MSDeformAttn(dim, num_heads, num_levels, num_points, **kw)
+    self.cross_attn = MSDeformAttn(dim, num_heads, num_levels, num_points, dense_sampling=dense_sampling, **kw)
     self.norm2 = LayerNorm(dim, eps=TORCH_LN_EPS, **kw)
     self.mlp = Mlp(dim, ffn_dim, act="relu", drop=dropout, bias_init=nnx.initializers.zeros, **kw)
     self.norm3 = LayerNorm(dim, eps=TORCH_LN_EPS, **kw)

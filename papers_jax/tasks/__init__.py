@@ -48,6 +48,7 @@ TASK_CLASSES = {
     "super_resolution": "SuperResolutionTask",
     "two_stream": "TwoStreamTask",
     "unclip": "UnCLIPTask",
+    "bev_detection": "BEVDetectionTask",
 }
 TASKS = tuple(TASK_CLASSES)
 
