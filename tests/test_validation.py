@@ -302,3 +302,13 @@ def test_check_ranges_reads_interval_notation():
   for bad in ({"a": 1.0}, {"b": 0}, {"c": {"x": 0}}, {"c": {"y": (1.0, 11.0)}}, {"z": float("inf")}):
     with pytest.raises(ConfigError):
       config_lib.check_ranges(bad, ranges)
+
+
+def test_a_classifier_without_a_head_is_a_config_error():
+  """model.num_classes=0 means "no head" (a backbone); the classification task said nothing and divided by zero in
+  its first step (found by the fuzz above on alexnet/digits.py)."""
+  from papers_jax.tasks.classification import ClassificationTask
+  config = load_config("alexnet/digits.py").unlock()
+  config.model.num_classes = 0
+  with pytest.raises(ConfigError, match="model.num_classes=0"):
+    ClassificationTask(config.lock())

@@ -59,6 +59,9 @@ class ClassificationTask:
     # paper config) gets a head of its own size; one with more is an error (Trainer._check_data).
     known = sources.known_num_classes(config.data)
     self.num_classes = known if known and known <= config.model.num_classes else config.model.num_classes
+    if self.num_classes < 1:  # the base config's 0 means "no head" (a backbone), which a classifier cannot be
+      raise ConfigError(f"model.num_classes={self.num_classes}: a classifier needs a head; set "
+                        "--config.model.num_classes to the number of classes")
     self.mean, self.std, _ = image_preprocessing(config)  # the config's, else the model name's
     self.loss_kind = config.get("loss", "softmax")
     self.label_smoothing = float(config.get("label_smoothing", 0.0))
