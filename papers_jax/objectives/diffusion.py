@@ -139,29 +139,36 @@ def sampling_timesteps(schedule: Schedule, method: str = "ancestral", num_steps:
   raise ValueError(f"method must be one of {METHODS}, got {method!r}")
 
 
-def sample(denoise_fn, schedule: Schedule, shape, key, *, method: str = "ancestral", num_steps: int = 0,
-           variance: str = "beta", clip_x0: bool = True):
-  """Samples of `shape` (B, H, W, C): x_T ~ N(0, I), then every step of `sampling_timesteps` in one
-  `lax.scan`. `denoise_fn(x_t, t (B,) int32) -> ε̂`. The ancestral step at position i draws its z from
-  `fold_in(key, i + 1)` (x_T from `fold_in(key, 0)`)."""
+def run_chain(step_fn, schedule: Schedule, shape, key, *, method: str, num_steps: int = 0):
+  """The reverse chain in one `lax.scan`: x_T ~ N(0, I) from `fold_in(key, 0)`, then every step of
+  `sampling_timesteps`; `step_fn(x_t, t, t_prev, z) -> x_{t_prev}` with t, t_prev (B,) int32 (t_prev = -1 after the
+  last step) and z the ancestral step's noise at position i, from `fold_in(key, i + 1)` (None for DDIM)."""
   steps = sampling_timesteps(schedule, method, num_steps)
   prev = np.append(steps[1:], -1)
   x = jax.random.normal(jax.random.fold_in(key, 0), shape, jnp.float32)
 
   def body(x, xs):
     i, t, t_prev = xs
-    tb = jnp.full((shape[0],), t, jnp.int32)
-    eps = denoise_fn(x, tb).astype(jnp.float32)
-    if method == "ancestral":
-      z = jax.random.normal(jax.random.fold_in(key, i + 1), shape, jnp.float32)
-      x = ancestral_step(schedule, x, tb, eps, z, variance=variance, clip_x0=clip_x0)
-    else:
-      x = ddim_step(schedule, x, tb, jnp.full((shape[0],), t_prev, jnp.int32), eps, clip_x0=clip_x0)
-    return x, None
+    z = jax.random.normal(jax.random.fold_in(key, i + 1), shape, jnp.float32) if method == "ancestral" else None
+    full = lambda v: jnp.full((shape[0],), v, jnp.int32)  # noqa: E731
+    return step_fn(x, full(t), full(t_prev), z), None
 
   xs = (jnp.arange(len(steps), dtype=jnp.int32), jnp.asarray(steps, jnp.int32), jnp.asarray(prev, jnp.int32))
   x, _ = jax.lax.scan(body, x, xs)
   return x
+
+
+def sample(denoise_fn, schedule: Schedule, shape, key, *, method: str = "ancestral", num_steps: int = 0,
+           variance: str = "beta", clip_x0: bool = True):
+  """Samples of `shape` (B, H, W, C) from a model of ε (`run_chain`). `denoise_fn(x_t, t (B,) int32) -> ε̂`."""
+
+  def step(x, t, t_prev, z):
+    eps = denoise_fn(x, t).astype(jnp.float32)
+    if method == "ancestral":
+      return ancestral_step(schedule, x, t, eps, z, variance=variance, clip_x0=clip_x0)
+    return ddim_step(schedule, x, t, t_prev, eps, clip_x0=clip_x0)
+
+  return run_chain(step, schedule, shape, key, method=method, num_steps=num_steps)
 
 
 # ------------------------------------------------------------------ the variational bound (bits per dimension)

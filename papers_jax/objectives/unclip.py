@@ -66,25 +66,16 @@ def x0_ddim_step(schedule: diffusion.Schedule, x_t, t, t_prev, x0):
 
 def sample_from_x0(predict_x0_fn, schedule: diffusion.Schedule, shape, key, *, method: str = "ddim",
                    num_steps: int = 64, variance: str = "posterior"):
-  """Samples of `shape` from a model of x₀: x_T ~ N(0, I) from `fold_in(key, 0)`, then the steps of
-  `diffusion.sampling_timesteps` in one `lax.scan` (the ancestral z of position i from `fold_in(key, i + 1)`).
-  `predict_x0_fn(x_t, t (B,) int32) -> x̂_0`."""
-  steps = diffusion.sampling_timesteps(schedule, method, num_steps)
-  prev = np.append(steps[1:], -1)
-  x = jax.random.normal(jax.random.fold_in(key, 0), shape, jnp.float32)
+  """Samples of `shape` from a model of x₀ (`diffusion.run_chain`: one `lax.scan`, the same keys as
+  `diffusion.sample`). `predict_x0_fn(x_t, t (B,) int32) -> x̂_0`."""
 
-  def body(x, xs):
-    i, t, t_prev = xs
-    tb = jnp.full((shape[0],), t, jnp.int32)
-    x0 = predict_x0_fn(x, tb).astype(jnp.float32)
+  def step(x, t, t_prev, z):
+    x0 = predict_x0_fn(x, t).astype(jnp.float32)
     if method == "ancestral":
-      z = jax.random.normal(jax.random.fold_in(key, i + 1), shape, jnp.float32)
-      return x0_step(schedule, x, tb, x0, z, variance=variance), None
-    return x0_ddim_step(schedule, x, tb, jnp.full((shape[0],), t_prev, jnp.int32), x0), None
+      return x0_step(schedule, x, t, x0, z, variance=variance)
+    return x0_ddim_step(schedule, x, t, t_prev, x0)
 
-  xs = (jnp.arange(len(steps), dtype=jnp.int32), jnp.asarray(steps, jnp.int32), jnp.asarray(prev, jnp.int32))
-  x, _ = jax.lax.scan(body, x, xs)
-  return x
+  return diffusion.run_chain(step, schedule, shape, key, method=method, num_steps=num_steps)
 
 
 def best_of(candidates, text_embedding):
