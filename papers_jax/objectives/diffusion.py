@@ -298,7 +298,7 @@ def learned_log_variance(schedule: Schedule, t, v):
   nd = v.ndim
   max_log = _at(np.log(schedule.betas), t, nd)
   min_log = _at(schedule.posterior_log_variance_clipped, t, nd)
-  frac = (v.astype(jnp.float32) + 1.0) / 2.0
+  frac = (jnp.asarray(v, jnp.float32) + 1.0) / 2.0
   return frac * max_log + (1.0 - frac) * min_log
 
 
@@ -318,7 +318,7 @@ def hybrid_terms(schedule: Schedule, x0, x_t, t, noise, out, *, clip_x0: bool = 
   L_hybrid = L_simple + λ L_vlb with λ = 0.001 and L_vlb estimated as T · L_t, the official code's
   RESCALED_MSE). `out` is the network's 2C channels at (x_t, t) (`split_learned`). The official training loss
   does not clip x̂_0 (`clip_denoised=False`), hence clip_x0=False."""
-  eps, v = split_learned(out.astype(jnp.float32))
+  eps, v = split_learned(jnp.asarray(out, jnp.float32))
   mse = l_simple(eps, noise)
   vb = vlb_term_bpd(schedule, x0, x_t, t, jax.lax.stop_gradient(eps), clip_x0=clip_x0,
                     log_variance=learned_log_variance(schedule, t, v))
