@@ -75,11 +75,11 @@ CASES = {
     "unclip_prior": ("unclip_prior", dict(width=32, depth=1, num_heads=2), lambda m, z, t, e, x: m(z, t, e, x),
                      (S((B, 64), jnp.float32), S((B,), jnp.int32), S((B, 64), jnp.float32),
                       S((B, 24, 64), jnp.float32)), {}),
-    "unclip_decoder": ("unclip_decoder", dict(unet=dict(ch=16, ch_mult=(1, 2), attn_levels=(1,), num_groups=8,
-                                                        dropout=0.0)),
-                       lambda m, x, t, e, c: m(x, t, e, c),
-                       (images(8), S((B,), jnp.int32), S((B, 64), jnp.float32), S((B, 24, 64), jnp.float32)),
-                       dict(img_size=8)),
+    "unclip_decoder": ("unclip_decoder", dict(unet=dict(ch=16, ch_mult=(1, 2), attn_levels=(1,), head_channels=16,
+                                                        num_groups=8, dropout=0.0)),
+                       lambda m, x, t, e, tok, mask: m(x, t, e, tok, mask),
+                       (images(8), S((B,), jnp.int32), S((B, 64), jnp.float32), S((B, 24), jnp.int32),
+                        S((B, 24), jnp.bool_)), dict(img_size=8)),
 }
 
 

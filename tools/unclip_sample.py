@@ -106,14 +106,14 @@ def text2image(args) -> dict:
     z = prior_task.sample_prior(prior, text, encodings, mask, jax.random.fold_in(key, 0),
                                 guidance=float(prior_task.u.prior_guidance),
                                 candidates=int(prior_task.u.prior_candidates))
-    images = dec_task.sample_decoder(decoder, z, encodings, mask, jax.random.fold_in(key, 1),
-                                     guidance=float(dec_task.u.decoder_guidance))
+    images = dec_task.sample_decoder(decoder, z, tokens, dec_task.caption_mask(clip, tokens),
+                                     jax.random.fold_in(key, 1), guidance=float(dec_task.u.decoder_guidance))
     return lib.upsample_to_uint8(images, size), z
 
   @jax.jit
   def decode_real(decoder, clip, images, tokens, key):
-    image, _, encodings, mask = dec_task.clip_inputs(clip, images, tokens)
-    out = dec_task.sample_decoder(decoder, image, encodings, mask, key, guidance=float(dec_task.u.decoder_guidance))
+    out = dec_task.sample_decoder(decoder, dec_task.image_embedding(clip, images), tokens,
+                                  dec_task.caption_mask(clip, tokens), key, guidance=float(dec_task.u.decoder_guidance))
     return lib.upsample_to_uint8(out, size)
 
   score = jax.jit(lambda clip, x, t: dec_task.clip_score(clip, x, t))
@@ -172,9 +172,8 @@ def variations(args) -> dict:
 
   @jax.jit
   def vary(decoder, clip, images, tokens, key):
-    image, _, encodings, mask = task.clip_inputs(clip, images, tokens)
-    out = task.sample_decoder(decoder, image, encodings, jnp.zeros_like(mask), key,
-                              guidance=float(task.u.decoder_guidance))  # no caption: the embedding alone
+    out = task.sample_decoder(decoder, task.image_embedding(clip, images), tokens, jnp.zeros(tokens.shape, bool),
+                              key, guidance=float(task.u.decoder_guidance))  # no caption: the embedding alone
     return lib.upsample_to_uint8(out, size)
 
   score = jax.jit(lambda clip, x, t: task.clip_score(clip, x, t))

@@ -69,7 +69,7 @@ from papers_jax.models import dualvit  # noqa: F401  (registers its variants)
 from papers_jax.models import glip  # noqa: F401  (registers its variants)
 from papers_jax.models import vild  # noqa: F401  (registers its detector)
 from papers_jax.models import two_stream  # noqa: E402  (registers its variants)
-from papers_jax.models import unclip  # noqa: E402
+from papers_jax.models import glide, unclip  # noqa: E402
 
 # model class → its family module (with `forward_flops` and `EMBEDDINGS`).
 FAMILIES = {
@@ -109,7 +109,7 @@ FAMILIES = {
     glip.GLIP: glip,
     vild.ViLDDetector: vild,
     two_stream.TwoStreamConvNet: two_stream,
-    unclip.DiffusionPrior: unclip, unclip.UnCLIPDecoder: unclip,
+    unclip.DiffusionPrior: unclip, glide.UnCLIPDecoder: glide, glide.ADMUNet: glide,
     bevformer.BEVFormer: bevformer,
 }
 FLOP_COUNTERS = {cls: family.forward_flops for cls, family in FAMILIES.items()}

@@ -14,16 +14,12 @@ MLP 4× with exact GELU, LayerNorm ε 1e-5. The layout (names, the timestep embe
 sequence order) follows the released unCLIP prior as diffusers' `PriorTransformer` has it (Karlo's), so that
 tests/test_unclip.py can check it against that code.
 
-`UnCLIPDecoder` (§2.1): our DDPM UNet (models/ddpm_unet.py) conditioned as GLIDE is on text, with the CLIP
-image embedding (i) projected and added to the timestep embedding and (ii) projected into four extra context
-tokens that every attention layer attends to, concatenated with the caption's token encodings (projected;
-GLIDE's own text encoder is replaced by the frozen CLIP text tower's token outputs). Classifier-free guidance
-drops the CLIP embedding (set to zero) and the caption (masked out) at training time
-(objectives/unclip.py, tasks/unclip.py).
+The decoder (§2.1) is GLIDE's UNet with unCLIP's CLIP-embedding conditioning: models/glide.py `UnCLIPDecoder`.
 
-Paper sizes: the paper's table of hyperparameters gives the diffusion prior as a 1B-parameter model and the
-64×64 decoder as GLIDE's 3.5B architecture; `unclip_prior_paper` is a prior of width 2048 and 24 blocks on
-ViT-H/16 CLIP embeddings (1024-d, 77 text tokens), see tests/test_unclip.py for its count. NHWC images.
+Paper sizes (Appendix C, Table 3): the diffusion prior is a Transformer of width 2048 and 24 blocks (32 heads),
+"1B" parameters; `unclip_prior_paper` builds it on 1024-d CLIP embeddings (the width of ViT-H/16's embedding is not
+in the paper) and 77 caption tokens (CLIP's context; the table's "text encoder context" is 256): 1,225,559,040
+parameters (tests/test_unclip.py). The 64×64 decoder is GLIDE's 3.5B model (models/glide.py).
 """
 
 import jax
@@ -87,64 +83,24 @@ class DiffusionPrior(nnx.Module):
     return self.proj_to_clip_embeddings(self.norm_out(x[:, -1])).astype(jnp.float32)
 
 
-class UnCLIPDecoder(nnx.Module):
-  """ε_θ(x_t, t, z_i, caption): the DDPM UNet with the CLIP image embedding z_i (B, embed_dim) projected into
-  the timestep embedding and into `num_clip_tokens` context tokens, and the caption's token encodings
-  (B, L, text_dim) projected into more context tokens. `unet` holds DDPMUNet's keyword arguments."""
-
-  def __init__(self, *, embed_dim: int, text_dim: int, context_dim: int = 0, num_clip_tokens: int = 4,
-               unet: dict | None = None, dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
-    kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-    unet = dict(unet or {})
-    ch = int(unet.get("ch", 128))
-    self.context_dim = context_dim = context_dim or 4 * ch
-    self.num_clip_tokens = num_clip_tokens
-    self.unet = ddpm_unet.DDPMUNet(context_dim=context_dim, **unet, **kw)
-    self.clip_to_time = Dense(embed_dim, 4 * ch, axes=(None, "embed"), **kw)
-    self.clip_to_tokens = Dense(embed_dim, num_clip_tokens * context_dim, axes=(None, "embed"), **kw)
-    self.text_proj = Dense(text_dim, context_dim, axes=(None, "embed"), **kw)
-
-  @property
-  def in_chans(self) -> int:
-    return self.unet.in_chans
-
-  def __call__(self, x, t, clip_embedding, text_tokens=None, text_mask=None, *, train: bool = False, rngs=None):
-    """x (B, H, W, C) noised images, t (B,), clip_embedding (B, D) (zeros: dropped), text_tokens (B, L, text_dim)
-    or None, text_mask (B, L) bool. Returns ε̂ like x."""
-    b = x.shape[0]
-    tokens = self.clip_to_tokens(clip_embedding).reshape(b, self.num_clip_tokens, self.context_dim)
-    mask = jnp.ones((b, self.num_clip_tokens), bool)
-    if text_tokens is not None:
-      tokens = jnp.concatenate([tokens, self.text_proj(text_tokens)], axis=1)
-      text_mask = jnp.ones(text_tokens.shape[:2], bool) if text_mask is None else text_mask.astype(bool)
-      mask = jnp.concatenate([mask, text_mask], axis=1)
-    return self.unet(x, t, emb=self.clip_to_time(clip_embedding), context=tokens, context_mask=mask, train=train,
-                     rngs=rngs)
-
-
 # The paper's diffusion prior: a 1B-parameter Transformer (its table of hyperparameters); width 2048, 24 blocks
 # of 32 heads on ViT-H/16's 1024-d embeddings and 77 caption tokens of width 1024.
 register("unclip_prior_paper", DiffusionPrior, embed_dim=1024, text_dim=1024, num_text_tokens=77, width=2048,
          depth=24, num_heads=32)
 register("unclip_prior", DiffusionPrior, embed_dim=64, text_dim=64, num_text_tokens=24, width=128, depth=4,
          num_heads=4)
-register("unclip_decoder", UnCLIPDecoder, embed_dim=64, text_dim=64,
-         unet=dict(in_chans=3, ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, attn_levels=(1, 2), num_groups=8))
 
 EMBEDDINGS = ()
 
 
 def forward_flops(model, img_size: int = 32, *, count_padding: bool = True) -> float:
-  """FLOPs of one call per example (XLA's count of the traced call, element-wise work included): the prior on
-  one caption of `num_text_tokens` tokens, or the decoder on one img_size × img_size image with a full caption."""
-  from papers_jax.models import conv_flops
+  """FLOPs of one call per example: the prior on one caption of `num_text_tokens` tokens; the decoder
+  (models/glide.py) on one img_size × img_size image."""
+  from papers_jax.models import conv_flops, glide
+  if isinstance(model, glide.UnCLIPDecoder):
+    return glide.forward_flops(model, img_size, count_padding=count_padding)
   spec = jax.ShapeDtypeStruct
-  if isinstance(model, DiffusionPrior):
-    d, dt = model.proj_in.in_features[0], model.encoder_hidden_states_proj.in_features[0]
-    return conv_flops.traced_flops(lambda m, z, t, e, tok: m(z, t, e, tok), model, spec((1, d), jnp.float32),
-                                   spec((1,), jnp.int32), spec((1, d), jnp.float32),
-                                   spec((1, model.num_text_tokens, dt), jnp.float32), count_padding=count_padding)
-  d, dt = model.clip_to_time.in_features[0], model.text_proj.in_features[0]
-  return conv_flops.traced_flops(lambda m, x, t, e, tok: m(x, t, e, tok), model,
-                                 conv_flops.images(img_size, model.in_chans), spec((1,), jnp.int32),
-                                 spec((1, d), jnp.float32), spec((1, 24, dt), jnp.float32), count_padding=count_padding)
+  d, dt = model.proj_in.in_features[0], model.encoder_hidden_states_proj.in_features[0]
+  return conv_flops.traced_flops(lambda m, z, t, e, tok: m(z, t, e, tok), model, spec((1, d), jnp.float32),
+                                 spec((1,), jnp.int32), spec((1, d), jnp.float32),
+                                 spec((1, model.num_text_tokens, dt), jnp.float32), count_padding=count_padding)

@@ -1,29 +1,31 @@
 """unCLIP (DALL·E 2) training on a frozen CLIP (`config.task = "unclip"`): the diffusion prior or the decoder.
 
 The two stages train separately, as in the paper, each over the embeddings of one frozen CLIP run
-(`unclip.clip_run`: its config.json, tokenizer.json and last checkpoint, e.g. configs/clip/scenes.py's; `config.model`
-must be that run's model section). `unclip.stage` picks the network:
+(`unclip.clip_run`: its config.json, tokenizer.json and last checkpoint, e.g. configs/clip/scenes.py's;
+`config.model` must be that run's model section). `unclip.stage` picks the network:
 
 - "prior" (models/unclip.py DiffusionPrior, `unclip.prior`): from a caption's CLIP text embedding and token
-  encodings, the CLIP image embedding of its image. Embeddings are L2-normalised and scaled by √D (D the joint
-  width), so each dimension has a second moment of about 1 like the diffusion's N(0, I); a sampled embedding is
-  divided by √D again. Loss: ‖f(z_t, t, y) − z_0‖² per dimension (objectives/unclip.py `prior_loss`), the text
-  (embedding and tokens) dropped `prior_text_drop` (10%) of the time. After each evaluation, embeddings are
-  sampled for the first `eval_captions` eval captions (`prior_sampler`, `prior_steps`, guidance `prior_guidance`,
-  the better of `prior_candidates` draws by dot product with the text embedding, as the paper) and scored:
-  eval/prior_cos_text (cosine of the sampled embedding and the caption's text embedding), eval/prior_cos_image
-  (with the embedding of the caption's own image), next to eval/real_cos_text (the real image embeddings
-  against their captions), eval/random_cos_text (real embeddings of other scenes against the same captions) and
-  eval/random_cos_image (another scene's real embedding against the caption's own image's).
-- "decoder" (UnCLIPDecoder, `unclip.decoder`): images at `decoder_size` (the scenes' 64×64 average-pooled to
-  32×32 by default), scaled to [−1, 1], with ε-prediction (L_simple) conditioned on the L2-normalised CLIP image
-  embedding of the full-size image and on the caption's token encodings; the embedding is set to zero
-  `decoder_clip_drop` (10%) and the caption masked out `decoder_text_drop` (50%) of the time. After each
-  evaluation, image variations of the first eval images (the decoder on their CLIP embeddings, no caption,
-  guidance `decoder_guidance`) go to <workdir>/samples/, and eval/variation_clip_score is the CLIP score of
-  those images (upsampled to the CLIP's size) against the source images' first captions, next to
-  eval/real_clip_score (the real images, through the same down- and up-sampling) and eval/random_clip_score
-  (real images of other scenes against the same captions).
+  encodings, the CLIP image embedding of its image. Embeddings are L2-normalised and scaled by
+  `prior_embedding_scale` (the paper's 17.2, Appendix C: ImageNet pixels' variance in [−1, 1] for its CLIP), or by
+  √D (D the joint width) when 0, so that each dimension has a second moment of about 1 like the diffusion's N(0, I);
+  sampled embeddings are L2-normalised. Loss: ‖f(z_t, t, y) − z_0‖² per dimension (objectives/unclip.py
+  `prior_loss`), the text (embedding and tokens) dropped `prior_text_drop` (10%) of the time. After each evaluation,
+  embeddings are sampled for the first `eval_captions` eval captions (`prior_sampler`, `prior_steps`, guidance
+  `prior_guidance`, the better of `prior_candidates` draws by dot product with the text embedding, as the paper) and
+  scored: eval/prior_cos_text (cosine of the sampled embedding and the caption's text embedding),
+  eval/prior_cos_image (with the embedding of the caption's own image), next to eval/real_cos_text (the real image
+  embeddings against their captions), eval/random_cos_text (real embeddings of other scenes against the same
+  captions) and eval/random_cos_image (another scene's real embedding against the caption's own image's).
+- "decoder" (models/glide.py UnCLIPDecoder, `unclip.decoder`: GLIDE's UNet and text encoder): images at
+  `decoder_size` (the scenes' 64×64 average-pooled to 32×32 by default), scaled to [−1, 1], predicting ε (L_simple)
+  or, with 2C output channels, ε and a learned variance (Improved DDPM's L_hybrid, the paper's), conditioned on the
+  L2-normalised CLIP image embedding of the full-size image and on the caption's tokens (read by the decoder's own
+  text encoder); the embedding is set to zero `decoder_clip_drop` (10%) and the caption to all padding
+  `decoder_text_drop` (50%) of the time. After each evaluation, image variations of the first eval images (the
+  decoder on their CLIP embeddings, no caption, guidance `decoder_guidance`) go to <workdir>/samples/, and
+  eval/variation_clip_score is the CLIP score of those images (upsampled to the CLIP's size) against the source
+  images' first captions, next to eval/real_clip_score (the real images, through the same down- and up-sampling) and
+  eval/random_clip_score (real images of other scenes against the same captions).
 
 CLIP score: the cosine of the frozen CLIP's L2-normalised image and text embeddings, ×100 as the paper's (GLIDE's)
 metric. tools/unclip_sample.py runs text-to-image (prior → decoder) and image variations from two finished runs.
@@ -58,16 +60,17 @@ from papers_jax.tasks.clip import check_clip_run, finished_clip_run
 
 STAGES = ("prior", "decoder")
 EVAL_NOISE_SEED = 0
-RANGES = (("num_timesteps", "[1, 100000]"), ("prior_text_drop", "[0, 1]"), ("decoder_clip_drop", "[0, 1]"),
-          ("decoder_text_drop", "[0, 1]"), ("prior_steps", "[1, 100000]"), ("decoder_steps", "[1, 100000]"),
-          ("prior_candidates", "[1, 64]"), ("eval_captions", "[0, 100000]"), ("eval_images", "[0, 100000]"))
+RANGES = (("num_timesteps", "[1, 100000]"), ("prior_text_drop", "[0, 1]"), ("prior_embedding_scale", "[0, 1000]"),
+          ("decoder_clip_drop", "[0, 1]"), ("decoder_text_drop", "[0, 1]"), ("prior_steps", "[1, 100000]"),
+          ("decoder_steps", "[1, 100000]"), ("prior_candidates", "[1, 64]"), ("eval_captions", "[0, 100000]"),
+          ("eval_images", "[0, 100000]"))
 
 
 def default_config(**overrides) -> ml_collections.ConfigDict:
   """`config.unclip`, the fields this task reads."""
   return ml_collections.ConfigDict(dict(
       stage="prior", clip_run="", prior={}, decoder={}, num_timesteps=1000, schedule="cosine",
-      prior_text_drop=0.1, decoder_clip_drop=0.1, decoder_text_drop=0.5, decoder_size=32,
+      prior_text_drop=0.1, prior_embedding_scale=0.0, decoder_clip_drop=0.1, decoder_text_drop=0.5, decoder_size=32,
       prior_sampler="ddim", prior_steps=64, prior_guidance=1.0, prior_candidates=2,
       decoder_sampler="ddim", decoder_steps=25, decoder_guidance=3.0, eval_captions=64, eval_images=32,
       sample_seed=0) | overrides)
@@ -115,7 +118,7 @@ def upsample_to_uint8(x, size: int) -> jnp.ndarray:
 
 
 class UnCLIPStage(nnx.Module):
-  """The frozen CLIP and the stage's network (`net`: a DiffusionPrior or an UnCLIPDecoder)."""
+  """The frozen CLIP and the stage's network (`net`: a DiffusionPrior or a glide.UnCLIPDecoder)."""
 
   def __init__(self, clip: nnx.Module, net: nnx.Module):
     self.clip, self.net = clip, net
@@ -228,39 +231,49 @@ class UnCLIPTask:
     name, kwargs = precision.model_kwargs(self.config)
     kwargs.setdefault("vocab_size", self.tokenizer.vocab_size)
     clip = freeze(models.create(name, rngs=rngs, **kwargs))  # random here; the trainer reads the CLIP run
-    text_dim = int(kwargs.get("text_width") or models.model_config(name)["text_width"])
     net_cfg = dict(self.u.prior if self.u.stage == "prior" else self.u.decoder)
     net_name = net_cfg.pop("name")
-    extra = dict(embed_dim=self.embed_dim, text_dim=text_dim)
+    context = int(kwargs.get("context_length", 77))
     if self.u.stage == "prior":
-      extra["num_text_tokens"] = int(kwargs.get("context_length", 77))
+      text_dim = int(kwargs.get("text_width") or models.model_config(name)["text_width"])
+      extra = dict(embed_dim=self.embed_dim, text_dim=text_dim, num_text_tokens=context)
+    else:  # the decoder's own text encoder reads the CLIP tokenizer's ids
+      text = dict(models.model_config(net_name).get("text", {})) | dict(net_cfg.pop("text", {}))
+      extra = dict(embed_dim=self.embed_dim, text=text | dict(vocab_size=self.tokenizer.vocab_size, context=context))
     net = models.create(net_name, rngs=rngs, **net_cfg | extra)
     return UnCLIPStage(clip, net)
+
+  def prior_scale(self, dim: int) -> float:
+    """The factor on the prior's L2-normalised embeddings: `prior_embedding_scale` (the paper's 17.2), or √D when 0,
+    each dimension then with a second moment of about 1, like the noise."""
+    return float(self.u.prior_embedding_scale) or math.sqrt(dim)
 
   def forward_flops(self, model) -> float:
     """One call of the stage's network per example (the frozen CLIP's forward is left out)."""
     return unclip_models.forward_flops(model.net, img_size=int(self.u.decoder_size))
 
   # ------------------------------------------------------------------ the CLIP side
-  def clip_inputs(self, clip, images, tokens):
-    """(image embedding (B, D) L2-normalised, text embedding (B, D) L2-normalised, token encodings, token mask)."""
-    image = l2_normalize(clip.encode_image(normalize_images(images, self.mean, self.std)))
-    text, encodings, mask = text_features(clip, tokens)
-    return (jax.lax.stop_gradient(image), jax.lax.stop_gradient(l2_normalize(text)),
-            jax.lax.stop_gradient(encodings), mask)
+  def image_embedding(self, clip, images):
+    """The frozen CLIP's L2-normalised image embeddings (B, D) of uint8 images."""
+    return jax.lax.stop_gradient(l2_normalize(clip.encode_image(normalize_images(images, self.mean, self.std))))
+
+  def caption_mask(self, clip, tokens):
+    """(B, L) bool: the caption's tokens up to and including [EOS]; the rest is padding."""
+    return jnp.arange(tokens.shape[1])[None, :] <= eos_positions(tokens, clip.text.eos_token_id)[:, None]
 
   # ------------------------------------------------------------------ losses
   def _losses(self, model, batch, key, *, train: bool, dropout_key=None):
     if self.u.stage == "prior":  # the features, computed once (FeatureSource)
       image, text, encodings, mask = (batch[k] for k in ("image_embedding", "text_embedding", "encodings", "mask_"))
     else:
-      image, text, encodings, mask = self.clip_inputs(model.clip, batch["image"], batch["tokens"])
+      image, tokens = self.image_embedding(model.clip, batch["image"]), batch["tokens"]
+      mask = self.caption_mask(model.clip, tokens)
     b = image.shape[0]
     keys = jax.random.split(key, 5)
     t = jax.random.randint(keys[0], (b,), 0, self.schedule.num_steps)
     rngs = nnx.Rngs(dropout=dropout_key) if dropout_key is not None else None
     if self.u.stage == "prior":
-      scale = math.sqrt(image.shape[-1])
+      scale = self.prior_scale(image.shape[-1])
       z0, text = image * scale, text * scale
       keep = objective.keep_mask(keys[1], b, float(self.u.prior_text_drop) if train else 0.0)
       text = jnp.where(keep[:, None], text, 0.0)
@@ -273,9 +286,11 @@ class UnCLIPTask:
     keep_text = objective.keep_mask(keys[3], b, float(self.u.decoder_text_drop) if train else 0.0)
     noise = jax.random.normal(keys[2], x0.shape, jnp.float32)
     x_t = diffusion.q_sample(self.schedule, x0, t, noise)
-    eps = model.net(x_t, t, jnp.where(keep_clip[:, None], image, 0.0), encodings, mask & keep_text[:, None],
+    out = model.net(x_t, t, jnp.where(keep_clip[:, None], image, 0.0), tokens, mask & keep_text[:, None],
                     train=train, rngs=rngs)
-    return diffusion.l_simple(eps, noise)
+    if out.shape[-1] == 2 * x0.shape[-1]:  # ε and the learned variance: Improved DDPM's L_hybrid
+      return diffusion.hybrid_loss(self.schedule, x0, x_t, t, noise, out)
+    return diffusion.l_simple(out, noise)
 
   def make_loss_fn(self, graphdef):
     def loss_fn(params, model_state, batch, rng):
@@ -300,7 +315,7 @@ class UnCLIPTask:
     of the prior's chain (guided: ẑ_0 = u + s (c − u), u with the text dropped), the one with the highest dot
     product with the text embedding kept."""
     b, d = text.shape
-    scale = math.sqrt(d)
+    scale = self.prior_scale(d)
     text = text * scale
     null_text, null_mask = jnp.zeros_like(text), jnp.zeros_like(mask)
 
@@ -316,23 +331,30 @@ class UnCLIPTask:
                        for k in range(candidates)])
     return l2_normalize(objective.best_of(draws, text))
 
-  def sample_decoder(self, decoder, image_embedding, encodings, mask, key, *, guidance: float):
-    """Images (B, s, s, 3) in [−1, 1] from L2-normalised CLIP image embeddings (and caption encodings with `mask`;
+  def sample_decoder(self, decoder, image_embedding, tokens, mask, key, *, guidance: float):
+    """Images (B, s, s, 3) in [−1, 1] from L2-normalised CLIP image embeddings (and caption tokens with `mask`;
     an all-False mask: no caption). Guidance: ε = ε_u + s (ε_c − ε_u), ε_u with the embedding zeroed and the
-    caption masked out."""
-    b = image_embedding.shape[0]
+    caption all padding. A decoder with a learned variance (2C output channels) samples with it along
+    `decoder_steps` strided steps when `decoder_sampler` is "ancestral" (the paper's), with the conditional
+    model's variance (GLIDE's guided sampling); "ddim" reads its ε alone. A fixed-variance decoder: σ² = β̃."""
+    b, c = image_embedding.shape[0], decoder.in_chans
     size = int(self.u.decoder_size)
     null_mask = jnp.zeros_like(mask)
+    learned = decoder.unet.out_chans == 2 * c
 
     def denoise(x, t):
       both = decoder(jnp.concatenate([x, x]), jnp.concatenate([t, t]),
                      jnp.concatenate([image_embedding, jnp.zeros_like(image_embedding)]),
-                     jnp.concatenate([encodings, encodings]), jnp.concatenate([mask, null_mask]))
-      return objective.guided(both[b:], both[:b], guidance)
+                     jnp.concatenate([tokens, tokens]), jnp.concatenate([mask, null_mask]))
+      eps = objective.guided(both[b:, ..., :c], both[:b, ..., :c], guidance)
+      return jnp.concatenate([eps, both[:b, ..., c:]], axis=-1) if learned else eps  # the conditional variance
 
-    return diffusion.sample(denoise, self.schedule, (b, size, size, decoder.in_chans), key,
-                            method=self.u.decoder_sampler, num_steps=int(self.u.decoder_steps), variance="posterior",
-                            clip_x0=True)
+    shape = (b, size, size, c)
+    if learned and self.u.decoder_sampler == "ancestral":  # strided, as the paper's 250 steps
+      return diffusion.sample_learned(denoise, self.schedule, shape, key, num_steps=int(self.u.decoder_steps))
+    eps_fn = (lambda x, t: denoise(x, t)[..., :c]) if learned else denoise  # noqa: E731
+    return diffusion.sample(eps_fn, self.schedule, shape, key, method=self.u.decoder_sampler,
+                            num_steps=int(self.u.decoder_steps), variance="posterior", clip_x0=True)
 
   def clip_score(self, clip, images_uint8, tokens):
     """(B,) 100 × cosine of the CLIP image embeddings of uint8-valued images and the text embeddings of tokens."""
@@ -387,8 +409,8 @@ class UnCLIPTask:
     if "decoder" not in self._jitted:
       def run(params, model_state, images, tokens, key):
         model = merge_model(graphdef, params, model_state)
-        image, _, encodings, mask = self.clip_inputs(model.clip, images, tokens)
-        samples = self.sample_decoder(model.net, image, encodings, jnp.zeros_like(mask), key,
+        image = self.image_embedding(model.clip, images)
+        samples = self.sample_decoder(model.net, image, tokens, jnp.zeros(tokens.shape, bool), key,
                                       guidance=float(self.u.decoder_guidance))
         generated = upsample_to_uint8(samples, size)
         real = upsample_to_uint8(downsample(images, int(self.u.decoder_size)), size)
