@@ -1,9 +1,8 @@
-"""unCLIP (models/unclip.py, objectives/unclip.py, the UNet's context attention in models/ddpm_unet.py).
+"""unCLIP (models/unclip.py, objectives/unclip.py).
 
 Default suite (numpy references): the cosine schedule, the prior's x₀ loss, the guidance formula, the best-of-K
 choice, the ancestral and DDIM steps from an x₀ prediction (the posterior, eq. 7; no noise at t = 0), the scanned
-x₀ sampler against a Python loop, the UNet's attention over context tokens with a mask, and the paper-size
-prior's parameter count. With PAPERS_JAX_FULL_PARITY=1: the prior against diffusers' PriorTransformer (the
+x₀ sampler against a Python loop, and the paper-size prior's parameter count (the decoder: tests/test_glide.py). With PAPERS_JAX_FULL_PARITY=1: the prior against diffusers' PriorTransformer (the
 released unCLIP prior's layout) on random perturbed weights with a padding mask, float32; the schedule and both
 steps against diffusers' DDPMScheduler / DDIMScheduler with prediction_type="sample"; the prior's padding mask
 (padded tokens change nothing, kept ones do)."""
@@ -19,7 +18,7 @@ import pytest
 from flax import nnx
 
 from papers_jax import models
-from papers_jax.models import ddpm_unet, unclip
+from papers_jax.models import unclip
 from papers_jax.objectives import diffusion
 from papers_jax.objectives import unclip as objective
 
@@ -95,30 +94,6 @@ def test_x0_sampler_is_one_scan_matching_a_python_loop():
     tb = jnp.full((2,), t, jnp.int32)
     x = objective.x0_step(s, x, tb, fn(x, tb), jax.random.normal(jax.random.fold_in(key, i + 1), (2, 3)))
   np.testing.assert_allclose(got, x, rtol=1e-5, atol=1e-6)
-
-
-def test_unet_context_attention_matches_numpy():
-  ch, ctx, n = 8, 6, 3
-  block = ddpm_unet.AttentionBlock(ch, num_groups=2, eps=1e-6, context_dim=ctx, rngs=nnx.Rngs(0))
-  rng = np.random.RandomState(1)
-  for layer in (block.to_q, block.to_k, block.to_v, block.to_out, block.add_k_proj, block.add_v_proj):
-    layer.kernel[...] = rng.randn(*layer.kernel.shape).astype(np.float32) * 0.3
-    layer.bias[...] = rng.randn(*layer.bias.shape).astype(np.float32) * 0.1
-  x = rng.randn(2, 2, 2, ch).astype(np.float32)
-  context = rng.randn(2, n, ctx).astype(np.float32)
-  mask = np.array([[True, False, True], [False, False, False]])
-  got = np.asarray(block(x, context, mask))
-  lin = lambda layer, v: v @ np.asarray(layer.kernel[...]) + np.asarray(layer.bias[...])  # noqa: E731
-  h = np.asarray(block.group_norm(x)).reshape(2, 4, ch)
-  q, k, v = lin(block.to_q, h), lin(block.to_k, h), lin(block.to_v, h)
-  k = np.concatenate([lin(block.add_k_proj, context), k], 1)
-  v = np.concatenate([lin(block.add_v_proj, context), v], 1)
-  logits = q @ k.transpose(0, 2, 1) / np.sqrt(ch)
-  logits = np.where(np.concatenate([mask, np.ones((2, 4), bool)], 1)[:, None, :], logits, -np.inf)
-  p = np.exp(logits - logits.max(-1, keepdims=True))
-  p /= p.sum(-1, keepdims=True)
-  want = x + lin(block.to_out, p @ v).reshape(x.shape)
-  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.skipif(not FULL, reason="make test-full (PAPERS_JAX_FULL_PARITY=1): CI time (the diffusers parity in "

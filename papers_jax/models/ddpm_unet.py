@@ -95,48 +95,27 @@ class ResnetBlock(nnx.Module):
 
 
 class AttentionBlock(nnx.Module):
-  """x + proj(softmax(q·kᵀ / √C)·v) over the H·W positions, q, k, v from GroupNorm(x), one head.
-  With `context_dim` > 0 the positions also attend to context tokens (B, N, context_dim), as GLIDE's text
-  tokens: their own key / value projections (`add_k_proj`, `add_v_proj`), keys and values placed before the
-  image's; `context_mask` (B, N) bool leaves tokens out (the image's own positions are always seen)."""
+  """x + proj(softmax(q·kᵀ / √C)·v) over the H·W positions, q, k, v from GroupNorm(x), one head."""
 
-  def __init__(self, ch: int, *, num_groups: int, eps: float, context_dim: int = 0, dtype=None,
-               param_dtype=jnp.float32, rngs: nnx.Rngs):
+  def __init__(self, ch: int, *, num_groups: int, eps: float, dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.group_norm = GroupNorm(ch, num_groups=num_groups, eps=eps, **kw)
     self.to_q = Dense(ch, ch, axes=("embed", "mlp"), kernel_init=XAVIER, **kw)
     self.to_k = Dense(ch, ch, axes=("embed", "mlp"), kernel_init=XAVIER, **kw)
     self.to_v = Dense(ch, ch, axes=("embed", "mlp"), kernel_init=XAVIER, **kw)
     self.to_out = Dense(ch, ch, axes=("mlp", "embed"), kernel_init=ZEROS, **kw)
-    context = lambda: Dense(context_dim, ch, axes=(None, "mlp"), kernel_init=XAVIER, **kw)  # noqa: E731
-    self.add_k_proj = context() if context_dim else None
-    self.add_v_proj = context() if context_dim else None
 
-  def __call__(self, x, context=None, context_mask=None):
+  def __call__(self, x):
     b, hh, ww, c = x.shape
     h = self.group_norm(x).reshape(b, hh * ww, 1, c)
-    k, v, mask = self.to_k(h), self.to_v(h), None
-    if self.add_k_proj is not None:
-      if context is None:
-        raise ValueError("this attention block was built with context_dim > 0: pass its context tokens")
-      ctx = context[:, :, None, :].astype(h.dtype)
-      k = jnp.concatenate([self.add_k_proj(ctx), k], axis=1)
-      v = jnp.concatenate([self.add_v_proj(ctx), v], axis=1)
-      if context_mask is not None:
-        seen = jnp.concatenate([context_mask.astype(bool), jnp.ones((b, hh * ww), bool)], axis=1)
-        mask = seen[:, None, None, :]
-    y = dot_product_attention(self.to_q(h), k, v, mask=mask)
+    y = dot_product_attention(self.to_q(h), self.to_k(h), self.to_v(h))
     return x + self.to_out(y.reshape(b, hh, ww, c))
-
-
-def _resnet_kw(block_kw):
-  return {k: v for k, v in block_kw.items() if k != "context_dim"}
 
 
 class DownBlock(nnx.Module):
   def __init__(self, in_ch, out_ch, temb_ch, *, num_res_blocks, attention, downsample, block_kw, rngs):
-    self.resnets = nnx.List([ResnetBlock(in_ch if i == 0 else out_ch, out_ch, temb_ch, **_resnet_kw(block_kw),
-                                         rngs=rngs) for i in range(num_res_blocks)])
+    self.resnets = nnx.List([ResnetBlock(in_ch if i == 0 else out_ch, out_ch, temb_ch, **block_kw, rngs=rngs)
+                             for i in range(num_res_blocks)])
     attn_kw = {k: v for k, v in block_kw.items() if k != "dropout"}
     self.attentions = nnx.List([AttentionBlock(out_ch, **attn_kw, rngs=rngs) for _ in range(num_res_blocks)]
                                if attention else [])
@@ -144,12 +123,12 @@ class DownBlock(nnx.Module):
                    param_dtype=block_kw["param_dtype"], rngs=rngs)
     self.downsampler = Conv(out_ch, out_ch, 3, stride=2, padding="SAME", **conv_kw) if downsample else None
 
-  def __call__(self, x, temb, *, rngs=None, context=None, context_mask=None):
+  def __call__(self, x, temb, *, rngs=None):
     skips = []
     for i, resnet in enumerate(self.resnets):
       x = resnet(x, temb, rngs=rngs)
       if self.attentions:
-        x = self.attentions[i](x, context, context_mask)
+        x = self.attentions[i](x)
       skips.append(x)
     if self.downsampler is not None:
       x = self.downsampler(x)
@@ -159,19 +138,19 @@ class DownBlock(nnx.Module):
 
 class UpBlock(nnx.Module):
   def __init__(self, prev_ch, out_ch, skip_chs, temb_ch, *, attention, upsample, block_kw, rngs):
-    self.resnets = nnx.List([ResnetBlock((prev_ch if i == 0 else out_ch) + s, out_ch, temb_ch,
-                                         **_resnet_kw(block_kw), rngs=rngs) for i, s in enumerate(skip_chs)])
+    self.resnets = nnx.List([ResnetBlock((prev_ch if i == 0 else out_ch) + s, out_ch, temb_ch, **block_kw, rngs=rngs)
+                             for i, s in enumerate(skip_chs)])
     attn_kw = {k: v for k, v in block_kw.items() if k != "dropout"}
     self.attentions = nnx.List([AttentionBlock(out_ch, **attn_kw, rngs=rngs) for _ in skip_chs] if attention else [])
     conv_kw = dict(use_bias=True, kernel_init=XAVIER_CONV, dtype=block_kw["dtype"],
                    param_dtype=block_kw["param_dtype"], rngs=rngs)
     self.upsampler = Conv(out_ch, out_ch, 3, **conv_kw) if upsample else None
 
-  def __call__(self, x, skips, temb, *, rngs=None, context=None, context_mask=None):
+  def __call__(self, x, skips, temb, *, rngs=None):
     for i, resnet in enumerate(self.resnets):
       x = resnet(jnp.concatenate([x, skips.pop()], axis=-1), temb, rngs=rngs)
       if self.attentions:
-        x = self.attentions[i](x, context, context_mask)
+        x = self.attentions[i](x)
     if self.upsampler is not None:
       x = self.upsampler(jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2))  # nearest ×2
     return x
@@ -180,28 +159,26 @@ class UpBlock(nnx.Module):
 class MidBlock(nnx.Module):
   def __init__(self, ch, temb_ch, *, block_kw, rngs):
     attn_kw = {k: v for k, v in block_kw.items() if k != "dropout"}
-    self.resnets = nnx.List([ResnetBlock(ch, ch, temb_ch, **_resnet_kw(block_kw), rngs=rngs) for _ in range(2)])
+    self.resnets = nnx.List([ResnetBlock(ch, ch, temb_ch, **block_kw, rngs=rngs) for _ in range(2)])
     self.attention = AttentionBlock(ch, **attn_kw, rngs=rngs)
 
-  def __call__(self, x, temb, *, rngs=None, context=None, context_mask=None):
+  def __call__(self, x, temb, *, rngs=None):
     x = self.resnets[0](x, temb, rngs=rngs)
-    return self.resnets[1](self.attention(x, context, context_mask), temb, rngs=rngs)
+    return self.resnets[1](self.attention(x), temb, rngs=rngs)
 
 
 class DDPMUNet(nnx.Module):
   """ε_θ(x_t, t): `in_chans` image channels in and out; `ch` the base width, `ch_mult` one width multiplier
   per level, `num_res_blocks` per level, `attn_levels` the levels with self-attention (level i works at
-  1/2^i of the input size), `dropout` in every residual block. `context_dim` > 0: every attention block also
-  attends to context tokens of that width (AttentionBlock; GLIDE's and unCLIP's conditioning tokens)."""
+  1/2^i of the input size), `dropout` in every residual block."""
 
   def __init__(self, *, in_chans: int = 3, ch: int = 128, ch_mult=(1, 2, 2, 2), num_res_blocks: int = 2,
                attn_levels=(1,), dropout: float = 0.1, num_groups: int = 32, eps: float = 1e-6,
-               context_dim: int = 0, dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
+               dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
     self.ch, self.ch_mult, self.in_chans = ch, tuple(ch_mult), in_chans
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     conv = dict(use_bias=True, kernel_init=XAVIER_CONV, **kw)
-    block_kw = dict(dropout=dropout, num_groups=num_groups, eps=eps, context_dim=context_dim, dtype=dtype,
-                    param_dtype=param_dtype)
+    block_kw = dict(dropout=dropout, num_groups=num_groups, eps=eps, dtype=dtype, param_dtype=param_dtype)
     temb_ch = 4 * ch
     self.time_embedding = TimestepEmbedding(ch, temb_ch, **kw)
     self.conv_in = Conv(in_chans, ch, 3, **conv)
@@ -226,12 +203,9 @@ class DDPMUNet(nnx.Module):
     self.conv_norm_out = GroupNorm(prev, num_groups=num_groups, eps=eps, **kw)
     self.conv_out = Conv(prev, in_chans, 3, **(conv | dict(kernel_init=ZEROS)))
 
-  def __call__(self, x, t, *, emb=None, context=None, context_mask=None, train: bool = False,
-               rngs: nnx.Rngs | None = None):
+  def __call__(self, x, t, *, train: bool = False, rngs: nnx.Rngs | None = None):
     """x: (B, H, W, in_chans) noisy images; t: (B,) or scalar integer steps. Returns ε̂, shaped like x.
-    Dropout is on with `train=True` (then `rngs` must hold a "dropout" stream). Conditioning (unCLIP's
-    decoder, models/unclip.py): `emb` (B, 4·ch) is added to the time embedding after its MLP; `context`
-    (B, N, context_dim) and `context_mask` (B, N) go to every attention block."""
+    Dropout is on with `train=True` (then `rngs` must hold a "dropout" stream)."""
     down = 2 ** (len(self.ch_mult) - 1)
     if x.shape[1] % down or x.shape[2] % down:
       raise ValueError(f"DDPMUNet with {len(self.ch_mult)} levels needs image sides divisible by {down}, "
@@ -239,17 +213,14 @@ class DDPMUNet(nnx.Module):
     rngs = rngs if train else None
     t = jnp.broadcast_to(jnp.asarray(t), (x.shape[0],))
     temb = self.time_embedding(timestep_embedding(t, self.ch).astype(self.conv_in.dtype or x.dtype))
-    if emb is not None:
-      temb = temb + emb.astype(temb.dtype)
-    ctx = dict(context=context, context_mask=context_mask)
     h = self.conv_in(x)
     skips = [h]
     for block in self.down_blocks:
-      h, s = block(h, temb, rngs=rngs, **ctx)
+      h, s = block(h, temb, rngs=rngs)
       skips += s
-    h = self.mid_block(h, temb, rngs=rngs, **ctx)
+    h = self.mid_block(h, temb, rngs=rngs)
     for block in self.up_blocks:
-      h = block(h, skips, temb, rngs=rngs, **ctx)
+      h = block(h, skips, temb, rngs=rngs)
     return self.conv_out(swish(self.conv_norm_out(h)))
 
 
