@@ -37,7 +37,24 @@ def test_paper_nets_have_fig1_parameter_counts():
     assert model.flat_features == 6 * 6 * 512
     assert num_params(model) == count
   temporal = nnx.eval_shape(lambda: models.create("two_stream_temporal", rngs=nnx.Rngs(0)))
-  assert temporal.lrn == (True, False) and temporal.in_chans == 20  # no LRN after conv2 (Fig. 1 caption)
+  assert temporal.lrn == (True, False) and temporal.in_chans == 20  # no LRN after conv2 (§5)
+
+
+def test_paper_pooling_is_3x3_stride_2_rounded_up():
+  """§5: max-pooling over 3×3 windows at stride 2; Caffe rounds the output size up, so 224 px crops still end
+  at 6×6 after pool5 (109 → 54, 26 → 13, 13 → 6). Checked on a narrow net of the paper's strides and against
+  numpy windows (the last window of a 26 map hangs over the edge by one)."""
+  model = nnx.eval_shape(lambda: two_stream.TwoStreamConvNet(channels=(4,) * 5, fc_features=(8, 8), num_classes=3,
+                                                             rngs=nnx.Rngs(0)))
+  assert model.pool_window == 3 and model.pool_ceil and model.flat_features == 6 * 6 * 4
+  shape = nnx.eval_shape(lambda m, x: m.forward_features(x), model,
+                         jax.ShapeDtypeStruct((1, 224, 224, 3), jnp.float32)).shape
+  assert shape == (1, 6, 6, 4)
+  x = np.random.default_rng(0).normal(size=(1, 26, 26, 2)).astype(np.float32)
+  out = np.asarray(two_stream.max_pool(jnp.asarray(x), 3, 2, padding=0, ceil_mode=True))
+  want = np.array([[[x[0, 2 * i:2 * i + 3, 2 * j:2 * j + 3, c].max() for c in range(2)] for j in range(13)]
+                   for i in range(13)])
+  np.testing.assert_array_equal(out[0], want)
 
 
 def test_demo_net_forward():
@@ -153,8 +170,10 @@ def test_svm_fusion_learns_to_trust_the_informative_stream():
       s[np.arange(len(labels)), labels] += 1.0
     return s / s.sum(-1, keepdims=True)
   train_y, test_y = np.arange(200) % 4, np.arange(100) % 4
-  fused = ts.fuse_svm(scores(train_y, False), scores(train_y, True), train_y, scores(test_y, False),
-                      scores(test_y, True))
+  train, test = (scores(train_y, False), scores(train_y, True)), (scores(test_y, False), scores(test_y, True))
+  fused = ts.fuse_svm(*train, train_y, *test)  # Crammer & Singer's multi-class SVM, the paper's [6]
   assert fused.shape == (100, 4) and ts.accuracy(fused, test_y) > 0.8
+  ovr = ts.fuse_svm(*train, train_y, *test, multi_class="ovr")
+  assert ts.accuracy(ovr, test_y) > 0.8 and not np.allclose(ovr, fused)  # the option reaches sklearn
   crossfit = ts.fuse_svm_crossfit(scores(test_y, False), scores(test_y, True), test_y)
   assert crossfit.shape == (100, 4) and ts.accuracy(crossfit, test_y) > 0.8

@@ -4,8 +4,9 @@
 
 Paper recipe: ResNet-50 with a linear 128-d projection and L2 normalisation, batch 256, SGD (momentum
 0.9) lr 0.03, weight decay 5e-4, 200 epochs with the lr ×0.1 at epochs 120 and 160. ResNet-50: 54.0%
-ImageNet linear top-1 as the MoCo paper's comparison cites it (not verified here; the reference
-README gives 46.8% top-1 for its released ResNet-50, measured with its k-NN test). Memory bank of one
+ImageNet linear top-1 as the MoCo paper's comparison cites it (its Table 1, an image in the copies in the search
+index; the row as a study note transcribes it; the reference README gives 46.8% top-1 for its released
+ResNet-50, measured with its k-NN test). Memory bank of one
 unit vector per training image (lemniscate's uniform init), rows updated with momentum 0.5; NCE with
 m = 4096 uniform noise draws, τ = 0.07, the normaliser Z estimated on the first batch and then fixed.
 SGD weight decay on every parameter (lemniscate passes all of them), no gradient clipping.

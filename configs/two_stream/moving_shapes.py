@@ -18,22 +18,30 @@ Measured numbers: docs/two_stream.md. `smoke`: 2 + 1 clips a class, a few steps.
 Departures from the paper:
   - Data: generated 32×32 clips (the paper: UCF-101 / HMDB-51 at 256 px, 224 crops), 16 frames a clip, 480
     training clips; 28 px crops (the paper's 224/256 ratio). Flow: skimage's TV-L1 with its defaults on grey
-    frames (the paper: OpenCV's GPU Brox et al. flow), stored as uint8 at 1/16 px steps (±7.9 px).
-    Frames normalised by the clips' mean and std (0.125, 0.13; the paper subtracts the mean only).
+    frames (the paper, §5: OpenCV's GPU implementation of Brox et al. [2]), stored as uint8 at 1/16 px steps
+    (±7.9 px; the paper rescales each component to [0, 255] and stores it as JPEG, §5). Frames normalised by
+    the clips' mean and std (0.125, 0.13; the paper follows AlexNet's training [15], §5); no RGB jittering
+    (§5); each batch draws clips at random (the paper: 256 videos sampled uniformly across the classes, §5).
   - Network 1/8 as wide (conv 12/32/64/64/64, full6 512, full7 256), conv1 padded by 3 and conv2 at stride 1
     (a 28 px crop at the paper's strides leaves no map after pool5): maps 28 → 14 → 7 → 7 → 3 → 3 → 1.
-    torch's default weight init, zero biases (the paper names none).
+    Max-pooling 2×2 at stride 2 (the paper, §5: 3×3 windows at stride 2; `--config.model.pool_window=3
+    --config.model.pool_ceil=True` gives the same map sizes; docs/two_stream.md's numbers were measured with
+    2×2). torch's default weight init, zero biases (the paper names none).
   - Training: Adam (lr 1e-3, no weight decay), batch 64, 2,000 steps (spatial and temporal alike), cosine
-    decay after 50 warm-up steps, dropout 0.5 (the paper: SGD with momentum 0.9, batch 256, lr 1e-2 ÷10 at
-    50K and 70K of 80K iterations for the temporal net, dropout 0.5 or 0.9 (Table 1)). No gradient clipping,
-    no label smoothing, no weight-decay exclusions (none needed without weight decay).
+    decay after 50 warm-up steps, dropout 0.5 (the paper, §5: SGD with momentum 0.9, batch 256, lr 1e-2, 1e-3
+    after 50K and 1e-4 after 70K iterations, stopped at 80K, for a net trained from scratch; a fine-tuned one
+    drops to 1e-3 after 14K and stops at 20K; dropout 0.5 or 0.9 for the spatial net (Table 1a) and 0.9 for
+    the temporal net trained from scratch (§6)). No gradient clipping, no label smoothing, no weight-decay
+    exclusions (none needed without weight decay).
   - Horizontal flips mirror the label here (moving left → moving right; the paper's UCF-101 actions keep
     their class when mirrored), in training and in the 10-crop test.
-  - Only plain flow stacking with L = 10 and mean-flow subtraction (the paper's best); no trajectory or
+  - Only plain flow stacking with L = 10 and mean-flow subtraction (the paper's final input, §6; bi-directional
+    flow was 0.2 points better alone, Table 1b, but not in fusion, Table 3); no trajectory or
     bi-directional stacking, no multi-task learning over two datasets, no pre-training of the spatial net.
-  - The evaluation during training is one view a clip; the paper's 25 frames × 10 crops and the fusions are
-    tools/two_stream_eval.py's. A 16-frame clip has 16 frames and 6 flow-stack starts, so the 25 evenly
-    spaced positions repeat some.
+  - The evaluation during training is one view a clip; the paper's 25 frames × 10 crops (§5) and the fusions
+    (§2: averaging, or Crammer & Singer's multi-class linear SVM [6] on stacked L2-normalised scores) are
+    tools/two_stream_eval.py's; docs/two_stream.md's SVM numbers were measured with a one-vs-rest SVM. A
+    16-frame clip has 16 frames and 6 flow-stack starts, so the 25 evenly spaced positions repeat some.
 """
 
 from papers_jax.core.config import base_config, parse_arg
@@ -54,7 +62,7 @@ def get_config(arg=None):
   c.model = dict(name=f"two_stream_{args.stream}{suffix}", in_chans=3 if args.stream == "spatial" else 20,
                  num_classes=12, drop_rate=0.5)
   if args.variant == "demo":
-    c.model.update(img_size=28)
+    c.model.update(img_size=28, pool_window=2, pool_ceil=False)  # the paper's 3×3 pooling: 3, True
   c.two_stream = dict(stream=args.stream, flow_length=10, num_frames=16, crop=28, train_shots=40, test_shots=20,
                       seed=3232)
   c.data.name = "moving_shapes"

@@ -15,7 +15,9 @@ scenes). AdamW, lr 1e-3, cosine, batch 32, 400 steps. Evaluation (tasks/vild.py)
 scenes over novel, base and all classes for ViLD-ensemble (λ = 2/3), each head alone, a closed-vocabulary
 classifier of the base classes, and the frozen CLIP on the RPN's cropped proposals.
 
-Departures from the paper (a CPU demo, not one of its experiments):
+Departures from the paper (a CPU demo, not one of its experiments; τ, the image weight, λ and the paper-side
+numbers below checked against the authors' released configs, as the paper's text was not at hand:
+docs/clip_family.md, ViLD):
 - A tiny detector trained from scratch: single-scale features from a 6-convolution backbone instead of a ResNet
   with FPN (the paper: Mask R-CNN, ResNet-50 + FPN, trained from scratch with large-scale jitter for 180k
   iterations); no mask head (box AP only); 32 proposals per image (the paper: 1000); no RoI sampling (every

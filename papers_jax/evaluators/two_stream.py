@@ -1,7 +1,8 @@
-"""Two-Stream ConvNets' test protocol and fusion (Simonyan & Zisserman 2014, §5 "Testing", §6 "Fusion"):
-25 positions evenly spaced over a clip, 10 crops of each (4 corners + centre, and their mirrors), the
-softmax scores averaged over the 250 views; the two streams fused by averaging their clip scores, or by a
-linear SVM on the stacked L2-normalised scores.
+"""Two-Stream ConvNets' test protocol and fusion (Simonyan & Zisserman 2014, §5 "Testing", §2 and §6
+"Two-stream ConvNets"): 25 positions evenly spaced over a clip, 10 crops of each (4 corners + centre, and their
+mirrors), the softmax scores averaged over the 250 views; the two streams fused by averaging their clip scores,
+or by "a multi-class linear SVM [6] on stacked L2-normalised softmax scores" (§2; [6] is Crammer & Singer's
+multi-class SVM, sklearn's `LinearSVC(multi_class="crammer_singer")`; one-vs-rest with `multi_class="ovr"`).
 
 A mirrored crop of a motion clip shows the mirrored motion (data/flow_clips.py), so its scores are mapped
 back to the original classes (`unflip`) before averaging.
@@ -49,14 +50,18 @@ def svm_features(spatial: np.ndarray, temporal: np.ndarray) -> np.ndarray:
   return np.concatenate([l2_normalise(spatial), l2_normalise(temporal)], axis=-1)
 
 
-def fuse_svm(train_spatial, train_temporal, train_labels, spatial, temporal, *, c: float = 1.0) -> np.ndarray:
-  """Decision values (N, K) of a multi-class (one-vs-rest) linear SVM fitted on the training clips' scores."""
+def fuse_svm(train_spatial, train_temporal, train_labels, spatial, temporal, *, c: float = 1.0,
+             multi_class: str = "crammer_singer") -> np.ndarray:
+  """Decision values (N, K) of a multi-class linear SVM fitted on the training clips' scores (`multi_class`:
+  "crammer_singer", the paper's [6], or "ovr", one-vs-rest)."""
   from sklearn.svm import LinearSVC  # an optional dependency, only for this fusion
-  svm = LinearSVC(C=c, max_iter=20000).fit(svm_features(train_spatial, train_temporal), train_labels)
+  svm = LinearSVC(C=c, multi_class=multi_class, max_iter=20000)
+  svm.fit(svm_features(train_spatial, train_temporal), train_labels)
   return svm.decision_function(svm_features(spatial, temporal))
 
 
-def fuse_svm_crossfit(spatial, temporal, labels, *, c: float = 1.0, folds: int = 2) -> np.ndarray:
+def fuse_svm_crossfit(spatial, temporal, labels, *, c: float = 1.0, folds: int = 2,
+                      multi_class: str = "crammer_singer") -> np.ndarray:
   """SVM decision values of each clip from an SVM fitted on the other folds (the j-th clip of each class is in
   fold j mod `folds`): fusion weights learnt on held-out scores, not on the training clips' over-confident ones."""
   out = np.zeros(spatial.shape[:1] + (int(labels.max()) + 1,))
@@ -65,7 +70,7 @@ def fuse_svm_crossfit(spatial, temporal, labels, *, c: float = 1.0, folds: int =
     fold[labels == k] = np.arange(np.sum(labels == k)) % folds
   for f in range(folds):
     out[fold == f] = fuse_svm(spatial[fold != f], temporal[fold != f], labels[fold != f], spatial[fold == f],
-                              temporal[fold == f], c=c)
+                              temporal[fold == f], c=c, multi_class=multi_class)
   return out
 
 

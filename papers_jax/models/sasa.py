@@ -20,15 +20,15 @@ have (1, 2, 4, 1), (2, 3, 5, 2) and (3, 4, 6, 3) bottlenecks per stage at widths
     spatially-aware values v_ab = (Σ_m p(a,b,m) W_V^m) x_ab, p(a,b,m) = softmax_m((emb_row(a) + emb_col(b))ᵀ ν^m)
     (row and column embeddings of the position inside the 4 × 4 pooling window, `value_mixtures` = M value
     matrices), the same split relative logits inside the block, then BatchNorm and a 4 × 4 max pool (stride 4,
-    as the 7×7/2 conv + 3×3/2 pool of the conv stem). No ReLU: the paper names BN and the pool only. The
-    paper's M and the stem's head count are not in the text we could check: M = 4 and 1 head are our choice.
+    as the 7×7/2 conv + 3×3/2 pool of the conv stem). No ReLU: the paper names BN and the pool only. 4 heads,
+    which share p(a,b,m) (Appendix A.1: "shared across the 4 attention heads" of the stem). The paper does not
+    give M (M = 4 is our choice), and A.1 writes the stem's logits as q·k only: the relative term is ours.
   - "imagenet": the ResNet conv stem (7×7/2 conv, BN, ReLU, 3×3/2 max pool): the paper's "Conv-stem + Attention".
   - "cifar": a 3×3/1 conv, BN, ReLU for small images (not in the paper).
 The paper's ImageNet table (Table 1; params in millions; both attention models have the same count to 0.1M):
-`PAPER_PARAMS_M`. The attention counts (10.3 / 14.1 / 18.0) were checked against a reimplementation's README
-that quotes the table, the ResNet-26 baseline's 13.7 against the Axial-DeepLab code's README; the table itself
-could not be read here, so ResNet-38's 19.6 is unchecked (our ResNet gives 19.63). `forward_flops(model)`
-traces one forward pass (models/conv_flops.py), element-wise work included.
+`PAPER_PARAMS_M`, read in a translation of the paper found with the search tool (the English text was not in
+the index): baselines 13.7 / 19.6 / 25.6, attention 10.3 / 14.1 / 18.0 (our ResNet-38 gives 19.63).
+`forward_flops(model)` traces one forward pass (models/conv_flops.py), element-wise work included.
 """
 
 import math
@@ -210,7 +210,7 @@ class SAResNet(StagedBackbone, nnx.Module):
 
   def __init__(self, *, layers=(3, 4, 6, 3), num_classes: int = 1000, in_chans: int = 3, stem: str = "attention",
                width: int = 64, kernel_size: int = 7, num_heads: int = 8, stem_value_mixtures: int = 4,
-               stem_heads: int = 1, zero_init_last: bool = True, img_size: int | None = None, bn_group_size=None,
+               stem_heads: int = 4, zero_init_last: bool = True, img_size: int | None = None, bn_group_size=None,
                dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
     if stem not in STEMS:
       raise ConfigError(f"stem={stem!r}; choose 'attention' (the paper's attention stem), 'imagenet' (7×7/2 conv + "

@@ -1,14 +1,15 @@
 """The ConvNet of each stream of Two-Stream ConvNets ("Two-Stream Convolutional Networks for Action Recognition
-in Videos", Simonyan & Zisserman, NeurIPS 2014, Fig. 1): a CNN-M-2048-like network.
+in Videos", Simonyan & Zisserman, NeurIPS 2014, Fig. 1 and §5 "ConvNets configuration"): CNN-M-2048.
 
-conv1 7×7/2 96 + LRN + 2×2 pool, conv2 5×5/2 256 + LRN + 2×2 pool, conv3-5 3×3/1 512, 2×2 pool after conv5,
-full6 4096 + dropout, full7 2048 + dropout, softmax; ReLU after every hidden layer. The padding (none on
-conv1, 1 on conv2-5) is CNN-M's (Chatfield et al. 2014), which Fig. 1 does not print: at the paper's 224
-px crops the maps are 109 → 54 → 26 → 13 → 13 → 13 → 6, so full6 sees 6·6·512 inputs. LRN is AlexNet's
-(nn/norms.py, k=2, n=5, α=1e-4, β=0.75), as CNN-M's. The spatial stream takes RGB frames (3 channels);
-the temporal stream a stack of 2L flow channels (L=10: 20), and has no LRN after conv2 (the paper drops it
-"to reduce memory consumption", Fig. 1 caption). The two streams are separate networks, fused by their
-softmax scores (tools/two_stream_eval.py).
+conv1 7×7/2 96 + LRN + pool, conv2 5×5/2 256 + LRN + pool, conv3-5 3×3/1 512, pool after conv5, full6 4096
++ dropout, full7 2048 + dropout, softmax; ReLU after every hidden layer. Pooling is max over 3×3 windows at
+stride 2 (§5; Fig. 1's "pool 2×2" is the factor of the downsampling), with Caffe's rounding up of the output
+size (the paper's code is Caffe-derived, §5). The padding (none on conv1, 1 on conv2-5) is CNN-M's (Chatfield
+et al. 2014), which the paper does not print: at the paper's 224 px crops the maps are 109 → 54 → 26 → 13 → 13
+→ 13 → 6, so full6 sees 6·6·512 inputs. LRN "uses the same settings as [15]" (§5: AlexNet's; nn/norms.py,
+k=2, n=5, α=1e-4, β=0.75). The spatial stream takes RGB frames (3 channels); the temporal stream a stack of 2L
+flow channels (L=10: 20), and has no LRN after conv2 (the paper removed it "to reduce memory consumption",
+§5). The two streams are separate networks, fused by their softmax scores (tools/two_stream_eval.py).
 
 Variants (`VARIANTS`):
   - `two_stream_spatial`, `two_stream_temporal`: the paper's nets, UCF-101's 101 classes; 90,627,813 and
@@ -17,7 +18,8 @@ Variants (`VARIANTS`):
   - `two_stream_{spatial,temporal}_demo`: the same layers at 1/8 of the widths (12/32/64/64/64, full6 512,
     full7 256) for 28 px crops of the 32 px generated clips: conv1 with padding 3 and conv2 at stride 1
     with padding 2, so that the maps are 28 → 14 → 7 → 7 → 3 → 3 → 1 (at the paper's strides and paddings
-    a 28 px crop leaves no map after pool5).
+    a 28 px crop leaves no map after pool5). Its pooling is 2×2 at stride 2, rounded down (the demo's
+    measured numbers were made with it); `pool_window=3, pool_ceil=True` gives the paper's, same map sizes.
 """
 
 import chex
@@ -36,9 +38,10 @@ KERNELS = (7, 5, 3, 3, 3)
 POOL_AFTER = (True, True, False, False, True)
 LRN = dict(size=5, alpha=1e-4, beta=0.75, k=2.0)  # CNN-M's (AlexNet's)
 PAPER = dict(channels=(96, 256, 512, 512, 512), strides=(2, 2, 1, 1, 1), paddings=(0, 1, 1, 1, 1),
-             fc_features=(4096, 2048), num_classes=101, img_size=224)
+             fc_features=(4096, 2048), num_classes=101, img_size=224,
+             pool_window=3, pool_ceil=True)
 DEMO = dict(channels=(12, 32, 64, 64, 64), strides=(2, 1, 1, 1, 1), paddings=(3, 2, 1, 1, 1),
-            fc_features=(512, 256), num_classes=12, img_size=28)
+            fc_features=(512, 256), num_classes=12, img_size=28, pool_window=2, pool_ceil=False)
 # The paper names no init: torch's default weights (uniform ±1/√fan_in), zero biases. He init (fan-out) grew
 # the activations ~3× a layer on the smooth flow inputs (no normalisation but LRN), logits ~100 at the start.
 CONV_INIT = nnx.initializers.variance_scaling(1 / 3, "fan_in", "uniform", in_axis=(0, 1, 2), out_axis=3)
@@ -46,16 +49,25 @@ DENSE_INIT = nnx.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
 FLOW_LENGTH = 10  # L: flow fields stacked into the temporal input (§3.1, §6: L = 10 is the best)
 
 
+def pooled_size(size: int, window: int, ceil: bool) -> int:
+  """A map's size after max-pooling at stride 2, rounded up (Caffe; torch's ceil_mode) or down."""
+  if size < window:
+    return 0
+  return (-(-(size - window) // 2) if ceil else (size - window) // 2) + 1
+
+
 class TwoStreamConvNet(nnx.Module):
   """One stream: `in_chans` 3 (spatial) or 2L (temporal); `lrn`: LRN after (conv1, conv2); `channels`,
-  `strides`, `paddings`: of conv1-5; `fc_features`: full6 and full7; `drop_rate` on both."""
+  `strides`, `paddings`: of conv1-5; `fc_features`: full6 and full7; `drop_rate` on both; `pool_window`:
+  the max-pooling window at stride 2, `pool_ceil`: round its output size up (the paper's: 3, True, as Caffe)."""
 
   def __init__(self, *, channels=PAPER["channels"], strides=PAPER["strides"], paddings=PAPER["paddings"],
                lrn=(True, True), fc_features=(4096, 2048), in_chans: int = 3, num_classes: int = 101,
-               drop_rate: float = 0.5, img_size: int = 224, dtype=None, param_dtype=jnp.float32,
-               rngs: nnx.Rngs):
+               drop_rate: float = 0.5, img_size: int = 224, pool_window: int = 3, pool_ceil: bool = True,
+               dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.lrn, self.in_chans, self.num_classes, self.img_size = tuple(lrn), in_chans, num_classes, img_size
+    self.pool_window, self.pool_ceil = pool_window, pool_ceil
     self.num_features = fc_features[-1]
     c_in, size = in_chans, img_size
     for i, (c, k, s, p) in enumerate(zip(channels, KERNELS, strides, paddings)):
@@ -63,7 +75,7 @@ class TwoStreamConvNet(nnx.Module):
                                               **kw))
       c_in, size = c, (size + 2 * p - k) // s + 1
       if POOL_AFTER[i]:
-        size //= 2
+        size = pooled_size(size, pool_window, pool_ceil)
     if size < 1:
       raise ValueError(f"a {img_size} px input leaves no map after conv5's pool")
     self.flat_features = size * size * c_in
@@ -82,7 +94,7 @@ class TwoStreamConvNet(nnx.Module):
       if i < 2 and self.lrn[i]:
         x = local_response_norm(x, **LRN)
       if POOL_AFTER[i]:
-        x = max_pool(x, 2, 2, padding=0)
+        x = max_pool(x, self.pool_window, 2, padding=0, ceil_mode=self.pool_ceil)
     return x
 
   def forward_head(self, x, *, pre_logits: bool = False, train: bool = False, rngs=None):
