@@ -23,10 +23,8 @@ Departures from the paper:
     the clips' mean and std (0.125, 0.13; the paper follows AlexNet's training [15], §5); no RGB jittering
     (§5); each batch draws clips at random (the paper: 256 videos sampled uniformly across the classes, §5).
   - Network 1/8 as wide (conv 12/32/64/64/64, full6 512, full7 256), conv1 padded by 3 and conv2 at stride 1
-    (a 28 px crop at the paper's strides leaves no map after pool5): maps 28 → 14 → 7 → 7 → 3 → 3 → 1.
-    Max-pooling 2×2 at stride 2 (the paper, §5: 3×3 windows at stride 2; `--config.model.pool_window=3
-    --config.model.pool_ceil=True` gives the same map sizes; docs/two_stream.md's numbers were measured with
-    2×2). torch's default weight init, zero biases (the paper names none).
+    (a 28 px crop at the paper's strides leaves no map after pool5): maps 28 → 14 → 7 → 7 → 3 → 3 → 1 (the
+    paper's 3×3/2 max-pooling, rounded up). torch's default weight init, zero biases (the paper names none).
   - Training: Adam (lr 1e-3, no weight decay), batch 64, 2,000 steps (spatial and temporal alike), cosine
     decay after 50 warm-up steps, dropout 0.5 (the paper, §5: SGD with momentum 0.9, batch 256, lr 1e-2, 1e-3
     after 50K and 1e-4 after 70K iterations, stopped at 80K, for a net trained from scratch; a fine-tuned one
@@ -40,8 +38,7 @@ Departures from the paper:
     bi-directional stacking, no multi-task learning over two datasets, no pre-training of the spatial net.
   - The evaluation during training is one view a clip; the paper's 25 frames × 10 crops (§5) and the fusions
     (§2: averaging, or Crammer & Singer's multi-class linear SVM [6] on stacked L2-normalised scores) are
-    tools/two_stream_eval.py's; docs/two_stream.md's SVM numbers were measured with a one-vs-rest SVM. A
-    16-frame clip has 16 frames and 6 flow-stack starts, so the 25 evenly spaced positions repeat some.
+    tools/two_stream_eval.py's. A 16-frame clip has 16 frames and 6 flow-stack starts, so the 25 evenly spaced positions repeat some.
 """
 
 from papers_jax.core.config import base_config, parse_arg
@@ -62,7 +59,7 @@ def get_config(arg=None):
   c.model = dict(name=f"two_stream_{args.stream}{suffix}", in_chans=3 if args.stream == "spatial" else 20,
                  num_classes=12, drop_rate=0.5)
   if args.variant == "demo":
-    c.model.update(img_size=28, pool_window=2, pool_ceil=False)  # the paper's 3×3 pooling: 3, True
+    c.model.update(img_size=28, pool_window=3, pool_ceil=True)  # the paper's 3×3/2 pooling, rounded up
   c.two_stream = dict(stream=args.stream, flow_length=10, num_frames=16, crop=28, train_shots=40, test_shots=20,
                       seed=3232)
   c.data.name = "moving_shapes"

@@ -18,8 +18,7 @@ Variants (`VARIANTS`):
   - `two_stream_{spatial,temporal}_demo`: the same layers at 1/8 of the widths (12/32/64/64/64, full6 512,
     full7 256) for 28 px crops of the 32 px generated clips: conv1 with padding 3 and conv2 at stride 1
     with padding 2, so that the maps are 28 → 14 → 7 → 7 → 3 → 3 → 1 (at the paper's strides and paddings
-    a 28 px crop leaves no map after pool5). Its pooling is 2×2 at stride 2, rounded down (the demo's
-    measured numbers were made with it); `pool_window=3, pool_ceil=True` gives the paper's, same map sizes.
+    a 28 px crop leaves no map after pool5); the paper's 3×3/2 pooling, rounded up.
 """
 
 import chex
@@ -41,7 +40,7 @@ PAPER = dict(channels=(96, 256, 512, 512, 512), strides=(2, 2, 1, 1, 1), padding
              fc_features=(4096, 2048), num_classes=101, img_size=224,
              pool_window=3, pool_ceil=True)
 DEMO = dict(channels=(12, 32, 64, 64, 64), strides=(2, 1, 1, 1, 1), paddings=(3, 2, 1, 1, 1),
-            fc_features=(512, 256), num_classes=12, img_size=28, pool_window=2, pool_ceil=False)
+            fc_features=(512, 256), num_classes=12, img_size=28, pool_window=3, pool_ceil=True)
 # The paper names no init: torch's default weights (uniform ±1/√fan_in), zero biases. He init (fan-out) grew
 # the activations ~3× a layer on the smooth flow inputs (no normalisation but LRN), logits ~100 at the start.
 CONV_INIT = nnx.initializers.variance_scaling(1 / 3, "fan_in", "uniform", in_axis=(0, 1, 2), out_axis=3)
