@@ -2,7 +2,6 @@
 through convert/diffusers_unet.py, on random weights with every tensor perturbed; the paper's parameter
 counts on abstract models. The full CIFAR-10 network's parity runs with PAPERS_JAX_FULL_PARITY=1."""
 
-import importlib.util
 import math
 import os
 
@@ -13,19 +12,10 @@ from flax import nnx
 
 from papers_jax import convert, models
 from papers_jax.models.ddpm_unet import DDPMUNet
+from diffusers_ref import diffusers_or_skip
 
 FULL = bool(os.environ.get("PAPERS_JAX_FULL_PARITY"))
 TOL = 1e-4
-
-
-def _diffusers():
-  torch = pytest.importorskip("torch")
-  if importlib.util.find_spec("diffusers") is None:
-    pytest.skip("diffusers is not installed")
-  from papers_jax.convert.torch_compat import _define_torchvision_ops
-  _define_torchvision_ops()
-  import diffusers
-  return torch, diffusers
 
 
 def _reference(torch, diffusers, widths, attn_levels, *, meta=False, seed=0):
@@ -68,7 +58,7 @@ def test_param_counts_are_the_papers(name, params):
 
 @pytest.mark.torch
 def test_param_counts_equal_diffusers():
-  torch, diffusers = _diffusers()
+  torch, diffusers = diffusers_or_skip()
   assert sum(p.numel() for p in _reference(torch, diffusers, (128, 256, 256, 256), (1,), meta=True).parameters()) \
       == 35_746_307
 
@@ -86,7 +76,7 @@ def _compare(torch, ref, model, x, t):
 @pytest.mark.torch
 def test_unet_matches_diffusers_small():
   """Three levels (32, 64, 64 channels), attention at level 1, 16×16 inputs: every block type of the paper's network."""
-  torch, diffusers = _diffusers()
+  torch, diffusers = diffusers_or_skip()
   ref = _reference(torch, diffusers, (32, 64, 64), (1,))
   model = _abstract(ch=32, ch_mult=(1, 2, 2), attn_levels=(1,), dropout=0.0)
   report = convert.load_torch_weights(model, {k: v.numpy() for k, v in ref.state_dict().items()}, "diffusers")
@@ -105,7 +95,7 @@ def test_unet_matches_diffusers_small():
 @pytest.mark.torch
 @pytest.mark.skipif(not FULL, reason="set PAPERS_JAX_FULL_PARITY=1 (the 35.7M-parameter network, ~1 min)")
 def test_unet_matches_diffusers_cifar10():
-  torch, diffusers = _diffusers()
+  torch, diffusers = diffusers_or_skip()
   ref = _reference(torch, diffusers, (128, 256, 256, 256), (1,))
   model = nnx.eval_shape(lambda: models.create("ddpm_cifar10", dropout=0.0))
   report = convert.load_torch_weights(model, {k: v.numpy() for k, v in ref.state_dict().items()}, "diffusers")

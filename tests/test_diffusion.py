@@ -2,7 +2,6 @@
 diffusers' DDPMScheduler / DDIMScheduler; L_simple against numpy; the sampler adds noise at every step
 but the last and visits every step down to t = 0 (PAPERS.md mistake #12)."""
 
-import importlib.util
 
 import jax
 import jax.numpy as jnp
@@ -10,18 +9,9 @@ import numpy as np
 import pytest
 
 from papers_jax.objectives import diffusion
+from diffusers_ref import diffusers_or_skip
 
 SCHEDULE = diffusion.linear_schedule()
-
-
-def _diffusers():
-  torch = pytest.importorskip("torch")
-  if importlib.util.find_spec("diffusers") is None:
-    pytest.skip("diffusers is not installed")
-  from papers_jax.convert.torch_compat import _define_torchvision_ops
-  _define_torchvision_ops()
-  import diffusers
-  return torch, diffusers
 
 
 def _float64(scheduler, torch):
@@ -54,7 +44,7 @@ def test_linear_schedule_is_the_papers():
 
 @pytest.mark.torch
 def test_schedule_and_q_sample_match_diffusers():
-  torch, diffusers = _diffusers()
+  torch, diffusers = diffusers_or_skip()
   ref = diffusers.DDPMScheduler(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear")
   np.testing.assert_allclose(SCHEDULE.betas, ref.betas.numpy(), rtol=0, atol=1e-7)
   np.testing.assert_allclose(SCHEDULE.alphas_cumprod, ref.alphas_cumprod.numpy(), rtol=0, atol=1e-5)
@@ -70,7 +60,7 @@ def test_schedule_and_q_sample_match_diffusers():
 @pytest.mark.parametrize("clip", [True, False])
 @pytest.mark.parametrize("t", [0, 1, 500, 999])
 def test_ancestral_step_matches_diffusers(variance, theirs, clip, t):
-  torch, diffusers = _diffusers()
+  torch, diffusers = diffusers_or_skip()
   ref = diffusers.DDPMScheduler(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear",
                                 variance_type=theirs, clip_sample=clip)
   ref = _float64(ref, torch)
@@ -87,7 +77,7 @@ def test_ancestral_step_matches_diffusers(variance, theirs, clip, t):
 @pytest.mark.torch
 @pytest.mark.parametrize("clip", [True, False])
 def test_ddim_step_and_timesteps_match_diffusers(clip):
-  torch, diffusers = _diffusers()
+  torch, diffusers = diffusers_or_skip()
   ref = diffusers.DDIMScheduler(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear",
                                 clip_sample=clip, set_alpha_to_one=True, steps_offset=0)
   ref.set_timesteps(50)

@@ -3,7 +3,6 @@ Karlo's unCLIP-decoder layout (scale-shift residual blocks, BigGAN resampling, a
 values) on random weights with every tensor perturbed; its attention against numpy; the text encoder's padding; the
 paper's parameter count against the GLIDE code's."""
 
-import importlib.util
 import math
 import os
 
@@ -15,6 +14,7 @@ from flax import nnx
 
 from papers_jax import convert, models
 from papers_jax.models import glide
+from diffusers_ref import diffusers_or_skip
 
 FULL = bool(os.environ.get("PAPERS_JAX_FULL_PARITY"))
 TOL = 1e-4
@@ -89,16 +89,6 @@ def test_text_encoder_padding_and_decoder_conditioning():
   assert base.shape == (2, 8, 8, 6)
 
 
-def _diffusers():
-  torch = pytest.importorskip("torch")
-  if importlib.util.find_spec("diffusers") is None:
-    pytest.skip("diffusers is not installed")
-  from papers_jax.convert.torch_compat import _define_torchvision_ops
-  _define_torchvision_ops()
-  import diffusers
-  return torch, diffusers
-
-
 def _reference(torch, diffusers, *, ch, mult, blocks, attn_levels, head, context_dim, groups, seed=0):
   """UNet2DConditionModel as ADM / GLIDE's UNet (Karlo's unCLIP decoder layout): every tensor perturbed."""
   n = len(mult)
@@ -126,7 +116,7 @@ def _reference(torch, diffusers, *, ch, mult, blocks, attn_levels, head, context
 def test_adm_unet_matches_diffusers():
   """Three levels (16, 32, 48 channels), two blocks a level, attention with context at levels 1 and 2 and in the
   middle, 16-channel heads, 16×16 inputs, six output channels (ε and v)."""
-  torch, diffusers = _diffusers()
+  torch, diffusers = diffusers_or_skip()
   cfg = dict(ch=16, mult=(1, 2, 3), blocks=2, attn_levels=(1, 2), head=16, context_dim=12, groups=8)
   ref = _reference(torch, diffusers, **cfg)
   model = nnx.eval_shape(lambda: glide.ADMUNet(ch=16, ch_mult=(1, 2, 3), num_res_blocks=2, attn_levels=(1, 2),

@@ -2,7 +2,6 @@
 log-variance, L_hybrid (with its stop-gradient), the respaced schedule and its steps, the learned ancestral step and
 sampler against float64 numpy written here; diffusers' DDPMScheduler(variance_type="learned_range") in test-full."""
 
-import importlib.util
 import os
 
 import jax
@@ -12,6 +11,7 @@ import pytest
 from scipy import special
 
 from papers_jax.objectives import diffusion
+from diffusers_ref import diffusers_or_skip
 
 FULL = bool(os.environ.get("PAPERS_JAX_FULL_PARITY"))
 COSINE = diffusion.cosine_schedule()  # GLIDE's / unCLIP's
@@ -195,14 +195,6 @@ def test_learned_sampler_is_one_scan_with_the_original_steps_and_the_bound_takes
 
 
 # ------------------------------------------------------------------------------- diffusers (make test-full)
-def _diffusers():
-  torch = pytest.importorskip("torch")
-  if importlib.util.find_spec("diffusers") is None:
-    pytest.skip("diffusers is not installed")
-  from papers_jax.convert.torch_compat import _define_torchvision_ops
-  _define_torchvision_ops()
-  import diffusers
-  return torch, diffusers
 
 
 def _scheduler(torch, diffusers, clip):
@@ -229,7 +221,7 @@ def _nchw(x):
 def test_learned_step_matches_diffusers(clip, num_steps):
   """Their step (split of the 2C channels, learned_range variance, noise from the generator) against ours on the
   full chain and on the strided one (their custom timesteps = our kept steps; the network sees original t)."""
-  torch, diffusers = _diffusers()
+  torch, diffusers = diffusers_or_skip()
   ref = _scheduler(torch, diffusers, clip)
   if num_steps:
     kept = diffusion.strided_timesteps(1000, num_steps)
@@ -265,7 +257,7 @@ def test_strided_timesteps_equal_diffusers_linspace_spacing():
   the other way (T = 100, n = 27: 13 · 99/26 = 49.5, the sum gives 49, their product 50); their default "leading"
   spacing (k · (T // n))
   differs. Their custom `timesteps=` takes our kept steps exactly (test_learned_step_matches_diffusers)."""
-  torch, diffusers = _diffusers()
+  torch, diffusers = diffusers_or_skip()
   for n in (250, 100, 50, 27, 25, 10):
     lin = diffusers.DDPMScheduler(num_train_timesteps=1000, timestep_spacing="linspace")
     lin.set_timesteps(n)

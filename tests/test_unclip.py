@@ -7,7 +7,6 @@ released unCLIP prior's layout) on random perturbed weights with a padding mask,
 steps against diffusers' DDPMScheduler / DDIMScheduler with prediction_type="sample"; the prior's padding mask
 (padded tokens change nothing, kept ones do)."""
 
-import importlib.util
 import math
 import os
 
@@ -21,20 +20,11 @@ from papers_jax import models
 from papers_jax.models import unclip
 from papers_jax.objectives import diffusion
 from papers_jax.objectives import unclip as objective
+from diffusers_ref import diffusers_or_skip
 
 FULL = bool(os.environ.get("PAPERS_JAX_FULL_PARITY"))
 TOL = 1e-4
 COSINE = diffusion.cosine_schedule(1000)
-
-
-def _diffusers():
-  torch = pytest.importorskip("torch")
-  if importlib.util.find_spec("diffusers") is None:
-    pytest.skip("diffusers is not installed")
-  from papers_jax.convert.torch_compat import _define_torchvision_ops
-  _define_torchvision_ops()
-  import diffusers
-  return torch, diffusers
 
 
 def test_cosine_schedule_is_nichol_and_dhariwals():
@@ -175,7 +165,7 @@ def _load_prior(ours, sd, heads):
 @pytest.mark.torch
 @pytest.mark.skipif(not FULL, reason="make test-full (PAPERS_JAX_FULL_PARITY=1): torch + diffusers imports")
 def test_prior_matches_diffusers_prior_transformer():
-  torch, diffusers = _diffusers()
+  torch, diffusers = diffusers_or_skip()
   heads, head_dim, d, n = 2, 16, 24, 6
   ref = _perturbed(diffusers.PriorTransformer(num_attention_heads=heads, attention_head_dim=head_dim, num_layers=2,
                                               embedding_dim=d, num_embeddings=n, additional_embeddings=4), torch)
@@ -212,7 +202,7 @@ def _float64(scheduler, torch):
 @pytest.mark.skipif(not FULL, reason="make test-full (PAPERS_JAX_FULL_PARITY=1): torch + diffusers imports")
 @pytest.mark.parametrize("t", [0, 1, 500, 998])
 def test_x0_steps_match_diffusers_schedulers(t):
-  torch, diffusers = _diffusers()
+  torch, diffusers = diffusers_or_skip()
   rng = np.random.RandomState(t)
   x0, xt, z = (rng.randn(2, 3, 4, 4).astype(np.float32) for _ in range(3))
   for variance, theirs in (("beta", "fixed_large"), ("posterior", "fixed_small")):
