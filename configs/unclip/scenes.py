@@ -37,7 +37,7 @@ Departures from the paper (a CPU demo, not one of its experiments):
 - Optimisation (the paper's Table 3: AdamW with β₂ 0.96 / 0.999, ε 1e-6 / 1e-8, lr 1.1e-4 / 1.2e-4, weight decay
   6e-2 for the prior, batch 4096 / 2048, 600K / 800K steps, weight EMA 0.9999, decoder dropout 0.1): here AdamW
   lr 1e-3, β₂ 0.999, ε 1e-8, no weight decay, gradient clipping at 1, 100 warm-up steps, batch 64 (prior) / 16
-  (decoder), 1,500 / 3,000 steps, weight EMA 0.995, decoder dropout 0.1.
+  (decoder), 1,500 / 5,000 steps, weight EMA 0.995, decoder dropout 0.1.
 - The measured demo's frozen CLIP was the scenes CLIP at its step 500 (`clip=runs/clip_scenes_500`; docs/unclip.md).
 """
 
@@ -71,7 +71,7 @@ def get_config(arg=None):
   c.data.mean = vqa_scenes.MEAN  # the CLIP's normalisation (the scenes are dark); the decoder works in [-1, 1]
   c.data.std = vqa_scenes.STD
   c.batch_size = 64 if prior else 16
-  c.num_steps = args.steps or (1500 if prior else 3000)
+  c.num_steps = args.steps or (1500 if prior else 5000)
   c.optimizer.update(name="adamw", lr=1e-3, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0,
                      clip_grad_norm=1.0, wd_exclude=())
   c.schedule.update(name="constant", warmup_steps=100)
