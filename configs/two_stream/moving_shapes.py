@@ -38,7 +38,8 @@ Departures from the paper:
     bi-directional stacking, no multi-task learning over two datasets, no pre-training of the spatial net.
   - The evaluation during training is one view a clip; the paper's 25 frames × 10 crops (§5) and the fusions
     (§2: averaging, or Crammer & Singer's multi-class linear SVM [6] on stacked L2-normalised scores) are
-    tools/two_stream_eval.py's. A 16-frame clip has 16 frames and 6 flow-stack starts, so the 25 evenly spaced positions repeat some.
+    tools/two_stream_eval.py's. A 16-frame clip has 16 frames and 6 flow-stack starts, so the 25 evenly spaced
+    positions repeat some.
 """
 
 from papers_jax.core.config import base_config, parse_arg
