@@ -12,7 +12,7 @@ from flax import nnx
 
 from papers_jax import convert, models
 from papers_jax.models.ddpm_unet import DDPMUNet
-from diffusers_ref import diffusers_or_skip
+from diffusers_ref import diffusers_or_skip, perturbed
 
 FULL = bool(os.environ.get("PAPERS_JAX_FULL_PARITY"))
 TOL = 1e-4
@@ -28,16 +28,7 @@ def _reference(torch, diffusers, widths, attn_levels, *, meta=False, seed=0):
   if meta:
     with torch.device("meta"):
       return diffusers.UNet2DModel(**kwargs)
-  ref = diffusers.UNet2DModel(**kwargs).eval()
-  generator = torch.Generator().manual_seed(seed)
-  with torch.no_grad():  # every tensor perturbed: norm gains 1 + N(0, 0.1), biases N(0, 0.1), weights N(0, 0.05)
-    for key, p in ref.named_parameters():
-      if p.ndim == 1:
-        base = 1.0 if "norm" in key and key.endswith("weight") else 0.0
-        p.copy_(base + 0.1 * torch.randn(p.shape, generator=generator))
-      else:
-        p.copy_(0.05 * torch.randn(p.shape, generator=generator))
-  return ref
+  return perturbed(diffusers.UNet2DModel(**kwargs), torch, seed=seed, weight_std=0.05)
 
 
 def _num_params(model) -> int:

@@ -14,7 +14,7 @@ from flax import nnx
 
 from papers_jax import convert, models
 from papers_jax.models import glide
-from diffusers_ref import diffusers_or_skip
+from diffusers_ref import diffusers_or_skip, perturbed
 
 FULL = bool(os.environ.get("PAPERS_JAX_FULL_PARITY"))
 TOL = 1e-4
@@ -25,13 +25,14 @@ def _num_params(model) -> int:
 
 
 def _perturb(model, seed=0):
-  """Every parameter to random values: the zero-initialised output convs and projections included."""
+  """Every parameter to random values, the zero-initialised output convs and projections included; norm scales
+  1 + N(0, 0.1), the rest N(0, 0.1)."""
   params = nnx.state(model, nnx.Param)
-  leaves, treedef = jax.tree.flatten(params)
+  leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
   keys = jax.random.split(jax.random.key(seed), len(leaves))
   nnx.update(model, jax.tree.unflatten(treedef, [
-      (1.0 if p.ndim == 1 and "scale" in str(i) else 0.0) + 0.1 * jax.random.normal(k, p.shape)
-      for i, (p, k) in enumerate(zip(leaves, keys))]))
+      (1.0 if "['scale']" in jax.tree_util.keystr(path) else 0.0) + 0.1 * jax.random.normal(k, p.shape)
+      for (path, p), k in zip(leaves, keys)]))
   return model
 
 
@@ -99,16 +100,8 @@ def _reference(torch, diffusers, *, ch, mult, blocks, attn_levels, head, context
       down_block_types=down, up_block_types=up, mid_block_type="UNetMidBlock2DSimpleCrossAttn",
       layers_per_block=blocks, attention_head_dim=head, cross_attention_dim=context_dim, norm_num_groups=groups,
       norm_eps=1e-5, resnet_time_scale_shift="scale_shift", class_embed_type="identity", flip_sin_to_cos=True,
-      freq_shift=0, act_fn="silu").eval()
-  generator = torch.Generator().manual_seed(seed)
-  with torch.no_grad():
-    for key, p in ref.named_parameters():
-      if p.ndim == 1:
-        base = 1.0 if "norm" in key and key.endswith("weight") else 0.0
-        p.copy_(base + 0.1 * torch.randn(p.shape, generator=generator))
-      else:
-        p.copy_(0.05 * torch.randn(p.shape, generator=generator))
-  return ref
+      freq_shift=0, act_fn="silu")
+  return perturbed(ref, torch, seed=seed, weight_std=0.05)
 
 
 @pytest.mark.torch

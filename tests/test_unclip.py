@@ -2,7 +2,8 @@
 
 Default suite (numpy references): the cosine schedule, the prior's x₀ loss, the guidance formula, the best-of-K
 choice, the ancestral and DDIM steps from an x₀ prediction (the posterior, eq. 7; no noise at t = 0), the scanned
-x₀ sampler against a Python loop, and the paper-size prior's parameter count (the decoder: tests/test_glide.py). With PAPERS_JAX_FULL_PARITY=1: the prior against diffusers' PriorTransformer (the
+x₀ sampler against a Python loop, and the paper-size prior's parameter count (the decoder: tests/test_glide.py).
+With PAPERS_JAX_FULL_PARITY=1: the prior against diffusers' PriorTransformer (the
 released unCLIP prior's layout) on random perturbed weights with a padding mask, float32; the schedule and both
 steps against diffusers' DDPMScheduler / DDIMScheduler with prediction_type="sample"; the prior's padding mask
 (padded tokens change nothing, kept ones do)."""
@@ -20,7 +21,7 @@ from papers_jax import models
 from papers_jax.models import unclip
 from papers_jax.objectives import diffusion
 from papers_jax.objectives import unclip as objective
-from diffusers_ref import diffusers_or_skip
+from diffusers_ref import diffusers_or_skip, perturbed
 
 FULL = bool(os.environ.get("PAPERS_JAX_FULL_PARITY"))
 TOL = 1e-4
@@ -119,18 +120,6 @@ def test_paper_prior_parameter_count():
 
 
 # ------------------------------------------------------------------ diffusers (make test-full)
-def _perturbed(module, torch, seed=0):
-  generator = torch.Generator().manual_seed(seed)
-  with torch.no_grad():
-    for key, p in module.named_parameters():
-      if p.ndim == 1:
-        base = 1.0 if "norm" in key and key.endswith("weight") else 0.0
-        p.copy_(base + 0.1 * torch.randn(p.shape, generator=generator))
-      else:
-        p.copy_(0.1 * torch.randn(p.shape, generator=generator))
-  return module.eval()
-
-
 def _load_prior(ours, sd, heads):
   """diffusers PriorTransformer state dict → our DiffusionPrior (in place)."""
   t = lambda k: sd[k].detach().numpy().astype(np.float32)  # noqa: E731
@@ -167,8 +156,9 @@ def _load_prior(ours, sd, heads):
 def test_prior_matches_diffusers_prior_transformer():
   torch, diffusers = diffusers_or_skip()
   heads, head_dim, d, n = 2, 16, 24, 6
-  ref = _perturbed(diffusers.PriorTransformer(num_attention_heads=heads, attention_head_dim=head_dim, num_layers=2,
-                                              embedding_dim=d, num_embeddings=n, additional_embeddings=4), torch)
+  ref = perturbed(diffusers.PriorTransformer(num_attention_heads=heads, attention_head_dim=head_dim, num_layers=2,
+                                             embedding_dim=d, num_embeddings=n, additional_embeddings=4), torch,
+                  weight_std=0.1)
   ours = unclip.DiffusionPrior(embed_dim=d, text_dim=d, num_text_tokens=n, width=heads * head_dim, depth=2,
                                num_heads=heads, rngs=nnx.Rngs(0))
   _load_prior(ours, ref.state_dict(), heads)

@@ -40,10 +40,12 @@ def load_net(run_dir: str, weights: str = "ema"):
   from papers_jax import convert
   from papers_jax.core import config as config_lib
   from papers_jax.tasks.clip import finished_clip_run
-  from papers_jax.tasks.unclip import UnCLIPTask
+  from papers_jax.tasks.unclip import UnCLIPTask, default_config
 
   with open(os.path.join(run_dir, "config.json")) as f:
     config = ml_collections.ConfigDict(json.load(f)["config"])
+  # A run from before a key of `unclip` existed: the key's default (what the run trained with).
+  config.unclip = default_config(**config.unclip.to_dict())
   config_lib.resolve_image_preprocessing(config)
   task = UnCLIPTask(config)
   model = task.build_model(nnx.Rngs(0))

@@ -38,6 +38,7 @@ Departures from the paper (a CPU demo, not one of its experiments):
   6e-2 for the prior, batch 4096 / 2048, 600K / 800K steps, weight EMA 0.9999, decoder dropout 0.1): here AdamW
   lr 1e-3, β₂ 0.999, ε 1e-8, no weight decay, gradient clipping at 1, 100 warm-up steps, batch 64 (prior) / 16
   (decoder), 1,500 / 5,000 steps, weight EMA 0.995, decoder dropout 0.1.
+- Float32 compute (the base config's `dtype`; the paper does not state its precision).
 - The measured demo's frozen CLIP was the scenes CLIP at its step 500 (`clip=runs/clip_scenes_500`; docs/unclip.md).
 """
 

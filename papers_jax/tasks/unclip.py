@@ -246,7 +246,7 @@ class UnCLIPTask:
   def prior_scale(self, dim: int) -> float:
     """The factor on the prior's L2-normalised embeddings: `prior_embedding_scale` (the paper's 17.2), or √D when 0,
     each dimension then with a second moment of about 1, like the noise."""
-    return float(self.u.get("prior_embedding_scale", 0.0)) or math.sqrt(dim)  # runs from before the key: √D
+    return float(self.u.prior_embedding_scale) or math.sqrt(dim)
 
   def forward_flops(self, model) -> float:
     """One call of the stage's network per example (the frozen CLIP's forward is left out)."""
